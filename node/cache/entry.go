@@ -1,0 +1,69 @@
+// Package cache is the edge's store: immutable entries (response metadata and
+// body), a byte-bounded memory tier, and fills that clients read while the
+// origin is still writing them.
+package cache
+
+import (
+	"net/http"
+	"time"
+)
+
+// Entry is one stored response: a representation plus what is needed to judge
+// its freshness. An Entry never changes once it is stored or handed to a reader;
+// a refresh builds a new one.
+type Entry struct {
+	Status int
+	// Header holds the end-to-end response fields as the origin sent them
+	// (hop-by-hop and qualified private/no-cache fields removed).
+	Header http.Header
+	// Body is the complete representation; nil while the entry only describes a
+	// fill in progress.
+	Body []byte
+	// Size is the representation's length, -1 while unknown (a fill without
+	// Content-Length).
+	Size int64
+
+	// Vary lists the canonical names of the response's Vary field; VaryKey is
+	// the secondary key of the request that produced it.
+	Vary    []string
+	VaryKey string
+
+	// ResponseTime is when the response arrived; InitialAge its corrected initial
+	// age (RFC 9111 §4.2.3); TTL its freshness lifetime and TTLSource where that
+	// came from.
+	ResponseTime time.Time
+	InitialAge   time.Duration
+	TTL          time.Duration
+	TTLSource    string
+
+	// ETag and LastModified are the validators, kept parsed for the hit path.
+	ETag         string
+	LastModified time.Time
+}
+
+// Age is the entry's current age at now.
+func (e *Entry) Age(now time.Time) time.Duration {
+	return e.InitialAge + now.Sub(e.ResponseTime)
+}
+
+// Fresh reports whether the entry may be served without revalidation at now.
+func (e *Entry) Fresh(now time.Time) bool {
+	return e.Age(now) < e.TTL
+}
+
+// HasValidator reports whether a stale entry can be revalidated.
+func (e *Entry) HasValidator() bool {
+	return e.ETag != "" || !e.LastModified.IsZero()
+}
+
+// weight approximates the entry's memory footprint in bytes.
+func (e *Entry) weight() int {
+	w := len(e.Body) + len(e.VaryKey) + 256
+	for k, vs := range e.Header {
+		w += len(k) + 16
+		for _, v := range vs {
+			w += len(v) + 16
+		}
+	}
+	return w
+}

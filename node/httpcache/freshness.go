@@ -1,0 +1,186 @@
+package httpcache
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Heuristic freshness bounds: min(max(HeuristicMin, 10% of (Date − Last-Modified)), HeuristicMax).
+const (
+	HeuristicMin = 10 * time.Second
+	HeuristicMax = time.Hour
+)
+
+// Policy is what the site's matched rule says about a cacheable request.
+type Policy struct {
+	// TTL, when positive, is the freshness lifetime the rule sets.
+	TTL time.Duration
+	// FollowOrigin makes the origin's explicit freshness win over TTL; TTL then only
+	// applies when the origin gives none.
+	FollowOrigin bool
+	// Heuristic allows heuristic freshness when neither TTL nor the origin gives
+	// one. Static rules set it; "leave it to the origin" does not.
+	Heuristic bool
+}
+
+// Source says where a freshness lifetime came from.
+type Source string
+
+// Freshness sources.
+const (
+	SourceNone      Source = ""
+	SourceSMaxAge   Source = "s-maxage"
+	SourceMaxAge    Source = "max-age"
+	SourceExpires   Source = "expires"
+	SourceRule      Source = "rule"
+	SourceHeuristic Source = "heuristic"
+	SourceNoCache   Source = "no-cache" // stored, but every use is revalidated
+)
+
+// Decision is the verdict on one origin response.
+type Decision struct {
+	// Store reports whether the response may be stored.
+	Store bool
+	// Reason names why not, in Cache-Status detail form (e.g. "no-store").
+	Reason string
+	// Pass reports that the response is uncacheable by its own headers, so later
+	// requests for the key should go to the origin in parallel (hit-for-pass).
+	Pass bool
+	// TTL is the freshness lifetime and Source where it came from.
+	TTL    time.Duration
+	Source Source
+}
+
+// heuristicStatus lists the status codes cacheable by default (RFC 9110 §15.1).
+func heuristicStatus(code int) bool {
+	switch code {
+	case 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501:
+		return true
+	}
+	return false
+}
+
+// Decide applies RFC 9111 §3 (storing) and §4.2.1 (freshness lifetime) for a
+// shared cache to a response to a GET request, together with the rule's policy.
+// authorized reports whether the request carried Authorization. Responses that
+// set a cookie are stored only when the origin marks them public or gives
+// s-maxage, or names Set-Cookie in a qualified no-cache or private (the field is
+// then stripped): a CDN that hands one user's cookie to another is a security bug.
+func Decide(status int, h http.Header, cc Directives, authorized bool, p Policy) Decision {
+	switch {
+	case status < 200 || status == http.StatusPartialContent || status == http.StatusNotModified:
+		return Decision{Reason: "uncacheable-status"}
+	case cc.NoStore:
+		return Decision{Reason: "no-store", Pass: true}
+	case cc.Private:
+		return Decision{Reason: "private", Pass: true}
+	case authorized && !cc.Public && cc.SMaxAge == Unset && !cc.MustRevalidate:
+		return Decision{Reason: "authorization"}
+	}
+	if VaryStar(h) {
+		return Decision{Reason: "vary-star", Pass: true}
+	}
+	if _, ok := h["Set-Cookie"]; ok && !cc.Public && cc.SMaxAge == Unset &&
+		!contains(cc.NoCacheFields, "set-cookie") && !contains(cc.PrivateFields, "set-cookie") {
+		return Decision{Reason: "set-cookie", Pass: true}
+	}
+	hasValidator := h.Get("ETag") != "" || h.Get("Last-Modified") != ""
+
+	// An origin that says "do not reuse without asking" wins over every rule:
+	// no-cache, or a zero max-age / s-maxage.
+	if cc.NoCache || cc.SMaxAge == 0 || (cc.SMaxAge == Unset && cc.MaxAge == 0) {
+		if !hasValidator {
+			return Decision{Reason: "no-cache", Pass: true}
+		}
+		return Decision{Store: true, Source: SourceNoCache}
+	}
+
+	explicit, src := explicitLifetime(h, cc)
+	if p.TTL > 0 && heuristicStatus(status) && (!p.FollowOrigin || src == SourceNone) {
+		return Decision{Store: true, TTL: p.TTL, Source: SourceRule}
+	}
+	if src != SourceNone {
+		if explicit <= 0 && !hasValidator {
+			return Decision{Reason: "expired"}
+		}
+		return Decision{Store: true, TTL: max(explicit, 0), Source: src}
+	}
+	if p.Heuristic && (heuristicStatus(status) || cc.Public) {
+		return Decision{Store: true, TTL: HeuristicLifetime(h), Source: SourceHeuristic}
+	}
+	if !heuristicStatus(status) {
+		return Decision{Reason: "uncacheable-status"}
+	}
+	return Decision{Reason: "no-freshness", Pass: true}
+}
+
+// explicitLifetime is RFC 9111 §4.2.1 for a shared cache: s-maxage, then max-age,
+// then Expires − Date. An invalid Expires means already expired.
+func explicitLifetime(h http.Header, cc Directives) (time.Duration, Source) {
+	switch {
+	case cc.SMaxAge != Unset:
+		return seconds(cc.SMaxAge), SourceSMaxAge
+	case cc.MaxAge != Unset:
+		return seconds(cc.MaxAge), SourceMaxAge
+	}
+	exp, ok := h["Expires"]
+	if !ok {
+		return 0, SourceNone
+	}
+	if len(exp) == 0 {
+		return 0, SourceExpires
+	}
+	t, err := http.ParseTime(exp[0])
+	if err != nil {
+		return 0, SourceExpires
+	}
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		// Without a usable Date the response was generated now (RFC 9110 §6.6.1).
+		date = time.Now()
+	}
+	return t.Sub(date), SourceExpires
+}
+
+// HeuristicLifetime is min(max(10s, 10% of (Date − Last-Modified)), 1h). Without a
+// Last-Modified it is the 10s floor.
+func HeuristicLifetime(h http.Header) time.Duration {
+	lm, err := http.ParseTime(h.Get("Last-Modified"))
+	if err != nil {
+		return HeuristicMin
+	}
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		date = time.Now()
+	}
+	return min(max(HeuristicMin, date.Sub(lm)/10), HeuristicMax)
+}
+
+func seconds(n int64) time.Duration { return time.Duration(n) * time.Second }
+
+// InitialAge is corrected_initial_age of RFC 9111 §4.2.3: the age a response
+// already had when it arrived, from its Age and Date fields and the round trip.
+func InitialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
+	var apparent time.Duration
+	if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		apparent = max(0, responseTime.Sub(date))
+	}
+	var ageValue time.Duration
+	if v := h.Get("Age"); v != "" {
+		ageValue = seconds(ParseDelta(v))
+	}
+	corrected := ageValue + responseTime.Sub(requestTime)
+	return max(apparent, corrected)
+}
+
+// AgeValue formats an age for the Age field: whole seconds, never negative.
+func AgeValue(age time.Duration) string {
+	if age < 0 {
+		age = 0
+	}
+	return strconv.FormatInt(int64(age/time.Second), 10)
+}
+
+func contains(list []string, s string) bool { return slices.Contains(list, s) }

@@ -1,0 +1,281 @@
+// Package site binds CDN domains to their origins and decides, per request, what
+// is static (cached), what is dynamic (bypassed) and under which key an object is
+// stored.
+package site
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+)
+
+// Config is one site as written in the YAML configuration.
+type Config struct {
+	// Name labels the site in metrics and logs. Default: its first host.
+	Name string `yaml:"name"`
+	// Hosts are the CDN domain names the site answers for; "*.example.com"
+	// matches any subdomain.
+	Hosts []string `yaml:"hosts"`
+	// Origins are the site's origin base URLs (scheme, host name or IP, port).
+	Origins []string `yaml:"origins"`
+	// CacheKey says how the query string enters the cache key.
+	CacheKey KeyConfig `yaml:"cache_key"`
+	// Rules are matched in order; the first match decides.
+	Rules []RuleConfig `yaml:"rules"`
+	// DefaultRules appends the built-in static-extension rule after Rules.
+	// Default true.
+	DefaultRules *bool `yaml:"default_rules"`
+}
+
+// KeyConfig is the query-string part of the cache key.
+type KeyConfig struct {
+	// Query is "all" (default: every parameter), "ignore" (none), "include"
+	// (only Params) or "exclude" (all but Params). Kept parameters are sorted by
+	// name, so ?a=1&b=2 and ?b=2&a=1 share an entry.
+	Query  string   `yaml:"query"`
+	Params []string `yaml:"params"`
+}
+
+// RuleConfig is one rule. At least one of PathPrefix, Extensions and Regex is
+// set; a request matches when every one that is set matches its path.
+type RuleConfig struct {
+	PathPrefix string   `yaml:"path_prefix"`
+	Extensions []string `yaml:"extensions"`
+	Regex      string   `yaml:"regex"`
+	// Action is "cache" (static: stored, with heuristic freshness when the origin
+	// is silent) or "bypass" (dynamic: straight to the origin, never stored, never
+	// coalesced).
+	Action string `yaml:"action"`
+	// TTL overrides the origin's freshness for "cache" rules. The origin's
+	// no-store, private, no-cache and max-age=0 still win.
+	TTL units.Duration `yaml:"ttl"`
+	// FollowOrigin makes the origin's Cache-Control/Expires win over TTL; TTL then
+	// applies only when the origin gives no freshness.
+	FollowOrigin bool `yaml:"follow_origin"`
+}
+
+// Action is what a rule does with a request.
+type Action int
+
+// Actions.
+const (
+	// ActionOrigin caches by the origin's headers alone (no heuristic): the
+	// default for anything no rule matches.
+	ActionOrigin Action = iota
+	// ActionCache treats the request as static.
+	ActionCache
+	// ActionBypass treats the request as dynamic.
+	ActionBypass
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionCache:
+		return "cache"
+	case ActionBypass:
+		return "bypass"
+	default:
+		return "origin"
+	}
+}
+
+// Rule is a compiled rule.
+type Rule struct {
+	// Name describes the rule for logs, e.g. "rules[2]" or "default-static".
+	Name   string
+	Action Action
+	Policy httpcache.Policy
+
+	prefix string
+	exts   []string
+	re     *regexp.Regexp
+}
+
+func (r *Rule) matches(p string) bool {
+	if r.prefix != "" && !strings.HasPrefix(p, r.prefix) {
+		return false
+	}
+	if r.exts != nil && !slices.Contains(r.exts, strings.ToLower(strings.TrimPrefix(path.Ext(p), "."))) {
+		return false
+	}
+	return r.re == nil || r.re.MatchString(p)
+}
+
+// StaticExtensions are the extensions the built-in rule caches.
+var StaticExtensions = []string{
+	"js", "mjs", "css", "map", "wasm",
+	"png", "jpg", "jpeg", "gif", "webp", "avif", "svg", "ico", "bmp", "tif", "tiff",
+	"woff", "woff2", "ttf", "otf", "eot",
+	"mp3", "wav", "ogg", "oga", "flac", "aac", "m4a", "opus",
+	"mp4", "m4v", "webm", "ogv", "mov", "mkv", "avi", "flv",
+	"pdf", "zip", "gz", "tgz", "bz2", "xz", "zst", "7z", "rar", "tar",
+}
+
+var (
+	defaultStatic = &Rule{Name: "default-static", Action: ActionCache,
+		Policy: httpcache.Policy{Heuristic: true}, exts: StaticExtensions}
+	fallbackRule = &Rule{Name: "default-origin", Action: ActionOrigin}
+)
+
+// Site is a compiled site. It is immutable.
+type Site struct {
+	Name    string
+	Hosts   []string
+	Origins []*url.URL
+
+	query  string
+	params []string
+	rules  []*Rule
+}
+
+// Compile validates c and builds the site. Errors name the field, relative to
+// the site (e.g. "rules[2].regex: ...").
+func (c Config) Compile() (*Site, error) {
+	var errs []error
+	fail := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	s := &Site{Name: c.Name}
+	if len(c.Hosts) == 0 {
+		fail("hosts", "at least one host name is required")
+	}
+	for i, h := range c.Hosts {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h == "" || strings.ContainsAny(h, "/: ") || strings.Contains(h[min(1, len(h)):], "*") {
+			fail(fmt.Sprintf("hosts[%d]", i), "%q is not a host name (no scheme, port or path; a leading \"*.\" matches subdomains)", c.Hosts[i])
+			continue
+		}
+		s.Hosts = append(s.Hosts, h)
+	}
+	if s.Name == "" && len(s.Hosts) > 0 {
+		s.Name = s.Hosts[0]
+	}
+	if len(c.Origins) == 0 {
+		fail("origins", "at least one origin URL is required")
+	}
+	for i, o := range c.Origins {
+		u, err := ParseOrigin(o)
+		if err != nil {
+			fail(fmt.Sprintf("origins[%d]", i), "%v", err)
+			continue
+		}
+		s.Origins = append(s.Origins, u)
+	}
+	switch q := strings.ToLower(c.CacheKey.Query); q {
+	case "", "all", "ignore":
+		s.query = q
+		if len(c.CacheKey.Params) > 0 {
+			fail("cache_key.params", "only used with query: include or exclude")
+		}
+	case "include", "exclude":
+		s.query = q
+		if len(c.CacheKey.Params) == 0 {
+			fail("cache_key.params", "query: %s needs at least one parameter name", q)
+		}
+		s.params = c.CacheKey.Params
+	default:
+		fail("cache_key.query", "%q is not one of all, ignore, include, exclude", c.CacheKey.Query)
+	}
+	for i, rc := range c.Rules {
+		r, err := rc.compile(fmt.Sprintf("rules[%d]", i))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.rules = append(s.rules, r)
+	}
+	if c.DefaultRules == nil || *c.DefaultRules {
+		s.rules = append(s.rules, defaultStatic)
+	}
+	s.rules = append(s.rules, fallbackRule)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (rc RuleConfig) compile(name string) (*Rule, error) {
+	var errs []error
+	fail := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", name, field, fmt.Sprintf(format, a...)))
+	}
+	r := &Rule{Name: name, prefix: rc.PathPrefix}
+	if rc.PathPrefix != "" && !strings.HasPrefix(rc.PathPrefix, "/") {
+		fail("path_prefix", "%q must start with /", rc.PathPrefix)
+	}
+	for _, e := range rc.Extensions {
+		e = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(e), "."))
+		if e == "" || strings.ContainsAny(e, "/.") {
+			fail("extensions", "%q is not a file extension", e)
+			continue
+		}
+		r.exts = append(r.exts, e)
+	}
+	if rc.Regex != "" {
+		re, err := regexp.Compile(rc.Regex)
+		if err != nil {
+			fail("regex", "%v", err)
+		}
+		r.re = re
+	}
+	if rc.PathPrefix == "" && len(rc.Extensions) == 0 && rc.Regex == "" {
+		errs = append(errs, fmt.Errorf("%s: needs path_prefix, extensions or regex", name))
+	}
+	switch rc.Action {
+	case "cache":
+		r.Action = ActionCache
+		r.Policy = httpcache.Policy{TTL: time.Duration(rc.TTL), FollowOrigin: rc.FollowOrigin, Heuristic: true}
+	case "bypass":
+		r.Action = ActionBypass
+		if rc.TTL != 0 || rc.FollowOrigin {
+			fail("ttl", "a bypass rule stores nothing, so ttl and follow_origin do not apply")
+		}
+	case "":
+		fail("action", "required: cache or bypass")
+	default:
+		fail("action", "%q is not cache or bypass", rc.Action)
+	}
+	return r, errors.Join(errs...)
+}
+
+// ParseOrigin parses an origin base URL: http or https, a host name or IP, an
+// optional port and path; no query, fragment or user info.
+func ParseOrigin(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%q is not a URL: %v", s, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%q: scheme must be http or https", s)
+	case u.Host == "" || u.Hostname() == "":
+		return nil, fmt.Errorf("%q: host is missing", s)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("%q: an origin URL has no query, fragment or user info", s)
+	}
+	if p := u.Port(); p != "" {
+		if _, err := net.LookupPort("tcp", p); err != nil {
+			return nil, fmt.Errorf("%q: bad port %q", s, p)
+		}
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
+}
+
+// Classify returns the first rule that matches the request path.
+func (s *Site) Classify(p string) *Rule {
+	for _, r := range s.rules {
+		if r.matches(p) {
+			return r
+		}
+	}
+	return fallbackRule
+}
