@@ -15,14 +15,28 @@ var ErrFillAborted = errors.New("cache: fill aborted")
 // Fill is a response being received from upstream. One writer appends the body;
 // any number of readers stream it from any offset while it grows
 // (read-while-write). The writer ends it with Finish.
+//
+// A fill is either kept (the whole body stays buffered for any number of
+// readers, and becomes a stored Entry) or streamed (one reader; the buffer holds
+// at most StreamWindow unread bytes and the writer waits for the reader), for
+// responses that will not be stored.
 type Fill struct {
-	mu      sync.Mutex
-	head    *Entry
-	buf     []byte
-	done    bool
-	err     error
-	changed chan struct{} // closed and replaced on every change
+	mu        sync.Mutex
+	head      *Entry
+	buf       []byte
+	base      int64 // body offset of buf[0]; moves only when streaming
+	stream    bool
+	abandoned bool
+	done      bool
+	err       error
+	changed   chan struct{} // closed and replaced on every change
 }
+
+// StreamWindow is how far a streamed fill's writer may run ahead of its reader.
+const StreamWindow = 1 << 20
+
+// ErrAbandoned is returned to the writer of a streamed fill whose reader left.
+var ErrAbandoned = errors.New("cache: fill abandoned by its reader")
 
 // NewFill returns an empty fill.
 func NewFill() *Fill {
@@ -36,26 +50,67 @@ func (f *Fill) notifyLocked() {
 }
 
 // SetHead publishes the response's metadata (status, header, size). head must
-// not be changed afterwards. sizeHint preallocates the body buffer.
-func (f *Fill) SetHead(head *Entry, sizeHint int) {
+// not be changed afterwards. sizeHint preallocates the body buffer of a kept
+// fill; stream selects streaming with a single reader.
+func (f *Fill) SetHead(head *Entry, sizeHint int, stream bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.head = head
-	if sizeHint > 0 {
+	f.stream = stream
+	if sizeHint > 0 && !stream {
 		f.buf = make([]byte, 0, sizeHint)
 	}
 	f.notifyLocked()
 }
 
-// Write appends body bytes. It never fails.
-func (f *Fill) Write(p []byte) (int, error) {
+// Append adds body bytes. Streaming, it first waits while StreamWindow bytes are
+// unread; it fails if ctx ends or the reader abandoned the fill.
+func (f *Fill) Append(ctx context.Context, p []byte) error {
+	for {
+		f.mu.Lock()
+		if f.abandoned {
+			f.mu.Unlock()
+			return ErrAbandoned
+		}
+		if !f.stream || len(f.buf) < StreamWindow {
+			// Readers hold slices of f.buf[:n] for earlier n; append only writes
+			// past them, or copies to a new array, so those stay unchanged.
+			f.buf = append(f.buf, p...)
+			f.notifyLocked()
+			f.mu.Unlock()
+			return nil
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Consumed tells a streamed fill that its reader has written everything before
+// off, so the buffer may drop it. Kept fills ignore it.
+func (f *Fill) Consumed(off int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// Readers hold slices of f.buf[:n] for earlier n; append only writes past
-	// them, or copies to a new array, so those slices stay valid and unchanged.
-	f.buf = append(f.buf, p...)
+	if !f.stream || off <= f.base {
+		return
+	}
+	f.buf = f.buf[min(off-f.base, int64(len(f.buf))):]
+	f.base = off
 	f.notifyLocked()
-	return len(p), nil
+}
+
+// Abandon tells a streamed fill that its reader left: the writer stops.
+func (f *Fill) Abandon() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stream && !f.done {
+		f.abandoned = true
+		f.notifyLocked()
+	}
 }
 
 // Finish ends the fill. A nil err means the body is complete; otherwise readers
@@ -102,13 +157,15 @@ func (f *Fill) Head(ctx context.Context) (*Entry, error) {
 func (f *Fill) Next(ctx context.Context, off int64) ([]byte, error) {
 	for {
 		f.mu.Lock()
-		buf, done, err, ch := f.buf, f.done, f.err, f.changed
+		buf, base, done, err, ch := f.buf, f.base, f.done, f.err, f.changed
 		f.mu.Unlock()
 		switch {
 		case err != nil:
 			return nil, err
-		case off < int64(len(buf)):
-			return buf[off:], nil
+		case off < base:
+			return nil, errors.New("cache: streamed fill read behind its window")
+		case off < base+int64(len(buf)):
+			return buf[off-base:], nil
 		case done:
 			return nil, io.EOF
 		}
@@ -121,6 +178,7 @@ func (f *Fill) Next(ctx context.Context, off int64) ([]byte, error) {
 }
 
 // Wait blocks until the fill ends and returns its complete body, or its error.
+// On a streamed fill it returns only what is still buffered.
 func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 	for {
 		f.mu.Lock()
@@ -141,5 +199,5 @@ func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 func (f *Fill) Buffered() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return int64(len(f.buf))
+	return f.base + int64(len(f.buf))
 }

@@ -67,26 +67,42 @@ func (s Status) String() string {
 	return b.String()
 }
 
-// Label is a short name of s for metrics and access logs: hit, miss, stale,
-// revalidated, bypass, pass or method.
-func (s Status) Label() string {
+// Label indexes Labels: a short name of s for metrics and access logs.
+type Label int
+
+// Labels of Status.Label, by index.
+var Labels = [...]string{"hit", "miss", "stale", "revalidated", "bypass", "pass", "method"}
+
+// Label values.
+const (
+	LabelHit Label = iota
+	LabelMiss
+	LabelStale
+	LabelRevalidated
+	LabelBypass
+	LabelPass
+	LabelMethod
+)
+
+func (l Label) String() string { return Labels[l] }
+
+// Label classifies s: hit, miss, stale (refetched), revalidated (304), bypass
+// (rule), pass (hit-for-pass) or method (not GET or HEAD).
+func (s Status) Label() Label {
 	switch {
 	case s.Hit:
-		return "hit"
+		return LabelHit
 	case s.Fwd == FwdStale && s.FwdStatus == 304:
-		return "revalidated"
+		return LabelRevalidated
 	case s.Fwd == FwdStale:
-		return "stale"
+		return LabelStale
 	case s.Fwd == FwdBypass && s.Detail == "hit-for-pass":
-		return "pass"
+		return LabelPass
 	case s.Fwd == FwdBypass:
-		return "bypass"
+		return LabelBypass
 	case s.Fwd == FwdMethod:
-		return "method"
+		return LabelMethod
 	default:
-		return "miss"
+		return LabelMiss
 	}
 }
-
-// Labels lists every value Label returns.
-var Labels = []string{"hit", "miss", "stale", "revalidated", "bypass", "pass", "method"}

@@ -67,10 +67,17 @@ type Pool struct {
 	proxy   *httputil.ReverseProxy
 }
 
-// NewPool returns a pool over targets. onBypassError is called (with the
-// client's writer) when a bypassed request cannot reach any origin; it must
-// write the response.
-func NewPool(targets []*url.URL, rt http.RoundTripper, log *slog.Logger, onBypassError func(http.ResponseWriter, *http.Request, error)) (*Pool, error) {
+// Hooks customise the bypass proxy, as httputil.ReverseProxy's fields of the
+// same names do.
+type Hooks struct {
+	// ModifyResponse runs on every origin response before it is copied out.
+	ModifyResponse func(*http.Response) error
+	// ErrorHandler writes the response when no origin answered.
+	ErrorHandler func(http.ResponseWriter, *http.Request, error)
+}
+
+// NewPool returns a pool over targets that sends through rt.
+func NewPool(targets []*url.URL, rt http.RoundTripper, log *slog.Logger, hooks Hooks) (*Pool, error) {
 	if len(targets) == 0 {
 		return nil, errors.New("origin: no origin URLs")
 	}
@@ -81,10 +88,11 @@ func NewPool(targets []*url.URL, rt http.RoundTripper, log *slog.Logger, onBypas
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host // the origin serves the CDN domain
 		},
-		Transport:     rt,
-		FlushInterval: -1, // dynamic responses (event streams, progress) flow as they come
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ErrorHandler:  onBypassError,
+		Transport:      rt,
+		FlushInterval:  -1, // dynamic responses (event streams, progress) flow as they come
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ModifyResponse: hooks.ModifyResponse,
+		ErrorHandler:   hooks.ErrorHandler,
 	}
 	return p, nil
 }
@@ -94,16 +102,8 @@ func (p *Pool) pick() *url.URL {
 }
 
 // ServeHTTP proxies a request that bypasses the cache, streaming both ways.
-// ModifyResponse, if set, runs on the origin's response first.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.proxy.ServeHTTP(w, r)
-}
-
-// Proxy returns a copy of the bypass proxy whose ModifyResponse is modify.
-func (p *Pool) Proxy(modify func(*http.Response) error) *httputil.ReverseProxy {
-	c := *p.proxy
-	c.ModifyResponse = modify
-	return &c
 }
 
 // Fetch sends a GET for a cache fill: path and query of in, end-to-end request

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultHTTPAddr        = ":8080"
+	DefaultMetricsAddr     = ":9090"
+	DefaultMemory          = 256 << 20
+	DefaultFillTimeout     = 10 * time.Minute
+	DefaultFillIdleTimeout = 30 * time.Second
+	DefaultHitForPass      = 2 * time.Minute
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Config is one edge node's configuration. The zero value of every field means
+// its default; only an origin (Origins or a site) is required.
+type Config struct {
+	// Name identifies the node in logs and, later, the mesh. Default: host name.
+	Name string
+	// HTTPAddr serves clients, HTTP/1.1 and cleartext HTTP/2. Default ":8080".
+	HTTPAddr string
+	// MetricsAddr serves /metrics, /healthz and /readyz. Default ":9090"; "off"
+	// disables it.
+	MetricsAddr string
+
+	// Origins is the origin for any Host that no site names. Without it, such
+	// requests get 404: the edge is never an open proxy.
+	Origins []*url.URL
+	// Sites binds CDN domains to their origins and rules.
+	Sites []site.Config
+
+	// MemoryBytes is the memory tier's budget. Default 256 MiB.
+	MemoryBytes int64
+	// MaxObjectSize is the largest body stored; larger ones stream through.
+	// Default: an eighth of MemoryBytes.
+	MaxObjectSize int64
+	// FillTimeout bounds a whole fill, and FillIdleTimeout the silence between
+	// two reads of its body. Defaults 10m and 30s.
+	FillTimeout     time.Duration
+	FillIdleTimeout time.Duration
+	// HitForPass is how long a key whose response was not storable goes straight
+	// to the origin, uncoalesced. Default 2m.
+	HitForPass time.Duration
+	// Origin tunes origin connections.
+	Origin origin.Config
+
+	// ShutdownTimeout bounds Run's drain of in-flight requests. Default 15s.
+	ShutdownTimeout time.Duration
+	// AccessLog logs one Info line per request with its cache status.
+	AccessLog bool
+	// Logger receives structured logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.MetricsAddr == "" {
+		c.MetricsAddr = DefaultMetricsAddr
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemory
+	}
+	if c.MaxObjectSize == 0 {
+		c.MaxObjectSize = c.MemoryBytes / 8
+	}
+	if c.FillTimeout == 0 {
+		c.FillTimeout = DefaultFillTimeout
+	}
+	if c.FillIdleTimeout == 0 {
+		c.FillIdleTimeout = DefaultFillIdleTimeout
+	}
+	if c.HitForPass == 0 {
+		c.HitForPass = DefaultHitForPass
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if len(c.Origins) == 0 && len(c.Sites) == 0 {
+		bad("origin", "no origin: set --origin or declare sites in the config file")
+	}
+	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"metrics", c.MetricsAddr}} {
+		if a.addr == "" || a.addr == "off" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad(a.field, "%q is not host:port", a.addr)
+		}
+	}
+	if c.MemoryBytes < 0 {
+		bad("memory", "must not be negative")
+	}
+	if c.MaxObjectSize < 0 {
+		bad("max_object_size", "must not be negative")
+	} else if c.MemoryBytes > 0 && c.MaxObjectSize > c.MemoryBytes {
+		bad("max_object_size", "%s exceeds the memory budget %s", units.Size(c.MaxObjectSize), units.Size(c.MemoryBytes))
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"fill_timeout", c.FillTimeout}, {"fill_idle_timeout", c.FillIdleTimeout}, {"hit_for_pass", c.HitForPass}, {"shutdown_timeout", c.ShutdownTimeout}} {
+		if d.v < 0 {
+			bad(d.field, "must not be negative")
+		}
+	}
+	var sites []*site.Site
+	for i, sc := range c.Sites {
+		s, err := sc.Compile()
+		if err != nil {
+			errs = append(errs, prefixErrors(fmt.Sprintf("sites[%d]", i), err))
+			continue
+		}
+		sites = append(sites, s)
+	}
+	if len(errs) == 0 {
+		if _, err := site.NewSet(sites, c.Origins); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// prefixErrors puts prefix before each of the joined errors in err.
+func prefixErrors(prefix string, err error) error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		var out []error
+		for _, e := range joined.Unwrap() {
+			out = append(out, prefixErrors(prefix, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s.%w", prefix, err)
+}
+
+// File is the YAML configuration file. Every field is optional; command-line
+// flags override what it sets.
+type File struct {
+	Node struct {
+		Name            string         `yaml:"name"`
+		HTTP            string         `yaml:"http"`
+		Metrics         string         `yaml:"metrics"`
+		Memory          units.Size     `yaml:"memory"`
+		MaxObjectSize   units.Size     `yaml:"max_object_size"`
+		FillTimeout     units.Duration `yaml:"fill_timeout"`
+		FillIdleTimeout units.Duration `yaml:"fill_idle_timeout"`
+		HitForPass      units.Duration `yaml:"hit_for_pass"`
+		ShutdownTimeout units.Duration `yaml:"shutdown_timeout"`
+		AccessLog       bool           `yaml:"access_log"`
+	} `yaml:"node"`
+	Origin struct {
+		Default        []string       `yaml:"default"`
+		ConnectTimeout units.Duration `yaml:"connect_timeout"`
+		HeaderTimeout  units.Duration `yaml:"header_timeout"`
+		MaxIdle        int            `yaml:"max_idle_per_origin"`
+	} `yaml:"origin"`
+	Sites []site.Config `yaml:"sites"`
+}
+
+// LoadFile reads a YAML configuration file into a Config. Unknown fields are
+// errors; every error names the file, and the field or line.
+func LoadFile(name string) (Config, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseFile(name, data)
+}
+
+// ParseFile is LoadFile on data already read; name only labels errors.
+func ParseFile(name string, data []byte) (Config, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	c := Config{
+		Name:            f.Node.Name,
+		HTTPAddr:        f.Node.HTTP,
+		MetricsAddr:     f.Node.Metrics,
+		MemoryBytes:     int64(f.Node.Memory),
+		MaxObjectSize:   int64(f.Node.MaxObjectSize),
+		FillTimeout:     time.Duration(f.Node.FillTimeout),
+		FillIdleTimeout: time.Duration(f.Node.FillIdleTimeout),
+		HitForPass:      time.Duration(f.Node.HitForPass),
+		ShutdownTimeout: time.Duration(f.Node.ShutdownTimeout),
+		AccessLog:       f.Node.AccessLog,
+		Sites:           f.Sites,
+		Origin: origin.Config{
+			DialTimeout:    time.Duration(f.Origin.ConnectTimeout),
+			HeaderTimeout:  time.Duration(f.Origin.HeaderTimeout),
+			MaxIdlePerHost: f.Origin.MaxIdle,
+		},
+	}
+	var errs []error
+	for i, o := range f.Origin.Default {
+		u, err := site.ParseOrigin(o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: origin.default[%d]: %w", name, i, err))
+			continue
+		}
+		c.Origins = append(c.Origins, u)
+	}
+	for i, sc := range f.Sites {
+		if _, err := sc.Compile(); err != nil {
+			errs = append(errs, prefixErrors(fmt.Sprintf("%s: sites[%d]", name, i), err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}

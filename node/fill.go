@@ -1,0 +1,292 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// errIdle ends a fill whose origin went silent for longer than FillIdleTimeout.
+var errIdle = errors.New("origin sent nothing for too long")
+
+// flight is one fill in progress, shared by every request that waits for it.
+// Its fields other than fill are written by the fill goroutine before the fill's
+// head is published, and only read after it.
+type flight struct {
+	fill      *cache.Fill
+	fwd       httpcache.Fwd
+	fwdStatus int
+	stored    bool   // the response is being stored
+	shareable bool   // waiters other than the leader may be given the response
+	reason    string // why it is not stored
+}
+
+// serveFill joins the fill for key, starting one if none is in flight, and
+// streams it to the client as it arrives. vary names the key's known Vary
+// fields; stale is the stored response to revalidate, if any.
+func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *cache.Entry, fwd httpcache.Fwd, depth int) {
+	fkey := key
+	if len(vary) > 0 {
+		fkey = key + "\x00" + httpcache.SecondaryKey(vary, x.r.Header)
+	}
+	fl, leader := n.joinFlight(fkey, func() *flight {
+		fl := &flight{fill: cache.NewFill(), fwd: fwd}
+		req := fillRequest(x.r, stale)
+		n.wg.Go(func() { n.runFill(fl, x.site, x.stats, rule, key, fkey, req, stale) })
+		return fl
+	})
+	if !leader {
+		n.metrics.coalesced.Inc()
+	}
+	head, err := fl.fill.Head(x.r.Context())
+	if err != nil {
+		if x.r.Context().Err() != nil {
+			x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
+			return
+		}
+		x.status = httpcache.Status{Fwd: fwd, Detail: "origin-error"}
+		n.originUnreachable(x)
+		return
+	}
+	if !leader && !fl.shareable {
+		// Not storable, so possibly personal: this client asks the origin itself.
+		n.bypass(x, httpcache.Status{Fwd: fwd, FwdStatus: head.Status, Detail: fl.reason}, false)
+		return
+	}
+	if !leader && httpcache.SecondaryKey(head.Vary, x.r.Header) != head.VaryKey && depth == 0 {
+		// The response varies on a field in which this request differs.
+		n.serveFill(x, rule, key, head.Vary, nil, httpcache.FwdVary, depth+1)
+		return
+	}
+	if leader && !fl.shareable {
+		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
+	}
+	x.status = httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader}
+	if !fl.stored && fl.reason != "" {
+		x.status.Detail = fl.reason
+	}
+	n.respond(x, head, fillBody{fl.fill, head.Size}, time.Now())
+}
+
+// joinFlight returns the flight for fkey, creating it with start if there is
+// none; leader reports whether this call created it.
+func (n *Node) joinFlight(fkey string, start func() *flight) (fl *flight, leader bool) {
+	n.flightsMu.Lock()
+	defer n.flightsMu.Unlock()
+	if fl, ok := n.flights[fkey]; ok {
+		return fl, false
+	}
+	fl = start()
+	n.flights[fkey] = fl
+	return fl, true
+}
+
+func (n *Node) endFlight(fkey string) {
+	n.flightsMu.Lock()
+	delete(n.flights, fkey)
+	n.flightsMu.Unlock()
+}
+
+// originRequest is what a fill sends: everything it needs from the client's
+// request, captured before the client may leave.
+type originRequest struct {
+	host       string
+	pathQuery  string
+	header     http.Header
+	authorized bool
+}
+
+// fillRequest builds the fill's request from the first client's: end-to-end
+// fields without the client's own conditionals and cache directives (the cache
+// answers those), Accept-Encoding normalised so the stored variant matches its
+// key, and the stale entry's validators.
+func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
+	h := r.Header.Clone()
+	httpcache.RemoveHopByHop(h)
+	for _, f := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
+		"If-Unmodified-Since", "Cache-Control", "Pragma", "Forwarded", "X-Forwarded-For",
+		"X-Forwarded-Host", "X-Forwarded-Proto"} {
+		h.Del(f)
+	}
+	if ae := httpcache.NormalizeAcceptEncoding(h.Values("Accept-Encoding")); ae != "" {
+		h.Set("Accept-Encoding", ae)
+	} else {
+		h.Del("Accept-Encoding")
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = nil // do not let net/http add its own
+	}
+	h.Set("Via", joinVia(r.Header.Values("Via")))
+	h.Set("X-Forwarded-For", clientIP(r))
+	h.Set("X-Forwarded-Host", r.Host)
+	h.Set("X-Forwarded-Proto", "http")
+	if stale != nil {
+		if stale.ETag != "" {
+			h.Set("If-None-Match", stale.ETag)
+		}
+		if !stale.LastModified.IsZero() {
+			h.Set("If-Modified-Since", stale.LastModified.UTC().Format(http.TimeFormat))
+		}
+	}
+	return originRequest{
+		host:       r.Host,
+		pathQuery:  r.URL.RequestURI(),
+		header:     h,
+		authorized: r.Header.Get("Authorization") != "",
+	}
+}
+
+// runFill fetches one response from the origin into fl and, when it is
+// complete and storable, into the store. It runs detached from any client:
+// only the node's shutdown, FillTimeout and FillIdleTimeout end it early.
+func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *cache.Entry) {
+	defer n.endFlight(fkey)
+	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
+	defer cancel()
+	ictx, icancel := context.WithCancelCause(ctx)
+	defer icancel(nil)
+	idle := time.AfterFunc(n.cfg.FillIdleTimeout, func() { icancel(errIdle) })
+	defer idle.Stop()
+
+	stats.originFill.Inc()
+	reqTime := time.Now()
+	resp, err := n.pools[st].Fetch(ictx, req.host, req.pathQuery, req.header)
+	if err != nil {
+		stats.originError.Inc()
+		n.log.Warn("fill failed", "key", key, "err", err)
+		fl.fill.Finish(err)
+		return
+	}
+	defer origin.DrainClose(resp.Body)
+	respTime := time.Now()
+	httpcache.RemoveHopByHop(resp.Header)
+	fl.fwdStatus = resp.StatusCode
+
+	if stale != nil && resp.StatusCode == http.StatusNotModified {
+		n.refreshed(fl, stale, rule, key, req, resp.Header, reqTime, respTime)
+		return
+	}
+
+	cc := httpcache.ParseCacheControl(resp.Header)
+	dec := httpcache.Decide(resp.StatusCode, resp.Header, cc, req.authorized, rule.Policy)
+	if dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
+		dec = httpcache.Decision{Reason: "too-large", Pass: true}
+		n.log.Debug("not stored: larger than max_object_size", "key", key, "size", resp.ContentLength)
+	}
+	if dec.Store {
+		httpcache.StripFields(resp.Header, cc)
+	}
+	vary := httpcache.VaryFields(resp.Header)
+	resp.Header.Del("Content-Length") // set from the body on every response
+	head := &cache.Entry{
+		Status:       resp.StatusCode,
+		Header:       resp.Header,
+		Size:         resp.ContentLength,
+		Vary:         vary,
+		VaryKey:      httpcache.SecondaryKey(vary, req.header),
+		ResponseTime: respTime,
+		InitialAge:   httpcache.InitialAge(resp.Header, reqTime, respTime),
+		TTL:          dec.TTL,
+		TTLSource:    string(dec.Source),
+	}
+	v := httpcache.ValidatorsOf(resp.Header)
+	head.ETag, head.LastModified = v.ETag, v.LastModified
+	fl.stored, fl.shareable, fl.reason = dec.Store, dec.Store, dec.Reason
+	hint := 0
+	if dec.Store && resp.ContentLength > 0 {
+		hint = int(resp.ContentLength)
+	}
+	fl.fill.SetHead(head, hint, !dec.Store)
+
+	var total int64
+	buf := make([]byte, 32<<10)
+	for {
+		m, rerr := resp.Body.Read(buf)
+		if m > 0 {
+			idle.Reset(n.cfg.FillIdleTimeout)
+			if err := fl.fill.Append(ictx, buf[:m]); err != nil {
+				if !errors.Is(err, cache.ErrAbandoned) {
+					stats.originError.Inc()
+				}
+				fl.fill.Finish(err)
+				return
+			}
+			total += int64(m)
+			if dec.Store && total > n.cfg.MaxObjectSize {
+				dec = httpcache.Decision{Reason: "too-large", Pass: true}
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		if !errors.Is(rerr, io.EOF) {
+			if cause := context.Cause(ictx); cause != nil {
+				rerr = fmt.Errorf("%w (%w)", rerr, cause)
+			}
+			stats.originError.Inc()
+			n.log.Warn("fill aborted: origin body cut short", "key", key, "received", total, "err", rerr)
+			fl.fill.Finish(rerr)
+			return
+		}
+		break
+	}
+	if resp.ContentLength >= 0 && total != resp.ContentLength {
+		err := fmt.Errorf("body has %d bytes, Content-Length said %d", total, resp.ContentLength)
+		stats.originError.Inc()
+		fl.fill.Finish(err)
+		return
+	}
+	switch {
+	case dec.Store:
+		body, _ := fl.fill.Wait(context.Background()) // complete: returns at once
+		e := *head
+		e.Body, e.Size = body, int64(len(body))
+		n.store.Put(key, &e)
+	case dec.Pass:
+		n.store.MarkPass(key, time.Now().Add(n.cfg.HitForPass))
+	}
+	fl.fill.Finish(nil)
+}
+
+// refreshed completes a revalidation that the origin answered 304: the stored
+// entry is updated with the new fields and freshness and served.
+func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
+	merged := httpcache.UpdateStored(stale.Header, h)
+	cc := httpcache.ParseCacheControl(merged)
+	dec := httpcache.Decide(stale.Status, merged, cc, req.authorized, rule.Policy)
+	e := *stale
+	e.Header = merged
+	e.ResponseTime = respTime
+	e.InitialAge = httpcache.InitialAge(h, reqTime, respTime)
+	e.TTL, e.TTLSource = dec.TTL, string(dec.Source)
+	v := httpcache.ValidatorsOf(merged)
+	e.ETag, e.LastModified = v.ETag, v.LastModified
+	if dec.Store {
+		n.store.Put(key, &e)
+	} else {
+		n.store.Invalidate(key)
+	}
+	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
+	fl.fill.SetHead(&e, 0, false)
+	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
+	fl.fill.Finish(nil)
+}
+
+// originUnreachable answers a fill whose origin could not be reached.
+func (n *Node) originUnreachable(x *exchange) {
+	h := x.w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Status", x.status.String())
+	h.Set("Via", via)
+	x.writeHeader(http.StatusBadGateway)
+	m, _ := x.w.Write([]byte("meshcdn: the origin could not be reached\n"))
+	x.written = int64(m)
+}

@@ -1,0 +1,271 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// via is this hop's Via entry (RFC 9110 §7.6.3).
+const via = "1.1 " + httpcache.CacheName
+
+// exchange is one client request as the front sees it.
+type exchange struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	site    *site.Site
+	stats   *siteMetrics
+	start   time.Time
+	ttfb    time.Duration
+	code    int
+	written int64
+	status  httpcache.Status
+}
+
+// writeHeader sends the status line once and records time to first byte.
+func (x *exchange) writeHeader(code int) {
+	x.code = code
+	x.ttfb = time.Since(x.start)
+	x.w.WriteHeader(code)
+}
+
+// ServeHTTP is the client-facing front: find the site, classify the request,
+// then serve it from the cache, through a fill, or straight from the origin.
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n.handlers.Add(1)
+	defer n.handlers.Done()
+	x := exchange{w: w, r: r, start: time.Now()}
+	st, ok := n.sites.Lookup(r.Host)
+	if !ok {
+		x.stats = n.unknown
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		x.writeHeader(http.StatusNotFound)
+		m, _ := w.Write([]byte("meshcdn: no site is configured for host " + strconvQuote(r.Host) + "\n"))
+		x.written = int64(m)
+		x.status = httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "unknown-host"}
+		n.observe(&x)
+		return
+	}
+	x.site, x.stats = st, n.siteStats[st]
+	defer n.observe(&x)
+
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions, http.MethodTrace, "PRI":
+		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
+		return
+	default:
+		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, true)
+		return
+	}
+	rule := st.Classify(r.URL.Path)
+	if rule.Action == site.ActionBypass || r.Header.Get("Upgrade") != "" {
+		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
+		return
+	}
+	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
+	n.serveCacheable(&x, rule, key)
+}
+
+// serveCacheable serves a GET or HEAD the cache may answer.
+func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
+	now := time.Now()
+	fwd := httpcache.FwdURIMiss
+	var stale *cache.Entry
+	var vary []string
+	if obj, ok := n.store.Get(key); ok {
+		if obj.Pass(now) {
+			n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
+			return
+		}
+		if len(obj.Variants) > 0 {
+			vary = obj.Variants[len(obj.Variants)-1].Vary
+			fwd = httpcache.FwdVary
+		}
+		if e := matchVariant(obj, x.r.Header); e != nil {
+			if e.Fresh(now) {
+				x.status = httpcache.Status{Hit: true}
+				n.respond(x, e, entryBody(e.Body), now)
+				return
+			}
+			stale, fwd = e, httpcache.FwdStale
+		}
+	}
+	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// matchVariant returns the stored variant whose Vary fields match the request.
+func matchVariant(obj *cache.Object, req http.Header) *cache.Entry {
+	for i := len(obj.Variants) - 1; i >= 0; i-- {
+		e := obj.Variants[i]
+		if httpcache.SecondaryKey(e.Vary, req) == e.VaryKey {
+			return e
+		}
+	}
+	return nil
+}
+
+// bypass proxies the request to the origin without the cache. Unsafe methods
+// (invalidate) drop what is stored for the target URI and the Location and
+// Content-Location of a successful response (RFC 9111 §4.4).
+func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
+	x.status = cs
+	x.stats.originPass.Inc()
+	rec := &recorder{ResponseWriter: x.w, x: x}
+	r := x.r
+	if invalidate {
+		r = r.WithContext(withInvalidation(r.Context(), n, x.site, r))
+	}
+	x.w.Header().Set("Cache-Status", cs.String())
+	n.pools[x.site].ServeHTTP(rec, r)
+}
+
+// modifyBypass runs on every bypassed origin response.
+func (n *Node) modifyBypass(resp *http.Response) error {
+	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
+	if inv, ok := invalidationFrom(resp.Request.Context()); ok && resp.StatusCode < 400 {
+		inv.apply(resp)
+	}
+	return nil
+}
+
+// bypassError answers a bypassed request whose origin could not be reached.
+func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
+		return // the client left
+	}
+	if rec, ok := w.(*recorder); ok {
+		rec.x.stats.originError.Inc()
+	}
+	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	w.Header().Set("Via", via)
+	http.Error(w, "meshcdn: the origin could not be reached", http.StatusBadGateway)
+}
+
+// invalidation is what an unsafe request will invalidate once its response is in.
+type invalidation struct {
+	n    *Node
+	site *site.Site
+	host string
+	base *url.URL
+}
+
+func (inv invalidation) apply(resp *http.Response) {
+	inv.drop(inv.base)
+	for _, f := range []string{"Location", "Content-Location"} {
+		if v := resp.Header.Get(f); v != "" {
+			if u, err := inv.base.Parse(v); err == nil {
+				inv.drop(u)
+			}
+		}
+	}
+}
+
+func (inv invalidation) drop(u *url.URL) {
+	host := inv.host
+	if u.Host != "" {
+		if site.NormalizeHost(u.Host) != site.NormalizeHost(inv.host) {
+			return // another authority: not ours to invalidate
+		}
+		host = u.Host
+	}
+	if inv.n.store.Invalidate(inv.site.CacheKey(host, u.EscapedPath(), u.RawQuery)) {
+		inv.n.log.Debug("invalidated by unsafe method", "host", host, "path", u.Path)
+	}
+}
+
+// observe records the finished exchange in metrics and the access log.
+func (n *Node) observe(x *exchange) {
+	d := time.Since(x.start)
+	l := x.status.Label()
+	x.stats.requests[l].Inc()
+	x.stats.duration[l].Observe(d.Seconds())
+	if x.code != 0 {
+		x.stats.ttfb[l].Observe(x.ttfb.Seconds())
+	}
+	if x.written > 0 {
+		x.stats.bytes.Add(float64(x.written))
+	}
+	if n.cfg.AccessLog {
+		site := "-"
+		if x.site != nil {
+			site = x.site.Name
+		}
+		n.log.Info("request", "client", clientIP(x.r), "method", x.r.Method, "host", x.r.Host,
+			"uri", x.r.RequestURI, "status", x.code, "bytes", x.written, "cache", l.String(),
+			"site", site, "duration", d)
+	}
+}
+
+// recorder counts what a bypassed response wrote.
+type recorder struct {
+	http.ResponseWriter
+	x *exchange
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.x.code == 0 && code >= 200 {
+		r.x.code = code
+		r.x.ttfb = time.Since(r.x.start)
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.x.code == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	m, err := r.ResponseWriter.Write(p)
+	r.x.written += int64(m)
+	return m, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func joinVia(prev []string) string {
+	if len(prev) == 0 {
+		return via
+	}
+	return strings.Join(prev, ", ") + ", " + via
+}
+
+func clientIP(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+func strconvQuote(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return `"` + strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' {
+			return '?'
+		}
+		return r
+	}, s) + `"`
+}
+
+type invalidationKey struct{}
+
+// withInvalidation marks an unsafe request's context so that its origin
+// response invalidates what it names.
+func withInvalidation(ctx context.Context, n *Node, st *site.Site, r *http.Request) context.Context {
+	base := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	return context.WithValue(ctx, invalidationKey{}, invalidation{n: n, site: st, host: r.Host, base: base})
+}
+
+func invalidationFrom(ctx context.Context) (invalidation, bool) {
+	inv, ok := ctx.Value(invalidationKey{}).(invalidation)
+	return inv, ok
+}

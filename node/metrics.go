@@ -1,0 +1,88 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of its own so that
+// several nodes can live in one process (tests, `meshcdn dev`).
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests       *prometheus.CounterVec
+	bytesServed    *prometheus.CounterVec
+	originRequests *prometheus.CounterVec
+	originErrors   *prometheus.CounterVec
+	coalesced      prometheus.Counter
+	ttfb           *prometheus.HistogramVec
+	duration       *prometheus.HistogramVec
+}
+
+// siteMetrics holds one site's resolved series, so the hot path does no label
+// look-ups.
+type siteMetrics struct {
+	requests    [len(httpcache.Labels)]prometheus.Counter
+	ttfb        [len(httpcache.Labels)]prometheus.Observer
+	duration    [len(httpcache.Labels)]prometheus.Observer
+	bytes       prometheus.Counter
+	originFill  prometheus.Counter
+	originPass  prometheus.Counter
+	originError prometheus.Counter
+}
+
+func newMetrics(store *cache.Memory) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_requests_total", Help: "Client requests by site and cache status (hit, miss, stale, revalidated, bypass, pass, method).",
+	}, []string{"site", "cache_status"})
+	m.bytesServed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_served_bytes_total", Help: "Response body bytes sent to clients.",
+	}, []string{"site"})
+	m.originRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_requests_total", Help: "Requests sent to origins, by kind: fill (for the cache) or bypass.",
+	}, []string{"site", "kind"})
+	m.originErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_errors_total", Help: "Origin requests that failed: no connection, no response, or a body cut short.",
+	}, []string{"site"})
+	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_coalesced_requests_total", Help: "Requests that joined a fill already in flight instead of asking the origin.",
+	})
+	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshcdn_time_to_first_byte_seconds", Help: "Time from request to response header.", Buckets: buckets,
+	}, []string{"cache_status"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshcdn_request_duration_seconds", Help: "Time from request to the end of the response.", Buckets: buckets,
+	}, []string{"cache_status"})
+	m.reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_bytes", Help: "Bytes held by the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+			func() float64 { return float64(store.Stats().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_capacity_bytes", Help: "Budget of the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+			func() float64 { return float64(store.Stats().Capacity) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_objects", Help: "Keys held by the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+			func() float64 { return float64(store.Stats().Objects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_store_evictions_total", Help: "Objects evicted from the memory tier to stay within budget.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+			func() float64 { return float64(store.Stats().Evictions) }),
+	)
+	return m
+}
+
+func (m *metrics) forSite(name string) *siteMetrics {
+	s := &siteMetrics{
+		bytes:       m.bytesServed.WithLabelValues(name),
+		originFill:  m.originRequests.WithLabelValues(name, "fill"),
+		originPass:  m.originRequests.WithLabelValues(name, "bypass"),
+		originError: m.originErrors.WithLabelValues(name),
+	}
+	for i, l := range httpcache.Labels {
+		s.requests[i] = m.requests.WithLabelValues(name, l)
+		s.ttfb[i] = m.ttfb.WithLabelValues(l)
+		s.duration[i] = m.duration.WithLabelValues(l)
+	}
+	return s
+}

@@ -1,0 +1,212 @@
+// Package node is an edge node: the HTTP front that clients talk to, the cache
+// fill path to the origins, and the lifecycle of every listener and goroutine.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// Node is one edge node. Create it with New, then Start it and Shutdown it; or
+// Run it. Its methods are safe for concurrent use.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	sites     *site.Set
+	pools     map[*site.Site]*origin.Pool
+	siteStats map[*site.Site]*siteMetrics
+	unknown   *siteMetrics
+	store     *cache.Memory
+	metrics   *metrics
+	transport *http.Transport
+
+	flightsMu sync.Mutex
+	flights   map[string]*flight
+
+	ctx      context.Context // ends at Shutdown; fills derive from it
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // server loops and fills
+	handlers sync.WaitGroup // client requests in progress
+
+	httpSrv, metricsSrv *http.Server
+	httpLn, metricsLn   net.Listener
+	ready               atomic.Bool
+	started             atomic.Bool
+	stopOnce            sync.Once
+	stopErr             error
+}
+
+// New validates cfg and builds a node. It opens no sockets and starts no
+// goroutines.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", cfg.Name),
+		pools:     map[*site.Site]*origin.Pool{},
+		siteStats: map[*site.Site]*siteMetrics{},
+		store:     cache.NewMemory(cfg.MemoryBytes),
+		transport: origin.NewTransport(cfg.Origin),
+		flights:   map[string]*flight{},
+	}
+	n.metrics = newMetrics(n.store)
+	n.unknown = n.metrics.forSite("-")
+	var sites []*site.Site
+	for _, sc := range cfg.Sites {
+		s, err := sc.Compile()
+		if err != nil {
+			return nil, err // Validate caught it; kept for safety
+		}
+		sites = append(sites, s)
+	}
+	set, err := site.NewSet(sites, cfg.Origins)
+	if err != nil {
+		return nil, err
+	}
+	n.sites = set
+	if fb, ok := set.Lookup("\x00no-such-host"); ok {
+		sites = append(sites, fb)
+	}
+	for _, s := range sites {
+		p, err := origin.NewPool(s.Origins, n.transport, n.log,
+			origin.Hooks{ModifyResponse: n.modifyBypass, ErrorHandler: n.bypassError})
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", s.Name, err)
+		}
+		n.pools[s] = p
+		n.siteStats[s] = n.metrics.forSite(s.Name)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	return n, nil
+}
+
+// Start binds the listeners (so HTTPAddr and MetricsAddr may use port 0) and
+// starts serving.
+func (n *Node) Start(ctx context.Context) error {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("node: already started")
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: http listener: %w", err)
+	}
+	n.httpLn = ln
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	n.httpSrv = &http.Server{
+		Handler:           n,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	if n.cfg.MetricsAddr != "off" {
+		mln, err := lc.Listen(ctx, "tcp", n.cfg.MetricsAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("node: metrics listener: %w", err)
+		}
+		n.metricsLn = mln
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !n.ready.Load() {
+				http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ready\n"))
+		})
+		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
+	}
+	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	n.ready.Store(true)
+	n.log.Info("edge node started", "http", ln.Addr().String(), "metrics", n.MetricsAddr(),
+		"sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)
+	return nil
+}
+
+func (n *Node) serve(s *http.Server, ln net.Listener, name string) {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error("listener failed", "listener", name, "err", err)
+	}
+}
+
+// HTTPAddr is the bound client address; empty before Start.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.httpLn.Addr().String()
+}
+
+// MetricsAddr is the bound metrics address; empty before Start or when off.
+func (n *Node) MetricsAddr() string {
+	if n.metricsLn == nil {
+		return ""
+	}
+	return n.metricsLn.Addr().String()
+}
+
+// Shutdown stops accepting requests, lets those in flight finish until ctx
+// ends (then cuts them off), stops every fill and returns when all of the
+// node's goroutines have ended. It may be called more than once.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.ready.Store(false)
+		var errs []error
+		if n.httpSrv != nil {
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("node: draining clients: %w", err))
+				_ = n.httpSrv.Close()
+			}
+		}
+		n.cancel() // fills stop; handlers still waiting on them return
+		n.handlers.Wait()
+		if n.metricsSrv != nil {
+			_ = n.metricsSrv.Close()
+		}
+		n.wg.Wait()
+		n.store.Close()
+		n.transport.CloseIdleConnections()
+		n.stopErr = errors.Join(errs...)
+		n.log.Info("edge node stopped")
+	})
+	return n.stopErr
+}
+
+// Run starts the node, serves until ctx ends, then shuts down within
+// Config.ShutdownTimeout.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+// Store exposes the memory tier's counters.
+func (n *Node) Store() cache.Stats { return n.store.Stats() }

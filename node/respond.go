@@ -1,0 +1,258 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+)
+
+// body is a representation to send: complete (stored) or still arriving (a fill).
+type body interface {
+	// size is the length, -1 while unknown.
+	size() int64
+	// copy writes [off, off+n) to w; n < 0 means to the end.
+	copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error)
+	// complete waits for the whole body.
+	complete(ctx context.Context) ([]byte, error)
+}
+
+type entryBody []byte
+
+func (b entryBody) size() int64 { return int64(len(b)) }
+
+func (b entryBody) copy(_ context.Context, w io.Writer, _ http.ResponseWriter, off, n int64) (int64, error) {
+	end := int64(len(b))
+	if n >= 0 {
+		end = off + n
+	}
+	m, err := w.Write(b[off:end])
+	return int64(m), err
+}
+
+func (b entryBody) complete(context.Context) ([]byte, error) { return b, nil }
+
+type fillBody struct {
+	f *cache.Fill
+	n int64
+}
+
+func (b fillBody) size() int64 { return b.n }
+
+// copy streams from the fill as it grows, flushing to the client whenever it has
+// caught up with the origin, so the first bytes leave before the last arrive.
+func (b fillBody) copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
+	var written int64
+	rc := http.NewResponseController(client)
+	for n < 0 || written < n {
+		if b.f.Buffered() <= off {
+			_ = rc.Flush()
+		}
+		p, err := b.f.Next(ctx, off)
+		if errors.Is(err, io.EOF) {
+			if n >= 0 {
+				return written, io.ErrUnexpectedEOF
+			}
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		if n >= 0 {
+			p = p[:min(int64(len(p)), n-written)]
+		}
+		m, err := w.Write(p)
+		written += int64(m)
+		off += int64(m)
+		b.f.Consumed(off)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+func (b fillBody) complete(ctx context.Context) ([]byte, error) { return b.f.Wait(ctx) }
+
+// respond sends a stored or arriving response to the client, answering the
+// client's preconditions (304/412) and Range (206/416) from it.
+func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) {
+	w, r := x.w, x.r
+	h := w.Header()
+	for k, v := range meta.Header {
+		h[k] = v // shared, never modified: changes below replace whole slices
+	}
+	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
+	h["Via"] = []string{joinVia(meta.Header["Via"])}
+	h["Cache-Status"] = []string{x.status.String()}
+
+	switch httpcache.CheckPreconditions(r.Method, r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
+	case http.StatusNotModified:
+		if meta.Status == http.StatusOK {
+			n.notModified(x, meta)
+			return
+		}
+	case http.StatusPreconditionFailed:
+		clearRepresentation(h)
+		x.writeHeader(http.StatusPreconditionFailed)
+		return
+	}
+
+	size := src.size()
+	if meta.Status == http.StatusOK {
+		h["Accept-Ranges"] = []string{"bytes"}
+		if rng := r.Header.Get("Range"); rng != "" && httpcache.IfRangeMatches(r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
+			if size < 0 { // a fill without Content-Length: ranges need the length
+				b, err := src.complete(r.Context())
+				if err != nil {
+					n.abort(x, err)
+					return
+				}
+				src, size = entryBody(b), int64(len(b))
+			}
+			ranges, err := httpcache.ParseRange(rng, size)
+			switch {
+			case errors.Is(err, httpcache.ErrUnsatisfiable):
+				clearRepresentation(h)
+				h["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
+				h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+				x.writeHeader(http.StatusRequestedRangeNotSatisfiable)
+				return
+			case err == nil && len(ranges) == 1:
+				n.sendRange(x, src, ranges[0], size)
+				return
+			case err == nil:
+				n.sendMultipart(x, meta, src, ranges, size)
+				return
+			}
+			// Malformed or too many ranges: the whole representation.
+		}
+	}
+	if size >= 0 && bodyAllowed(meta.Status) {
+		h["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+	}
+	x.writeHeader(meta.Status)
+	if r.Method == http.MethodHead || !bodyAllowed(meta.Status) {
+		return
+	}
+	m, err := src.copy(r.Context(), w, w, 0, -1)
+	x.written = m
+	if err != nil {
+		n.abort(x, err)
+	}
+}
+
+func (n *Node) sendRange(x *exchange, src body, rg httpcache.Range, size int64) {
+	h := x.w.Header()
+	h["Content-Range"] = []string{rg.ContentRange(size)}
+	h["Content-Length"] = []string{strconv.FormatInt(rg.Length, 10)}
+	x.writeHeader(http.StatusPartialContent)
+	if x.r.Method == http.MethodHead {
+		return
+	}
+	m, err := src.copy(x.r.Context(), x.w, x.w, rg.Start, rg.Length)
+	x.written = m
+	if err != nil {
+		n.abort(x, err)
+	}
+}
+
+// sendMultipart answers several ranges with multipart/byteranges (RFC 9110 §14.6).
+func (n *Node) sendMultipart(x *exchange, meta *cache.Entry, src body, ranges []httpcache.Range, size int64) {
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	boundary := "meshcdn-" + hex.EncodeToString(rnd[:])
+	ctype := meta.Header.Get("Content-Type")
+	h := x.w.Header()
+	h["Content-Type"] = []string{"multipart/byteranges; boundary=" + boundary}
+	delete(h, "Content-Length")
+	x.writeHeader(http.StatusPartialContent)
+	if x.r.Method == http.MethodHead {
+		return
+	}
+	cw := &countingWriter{w: x.w}
+	mw := multipart.NewWriter(cw)
+	_ = mw.SetBoundary(boundary)
+	for _, rg := range ranges {
+		ph := textproto.MIMEHeader{"Content-Range": {rg.ContentRange(size)}}
+		if ctype != "" {
+			ph["Content-Type"] = []string{ctype}
+		}
+		part, err := mw.CreatePart(ph)
+		if err == nil {
+			_, err = src.copy(x.r.Context(), part, x.w, rg.Start, rg.Length)
+		}
+		if err != nil {
+			x.written = cw.n
+			n.abort(x, err)
+			return
+		}
+	}
+	_ = mw.Close()
+	x.written = cw.n
+}
+
+// notModified answers a client's successful conditional GET with 304, keeping
+// the fields RFC 9110 §15.4.5 requires.
+func (n *Node) notModified(x *exchange, meta *cache.Entry) {
+	h := x.w.Header()
+	for k := range h {
+		switch k {
+		case "Age", "Via", "Cache-Status":
+		default:
+			delete(h, k)
+		}
+	}
+	for _, f := range httpcache.NotModifiedFields {
+		if v, ok := meta.Header[f]; ok {
+			h[f] = v
+		}
+	}
+	x.writeHeader(http.StatusNotModified)
+}
+
+// abort ends a response whose body cannot be completed. Once the header is out
+// the connection (or HTTP/2 stream) is reset, so the client never takes a cut
+// body for a complete one.
+func (n *Node) abort(x *exchange, err error) {
+	if x.r.Context().Err() != nil {
+		return // the client left; nothing to tell it
+	}
+	x.status.Detail = "aborted"
+	n.log.Debug("response aborted", "host", x.r.Host, "path", x.r.URL.Path, "err", err)
+	if x.code == 0 {
+		n.originUnreachable(x)
+		return
+	}
+	panic(http.ErrAbortHandler)
+}
+
+func clearRepresentation(h http.Header) {
+	for _, f := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Accept-Ranges"} {
+		delete(h, f)
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	m, err := c.w.Write(p)
+	c.n += int64(m)
+	return m, err
+}
