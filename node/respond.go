@@ -54,7 +54,10 @@ func (b fillBody) copy(ctx context.Context, w io.Writer, client http.ResponseWri
 	var written int64
 	rc := http.NewResponseController(client)
 	for n < 0 || written < n {
-		if b.f.Buffered() <= off {
+		// Flush when caught up with the origin, except after the last byte: the
+		// response completes only once the fill has ended (and is stored), so a
+		// client that asks again right after finds the stored entry.
+		if b.f.Buffered() <= off && (b.n < 0 || off < b.n) {
 			_ = rc.Flush()
 		}
 		p, err := b.f.Next(ctx, off)

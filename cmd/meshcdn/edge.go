@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// edgeFlags are the one-site flags of `meshcdn edge`. Each is also read from
+// MESHCDN_<NAME> (upper case, - as _); a flag on the command line wins over
+// the environment, which wins over the config file.
+type edgeFlags struct {
+	config, name, http, metrics, origin string
+	memory, maxObject                   units.Size
+	accessLog                           bool
+	logFormat, logLevel                 string
+}
+
+func (f *edgeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (sites, rules, node settings)")
+	fs.StringVar(&f.name, "name", "", "node name (default: host name)")
+	fs.StringVar(&f.http, "http", "", "client HTTP listen `address` (default "+node.DefaultHTTPAddr+")")
+	fs.StringVar(&f.metrics, "metrics", "", "metrics and health listen `address`, or off (default "+node.DefaultMetricsAddr+")")
+	fs.StringVar(&f.origin, "origin", "", "origin `URL[,URL...]` for any host no site names")
+	fs.Var(&f.memory, "memory", "memory tier budget, e.g. 256MiB (default 256MiB)")
+	fs.Var(&f.maxObject, "max-object-size", "largest body stored (default: memory/8)")
+	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// parseFlags parses args, then fills every flag not given on the command line
+// from the environment.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "MESHCDN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+}
+
+// edgeConfig builds the node configuration: file, then flags over it.
+func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
+	var cfg node.Config
+	if f.config != "" {
+		c, err := node.LoadFile(f.config)
+		if err != nil {
+			return cfg, usageError{err}
+		}
+		cfg = c
+	}
+	if f.name != "" {
+		cfg.Name = f.name
+	}
+	if f.http != "" {
+		cfg.HTTPAddr = f.http
+	}
+	if f.metrics != "" {
+		cfg.MetricsAddr = f.metrics
+	}
+	if f.memory != 0 {
+		cfg.MemoryBytes = int64(f.memory)
+	}
+	if f.maxObject != 0 {
+		cfg.MaxObjectSize = int64(f.maxObject)
+	}
+	if f.accessLog {
+		cfg.AccessLog = true
+	}
+	if f.origin != "" {
+		cfg.Origins = nil
+		for o := range strings.SplitSeq(f.origin, ",") {
+			u, err := site.ParseOrigin(o)
+			if err != nil {
+				return cfg, usageError{fmt.Errorf("--origin: %w", err)}
+			}
+			cfg.Origins = append(cfg.Origins, u)
+		}
+	}
+	lg, err := newLogger(logw, f.logFormat, f.logLevel)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Logger = lg
+	if err := cfg.Validate(); err != nil {
+		if f.config != "" {
+			err = fmt.Errorf("%s: %w", f.config, err)
+		}
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
+	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f edgeFlags
+	f.register(fs)
+	if err := parseFlags(fs, args, os.Getenv); err != nil {
+		return err
+	}
+	cfg, err := f.edgeConfig(stderr)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	return n.Run(ctx)
+}
