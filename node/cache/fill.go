@@ -195,6 +195,14 @@ func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// Bytes returns the body received so far. The writer uses it to store a kept
+// fill once its body is complete.
+func (f *Fill) Bytes() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.buf
+}
+
 // Buffered returns how many body bytes have arrived so far.
 func (f *Fill) Buffered() int64 {
 	f.mu.Lock()
