@@ -149,6 +149,12 @@ func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
 // only the node's shutdown, FillTimeout and FillIdleTimeout end it early.
 func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *cache.Entry) {
 	defer n.endFlight(fkey)
+	// fail leaves the flight table before readers learn of the error, so a
+	// client that retries at once starts a new fill instead of joining this one.
+	fail := func(err error) {
+		n.endFlight(fkey)
+		fl.fill.Finish(err)
+	}
 	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
 	defer cancel()
 	ictx, icancel := context.WithCancelCause(ctx)
@@ -162,7 +168,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	if err != nil {
 		stats.originError.Inc()
 		n.log.Warn("fill failed", "key", key, "err", err)
-		fl.fill.Finish(err)
+		fail(err)
 		return
 	}
 	defer origin.DrainClose(resp.Body)
@@ -216,7 +222,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 				if !errors.Is(err, cache.ErrAbandoned) {
 					stats.originError.Inc()
 				}
-				fl.fill.Finish(err)
+				fail(err)
 				return
 			}
 			total += int64(m)
@@ -233,7 +239,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 			}
 			stats.originError.Inc()
 			n.log.Warn("fill aborted: origin body cut short", "key", key, "received", total, "err", rerr)
-			fl.fill.Finish(rerr)
+			fail(rerr)
 			return
 		}
 		break
@@ -241,7 +247,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	if resp.ContentLength >= 0 && total != resp.ContentLength {
 		err := fmt.Errorf("body has %d bytes, Content-Length said %d", total, resp.ContentLength)
 		stats.originError.Inc()
-		fl.fill.Finish(err)
+		fail(err)
 		return
 	}
 	switch {

@@ -84,6 +84,17 @@ func (r response) cacheStatus() string { return r.Header.Get("Cache-Status") }
 // do sends one request to the node and reads the whole body.
 func do(t testing.TB, n *Node, method, path string, hdr ...string) response {
 	t.Helper()
+	r := doMaybe(t, n, method, path, hdr...)
+	if r.Response == nil {
+		t.Fatalf("%s %s: %v", method, path, r.err)
+	}
+	return r
+}
+
+// doMaybe is do that returns a failed round trip as a response without
+// Response.
+func doMaybe(t testing.TB, n *Node, method, path string, hdr ...string) response {
+	t.Helper()
 	var body io.Reader
 	if method == http.MethodPost || method == http.MethodPut {
 		body = strings.NewReader("payload")
@@ -101,7 +112,7 @@ func do(t testing.TB, n *Node, method, path string, hdr ...string) response {
 	}
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return response{err: err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

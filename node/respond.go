@@ -110,6 +110,11 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 		return
 	}
 
+	if fb, ok := src.(fillBody); ok && fb.f.Err() != nil {
+		// The fill broke before anything was sent: say so plainly.
+		n.abort(x, fb.f.Err())
+		return
+	}
 	size := src.size()
 	if meta.Status == http.StatusOK {
 		h["Accept-Ranges"] = []string{"bytes"}

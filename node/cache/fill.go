@@ -195,6 +195,13 @@ func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// Err returns the fill's error once it has been aborted, else nil.
+func (f *Fill) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
 // Bytes returns the body received so far. The writer uses it to store a kept
 // fill once its body is complete.
 func (f *Fill) Bytes() []byte {

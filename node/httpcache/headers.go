@@ -60,4 +60,4 @@ func UpdateStored(stored, notModified http.Header) http.Header {
 
 // NotModifiedFields are the fields a 304 carries from the stored 200
 // (RFC 9110 §15.4.5).
-var NotModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary", "Last-Modified"}
+var NotModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "Etag", "Expires", "Vary", "Last-Modified"}
