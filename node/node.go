@@ -46,7 +46,6 @@ type Node struct {
 	ready               atomic.Bool
 	started             atomic.Bool
 	stopOnce            sync.Once
-	stopErr             error
 }
 
 // New validates cfg and builds a node. It opens no sockets and starts no
@@ -171,8 +170,9 @@ func (n *Node) MetricsAddr() string {
 
 // Shutdown stops accepting requests, lets those in flight finish until ctx
 // ends (then cuts them off), stops every fill and returns when all of the
-// node's goroutines have ended. It may be called more than once.
+// node's goroutines have ended. Calls after the first return nil at once.
 func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
 	n.stopOnce.Do(func() {
 		n.ready.Store(false)
 		var errs []error
@@ -190,10 +190,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.wg.Wait()
 		n.store.Close()
 		n.transport.CloseIdleConnections()
-		n.stopErr = errors.Join(errs...)
+		err = errors.Join(errs...)
 		n.log.Info("edge node stopped")
 	})
-	return n.stopErr
+	return err
 }
 
 // Run starts the node, serves until ctx ends, then shuts down within
