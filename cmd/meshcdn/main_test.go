@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDev is what `make run` does: the dev command starts the demo origin and
+// an edge, prints their URLs, and a static file is a miss then a hit with the
+// origin asked once. Ctrl-C (the context) stops it with exit code 0.
+func TestDev(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"dev", "--origin-http", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--metrics", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
+	}()
+	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+)`)
+	var m []string
+	deadline := time.Now().Add(10 * time.Second)
+	for m == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no URLs printed; stdout %q stderr %q", stdout.String(), stderr.String())
+		}
+		m = re.FindStringSubmatch(stdout.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+	origin, edge := m[1], m[2]
+	if !strings.Contains(stdout.String(), "curl -si "+edge+"/css/site.css") {
+		t.Errorf("no curl lines: %s", stdout.String())
+	}
+	var statuses []string
+	for range 2 {
+		resp, err := http.Get(edge + "/css/site.css")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses = append(statuses, resp.Header.Get("Cache-Status"))
+	}
+	if !strings.HasPrefix(statuses[0], "meshcdn; fwd=uri-miss") || statuses[1] != "meshcdn; hit" {
+		t.Errorf("Cache-Status %q", statuses)
+	}
+	resp, err := http.Get(origin + "/_origin/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats struct{ Requests int }
+	_ = json.NewDecoder(resp.Body).Decode(&stats)
+	resp.Body.Close()
+	if stats.Requests != 1 {
+		t.Errorf("origin served %d requests, want 1", stats.Requests)
+	}
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("exit code %d; stderr %s", c, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("dev did not stop")
+	}
+}
+
+// TestEdgeConfigErrors: a bad configuration exits 2 naming the file and field.
+func TestEdgeConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(bad, []byte("sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    rules: [{regex: '(', action: cache}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"edge", "--config", bad}, nil, "edge.yaml: sites[0].rules[0].regex: error parsing regexp"},
+		{[]string{"edge", "--config", filepath.Join(dir, "none.yaml")}, nil, "none.yaml: no such file"},
+		{[]string{"edge"}, nil, "origin: no origin: set --origin"},
+		{[]string{"edge", "--origin", "ftp://x"}, nil, `--origin: "ftp://x": scheme must be http or https`},
+		{[]string{"edge", "--origin", "http://o", "--memory", "huge"}, nil, `invalid size "huge"`},
+		{[]string{"edge", "--origin", "http://o"}, map[string]string{"MESHCDN_MEMORY": "much"}, `MESHCDN_MEMORY="much": invalid size`},
+		{[]string{"edge", "--origin", "http://o", "--log-level", "loud"}, nil, `--log-level "loud"`},
+		{[]string{"edge", "--origin", "http://o", "extra"}, nil, `unexpected argument "extra"`},
+		{[]string{"bogus"}, nil, `unknown command "bogus"`},
+	}
+	for _, tt := range tests {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		var stdout, stderr syncBuffer
+		if c := run(t.Context(), tt.args, &stdout, &stderr); c != 2 || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, c, stderr.String(), tt.want)
+		}
+		for k := range tt.env {
+			os.Unsetenv(k)
+		}
+	}
+}
+
+// TestFlagsEnvAndFile: a flag beats MESHCDN_<FLAG>, which beats the file.
+func TestFlagsEnvAndFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(file, []byte("node:\n  name: from-file\n  memory: 32MiB\n  http: 127.0.0.1:1\norigin:\n  default: [\"http://file-origin\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"MESHCDN_NAME": "from-env", "MESHCDN_MEMORY": "16MiB", "MESHCDN_ORIGIN": "http://env-origin"}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var f edgeFlags
+	f.register(fs)
+	if err := parseFlags(fs, []string{"--config", file, "--memory", "8MiB"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.edgeConfig(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "from-env" || cfg.MemoryBytes != 8<<20 || cfg.HTTPAddr != "127.0.0.1:1" ||
+		len(cfg.Origins) != 1 || cfg.Origins[0].Host != "env-origin" {
+		t.Errorf("config %+v", cfg)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr syncBuffer
+	if c := run(t.Context(), []string{"version"}, &stdout, &stderr); c != 0 || stdout.String() != "meshcdn dev\n" {
+		t.Errorf("version: %d %q", c, stdout.String())
+	}
+}

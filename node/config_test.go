@@ -1,0 +1,112 @@
+package node
+
+import (
+	"os"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFile(t *testing.T) {
+	yaml := `
+node:
+  name: edge-a
+  http: 127.0.0.1:0
+  memory: 64MiB
+  max_object_size: 4MiB
+  hit_for_pass: 30s
+  access_log: true
+origin:
+  default: ["http://10.0.0.9:8080"]
+  connect_timeout: 3s
+sites:
+  - name: www
+    hosts: [www.example.com, "*.img.example.com"]
+    origins: ["http://10.0.0.5", "https://backup.example.com:8443"]
+    cache_key: {query: include, params: [v]}
+    rules:
+      - {path_prefix: /api/, action: bypass}
+      - {extensions: [html], action: cache, ttl: 1d, follow_origin: true}
+`
+	c, err := ParseFile("edge.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "edge-a" || c.MemoryBytes != 64<<20 || c.MaxObjectSize != 4<<20 || c.HitForPass != 30*time.Second ||
+		!c.AccessLog || len(c.Origins) != 1 || c.Origin.DialTimeout != 3*time.Second || len(c.Sites) != 1 {
+		t.Fatalf("parsed %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigErrors: every error names the file and the field (or line), and all
+// problems are reported at once.
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want []string
+	}{
+		{"node:\n  nmae: x\n", []string{"edge.yaml:", "line 2: field nmae not found"}},
+		{"node:\n  memory: lots\n", []string{"edge.yaml:", "line 2:", `invalid size "lots"`}},
+		{"node:\n  hit_for_pass: soon\n", []string{"edge.yaml:", `invalid duration "soon"`}},
+		{"origin:\n  default: [\"ftp://x\"]\n", []string{"edge.yaml: origin.default[0]:", "scheme must be http or https"}},
+		{"sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    rules:\n      - {regex: '(', action: cache}\n      - {path_prefix: /x, action: keep}\n",
+			[]string{"edge.yaml: sites[0].rules[0].regex: error parsing regexp", `edge.yaml: sites[0].rules[1].action: "keep" is not cache or bypass`}},
+		{"sites:\n  - hosts: []\n", []string{"edge.yaml: sites[0].hosts: at least one host", "edge.yaml: sites[0].origins: at least one origin"}},
+		{"sites: 5\n", []string{"edge.yaml:", "cannot unmarshal"}},
+	}
+	for _, tt := range tests {
+		_, err := ParseFile("edge.yaml", []byte(tt.yaml))
+		if err == nil {
+			t.Errorf("%q: no error", tt.yaml)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q lacks %q", tt.yaml, err, w)
+			}
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		c    Config
+		want string
+	}{
+		{Config{}, "origin: no origin"},
+		{Config{Origins: mustOrigins(t), HTTPAddr: "8080"}, `http: "8080" is not host:port`},
+		{Config{Origins: mustOrigins(t), MemoryBytes: 1 << 20, MaxObjectSize: 2 << 20}, "max_object_size: 2.0MiB exceeds the memory budget 1.0MiB"},
+		{Config{Origins: mustOrigins(t), FillTimeout: -1}, "fill_timeout: must not be negative"},
+	}
+	for _, tt := range tests {
+		if err := tt.c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Validate(%+v) = %v, want %q", tt.c, err, tt.want)
+		}
+		if _, err := New(tt.c); err == nil {
+			t.Errorf("New accepted %+v", tt.c)
+		}
+	}
+}
+
+func TestLoadFileMissing(t *testing.T) {
+	_, err := LoadFile(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !os.IsNotExist(err) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func mustOrigins(t *testing.T) []*url.URL {
+	u, err := url.Parse("http://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*url.URL{u}
+}
