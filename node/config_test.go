@@ -1,8 +1,8 @@
 package node
 
 import (
-	"os"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"

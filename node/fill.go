@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
@@ -37,10 +38,11 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 	if len(vary) > 0 {
 		fkey = key + "\x00" + httpcache.SecondaryKey(vary, x.r.Header)
 	}
+	st, stats := x.site, x.stats // the fill goroutine must not hold x
 	fl, leader := n.joinFlight(fkey, func() *flight {
 		fl := &flight{fill: cache.NewFill(), fwd: fwd}
 		req := fillRequest(x.r, stale)
-		n.wg.Go(func() { n.runFill(fl, x.site, x.stats, rule, key, fkey, req, stale) })
+		n.wg.Go(func() { n.runFill(fl, st, stats, rule, key, fkey, req, stale) })
 		return fl
 	})
 	if !leader {
@@ -174,6 +176,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	defer origin.DrainClose(resp.Body)
 	respTime := time.Now()
 	httpcache.RemoveHopByHop(resp.Header)
+	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
 	fl.fwdStatus = resp.StatusCode
 
 	if stale != nil && resp.StatusCode == http.StatusNotModified {
@@ -255,6 +258,11 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		body := fl.fill.Bytes()
 		e := *head
 		e.Body, e.Size = body, int64(len(body))
+		// The stored header carries its Content-Length, so a hit formats none.
+		e.Header = head.Header.Clone()
+		if bodyAllowed(e.Status) {
+			e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
+		}
 		n.store.Put(key, &e)
 	case dec.Pass:
 		n.store.MarkPass(key, time.Now().Add(n.cfg.HitForPass))
@@ -265,6 +273,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 // refreshed completes a revalidation that the origin answered 304: the stored
 // entry is updated with the new fields and freshness and served.
 func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
+	h["Via"] = stale.Header["Via"] // keep the stored hop list
 	merged := httpcache.UpdateStored(stale.Header, h)
 	cc := httpcache.ParseCacheControl(merged)
 	dec := httpcache.Decide(stale.Status, merged, cc, req.authorized, rule.Policy)

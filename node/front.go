@@ -119,13 +119,16 @@ func matchVariant(obj *cache.Object, req http.Header) *cache.Entry {
 func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	x.status = cs
 	x.stats.originPass.Inc()
-	rec := &recorder{ResponseWriter: x.w, x: x}
+	// The recorder copies what it needs instead of pointing at x, which keeps x
+	// off the heap on every path.
+	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
 	r := x.r
 	if invalidate {
 		r = r.WithContext(withInvalidation(r.Context(), n, x.site, r))
 	}
 	x.w.Header().Set("Cache-Status", cs.String())
 	n.pools[x.site].ServeHTTP(rec, r)
+	x.code, x.ttfb, x.written = rec.code, rec.ttfb, rec.written
 }
 
 // modifyBypass runs on every bypassed origin response.
@@ -143,7 +146,7 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 		return // the client left
 	}
 	if rec, ok := w.(*recorder); ok {
-		rec.x.stats.originError.Inc()
+		rec.stats.originError.Inc()
 	}
 	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
 	w.Header().Set("Via", via)
@@ -208,23 +211,27 @@ func (n *Node) observe(x *exchange) {
 // recorder counts what a bypassed response wrote.
 type recorder struct {
 	http.ResponseWriter
-	x *exchange
+	start   time.Time
+	stats   *siteMetrics
+	code    int
+	ttfb    time.Duration
+	written int64
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.x.code == 0 && code >= 200 {
-		r.x.code = code
-		r.x.ttfb = time.Since(r.x.start)
+	if r.code == 0 && code >= 200 {
+		r.code = code
+		r.ttfb = time.Since(r.start)
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
-	if r.x.code == 0 {
+	if r.code == 0 {
 		r.WriteHeader(http.StatusOK)
 	}
 	m, err := r.ResponseWriter.Write(p)
-	r.x.written += int64(m)
+	r.written += int64(m)
 	return m, err
 }
 

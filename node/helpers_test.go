@@ -92,16 +92,15 @@ func do(t testing.TB, n *Node, method, path string, hdr ...string) response {
 }
 
 // doMaybe is do that returns a failed round trip as a response without
-// Response.
+// Response. It never stops the test, so goroutines may call it.
 func doMaybe(t testing.TB, n *Node, method, path string, hdr ...string) response {
-	t.Helper()
 	var body io.Reader
 	if method == http.MethodPost || method == http.MethodPut {
 		body = strings.NewReader("payload")
 	}
 	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+n.HTTPAddr()+path, body)
 	if err != nil {
-		t.Fatal(err)
+		return response{err: err}
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if strings.EqualFold(hdr[i], "Host") {

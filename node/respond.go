@@ -86,6 +86,13 @@ func (b fillBody) copy(ctx context.Context, w io.Writer, client http.ResponseWri
 
 func (b fillBody) complete(ctx context.Context) ([]byte, error) { return b.f.Wait(ctx) }
 
+// Shared header values of the hit path. net/http only reads them.
+var (
+	hitStatus         = httpcache.Status{Hit: true}
+	hitStatusValue    = []string{hitStatus.String()}
+	acceptRangesValue = []string{"bytes"}
+)
+
 // respond sends a stored or arriving response to the client, answering the
 // client's preconditions (304/412) and Range (206/416) from it.
 func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) {
@@ -95,8 +102,11 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 		h[k] = v // shared, never modified: changes below replace whole slices
 	}
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
-	h["Via"] = []string{joinVia(meta.Header["Via"])}
-	h["Cache-Status"] = []string{x.status.String()}
+	if x.status == hitStatus {
+		h["Cache-Status"] = hitStatusValue
+	} else {
+		h["Cache-Status"] = []string{x.status.String()}
+	}
 
 	switch httpcache.CheckPreconditions(r.Method, r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
 	case http.StatusNotModified:
@@ -117,7 +127,7 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 	}
 	size := src.size()
 	if meta.Status == http.StatusOK {
-		h["Accept-Ranges"] = []string{"bytes"}
+		h["Accept-Ranges"] = acceptRangesValue
 		if rng := r.Header.Get("Range"); rng != "" && httpcache.IfRangeMatches(r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
 			if size < 0 { // a fill without Content-Length: ranges need the length
 				b, err := src.complete(r.Context())
@@ -145,7 +155,7 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 			// Malformed or too many ranges: the whole representation.
 		}
 	}
-	if size >= 0 && bodyAllowed(meta.Status) {
+	if _, ok := h["Content-Length"]; !ok && size >= 0 && bodyAllowed(meta.Status) {
 		h["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	}
 	x.writeHeader(meta.Status)
