@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.stats = n.unknown
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		x.writeHeader(http.StatusNotFound)
-		m, _ := w.Write([]byte("meshcdn: no site is configured for host " + strconvQuote(r.Host) + "\n"))
+		m, _ := w.Write([]byte("meshcdn: no site is configured for host " + strconv.Quote(truncate(r.Host, 200)) + "\n"))
 		x.written = int64(m)
 		x.status = httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "unknown-host"}
 		n.observe(&x)
@@ -251,16 +252,11 @@ func clientIP(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-func strconvQuote(s string) string {
-	if len(s) > 200 {
-		s = s[:200]
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
 	}
-	return `"` + strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '"' {
-			return '?'
-		}
-		return r
-	}, s) + `"`
+	return s
 }
 
 type invalidationKey struct{}

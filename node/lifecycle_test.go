@@ -1,16 +1,16 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // TestHTTP2Cleartext: clients may speak HTTP/2 without TLS (h2c).
@@ -76,7 +76,7 @@ func TestMetricsAndHealth(t *testing.T) {
 
 // TestAccessLog: one line per request with its cache status.
 func TestAccessLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	o := newOrigin(t, static("x", "max-age=600"))
 	n := startNode(t, o, Config{AccessLog: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	do(t, n, "GET", "/log.css?q=1")
@@ -153,21 +153,4 @@ func TestShutdownDeadlineCutsStalledFills(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Shutdown took %v", d)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -79,7 +79,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.sites = set
-	if fb, ok := set.Lookup("\x00no-such-host"); ok {
+	if fb := set.Default(); fb != nil {
 		sites = append(sites, fb)
 	}
 	for _, s := range sites {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,34 +10,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDev is what `make run` does: the dev command starts the demo origin and
 // an edge, prints their URLs, and a static file is a miss then a hit with the
 // origin asked once. Ctrl-C (the context) stops it with exit code 0.
 func TestDev(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"dev", "--origin-http", "127.0.0.1:0", "--http", "127.0.0.1:0",
@@ -118,7 +101,7 @@ func TestEdgeConfigErrors(t *testing.T) {
 		for k, v := range tt.env {
 			t.Setenv(k, v)
 		}
-		var stdout, stderr syncBuffer
+		var stdout, stderr testutil.SyncBuffer
 		if c := run(t.Context(), tt.args, &stdout, &stderr); c != 2 || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, c, stderr.String(), tt.want)
 		}
@@ -152,7 +135,7 @@ func TestFlagsEnvAndFile(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	if c := run(t.Context(), []string{"version"}, &stdout, &stderr); c != 0 || stdout.String() != "meshcdn dev\n" {
 		t.Errorf("version: %d %q", c, stdout.String())
 	}

@@ -55,6 +55,9 @@ func (s *Set) Lookup(host string) (*Site, bool) {
 	return s.fallback, s.fallback != nil
 }
 
+// Default returns the catch-all site of the default origins, or nil.
+func (s *Set) Default() *Site { return s.fallback }
+
 // Sites counts the configured sites, not counting the default one.
 func (s *Set) Sites() int {
 	seen := map[*Site]bool{}
