@@ -297,11 +297,5 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 
 // originUnreachable answers a fill whose origin could not be reached.
 func (n *Node) originUnreachable(x *exchange) {
-	h := x.w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Status", x.status.String())
-	h.Set("Via", via)
-	x.writeHeader(http.StatusBadGateway)
-	m, _ := x.w.Write([]byte("meshcdn: the origin could not be reached\n"))
-	x.written = int64(m)
+	n.edgeError(x, http.StatusBadGateway, "meshcdn: the origin could not be reached")
 }

@@ -47,11 +47,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st, ok := n.sites.Lookup(r.Host)
 	if !ok {
 		x.stats = n.unknown
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		x.writeHeader(http.StatusNotFound)
-		m, _ := w.Write([]byte("meshcdn: no site is configured for host " + strconv.Quote(truncate(r.Host, 200)) + "\n"))
-		x.written = int64(m)
-		x.status = httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "unknown-host"}
+		x.status = httpcache.Status{Detail: "unknown-host"}
+		n.edgeError(&x, http.StatusNotFound, "meshcdn: no site is configured for host "+strconv.Quote(truncate(r.Host, 200)))
 		n.observe(&x)
 		return
 	}
@@ -135,6 +132,9 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 // modifyBypass runs on every bypassed origin response.
 func (n *Node) modifyBypass(resp *http.Response) error {
 	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
+	if _, ok := resp.Header["Age"]; !ok {
+		resp.Header["Age"] = []string{"0"}
+	}
 	if inv, ok := invalidationFrom(resp.Request.Context()); ok && resp.StatusCode < 400 {
 		inv.apply(resp)
 	}
@@ -150,8 +150,25 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 		rec.stats.originError.Inc()
 	}
 	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
-	w.Header().Set("Via", via)
-	http.Error(w, "meshcdn: the origin could not be reached", http.StatusBadGateway)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Age", "0")
+	h.Set("Via", via)
+	w.WriteHeader(http.StatusBadGateway)
+	_, _ = w.Write([]byte("meshcdn: the origin could not be reached\n"))
+}
+
+// edgeError answers with an error the edge itself generates.
+func (n *Node) edgeError(x *exchange, code int, msg string) {
+	h := x.w.Header()
+	clear(h) // nothing of a stored response may leak onto the error
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Status", x.status.String())
+	h.Set("Age", "0")
+	h.Set("Via", via)
+	x.writeHeader(code)
+	m, _ := x.w.Write([]byte(msg + "\n"))
+	x.written = int64(m)
 }
 
 // invalidation is what an unsafe request will invalidate once its response is in.

@@ -357,6 +357,26 @@ func TestMaxObjectSize(t *testing.T) {
 	}
 }
 
+// TestOriginUnreachable: fills and bypassed requests whose origin cannot be
+// reached get a plain 502 that nothing downstream would cache.
+func TestOriginUnreachable(t *testing.T) {
+	o := newOrigin(t, static("x", "max-age=600"))
+	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"s.example"}, Origins: []string{o.URL},
+		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	o.Close()
+	for _, p := range []string{"/app.js", "/api/x"} {
+		r := do(t, n, "GET", p, "Host", "s.example")
+		if r.StatusCode != http.StatusBadGateway || !strings.Contains(r.body, "origin could not be reached") ||
+			r.Header.Get("Cache-Control") != "" || r.Header.Get("Via") != "1.1 meshcdn" {
+			t.Errorf("%s: %d %q %v", p, r.StatusCode, r.body, r.Header)
+		}
+	}
+	wantStatus(t, do(t, n, "GET", "/app.js", "Host", "s.example"), "meshcdn; fwd=uri-miss; detail=origin-error")
+	if v := counterValue(t, n, "meshcdn_origin_errors_total"); v != 3 {
+		t.Errorf("origin errors %v, want 3", v)
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
