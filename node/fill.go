@@ -91,10 +91,23 @@ func (n *Node) joinFlight(fkey string, start func() *flight) (fl *flight, leader
 	return fl, true
 }
 
-func (n *Node) endFlight(fkey string) {
+// endFlight removes fl from the flight table, unless a newer flight already
+// took its place.
+func (n *Node) endFlight(fkey string, fl *flight) {
 	n.flightsMu.Lock()
-	delete(n.flights, fkey)
+	if n.flights[fkey] == fl {
+		delete(n.flights, fkey)
+	}
 	n.flightsMu.Unlock()
+}
+
+// finish ends fl. It leaves the flight table first, so no request can join a
+// flight that has ended: one arriving later finds the stored entry (stored
+// before finish), or starts a new fill, for instance after an unsafe method
+// invalidated what this fill stored.
+func (n *Node) finish(fkey string, fl *flight, err error) {
+	n.endFlight(fkey, fl)
+	fl.fill.Finish(err)
 }
 
 // originRequest is what a fill sends: everything it needs from the client's
@@ -150,13 +163,8 @@ func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
 // complete and storable, into the store. It runs detached from any client:
 // only the node's shutdown, FillTimeout and FillIdleTimeout end it early.
 func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *cache.Entry) {
-	defer n.endFlight(fkey)
-	// fail leaves the flight table before readers learn of the error, so a
-	// client that retries at once starts a new fill instead of joining this one.
-	fail := func(err error) {
-		n.endFlight(fkey)
-		fl.fill.Finish(err)
-	}
+	defer n.endFlight(fkey, fl) // on every path, even a panic
+	fail := func(err error) { n.finish(fkey, fl, err) }
 	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
 	defer cancel()
 	ictx, icancel := context.WithCancelCause(ctx)
@@ -181,6 +189,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 
 	if stale != nil && resp.StatusCode == http.StatusNotModified {
 		n.refreshed(fl, stale, rule, key, req, resp.Header, reqTime, respTime)
+		n.finish(fkey, fl, nil)
 		return
 	}
 
@@ -267,11 +276,12 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	case dec.Pass:
 		n.store.MarkPass(key, time.Now().Add(n.cfg.HitForPass))
 	}
-	fl.fill.Finish(nil)
+	n.finish(fkey, fl, nil)
 }
 
-// refreshed completes a revalidation that the origin answered 304: the stored
-// entry is updated with the new fields and freshness and served.
+// refreshed handles a revalidation that the origin answered 304: the stored
+// entry is updated with the new fields and freshness and becomes the fill's
+// response. The caller finishes the fill.
 func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
 	h["Via"] = stale.Header["Via"] // keep the stored hop list
 	merged := httpcache.UpdateStored(stale.Header, h)
@@ -292,7 +302,6 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
 	fl.fill.SetHead(&e, 0, false)
 	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
-	fl.fill.Finish(nil)
 }
 
 // originUnreachable answers a fill whose origin could not be reached.
