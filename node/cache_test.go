@@ -34,7 +34,7 @@ func TestMissThenHit(t *testing.T) {
 
 func TestUnknownHostIsNotProxied(t *testing.T) {
 	o := newOrigin(t, static("x", "max-age=60"))
-	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"cdn.example.com"}, Origins: []string{o.URL}}}})
+	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"cdn.example.com"}, Origins: []site.OriginConfig{{URL: o.URL}}}}})
 	r := do(t, n, "GET", "/a.css", "Host", "evil.example.net")
 	if r.StatusCode != http.StatusNotFound || !strings.Contains(r.body, `no site is configured for host "evil.example.net"`) {
 		t.Errorf("unknown host: %d %q", r.StatusCode, r.body)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -28,16 +29,16 @@ type flight struct {
 	stored    bool   // the response is being stored
 	shareable bool   // waiters other than the leader may be given the response
 	reason    string // why it is not stored
+	// background marks a refresh nobody waits for (stale-while-revalidate): a
+	// response that will not be stored is not read at all.
+	background bool
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
 // streams it to the client as it arrives. vary names the key's known Vary
 // fields; stale is the stored response to revalidate, if any.
 func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *cache.Entry, fwd httpcache.Fwd, depth int) {
-	fkey := key
-	if len(vary) > 0 {
-		fkey = key + "\x00" + httpcache.SecondaryKey(vary, x.r.Header)
-	}
+	fkey := flightKey(key, vary, x.r.Header)
 	st, stats := x.site, x.stats // the fill goroutine must not hold x
 	fl, leader := n.joinFlight(fkey, func() *flight {
 		fl := &flight{fill: cache.NewFill(), fwd: fwd}
@@ -54,8 +55,18 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 			x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
 			return
 		}
-		x.status = httpcache.Status{Fwd: fwd, Detail: "origin-error"}
-		n.originUnreachable(x)
+		code, detail := originErrorStatus(err)
+		if n.serveStaleOnError(x, stale, code) {
+			return
+		}
+		x.status = httpcache.Status{Fwd: fwd, Detail: detail}
+		n.originError(x, code)
+		return
+	}
+	if head.Status >= 500 && n.serveStaleOnError(x, stale, head.Status) {
+		if leader && !fl.shareable {
+			fl.fill.Abandon()
+		}
 		return
 	}
 	if !leader && !fl.shareable {
@@ -76,6 +87,62 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		x.status.Detail = fl.reason
 	}
 	n.respond(x, head, fillBody{fl.fill, head.Size}, time.Now())
+}
+
+// flightKey is the key of the fill for a request: the primary key, plus the
+// request's secondary key when the stored variants vary.
+func flightKey(key string, vary []string, req http.Header) string {
+	if len(vary) == 0 {
+		return key
+	}
+	return key + "\x00" + httpcache.SecondaryKey(vary, req)
+}
+
+// refreshInBackground starts the fill that refreshes a stale entry served by
+// stale-while-revalidate, unless one is already in flight: one refresh per key.
+func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *cache.Entry) {
+	fkey := flightKey(key, vary, x.r.Header)
+	st, stats := x.site, x.stats
+	n.joinFlight(fkey, func() *flight {
+		fl := &flight{fill: cache.NewFill(), fwd: httpcache.FwdStale, background: true}
+		req := fillRequest(x.r, stale)
+		n.wg.Go(func() { n.runFill(fl, st, stats, rule, key, fkey, req, stale) })
+		return fl
+	})
+}
+
+// serveStaleOnError serves stale in place of an origin failure (code: the
+// origin's 5xx, or the edge's 502/503/504), when its stale-if-error window
+// allows. It reports whether it did.
+func (n *Node) serveStaleOnError(x *exchange, stale *cache.Entry, code int) bool {
+	now := time.Now()
+	if stale == nil || stale.NoStale {
+		return false
+	}
+	window := stale.StaleIfError
+	if window < 0 {
+		window = x.site.StaleIfError
+	}
+	if stale.Staleness(now) > window {
+		return false
+	}
+	x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, FwdStatus: code, Detail: "stale-if-error"}
+	n.respond(x, stale, entryBody(stale.Body), now)
+	return true
+}
+
+// originErrorStatus maps an origin failure to the edge's answer and a
+// Cache-Status detail.
+func originErrorStatus(err error) (int, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, origin.ErrOverloaded):
+		return http.StatusServiceUnavailable, "origin-overloaded"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, errIdle), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, "origin-timeout"
+	default:
+		return http.StatusBadGateway, "origin-error"
+	}
 }
 
 // joinFlight returns the flight for fkey, creating it with start if there is
@@ -176,7 +243,9 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	reqTime := time.Now()
 	resp, err := n.pools[st].Fetch(ictx, req.host, req.pathQuery, req.header)
 	if err != nil {
-		stats.originError.Inc()
+		if !errors.Is(err, origin.ErrOverloaded) {
+			stats.originError.Inc()
+		}
 		n.log.Warn("fill failed", "key", key, "err", err)
 		fail(err)
 		return
@@ -215,6 +284,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		TTL:          dec.TTL,
 		TTLSource:    string(dec.Source),
 	}
+	head.NoStale, head.StaleWhileRevalidate, head.StaleIfError = httpcache.StaleRules(cc)
 	v := httpcache.ValidatorsOf(resp.Header)
 	head.ETag, head.LastModified = v.ETag, v.LastModified
 	fl.stored, fl.shareable, fl.reason = dec.Store, dec.Store, dec.Reason
@@ -223,6 +293,9 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		hint = int(resp.ContentLength)
 	}
 	fl.fill.SetHead(head, hint, !dec.Store)
+	if fl.background && !dec.Store {
+		fl.fill.Abandon() // no reader: leave the body unread
+	}
 
 	var total int64
 	buf := make([]byte, 32<<10)
@@ -292,6 +365,7 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 	e.ResponseTime = respTime
 	e.InitialAge = httpcache.InitialAge(h, reqTime, respTime)
 	e.TTL, e.TTLSource = dec.TTL, string(dec.Source)
+	e.NoStale, e.StaleWhileRevalidate, e.StaleIfError = httpcache.StaleRules(cc)
 	v := httpcache.ValidatorsOf(merged)
 	e.ETag, e.LastModified = v.ETag, v.LastModified
 	if dec.Store {
@@ -304,7 +378,16 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
 }
 
-// originUnreachable answers a fill whose origin could not be reached.
-func (n *Node) originUnreachable(x *exchange) {
-	n.edgeError(x, http.StatusBadGateway, "meshcdn: the origin could not be reached")
+// originError answers a request whose origin failed, with code from
+// originErrorStatus.
+func (n *Node) originError(x *exchange, code int) {
+	msg := "meshcdn: the origin could not be reached"
+	switch code {
+	case http.StatusServiceUnavailable:
+		x.w.Header().Set("Retry-After", "1")
+		msg = "meshcdn: the origin is at its request limit; retry shortly"
+	case http.StatusGatewayTimeout:
+		msg = "meshcdn: the origin did not answer in time"
+	}
+	n.edgeError(x, code, msg)
 }

@@ -94,10 +94,25 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 				n.respond(x, e, entryBody(e.Body), now)
 				return
 			}
+			if window := swrWindow(e, x.site); !e.NoStale && e.Staleness(now) < window {
+				n.refreshInBackground(x, rule, key, vary, e)
+				x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
+				n.respond(x, e, entryBody(e.Body), now)
+				return
+			}
 			stale, fwd = e, httpcache.FwdStale
 		}
 	}
 	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// swrWindow is how long past its freshness e may be served while a background
+// fill refreshes it: the origin's stale-while-revalidate, else the site's.
+func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
+	if e.StaleWhileRevalidate >= 0 {
+		return e.StaleWhileRevalidate
+	}
+	return st.StaleWhileRevalidate
 }
 
 // matchVariant returns the stored variant whose Vary fields match the request.
@@ -150,12 +165,21 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 		rec.stats.originError.Inc()
 	}
 	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	code, _ := originErrorStatus(err)
+	msg := "meshcdn: the origin could not be reached"
 	h := w.Header()
+	switch code {
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
+		msg = "meshcdn: the origin is at its request limit; retry shortly"
+	case http.StatusGatewayTimeout:
+		msg = "meshcdn: the origin did not answer in time"
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Age", "0")
 	h.Set("Via", via)
-	w.WriteHeader(http.StatusBadGateway)
-	_, _ = w.Write([]byte("meshcdn: the origin could not be reached\n"))
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
 }
 
 // edgeError answers with an error the edge itself generates.

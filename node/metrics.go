@@ -1,11 +1,14 @@
 package node
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/origin"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of its own so that
@@ -18,6 +21,9 @@ type metrics struct {
 	originRequests *prometheus.CounterVec
 	originErrors   *prometheus.CounterVec
 	coalesced      prometheus.Counter
+	targetRequests *prometheus.CounterVec
+	targetErrors   *prometheus.CounterVec
+	targetLatency  *prometheus.HistogramVec
 	ttfb           *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
 }
@@ -52,6 +58,15 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshcdn_coalesced_requests_total", Help: "Requests that joined a fill already in flight instead of asking the origin.",
 	})
+	m.targetRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_server_requests_total", Help: "Requests sent to each origin server, retries included.",
+	}, []string{"site", "origin"})
+	m.targetErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_server_errors_total", Help: "Connection errors and 5xx answers of each origin server.",
+	}, []string{"site", "origin"})
+	m.targetLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshcdn_origin_server_latency_seconds", Help: "Time to response headers from each origin server.", Buckets: buckets,
+	}, []string{"site", "origin"})
 	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_time_to_first_byte_seconds", Help: "Time from request to response header.", Buckets: buckets,
 	}, []string{"cache_status"})
@@ -59,6 +74,7 @@ func newMetrics(store *cache.Memory) *metrics {
 		Name: "meshcdn_request_duration_seconds", Help: "Time from request to the end of the response.", Buckets: buckets,
 	}, []string{"cache_status"})
 	m.reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
+		m.targetRequests, m.targetErrors, m.targetLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_bytes", Help: "Bytes held by the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
 			func() float64 { return float64(store.Stats().Bytes) }),
@@ -85,4 +101,38 @@ func (m *metrics) forSite(name string) *siteMetrics {
 		s.duration[i] = m.duration.WithLabelValues(l)
 	}
 	return s
+}
+
+// forOrigins registers the health gauge of each target and returns the
+// per-request observer of a site's pool.
+func (m *metrics) forOrigins(site string, targets []*origin.Target) func(*origin.Target, time.Duration, int, error) {
+	type series struct {
+		requests, errors prometheus.Counter
+		latency          prometheus.Observer
+	}
+	byTarget := make(map[*origin.Target]series, len(targets))
+	for _, t := range targets {
+		byTarget[t] = series{
+			requests: m.targetRequests.WithLabelValues(site, t.Name()),
+			errors:   m.targetErrors.WithLabelValues(site, t.Name()),
+			latency:  m.targetLatency.WithLabelValues(site, t.Name()),
+		}
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshcdn_origin_up", Help: "1 while an origin server takes traffic, 0 while health checks or failures keep it out.",
+			ConstLabels: prometheus.Labels{"site": site, "origin": t.Name()},
+		}, func() float64 {
+			if t.Up(time.Now()) {
+				return 1
+			}
+			return 0
+		}))
+	}
+	return func(t *origin.Target, d time.Duration, status int, err error) {
+		s := byTarget[t]
+		s.requests.Inc()
+		s.latency.Observe(d.Seconds())
+		if err != nil || status >= 500 {
+			s.errors.Inc()
+		}
+	}
 }

@@ -83,8 +83,7 @@ func New(cfg Config) (*Node, error) {
 		sites = append(sites, fb)
 	}
 	for _, s := range sites {
-		p, err := origin.NewPool(s.Origins, n.transport, n.log,
-			origin.Hooks{ModifyResponse: n.modifyBypass, ErrorHandler: n.bypassError})
+		p, err := n.newPool(s)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", s.Name, err)
 		}
@@ -140,6 +139,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
 	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	for _, p := range n.pools {
+		n.wg.Go(func() { p.RunHealth(n.ctx) })
+	}
 	n.ready.Store(true)
 	n.log.Info("edge node started", "http", ln.Addr().String(), "metrics", n.MetricsAddr(),
 		"sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)
@@ -206,6 +208,27 @@ func (n *Node) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	return n.Shutdown(sctx)
+}
+
+// newPool builds the origin pool of a site, with its metrics.
+func (n *Node) newPool(s *site.Site) (*origin.Pool, error) {
+	cfg := origin.PoolConfig{
+		Host:           s.OriginHost,
+		MaxFails:       s.MaxFails,
+		Backoff:        s.Backoff,
+		MaxConcurrent:  s.MaxOriginRequests,
+		QueueTimeout:   s.QueueTimeout,
+		ModifyResponse: n.modifyBypass,
+		ErrorHandler:   n.bypassError,
+	}
+	if h := s.Health; h != nil {
+		cfg.Health = &origin.HealthCheck{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}
+	}
+	for _, o := range s.Origins {
+		cfg.Targets = append(cfg.Targets, &origin.Target{URL: o.URL, Weight: o.Weight, Priority: o.Priority})
+	}
+	cfg.Observe = n.metrics.forOrigins(s.Name, cfg.Targets)
+	return origin.NewPool(cfg, n.transport, n.log.With("site", s.Name))
 }
 
 // Store exposes the memory tier's counters.

@@ -248,7 +248,8 @@ func (n *Node) abort(x *exchange, err error) {
 	x.status.Detail = "aborted"
 	n.log.Debug("response aborted", "host", x.r.Host, "path", x.r.URL.Path, "err", err)
 	if x.code == 0 {
-		n.originUnreachable(x)
+		code, _ := originErrorStatus(err)
+		n.originError(x, code)
 		return
 	}
 	panic(http.ErrAbortHandler)

@@ -64,7 +64,7 @@ func TestUnsafeMethodInvalidatesLocation(t *testing.T) {
 		}
 		static("item", "max-age=600")(w, r)
 	})
-	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"shop.example"}, Origins: []string{o.URL},
+	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
 		Rules: []site.RuleConfig{{Extensions: []string{"json"}, Action: "cache"}}}}})
 	for _, p := range []string{"/items/1.json?x=1", "/items/2.json"} {
 		do(t, n, "GET", p, "Host", "shop.example")
@@ -91,7 +91,7 @@ func TestNeverStored(t *testing.T) {
 		}
 		_, _ = w.Write([]byte("x"))
 	})
-	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"s.example"}, Origins: []string{o.URL},
+	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"s.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
 		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
 	for _, p := range []string{"/no-store.js", "/private.js", "/api/data.js"} {
 		for range 3 {
@@ -361,7 +361,7 @@ func TestMaxObjectSize(t *testing.T) {
 // reached get a plain 502 that nothing downstream would cache.
 func TestOriginUnreachable(t *testing.T) {
 	o := newOrigin(t, static("x", "max-age=600"))
-	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"s.example"}, Origins: []string{o.URL},
+	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"s.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
 		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
 	o.Close()
 	for _, p := range []string{"/app.js", "/api/x"} {

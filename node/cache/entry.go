@@ -36,6 +36,14 @@ type Entry struct {
 	TTL          time.Duration
 	TTLSource    string
 
+	// NoStale forbids serving the entry stale (must-revalidate,
+	// proxy-revalidate, s-maxage, no-cache). StaleWhileRevalidate and
+	// StaleIfError are the origin's windows for serving it stale, -1 when the
+	// origin gave none (the site's defaults apply).
+	NoStale              bool
+	StaleWhileRevalidate time.Duration
+	StaleIfError         time.Duration
+
 	// ETag and LastModified are the validators, kept parsed for the hit path.
 	ETag         string
 	LastModified time.Time
@@ -49,6 +57,11 @@ func (e *Entry) Age(now time.Time) time.Duration {
 // Fresh reports whether the entry may be served without revalidation at now.
 func (e *Entry) Fresh(now time.Time) bool {
 	return e.Age(now) < e.TTL
+}
+
+// Staleness is how long past its freshness lifetime the entry is at now.
+func (e *Entry) Staleness(now time.Time) time.Duration {
+	return e.Age(now) - e.TTL
 }
 
 // HasValidator reports whether a stale entry can be revalidated.

@@ -184,3 +184,20 @@ func AgeValue(age time.Duration) string {
 }
 
 func contains(list []string, s string) bool { return slices.Contains(list, s) }
+
+// StaleRules says how a stored response may be served stale (RFC 9111 §4.2.4,
+// RFC 5861): never when it carries must-revalidate, proxy-revalidate, s-maxage
+// (which implies proxy-revalidate for a shared cache) or no-cache; otherwise
+// within its stale-while-revalidate and stale-if-error windows, which are -1
+// when the response gives none.
+func StaleRules(cc Directives) (noStale bool, swr, sie time.Duration) {
+	noStale = cc.MustRevalidate || cc.ProxyRevalidate || cc.SMaxAge != Unset || cc.NoCache
+	swr, sie = -1, -1
+	if cc.StaleWhileRevalidate != Unset {
+		swr = seconds(cc.StaleWhileRevalidate)
+	}
+	if cc.StaleIfError != Unset {
+		sie = seconds(cc.StaleIfError)
+	}
+	return noStale, swr, sie
+}

@@ -71,7 +71,7 @@ func (s Status) String() string {
 type Label int
 
 // Labels of Status.Label, by index.
-var Labels = [...]string{"hit", "miss", "stale", "revalidated", "bypass", "pass", "method"}
+var Labels = [...]string{"hit", "miss", "stale", "revalidated", "bypass", "pass", "method", "served-stale"}
 
 // Label values.
 const (
@@ -82,14 +82,18 @@ const (
 	LabelBypass
 	LabelPass
 	LabelMethod
+	LabelServedStale
 )
 
 func (l Label) String() string { return Labels[l] }
 
 // Label classifies s: hit, miss, stale (refetched), revalidated (304), bypass
-// (rule), pass (hit-for-pass) or method (not GET or HEAD).
+// (rule), pass (hit-for-pass), method (not GET or HEAD) or served-stale (a stale
+// entry served by stale-while-revalidate or stale-if-error).
 func (s Status) Label() Label {
 	switch {
+	case s.Hit && s.Fwd == FwdStale:
+		return LabelServedStale
 	case s.Hit:
 		return LabelHit
 	case s.Fwd == FwdStale && s.FwdStatus == 304:

@@ -31,7 +31,16 @@ func NewSet(sites []*Site, defaultOrigins []*url.URL) (*Set, error) {
 		}
 	}
 	if len(defaultOrigins) > 0 {
-		s.fallback = &Site{Name: "default", Origins: defaultOrigins, rules: []*Rule{defaultStatic, fallbackRule}}
+		cfg := Config{Name: "default", Hosts: []string{"default"}}
+		for _, u := range defaultOrigins {
+			cfg.Origins = append(cfg.Origins, OriginConfig{URL: u.String()})
+		}
+		fb, err := cfg.Compile()
+		if err != nil {
+			return nil, fmt.Errorf("default origin: %w", err)
+		}
+		fb.Hosts = nil
+		s.fallback = fb
 	}
 	return s, nil
 }

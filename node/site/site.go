@@ -25,8 +25,28 @@ type Config struct {
 	// Hosts are the CDN domain names the site answers for; "*.example.com"
 	// matches any subdomain.
 	Hosts []string `yaml:"hosts"`
-	// Origins are the site's origin base URLs (scheme, host name or IP, port).
-	Origins []string `yaml:"origins"`
+	// Origins are the site's origin servers.
+	Origins []OriginConfig `yaml:"origins"`
+	// OriginHost is the Host sent to origins: "client" (default), "origin" (the
+	// origin URL's host) or a literal host name. SNI follows it for https.
+	OriginHost string `yaml:"origin_host"`
+	// HealthCheck, when set, probes every origin actively.
+	HealthCheck *HealthConfig `yaml:"health_check"`
+	// Passive ejects origins that fail real requests.
+	Passive PassiveConfig `yaml:"passive"`
+	// MaxOriginRequests limits concurrent requests to the site's origins
+	// (origin protection); 0 means no limit. Requests over it wait up to
+	// QueueTimeout (default 1s), then get stale content or 503.
+	MaxOriginRequests int            `yaml:"max_origin_requests"`
+	QueueTimeout      units.Duration `yaml:"queue_timeout"`
+	// StaleWhileRevalidate serves a stale entry at once while one background
+	// fill refreshes it, when the origin's Cache-Control gives no
+	// stale-while-revalidate. Default 0.
+	StaleWhileRevalidate units.Duration `yaml:"stale_while_revalidate"`
+	// StaleIfError serves a stale entry when the origin fails (unreachable,
+	// timeout, 5xx), when the origin gives no stale-if-error. Default 1d; 0
+	// turns it off.
+	StaleIfError *units.Duration `yaml:"stale_if_error"`
 	// CacheKey says how the query string enters the cache key.
 	CacheKey KeyConfig `yaml:"cache_key"`
 	// Rules are matched in order; the first match decides.
@@ -130,7 +150,16 @@ var (
 type Site struct {
 	Name    string
 	Hosts   []string
-	Origins []*url.URL
+	Origins []Origin // by priority
+
+	OriginHost           string  // HostClient, HostOrigin or a literal host
+	Health               *Health // nil: no active checks
+	MaxFails             int
+	Backoff              time.Duration
+	MaxOriginRequests    int
+	QueueTimeout         time.Duration
+	StaleWhileRevalidate time.Duration
+	StaleIfError         time.Duration
 
 	query  string
 	params []string
@@ -159,17 +188,7 @@ func (c Config) Compile() (*Site, error) {
 	if s.Name == "" && len(s.Hosts) > 0 {
 		s.Name = s.Hosts[0]
 	}
-	if len(c.Origins) == 0 {
-		fail("origins", "at least one origin URL is required")
-	}
-	for i, o := range c.Origins {
-		u, err := ParseOrigin(o)
-		if err != nil {
-			fail(fmt.Sprintf("origins[%d]", i), "%v", err)
-			continue
-		}
-		s.Origins = append(s.Origins, u)
-	}
+	c.compileOrigins(s, fail)
 	switch q := strings.ToLower(c.CacheKey.Query); q {
 	case "", "all", "ignore":
 		s.query = q

@@ -19,7 +19,7 @@ func mustCompile(t *testing.T, c Config) *Site {
 func TestClassify(t *testing.T) {
 	s := mustCompile(t, Config{
 		Hosts:   []string{"www.example.com"},
-		Origins: []string{"http://10.0.0.1:8080"},
+		Origins: []OriginConfig{{URL: "http://10.0.0.1:8080"}},
 		Rules: []RuleConfig{
 			{PathPrefix: "/api/", Action: "bypass"},
 			{Extensions: []string{".JPG", "png"}, Action: "cache", TTL: 0, FollowOrigin: true},
@@ -52,17 +52,17 @@ func TestClassify(t *testing.T) {
 		t.Errorf("rule policy %+v", p)
 	}
 	off := false
-	s = mustCompile(t, Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, DefaultRules: &off})
+	s = mustCompile(t, Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, DefaultRules: &off})
 	if r := s.Classify("/a.css"); r.Action != ActionOrigin {
 		t.Errorf("default_rules: false still caches css by rule %s", r.Name)
 	}
 }
 
 func TestCacheKey(t *testing.T) {
-	all := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []string{"http://o"}})
-	ign := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "ignore"}})
-	inc := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "include", Params: []string{"v", "w"}}})
-	exc := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "exclude", Params: []string{"utm_source", "t"}}})
+	all := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}})
+	ign := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "ignore"}})
+	inc := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "include", Params: []string{"v", "w"}}})
+	exc := mustCompile(t, Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "exclude", Params: []string{"utm_source", "t"}}})
 	tests := []struct {
 		s          *Site
 		host, p, q string
@@ -92,14 +92,14 @@ func TestCompileErrors(t *testing.T) {
 		want []string
 	}{
 		{Config{}, []string{"hosts: at least one", "origins: at least one"}},
-		{Config{Hosts: []string{"http://a.com"}, Origins: []string{"ftp://o"}}, []string{`hosts[0]: "http://a.com" is not a host name`, "origins[0]:", "scheme must be http or https"}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o?x=1"}}, []string{"origins[0]:", "no query"}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "some"}}, []string{`cache_key.query: "some" is not one of`}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "include"}}, []string{"cache_key.params: query: include needs"}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, Rules: []RuleConfig{{Action: "cache"}}}, []string{"rules[0]: needs path_prefix, extensions or regex"}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, Rules: []RuleConfig{{PathPrefix: "x", Action: "store"}}}, []string{`rules[0].path_prefix: "x" must start with /`, `rules[0].action: "store" is not cache or bypass`}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, Rules: []RuleConfig{{}, {Regex: "(", Action: "cache"}}}, []string{"rules[0].action: required", "rules[1].regex: error parsing regexp"}},
-		{Config{Hosts: []string{"a"}, Origins: []string{"http://o"}, Rules: []RuleConfig{{PathPrefix: "/", Action: "bypass", TTL: 5}}}, []string{"rules[0].ttl: a bypass rule stores nothing"}},
+		{Config{Hosts: []string{"http://a.com"}, Origins: []OriginConfig{{URL: "ftp://o"}}}, []string{`hosts[0]: "http://a.com" is not a host name`, "origins[0]:", "scheme must be http or https"}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o?x=1"}}}, []string{"origins[0]:", "no query"}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "some"}}, []string{`cache_key.query: "some" is not one of`}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "include"}}, []string{"cache_key.params: query: include needs"}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{Action: "cache"}}}, []string{"rules[0]: needs path_prefix, extensions or regex"}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{PathPrefix: "x", Action: "store"}}}, []string{`rules[0].path_prefix: "x" must start with /`, `rules[0].action: "store" is not cache or bypass`}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{}, {Regex: "(", Action: "cache"}}}, []string{"rules[0].action: required", "rules[1].regex: error parsing regexp"}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{PathPrefix: "/", Action: "bypass", TTL: 5}}}, []string{"rules[0].ttl: a bypass rule stores nothing"}},
 	}
 	for i, tt := range tests {
 		_, err := tt.c.Compile()
@@ -116,8 +116,8 @@ func TestCompileErrors(t *testing.T) {
 }
 
 func TestSetLookup(t *testing.T) {
-	a := mustCompile(t, Config{Name: "a", Hosts: []string{"a.com", "*.a.com"}, Origins: []string{"http://o"}})
-	b := mustCompile(t, Config{Name: "b", Hosts: []string{"cdn.b.com"}, Origins: []string{"http://o"}})
+	a := mustCompile(t, Config{Name: "a", Hosts: []string{"a.com", "*.a.com"}, Origins: []OriginConfig{{URL: "http://o"}}})
+	b := mustCompile(t, Config{Name: "b", Hosts: []string{"cdn.b.com"}, Origins: []OriginConfig{{URL: "http://o"}}})
 	set, err := NewSet([]*Site{a, b}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func FuzzCacheKey(f *testing.F) {
 	for _, s := range []string{"a=1&b=2", "b=2&a=1", "", "&", "a", "a=1&a=2&utm=3", "%zz=1&x"} {
 		f.Add("www.Example.com:8080", "/p", s)
 	}
-	inc, _ := Config{Hosts: []string{"h"}, Origins: []string{"http://o"}, CacheKey: KeyConfig{Query: "exclude", Params: []string{"utm"}}}.Compile()
+	inc, _ := Config{Hosts: []string{"h"}, Origins: []OriginConfig{{URL: "http://o"}}, CacheKey: KeyConfig{Query: "exclude", Params: []string{"utm"}}}.Compile()
 	f.Fuzz(func(t *testing.T, host, p, q string) {
 		k := inc.CacheKey(host, p, q)
 		prefix := inc.CacheKey(host, p, "")

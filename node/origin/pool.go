@@ -1,0 +1,294 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrOverloaded is returned when a site's origin-request limit is reached and
+// no slot freed within the queue timeout.
+var ErrOverloaded = errors.New("origin: too many concurrent origin requests")
+
+// Target is one origin server of a pool and its health.
+type Target struct {
+	URL      *url.URL
+	Weight   int
+	Priority int
+
+	fails     atomic.Int32 // consecutive failures of real traffic
+	downUntil atomic.Int64 // passive ejection ends (unix nanos)
+	probeDown atomic.Bool  // the active health check says down
+	cw        int          // smooth weighted round robin state, under Pool.mu
+}
+
+// Name is the target's host:port, its label in metrics and logs.
+func (t *Target) Name() string { return t.URL.Host }
+
+// Up reports whether the target takes traffic at now.
+func (t *Target) Up(now time.Time) bool {
+	return !t.probeDown.Load() && now.UnixNano() >= t.downUntil.Load()
+}
+
+// PoolConfig describes one site's origins.
+type PoolConfig struct {
+	// Targets are the origins; at least one.
+	Targets []*Target
+	// Host is the Host sent: "client" (default) keeps the client's, "origin"
+	// uses the target URL's host, anything else is sent as is.
+	Host string
+	// MaxFails consecutive connection errors or 5xx answers eject a target for
+	// Backoff. Defaults 3 and 10s.
+	MaxFails int
+	Backoff  time.Duration
+	// MaxConcurrent limits requests in flight to all targets; 0 means no limit.
+	// A request over it waits up to QueueTimeout, then fails with ErrOverloaded.
+	MaxConcurrent int
+	QueueTimeout  time.Duration
+	// Health, when set, probes every target actively (see RunHealth).
+	Health *HealthCheck
+	// Observe, if set, is told of every request sent to a target.
+	Observe func(t *Target, d time.Duration, status int, err error)
+	// ModifyResponse and ErrorHandler customise the bypass proxy, as the
+	// httputil.ReverseProxy fields of the same names.
+	ModifyResponse func(*http.Response) error
+	ErrorHandler   func(http.ResponseWriter, *http.Request, error)
+}
+
+// Pool sends a site's origin traffic: it picks a target by priority and weight
+// among those that are up, retries a failed idempotent request once on another
+// target, ejects failing targets, and enforces the concurrency limit.
+type Pool struct {
+	cfg   PoolConfig
+	rt    http.RoundTripper
+	log   *slog.Logger
+	sem   chan struct{}
+	mu    sync.Mutex
+	proxy *httputil.ReverseProxy
+}
+
+// NewPool returns a pool that sends through rt.
+func NewPool(cfg PoolConfig, rt http.RoundTripper, log *slog.Logger) (*Pool, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("origin: no origin URLs")
+	}
+	if cfg.MaxFails <= 0 {
+		cfg.MaxFails = 3
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = 10 * time.Second
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = time.Second
+	}
+	p := &Pool{cfg: cfg, rt: rt, log: log}
+	if cfg.MaxConcurrent > 0 {
+		p.sem = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The pool's RoundTrip picks the target and sets scheme and host.
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:      p,
+		FlushInterval:  -1, // dynamic responses (event streams, progress) flow as they come
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ModifyResponse: cfg.ModifyResponse,
+		ErrorHandler:   cfg.ErrorHandler,
+	}
+	return p, nil
+}
+
+// Targets returns the pool's targets, by priority.
+func (p *Pool) Targets() []*Target { return p.cfg.Targets }
+
+// ServeHTTP proxies a request that bypasses the cache, streaming both ways.
+func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.proxy.ServeHTTP(w, r)
+}
+
+// Fetch sends a GET for a cache fill: the path and query, end-to-end request
+// fields from hdr (the caller prepares them) and the client's Host. The
+// response is the caller's to close.
+func (p *Pool) Fetch(ctx context.Context, host, pathQuery string, hdr http.Header) (*http.Response, error) {
+	u, err := url.ParseRequestURI(pathQuery)
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	req := (&http.Request{Method: http.MethodGet, URL: u, Header: hdr, Host: host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}).WithContext(ctx)
+	return p.RoundTrip(req)
+}
+
+// RoundTrip sends req (whose URL holds only path and query) to a target. A
+// connection error or 5xx answer is retried once on another target when the
+// request is idempotent and has no body; others are never sent twice.
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	release, err := p.acquire(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	retryable := idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody)
+	var errs []error
+	t := p.pick(nil)
+	for attempt := 0; t != nil; attempt++ {
+		out := req.Clone(req.Context())
+		out.URL = &url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: t.URL.Path + req.URL.Path,
+			RawQuery: req.URL.RawQuery}
+		if req.URL.RawPath != "" {
+			out.URL.RawPath = t.URL.EscapedPath() + req.URL.RawPath
+		}
+		switch p.cfg.Host {
+		case "", "client":
+		case "origin":
+			out.Host = t.URL.Host
+		default:
+			out.Host = p.cfg.Host
+		}
+		start := time.Now()
+		resp, err := p.rt.RoundTrip(out)
+		d := time.Since(start)
+		var next *Target
+		switch {
+		case err != nil:
+			p.failed(t, err)
+			p.observe(t, d, 0, err)
+			errs = append(errs, fmt.Errorf("origin %s: %w", t.Name(), err))
+			if retryable && attempt == 0 && req.Context().Err() == nil {
+				next = p.pick(t)
+			}
+		case resp.StatusCode >= 500:
+			p.failed(t, fmt.Errorf("status %d", resp.StatusCode))
+			p.observe(t, d, resp.StatusCode, nil)
+			if retryable && attempt == 0 {
+				next = p.pick(t)
+			}
+			if next == nil {
+				resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+				return resp, nil
+			}
+			DrainClose(resp.Body)
+		default:
+			p.succeeded(t)
+			p.observe(t, d, resp.StatusCode, nil)
+			resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+			return resp, nil
+		}
+		t = next
+	}
+	release()
+	return nil, errors.Join(errs...)
+}
+
+// pick chooses a target that is up, from the best priority that has one, by
+// smooth weighted round robin; exclude is skipped. When every target is down it
+// fails open on the best one, so a wrong health check never blackholes a site.
+func (p *Pool) pick(exclude *Target) *Target {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ts := p.cfg.Targets
+	for i := 0; i < len(ts); {
+		j := i
+		for j < len(ts) && ts[j].Priority == ts[i].Priority {
+			j++
+		}
+		var best *Target
+		total := 0
+		for _, t := range ts[i:j] {
+			if t == exclude || !t.Up(now) {
+				continue
+			}
+			t.cw += t.Weight
+			total += t.Weight
+			if best == nil || t.cw > best.cw {
+				best = t
+			}
+		}
+		if best != nil {
+			best.cw -= total
+			return best
+		}
+		i = j
+	}
+	for _, t := range ts {
+		if t != exclude {
+			return t
+		}
+	}
+	return nil
+}
+
+func (p *Pool) failed(t *Target, err error) {
+	if n := t.fails.Add(1); int(n) >= p.cfg.MaxFails {
+		until := time.Now().Add(p.cfg.Backoff)
+		if prev := t.downUntil.Swap(until.UnixNano()); prev < time.Now().UnixNano() {
+			p.log.Warn("origin ejected", "origin", t.Name(), "failures", n, "backoff", p.cfg.Backoff, "err", err)
+		}
+	}
+}
+
+func (p *Pool) succeeded(t *Target) {
+	if t.fails.Swap(0) >= int32(p.cfg.MaxFails) {
+		t.downUntil.Store(0)
+		p.log.Info("origin back", "origin", t.Name())
+	}
+}
+
+func (p *Pool) observe(t *Target, d time.Duration, status int, err error) {
+	if p.cfg.Observe != nil {
+		p.cfg.Observe(t, d, status, err)
+	}
+}
+
+// acquire takes a concurrency slot, waiting up to QueueTimeout.
+func (p *Pool) acquire(ctx context.Context) (func(), error) {
+	if p.sem == nil {
+		return func() {}, nil
+	}
+	release := sync.OnceFunc(func() { <-p.sem })
+	select {
+	case p.sem <- struct{}{}:
+		return release, nil
+	default:
+	}
+	timer := time.NewTimer(p.cfg.QueueTimeout)
+	defer timer.Stop()
+	select {
+	case p.sem <- struct{}{}:
+		return release, nil
+	case <-timer.C:
+		return nil, ErrOverloaded
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// releaseBody frees the concurrency slot when the response body is closed.
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,185 @@
+package site
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshcdn/meshcdn/internal/units"
+)
+
+// OriginConfig is one origin server of a site. In YAML it is either a URL alone
+// or a mapping with url, weight and priority.
+type OriginConfig struct {
+	// URL is the origin's base URL: http or https, host name or IP, port.
+	URL string `yaml:"url"`
+	// Weight shares traffic among origins of one priority. Default 1.
+	Weight int `yaml:"weight"`
+	// Priority orders origins: those of the lowest number take all traffic while
+	// any of them is up; higher numbers are backups. Default 1.
+	Priority int `yaml:"priority"`
+}
+
+// UnmarshalYAML accepts "http://host:port" as well as a mapping.
+func (o *OriginConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		o.URL = n.Value
+		return nil
+	}
+	type plain OriginConfig
+	return n.Decode((*plain)(o))
+}
+
+// HealthConfig is an active health check, run against every origin of a site.
+type HealthConfig struct {
+	// Path is probed with GET; a status below 500 counts as up. Without Path
+	// (or with TCP) the probe is a TCP connect.
+	Path string `yaml:"path"`
+	TCP  bool   `yaml:"tcp"`
+	// Interval between probes of one origin. Default 5s.
+	Interval units.Duration `yaml:"interval"`
+	// Timeout of one probe. Default 2s.
+	Timeout units.Duration `yaml:"timeout"`
+	// Fails is how many failed probes in a row mark an origin down. Default 3.
+	Fails int `yaml:"fails"`
+	// Passes is how many good probes in a row mark it up again. Default 2.
+	Passes int `yaml:"passes"`
+}
+
+// PassiveConfig ejects an origin that fails real traffic.
+type PassiveConfig struct {
+	// MaxFails is how many connection errors or 5xx answers in a row mark an
+	// origin down. Default 3.
+	MaxFails int `yaml:"max_fails"`
+	// Backoff is how long it stays down before it is tried again. Default 10s.
+	Backoff units.Duration `yaml:"backoff"`
+}
+
+// Origin is a compiled origin.
+type Origin struct {
+	URL      *url.URL
+	Weight   int
+	Priority int
+}
+
+// Health is a compiled health check; nil means none.
+type Health struct {
+	Path     string // "" for a TCP probe
+	Interval time.Duration
+	Timeout  time.Duration
+	Fails    int
+	Passes   int
+}
+
+// Origin-side defaults.
+const (
+	DefaultHealthInterval = 5 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultHealthFails    = 3
+	DefaultHealthPasses   = 2
+	DefaultMaxFails       = 3
+	DefaultBackoff        = 10 * time.Second
+	DefaultQueueTimeout   = time.Second
+	DefaultStaleIfError   = 24 * time.Hour
+)
+
+// OriginHost modes.
+const (
+	HostClient = "client" // the client's Host (default): the origin serves the CDN domain
+	HostOrigin = "origin" // the origin URL's own host
+)
+
+func (c Config) compileOrigins(s *Site, fail func(field, format string, a ...any)) {
+	if len(c.Origins) == 0 {
+		fail("origins", "at least one origin URL is required")
+	}
+	for i, oc := range c.Origins {
+		field := fmt.Sprintf("origins[%d]", i)
+		u, err := ParseOrigin(oc.URL)
+		if err != nil {
+			fail(field, "%v", err)
+			continue
+		}
+		o := Origin{URL: u, Weight: oc.Weight, Priority: oc.Priority}
+		if o.Weight == 0 {
+			o.Weight = 1
+		}
+		if o.Priority == 0 {
+			o.Priority = 1
+		}
+		if o.Weight < 0 || o.Weight > 1000 {
+			fail(field+".weight", "%d is not between 1 and 1000", oc.Weight)
+		}
+		if o.Priority < 0 {
+			fail(field+".priority", "%d must be positive", oc.Priority)
+		}
+		s.Origins = append(s.Origins, o)
+	}
+	slices.SortStableFunc(s.Origins, func(a, b Origin) int { return a.Priority - b.Priority })
+
+	switch h := strings.TrimSpace(c.OriginHost); {
+	case h == "" || h == HostClient:
+		s.OriginHost = HostClient
+	case h == HostOrigin:
+		s.OriginHost = HostOrigin
+	case strings.ContainsAny(h, "/ ?#@"):
+		fail("origin_host", "%q is not client, origin or a host name", c.OriginHost)
+	default:
+		s.OriginHost = h
+	}
+
+	if hc := c.HealthCheck; hc != nil {
+		h := &Health{Path: hc.Path, Interval: time.Duration(hc.Interval), Timeout: time.Duration(hc.Timeout),
+			Fails: hc.Fails, Passes: hc.Passes}
+		if hc.TCP {
+			h.Path = ""
+		} else if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+			fail("health_check.path", "%q must start with /", hc.Path)
+		}
+		h.Interval = cmp(h.Interval, DefaultHealthInterval)
+		h.Timeout = cmp(h.Timeout, DefaultHealthTimeout)
+		if h.Fails == 0 {
+			h.Fails = DefaultHealthFails
+		}
+		if h.Passes == 0 {
+			h.Passes = DefaultHealthPasses
+		}
+		if h.Fails < 0 || h.Passes < 0 {
+			fail("health_check", "fails and passes must be positive")
+		}
+		if h.Timeout > h.Interval {
+			fail("health_check.timeout", "%v is longer than the interval %v", h.Timeout, h.Interval)
+		}
+		s.Health = h
+	}
+	s.MaxFails = c.Passive.MaxFails
+	if s.MaxFails == 0 {
+		s.MaxFails = DefaultMaxFails
+	}
+	if s.MaxFails < 0 {
+		fail("passive.max_fails", "must be positive")
+	}
+	s.Backoff = cmp(time.Duration(c.Passive.Backoff), DefaultBackoff)
+	if c.MaxOriginRequests < 0 {
+		fail("max_origin_requests", "must not be negative")
+	}
+	s.MaxOriginRequests = c.MaxOriginRequests
+	s.QueueTimeout = cmp(time.Duration(c.QueueTimeout), DefaultQueueTimeout)
+	s.StaleWhileRevalidate = time.Duration(c.StaleWhileRevalidate)
+	s.StaleIfError = DefaultStaleIfError
+	if c.StaleIfError != nil {
+		s.StaleIfError = time.Duration(*c.StaleIfError)
+	}
+}
+
+// cmp returns v, or def when v is zero.
+func cmp(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
+}
