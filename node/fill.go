@@ -381,13 +381,17 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 // originError answers a request whose origin failed, with code from
 // originErrorStatus.
 func (n *Node) originError(x *exchange, code int) {
-	msg := "meshcdn: the origin could not be reached"
+	n.edgeError(x, code, originErrorText(code))
+}
+
+// originErrorText explains an originErrorStatus code to the client.
+func originErrorText(code int) string {
 	switch code {
 	case http.StatusServiceUnavailable:
-		x.w.Header().Set("Retry-After", "1")
-		msg = "meshcdn: the origin is at its request limit; retry shortly"
+		return "meshcdn: the origin is at its request limit; retry shortly"
 	case http.StatusGatewayTimeout:
-		msg = "meshcdn: the origin did not answer in time"
+		return "meshcdn: the origin did not answer in time"
+	default:
+		return "meshcdn: the origin could not be reached"
 	}
-	n.edgeError(x, code, msg)
 }

@@ -166,30 +166,27 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
 	code, _ := originErrorStatus(err)
-	msg := "meshcdn: the origin could not be reached"
-	h := w.Header()
-	switch code {
-	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", "1")
-		msg = "meshcdn: the origin is at its request limit; retry shortly"
-	case http.StatusGatewayTimeout:
-		msg = "meshcdn: the origin did not answer in time"
-	}
+	setEdgeHeaders(w.Header(), code)
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(originErrorText(code) + "\n"))
+}
+
+// setEdgeHeaders sets the fields of a response the edge generates itself.
+func setEdgeHeaders(h http.Header, code int) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Age", "0")
 	h.Set("Via", via)
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(msg + "\n"))
+	if code == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
 }
 
 // edgeError answers with an error the edge itself generates.
 func (n *Node) edgeError(x *exchange, code int, msg string) {
 	h := x.w.Header()
 	clear(h) // nothing of a stored response may leak onto the error
-	h.Set("Content-Type", "text/plain; charset=utf-8")
+	setEdgeHeaders(h, code)
 	h.Set("Cache-Status", x.status.String())
-	h.Set("Age", "0")
-	h.Set("Via", via)
 	x.writeHeader(code)
 	m, _ := x.w.Write([]byte(msg + "\n"))
 	x.written = int64(m)

@@ -41,6 +41,10 @@ func (p *Pool) RunHealth(ctx context.Context) {
 			if ok {
 				st.fails, st.passes = 0, st.passes+1
 				if st.passes >= hc.Passes && t.probeDown.Swap(false) {
+					// Back from the dead: forget the failures real traffic met
+					// while it was down, too.
+					t.fails.Store(0)
+					t.downUntil.Store(0)
 					p.log.Info("origin healthy again", "origin", t.Name())
 				}
 			} else {
