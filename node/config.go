@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -186,6 +187,7 @@ type File struct {
 		ConnectTimeout units.Duration `yaml:"connect_timeout"`
 		HeaderTimeout  units.Duration `yaml:"header_timeout"`
 		MaxIdle        int            `yaml:"max_idle_per_origin"`
+		CAFile         string         `yaml:"ca_file"`
 	} `yaml:"origin"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -227,6 +229,17 @@ func ParseFile(name string, data []byte) (Config, error) {
 		},
 	}
 	var errs []error
+	if f.Origin.CAFile != "" {
+		pem, err := os.ReadFile(f.Origin.CAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: origin.ca_file: %w", name, err))
+		} else {
+			c.Origin.RootCAs = x509.NewCertPool()
+			if !c.Origin.RootCAs.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf("%s: origin.ca_file: no PEM certificate in %s", name, f.Origin.CAFile))
+			}
+		}
+	}
 	for i, o := range f.Origin.Default {
 		u, err := site.ParseOrigin(o)
 		if err != nil {

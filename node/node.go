@@ -31,7 +31,7 @@ type Node struct {
 	unknown   *siteMetrics
 	store     *cache.Memory
 	metrics   *metrics
-	transport *http.Transport
+	transport *origin.Transports
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight
@@ -61,7 +61,7 @@ func New(cfg Config) (*Node, error) {
 		pools:     map[*site.Site]*origin.Pool{},
 		siteStats: map[*site.Site]*siteMetrics{},
 		store:     cache.NewMemory(cfg.MemoryBytes),
-		transport: origin.NewTransport(cfg.Origin),
+		transport: origin.NewTransports(cfg.Origin),
 		flights:   map[string]*flight{},
 	}
 	n.metrics = newMetrics(n.store)

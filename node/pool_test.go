@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -279,4 +281,42 @@ func gaugeValue(t testing.TB, n *Node, name, label, value string) float64 {
 	}
 	t.Fatalf("no %s{%s=%q}", name, label, value)
 	return 0
+}
+
+// TestOriginHostAndSNI: the Host sent is the client's, the origin's or a fixed
+// name, and for https origins SNI (and certificate verification) follows it.
+func TestOriginHostAndSNI(t *testing.T) {
+	type seen struct{ host, sni string }
+	got := make(chan seen, 10)
+	o := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Host, r.TLS.ServerName}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer o.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(o.Certificate())
+	originHost := o.Listener.Addr().String()
+	n := startNode(t, nil, Config{Origin: origin.Config{RootCAs: roots}, Sites: []site.Config{
+		{Hosts: []string{"example.com"}, Origins: []site.OriginConfig{{URL: o.URL}}},
+		{Hosts: []string{"cdn.example.net"}, Origins: []site.OriginConfig{{URL: o.URL}}, OriginHost: "origin"},
+		{Hosts: []string{"img.example.net"}, Origins: []site.OriginConfig{{URL: o.URL}}, OriginHost: "assets.example.com"},
+		{Hosts: []string{"bad.example.net"}, Origins: []site.OriginConfig{{URL: o.URL}}},
+	}})
+	for _, tt := range []struct{ host, wantHost, wantSNI string }{
+		{"example.com", "example.com", "example.com"},
+		{"cdn.example.net", originHost, ""}, // an IP is never sent as SNI
+		{"img.example.net", "assets.example.com", "assets.example.com"},
+	} {
+		r := do(t, n, "GET", "/api/x", "Host", tt.host)
+		if r.StatusCode != 200 {
+			t.Fatalf("%s: %d %q", tt.host, r.StatusCode, r.body)
+		}
+		if s := <-got; s.host != tt.wantHost || s.sni != tt.wantSNI {
+			t.Errorf("%s: origin saw Host %q SNI %q, want %q %q", tt.host, s.host, s.sni, tt.wantHost, tt.wantSNI)
+		}
+	}
+	// The test certificate does not cover bad.example.net: verification fails.
+	if r := do(t, n, "GET", "/api/x", "Host", "bad.example.net"); r.StatusCode != http.StatusBadGateway {
+		t.Errorf("certificate for another name accepted: %d", r.StatusCode)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -153,6 +154,13 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			out.Host = t.URL.Host
 		default:
 			out.Host = p.cfg.Host
+		}
+		if t.URL.Scheme == "https" {
+			host := out.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			out = out.WithContext(WithServerName(out.Context(), host))
 		}
 		start := time.Now()
 		resp, err := p.rt.RoundTrip(out)

@@ -104,6 +104,10 @@ func (c Config) compileOrigins(s *Site, fail func(field, format string, a ...any
 			fail(field, "%v", err)
 			continue
 		}
+		if slices.ContainsFunc(s.Origins, func(o Origin) bool { return o.URL.Host == u.Host && o.URL.Scheme == u.Scheme }) {
+			fail(field, "%q is listed twice", oc.URL)
+			continue
+		}
 		o := Origin{URL: u, Weight: oc.Weight, Priority: oc.Priority}
 		if o.Weight == 0 {
 			o.Weight = 1
