@@ -24,6 +24,7 @@ const (
 	DefaultHTTPAddr        = ":8080"
 	DefaultMetricsAddr     = ":9090"
 	DefaultMemory          = 256 << 20
+	DefaultDisk            = 1 << 30
 	DefaultFillTimeout     = 10 * time.Minute
 	DefaultFillIdleTimeout = 30 * time.Second
 	DefaultHitForPass      = 2 * time.Minute
@@ -49,9 +50,15 @@ type Config struct {
 
 	// MemoryBytes is the memory tier's budget. Default 256 MiB.
 	MemoryBytes int64
-	// MaxObjectSize is the largest body stored; larger ones stream through.
-	// Default: an eighth of MemoryBytes.
+	// MaxObjectSize is the largest body the memory tier stores. Larger ones go
+	// to the disk tier when there is one (if they come with a Content-Length),
+	// else stream through. Default: an eighth of MemoryBytes.
 	MaxObjectSize int64
+	// CacheDir, when set, enables the disk tier in that directory: every stored
+	// object is written through to it, and it survives restarts.
+	CacheDir string
+	// DiskBytes is the disk tier's budget. Default 1 GiB.
+	DiskBytes int64
 	// FillTimeout bounds a whole fill, and FillIdleTimeout the silence between
 	// two reads of its body. Defaults 10m and 30s.
 	FillTimeout     time.Duration
@@ -85,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxObjectSize == 0 {
 		c.MaxObjectSize = c.MemoryBytes / 8
+	}
+	if c.CacheDir != "" && c.DiskBytes == 0 {
+		c.DiskBytes = DefaultDisk
 	}
 	if c.FillTimeout == 0 {
 		c.FillTimeout = DefaultFillTimeout
@@ -123,6 +133,12 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryBytes < 0 {
 		bad("memory", "must not be negative")
+	}
+	if c.DiskBytes < 0 {
+		bad("disk", "must not be negative")
+	}
+	if c.DiskBytes > 0 && c.CacheDir == "" {
+		bad("disk", "a disk budget needs a cache_dir")
 	}
 	if c.MaxObjectSize < 0 {
 		bad("max_object_size", "must not be negative")
@@ -176,6 +192,8 @@ type File struct {
 		Metrics         string         `yaml:"metrics"`
 		Memory          units.Size     `yaml:"memory"`
 		MaxObjectSize   units.Size     `yaml:"max_object_size"`
+		CacheDir        string         `yaml:"cache_dir"`
+		Disk            units.Size     `yaml:"disk"`
 		FillTimeout     units.Duration `yaml:"fill_timeout"`
 		FillIdleTimeout units.Duration `yaml:"fill_idle_timeout"`
 		HitForPass      units.Duration `yaml:"hit_for_pass"`
@@ -216,6 +234,8 @@ func ParseFile(name string, data []byte) (Config, error) {
 		MetricsAddr:     f.Node.Metrics,
 		MemoryBytes:     int64(f.Node.Memory),
 		MaxObjectSize:   int64(f.Node.MaxObjectSize),
+		CacheDir:        f.Node.CacheDir,
+		DiskBytes:       int64(f.Node.Disk),
 		FillTimeout:     time.Duration(f.Node.FillTimeout),
 		FillIdleTimeout: time.Duration(f.Node.FillIdleTimeout),
 		HitForPass:      time.Duration(f.Node.HitForPass),

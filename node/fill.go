@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -37,7 +38,7 @@ type flight struct {
 // serveFill joins the fill for key, starting one if none is in flight, and
 // streams it to the client as it arrives. vary names the key's known Vary
 // fields; stale is the stored response to revalidate, if any.
-func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *cache.Entry, fwd httpcache.Fwd, depth int) {
+func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, depth int) {
 	fkey := flightKey(key, vary, x.r.Header)
 	st, stats := x.site, x.stats // the fill goroutine must not hold x
 	fl, leader := n.joinFlight(fkey, func() *flight {
@@ -86,7 +87,11 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 	if !fl.stored && fl.reason != "" {
 		x.status.Detail = fl.reason
 	}
-	n.respond(x, head, fillBody{fl.fill, head.Size}, time.Now())
+	var src body = fillBody{fl.fill, head.Size}
+	if fl.fill.FileBacked() {
+		src = fileFillBody{fl.fill, head.Size}
+	}
+	n.respond(x, head, src, time.Now())
 }
 
 // flightKey is the key of the fill for a request: the primary key, plus the
@@ -100,7 +105,7 @@ func flightKey(key string, vary []string, req http.Header) string {
 
 // refreshInBackground starts the fill that refreshes a stale entry served by
 // stale-while-revalidate, unless one is already in flight: one refresh per key.
-func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *cache.Entry) {
+func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *stored) {
 	fkey := flightKey(key, vary, x.r.Header)
 	st, stats := x.site, x.stats
 	n.joinFlight(fkey, func() *flight {
@@ -114,20 +119,20 @@ func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, var
 // serveStaleOnError serves stale in place of an origin failure (code: the
 // origin's 5xx, or the edge's 502/503/504), when its stale-if-error window
 // allows. It reports whether it did.
-func (n *Node) serveStaleOnError(x *exchange, stale *cache.Entry, code int) bool {
+func (n *Node) serveStaleOnError(x *exchange, stale *stored, code int) bool {
 	now := time.Now()
-	if stale == nil || stale.NoStale {
+	if stale == nil || stale.e.NoStale {
 		return false
 	}
-	window := stale.StaleIfError
+	window := stale.e.StaleIfError
 	if window < 0 {
 		window = x.site.StaleIfError
 	}
-	if stale.Staleness(now) > window {
+	if stale.e.Staleness(now) > window {
 		return false
 	}
 	x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, FwdStatus: code, Detail: "stale-if-error"}
-	n.respond(x, stale, entryBody(stale.Body), now)
+	n.respond(x, stale.e, stale.src, now)
 	return true
 }
 
@@ -190,7 +195,7 @@ type originRequest struct {
 // fields without the client's own conditionals and cache directives (the cache
 // answers those), Accept-Encoding normalised so the stored variant matches its
 // key, and the stale entry's validators.
-func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
+func fillRequest(r *http.Request, stale *stored) originRequest {
 	h := r.Header.Clone()
 	httpcache.RemoveHopByHop(h)
 	for _, f := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
@@ -211,11 +216,11 @@ func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
 	h.Set("X-Forwarded-Host", r.Host)
 	h.Set("X-Forwarded-Proto", "http")
 	if stale != nil {
-		if stale.ETag != "" {
-			h.Set("If-None-Match", stale.ETag)
+		if stale.e.ETag != "" {
+			h.Set("If-None-Match", stale.e.ETag)
 		}
-		if !stale.LastModified.IsZero() {
-			h.Set("If-Modified-Since", stale.LastModified.UTC().Format(http.TimeFormat))
+		if !stale.e.LastModified.IsZero() {
+			h.Set("If-Modified-Since", stale.e.LastModified.UTC().Format(http.TimeFormat))
 		}
 	}
 	return originRequest{
@@ -229,7 +234,7 @@ func fillRequest(r *http.Request, stale *cache.Entry) originRequest {
 // runFill fetches one response from the origin into fl and, when it is
 // complete and storable, into the store. It runs detached from any client:
 // only the node's shutdown, FillTimeout and FillIdleTimeout end it early.
-func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *cache.Entry) {
+func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *stored) {
 	defer n.endFlight(fkey, fl) // on every path, even a panic
 	fail := func(err error) { n.finish(fkey, fl, err) }
 	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
@@ -264,9 +269,17 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 
 	cc := httpcache.ParseCacheControl(resp.Header)
 	dec := httpcache.Decide(resp.StatusCode, resp.Header, cc, req.authorized, rule.Policy)
+	var disk *cache.Writer // set for an object too large for memory, stored on disk
 	if dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
-		dec = httpcache.Decision{Reason: "too-large", Pass: true}
-		n.log.Debug("not stored: larger than max_object_size", "key", key, "size", resp.ContentLength)
+		if n.disk != nil && resp.ContentLength <= n.cfg.DiskBytes/2 {
+			if disk, err = n.disk.Create(key); err != nil {
+				n.log.Warn("disk tier cannot take a large object", "key", key, "err", err)
+			}
+		}
+		if disk == nil {
+			dec = httpcache.Decision{Reason: "too-large", Pass: true}
+			n.log.Debug("not stored: larger than max_object_size", "key", key, "size", resp.ContentLength)
+		}
 	}
 	if dec.Store {
 		httpcache.StripFields(resp.Header, cc)
@@ -292,7 +305,15 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	if dec.Store && resp.ContentLength > 0 {
 		hint = int(resp.ContentLength)
 	}
-	fl.fill.SetHead(head, hint, !dec.Store)
+	if disk != nil {
+		fl.fill.SetHeadFile(head, disk)
+		fail = func(err error) {
+			fl.fill.AbortFile()
+			n.finish(fkey, fl, err)
+		}
+	} else {
+		fl.fill.SetHead(head, hint, !dec.Store)
+	}
 	if fl.background && !dec.Store {
 		fl.fill.Abandon() // no reader: leave the body unread
 	}
@@ -336,6 +357,16 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		return
 	}
 	switch {
+	case disk != nil:
+		e := *head
+		e.Header = head.Header.Clone()
+		e.Header["Content-Length"] = []string{strconv.FormatInt(total, 10)}
+		if _, err := fl.fill.CommitFile(&e); err != nil {
+			n.log.Warn("disk tier write failed", "key", key, "err", err)
+		}
+		n.store.Invalidate(key) // an older, smaller version must not shadow it
+		n.finish(fkey, fl, nil)
+		return
 	case dec.Store:
 		body := fl.fill.Bytes()
 		e := *head
@@ -346,21 +377,38 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 			e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
 		}
 		n.store.Put(key, &e)
+		n.finish(fkey, fl, nil)
+		n.writeThrough(key, &e)
+		return
 	case dec.Pass:
 		n.store.MarkPass(key, time.Now().Add(n.cfg.HitForPass))
+		if n.disk != nil {
+			n.disk.Invalidate(key)
+		}
 	}
 	n.finish(fkey, fl, nil)
 }
 
+// writeThrough copies a stored entry to the disk tier, so that neither memory
+// eviction nor a restart loses it.
+func (n *Node) writeThrough(key string, e *cache.Entry) {
+	if n.disk == nil {
+		return
+	}
+	if err := n.disk.Put(key, e); err != nil {
+		n.log.Warn("disk tier write failed", "key", key, "err", err)
+	}
+}
+
 // refreshed handles a revalidation that the origin answered 304: the stored
-// entry is updated with the new fields and freshness and becomes the fill's
-// response. The caller finishes the fill.
-func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
-	h["Via"] = stale.Header["Via"] // keep the stored hop list
-	merged := httpcache.UpdateStored(stale.Header, h)
+// entry is updated with the new fields and freshness, in every tier, and
+// becomes the fill's response. The caller finishes the fill.
+func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
+	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
+	merged := httpcache.UpdateStored(stale.e.Header, h)
 	cc := httpcache.ParseCacheControl(merged)
-	dec := httpcache.Decide(stale.Status, merged, cc, req.authorized, rule.Policy)
-	e := *stale
+	dec := httpcache.Decide(stale.e.Status, merged, cc, req.authorized, rule.Policy)
+	e := *stale.e
 	e.Header = merged
 	e.ResponseTime = respTime
 	e.InitialAge = httpcache.InitialAge(h, reqTime, respTime)
@@ -368,14 +416,47 @@ func (n *Node) refreshed(fl *flight, stale *cache.Entry, rule *site.Rule, key st
 	e.NoStale, e.StaleWhileRevalidate, e.StaleIfError = httpcache.StaleRules(cc)
 	v := httpcache.ValidatorsOf(merged)
 	e.ETag, e.LastModified = v.ETag, v.LastModified
+	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
+	if !dec.Store {
+		n.invalidate(key)
+	}
+	if stale.de != nil && e.Body == nil {
+		// A large object served from its file: rewrite it with the new metadata.
+		path := stale.de.Path()
+		if dec.Store {
+			if de, err := n.rewriteDisk(key, stale.de, &e); err == nil {
+				path = de.Path()
+			} else {
+				n.log.Warn("disk tier rewrite failed", "key", key, "err", err)
+			}
+		}
+		fl.fill.SetHeadStoredFile(&e, path, e.Size)
+		return
+	}
 	if dec.Store {
 		n.store.Put(key, &e)
-	} else {
-		n.store.Invalidate(key)
+		defer n.writeThrough(key, &e)
 	}
-	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
 	fl.fill.SetHead(&e, 0, false)
 	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
+}
+
+// rewriteDisk stores e, whose body is the file of de, as a new disk object.
+func (n *Node) rewriteDisk(key string, de *cache.DiskEntry, e *cache.Entry) (*cache.DiskEntry, error) {
+	f, err := os.Open(de.Path())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	w, err := n.disk.Create(key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(w, f, de.Size); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w.Commit(e)
 }
 
 // originError answers a request whose origin failed, with code from

@@ -77,8 +77,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	now := time.Now()
 	fwd := httpcache.FwdURIMiss
-	var stale *cache.Entry
 	var vary []string
+	var e *cache.Entry
+	var src body
+	var de *cache.DiskEntry
 	if obj, ok := n.store.Get(key); ok {
 		if obj.Pass(now) {
 			n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
@@ -88,22 +90,83 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 			vary = obj.Variants[len(obj.Variants)-1].Vary
 			fwd = httpcache.FwdVary
 		}
-		if e := matchVariant(obj, x.r.Header); e != nil {
-			if e.Fresh(now) {
-				x.status = httpcache.Status{Hit: true}
-				n.respond(x, e, entryBody(e.Body), now)
-				return
+		if e = matchVariant(obj, x.r.Header); e != nil {
+			src = entryBody(e.Body)
+		}
+	}
+	if e == nil && n.disk != nil {
+		if vs := n.disk.Get(key); len(vs) > 0 {
+			if vary == nil {
+				vary, fwd = vs[len(vs)-1].Vary, httpcache.FwdVary
 			}
-			if window := swrWindow(e, x.site); !e.NoStale && e.Staleness(now) < window {
-				n.refreshInBackground(x, rule, key, vary, e)
-				x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
-				n.respond(x, e, entryBody(e.Body), now)
-				return
+			if de = matchDisk(vs, x.r.Header); de != nil {
+				if e, src = n.fromDisk(key, de); e == nil {
+					de = nil
+				}
 			}
-			stale, fwd = e, httpcache.FwdStale
+		}
+	}
+	var stale *stored
+	if e != nil {
+		if e.Fresh(now) {
+			x.status = httpcache.Status{Hit: true}
+			n.respond(x, e, src, now)
+			return
+		}
+		stale, fwd = &stored{e: e, src: src, de: de}, httpcache.FwdStale
+		if window := swrWindow(e, x.site); !e.NoStale && e.Staleness(now) < window {
+			n.refreshInBackground(x, rule, key, vary, stale)
+			x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
+			n.respond(x, e, src, now)
+			return
 		}
 	}
 	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// stored is a response the node holds: its metadata, its body, and the disk
+// entry when the body is a file of the disk tier.
+type stored struct {
+	e   *cache.Entry
+	src body
+	de  *cache.DiskEntry
+}
+
+// fromDisk makes a disk entry servable. A body small enough for the memory tier
+// is read, checked and promoted there (the memory tier's admission policy
+// decides whether it stays); a larger one is served from its file.
+func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
+	if de.Size > n.cfg.MaxObjectSize {
+		return de.Entry, fileBody{path: de.Path(), n: de.Size}
+	}
+	b, err := n.disk.ReadBody(de)
+	if err != nil {
+		n.log.Warn("disk entry unreadable; treated as a miss", "key", key, "err", err)
+		return nil, nil
+	}
+	e := *de.Entry
+	e.Body = b
+	n.store.Put(key, &e)
+	return &e, entryBody(b)
+}
+
+// matchDisk returns the disk variant whose Vary fields match the request.
+func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if httpcache.SecondaryKey(vs[i].Vary, req) == vs[i].VaryKey {
+			return vs[i]
+		}
+	}
+	return nil
+}
+
+// invalidate drops everything stored under key, in every tier.
+func (n *Node) invalidate(key string) bool {
+	ok := n.store.Invalidate(key)
+	if n.disk != nil && n.disk.Invalidate(key) {
+		ok = true
+	}
+	return ok
 }
 
 // swrWindow is how long past its freshness e may be served while a background
@@ -219,7 +282,7 @@ func (inv invalidation) drop(u *url.URL) {
 		}
 		host = u.Host
 	}
-	if inv.n.store.Invalidate(inv.site.CacheKey(host, u.EscapedPath(), u.RawQuery)) {
+	if inv.n.invalidate(inv.site.CacheKey(host, u.EscapedPath(), u.RawQuery)) {
 		inv.n.log.Debug("invalidated by unsafe method", "host", host, "path", u.Path)
 	}
 }

@@ -76,16 +76,24 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
 		m.targetRequests, m.targetErrors, m.targetLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_bytes", Help: "Bytes held by the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
-			func() float64 { return float64(store.Stats().Bytes) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_capacity_bytes", Help: "Budget of the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
-			func() float64 { return float64(store.Stats().Capacity) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_objects", Help: "Keys held by the memory tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
-			func() float64 { return float64(store.Stats().Objects) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_store_evictions_total", Help: "Objects evicted from the memory tier to stay within budget.", ConstLabels: prometheus.Labels{"tier": "memory"}},
-			func() float64 { return float64(store.Stats().Evictions) }),
 	)
+	m.registerTier("memory", store.Stats)
 	return m
+}
+
+// registerTier exports a store tier's size and evictions.
+func (m *metrics) registerTier(tier string, stats func() cache.Stats) {
+	l := prometheus.Labels{"tier": tier}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_bytes", Help: "Bytes held by a store tier.", ConstLabels: l},
+			func() float64 { return float64(stats().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_capacity_bytes", Help: "Budget of a store tier.", ConstLabels: l},
+			func() float64 { return float64(stats().Capacity) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_store_objects", Help: "Objects (memory: keys) held by a store tier.", ConstLabels: l},
+			func() float64 { return float64(stats().Objects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_store_evictions_total", Help: "Objects evicted from a store tier to stay within budget.", ConstLabels: l},
+			func() float64 { return float64(stats().Evictions) }),
+	)
 }
 
 func (m *metrics) forSite(name string) *siteMetrics {

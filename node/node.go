@@ -30,6 +30,7 @@ type Node struct {
 	siteStats map[*site.Site]*siteMetrics
 	unknown   *siteMetrics
 	store     *cache.Memory
+	disk      *cache.Disk // nil without a cache dir; set in Start
 	metrics   *metrics
 	transport *origin.Transports
 
@@ -100,6 +101,14 @@ func (n *Node) Start(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: already started")
 	}
+	if n.cfg.CacheDir != "" {
+		d, err := cache.OpenDisk(n.cfg.CacheDir, n.cfg.DiskBytes, n.log.With("tier", "disk"))
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.disk = d
+		n.metrics.registerTier("disk", d.Stats)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.HTTPAddr)
 	if err != nil {
@@ -139,6 +148,14 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
 	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	if n.disk != nil {
+		// Misses are served while the index is rebuilt.
+		n.wg.Go(func() {
+			if err := n.disk.Load(n.ctx); err != nil && n.ctx.Err() == nil {
+				n.log.Error("disk tier load failed", "err", err)
+			}
+		})
+	}
 	for _, p := range n.pools {
 		n.wg.Go(func() { p.RunHealth(n.ctx) })
 	}

@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"time"
 
@@ -86,6 +87,95 @@ func (b fillBody) copy(ctx context.Context, w io.Writer, client http.ResponseWri
 
 func (b fillBody) complete(ctx context.Context) ([]byte, error) { return b.f.Wait(ctx) }
 
+// fileBody is a complete body in a file of the disk tier. Copies to the client
+// connection go through sendfile.
+type fileBody struct {
+	path string
+	n    int64
+}
+
+func (b fileBody) size() int64 { return b.n }
+
+func (b fileBody) copy(_ context.Context, w io.Writer, _ http.ResponseWriter, off, n int64) (int64, error) {
+	f, err := os.Open(b.path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if n < 0 {
+		n = b.n - off
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	m, err := io.Copy(w, io.LimitReader(f, n))
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return m, err
+}
+
+func (b fileBody) complete(context.Context) ([]byte, error) {
+	return nil, errors.New("a disk object always has a known size")
+}
+
+// fileFillBody is a fill whose body is being written to a file of the disk
+// tier: readers follow the writer through the file with a small buffer, so a
+// large object streams to any number of clients in bounded memory.
+type fileFillBody struct {
+	f *cache.Fill
+	n int64
+}
+
+func (b fileFillBody) size() int64 { return b.n }
+
+func (b fileFillBody) copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
+	file, err := b.f.OpenBody()
+	if err != nil {
+		return 0, err
+	}
+	defer file.Close()
+	rc := http.NewResponseController(client)
+	buf := make([]byte, 64<<10)
+	var written int64
+	for n < 0 || written < n {
+		avail, err := b.f.WaitAvail(ctx, off)
+		if errors.Is(err, io.EOF) {
+			if n >= 0 {
+				return written, io.ErrUnexpectedEOF
+			}
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		chunk := min(avail-off, int64(len(buf)))
+		if n >= 0 {
+			chunk = min(chunk, n-written)
+		}
+		m, err := file.ReadAt(buf[:chunk], off)
+		if m > 0 {
+			k, werr := w.Write(buf[:m])
+			written += int64(k)
+			off += int64(k)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return written, err
+		}
+		if off >= avail && (b.n < 0 || off < b.n) {
+			_ = rc.Flush() // caught up with the origin: let the client have it
+		}
+	}
+	return written, nil
+}
+
+func (b fileFillBody) complete(context.Context) ([]byte, error) {
+	return nil, errors.New("a disk fill always has a known size")
+}
+
 // Shared header values of the hit path. net/http only reads them.
 var (
 	hitStatus         = httpcache.Status{Hit: true}
@@ -120,9 +210,9 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 		return
 	}
 
-	if fb, ok := src.(fillBody); ok && fb.f.Err() != nil {
+	if err := fillErr(src); err != nil {
 		// The fill broke before anything was sent: say so plainly.
-		n.abort(x, fb.f.Err())
+		n.abort(x, err)
 		return
 	}
 	size := src.size()
@@ -253,6 +343,17 @@ func (n *Node) abort(x *exchange, err error) {
 		return
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// fillErr is the error of a fill that src streams, if it failed.
+func fillErr(src body) error {
+	switch b := src.(type) {
+	case fillBody:
+		return b.f.Err()
+	case fileFillBody:
+		return b.f.Err()
+	}
+	return nil
 }
 
 func clearRepresentation(h http.Header) {

@@ -20,7 +20,8 @@ import (
 // the environment, which wins over the config file.
 type edgeFlags struct {
 	config, name, http, metrics, origin string
-	memory, maxObject                   units.Size
+	cacheDir                            string
+	memory, maxObject, disk             units.Size
 	accessLog                           bool
 	logFormat, logLevel                 string
 }
@@ -32,7 +33,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metrics, "metrics", "", "metrics and health listen `address`, or off (default "+node.DefaultMetricsAddr+")")
 	fs.StringVar(&f.origin, "origin", "", "origin `URL[,URL...]` for any host no site names")
 	fs.Var(&f.memory, "memory", "memory tier budget, e.g. 256MiB (default 256MiB)")
-	fs.Var(&f.maxObject, "max-object-size", "largest body stored (default: memory/8)")
+	fs.Var(&f.maxObject, "max-object-size", "largest body the memory tier stores (default: memory/8)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "disk tier `directory` (off when empty); survives restarts")
+	fs.Var(&f.disk, "disk", "disk tier budget, e.g. 10GiB (default 1GiB)")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -106,6 +109,12 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	}
 	if f.maxObject != 0 {
 		cfg.MaxObjectSize = int64(f.maxObject)
+	}
+	if f.cacheDir != "" {
+		cfg.CacheDir = f.cacheDir
+	}
+	if f.disk != 0 {
+		cfg.DiskBytes = int64(f.disk)
 	}
 	if f.accessLog {
 		cfg.AccessLog = true

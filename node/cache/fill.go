@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 )
 
@@ -30,6 +31,13 @@ type Fill struct {
 	done      bool
 	err       error
 	changed   chan struct{} // closed and replaced on every change
+
+	// A file-backed fill writes its body to a disk Writer instead of buf;
+	// readers open the file at path and read up to avail.
+	w     *Writer
+	file  bool
+	path  string
+	avail int64
 }
 
 // StreamWindow is how far a streamed fill's writer may run ahead of its reader.
@@ -63,6 +71,25 @@ func (f *Fill) SetHead(head *Entry, sizeHint int, stream bool) {
 	f.notifyLocked()
 }
 
+// SetHeadFile publishes head for a fill whose body goes to disk through w: for
+// objects too large for memory. Readers use OpenBody and WaitAvail.
+func (f *Fill) SetHeadFile(head *Entry, w *Writer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.head, f.w, f.path, f.file = head, w, w.File().Name(), true
+	f.notifyLocked()
+}
+
+// SetHeadStoredFile publishes head for a fill whose body is already complete
+// in the file at path (size bytes): a revalidated object of the disk tier.
+// The caller then calls Finish.
+func (f *Fill) SetHeadStoredFile(head *Entry, path string, size int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.head, f.path, f.avail, f.file = head, path, size, true
+	f.notifyLocked()
+}
+
 // Append adds body bytes. Streaming, it first waits while StreamWindow bytes are
 // unread; it fails if ctx ends or the reader abandoned the fill.
 func (f *Fill) Append(ctx context.Context, p []byte) error {
@@ -71,6 +98,10 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 		if f.abandoned {
 			f.mu.Unlock()
 			return ErrAbandoned
+		}
+		if f.w != nil {
+			f.mu.Unlock()
+			return f.appendFile(p)
 		}
 		if !f.stream || len(f.buf) < StreamWindow {
 			// Readers hold slices of f.buf[:n] for earlier n; append only writes
@@ -88,6 +119,80 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// appendFile writes p to the fill's file and makes it visible to readers.
+func (f *Fill) appendFile(p []byte) error {
+	if _, err := f.w.Write(p); err != nil {
+		return err
+	}
+	if err := f.w.Flush(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.avail += int64(len(p))
+	f.notifyLocked()
+	f.mu.Unlock()
+	return nil
+}
+
+// CommitFile completes a file-backed fill as e: the file is synced and renamed
+// into the disk tier. Readers that have the file open keep reading it.
+func (f *Fill) CommitFile(e *Entry) (*DiskEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	de, err := f.w.Commit(e)
+	if err == nil {
+		f.path = de.Path()
+	}
+	return de, err
+}
+
+// AbortFile discards a file-backed fill's file.
+func (f *Fill) AbortFile() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.w != nil {
+		f.w.Abort()
+	}
+}
+
+// OpenBody opens a file-backed fill's body for reading.
+func (f *Fill) OpenBody() (*os.File, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return os.Open(f.path)
+}
+
+// WaitAvail waits until a file-backed fill has more than off bytes and returns
+// how many it has; io.EOF once it is complete and off is at its end, or the
+// fill's error.
+func (f *Fill) WaitAvail(ctx context.Context, off int64) (int64, error) {
+	for {
+		f.mu.Lock()
+		avail, done, err, ch := f.avail, f.done, f.err, f.changed
+		f.mu.Unlock()
+		switch {
+		case err != nil:
+			return 0, err
+		case off < avail:
+			return avail, nil
+		case done:
+			return avail, io.EOF
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// FileBacked reports whether the fill's body is read from a file.
+func (f *Fill) FileBacked() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.file
 }
 
 // Consumed tells a streamed fill that its reader has written everything before
