@@ -26,10 +26,10 @@ func TestDiskTierSurvivesRestart(t *testing.T) {
 	for i := range 50 {
 		do(t, n, "GET", fmt.Sprintf("/o/%d.js", i))
 	}
-	eventually(t, 5*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 50 })
+	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 50 })
 	o.Close()
 	n2 := startNode(t, nil, Config{CacheDir: dir, Origins: mustOrigins(t)})
-	eventually(t, 5*time.Second, func() bool { return gaugeValue(t, n2, "meshcdn_store_objects", "tier", "disk") == 50 })
+	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n2, "meshcdn_store_objects", "tier", "disk") == 50 })
 	for i := range 50 {
 		p := fmt.Sprintf("/o/%d.js", i)
 		r := do(t, n2, "GET", p, "Host", "127.0.0.1")
@@ -80,7 +80,7 @@ func TestLargeObjectFromDisk(t *testing.T) {
 	if string(h.Sum(nil)) != string(want.Sum(nil)) || !strings.Contains(resp.Header.Get("Cache-Status"), "stored") {
 		t.Fatalf("streamed body differs, or not stored: %s", resp.Header.Get("Cache-Status"))
 	}
-	eventually(t, 10*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 1 })
+	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 1 })
 
 	rng := rand.New(rand.NewPCG(1, 1))
 	for range 50 {

@@ -30,10 +30,11 @@ import (
 //
 // holding, in order: the body; the metadata as JSON (diskMeta); the JSON's
 // length as a 4-byte big-endian integer; the magic "MCDN"; the version byte 1.
-// A file is written as DIR/v1/tmp/<random>.tmp, synced, and renamed into place
-// only once complete and checked, so a crash never leaves a half-written object
-// under an object name. Start-up removes temporary files and any object whose
-// trailer, size or SHA-256 does not match.
+// A file is written as DIR/v1/tmp/<n>.tmp and renamed into place only once
+// complete, so a crashed process never leaves a half-written object under an
+// object name. Files are not fsynced (a cache may lose recent objects to a power
+// loss): start-up removes temporary files and drops any object whose trailer,
+// size or SHA-256 does not match, so a torn file is never served either.
 const (
 	diskVersion   = 1
 	diskMagic     = "MCDN"
@@ -325,7 +326,7 @@ func (w *Writer) File() *os.File { return w.f }
 func (w *Writer) Written() int64 { return w.n }
 
 // Commit finishes the object as e (whose Body is ignored): it appends the
-// metadata, syncs, renames the file into place and indexes it.
+// metadata, renames the file into place and indexes it.
 func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 	if w.done {
 		return nil, errors.New("cache: writer already finished")
@@ -348,9 +349,6 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 	}
 	if err == nil {
 		err = w.bw.Flush()
-	}
-	if err == nil {
-		err = w.f.Sync()
 	}
 	path := w.d.objectPath(w.key, e.VaryKey)
 	if err == nil {
