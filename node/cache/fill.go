@@ -136,7 +136,7 @@ func (f *Fill) appendFile(p []byte) error {
 	return nil
 }
 
-// CommitFile completes a file-backed fill as e: the file is synced and renamed
+// CommitFile completes a file-backed fill as e: the file is renamed
 // into the disk tier. Readers that have the file open keep reading it.
 func (f *Fill) CommitFile(e *Entry) (*DiskEntry, error) {
 	f.mu.Lock()
