@@ -1,0 +1,374 @@
+// Package gossip is cluster membership over hashicorp/memberlist: each node
+// advertises its metadata (HTTP, peer and admin addresses, region, weight,
+// version), learns the others', and signals every change so the caller can
+// rebuild its ring. Seeds may be DNS names that resolve to many addresses
+// (docker compose --scale, a Kubernetes headless service); joining retries in
+// the background until it succeeds, so nodes may start in any order.
+//
+// gossip knows nothing of the ring, HTTP or gRPC.
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Meta is what a node advertises to the others.
+type Meta struct {
+	HTTPAddr  string `json:"h,omitempty"`
+	PeerAddr  string `json:"p,omitempty"`
+	AdminAddr string `json:"a,omitempty"`
+	Region    string `json:"r,omitempty"`
+	Weight    int    `json:"w,omitempty"`
+	Version   string `json:"v,omitempty"`
+}
+
+// metaV1 leads the encoded metadata, so the format can change later.
+const metaV1 byte = 1
+
+func (m Meta) encode() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte{metaV1}, b...)
+	if len(out) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("gossip: node metadata is %d bytes, memberlist allows %d", len(out), memberlist.MetaMaxSize)
+	}
+	return out, nil
+}
+
+func decodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) == 0 || b[0] != metaV1 {
+		return m, errors.New("gossip: unknown metadata version")
+	}
+	err := json.Unmarshal(b[1:], &m)
+	return m, err
+}
+
+// Member is one node of the cluster as gossip knows it.
+type Member struct {
+	Name string
+	Addr string // gossip address
+	Meta Meta
+}
+
+// Config configures membership. Zero fields take their defaults.
+type Config struct {
+	// Name identifies the node; unique in the cluster. Required.
+	Name string
+	// BindAddr is the gossip listener (TCP and UDP), host:port. Port 0 picks a
+	// free one. Default ":7946".
+	BindAddr string
+	// AdvertiseAddr is the address others reach this node at, when it differs
+	// from BindAddr (NAT, containers). Default: derived from BindAddr.
+	AdvertiseAddr string
+	// Join lists seeds: host:port, or a DNS name:port whose every address is
+	// tried. The node keeps trying in the background until it joins, and again
+	// whenever it finds itself alone.
+	Join []string
+	// Key, when set (16, 24 or 32 bytes), encrypts gossip; every node needs it.
+	Key []byte
+	// Meta is advertised to the others.
+	Meta Meta
+	// Fast uses timings for tests on loopback (failures detected in about a
+	// second) instead of memberlist's LAN defaults.
+	Fast bool
+	// Logger receives memberlist's log lines at their level. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Gossip is a running membership. Its methods are safe for concurrent use.
+type Gossip struct {
+	cfg     Config
+	meta    []byte
+	log     *slog.Logger
+	ml      *memberlist.Memberlist
+	changed chan struct{}
+
+	mu      sync.Mutex
+	members map[string]Member
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*Gossip)(nil)
+)
+
+// New validates cfg. It opens no socket.
+func New(cfg Config) (*Gossip, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("gossip: a node name is required")
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = ":7946"
+	}
+	if _, _, err := splitPort(cfg.BindAddr); err != nil {
+		return nil, fmt.Errorf("gossip: bind address: %w", err)
+	}
+	if cfg.AdvertiseAddr != "" {
+		if _, _, err := splitPort(cfg.AdvertiseAddr); err != nil {
+			return nil, fmt.Errorf("gossip: advertise address: %w", err)
+		}
+	}
+	if n := len(cfg.Key); n != 0 && n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("gossip: key is %d bytes; want 16, 24 or 32", n)
+	}
+	for _, s := range cfg.Join {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("gossip: seed %q: want host:port", s)
+		}
+	}
+	meta, err := cfg.Meta.encode()
+	if err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &Gossip{cfg: cfg, meta: meta, log: lg, changed: make(chan struct{}, 1), members: map[string]Member{}}, nil
+}
+
+func splitPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, p, nil
+}
+
+// Start binds the gossip sockets and starts joining the seeds in the background.
+func (g *Gossip) Start(ctx context.Context) error {
+	mc := memberlist.DefaultLANConfig()
+	if g.cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.GossipInterval = 20 * time.Millisecond
+		mc.SuspicionMult = 2
+		mc.PushPullInterval = 2 * time.Second
+		mc.TCPTimeout = 500 * time.Millisecond
+		mc.GossipToTheDeadTime = 2 * time.Second
+	}
+	mc.Name = g.cfg.Name
+	host, port, _ := splitPort(g.cfg.BindAddr)
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if g.cfg.AdvertiseAddr != "" {
+		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitPort(g.cfg.AdvertiseAddr)
+	}
+	if len(g.cfg.Key) > 0 {
+		mc.SecretKey = g.cfg.Key
+	}
+	mc.Delegate = &delegate{meta: g.meta}
+	mc.Events = g
+	mc.Logger = log.New(levelWriter{g.log}, "", 0)
+	mc.LogOutput = nil
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	g.ml = ml
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g.cancel = cancel
+	if len(g.cfg.Join) > 0 {
+		g.wg.Go(func() { g.joinLoop(lctx) })
+	}
+	return nil
+}
+
+// Addr is the gossip address others reach this node at.
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// joinLoop joins the seeds, retrying with back-off, and rejoins whenever the
+// node is alone (a partition healed, a cluster restarted).
+func (g *Gossip) joinLoop(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	if !g.cfg.Fast {
+		backoff = time.Second
+	}
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if g.ml.NumMembers() > 1 {
+			wait = 5 * backoff
+			continue
+		}
+		addrs := g.resolveSeeds(ctx)
+		if len(addrs) > 0 {
+			n, err := g.ml.Join(addrs)
+			if n > 0 {
+				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
+				wait = 5 * backoff
+				continue
+			}
+			g.log.Debug("join failed; retrying", "seeds", addrs, "err", err)
+		}
+		wait = min(max(wait*2, backoff), 30*backoff)
+	}
+}
+
+// resolveSeeds turns seeds into addresses, every address of a DNS name, without
+// this node's own.
+func (g *Gossip) resolveSeeds(ctx context.Context) []string {
+	self := g.Addr()
+	var out []string
+	for _, s := range g.cfg.Join {
+		host, port, _ := net.SplitHostPort(s)
+		ips := []string{host}
+		if net.ParseIP(host) == nil {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			found, err := net.DefaultResolver.LookupHost(rctx, host)
+			cancel()
+			if err != nil {
+				g.log.Debug("seed does not resolve", "seed", s, "err", err)
+				continue
+			}
+			ips = found
+		}
+		for _, ip := range ips {
+			if a := net.JoinHostPort(ip, port); a != self && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// Members returns the live members, this node included, sorted by name.
+func (g *Gossip) Members() []Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Changed is signalled (without blocking, coalescing bursts) whenever the
+// member set or a member's metadata changes.
+func (g *Gossip) Changed() <-chan struct{} { return g.changed }
+
+// Leave announces that this node is leaving, waiting up to timeout for the
+// message to spread. Shutdown must follow.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if g.ml == nil {
+		return nil
+	}
+	return g.ml.Leave(timeout)
+}
+
+// Shutdown stops the join loop and closes the sockets, without announcing
+// anything (call Leave first for a graceful exit). It may be called more
+// than once.
+func (g *Gossip) Shutdown() error {
+	var err error
+	g.stopOnce.Do(func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+		g.wg.Wait()
+		if g.ml != nil {
+			err = g.ml.Shutdown()
+		}
+	})
+	return err
+}
+
+// NotifyJoin implements memberlist.EventDelegate. It must not block.
+func (g *Gossip) NotifyJoin(n *memberlist.Node) { g.put(n) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.put(n) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (g *Gossip) NotifyLeave(n *memberlist.Node) {
+	g.mu.Lock()
+	delete(g.members, n.Name)
+	g.mu.Unlock()
+	g.poke()
+}
+
+func (g *Gossip) put(n *memberlist.Node) {
+	meta, err := decodeMeta(n.Meta)
+	if err != nil {
+		g.log.Warn("ignoring a member with unreadable metadata", "member", n.Name, "err", err)
+		return
+	}
+	m := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), Meta: meta}
+	g.mu.Lock()
+	g.members[n.Name] = m
+	g.mu.Unlock()
+	g.poke()
+}
+
+func (g *Gossip) poke() {
+	select {
+	case g.changed <- struct{}{}:
+	default: // a change is already pending
+	}
+}
+
+// delegate serves the node's metadata; memberlist's other delegate hooks are
+// unused.
+type delegate struct{ meta []byte }
+
+func (d *delegate) NodeMeta(int) []byte           { return d.meta }
+func (*delegate) NotifyMsg([]byte)                {}
+func (*delegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (*delegate) LocalState(bool) []byte          { return nil }
+func (*delegate) MergeRemoteState([]byte, bool)   {}
+
+// levelWriter sends memberlist's "[ERR] memberlist: ..." lines to slog at the
+// matching level.
+type levelWriter struct{ l *slog.Logger }
+
+func (w levelWriter) Write(p []byte) (int, error) {
+	msg, lvl := strings.TrimSpace(string(p)), slog.LevelDebug
+	switch {
+	case strings.HasPrefix(msg, "[ERR]"):
+		lvl = slog.LevelError
+	case strings.HasPrefix(msg, "[WARN]"):
+		lvl = slog.LevelWarn
+	case strings.HasPrefix(msg, "[INFO]"):
+		lvl = slog.LevelInfo
+	}
+	w.l.Log(context.Background(), lvl, msg, "component", "memberlist")
+	return len(p), nil
+}
+
+var _ io.Writer = levelWriter{}

@@ -1,0 +1,160 @@
+package gossip
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testLog writes to the test's output until the test ends, then drops lines:
+// memberlist's Shutdown does not wait for its last log line.
+type testLog struct {
+	mu   sync.Mutex
+	w    io.Writer
+	done bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return len(p), nil
+	}
+	return l.w.Write(p)
+}
+
+func newTestLog(t *testing.T) *slog.Logger {
+	l := &testLog{w: t.Output()}
+	t.Cleanup(func() { l.mu.Lock(); l.done = true; l.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func start(t *testing.T, name string, key []byte, join ...string) *Gossip {
+	t.Helper()
+	lg := newTestLog(t) // registered first, so its clean-up runs after Shutdown
+	g, err := New(Config{Name: name, BindAddr: "127.0.0.1:0", Join: join, Key: key, Fast: true,
+		Meta:   Meta{HTTPAddr: "127.0.0.1:80" + name[len(name)-1:], PeerAddr: "127.0.0.1:70", Region: "test"},
+		Logger: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	return g
+}
+
+func names(g *Gossip) string {
+	var out []string
+	for _, m := range g.Members() {
+		out = append(out, m.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClusterFormsAndShares(t *testing.T) {
+	a := start(t, "n1", nil)
+	b := start(t, "n2", nil, a.Addr())
+	c := start(t, "n3", nil, b.Addr())
+	for _, g := range []*Gossip{a, b, c} {
+		eventually(t, 5*time.Second, "3 members at "+g.cfg.Name, func() bool { return names(g) == "n1,n2,n3" })
+	}
+	for _, m := range a.Members() {
+		if m.Meta.Region != "test" || m.Meta.HTTPAddr != "127.0.0.1:80"+m.Name[1:] {
+			t.Errorf("member %s metadata %+v", m.Name, m.Meta)
+		}
+	}
+	select {
+	case <-a.Changed():
+	default:
+		t.Error("no change signal after joins")
+	}
+}
+
+// TestLeaveAndFailure: a graceful Leave and a hard stop both take the node off
+// the others' member lists; the hard stop within the failure-detection bound.
+func TestLeaveAndFailure(t *testing.T) {
+	a := start(t, "n1", nil)
+	b := start(t, "n2", nil, a.Addr())
+	c := start(t, "n3", nil, a.Addr())
+	eventually(t, 5*time.Second, "3 members", func() bool { return names(a) == "n1,n2,n3" })
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Shutdown()
+	eventually(t, 5*time.Second, "n2 gone after Leave", func() bool { return names(a) == "n1,n3" })
+	start := time.Now()
+	_ = c.Shutdown() // no Leave: a crash
+	eventually(t, 10*time.Second, "n3 declared dead", func() bool { return names(a) == "n1" })
+	t.Logf("a hard-stopped node left the member list after %v", time.Since(start).Round(10*time.Millisecond))
+}
+
+// TestJoinRetriesUntilSeedExists: a node whose seed is not up yet keeps
+// trying, so nodes may start in any order; a DNS name is resolved.
+func TestJoinRetriesUntilSeedExists(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	b := start(t, "n2", nil, "localhost:"+strconv.Itoa(port))
+	g, err := New(Config{Name: "n1", BindAddr: "127.0.0.1:" + strconv.Itoa(port), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Skipf("the reserved port was taken meanwhile: %v", err)
+	}
+	defer g.Shutdown()
+	eventually(t, 10*time.Second, "late seed joined", func() bool { return names(b) == "n1,n2" })
+}
+
+// TestKeyMismatch: nodes with different gossip keys do not form a cluster.
+func TestKeyMismatch(t *testing.T) {
+	k1 := []byte("0123456789abcdef")
+	k2 := []byte("fedcba9876543210")
+	a := start(t, "n1", k1)
+	b := start(t, "n2", k2, a.Addr())
+	c := start(t, "n3", k1, a.Addr())
+	eventually(t, 5*time.Second, "same-key nodes join", func() bool { return names(a) == "n1,n3" })
+	if names(b) != "n2" {
+		t.Errorf("a node with another key joined: %s", names(b))
+	}
+	_ = c
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "name is required"},
+		{Config{Name: "a", BindAddr: "7946"}, "bind address"},
+		{Config{Name: "a", Key: []byte("short")}, "key is 5 bytes"},
+		{Config{Name: "a", Join: []string{"nohost"}}, `seed "nohost"`},
+		{Config{Name: "a", Meta: Meta{Region: strings.Repeat("x", 600)}}, "metadata is"},
+	} {
+		if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("New(%+v) = %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+}
