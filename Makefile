@@ -12,8 +12,14 @@ FUZZ_TARGETS := ./node/httpcache:FuzzParseCacheControl ./node/httpcache:FuzzPars
 # (golang/go#75804, fixed in Go 1.27) and fails spuriously on a loaded machine.
 FUZZTIME ?= 100000x
 BENCHTIME ?= 2s
+# Code generators and buf, installed into bin/ at these versions by `make tools`.
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+BIN  := $(CURDIR)/bin
+TOOL_PATH := PATH="$(BIN):$$PATH"
 
-.PHONY: help build run test unit fuzz lint bench clean
+.PHONY: help build run test unit fuzz lint bench clean tools proto proto-check
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n",$$1,$$2}'
@@ -37,10 +43,32 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
-lint: ## go vet and a gofmt check
+lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to date
 	$(GO) vet ./...
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Install buf and the protoc plugins (pinned) into bin/
+
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: tools ## Regenerate the Go code under proto/ (committed)
+	$(TOOL_PATH) $(BIN)/buf generate
+
+proto-check: tools ## Fail if buf lint or format complains, or the committed generated code is stale
+	$(TOOL_PATH) $(BIN)/buf lint
+	$(TOOL_PATH) $(BIN)/buf format --diff --exit-code
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(TOOL_PATH) $(BIN)/buf generate -o "$$tmp"; \
+	test -d "$$tmp/proto" || { echo "buf generate wrote nothing"; exit 1; }; \
+	for f in $$(cd "$$tmp/proto" && find . -name '*.go'); do \
+		cmp -s "$$tmp/proto/$$f" "proto/$$f" || { echo "proto/$$f is stale: run make proto"; exit 1; }; \
+	done
 
 bench: ## Hit-path benchmarks with allocations
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./node/...
