@@ -360,6 +360,8 @@ type levelWriter struct{ l *slog.Logger }
 func (w levelWriter) Write(p []byte) (int, error) {
 	msg, lvl := strings.TrimSpace(string(p)), slog.LevelDebug
 	switch {
+	case strings.Contains(msg, "use of closed network connection"):
+		lvl = slog.LevelDebug // the sockets closing at shutdown
 	case strings.HasPrefix(msg, "[ERR]"):
 		lvl = slog.LevelError
 	case strings.HasPrefix(msg, "[WARN]"):

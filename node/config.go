@@ -69,6 +69,9 @@ type Config struct {
 	// Origin tunes origin connections.
 	Origin origin.Config
 
+	// Mesh, when set, makes the node a member of a mesh of edges.
+	Mesh *MeshConfig
+
 	// ShutdownTimeout bounds Run's drain of in-flight requests. Default 15s.
 	ShutdownTimeout time.Duration
 	// AccessLog logs one Info line per request with its cache status.

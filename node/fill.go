@@ -14,7 +14,9 @@ import (
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/site"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // errIdle ends a fill whose origin went silent for longer than FillIdleTimeout.
@@ -33,6 +35,8 @@ type flight struct {
 	// background marks a refresh nobody waits for (stale-while-revalidate): a
 	// response that will not be stored is not read at all.
 	background bool
+	// peer names the owner the response came from, if it came from one.
+	peer string
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
@@ -84,8 +88,11 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
 	x.status = httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader}
-	if !fl.stored && fl.reason != "" {
+	switch {
+	case !fl.stored && fl.reason != "":
 		x.status.Detail = fl.reason
+	case fl.peer != "":
+		x.status.Detail = "peer-" + fl.peer
 	}
 	var src body = fillBody{fl.fill, head.Size}
 	if fl.fill.FileBacked() {
@@ -189,6 +196,7 @@ type originRequest struct {
 	pathQuery  string
 	header     http.Header
 	authorized bool
+	fromPeer   bool // never forwarded to another peer
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end
@@ -196,6 +204,14 @@ type originRequest struct {
 // answers those), Accept-Encoding normalised so the stored variant matches its
 // key, and the stale entry's validators.
 func fillRequest(r *http.Request, stale *stored) originRequest {
+	if _, ok := peer.FromPeer(r.Context()); ok {
+		// The first node already prepared these fields for the origin.
+		h := r.Header.Clone()
+		h.Del("Cache-Control")
+		setValidators(h, stale)
+		return originRequest{host: r.Host, pathQuery: r.URL.RequestURI(), header: h,
+			authorized: h.Get("Authorization") != "", fromPeer: true}
+	}
 	h := r.Header.Clone()
 	httpcache.RemoveHopByHop(h)
 	for _, f := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
@@ -215,20 +231,49 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 	h.Set("X-Forwarded-For", clientIP(r))
 	h.Set("X-Forwarded-Host", r.Host)
 	h.Set("X-Forwarded-Proto", "http")
-	if stale != nil {
-		if stale.e.ETag != "" {
-			h.Set("If-None-Match", stale.e.ETag)
-		}
-		if !stale.e.LastModified.IsZero() {
-			h.Set("If-Modified-Since", stale.e.LastModified.UTC().Format(http.TimeFormat))
-		}
-	}
+	setValidators(h, stale)
 	return originRequest{
 		host:       r.Host,
 		pathQuery:  r.URL.RequestURI(),
 		header:     h,
 		authorized: r.Header.Get("Authorization") != "",
 	}
+}
+
+// setValidators makes a fill conditional on the stale entry's validators.
+func setValidators(h http.Header, stale *stored) {
+	if stale == nil {
+		return
+	}
+	if stale.e.ETag != "" {
+		h.Set("If-None-Match", stale.e.ETag)
+	}
+	if !stale.e.LastModified.IsZero() {
+		h.Set("If-Modified-Since", stale.e.LastModified.UTC().Format(http.TimeFormat))
+	}
+}
+
+// fetch gets the response for a fill: from the key's owner when another node
+// owns it (unless the request itself came from a peer: the owner never
+// forwards), else, or when the owner fails, from the origin.
+func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
+	if !req.fromPeer {
+		if name, addr, ok := n.owner(key); ok {
+			pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
+				Epoch: n.mesh.epoch.Load()}
+			for k, vs := range req.header {
+				pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
+			}
+			resp, err := n.mesh.peers.Fetch(ctx, addr, pr)
+			if err == nil {
+				fl.peer = name
+				resp.Header.Del("Cache-Status") // the owner's; this node sets its own
+				return resp, nil
+			}
+			n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
+		}
+	}
+	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
 // runFill fetches one response from the origin into fl and, when it is
@@ -246,7 +291,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 
 	stats.originFill.Inc()
 	reqTime := time.Now()
-	resp, err := n.pools[st].Fetch(ictx, req.host, req.pathQuery, req.header)
+	resp, err := n.fetch(ictx, fl, st, key, req)
 	if err != nil {
 		if !errors.Is(err, origin.ErrOverloaded) {
 			stats.originError.Inc()

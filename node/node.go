@@ -31,6 +31,7 @@ type Node struct {
 	unknown   *siteMetrics
 	store     *cache.Memory
 	disk      *cache.Disk // nil without a cache dir; set in Start
+	mesh      *mesh       // nil without a mesh; set in Start
 	metrics   *metrics
 	transport *origin.Transports
 
@@ -147,7 +148,6 @@ func (n *Node) Start(ctx context.Context) error {
 			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
 	}
-	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
 	if n.disk != nil {
 		// Misses are served while the index is rebuilt.
 		n.wg.Go(func() {
@@ -159,6 +159,18 @@ func (n *Node) Start(ctx context.Context) error {
 	for _, p := range n.pools {
 		n.wg.Go(func() { p.RunHealth(n.ctx) })
 	}
+	if n.cfg.Mesh != nil {
+		if err := n.startMesh(ctx); err != nil {
+			n.cancel()
+			_ = ln.Close()
+			if n.metricsSrv != nil {
+				_ = n.metricsSrv.Close()
+			}
+			n.wg.Wait()
+			return err
+		}
+	}
+	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
 	n.ready.Store(true)
 	n.log.Info("edge node started", "http", ln.Addr().String(), "metrics", n.MetricsAddr(),
 		"sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)
@@ -195,11 +207,20 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.ready.Store(false)
 		var errs []error
+		if n.mesh != nil {
+			// The others move our keys away before we stop answering.
+			if err := n.mesh.leave(); err != nil {
+				n.log.Warn("leaving the mesh", "err", err)
+			}
+		}
 		if n.httpSrv != nil {
 			if err := n.httpSrv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("node: draining clients: %w", err))
 				_ = n.httpSrv.Close()
 			}
+		}
+		if n.mesh != nil {
+			errs = append(errs, n.mesh.stop(ctx))
 		}
 		n.cancel() // fills stop; handlers still waiting on them return
 		n.handlers.Wait()

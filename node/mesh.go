@@ -1,0 +1,228 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/node/peer"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+	"github.com/meshcdn/meshcdn/ring"
+)
+
+// MeshConfig joins the node to a mesh of edges: gossip membership, a
+// consistent-hash ring of owners, and gRPC fetches from the owner before the
+// origin. Zero fields take their defaults.
+type MeshConfig struct {
+	// PeerAddr is the gRPC peer listener. Default ":7070".
+	PeerAddr string
+	// GossipAddr is the memberlist listener (TCP and UDP). Default ":7946".
+	GossipAddr string
+	// Join lists gossip seeds (host:port, or a DNS name resolving to many).
+	Join []string
+	// Region is advertised to the other nodes.
+	Region string
+	// GossipKey encrypts gossip (16, 24 or 32 bytes); every node needs it.
+	GossipKey []byte
+	// Ring tunes the consistent-hash ring.
+	Ring ring.Config
+	// PeerTimeout bounds the wait for a peer's response head before the origin
+	// is asked instead. Default 5s.
+	PeerTimeout time.Duration
+	// LeaveTimeout bounds the announcement of a graceful leave. Default 2s.
+	LeaveTimeout time.Duration
+	// Fast uses gossip timings for tests on loopback.
+	Fast bool
+}
+
+func (m *MeshConfig) withDefaults() {
+	if m.PeerAddr == "" {
+		m.PeerAddr = ":7070"
+	}
+	if m.GossipAddr == "" {
+		m.GossipAddr = ":7946"
+	}
+	if m.PeerTimeout == 0 {
+		m.PeerTimeout = 5 * time.Second
+	}
+	if m.LeaveTimeout == 0 {
+		m.LeaveTimeout = 2 * time.Second
+	}
+}
+
+// mesh is the running mesh part of a node.
+type mesh struct {
+	cfg     MeshConfig
+	gossip  *gossip.Gossip
+	ring    atomic.Pointer[ring.Ring]
+	addrs   atomic.Pointer[map[string]string] // member → peer address
+	epoch   atomic.Uint64
+	peers   *peer.Pool
+	grpc    *grpc.Server
+	health  *health.Server
+	peerLn  net.Listener
+	version string
+}
+
+// startMesh binds the peer listener, starts gossip and the ring loop.
+func (n *Node) startMesh(ctx context.Context) error {
+	mc := *n.cfg.Mesh
+	mc.withDefaults()
+	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout)}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", mc.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("node: peer listener: %w", err)
+	}
+	m.peerLn = ln
+	m.grpc = grpc.NewServer()
+	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(n, n.log.With("component", "peer")))
+	m.health = health.NewServer()
+	healthpb.RegisterHealthServer(m.grpc, m.health)
+	reflection.Register(m.grpc)
+	m.health.SetServingStatus(peerv1.PeerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.wg.Go(func() {
+		if err := m.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("peer listener failed", "err", err)
+		}
+	})
+	g, err := gossip.New(gossip.Config{
+		Name: n.cfg.Name, BindAddr: mc.GossipAddr, Join: mc.Join, Key: mc.GossipKey, Fast: mc.Fast,
+		Meta:   gossip.Meta{HTTPAddr: n.HTTPAddr(), PeerAddr: advertised(ln.Addr().String()), Region: mc.Region},
+		Logger: n.log.With("component", "gossip"),
+	})
+	if err == nil {
+		err = g.Start(ctx)
+	}
+	if err != nil {
+		m.grpc.Stop()
+		return fmt.Errorf("node: %w", err)
+	}
+	m.gossip = g
+	n.mesh = m
+	n.rebuildRing()
+	n.wg.Go(func() {
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-g.Changed():
+				n.rebuildRing()
+			}
+		}
+	})
+	return nil
+}
+
+// advertised turns a bound address into one others can dial: an unspecified
+// host ("[::]:7070") becomes loopback only when nothing better is known.
+func advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ips, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range ips {
+				if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+					return net.JoinHostPort(ipn.IP.String(), port)
+				}
+			}
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+// rebuildRing swaps in a ring over the current members and closes the peer
+// connections of members that left.
+func (n *Node) rebuildRing() {
+	m := n.mesh
+	members := m.gossip.Members()
+	if len(members) == 0 || n.ctx.Err() != nil {
+		return // shutting down
+	}
+	names := make([]string, 0, len(members))
+	addrs := make(map[string]string, len(members))
+	for _, mem := range members {
+		names = append(names, mem.Name)
+		addrs[mem.Name] = mem.Meta.PeerAddr
+	}
+	r, err := ring.New(names, m.cfg.Ring)
+	if err != nil {
+		n.log.Error("ring not rebuilt", "members", len(names), "err", err)
+		return
+	}
+	if old := m.addrs.Load(); old != nil {
+		for name, addr := range *old {
+			if addrs[name] != addr {
+				m.peers.Close(addr)
+			}
+		}
+	}
+	m.addrs.Store(&addrs)
+	m.ring.Store(r)
+	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
+}
+
+// owner returns the peer that owns key and its address, or ok false when this
+// node owns it (or there is no mesh).
+func (n *Node) owner(key string) (name, addr string, ok bool) {
+	if n.mesh == nil {
+		return "", "", false
+	}
+	o, found := n.mesh.ring.Load().Owner(key)
+	if !found || o == n.cfg.Name {
+		return "", "", false
+	}
+	a := (*n.mesh.addrs.Load())[o]
+	return o, a, a != ""
+}
+
+// stopMesh leaves the mesh and stops the peer listener.
+func (m *mesh) leave() error {
+	m.health.Shutdown()
+	return m.gossip.Leave(m.cfg.LeaveTimeout)
+}
+
+func (m *mesh) stop(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, m.grpc.Stop)
+	m.grpc.GracefulStop()
+	stop()
+	err := m.gossip.Shutdown()
+	m.peers.CloseAll()
+	return err
+}
+
+// GossipAddr is the node's gossip address; empty without a mesh.
+func (n *Node) GossipAddr() string {
+	if n.mesh == nil {
+		return ""
+	}
+	return n.mesh.gossip.Addr()
+}
+
+// PeerAddr is the node's gRPC peer address; empty without a mesh.
+func (n *Node) PeerAddr() string {
+	if n.mesh == nil {
+		return ""
+	}
+	return n.mesh.peerLn.Addr().String()
+}
+
+// RingMembers is the number of members of the node's current ring.
+func (n *Node) RingMembers() int {
+	if n.mesh == nil {
+		return 1
+	}
+	return len(n.mesh.ring.Load().Members())
+}

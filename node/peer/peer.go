@@ -1,0 +1,314 @@
+// Package peer is the gRPC protocol between edge nodes: a Server that answers
+// a peer's Fetch by running the request through the node's own HTTP handler
+// (cache hit, coalesced fill from the origin) and streaming the response, and
+// a Pool of client connections that turns a peer's stream back into an
+// *http.Response whose body is verified against the sender's checksum.
+//
+// A request that arrives from a peer carries a mark (FromPeer) so the node
+// answers it itself and never forwards it again.
+package peer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+)
+
+// ChunkSize is the largest body chunk of a Fetch stream.
+const ChunkSize = 256 << 10
+
+type fromPeerKey struct{}
+
+// FromPeer reports whether ctx belongs to a request a peer sent, and which.
+func FromPeer(ctx context.Context) (string, bool) {
+	from, ok := ctx.Value(fromPeerKey{}).(string)
+	return from, ok
+}
+
+// Server answers peers' Fetch calls through an HTTP handler.
+type Server struct {
+	peerv1.UnimplementedPeerServiceServer
+	h   http.Handler
+	log *slog.Logger
+}
+
+var _ peerv1.PeerServiceServer = (*Server)(nil)
+
+// NewServer returns a server that answers through h.
+func NewServer(h http.Handler, log *slog.Logger) *Server { return &Server{h: h, log: log} }
+
+// Fetch implements peerv1.PeerServiceServer.
+func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServer[peerv1.FetchResponse]) (err error) {
+	if req.GetKey() == "" || req.GetHost() == "" || req.GetPathQuery() == "" || req.GetPathQuery()[0] != '/' {
+		return status.Error(codes.InvalidArgument, "key, host and an absolute path_query are required")
+	}
+	ctx := context.WithValue(stream.Context(), fromPeerKey{}, req.GetFrom())
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+req.GetHost()+req.GetPathQuery(), nil)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "bad request: %v", err)
+	}
+	hr.RequestURI = req.GetPathQuery()
+	hr.RemoteAddr = req.GetFrom() + ":0"
+	for _, f := range req.GetHeaders() {
+		hr.Header[http.CanonicalHeaderKey(f.GetName())] = f.GetValues()
+	}
+	if req.GetCacheOnly() {
+		hr.Header.Set("Cache-Control", "only-if-cached")
+	}
+	w := &streamWriter{stream: stream, header: http.Header{}, sum: sha256.New()}
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				s.log.Error("peer fetch panicked", "key", req.GetKey(), "panic", p)
+			}
+			err = status.Error(codes.Aborted, "response aborted: the origin's body broke off")
+		}
+	}()
+	s.h.ServeHTTP(w, hr)
+	if w.err != nil {
+		return w.err
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_End{End: &peerv1.ResponseEnd{
+		Size: w.n, Sha256: w.sum.Sum(nil)}}})
+}
+
+// streamWriter is the http.ResponseWriter a peer's request is answered into.
+type streamWriter struct {
+	stream      grpc.ServerStreamingServer[peerv1.FetchResponse]
+	header      http.Header
+	wroteHeader bool
+	buf         []byte
+	sum         hash.Hash
+	n           int64
+	err         error
+}
+
+func (w *streamWriter) Header() http.Header { return w.header }
+
+func (w *streamWriter) WriteHeader(code int) {
+	if w.wroteHeader || w.err != nil {
+		return
+	}
+	w.wroteHeader = true
+	size := int64(-1)
+	if v := w.header.Get("Content-Length"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			size = n
+		}
+	}
+	head := &peerv1.ResponseHead{Status: int32(code), Size: size, CacheStatus: w.header.Get("Cache-Status")}
+	for k, vs := range w.header {
+		head.Headers = append(head.Headers, &peerv1.HeaderField{Name: k, Values: vs})
+	}
+	w.err = w.stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_Head{Head: head}})
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.sum.Write(p)
+	w.n += int64(len(p))
+	written := len(p)
+	for len(p) > 0 {
+		room := ChunkSize - len(w.buf)
+		take := min(room, len(p))
+		w.buf = append(w.buf, p[:take]...)
+		p = p[take:]
+		if len(w.buf) == ChunkSize {
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// Flush sends what is buffered, so the peer streams it on.
+func (w *streamWriter) Flush() { _ = w.flush() }
+
+func (w *streamWriter) flush() error {
+	if w.err != nil || len(w.buf) == 0 {
+		return w.err
+	}
+	w.err = w.stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_Chunk{Chunk: w.buf}})
+	w.buf = make([]byte, 0, min(ChunkSize, 64<<10))
+	return w.err
+}
+
+// Pool holds one client connection per peer address, created on first use.
+type Pool struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+}
+
+// NewPool returns a pool whose fetches wait at most headTimeout for the
+// response head.
+func NewPool(headTimeout time.Duration) *Pool {
+	return &Pool{timeout: headTimeout, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+// Close closes the connection to addr, when a member leaves.
+func (p *Pool) Close(addr string) {
+	p.mu.Lock()
+	c, ok := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if ok {
+		_ = c.Close()
+	}
+}
+
+// CloseAll closes every connection.
+func (p *Pool) CloseAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[string]*grpc.ClientConn{}
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// ErrChecksum reports a body whose SHA-256 differs from the sender's.
+var ErrChecksum = errors.New("peer: body checksum mismatch")
+
+// Fetch asks the peer at addr for req and returns its response once the head
+// has arrived. The body streams from the peer; reading it fails, and the
+// response must be treated as broken, if the stream ends before the end
+// message or the checksum does not match. ctx bounds the whole stream.
+func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest) (*http.Response, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := peerv1.NewPeerServiceClient(c).Fetch(sctx, req)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	type first struct {
+		m   *peerv1.FetchResponse
+		err error
+	}
+	got := make(chan first, 1)
+	go func() {
+		m, err := stream.Recv()
+		got <- first{m, err}
+	}()
+	var f first
+	select {
+	case f = <-got:
+	case <-time.After(p.timeout):
+		cancel()
+		<-got
+		return nil, fmt.Errorf("peer %s: no response head within %v", addr, p.timeout)
+	}
+	if f.err != nil {
+		cancel()
+		return nil, fmt.Errorf("peer %s: %w", addr, f.err)
+	}
+	head := f.m.GetHead()
+	if head == nil {
+		cancel()
+		return nil, fmt.Errorf("peer %s: stream did not start with a head", addr)
+	}
+	resp := &http.Response{StatusCode: int(head.GetStatus()), Header: http.Header{}, ContentLength: head.GetSize(),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+	for _, h := range head.GetHeaders() {
+		resp.Header[h.GetName()] = h.GetValues()
+	}
+	resp.Body = &streamBody{stream: stream, cancel: cancel, sum: sha256.New()}
+	return resp, nil
+}
+
+// streamBody reads body chunks and checks the end message.
+type streamBody struct {
+	stream grpc.ServerStreamingClient[peerv1.FetchResponse]
+	cancel context.CancelFunc
+	buf    bytes.Reader
+	sum    hash.Hash
+	n      int64
+	done   bool
+	err    error
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	for {
+		if b.buf.Len() > 0 {
+			return b.buf.Read(p)
+		}
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.done {
+			return 0, io.EOF
+		}
+		m, err := b.stream.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			b.err = fmt.Errorf("peer: stream ended before the body did: %w", io.ErrUnexpectedEOF)
+		case err != nil:
+			b.err = fmt.Errorf("peer: %w", err)
+		case m.GetChunk() != nil:
+			b.sum.Write(m.GetChunk())
+			b.n += int64(len(m.GetChunk()))
+			b.buf.Reset(m.GetChunk())
+		case m.GetEnd() != nil:
+			end := m.GetEnd()
+			if end.GetSize() != b.n || !bytes.Equal(end.GetSha256(), b.sum.Sum(nil)) {
+				b.err = ErrChecksum
+			} else {
+				b.done = true
+			}
+		default:
+			b.err = errors.New("peer: unexpected message in body")
+		}
+	}
+}
+
+func (b *streamBody) Close() error {
+	b.cancel()
+	return nil
+}
