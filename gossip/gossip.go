@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -106,6 +107,7 @@ type Gossip struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+	stopped  atomic.Bool
 }
 
 var (
@@ -286,8 +288,8 @@ func (g *Gossip) Changed() <-chan struct{} { return g.changed }
 // Leave announces that this node is leaving, waiting up to timeout for the
 // message to spread. Shutdown must follow.
 func (g *Gossip) Leave(timeout time.Duration) error {
-	if g.ml == nil {
-		return nil
+	if g.ml == nil || g.stopped.Load() {
+		return errors.New("gossip: leave after shutdown") // memberlist would panic
 	}
 	return g.ml.Leave(timeout)
 }
@@ -298,6 +300,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 func (g *Gossip) Shutdown() error {
 	var err error
 	g.stopOnce.Do(func() {
+		g.stopped.Store(true)
 		if g.cancel != nil {
 			g.cancel()
 		}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/ring"
 )
 
 // startCluster starts n nodes on loopback in front of o, joined into one mesh,
@@ -102,4 +104,120 @@ func TestMeshCoalescing(t *testing.T) {
 		t.Errorf("%d requests failed", bad.Load())
 	}
 	wantHits(t, o, 1)
+}
+
+// halt stops a node as a crash would: listeners closed, no Leave.
+func halt(n *Node) {
+	n.mesh.grpc.Stop()
+	_ = n.mesh.gossip.Shutdown()
+	_ = n.httpSrv.Close()
+}
+
+// TestOwnerKilled is acceptance 3 of the mesh: a node is killed (no Leave)
+// under a steady load at the others: no client request fails, and the ring
+// converges to the survivors within the failure-detection bound.
+func TestOwnerKilled(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := startCluster(t, o, 3, nil)
+	stop := make(chan struct{})
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		n := nodes[1+w%2]
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p := fmt.Sprintf("/w%d/%d.js", w, i%200)
+				sent.Add(1)
+				if r := doMaybe(t, n, "GET", p); r.Response == nil || r.StatusCode != 200 || r.body != "body of "+p {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	eventually(t, 10*time.Second, func() bool { return sent.Load() > 300 })
+	killed := time.Now()
+	halt(nodes[0])
+	eventually(t, 10*time.Second, func() bool { return nodes[1].RingMembers() == 2 && nodes[2].RingMembers() == 2 })
+	converged := time.Since(killed)
+	before := sent.Load()
+	eventually(t, 10*time.Second, func() bool { return sent.Load() > before+300 })
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests, ring converged %v after the kill", sent.Load(), converged.Round(10*time.Millisecond))
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed", failed.Load(), sent.Load())
+	}
+	if converged > 5*time.Second {
+		t.Errorf("ring took %v to converge; the fast gossip profile detects a dead node in about a second", converged)
+	}
+}
+
+// TestBrokenPeerStream is acceptance 5 of the mesh: when the owner's response
+// breaks off mid-body, a client of another node sees an aborted transfer and
+// nothing is stored anywhere.
+func TestBrokenPeerStream(t *testing.T) {
+	var calls atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("Content-Length", "1000000")
+		_, _ = w.Write(make([]byte, 300000))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	nodes := startCluster(t, o, 3, nil)
+	// A key owned by n1, asked at n2.
+	var p string
+	for i := 0; ; i++ {
+		p = fmt.Sprintf("/cut/%d.bin", i)
+		if owner, _ := nodes[1].mesh.ring.Load().Owner(nodes[1].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n1" {
+			break
+		}
+	}
+	for range 2 {
+		r := doMaybe(t, nodes[1], "GET", p, "Connection", "close")
+		if r.Response != nil && r.err == nil && r.StatusCode == 200 {
+			t.Fatalf("a cut body was delivered as complete (%d bytes)", len(r.body))
+		}
+	}
+	if c := calls.Load(); c != 2 {
+		t.Errorf("origin asked %d times; the cut response must not be stored", c)
+	}
+}
+
+// TestRingDisagreement is acceptance 6 of the mesh: two nodes each believe the
+// other owns every key; the owner never forwards, so requests complete.
+func TestRingDisagreement(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("ok"))
+	})
+	nodes := startCluster(t, o, 2, nil)
+	a, b := nodes[0], nodes[1]
+	onlyB, _ := ring.New([]string{"n2"}, ring.Config{})
+	onlyA, _ := ring.New([]string{"n1"}, ring.Config{})
+	a.mesh.ring.Store(onlyB)
+	b.mesh.ring.Store(onlyA)
+	done := make(chan response, 2)
+	go func() { done <- doMaybe(t, a, "GET", "/loop/1.js") }()
+	go func() { done <- doMaybe(t, b, "GET", "/loop/2.js") }()
+	for range 2 {
+		select {
+		case r := <-done:
+			if r.Response == nil || r.body != "ok" {
+				t.Errorf("request failed: %v", r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a request loops between the nodes")
+		}
+	}
+	wantHits(t, o, 2)
 }
