@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -156,6 +157,22 @@ func (c Config) Validate() error {
 			bad(d.field, "must not be negative")
 		}
 	}
+	if m := c.Mesh; m != nil {
+		if n := len(m.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
+			bad("gossip_key", "is %d bytes; want 16, 24 or 32", n)
+		}
+		for _, a := range []struct{ field, addr string }{{"peer", m.PeerAddr}, {"gossip", m.GossipAddr}} {
+			if a.addr == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a.addr); err != nil {
+				bad(a.field, "%q is not host:port", a.addr)
+			}
+		}
+		if err := m.Ring.Validate(); err != nil {
+			bad("ring", "%v", err)
+		}
+	}
 	var sites []*site.Site
 	for i, sc := range c.Sites {
 		s, err := sc.Compile()
@@ -210,6 +227,13 @@ type File struct {
 		MaxIdle        int            `yaml:"max_idle_per_origin"`
 		CAFile         string         `yaml:"ca_file"`
 	} `yaml:"origin"`
+	Mesh *struct {
+		Peer      string   `yaml:"peer"`
+		Gossip    string   `yaml:"gossip"`
+		Join      []string `yaml:"join"`
+		Region    string   `yaml:"region"`
+		GossipKey string   `yaml:"gossip_key"`
+	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
 
@@ -270,6 +294,16 @@ func ParseFile(name string, data []byte) (Config, error) {
 			continue
 		}
 		c.Origins = append(c.Origins, u)
+	}
+	if m := f.Mesh; m != nil {
+		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region}
+		if m.GossipKey != "" {
+			k, err := base64.StdEncoding.DecodeString(m.GossipKey)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: mesh.gossip_key: not base64: %v", name, err))
+			}
+			c.Mesh.GossipKey = k
+		}
 	}
 	for i, sc := range f.Sites {
 		if _, err := sc.Compile(); err != nil {

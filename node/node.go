@@ -183,6 +183,9 @@ func (n *Node) serve(s *http.Server, ln net.Listener, name string) {
 	}
 }
 
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
 // HTTPAddr is the bound client address; empty before Start.
 func (n *Node) HTTPAddr() string {
 	if n.httpLn == nil {

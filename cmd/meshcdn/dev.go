@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,8 +23,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("meshcdn dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	originAddr := fs.String("origin-http", "127.0.0.1:8000", "demo origin listen `address`")
-	httpAddr := fs.String("http", "127.0.0.1:8080", "edge client listen `address`")
-	metricsAddr := fs.String("metrics", "127.0.0.1:9090", "edge metrics listen `address`")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "first edge's client listen `address`; the others take the next ports")
+	metricsAddr := fs.String("metrics", "127.0.0.1:9090", "first edge's metrics listen `address`; the others take the next ports")
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay the demo origin adds to every request")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
 	accessLog := fs.Bool("access-log", false, "log one line per request")
@@ -45,39 +47,78 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer wg.Wait()
 
 	originURL := &url.URL{Scheme: "http", Host: ln.Addr().String()}
-	n, err := node.New(node.Config{
-		Name: "edge-1", HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr,
-		Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg,
-	})
-	if err != nil {
-		cancel()
-		return err
+	var nodes []*node.Node
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		for _, n := range nodes {
+			_ = n.Shutdown(sctx)
+		}
+	}()
+	for i := range devEdges {
+		mesh := &node.MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
+		if i > 0 {
+			mesh.Join = []string{nodes[0].GossipAddr()}
+		}
+		n, err := node.New(node.Config{
+			Name: fmt.Sprintf("edge-%d", i+1), HTTPAddr: offsetPort(*httpAddr, i), MetricsAddr: offsetPort(*metricsAddr, i),
+			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
+		})
+		if err == nil {
+			err = n.Start(ctx)
+		}
+		if err != nil {
+			cancel()
+			return err
+		}
+		nodes = append(nodes, n)
 	}
-	if err := n.Start(ctx); err != nil {
-		cancel()
-		return err
+	// Let the mesh form before inviting requests (bounded: gossip on loopback
+	// converges in well under a second).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if nodes[0].RingMembers() == devEdges && nodes[devEdges-1].RingMembers() == devEdges {
+			break
+		}
 	}
-	edge := "http://" + n.HTTPAddr()
-	fmt.Fprintf(stdout, `meshcdn dev cluster is up.
-  demo origin  %[1]s
-  edge-1       %[2]s   (metrics http://%[3]s/metrics)
-
+	fmt.Fprintf(stdout, "meshcdn dev cluster is up: a demo origin and %d edges in one mesh.\n  demo origin  %s\n", devEdges, originURL)
+	for _, n := range nodes {
+		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr())
+	}
+	edge, edge2 := "http://"+nodes[0].HTTPAddr(), "http://"+nodes[1].HTTPAddr()
+	fmt.Fprintf(stdout, `
 Try:
   curl -si %[2]s/css/site.css | grep -i cache-status   # fwd=uri-miss, then hit
   curl -si %[2]s/css/site.css | grep -i cache-status
-  curl -si %[2]s/api/time                               # dynamic: fwd=bypass
+  curl -si %[3]s/css/site.css | grep -i cache-status   # another edge: from its owner, not the origin
+  curl -si %[2]s/api/time                               # dynamic: never stored
   curl -s  %[1]s/_origin/stats                          # requests the origin served
   curl -s -r 0-99 %[2]s/media/sample.mp4 | wc -c        # Range from the cache
 Ctrl-C stops everything.
-`, originURL, edge, n.MetricsAddr())
+`, originURL, edge, edge2)
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
-	err = n.Shutdown(sctx)
+	var errs []error
+	for _, n := range nodes {
+		errs = append(errs, n.Shutdown(sctx))
+	}
 	cancel()
 	wg.Wait()
-	if err == nil {
-		err = originErr
+	return errors.Join(append(errs, originErr)...)
+}
+
+// devEdges is how many edges `meshcdn dev` starts.
+const devEdges = 3
+
+// offsetPort returns addr with its port plus i (port 0 stays 0).
+func offsetPort(addr string, i int) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
 	}
-	return err
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+i))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 type edgeFlags struct {
 	config, name, http, metrics, origin string
 	cacheDir                            string
+	peer, gossip, join, region, key     string
 	memory, maxObject, disk             units.Size
 	accessLog                           bool
 	logFormat, logLevel                 string
@@ -36,6 +38,11 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxObject, "max-object-size", "largest body the memory tier stores (default: memory/8)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "disk tier `directory` (off when empty); survives restarts")
 	fs.Var(&f.disk, "disk", "disk tier budget, e.g. 10GiB (default 1GiB)")
+	fs.StringVar(&f.peer, "peer", "", "gRPC peer listen `address` (default :7070)")
+	fs.StringVar(&f.gossip, "gossip", "", "gossip listen `address`, TCP and UDP (default :7946); off runs the node alone")
+	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
+	fs.StringVar(&f.region, "region", "", "region advertised to the other nodes")
+	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption key, base64 of 16, 24 or 32 bytes")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -119,6 +126,9 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	if f.accessLog {
 		cfg.AccessLog = true
 	}
+	if err := f.meshConfig(&cfg); err != nil {
+		return cfg, usageError{err}
+	}
 	if f.origin != "" {
 		cfg.Origins = nil
 		for o := range strings.SplitSeq(f.origin, ",") {
@@ -141,6 +151,43 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// meshConfig applies the mesh flags: the mesh is on unless --gossip off.
+func (f *edgeFlags) meshConfig(cfg *node.Config) error {
+	if f.gossip == "off" {
+		cfg.Mesh = nil
+		return nil
+	}
+	if cfg.Mesh == nil {
+		cfg.Mesh = &node.MeshConfig{}
+	}
+	m := cfg.Mesh
+	if f.peer != "" {
+		m.PeerAddr = f.peer
+	}
+	if f.gossip != "" {
+		m.GossipAddr = f.gossip
+	}
+	if f.join != "" {
+		m.Join = nil
+		for s := range strings.SplitSeq(f.join, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				m.Join = append(m.Join, s)
+			}
+		}
+	}
+	if f.region != "" {
+		m.Region = f.region
+	}
+	if f.key != "" {
+		k, err := base64.StdEncoding.DecodeString(f.key)
+		if err != nil {
+			return fmt.Errorf("--gossip-key: not base64: %v", err)
+		}
+		m.GossipKey = k
+	}
+	return nil
 }
 
 func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {

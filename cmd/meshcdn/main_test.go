@@ -27,7 +27,7 @@ func TestDev(t *testing.T) {
 		code <- run(ctx, []string{"dev", "--origin-http", "127.0.0.1:0", "--http", "127.0.0.1:0",
 			"--metrics", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
 	}()
-	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+)`)
+	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+).*\n  edge-2       (http://\S+).*\n  edge-3       (http://\S+)`)
 	var m []string
 	deadline := time.Now().Add(10 * time.Second)
 	for m == nil {
@@ -37,7 +37,7 @@ func TestDev(t *testing.T) {
 		m = re.FindStringSubmatch(stdout.String())
 		time.Sleep(10 * time.Millisecond)
 	}
-	origin, edge := m[1], m[2]
+	origin, edge, edge2 := m[1], m[2], m[3]
 	if !strings.Contains(stdout.String(), "curl -si "+edge+"/css/site.css") {
 		t.Errorf("no curl lines: %s", stdout.String())
 	}
@@ -51,8 +51,13 @@ func TestDev(t *testing.T) {
 		resp.Body.Close()
 		statuses = append(statuses, resp.Header.Get("Cache-Status"))
 	}
-	if !strings.HasPrefix(statuses[0], "meshcdn; fwd=uri-miss") || statuses[1] != "meshcdn; hit" {
-		t.Errorf("Cache-Status %q", statuses)
+	resp0, err := http.Get(edge2 + "/css/site.css") // another edge: its owner or its copy, never the origin again
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp0.Body.Close()
+	if !strings.HasPrefix(statuses[0], "meshcdn; fwd=uri-miss") || statuses[1] != "meshcdn; hit" || resp0.StatusCode != 200 {
+		t.Errorf("Cache-Status %q, edge-2 %d", statuses, resp0.StatusCode)
 	}
 	resp, err := http.Get(origin + "/_origin/stats")
 	if err != nil {
