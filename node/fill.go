@@ -259,21 +259,44 @@ func setValidators(h http.Header, stale *stored) {
 func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
-			pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
-				Epoch: n.mesh.epoch.Load()}
-			for k, vs := range req.header {
-				pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
-			}
-			resp, err := n.mesh.peers.Fetch(ctx, addr, pr)
-			if err == nil {
+			if resp, err := n.fetchPeer(ctx, name, addr, key, req, false); err == nil {
 				fl.peer = name
-				resp.Header.Del("Cache-Status") // the owner's; this node sets its own
 				return resp, nil
 			}
-			n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
+			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
+		}
+	}
+	// This node owns the key. Right after a ring change, its previous owner may
+	// still hold it: ask that node's cache before the origin.
+	if name, addr, ok := n.previousOwner(key); ok && req.header.Get("If-None-Match") == "" {
+		if resp, err := n.fetchPeer(ctx, name, addr, key, req, true); err == nil {
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				n.metrics.handoffs.Inc()
+				fl.peer = name
+				return resp, nil
+			}
+			origin.DrainClose(resp.Body)
 		}
 	}
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
+}
+
+// fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
+func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
+	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
+		Epoch: n.mesh.epoch.Load(), CacheOnly: cacheOnly}
+	for k, vs := range req.header {
+		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
+	}
+	resp, err := n.mesh.peers.Fetch(ctx, addr, pr)
+	if err != nil {
+		n.metrics.peerFetches.WithLabelValues("failed").Inc()
+		n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
+		return nil, err
+	}
+	n.metrics.peerFetches.WithLabelValues("ok").Inc()
+	resp.Header.Del("Cache-Status") // the peer's; this node sets its own
+	return resp, nil
 }
 
 // runFill fetches one response from the origin into fl and, when it is
@@ -377,6 +400,9 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 				return
 			}
 			total += int64(m)
+			if fl.peer != "" {
+				n.metrics.peerBytes.Add(float64(m))
+			}
 			if dec.Store && total > n.cfg.MaxObjectSize {
 				dec = httpcache.Decision{Reason: "too-large", Pass: true}
 			}

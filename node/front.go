@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -54,6 +55,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.site, x.stats = st, n.siteStats[st]
 	defer n.observe(&x)
+	if _, ok := peer.FromPeer(r.Context()); ok {
+		n.metrics.peerServed.Inc()
+	}
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -83,6 +87,11 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	var de *cache.DiskEntry
 	if obj, ok := n.store.Get(key); ok {
 		if obj.Pass(now) {
+			if onlyIfCached(x.r) {
+				x.status = httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "only-if-cached"}
+				n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
+				return
+			}
 			n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
 			return
 		}
@@ -106,9 +115,15 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 			}
 		}
 	}
+	if e == nil && onlyIfCached(x.r) {
+		// RFC 9111 5.2.1.7; also how a new owner asks a previous owner's cache.
+		x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
+		n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
+		return
+	}
 	var stale *stored
 	if e != nil {
-		if e.Fresh(now) {
+		if e.Fresh(now) || onlyIfCached(x.r) {
 			x.status = httpcache.Status{Hit: true}
 			n.respond(x, e, src, now)
 			return
@@ -122,6 +137,12 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		}
 	}
 	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// onlyIfCached reports whether the request forbids going upstream.
+func onlyIfCached(r *http.Request) bool {
+	cc, ok := r.Header["Cache-Control"]
+	return ok && httpcache.ParseCacheControl(http.Header{"Cache-Control": cc}).OnlyIfCached
 }
 
 // stored is a response the node holds: its metadata, its body, and the disk

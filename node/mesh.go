@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -40,6 +42,10 @@ type MeshConfig struct {
 	PeerTimeout time.Duration
 	// LeaveTimeout bounds the announcement of a graceful leave. Default 2s.
 	LeaveTimeout time.Duration
+	// HandoffWindow is how long after a ring change a new owner that misses
+	// asks the key's previous owner (from its cache only) before the origin.
+	// Default 2m.
+	HandoffWindow time.Duration
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }
@@ -57,27 +63,37 @@ func (m *MeshConfig) withDefaults() {
 	if m.LeaveTimeout == 0 {
 		m.LeaveTimeout = 2 * time.Second
 	}
+	if m.HandoffWindow == 0 {
+		m.HandoffWindow = 2 * time.Minute
+	}
+}
+
+// snapshot is a ring and when it replaced the one before.
+type snapshot struct {
+	ring  *ring.Ring
+	prev  *ring.Ring // the ring it replaced, nil at first
+	since time.Time
 }
 
 // mesh is the running mesh part of a node.
 type mesh struct {
 	cfg     MeshConfig
 	gossip  *gossip.Gossip
-	ring    atomic.Pointer[ring.Ring]
+	ring    atomic.Pointer[snapshot]
 	addrs   atomic.Pointer[map[string]string] // member → peer address
 	epoch   atomic.Uint64
 	peers   *peer.Pool
 	grpc    *grpc.Server
 	health  *health.Server
 	peerLn  net.Listener
-	version string
+	started time.Time
 }
 
 // startMesh binds the peer listener, starts gossip and the ring loop.
 func (n *Node) startMesh(ctx context.Context) error {
 	mc := *n.cfg.Mesh
 	mc.withDefaults()
-	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout)}
+	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout), started: time.Now()}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", mc.PeerAddr)
 	if err != nil {
@@ -110,6 +126,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	m.gossip = g
 	n.mesh = m
 	n.rebuildRing()
+	n.registerMeshMetrics()
 	n.wg.Go(func() {
 		for {
 			select {
@@ -170,7 +187,19 @@ func (n *Node) rebuildRing() {
 		}
 	}
 	m.addrs.Store(&addrs)
-	m.ring.Store(r)
+	var prev *ring.Ring
+	if old := m.ring.Load(); old != nil {
+		prev = old.ring
+	}
+	if time.Since(m.started) < m.cfg.HandoffWindow && len(names) > 1 {
+		// This node joined recently: who owned its keys before is who would
+		// own them without it (however the others arrived in its view).
+		others := slices.DeleteFunc(slices.Clone(names), func(s string) bool { return s == n.cfg.Name })
+		if pr, err := ring.New(others, m.cfg.Ring); err == nil {
+			prev = pr
+		}
+	}
+	m.ring.Store(&snapshot{ring: r, prev: prev, since: time.Now()})
 	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
 }
 
@@ -180,9 +209,30 @@ func (n *Node) owner(key string) (name, addr string, ok bool) {
 	if n.mesh == nil {
 		return "", "", false
 	}
-	o, found := n.mesh.ring.Load().Owner(key)
+	o, found := n.mesh.ring.Load().ring.Owner(key)
 	if !found || o == n.cfg.Name {
 		return "", "", false
+	}
+	a := (*n.mesh.addrs.Load())[o]
+	return o, a, a != ""
+}
+
+// previousOwner returns the member that owned key before the last ring
+// change, while the hand-off window lasts and that member is still alive.
+func (n *Node) previousOwner(key string) (name, addr string, ok bool) {
+	if n.mesh == nil {
+		return "", "", false
+	}
+	s := n.mesh.ring.Load()
+	if s.prev == nil || time.Since(s.since) > n.mesh.cfg.HandoffWindow {
+		return "", "", false
+	}
+	o, found := s.prev.Owner(key)
+	if !found || o == n.cfg.Name {
+		return "", "", false
+	}
+	if cur, _ := s.ring.Owner(key); cur == o {
+		return "", "", false // not moved
 	}
 	a := (*n.mesh.addrs.Load())[o]
 	return o, a, a != ""
@@ -224,5 +274,17 @@ func (n *Node) RingMembers() int {
 	if n.mesh == nil {
 		return 1
 	}
-	return len(n.mesh.ring.Load().Members())
+	return len(n.mesh.ring.Load().ring.Members())
+}
+
+// registerMeshMetrics exports the ring and peer traffic.
+func (n *Node) registerMeshMetrics() {
+	reg := n.metrics.reg
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_members", Help: "Members of this node's current ring."},
+			func() float64 { return float64(n.RingMembers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_owned_share", Help: "Share of the ring's partitions this node owns."},
+			func() float64 { return n.mesh.ring.Load().ring.Shares()[n.cfg.Name] }),
+		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs,
+	)
 }

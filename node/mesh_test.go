@@ -178,7 +178,7 @@ func TestBrokenPeerStream(t *testing.T) {
 	var p string
 	for i := 0; ; i++ {
 		p = fmt.Sprintf("/cut/%d.bin", i)
-		if owner, _ := nodes[1].mesh.ring.Load().Owner(nodes[1].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n1" {
+		if owner, _ := nodes[1].mesh.ring.Load().ring.Owner(nodes[1].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n1" {
 			break
 		}
 	}
@@ -204,8 +204,8 @@ func TestRingDisagreement(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	onlyB, _ := ring.New([]string{"n2"}, ring.Config{})
 	onlyA, _ := ring.New([]string{"n1"}, ring.Config{})
-	a.mesh.ring.Store(onlyB)
-	b.mesh.ring.Store(onlyA)
+	a.mesh.ring.Store(&snapshot{ring: onlyB})
+	b.mesh.ring.Store(&snapshot{ring: onlyA})
 	done := make(chan response, 2)
 	go func() { done <- doMaybe(t, a, "GET", "/loop/1.js") }()
 	go func() { done <- doMaybe(t, b, "GET", "/loop/2.js") }()
@@ -220,4 +220,61 @@ func TestRingDisagreement(t *testing.T) {
 		}
 	}
 	wantHits(t, o, 2)
+}
+
+// TestJoinHandOff is acceptance 4 of the mesh: a fourth node takes about a
+// quarter of the keys, and the moved keys that were cached are served through
+// hand-off from their previous owners, without new origin requests.
+func TestJoinHandOff(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := startCluster(t, o, 3, nil)
+	const keys = 300
+	paths := make([]string, keys)
+	for i := range keys {
+		paths[i] = fmt.Sprintf("/k/%d.js", i)
+		do(t, nodes[i%3], "GET", paths[i])
+	}
+	wantHits(t, o, keys)
+	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
+	before := map[string]string{}
+	for _, p := range paths {
+		before[p], _ = nodes[0].mesh.ring.Load().ring.Owner(key(p))
+	}
+
+	n4 := startNode(t, o, Config{Name: "n4", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Fast: true, Join: []string{nodes[0].GossipAddr()}}})
+	all := append(nodes, n4)
+	eventually(t, 10*time.Second, func() bool {
+		for _, n := range all {
+			if n.RingMembers() != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	var moved []string
+	for _, p := range paths {
+		if now, _ := n4.mesh.ring.Load().ring.Owner(key(p)); now != before[p] {
+			moved = append(moved, p)
+		}
+	}
+	share := float64(len(moved)) / keys
+	t.Logf("%d of %d keys (%.2f) changed owner", len(moved), keys, share)
+	if share < 0.25*0.7 || share > 0.25*1.3 {
+		t.Errorf("%.2f of keys changed owner; want 1/4 ± 30%%", share)
+	}
+	// The new node serves the keys it now owns from their previous owners.
+	for _, p := range moved {
+		if r := do(t, n4, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
+			t.Fatalf("%s: %d %q", p, r.StatusCode, r.body)
+		}
+	}
+	wantHits(t, o, keys)
+	if h := counterValue(t, n4, "meshcdn_handoffs_total") + counterValue(t, all[0], "meshcdn_handoffs_total") +
+		counterValue(t, all[1], "meshcdn_handoffs_total") + counterValue(t, all[2], "meshcdn_handoffs_total"); h == 0 {
+		t.Error("no hand-off counted")
+	}
 }

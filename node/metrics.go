@@ -24,6 +24,10 @@ type metrics struct {
 	targetRequests *prometheus.CounterVec
 	targetErrors   *prometheus.CounterVec
 	targetLatency  *prometheus.HistogramVec
+	peerFetches    *prometheus.CounterVec
+	peerServed     prometheus.Counter
+	peerBytes      prometheus.Counter
+	handoffs       prometheus.Counter
 	ttfb           *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
 }
@@ -67,6 +71,18 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.targetLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_origin_server_latency_seconds", Help: "Time to response headers from each origin server.", Buckets: buckets,
 	}, []string{"site", "origin"})
+	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_peer_fetches_total", Help: "Fetches this node sent to owners, by result: ok, or failed (the origin was asked instead).",
+	}, []string{"result"})
+	m.peerServed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_peer_served_total", Help: "Fetches this node answered for other nodes.",
+	})
+	m.peerBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_peer_received_bytes_total", Help: "Body bytes received from peers.",
+	})
+	m.handoffs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_handoffs_total", Help: "Misses after a ring change answered by the key's previous owner instead of the origin.",
+	})
 	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_time_to_first_byte_seconds", Help: "Time from request to response header.", Buckets: buckets,
 	}, []string{"cache_status"})
