@@ -34,7 +34,7 @@ test: lint unit fuzz ## Lint, every test under the race detector, brief fuzzing
 
 unit: ## go test -race ./..., then the memory-bound test without the race detector
 	$(GO) test -race -count=1 -timeout 8m ./...
-	$(GO) test -count=1 -run '^TestLargeObjectFromDisk$$' ./node
+	$(GO) test -count=1 -run '^(TestLargeObjectFromDisk|TestLargeObjectThroughPeer)$$' ./node
 
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 	@for t in $(FUZZ_TARGETS); do \

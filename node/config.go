@@ -169,6 +169,9 @@ func (c Config) Validate() error {
 				bad(a.field, "%q is not host:port", a.addr)
 			}
 		}
+		if m.CopyShare < 0 || m.CopyShare >= 1 {
+			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)
+		}
 		if err := m.Ring.Validate(); err != nil {
 			bad("ring", "%v", err)
 		}

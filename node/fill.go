@@ -35,8 +35,10 @@ type flight struct {
 	// background marks a refresh nobody waits for (stale-while-revalidate): a
 	// response that will not be stored is not read at all.
 	background bool
-	// peer names the owner the response came from, if it came from one.
+	// peer names the node the response came from, if it came from one; copy
+	// reports that it is the key's owner, so this node keeps a copy only.
 	peer string
+	copy bool
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
@@ -260,7 +262,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
 			if resp, err := n.fetchPeer(ctx, name, addr, key, req, false); err == nil {
-				fl.peer = name
+				fl.peer, fl.copy = name, true
 				return resp, nil
 			}
 			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
@@ -447,6 +449,12 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		if bodyAllowed(e.Status) {
 			e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
 		}
+		if fl.copy && n.copies != nil {
+			// Another node owns it: a copy, in the copies' share, not on disk.
+			n.copies.Put(key, &e)
+			n.finish(fkey, fl, nil)
+			return
+		}
 		n.store.Put(key, &e)
 		n.finish(fkey, fl, nil)
 		n.writeThrough(key, &e)
@@ -504,7 +512,10 @@ func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string,
 		fl.fill.SetHeadStoredFile(&e, path, e.Size)
 		return
 	}
-	if dec.Store {
+	switch {
+	case dec.Store && stale.copy && n.copies != nil:
+		n.copies.Put(key, &e)
+	case dec.Store:
 		n.store.Put(key, &e)
 		defer n.writeThrough(key, &e)
 	}

@@ -103,6 +103,14 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 			src = entryBody(e.Body)
 		}
 	}
+	var isCopy bool
+	if e == nil && n.copies != nil {
+		if obj, ok := n.copies.Get(key); ok {
+			if e = matchVariant(obj, x.r.Header); e != nil {
+				src, isCopy = entryBody(e.Body), true
+			}
+		}
+	}
 	if e == nil && n.disk != nil {
 		if vs := n.disk.Get(key); len(vs) > 0 {
 			if vary == nil {
@@ -128,7 +136,7 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 			n.respond(x, e, src, now)
 			return
 		}
-		stale, fwd = &stored{e: e, src: src, de: de}, httpcache.FwdStale
+		stale, fwd = &stored{e: e, src: src, de: de, copy: isCopy}, httpcache.FwdStale
 		if window := swrWindow(e, x.site); !e.NoStale && e.Staleness(now) < window {
 			n.refreshInBackground(x, rule, key, vary, stale)
 			x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
@@ -148,9 +156,10 @@ func onlyIfCached(r *http.Request) bool {
 // stored is a response the node holds: its metadata, its body, and the disk
 // entry when the body is a file of the disk tier.
 type stored struct {
-	e   *cache.Entry
-	src body
-	de  *cache.DiskEntry
+	e    *cache.Entry
+	src  body
+	de   *cache.DiskEntry
+	copy bool // held in the copies' share: another node owns it
 }
 
 // fromDisk makes a disk entry servable. A body small enough for the memory tier
@@ -184,6 +193,9 @@ func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
 // invalidate drops everything stored under key, in every tier.
 func (n *Node) invalidate(key string) bool {
 	ok := n.store.Invalidate(key)
+	if n.copies != nil && n.copies.Invalidate(key) {
+		ok = true
+	}
 	if n.disk != nil && n.disk.Invalidate(key) {
 		ok = true
 	}

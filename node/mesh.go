@@ -46,6 +46,10 @@ type MeshConfig struct {
 	// asks the key's previous owner (from its cache only) before the origin.
 	// Default 2m.
 	HandoffWindow time.Duration
+	// CopyShare is the share of the memory budget that holds copies of objects
+	// other nodes own, so hot objects are served locally everywhere while cold
+	// ones exist once per cluster. Default 0.2.
+	CopyShare float64
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }
@@ -65,6 +69,9 @@ func (m *MeshConfig) withDefaults() {
 	}
 	if m.HandoffWindow == 0 {
 		m.HandoffWindow = 2 * time.Minute
+	}
+	if m.CopyShare == 0 {
+		m.CopyShare = 0.2
 	}
 }
 
@@ -100,7 +107,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
 	m.peerLn = ln
-	m.grpc = grpc.NewServer()
+	m.grpc = grpc.NewServer(peer.ServerOptions()...)
 	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(n, n.log.With("component", "peer")))
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpc, m.health)

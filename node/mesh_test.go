@@ -1,8 +1,12 @@
 package node
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +66,18 @@ func TestMeshOffload(t *testing.T) {
 	wantHits(t, o, 100)
 	if peerFills == 0 {
 		t.Error("no response came through a peer")
+	}
+	var ok, served, share float64
+	for _, n := range nodes {
+		if v := counterValue(t, n, "meshcdn_ring_members"); v != 3 {
+			t.Errorf("%s: ring members %v", n.Name(), v)
+		}
+		ok += counterValue(t, n, "meshcdn_peer_fetches_total")
+		served += counterValue(t, n, "meshcdn_peer_served_total")
+		share += counterValue(t, n, "meshcdn_ring_owned_share")
+	}
+	if ok < float64(peerFills) || served < ok || share < 0.999 || share > 1.001 {
+		t.Errorf("peer fetches %v (responses through peers %d), served %v, owned shares sum to %v", ok, peerFills, served, share)
 	}
 }
 
@@ -276,5 +292,79 @@ func TestJoinHandOff(t *testing.T) {
 	if h := counterValue(t, n4, "meshcdn_handoffs_total") + counterValue(t, all[0], "meshcdn_handoffs_total") +
 		counterValue(t, all[1], "meshcdn_handoffs_total") + counterValue(t, all[2], "meshcdn_handoffs_total"); h == 0 {
 		t.Error("no hand-off counted")
+	}
+}
+
+// ownedBy returns a path whose key the given node owns.
+func ownedBy(t *testing.T, n *Node, owner, prefix string) string {
+	for i := 0; i < 10000; i++ {
+		p := fmt.Sprintf("%s%d.js", prefix, i)
+		if o, _ := n.mesh.ring.Load().ring.Owner(n.sites.Default().CacheKey("127.0.0.1", p, "")); o == owner {
+			return p
+		}
+	}
+	t.Fatalf("no key owned by %s", owner)
+	return ""
+}
+
+// TestCopiesShare: a non-owner keeps what it fetched from the owner in the
+// copies' share of its memory, bounded by it; the owner keeps the object.
+func TestCopiesShare(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write(make([]byte, 10000))
+	})
+	nodes := startCluster(t, o, 2, func(c *Config) { c.MemoryBytes = 4 << 20; c.Mesh.CopyShare = 0.25 })
+	p := ownedBy(t, nodes[1], "n1", "/c/")
+	do(t, nodes[1], "GET", p)
+	wantStatus(t, do(t, nodes[1], "GET", p), "meshcdn; hit")
+	if gaugeValue(t, nodes[1], "meshcdn_store_objects", "tier", "copies") != 1 || gaugeValue(t, nodes[1], "meshcdn_store_objects", "tier", "memory") != 0 {
+		t.Error("the non-owner did not keep its copy in the copies' share")
+	}
+	if gaugeValue(t, nodes[0], "meshcdn_store_objects", "tier", "memory") != 1 {
+		t.Error("the owner did not store the object")
+	}
+	for i := range 300 {
+		do(t, nodes[1], "GET", ownedBy(t, nodes[1], "n1", fmt.Sprintf("/many%d-", i)))
+	}
+	if b := gaugeValue(t, nodes[1], "meshcdn_store_bytes", "tier", "copies"); b > 1<<20+20000 {
+		t.Errorf("copies hold %v bytes, share 1 MiB", b)
+	}
+}
+
+// TestLargeObjectThroughPeer is acceptance 7 of the mesh: a 100 MiB object
+// fetched through its owner streams with bounded memory.
+func TestLargeObjectThroughPeer(t *testing.T) {
+	const size = 100 << 20
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = io.CopyN(w, &pattern{}, size)
+	})
+	nodes := startCluster(t, o, 2, nil)
+	p := ownedBy(t, nodes[1], "n1", "/big/")
+	before := peakRSS(t)
+	resp, err := http.Get("http://" + nodes[1].HTTPAddr() + p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	want := sha256.New()
+	_, _ = io.CopyN(want, &pattern{}, size)
+	if err != nil || n != size || !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
+		t.Fatalf("body through the peer: %d bytes, %v", n, err)
+	}
+	if !strings.Contains(resp.Header.Get("Cache-Status"), "detail=") {
+		t.Logf("Cache-Status %q", resp.Header.Get("Cache-Status"))
+	}
+	if c := counterValue(t, nodes[1], "meshcdn_peer_received_bytes_total"); c != size {
+		t.Errorf("%v bytes came from the peer, want %d", c, size)
+	}
+	growth := peakRSS(t) - before
+	t.Logf("peak RSS grew by %d MiB for a %d MiB object through a peer", growth>>20, size>>20)
+	if growth > 48<<20 && !raceEnabled {
+		t.Errorf("peak RSS grew by %d MiB (bound 48 MiB)", growth>>20)
 	}
 }

@@ -30,8 +30,9 @@ type Node struct {
 	siteStats map[*site.Site]*siteMetrics
 	unknown   *siteMetrics
 	store     *cache.Memory
-	disk      *cache.Disk // nil without a cache dir; set in Start
-	mesh      *mesh       // nil without a mesh; set in Start
+	copies    *cache.Memory // copies of objects other nodes own; nil without a mesh
+	disk      *cache.Disk   // nil without a cache dir; set in Start
+	mesh      *mesh         // nil without a mesh; set in Start
 	metrics   *metrics
 	transport *origin.Transports
 
@@ -62,11 +63,15 @@ func New(cfg Config) (*Node, error) {
 		log:       cfg.Logger.With("node", cfg.Name),
 		pools:     map[*site.Site]*origin.Pool{},
 		siteStats: map[*site.Site]*siteMetrics{},
-		store:     cache.NewMemory(cfg.MemoryBytes),
+		store:     cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
 		transport: origin.NewTransports(cfg.Origin),
 		flights:   map[string]*flight{},
 	}
 	n.metrics = newMetrics(n.store)
+	if b := copyBudget(cfg); b > 0 {
+		n.copies = cache.NewMemory(b)
+		n.metrics.registerTier("copies", n.copies.Stats)
+	}
 	n.unknown = n.metrics.forSite("-")
 	var sites []*site.Site
 	for _, sc := range cfg.Sites {
@@ -183,6 +188,18 @@ func (n *Node) serve(s *http.Server, ln net.Listener, name string) {
 	}
 }
 
+// copyBudget is the memory tier's share for copies of others' objects.
+func copyBudget(cfg Config) int64 {
+	if cfg.Mesh == nil {
+		return 0
+	}
+	share := cfg.Mesh.CopyShare
+	if share == 0 {
+		share = 0.2
+	}
+	return int64(float64(cfg.MemoryBytes) * share)
+}
+
 // Name is the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
 
@@ -232,6 +249,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.wg.Wait()
 		n.store.Close()
+		if n.copies != nil {
+			n.copies.Close()
+		}
 		n.transport.CloseIdleConnections()
 		err = errors.Join(errs...)
 		n.log.Info("edge node stopped")

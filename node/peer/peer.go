@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,17 @@ import (
 
 // ChunkSize is the largest body chunk of a Fetch stream.
 const ChunkSize = 256 << 10
+
+// Flow-control windows of peer connections: per stream and per connection.
+const (
+	StreamWindow = 1 << 20
+	ConnWindow   = 8 << 20
+)
+
+// ServerOptions are the gRPC server options peers need: the same fixed windows.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow)}
+}
 
 type fromPeerKey struct{}
 
@@ -118,7 +130,16 @@ func (w *streamWriter) WriteHeader(code int) {
 			size = n
 		}
 	}
-	head := &peerv1.ResponseHead{Status: int32(code), Size: size, CacheStatus: w.header.Get("Cache-Status")}
+	cs := w.header.Get("Cache-Status")
+	head := &peerv1.ResponseHead{Status: int32(code), Size: size, CacheStatus: cs,
+		Stored: strings.Contains(cs, "; hit") || strings.Contains(cs, "; stored")}
+	for _, v := range w.header.Values("Vary") {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				head.Vary = append(head.Vary, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
 	for k, vs := range w.header {
 		head.Headers = append(head.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
@@ -157,7 +178,7 @@ func (w *streamWriter) flush() error {
 		return w.err
 	}
 	w.err = w.stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_Chunk{Chunk: w.buf}})
-	w.buf = make([]byte, 0, min(ChunkSize, 64<<10))
+	w.buf = make([]byte, 0, ChunkSize)
 	return w.err
 }
 
@@ -180,7 +201,10 @@ func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Fixed flow-control windows (no BDP growth to 16 MiB): a stream buffers
+		// at most StreamWindow, so a large body crosses in bounded memory.
+		grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow))
 	if err != nil {
 		return nil, err
 	}
