@@ -40,6 +40,16 @@ func TestDiskTierSurvivesRestart(t *testing.T) {
 	}
 }
 
+// patternHandler serves size bytes of pattern, cacheable, with a
+// Content-Length, without holding them in memory.
+func patternHandler(size int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = io.CopyN(w, &pattern{}, int64(size))
+	}
+}
+
 // pattern is a deterministic 200 MiB-class body that is never held in memory.
 type pattern struct{ off int64 }
 
@@ -58,11 +68,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 // the process's peak resident memory growing far less than the object's size.
 func TestLargeObjectFromDisk(t *testing.T) {
 	const size = 200 << 20
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Header().Set("Content-Length", strconv.Itoa(size))
-		_, _ = io.CopyN(w, &pattern{}, size)
-	})
+	o := newOrigin(t, patternHandler(size))
 	n := startNode(t, o, Config{CacheDir: t.TempDir(), DiskBytes: 1 << 30, MemoryBytes: 16 << 20, MaxObjectSize: 1 << 20})
 	before := peakRSS(t)
 

@@ -332,8 +332,11 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	fl.fwdStatus = resp.StatusCode
 
 	if stale != nil && resp.StatusCode == http.StatusNotModified {
-		n.refreshed(fl, stale, rule, key, req, resp.Header, reqTime, respTime)
+		through := n.refreshed(fl, stale, rule, key, req, resp.Header, reqTime, respTime)
 		n.finish(fkey, fl, nil)
+		if through != nil {
+			n.writeThrough(key, through)
+		}
 		return
 	}
 
@@ -481,8 +484,9 @@ func (n *Node) writeThrough(key string, e *cache.Entry) {
 
 // refreshed handles a revalidation that the origin answered 304: the stored
 // entry is updated with the new fields and freshness, in every tier, and
-// becomes the fill's response. The caller finishes the fill.
-func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) {
+// becomes the fill's response. The caller finishes the fill, then writes the
+// returned entry (if any) through to disk.
+func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) *cache.Entry {
 	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
 	merged := httpcache.UpdateStored(stale.e.Header, h)
 	cc := httpcache.ParseCacheControl(merged)
@@ -510,17 +514,19 @@ func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string,
 			}
 		}
 		fl.fill.SetHeadStoredFile(&e, path, e.Size)
-		return
+		return nil
 	}
+	var through *cache.Entry
 	switch {
 	case dec.Store && stale.copy && n.copies != nil:
 		n.copies.Put(key, &e)
 	case dec.Store:
 		n.store.Put(key, &e)
-		defer n.writeThrough(key, &e)
+		through = &e
 	}
 	fl.fill.SetHead(&e, 0, false)
 	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
+	return through
 }
 
 // rewriteDisk stores e, whose body is the file of de, as a new disk object.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,11 +335,7 @@ func TestCopiesShare(t *testing.T) {
 // fetched through its owner streams with bounded memory.
 func TestLargeObjectThroughPeer(t *testing.T) {
 	const size = 100 << 20
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=600")
-		w.Header().Set("Content-Length", strconv.Itoa(size))
-		_, _ = io.CopyN(w, &pattern{}, size)
-	})
+	o := newOrigin(t, patternHandler(size))
 	nodes := startCluster(t, o, 2, nil)
 	p := ownedBy(t, nodes[1], "n1", "/big/")
 	before := peakRSS(t)
