@@ -16,6 +16,7 @@ BENCHTIME ?= 2s
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GRPCURL_VERSION            := v1.9.3
 BIN  := $(CURDIR)/bin
 TOOL_PATH := PATH="$(BIN):$$PATH"
 
@@ -30,7 +31,7 @@ build: ## Static binary bin/meshcdn
 run: build ## Local cluster: demo origin on :8000, edge on :8080 (Ctrl-C stops)
 	./bin/meshcdn dev
 
-test: lint unit fuzz ## Lint, every test under the race detector, brief fuzzing
+test: lint tools unit fuzz ## Lint, every test under the race detector (README grpcurl lines included), brief fuzzing
 
 unit: ## go test -race ./..., then the memory-bound test without the race detector
 	$(GO) test -race -count=1 -timeout 8m ./...
@@ -48,7 +49,7 @@ lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to da
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Install buf and the protoc plugins (pinned) into bin/
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl ## Install buf, the protoc plugins and grpcurl (pinned) into bin/
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -56,6 +57,8 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 proto: tools ## Regenerate the Go code under proto/ (committed)
 	$(TOOL_PATH) $(BIN)/buf generate

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -73,6 +74,15 @@ type Config struct {
 	// Mesh, when set, makes the node a member of a mesh of edges.
 	Mesh *MeshConfig
 
+	// AdminAddr serves the gRPC AdminService (with health and reflection).
+	// Empty: no admin listener (`meshcdn edge` defaults to 127.0.0.1:7071).
+	AdminAddr string
+	// AdminToken, when set, is required as "authorization: Bearer <token>" on
+	// every admin call but health checks.
+	AdminToken string
+	// AdminInsecure allows an admin listener beyond loopback without a token.
+	AdminInsecure bool
+
 	// ShutdownTimeout bounds Run's drain of in-flight requests. Default 15s.
 	ShutdownTimeout time.Duration
 	// AccessLog logs one Info line per request with its cache status.
@@ -127,7 +137,10 @@ func (c Config) Validate() error {
 	if len(c.Origins) == 0 && len(c.Sites) == 0 {
 		bad("origin", "no origin: set --origin or declare sites in the config file")
 	}
-	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"metrics", c.MetricsAddr}} {
+	if c.AdminAddr != "" && c.AdminToken == "" && !c.AdminInsecure && !loopback(c.AdminAddr) {
+		bad("admin", "%q is beyond loopback: set an admin token, or admin_insecure to accept the risk", c.AdminAddr)
+	}
+	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"metrics", c.MetricsAddr}, {"admin", c.AdminAddr}} {
 		if a.addr == "" || a.addr == "off" {
 			continue
 		}
@@ -193,6 +206,19 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// loopback reports whether addr listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // prefixErrors puts prefix before each of the joined errors in err.
 func prefixErrors(prefix string, err error) error {
 	var joined interface{ Unwrap() []error }
@@ -222,6 +248,9 @@ type File struct {
 		HitForPass      units.Duration `yaml:"hit_for_pass"`
 		ShutdownTimeout units.Duration `yaml:"shutdown_timeout"`
 		AccessLog       bool           `yaml:"access_log"`
+		Admin           string         `yaml:"admin"`
+		AdminTokenFile  string         `yaml:"admin_token_file"`
+		AdminInsecure   bool           `yaml:"admin_insecure"`
 	} `yaml:"node"`
 	Origin struct {
 		Default        []string       `yaml:"default"`
@@ -238,6 +267,20 @@ type File struct {
 		GossipKey string   `yaml:"gossip_key"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
+}
+
+// ReadToken reads a secret from a file: its first line, trimmed. It must not
+// be empty.
+func ReadToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
 }
 
 // LoadFile reads a YAML configuration file into a Config. Unknown fields are
@@ -271,6 +314,8 @@ func ParseFile(name string, data []byte) (Config, error) {
 		HitForPass:      time.Duration(f.Node.HitForPass),
 		ShutdownTimeout: time.Duration(f.Node.ShutdownTimeout),
 		AccessLog:       f.Node.AccessLog,
+		AdminAddr:       f.Node.Admin,
+		AdminInsecure:   f.Node.AdminInsecure,
 		Sites:           f.Sites,
 		Origin: origin.Config{
 			DialTimeout:    time.Duration(f.Origin.ConnectTimeout),
@@ -279,6 +324,13 @@ func ParseFile(name string, data []byte) (Config, error) {
 		},
 	}
 	var errs []error
+	if f.Node.AdminTokenFile != "" {
+		tok, err := ReadToken(f.Node.AdminTokenFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: node.admin_token_file: %w", name, err))
+		}
+		c.AdminToken = tok
+	}
 	if f.Origin.CAFile != "" {
 		pem, err := os.ReadFile(f.Origin.CAFile)
 		if err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/origin"
@@ -34,7 +36,11 @@ type Node struct {
 	disk      *cache.Disk   // nil without a cache dir; set in Start
 	mesh      *mesh         // nil without a mesh; set in Start
 	metrics   *metrics
-	transport *origin.Transports
+
+	admin       *grpc.Server // nil without an admin listener
+	adminLn     net.Listener
+	adminHealth *health.Server
+	transport   *origin.Transports
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight
@@ -175,6 +181,20 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.cfg.AdminAddr != "" {
+		if err := n.startAdmin(ctx); err != nil {
+			n.cancel()
+			_ = ln.Close()
+			if n.metricsSrv != nil {
+				_ = n.metricsSrv.Close()
+			}
+			if n.mesh != nil {
+				_ = n.mesh.stop(context.Background())
+			}
+			n.wg.Wait()
+			return err
+		}
+	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
 	n.ready.Store(true)
 	n.log.Info("edge node started", "http", ln.Addr().String(), "metrics", n.MetricsAddr(),
@@ -242,6 +262,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.mesh != nil {
 			errs = append(errs, n.mesh.stop(ctx))
 		}
+		n.stopAdmin(ctx)
 		n.cancel() // fills stop; handlers still waiting on them return
 		n.handlers.Wait()
 		if n.metricsSrv != nil {

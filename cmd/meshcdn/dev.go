@@ -25,6 +25,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	originAddr := fs.String("origin-http", "127.0.0.1:8000", "demo origin listen `address`")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "first edge's client listen `address`; the others take the next ports")
 	metricsAddr := fs.String("metrics", "127.0.0.1:9090", "first edge's metrics listen `address`; the others take the next ports")
+	adminAddr := fs.String("admin", "127.0.0.1:7071", "first edge's gRPC admin listen `address`; the others take the next ports")
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay the demo origin adds to every request")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
 	accessLog := fs.Bool("access-log", false, "log one line per request")
@@ -62,7 +63,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		n, err := node.New(node.Config{
 			Name: fmt.Sprintf("edge-%d", i+1), HTTPAddr: offsetPort(*httpAddr, i), MetricsAddr: offsetPort(*metricsAddr, i),
-			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
+			AdminAddr: offsetPort(*adminAddr, i),
+			Origins:   []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
 		})
 		if err == nil {
 			err = n.Start(ctx)
@@ -82,7 +84,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "meshcdn dev cluster is up: a demo origin and %d edges in one mesh.\n  demo origin  %s\n", devEdges, originURL)
 	for _, n := range nodes {
-		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr())
+		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
 	}
 	edge, edge2 := "http://"+nodes[0].HTTPAddr(), "http://"+nodes[1].HTTPAddr()
 	fmt.Fprintf(stdout, `
@@ -93,8 +95,9 @@ Try:
   curl -si %[2]s/api/time                               # dynamic: never stored
   curl -s  %[1]s/_origin/stats                          # requests the origin served
   curl -s -r 0-99 %[2]s/media/sample.mp4 | wc -c        # Range from the cache
+  grpcurl -plaintext %[4]s meshcdn.admin.v1.AdminService/ListMembers
 Ctrl-C stops everything.
-`, originURL, edge, edge2)
+`, originURL, edge, edge2, nodes[0].AdminAddr())
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()

@@ -32,7 +32,7 @@ type edgeProc struct {
 func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 	t.Helper()
 	args = append([]string{"edge", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-		"--peer", "127.0.0.1:0", "--gossip", "127.0.0.1:0"}, args...)
+		"--peer", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
 	p := &edgeProc{cmd: exec.Command(os.Args[0], args...)}
 	p.cmd.Env = append(os.Environ(), "MESHCDN_TEST_MAIN=1")
 	stderr, err := p.cmd.StderrPipe()

@@ -23,9 +23,12 @@ type edgeFlags struct {
 	config, name, http, metrics, origin string
 	cacheDir                            string
 	peer, gossip, join, region, key     string
+	admin, adminToken, adminTokenFile   string
+	adminInsecure                       bool
 	memory, maxObject, disk             units.Size
 	accessLog                           bool
 	logFormat, logLevel                 string
+	set                                 map[string]bool // flags given on the command line or in the environment
 }
 
 func (f *edgeFlags) register(fs *flag.FlagSet) {
@@ -43,6 +46,10 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
 	fs.StringVar(&f.region, "region", "", "region advertised to the other nodes")
 	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption key, base64 of 16, 24 or 32 bytes")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
+	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
+	fs.BoolVar(&f.adminInsecure, "admin-insecure", false, "allow an admin listener beyond loopback without a token")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -51,6 +58,12 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 // parseFlags parses args, then fills every flag not given on the command line
 // from the environment.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	return parseFlagsSet(fs, args, getenv, nil)
+}
+
+// parseFlagsSet is parseFlags that also records in setFlags which flags were
+// given, on the command line or in the environment.
+func parseFlagsSet(fs *flag.FlagSet, args []string, getenv func(string) string, setFlags map[string]bool) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -62,6 +75,9 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if setFlags != nil {
+		defer fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "MESHCDN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -129,6 +145,9 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	if err := f.meshConfig(&cfg); err != nil {
 		return cfg, usageError{err}
 	}
+	if err := f.adminConfig(&cfg); err != nil {
+		return cfg, usageError{err}
+	}
 	if f.origin != "" {
 		cfg.Origins = nil
 		for o := range strings.SplitSeq(f.origin, ",") {
@@ -151,6 +170,30 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// adminConfig applies the admin flags over the file's settings.
+func (f *edgeFlags) adminConfig(cfg *node.Config) error {
+	switch {
+	case f.admin == "off":
+		cfg.AdminAddr = ""
+	case cfg.AdminAddr == "" || f.set["admin"]:
+		cfg.AdminAddr = f.admin
+	}
+	if f.adminTokenFile != "" {
+		tok, err := node.ReadToken(f.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		cfg.AdminToken = tok
+	}
+	if f.adminToken != "" {
+		cfg.AdminToken = f.adminToken
+	}
+	if f.adminInsecure {
+		cfg.AdminInsecure = true
+	}
+	return nil
 }
 
 // meshConfig applies the mesh flags: the mesh is on unless --gossip off.
@@ -195,7 +238,8 @@ func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	var f edgeFlags
 	f.register(fs)
-	if err := parseFlags(fs, args, os.Getenv); err != nil {
+	f.set = map[string]bool{}
+	if err := parseFlagsSet(fs, args, os.Getenv, f.set); err != nil {
 		return err
 	}
 	cfg, err := f.edgeConfig(stderr)

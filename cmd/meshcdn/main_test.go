@@ -25,7 +25,7 @@ func TestDev(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"dev", "--origin-http", "127.0.0.1:0", "--http", "127.0.0.1:0",
-			"--metrics", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
+			"--metrics", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
 	}()
 	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+).*\n  edge-2       (http://\S+).*\n  edge-3       (http://\S+)`)
 	var m []string

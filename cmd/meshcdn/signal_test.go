@@ -43,7 +43,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	defer origin.Close()
 
 	cmd := exec.Command(os.Args[0], "edge", "--origin", origin.URL, "--http", "127.0.0.1:0", "--metrics", "off",
-		"--peer", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
+		"--peer", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--admin", "off")
 	cmd.Env = append(os.Environ(), "MESHCDN_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

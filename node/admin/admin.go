@@ -1,0 +1,129 @@
+// Package admin is the operators' gRPC AdminService. It sees the node only
+// through the small Cluster interface it declares, and adds bearer-token
+// authentication for listeners exposed beyond loopback.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+)
+
+// MemberInfo describes one member of the cluster.
+type MemberInfo struct {
+	Name, Region, HTTPAddr, PeerAddr, GossipAddr string
+	OwnedShare                                   float64
+	Self                                         bool
+}
+
+// Location is where a URL's object lives.
+type Location struct {
+	Site, Key, Owner string
+	Replicas         []string
+	Epoch            uint64
+}
+
+// ErrBadURL is wrapped by Cluster.Locate for a URL it cannot place.
+var ErrBadURL = errors.New("bad url")
+
+// Cluster is what the admin service needs from the node.
+type Cluster interface {
+	// Name is the answering node's name.
+	Name() string
+	// Members lists the live members.
+	Members() []MemberInfo
+	// Locate places an absolute URL; errors wrap ErrBadURL when the URL is at
+	// fault.
+	Locate(url string, replicas int) (Location, error)
+	// ConfigJSON is the effective configuration, secrets redacted.
+	ConfigJSON() ([]byte, error)
+}
+
+// Server implements adminv1.AdminServiceServer.
+type Server struct {
+	adminv1.UnimplementedAdminServiceServer
+	c Cluster
+}
+
+var _ adminv1.AdminServiceServer = (*Server)(nil)
+
+// NewServer returns the admin service over c.
+func NewServer(c Cluster) *Server { return &Server{c: c} }
+
+// ListMembers implements adminv1.AdminServiceServer.
+func (s *Server) ListMembers(context.Context, *adminv1.ListMembersRequest) (*adminv1.ListMembersResponse, error) {
+	resp := &adminv1.ListMembersResponse{}
+	for _, m := range s.c.Members() {
+		resp.Members = append(resp.Members, &adminv1.Member{Name: m.Name, State: "alive", Region: m.Region,
+			HttpAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, OwnedShare: m.OwnedShare, Self: m.Self})
+	}
+	return resp, nil
+}
+
+// Locate implements adminv1.AdminServiceServer.
+func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1.LocateResponse, error) {
+	if req.GetUrl() == "" {
+		return nil, status.Error(codes.InvalidArgument, "url: required, e.g. http://www.example.com/a.png")
+	}
+	if req.GetReplicas() < 0 || req.GetReplicas() > 64 {
+		return nil, status.Errorf(codes.InvalidArgument, "replicas: %d is not between 0 and 64", req.GetReplicas())
+	}
+	loc, err := s.c.Locate(req.GetUrl(), int(req.GetReplicas()))
+	if errors.Is(err, ErrBadURL) {
+		return nil, status.Errorf(codes.InvalidArgument, "url: %v", err)
+	}
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch}, nil
+}
+
+// GetConfig implements adminv1.AdminServiceServer.
+func (s *Server) GetConfig(context.Context, *adminv1.GetConfigRequest) (*adminv1.GetConfigResponse, error) {
+	b, err := s.c.ConfigJSON()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &adminv1.GetConfigResponse{Node: s.c.Name(), Json: string(b)}, nil
+}
+
+// healthService is exempt from authentication, so probes need no token.
+const healthService = "/grpc.health.v1.Health/"
+
+// Auth returns interceptors that require "authorization: Bearer <token>" on
+// every call but health checks.
+func Auth(token string) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	check := func(ctx context.Context, method string) error {
+		if strings.HasPrefix(method, healthService) {
+			return nil
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		for _, v := range md.Get("authorization") {
+			if got, ok := strings.CutPrefix(v, "Bearer "); ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1 {
+				return nil
+			}
+		}
+		return status.Error(codes.Unauthenticated, "admin: missing or wrong bearer token (authorization: Bearer <token>)")
+	}
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := check(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := check(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
+	return unary, stream
+}

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+)
+
+// TestREADMEGrpcurl runs every grpcurl line of the README's "Operating the
+// cluster" section, verbatim but for the address, against a live 3-node
+// cluster, and checks what each prints.
+func TestREADMEGrpcurl(t *testing.T) {
+	grpcurl, err := filepath.Abs("../bin/grpcurl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(grpcurl); err != nil {
+		t.Skip("bin/grpcurl is missing: `make tools` installs it (`make test` does)")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "<!-- grpcurl examples: tested by node/admin_test.go -->")
+	section, _, _ = strings.Cut(section, "<!-- end of grpcurl examples -->")
+	var lines []string
+	for l := range strings.SplitSeq(section, "\n") {
+		if strings.HasPrefix(l, "grpcurl ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) < 6 {
+		t.Fatalf("found %d grpcurl lines in the README", len(lines))
+	}
+	o := newOrigin(t, static("x", "max-age=60"))
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	addr := nodes[0].AdminAddr()
+	want := map[string][]string{
+		" list":        {"meshcdn.admin.v1.AdminService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"},
+		" describe ":   {"rpc ListMembers", "rpc Locate", "rpc GetConfig"},
+		"Health/Check": {`"status": "SERVING"`},
+		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
+		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
+		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+	}
+	for _, l := range lines {
+		args, err := shellSplit(strings.ReplaceAll(l, "127.0.0.1:7071", addr))
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, grpcurl, args[1:]...).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", l, err, out)
+			continue
+		}
+		matched := false
+		for frag, wants := range want {
+			if !strings.Contains(l, frag) {
+				continue
+			}
+			matched = true
+			for _, w := range wants {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%s: output lacks %s:\n%s", l, w, out)
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("%s: no expectation for this README line", l)
+		}
+	}
+}
+
+// shellSplit splits a command line with single-quoted arguments.
+func shellSplit(s string) ([]string, error) {
+	re := regexp.MustCompile(`'[^']*'|\S+`)
+	var out []string
+	for _, m := range re.FindAllString(s, -1) {
+		out = append(out, strings.Trim(m, "'"))
+	}
+	return out, nil
+}
+
+func adminClient(t *testing.T, addr string) (adminv1.AdminServiceClient, healthpb.HealthClient) {
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return adminv1.NewAdminServiceClient(c), healthpb.NewHealthClient(c)
+}
+
+// TestAdminTokenAndArguments: with a token, calls without it are
+// Unauthenticated (health excepted); bad arguments are InvalidArgument naming
+// the field; a listener beyond loopback needs a token.
+func TestAdminTokenAndArguments(t *testing.T) {
+	o := newOrigin(t, static("x", "max-age=60"))
+	n := startNode(t, o, Config{AdminAddr: "127.0.0.1:0", AdminToken: "s3cret"})
+	ac, hc := adminClient(t, n.AdminAddr())
+	ctx := t.Context()
+	if _, err := ac.ListMembers(ctx, &adminv1.ListMembersRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no token: %v", err)
+	}
+	bad := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer wrong")
+	if _, err := ac.ListMembers(bad, &adminv1.ListMembersRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong token: %v", err)
+	}
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health without a token: %v %v", r, err)
+	}
+	good := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret")
+	m, err := ac.ListMembers(good, &adminv1.ListMembersRequest{})
+	if err != nil || len(m.GetMembers()) != 1 || !m.GetMembers()[0].GetSelf() {
+		t.Errorf("with the token: %v %v", m, err)
+	}
+	for _, tt := range []struct {
+		req  *adminv1.LocateRequest
+		want string
+	}{
+		{&adminv1.LocateRequest{}, "url: required"},
+		{&adminv1.LocateRequest{Url: "not a url"}, "url: "},
+		{&adminv1.LocateRequest{Url: "ftp://x/y"}, "url: "},
+		{&adminv1.LocateRequest{Url: "http://127.0.0.1/a", Replicas: -1}, "replicas: -1"},
+	} {
+		_, err := ac.Locate(good, tt.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("Locate(%v) = %v, want InvalidArgument %q", tt.req, err, tt.want)
+		}
+	}
+	c, err := ac.GetConfig(good, &adminv1.GetConfigRequest{})
+	if err != nil || strings.Contains(c.GetJson(), "s3cret") || !strings.Contains(c.GetJson(), "REDACTED") {
+		t.Errorf("GetConfig leaks or lacks the redaction: %v %v", c.GetJson(), err)
+	}
+	if err := (Config{Origins: mustOrigins(t), AdminAddr: "0.0.0.0:7071"}).Validate(); err == nil ||
+		!strings.Contains(err.Error(), "beyond loopback") {
+		t.Errorf("open admin listener without a token: %v", err)
+	}
+	if err := (Config{Origins: mustOrigins(t), AdminAddr: "0.0.0.0:7071", AdminInsecure: true}).Validate(); err != nil {
+		t.Errorf("admin_insecure: %v", err)
+	}
+}

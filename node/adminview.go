@@ -1,0 +1,154 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/meshcdn/meshcdn/node/admin"
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+)
+
+// startAdmin binds the admin listener and serves AdminService, health and
+// reflection on it.
+func (n *Node) startAdmin(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("node: admin listener: %w", err)
+	}
+	var opts []grpc.ServerOption
+	if n.cfg.AdminToken != "" {
+		unary, stream := admin.Auth(n.cfg.AdminToken)
+		opts = append(opts, grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	}
+	s := grpc.NewServer(opts...)
+	adminv1.RegisterAdminServiceServer(s, admin.NewServer(adminView{n}))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s, hs)
+	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(s)
+	n.admin, n.adminLn, n.adminHealth = s, ln, hs
+	n.wg.Go(func() {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("admin listener failed", "err", err)
+		}
+	})
+	return nil
+}
+
+// stopAdmin drains admin calls until ctx ends, then cuts them off.
+func (n *Node) stopAdmin(ctx context.Context) {
+	if n.admin == nil {
+		return
+	}
+	n.adminHealth.Shutdown()
+	stop := context.AfterFunc(ctx, n.admin.Stop)
+	n.admin.GracefulStop()
+	stop()
+}
+
+// AdminAddr is the bound admin address; empty when the admin API is off.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// adminView is the node as the admin service sees it.
+type adminView struct{ n *Node }
+
+var _ admin.Cluster = adminView{}
+
+func (v adminView) Name() string { return v.n.cfg.Name }
+
+func (v adminView) Members() []admin.MemberInfo {
+	n := v.n
+	if n.mesh == nil {
+		return []admin.MemberInfo{{Name: n.cfg.Name, HTTPAddr: n.HTTPAddr(), OwnedShare: 1, Self: true}}
+	}
+	shares := n.mesh.ring.Load().ring.Shares()
+	var out []admin.MemberInfo
+	for _, m := range n.mesh.gossip.Members() {
+		out = append(out, admin.MemberInfo{Name: m.Name, Region: m.Meta.Region, HTTPAddr: m.Meta.HTTPAddr,
+			PeerAddr: m.Meta.PeerAddr, GossipAddr: m.Addr, OwnedShare: shares[m.Name], Self: m.Name == n.cfg.Name})
+	}
+	return out
+}
+
+func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
+	n := v.n
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return admin.Location{}, fmt.Errorf("%w: %q is not an absolute http(s) URL", admin.ErrBadURL, raw)
+	}
+	st, ok := n.sites.Lookup(u.Host)
+	if !ok {
+		return admin.Location{}, fmt.Errorf("%w: no site is configured for host %q", admin.ErrBadURL, u.Host)
+	}
+	loc := admin.Location{Site: st.Name, Key: st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), Owner: n.cfg.Name}
+	if n.mesh != nil {
+		s := n.mesh.ring.Load()
+		loc.Owner, _ = s.ring.Owner(loc.Key)
+		if replicas > 0 {
+			if rs := s.ring.Replicas(loc.Key, replicas+1); len(rs) > 1 {
+				loc.Replicas = rs[1:]
+			}
+		}
+		loc.Epoch = n.mesh.epoch.Load()
+	}
+	return loc, nil
+}
+
+// ConfigJSON renders the effective configuration with secrets redacted.
+func (v adminView) ConfigJSON() ([]byte, error) {
+	c := v.n.cfg
+	type mesh struct {
+		Peer, Gossip string
+		Join         []string
+		Region       string
+		GossipKey    string `json:",omitempty"`
+		CopyShare    float64
+	}
+	view := struct {
+		Name, HTTP, Metrics, Admin   string
+		AdminToken                   string `json:",omitempty"`
+		Origins                      []string
+		Sites                        int
+		MemoryBytes, MaxObjectSize   int64
+		CacheDir                     string
+		DiskBytes                    int64
+		FillTimeout, FillIdleTimeout string
+		HitForPass, ShutdownTimeout  string
+		AccessLog                    bool
+		Mesh                         *mesh `json:",omitempty"`
+	}{
+		Name: c.Name, HTTP: v.n.HTTPAddr(), Metrics: v.n.MetricsAddr(), Admin: v.n.AdminAddr(),
+		Sites: len(c.Sites), MemoryBytes: c.MemoryBytes, MaxObjectSize: c.MaxObjectSize, CacheDir: c.CacheDir,
+		DiskBytes: c.DiskBytes, FillTimeout: c.FillTimeout.String(), FillIdleTimeout: c.FillIdleTimeout.String(),
+		HitForPass: c.HitForPass.String(), ShutdownTimeout: c.ShutdownTimeout.String(), AccessLog: c.AccessLog,
+	}
+	if c.AdminToken != "" {
+		view.AdminToken = "REDACTED"
+	}
+	for _, o := range c.Origins {
+		view.Origins = append(view.Origins, o.String())
+	}
+	if m := c.Mesh; m != nil {
+		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
+			CopyShare: m.CopyShare}
+		if len(m.GossipKey) > 0 {
+			view.Mesh.GossipKey = "REDACTED"
+		}
+	}
+	return json.MarshalIndent(view, "", "  ")
+}
