@@ -56,6 +56,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
 		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
 	for _, l := range lines {
 		args, err := shellSplit(strings.ReplaceAll(l, "127.0.0.1:7071", addr))

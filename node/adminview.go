@@ -109,6 +109,10 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 	return loc, nil
 }
 
+func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
+	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
+}
+
 // ConfigJSON renders the effective configuration with secrets redacted.
 func (v adminView) ConfigJSON() ([]byte, error) {
 	c := v.n.cfg

@@ -2,12 +2,19 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
 var benchSizes = []struct {
@@ -125,5 +132,39 @@ func BenchmarkHitLoopback(b *testing.B) {
 				get(b, plain.URL+"/obj.bin")
 			}
 		})
+	}
+}
+
+// BenchmarkPurge3Nodes is the time from a Purge RPC to its last receipt on a
+// 3-node cluster on loopback.
+func BenchmarkPurge3Nodes(b *testing.B) {
+	o := newOrigin(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("x"))
+	})
+	var nodes []*Node
+	for i := range 3 {
+		cfg := Config{Name: fmt.Sprintf("n%d", i+1), AdminAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+			Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}}
+		if i > 0 {
+			cfg.Mesh.Join = []string{nodes[0].GossipAddr()}
+		}
+		nodes = append(nodes, startNode(b, o, cfg))
+	}
+	for nodes[0].RingMembers() != 3 || nodes[2].RingMembers() != 3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := grpc.NewClient(nodes[0].AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ac := adminv1.NewAdminServiceClient(c)
+	req := &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/bench.css"}}
+	for b.Loop() {
+		resp, err := ac.Purge(context.Background(), req)
+		if err != nil || len(resp.GetNodes()) != 3 {
+			b.Fatalf("%v %v", resp, err)
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -315,6 +314,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	defer idle.Stop()
 
 	stats.originFill.Inc()
+	gen := n.purgeGen.Load() // a purge while this fill runs may concern it
 	reqTime := time.Now()
 	resp, err := n.fetch(ictx, fl, st, key, req)
 	if err != nil {
@@ -432,6 +432,14 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		fail(err)
 		return
 	}
+	if n.purgeGen.Load() != gen && (dec.Store || disk != nil) {
+		// A purge ran meanwhile: the body may predate it; serve it, store nothing.
+		if disk != nil {
+			fl.fill.AbortFile() // open readers keep their file
+		}
+		n.finish(fkey, fl, nil)
+		return
+	}
 	switch {
 	case disk != nil:
 		e := *head
@@ -507,7 +515,7 @@ func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string,
 		// A large object served from its file: rewrite it with the new metadata.
 		path := stale.de.Path()
 		if dec.Store {
-			if de, err := n.rewriteDisk(key, stale.de, &e); err == nil {
+			if de, err := n.disk.Rewrite(key, stale.de, &e); err == nil {
 				path = de.Path()
 			} else {
 				n.log.Warn("disk tier rewrite failed", "key", key, "err", err)
@@ -527,24 +535,6 @@ func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string,
 	fl.fill.SetHead(&e, 0, false)
 	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
 	return through
-}
-
-// rewriteDisk stores e, whose body is the file of de, as a new disk object.
-func (n *Node) rewriteDisk(key string, de *cache.DiskEntry, e *cache.Entry) (*cache.DiskEntry, error) {
-	f, err := os.Open(de.Path())
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	w, err := n.disk.Create(key)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := io.CopyN(w, f, de.Size); err != nil {
-		w.Abort()
-		return nil, err
-	}
-	return w.Commit(e)
 }
 
 // originError answers a request whose origin failed, with code from

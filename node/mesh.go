@@ -108,7 +108,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	}
 	m.peerLn = ln
 	m.grpc = grpc.NewServer(peer.ServerOptions()...)
-	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(n, n.log.With("component", "peer")))
+	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(n, n, n.log.With("component", "peer")))
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpc, m.health)
 	reflection.Register(m.grpc)

@@ -42,6 +42,8 @@ type Node struct {
 	adminHealth *health.Server
 	transport   *origin.Transports
 
+	purgeGen atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
+
 	flightsMu sync.Mutex
 	flights   map[string]*flight
 

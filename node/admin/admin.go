@@ -45,6 +45,17 @@ type Cluster interface {
 	Locate(url string, replicas int) (Location, error)
 	// ConfigJSON is the effective configuration, secrets redacted.
 	ConfigJSON() ([]byte, error)
+	// Purge applies a purge on every member; errors wrap ErrBadURL when a
+	// URL or prefix is at fault.
+	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
+}
+
+// Receipt is one node's answer to a purge.
+type Receipt struct {
+	Node    string
+	Applied bool
+	Removed int64
+	Error   string
 }
 
 // Server implements adminv1.AdminServiceServer.
@@ -84,6 +95,30 @@ func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch}, nil
+}
+
+// Purge implements adminv1.AdminServiceServer.
+func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1.PurgeResponse, error) {
+	if len(req.GetUrls())+len(req.GetPrefixes())+len(req.GetTags()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "urls, prefixes or tags: at least one is required")
+	}
+	for i, t := range req.GetTags() {
+		if t == "" || strings.ContainsAny(t, " ,") {
+			return nil, status.Errorf(codes.InvalidArgument, "tags[%d]: %q is not a tag (no spaces or commas)", i, t)
+		}
+	}
+	id, receipts, err := s.c.Purge(ctx, req.GetUrls(), req.GetPrefixes(), req.GetTags(), req.GetSoft())
+	if errors.Is(err, ErrBadURL) {
+		return nil, status.Error(codes.InvalidArgument, strings.TrimPrefix(err.Error(), ErrBadURL.Error()+": "))
+	}
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &adminv1.PurgeResponse{PurgeId: id}
+	for _, r := range receipts {
+		resp.Nodes = append(resp.Nodes, &adminv1.PurgeReceipt{Node: r.Node, Applied: r.Applied, Removed: r.Removed, Error: r.Error})
+	}
+	return resp, nil
 }
 
 // GetConfig implements adminv1.AdminServiceServer.

@@ -416,3 +416,54 @@ func (d *Disk) ReadBody(de *DiskEntry) ([]byte, error) {
 	}
 	return body, nil
 }
+
+// Purge removes the disk variants matching m, or with soft rewrites them as
+// stale (the body file is copied with new metadata). It returns how many
+// variants matched.
+func (d *Disk) Purge(match Match, soft bool) int {
+	d.mu.Lock()
+	var hits []*DiskEntry
+	for k, vs := range d.index {
+		for _, de := range vs {
+			if match(k, de.Entry) {
+				hits = append(hits, de)
+			}
+		}
+	}
+	if !soft {
+		for _, de := range hits {
+			d.removeLocked(de)
+		}
+	}
+	d.mu.Unlock()
+	if soft {
+		for _, de := range hits {
+			if _, err := d.Rewrite(de.Key, de, de.Entry.Stale()); err != nil {
+				d.log.Warn("soft purge could not rewrite; removing", "key", de.Key, "err", err)
+				d.mu.Lock()
+				d.removeLocked(de)
+				d.mu.Unlock()
+			}
+		}
+	}
+	return len(hits)
+}
+
+// Rewrite stores e, whose body is the file of de, as a new object (the body
+// is copied; the new file replaces the old one atomically).
+func (d *Disk) Rewrite(key string, de *DiskEntry, e *Entry) (*DiskEntry, error) {
+	f, err := os.Open(de.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	w, err := d.Create(key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(w, f, de.Size); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w.Commit(e)
+}

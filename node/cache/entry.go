@@ -59,6 +59,14 @@ func (e *Entry) Fresh(now time.Time) bool {
 	return e.Age(now) < e.TTL
 }
 
+// Stale returns a copy of e whose freshness has run out, for a soft purge.
+func (e *Entry) Stale() *Entry {
+	c := *e
+	c.TTL = 0
+	c.StaleWhileRevalidate = 0 // revalidate before any further use
+	return &c
+}
+
 // Staleness is how long past its freshness lifetime the entry is at now.
 func (e *Entry) Staleness(now time.Time) time.Duration {
 	return e.Age(now) - e.TTL

@@ -119,3 +119,40 @@ func (m *Memory) Stats() Stats {
 func (m *Memory) Close() {
 	m.c.StopAllGoroutines()
 }
+
+// Match selects entries to purge.
+type Match func(key string, e *Entry) bool
+
+// Purge removes the objects that have a variant matching m, or with soft
+// stores those variants again as stale (freshness lifetime 0), so they are
+// revalidated before use. It returns how many variants matched.
+func (m *Memory) Purge(match Match, soft bool) int {
+	type hit struct {
+		key      string
+		variants []*Entry
+	}
+	var hits []hit
+	for k, o := range m.c.All() {
+		var vs []*Entry
+		for _, e := range o.Variants {
+			if match(k, e) {
+				vs = append(vs, e)
+			}
+		}
+		if len(vs) > 0 {
+			hits = append(hits, hit{k, vs})
+		}
+	}
+	n := 0
+	for _, h := range hits {
+		n += len(h.variants)
+		if !soft {
+			m.Invalidate(h.key)
+			continue
+		}
+		for _, e := range h.variants {
+			m.Put(h.key, e.Stale())
+		}
+	}
+	return n
+}

@@ -53,17 +53,31 @@ func FromPeer(ctx context.Context) (string, bool) {
 	return from, ok
 }
 
-// Server answers peers' Fetch calls through an HTTP handler.
+// Purger applies a purge to the local node.
+type Purger interface {
+	PurgeLocal(req *peerv1.PurgeRequest) int64
+}
+
+// Server answers peers' Fetch calls through an HTTP handler, and their
+// Purge calls through a Purger.
 type Server struct {
 	peerv1.UnimplementedPeerServiceServer
 	h   http.Handler
+	p   Purger
 	log *slog.Logger
 }
 
 var _ peerv1.PeerServiceServer = (*Server)(nil)
 
-// NewServer returns a server that answers through h.
-func NewServer(h http.Handler, log *slog.Logger) *Server { return &Server{h: h, log: log} }
+// NewServer returns a server that answers through h and p.
+func NewServer(h http.Handler, p Purger, log *slog.Logger) *Server {
+	return &Server{h: h, p: p, log: log}
+}
+
+// Purge implements peerv1.PeerServiceServer.
+func (s *Server) Purge(_ context.Context, req *peerv1.PurgeRequest) (*peerv1.PurgeResponse, error) {
+	return &peerv1.PurgeResponse{Removed: s.p.PurgeLocal(req)}, nil
+}
 
 // Fetch implements peerv1.PeerServiceServer.
 func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServer[peerv1.FetchResponse]) (err error) {
@@ -232,6 +246,19 @@ func (p *Pool) CloseAll() {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+}
+
+// Purge asks the peer at addr to apply a purge and returns what it removed.
+func (p *Pool) Purge(ctx context.Context, addr string, req *peerv1.PurgeRequest) (int64, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).Purge(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp.GetRemoved(), nil
 }
 
 // ErrChecksum reports a body whose SHA-256 differs from the sender's.

@@ -444,6 +444,208 @@ func (x *GetConfigResponse) GetJson() string {
 	return ""
 }
 
+// PurgeRequest says what to purge; at least one URL, prefix or tag.
+type PurgeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// urls are absolute URLs, normalised like the cache key
+	// ("http://www.example.com/a.png?v=2").
+	Urls []string `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	// prefixes are absolute URL prefixes ("http://www.example.com/static/").
+	Prefixes []string `protobuf:"bytes,2,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	// tags match the origin's Surrogate-Key or Cache-Tag response fields.
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// soft marks objects stale instead of removing them.
+	Soft          bool `protobuf:"varint,4,opt,name=soft,proto3" json:"soft,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeRequest) Reset() {
+	*x = PurgeRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeRequest) ProtoMessage() {}
+
+func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
+func (*PurgeRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PurgeRequest) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+func (x *PurgeRequest) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
+func (x *PurgeRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *PurgeRequest) GetSoft() bool {
+	if x != nil {
+		return x.Soft
+	}
+	return false
+}
+
+// PurgeResponse reports where the purge was applied.
+type PurgeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// purge_id identifies the purge in logs.
+	PurgeId string `protobuf:"bytes,1,opt,name=purge_id,json=purgeId,proto3" json:"purge_id,omitempty"`
+	// nodes has one receipt per member.
+	Nodes         []*PurgeReceipt `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeResponse) Reset() {
+	*x = PurgeResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeResponse) ProtoMessage() {}
+
+func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
+func (*PurgeResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PurgeResponse) GetPurgeId() string {
+	if x != nil {
+		return x.PurgeId
+	}
+	return ""
+}
+
+func (x *PurgeResponse) GetNodes() []*PurgeReceipt {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// PurgeReceipt is one node's answer to a purge.
+type PurgeReceipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the member's name.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// applied reports whether the node applied the purge.
+	Applied bool `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	// removed counts the objects it removed (or marked stale).
+	Removed int64 `protobuf:"varint,3,opt,name=removed,proto3" json:"removed,omitempty"`
+	// error says why it did not apply it.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeReceipt) Reset() {
+	*x = PurgeReceipt{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeReceipt) ProtoMessage() {}
+
+func (x *PurgeReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeReceipt.ProtoReflect.Descriptor instead.
+func (*PurgeReceipt) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PurgeReceipt) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PurgeReceipt) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *PurgeReceipt) GetRemoved() int64 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *PurgeReceipt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
@@ -475,10 +677,24 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetConfigRequest\";\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\tR\x04json2\x9c\x02\n" +
+	"\x04json\x18\x02 \x01(\tR\x04json\"f\n" +
+	"\fPurgeRequest\x12\x12\n" +
+	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
+	"\bprefixes\x18\x02 \x03(\tR\bprefixes\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x12\n" +
+	"\x04soft\x18\x04 \x01(\bR\x04soft\"`\n" +
+	"\rPurgeResponse\x12\x19\n" +
+	"\bpurge_id\x18\x01 \x01(\tR\apurgeId\x124\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x1e.meshcdn.admin.v1.PurgeReceiptR\x05nodes\"l\n" +
+	"\fPurgeReceipt\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12\x18\n" +
+	"\aremoved\x18\x03 \x01(\x03R\aremoved\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error2\xeb\x02\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
-	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12Y\n" +
+	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\tGetConfig\x12\".meshcdn.admin.v1.GetConfigRequest\x1a#.meshcdn.admin.v1.GetConfigResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshcdn.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1;adminv1\xa2\x02\x03MAX\xaa\x02\x10Meshcdn.Admin.V1\xca\x02\x10Meshcdn\\Admin\\V1\xe2\x02\x1cMeshcdn\\Admin\\V1\\GPBMetadata\xea\x02\x12Meshcdn::Admin::V1b\x06proto3"
@@ -495,7 +711,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -504,20 +720,26 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*LocateResponse)(nil),      // 4: meshcdn.admin.v1.LocateResponse
 	(*GetConfigRequest)(nil),    // 5: meshcdn.admin.v1.GetConfigRequest
 	(*GetConfigResponse)(nil),   // 6: meshcdn.admin.v1.GetConfigResponse
+	(*PurgeRequest)(nil),        // 7: meshcdn.admin.v1.PurgeRequest
+	(*PurgeResponse)(nil),       // 8: meshcdn.admin.v1.PurgeResponse
+	(*PurgeReceipt)(nil),        // 9: meshcdn.admin.v1.PurgeReceipt
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2, // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
-	0, // 1: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3, // 2: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	5, // 3: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1, // 4: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4, // 5: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	6, // 6: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	9, // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	0, // 2: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3, // 3: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	7, // 4: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	5, // 5: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1, // 6: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4, // 7: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8, // 8: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	6, // 9: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -531,7 +753,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

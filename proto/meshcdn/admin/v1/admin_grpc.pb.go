@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AdminService_ListMembers_FullMethodName = "/meshcdn.admin.v1.AdminService/ListMembers"
 	AdminService_Locate_FullMethodName      = "/meshcdn.admin.v1.AdminService/Locate"
+	AdminService_Purge_FullMethodName       = "/meshcdn.admin.v1.AdminService/Purge"
 	AdminService_GetConfig_FullMethodName   = "/meshcdn.admin.v1.AdminService/GetConfig"
 )
 
@@ -37,6 +38,11 @@ type AdminServiceClient interface {
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	// Locate tells which node owns a URL's cached object.
 	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
+	// Purge removes objects from every node of the cluster: by URL, by URL
+	// prefix, or by tag (the origin's Surrogate-Key or Cache-Tag fields). With
+	// soft, objects are marked stale instead, so they are revalidated (or served
+	// stale if the origin fails). The response has a receipt per node.
+	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
 }
@@ -69,6 +75,16 @@ func (c *adminServiceClient) Locate(ctx context.Context, in *LocateRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeResponse)
+	err := c.cc.Invoke(ctx, AdminService_Purge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetConfigResponse)
@@ -90,6 +106,11 @@ type AdminServiceServer interface {
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	// Locate tells which node owns a URL's cached object.
 	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
+	// Purge removes objects from every node of the cluster: by URL, by URL
+	// prefix, or by tag (the origin's Surrogate-Key or Cache-Tag fields). With
+	// soft, objects are marked stale instead, so they are revalidated (or served
+	// stale if the origin fails). The response has a receipt per node.
+	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
@@ -107,6 +128,9 @@ func (UnimplementedAdminServiceServer) ListMembers(context.Context, *ListMembers
 }
 func (UnimplementedAdminServiceServer) Locate(context.Context, *LocateRequest) (*LocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Locate not implemented")
+}
+func (UnimplementedAdminServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
 }
 func (UnimplementedAdminServiceServer) GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
@@ -168,6 +192,24 @@ func _AdminService_Locate_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Purge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Purge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Purge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Purge(ctx, req.(*PurgeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetConfigRequest)
 	if err := dec(in); err != nil {
@@ -200,6 +242,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Locate",
 			Handler:    _AdminService_Locate_Handler,
+		},
+		{
+			MethodName: "Purge",
+			Handler:    _AdminService_Purge_Handler,
 		},
 		{
 			MethodName: "GetConfig",

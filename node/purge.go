@@ -1,0 +1,164 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/admin"
+	"github.com/meshcdn/meshcdn/node/cache"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+)
+
+// purgeTimeout bounds one node's answer to a fanned-out purge.
+const purgeTimeout = 2 * time.Second
+
+// PurgeLocal applies a purge to this node's tiers and returns how many
+// variants it removed or marked stale. Fills in flight when it runs do not
+// store what they fetched.
+func (n *Node) PurgeLocal(req *peerv1.PurgeRequest) int64 {
+	n.purgeGen.Add(1)
+	keys := req.GetKeys()
+	prefixes := req.GetKeyPrefixes()
+	tags := req.GetTags()
+	match := func(key string, e *cache.Entry) bool {
+		if slices.Contains(keys, key) {
+			return true
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(key, p) {
+				return true
+			}
+		}
+		return len(tags) > 0 && hasTag(e, tags)
+	}
+	var removed int
+	if !req.GetSoft() && len(prefixes) == 0 && len(tags) == 0 {
+		for _, k := range keys { // the common case needs no scan
+			if n.invalidate(k) {
+				removed++
+			}
+		}
+	} else {
+		removed += n.store.Purge(match, req.GetSoft())
+		if n.copies != nil {
+			removed += n.copies.Purge(match, req.GetSoft())
+		}
+		if n.disk != nil {
+			removed += n.disk.Purge(match, req.GetSoft())
+		}
+	}
+	n.log.Info("purge applied", "purge", req.GetId(), "from", req.GetFrom(), "removed", removed, "soft", req.GetSoft())
+	return int64(removed)
+}
+
+// hasTag reports whether the entry's Surrogate-Key (space separated) or
+// Cache-Tag (comma separated) fields name one of tags.
+func hasTag(e *cache.Entry, tags []string) bool {
+	for _, v := range e.Header.Values("Surrogate-Key") {
+		for _, t := range strings.Fields(v) {
+			if slices.Contains(tags, t) {
+				return true
+			}
+		}
+	}
+	for _, v := range e.Header.Values("Cache-Tag") {
+		for t := range strings.SplitSeq(v, ",") {
+			if slices.Contains(tags, strings.TrimSpace(t)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// purgeKeys turns absolute URLs and URL prefixes into cache keys and key
+// prefixes; errors name the field.
+func (n *Node) purgeKeys(urls, prefixes []string) (keys, keyPrefixes []string, err error) {
+	parse := func(field string, i int, raw string) (string, error) {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("%w: %s[%d]: %q is not an absolute http(s) URL", admin.ErrBadURL, field, i, raw)
+		}
+		st, ok := n.sites.Lookup(u.Host)
+		if !ok {
+			return "", fmt.Errorf("%w: %s[%d]: no site is configured for host %q", admin.ErrBadURL, field, i, u.Host)
+		}
+		return st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), nil
+	}
+	for i, raw := range urls {
+		k, err := parse("urls", i, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, k)
+	}
+	for i, raw := range prefixes {
+		k, err := parse("prefixes", i, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !strings.Contains(raw, "?") {
+			k = strings.TrimSuffix(k, "?") // a prefix of paths, not of a query
+		}
+		keyPrefixes = append(keyPrefixes, k)
+	}
+	return keys, keyPrefixes, nil
+}
+
+// purgeCluster applies a purge on every member and returns a receipt per
+// member. The owners of the purged URLs go first, so a node purged later
+// cannot refill from an owner that still holds the old object.
+func (n *Node) purgeCluster(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
+	keys, keyPrefixes, err := n.purgeKeys(urls, prefixes)
+	if err != nil {
+		return "", nil, err
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	req := &peerv1.PurgeRequest{Id: hex.EncodeToString(id[:]), Keys: keys, KeyPrefixes: keyPrefixes, Tags: tags,
+		Soft: soft, From: n.cfg.Name}
+	members := adminView{n}.Members()
+	owners := map[string]bool{}
+	if n.mesh != nil {
+		r := n.mesh.ring.Load().ring
+		for _, k := range keys {
+			if o, ok := r.Owner(k); ok {
+				owners[o] = true
+			}
+		}
+	}
+	receipts := make([]admin.Receipt, len(members))
+	apply := func(first bool) {
+		var wg sync.WaitGroup
+		for i, m := range members {
+			if owners[m.Name] != first {
+				continue
+			}
+			wg.Go(func() { receipts[i] = n.purgeMember(ctx, m, req) })
+		}
+		wg.Wait()
+	}
+	apply(true)
+	apply(false)
+	return req.GetId(), receipts, nil
+}
+
+func (n *Node) purgeMember(ctx context.Context, m admin.MemberInfo, req *peerv1.PurgeRequest) admin.Receipt {
+	if m.Self {
+		return admin.Receipt{Node: m.Name, Applied: true, Removed: n.PurgeLocal(req)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, purgeTimeout)
+	defer cancel()
+	removed, err := n.mesh.peers.Purge(ctx, m.PeerAddr, req)
+	if err != nil {
+		return admin.Receipt{Node: m.Name, Error: err.Error()}
+	}
+	return admin.Receipt{Node: m.Name, Applied: true, Removed: removed}
+}

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+)
+
+// TestPurgeCluster is acceptance 2 of the admin issue: purge by URL, prefix and
+// tag through one node of 3: the next request for each purged object at every
+// node goes to the origin; unrelated objects stay cached; every node reports a
+// receipt.
+func TestPurgeCluster(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		version := hits[r.URL.Path]
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		if strings.HasPrefix(r.URL.Path, "/tagged/") {
+			w.Header().Set("Surrogate-Key", "product-7 catalog")
+		}
+		fmt.Fprintf(w, "version %d", version)
+	})
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	paths := []string{"/one.css", "/static/a.js", "/static/b.js", "/tagged/x.png", "/keep.css", "/static2/c.js"}
+	for _, p := range paths {
+		for _, n := range nodes {
+			do(t, n, "GET", p)
+			wantStatus(t, do(t, n, "GET", p), "meshcdn; hit")
+		}
+	}
+	ac, _ := adminClient(t, nodes[1].AdminAddr())
+	resp, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{
+		Urls:     []string{"http://127.0.0.1/one.css"},
+		Prefixes: []string{"http://127.0.0.1/static/"},
+		Tags:     []string{"product-7"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetNodes()) != 3 || resp.GetPurgeId() == "" {
+		t.Fatalf("receipts %v", resp)
+	}
+	for _, r := range resp.GetNodes() {
+		if !r.GetApplied() || r.GetError() != "" {
+			t.Errorf("receipt %v", r)
+		}
+	}
+	mu.Lock()
+	before := map[string]int{}
+	for k, v := range hits {
+		before[k] = v
+	}
+	mu.Unlock()
+	// No node serves the old version of a purged object; the unrelated ones
+	// are still cached everywhere.
+	for _, n := range nodes {
+		for _, p := range []string{"/one.css", "/static/a.js", "/static/b.js", "/tagged/x.png"} {
+			if r := do(t, n, "GET", p); r.body != "version 2" {
+				t.Errorf("%s at %s after the purge: %q (%s)", p, n.Name(), r.body, r.cacheStatus())
+			}
+		}
+		for _, p := range []string{"/keep.css", "/static2/c.js"} {
+			wantStatus(t, do(t, n, "GET", p), "meshcdn; hit")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range []string{"/one.css", "/static/a.js", "/static/b.js", "/tagged/x.png"} {
+		if hits[p] != before[p]+1 {
+			t.Errorf("%s: origin asked %d times after the purge, want once for the cluster", p, hits[p]-before[p])
+		}
+	}
+}
+
+// TestSoftPurge is acceptance 5 of the admin issue: a soft purge makes the
+// next request revalidate (If-None-Match reaches the origin) instead of
+// downloading again.
+func TestSoftPurge(t *testing.T) {
+	var inm []string
+	var mu sync.Mutex
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inm = append(inm, r.Header.Get("If-None-Match"))
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_, _ = w.Write([]byte("body"))
+	})
+	n := startNode(t, o, Config{AdminAddr: "127.0.0.1:0", CacheDir: t.TempDir()})
+	do(t, n, "GET", "/soft.css")
+	ac, _ := adminClient(t, n.AdminAddr())
+	if _, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/soft.css"}, Soft: true}); err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, n, "GET", "/soft.css")
+	wantStatus(t, r, "meshcdn; fwd=stale; fwd-status=304")
+	if r.body != "body" {
+		t.Errorf("body %q", r.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(inm) != 2 || inm[1] != `"v1"` {
+		t.Errorf("origin saw If-None-Match %q", inm)
+	}
+}
+
+func TestPurgeArguments(t *testing.T) {
+	o := newOrigin(t, static("x", "max-age=60"))
+	n := startNode(t, o, Config{AdminAddr: "127.0.0.1:0"})
+	ac, _ := adminClient(t, n.AdminAddr())
+	for _, tt := range []struct {
+		req  *adminv1.PurgeRequest
+		want string
+	}{
+		{&adminv1.PurgeRequest{}, "urls, prefixes or tags"},
+		{&adminv1.PurgeRequest{Urls: []string{"/relative"}}, "urls[0]:"},
+		{&adminv1.PurgeRequest{Prefixes: []string{"x"}}, "prefixes[0]:"},
+		{&adminv1.PurgeRequest{Tags: []string{"a b"}}, "tags[0]:"},
+	} {
+		_, err := ac.Purge(t.Context(), tt.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("Purge(%v) = %v, want InvalidArgument naming %q", tt.req, err, tt.want)
+		}
+	}
+}
