@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -82,6 +83,9 @@ type Config struct {
 	AdminToken string
 	// AdminInsecure allows an admin listener beyond loopback without a token.
 	AdminInsecure bool
+	// PurgeAllow lists the client networks allowed to send the HTTP PURGE
+	// method (one URL, cluster-wide). Default: loopback only.
+	PurgeAllow []netip.Prefix
 
 	// ShutdownTimeout bounds Run's drain of in-flight requests. Default 15s.
 	ShutdownTimeout time.Duration
@@ -124,6 +128,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.PurgeAllow == nil {
+		c.PurgeAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	return c
 }
@@ -251,6 +258,7 @@ type File struct {
 		Admin           string         `yaml:"admin"`
 		AdminTokenFile  string         `yaml:"admin_token_file"`
 		AdminInsecure   bool           `yaml:"admin_insecure"`
+		PurgeAllow      []string       `yaml:"purge_allow"`
 	} `yaml:"node"`
 	Origin struct {
 		Default        []string       `yaml:"default"`
@@ -324,6 +332,14 @@ func ParseFile(name string, data []byte) (Config, error) {
 		},
 	}
 	var errs []error
+	for i, cidr := range f.Node.PurgeAllow {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: node.purge_allow[%d]: %q is not a CIDR such as 10.0.0.0/8", name, i, cidr))
+			continue
+		}
+		c.PurgeAllow = append(c.PurgeAllow, p)
+	}
 	if f.Node.AdminTokenFile != "" {
 		tok, err := ReadToken(f.Node.AdminTokenFile)
 		if err != nil {

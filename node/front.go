@@ -3,9 +3,12 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +64,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+	case "PURGE":
+		n.servePurge(&x)
+		return
 	case http.MethodOptions, http.MethodTrace, "PRI":
 		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
 		return
@@ -145,6 +151,41 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		}
 	}
 	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// servePurge handles the HTTP PURGE method (Varnish's convention): the target
+// URL is purged on every node, for clients of the allowed networks only.
+func (n *Node) servePurge(x *exchange) {
+	x.status = httpcache.Status{Fwd: httpcache.FwdMethod, Detail: "purge"}
+	ip, err := netip.ParseAddr(clientIP(x.r))
+	allowed := err == nil && slices.ContainsFunc(n.cfg.PurgeAllow, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
+	if !allowed {
+		n.edgeError(x, http.StatusForbidden, "meshcdn: PURGE is not allowed from "+clientIP(x.r))
+		return
+	}
+	target := "http://" + x.r.Host + x.r.URL.RequestURI()
+	id, receipts, err := n.purgeCluster(x.r.Context(), []string{target}, nil, nil, false)
+	if err != nil {
+		n.edgeError(x, http.StatusBadRequest, "meshcdn: "+err.Error())
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "purged %s (purge %s)\n", target, id)
+	code := http.StatusOK
+	for _, r := range receipts {
+		if r.Applied {
+			fmt.Fprintf(&b, "%s\tapplied\tremoved %d\n", r.Node, r.Removed)
+		} else {
+			fmt.Fprintf(&b, "%s\tNOT APPLIED\t%s\n", r.Node, r.Error)
+			code = http.StatusMultiStatus
+		}
+	}
+	h := x.w.Header()
+	setEdgeHeaders(h, code)
+	h.Set("Cache-Status", x.status.String())
+	x.writeHeader(code)
+	m, _ := x.w.Write([]byte(b.String()))
+	x.written = int64(m)
 }
 
 // onlyIfCached reports whether the request forbids going upstream.

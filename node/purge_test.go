@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -137,4 +138,38 @@ func TestPurgeArguments(t *testing.T) {
 			t.Errorf("Purge(%v) = %v, want InvalidArgument naming %q", tt.req, err, tt.want)
 		}
 	}
+}
+
+// TestHTTPPurgeMethod: PURGE on the client listener purges one URL on every
+// node, from allowed networks only.
+func TestHTTPPurgeMethod(t *testing.T) {
+	var mu sync.Mutex
+	version := 0
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		version++
+		v := version
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		fmt.Fprintf(w, "version %d", v)
+	})
+	nodes := startCluster(t, o, 3, nil)
+	for _, n := range nodes {
+		do(t, n, "GET", "/p.css")
+	}
+	r := do(t, nodes[2], "PURGE", "/p.css")
+	if r.StatusCode != 200 || strings.Count(r.body, "\tapplied\t") != 3 {
+		t.Fatalf("PURGE: %d %q", r.StatusCode, r.body)
+	}
+	for _, n := range nodes {
+		if r := do(t, n, "GET", "/p.css"); r.body != "version 2" {
+			t.Errorf("%s after PURGE: %q", n.Name(), r.body)
+		}
+	}
+	closed := startNode(t, o, Config{PurgeAllow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	do(t, closed, "GET", "/p.css")
+	if r := do(t, closed, "PURGE", "/p.css"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "not allowed from 127.0.0.1") {
+		t.Errorf("PURGE from a network not allowed: %d %q", r.StatusCode, r.body)
+	}
+	wantStatus(t, do(t, closed, "GET", "/p.css"), "meshcdn; hit")
 }
