@@ -344,7 +344,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	dec := httpcache.Decide(resp.StatusCode, resp.Header, cc, req.authorized, rule.Policy)
 	var disk *cache.Writer // set for an object too large for memory, stored on disk
 	if dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
-		if n.disk != nil && resp.ContentLength <= n.cfg.DiskBytes/2 {
+		if n.disk != nil && !fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
 			if disk, err = n.disk.Create(key); err != nil {
 				n.log.Warn("disk tier cannot take a large object", "key", key, "err", err)
 			}
