@@ -56,6 +56,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
 		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+		"/GetStats":    {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
 		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
 	for _, l := range lines {
@@ -154,5 +155,36 @@ func TestAdminTokenAndArguments(t *testing.T) {
 	}
 	if err := (Config{Origins: mustOrigins(t), AdminAddr: "0.0.0.0:7071", AdminInsecure: true}).Validate(); err != nil {
 		t.Errorf("admin_insecure: %v", err)
+	}
+}
+
+// TestGetStats: the counters and ratios of one node, and the cluster's sums.
+func TestGetStats(t *testing.T) {
+	o := newOrigin(t, static("0123456789", "max-age=60"))
+	nodes := startCluster(t, o, 2, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	do(t, nodes[0], "GET", "/s.css")
+	do(t, nodes[0], "GET", "/s.css")
+	do(t, nodes[0], "GET", "/s.css")
+	do(t, nodes[1], "GET", "/s.css") // a miss at n2 (owner or copy), or a hit
+	ac, _ := adminClient(t, nodes[1].AdminAddr())
+	r, err := ac.GetStats(t.Context(), &adminv1.GetStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetNodes()) != 2 || r.GetNodes()[0].GetNode() != "n1" {
+		t.Fatalf("nodes %v", r.GetNodes())
+	}
+	n1 := r.GetNodes()[0]
+	if n1.GetRequests()["miss"] != 1 || n1.GetRequests()["hit"] != 2 || n1.GetBytesServed() != 30 ||
+		n1.GetRequestHitRatio() < 0.66 || n1.GetRequestHitRatio() > 0.67 {
+		t.Errorf("n1 stats %v", n1)
+	}
+	c := r.GetCluster()
+	var total int64
+	for _, v := range c.GetRequests() {
+		total += v
+	}
+	if total != 4 || c.GetBytesServed() != 40 || c.GetOriginRequests() != 1 {
+		t.Errorf("cluster stats %v", c)
 	}
 }

@@ -113,6 +113,8 @@ func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, sof
 	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
 }
 
+func (v adminView) Stats(ctx context.Context) []admin.NodeStats { return v.n.clusterStats(ctx) }
+
 // ConfigJSON renders the effective configuration with secrets redacted.
 func (v adminView) ConfigJSON() ([]byte, error) {
 	c := v.n.cfg

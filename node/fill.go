@@ -264,6 +264,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 				fl.peer, fl.copy = name, true
 				return resp, nil
 			}
+			n.counters.originRequests.Add(1)
 			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
@@ -279,6 +280,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			origin.DrainClose(resp.Body)
 		}
 	}
+	n.counters.originRequests.Add(1)
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
@@ -289,6 +291,7 @@ func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req origin
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
+	n.counters.peerFetches.Add(1)
 	resp, err := n.mesh.peers.Fetch(ctx, addr, pr)
 	if err != nil {
 		n.metrics.peerFetches.WithLabelValues("failed").Inc()

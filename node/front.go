@@ -30,9 +30,10 @@ type exchange struct {
 	stats   *siteMetrics
 	start   time.Time
 	ttfb    time.Duration
-	code    int
-	written int64
-	status  httpcache.Status
+	code     int
+	written  int64
+	status   httpcache.Status
+	fromPeer bool // another node's fetch: counted apart from client traffic
 }
 
 // writeHeader sends the status line once and records time to first byte.
@@ -60,6 +61,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer n.observe(&x)
 	if _, ok := peer.FromPeer(r.Context()); ok {
 		n.metrics.peerServed.Inc()
+		x.fromPeer = true
 	}
 
 	switch r.Method {
@@ -269,6 +271,7 @@ func matchVariant(obj *cache.Object, req http.Header) *cache.Entry {
 func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	x.status = cs
 	x.stats.originPass.Inc()
+	n.counters.originRequests.Add(1)
 	// The recorder copies what it needs instead of pointing at x, which keeps x
 	// off the heap on every path.
 	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
@@ -365,7 +368,12 @@ func (inv invalidation) drop(u *url.URL) {
 func (n *Node) observe(x *exchange) {
 	d := time.Since(x.start)
 	l := x.status.Label()
+	if x.fromPeer {
+		return // counted in meshcdn_peer_served_total; client metrics stay client-only
+	}
 	x.stats.requests[l].Inc()
+	n.counters.requests[l].Add(1)
+	n.counters.bytes[l].Add(x.written)
 	x.stats.duration[l].Observe(d.Seconds())
 	if x.code != 0 {
 		x.stats.ttfb[l].Observe(x.ttfb.Seconds())

@@ -43,6 +43,7 @@ type Node struct {
 	transport   *origin.Transports
 
 	purgeGen atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
+	counters counters
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight

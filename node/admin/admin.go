@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // MemberInfo describes one member of the cluster.
@@ -48,6 +49,15 @@ type Cluster interface {
 	// Purge applies a purge on every member; errors wrap ErrBadURL when a
 	// URL or prefix is at fault.
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
+	// Stats gathers every member's counters.
+	Stats(ctx context.Context) []NodeStats
+}
+
+// NodeStats is one member's counters, or why it did not answer.
+type NodeStats struct {
+	Node  string
+	Stats *peerv1.StatsResponse
+	Error string
 }
 
 // Receipt is one node's answer to a purge.
@@ -119,6 +129,75 @@ func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1
 		resp.Nodes = append(resp.Nodes, &adminv1.PurgeReceipt{Node: r.Node, Applied: r.Applied, Removed: r.Removed, Error: r.Error})
 	}
 	return resp, nil
+}
+
+// GetStats implements adminv1.AdminServiceServer.
+func (s *Server) GetStats(ctx context.Context, _ *adminv1.GetStatsRequest) (*adminv1.GetStatsResponse, error) {
+	resp := &adminv1.GetStatsResponse{}
+	total := &peerv1.StatsResponse{Requests: map[string]int64{}, Bytes: map[string]int64{}}
+	tiers := map[string]*peerv1.Tier{}
+	var order []string
+	for _, ns := range s.c.Stats(ctx) {
+		if ns.Stats == nil {
+			resp.Nodes = append(resp.Nodes, &adminv1.NodeStats{Node: ns.Node, Error: ns.Error})
+			continue
+		}
+		resp.Nodes = append(resp.Nodes, nodeStats(ns.Node, ns.Stats))
+		for k, v := range ns.Stats.GetRequests() {
+			total.Requests[k] += v
+		}
+		for k, v := range ns.Stats.GetBytes() {
+			total.Bytes[k] += v
+		}
+		total.OriginRequests += ns.Stats.GetOriginRequests()
+		total.PeerFetches += ns.Stats.GetPeerFetches()
+		for _, t := range ns.Stats.GetTiers() {
+			sum, ok := tiers[t.GetName()]
+			if !ok {
+				sum = &peerv1.Tier{Name: t.GetName()}
+				tiers[t.GetName()] = sum
+				order = append(order, t.GetName())
+			}
+			sum.Objects += t.GetObjects()
+			sum.Bytes += t.GetBytes()
+			sum.Evictions += t.GetEvictions()
+		}
+	}
+	for _, name := range order {
+		total.Tiers = append(total.Tiers, tiers[name])
+	}
+	resp.Cluster = nodeStats("cluster", total)
+	return resp, nil
+}
+
+// nodeStats converts a node's counters, computing the hit ratios.
+func nodeStats(name string, s *peerv1.StatsResponse) *adminv1.NodeStats {
+	out := &adminv1.NodeStats{Node: name, Requests: s.GetRequests(), OriginRequests: s.GetOriginRequests(),
+		PeerFetches: s.GetPeerFetches()}
+	var reqs, hitReqs, bytes, hitBytes int64
+	for k, v := range s.GetRequests() {
+		reqs += v
+		if k == "hit" || k == "served-stale" {
+			hitReqs += v
+		}
+	}
+	for k, v := range s.GetBytes() {
+		bytes += v
+		if k == "hit" || k == "served-stale" || k == "revalidated" {
+			hitBytes += v
+		}
+	}
+	out.BytesServed = bytes
+	if reqs > 0 {
+		out.RequestHitRatio = float64(hitReqs) / float64(reqs)
+	}
+	if bytes > 0 {
+		out.ByteHitRatio = float64(hitBytes) / float64(bytes)
+	}
+	for _, t := range s.GetTiers() {
+		out.Tiers = append(out.Tiers, &adminv1.TierStats{Tier: t.GetName(), Objects: t.GetObjects(), Bytes: t.GetBytes(), Evictions: t.GetEvictions()})
+	}
+	return out
 }
 
 // GetConfig implements adminv1.AdminServiceServer.

@@ -53,25 +53,33 @@ func FromPeer(ctx context.Context) (string, bool) {
 	return from, ok
 }
 
-// Purger applies a purge to the local node.
-type Purger interface {
+// Local is what the server needs of its node besides the HTTP handler.
+type Local interface {
+	// PurgeLocal applies a purge to the node alone.
 	PurgeLocal(req *peerv1.PurgeRequest) int64
+	// LocalStats returns the node's counters.
+	LocalStats() *peerv1.StatsResponse
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
-// Purge calls through a Purger.
+// Purge and Stats calls through Local.
 type Server struct {
 	peerv1.UnimplementedPeerServiceServer
 	h   http.Handler
-	p   Purger
+	p   Local
 	log *slog.Logger
 }
 
 var _ peerv1.PeerServiceServer = (*Server)(nil)
 
 // NewServer returns a server that answers through h and p.
-func NewServer(h http.Handler, p Purger, log *slog.Logger) *Server {
+func NewServer(h http.Handler, p Local, log *slog.Logger) *Server {
 	return &Server{h: h, p: p, log: log}
+}
+
+// Stats implements peerv1.PeerServiceServer.
+func (s *Server) Stats(context.Context, *peerv1.StatsRequest) (*peerv1.StatsResponse, error) {
+	return s.p.LocalStats(), nil
 }
 
 // Purge implements peerv1.PeerServiceServer.
@@ -259,6 +267,19 @@ func (p *Pool) Purge(ctx context.Context, addr string, req *peerv1.PurgeRequest)
 		return 0, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	return resp.GetRemoved(), nil
+}
+
+// Stats asks the peer at addr for its counters.
+func (p *Pool) Stats(ctx context.Context, addr string) (*peerv1.StatsResponse, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	s, err := peerv1.NewPeerServiceClient(c).Stats(ctx, &peerv1.StatsRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return s, nil
 }
 
 // ErrChecksum reports a body whose SHA-256 differs from the sender's.

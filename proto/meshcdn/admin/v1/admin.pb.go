@@ -646,6 +646,292 @@ func (x *PurgeReceipt) GetError() string {
 	return ""
 }
 
+// GetStatsRequest takes no arguments.
+type GetStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+// GetStatsResponse has one entry per member and the cluster's totals.
+type GetStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// nodes has one entry per member, sorted by name.
+	Nodes []*NodeStats `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// cluster sums the nodes that answered.
+	Cluster       *NodeStats `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsResponse) Reset() {
+	*x = GetStatsResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsResponse) ProtoMessage() {}
+
+func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetStatsResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetStatsResponse) GetNodes() []*NodeStats {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetCluster() *NodeStats {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+// NodeStats is one node's counters since it started.
+type NodeStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the member's name ("cluster" for the totals).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// requests counts client requests by cache status (hit, miss, stale,
+	// revalidated, bypass, pass, method, served-stale).
+	Requests map[string]int64 `protobuf:"bytes,2,rep,name=requests,proto3" json:"requests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// request_hit_ratio is the share of requests answered from the cache (hit
+	// and served-stale).
+	RequestHitRatio float64 `protobuf:"fixed64,3,opt,name=request_hit_ratio,json=requestHitRatio,proto3" json:"request_hit_ratio,omitempty"`
+	// byte_hit_ratio is the share of body bytes sent from the cache (hit,
+	// served-stale and revalidated).
+	ByteHitRatio float64 `protobuf:"fixed64,4,opt,name=byte_hit_ratio,json=byteHitRatio,proto3" json:"byte_hit_ratio,omitempty"`
+	// bytes_served counts body bytes sent to clients.
+	BytesServed int64 `protobuf:"varint,5,opt,name=bytes_served,json=bytesServed,proto3" json:"bytes_served,omitempty"`
+	// origin_requests counts requests sent to origins (fills and bypass).
+	OriginRequests int64 `protobuf:"varint,6,opt,name=origin_requests,json=originRequests,proto3" json:"origin_requests,omitempty"`
+	// peer_fetches counts fetches sent to other nodes.
+	PeerFetches int64 `protobuf:"varint,7,opt,name=peer_fetches,json=peerFetches,proto3" json:"peer_fetches,omitempty"`
+	// tiers describes the stores.
+	Tiers []*TierStats `protobuf:"bytes,8,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	// error says why a node did not answer.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStats) Reset() {
+	*x = NodeStats{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStats) ProtoMessage() {}
+
+func (x *NodeStats) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
+func (*NodeStats) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeStats) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeStats) GetRequests() map[string]int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *NodeStats) GetRequestHitRatio() float64 {
+	if x != nil {
+		return x.RequestHitRatio
+	}
+	return 0
+}
+
+func (x *NodeStats) GetByteHitRatio() float64 {
+	if x != nil {
+		return x.ByteHitRatio
+	}
+	return 0
+}
+
+func (x *NodeStats) GetBytesServed() int64 {
+	if x != nil {
+		return x.BytesServed
+	}
+	return 0
+}
+
+func (x *NodeStats) GetOriginRequests() int64 {
+	if x != nil {
+		return x.OriginRequests
+	}
+	return 0
+}
+
+func (x *NodeStats) GetPeerFetches() int64 {
+	if x != nil {
+		return x.PeerFetches
+	}
+	return 0
+}
+
+func (x *NodeStats) GetTiers() []*TierStats {
+	if x != nil {
+		return x.Tiers
+	}
+	return nil
+}
+
+func (x *NodeStats) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// TierStats describes one store tier.
+type TierStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tier is memory, copies or disk.
+	Tier string `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
+	// objects held.
+	Objects int64 `protobuf:"varint,2,opt,name=objects,proto3" json:"objects,omitempty"`
+	// bytes held.
+	Bytes int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// evictions so far.
+	Evictions     int64 `protobuf:"varint,4,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierStats) Reset() {
+	*x = TierStats{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierStats) ProtoMessage() {}
+
+func (x *TierStats) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
+func (*TierStats) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TierStats) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *TierStats) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *TierStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *TierStats) GetEvictions() int64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
@@ -690,11 +976,34 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\bR\aapplied\x12\x18\n" +
 	"\aremoved\x18\x03 \x01(\x03R\aremoved\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error2\xeb\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x11\n" +
+	"\x0fGetStatsRequest\"|\n" +
+	"\x10GetStatsResponse\x121\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1b.meshcdn.admin.v1.NodeStatsR\x05nodes\x125\n" +
+	"\acluster\x18\x02 \x01(\v2\x1b.meshcdn.admin.v1.NodeStatsR\acluster\"\xad\x03\n" +
+	"\tNodeStats\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12E\n" +
+	"\brequests\x18\x02 \x03(\v2).meshcdn.admin.v1.NodeStats.RequestsEntryR\brequests\x12*\n" +
+	"\x11request_hit_ratio\x18\x03 \x01(\x01R\x0frequestHitRatio\x12$\n" +
+	"\x0ebyte_hit_ratio\x18\x04 \x01(\x01R\fbyteHitRatio\x12!\n" +
+	"\fbytes_served\x18\x05 \x01(\x03R\vbytesServed\x12'\n" +
+	"\x0forigin_requests\x18\x06 \x01(\x03R\x0eoriginRequests\x12!\n" +
+	"\fpeer_fetches\x18\a \x01(\x03R\vpeerFetches\x121\n" +
+	"\x05tiers\x18\b \x03(\v2\x1b.meshcdn.admin.v1.TierStatsR\x05tiers\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x1a;\n" +
+	"\rRequestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"m\n" +
+	"\tTierStats\x12\x12\n" +
+	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
+	"\aobjects\x18\x02 \x01(\x03R\aobjects\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1c\n" +
+	"\tevictions\x18\x04 \x01(\x03R\tevictions2\xc3\x03\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12Y\n" +
+	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12V\n" +
+	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\tGetConfig\x12\".meshcdn.admin.v1.GetConfigRequest\x1a#.meshcdn.admin.v1.GetConfigResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshcdn.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1;adminv1\xa2\x02\x03MAX\xaa\x02\x10Meshcdn.Admin.V1\xca\x02\x10Meshcdn\\Admin\\V1\xe2\x02\x1cMeshcdn\\Admin\\V1\\GPBMetadata\xea\x02\x12Meshcdn::Admin::V1b\x06proto3"
@@ -711,7 +1020,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -723,23 +1032,34 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*PurgeRequest)(nil),        // 7: meshcdn.admin.v1.PurgeRequest
 	(*PurgeResponse)(nil),       // 8: meshcdn.admin.v1.PurgeResponse
 	(*PurgeReceipt)(nil),        // 9: meshcdn.admin.v1.PurgeReceipt
+	(*GetStatsRequest)(nil),     // 10: meshcdn.admin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),    // 11: meshcdn.admin.v1.GetStatsResponse
+	(*NodeStats)(nil),           // 12: meshcdn.admin.v1.NodeStats
+	(*TierStats)(nil),           // 13: meshcdn.admin.v1.TierStats
+	nil,                         // 14: meshcdn.admin.v1.NodeStats.RequestsEntry
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
-	2, // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
-	9, // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	0, // 2: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3, // 3: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	7, // 4: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	5, // 5: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1, // 6: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4, // 7: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8, // 8: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	6, // 9: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
+	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	12, // 2: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
+	12, // 3: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
+	14, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	13, // 5: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
+	0,  // 6: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 7: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	7,  // 8: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	10, // 9: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	5,  // 10: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 11: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 12: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 13: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	11, // 14: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	6,  // 15: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -753,7 +1073,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

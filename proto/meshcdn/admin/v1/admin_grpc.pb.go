@@ -24,6 +24,7 @@ const (
 	AdminService_ListMembers_FullMethodName = "/meshcdn.admin.v1.AdminService/ListMembers"
 	AdminService_Locate_FullMethodName      = "/meshcdn.admin.v1.AdminService/Locate"
 	AdminService_Purge_FullMethodName       = "/meshcdn.admin.v1.AdminService/Purge"
+	AdminService_GetStats_FullMethodName    = "/meshcdn.admin.v1.AdminService/GetStats"
 	AdminService_GetConfig_FullMethodName   = "/meshcdn.admin.v1.AdminService/GetConfig"
 )
 
@@ -43,6 +44,8 @@ type AdminServiceClient interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// GetStats reports each node's traffic and stores, and the cluster's totals.
+	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
 }
@@ -85,6 +88,16 @@ func (c *adminServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts .
 	return out, nil
 }
 
+func (c *adminServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetConfigResponse)
@@ -111,6 +124,8 @@ type AdminServiceServer interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// GetStats reports each node's traffic and stores, and the cluster's totals.
+	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
@@ -131,6 +146,9 @@ func (UnimplementedAdminServiceServer) Locate(context.Context, *LocateRequest) (
 }
 func (UnimplementedAdminServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedAdminServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
 }
 func (UnimplementedAdminServiceServer) GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
@@ -210,6 +228,24 @@ func _AdminService_Purge_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetStats(ctx, req.(*GetStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetConfigRequest)
 	if err := dec(in); err != nil {
@@ -246,6 +282,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _AdminService_Purge_Handler,
+		},
+		{
+			MethodName: "GetStats",
+			Handler:    _AdminService_GetStats_Handler,
 		},
 		{
 			MethodName: "GetConfig",

@@ -25,6 +25,198 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StatsRequest takes no arguments.
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+// StatsResponse is one node's counters.
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// requests and bytes count client requests and body bytes by cache status.
+	Requests map[string]int64 `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// bytes: see requests.
+	Bytes map[string]int64 `protobuf:"bytes,2,rep,name=bytes,proto3" json:"bytes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// origin_requests counts requests sent to origins.
+	OriginRequests int64 `protobuf:"varint,3,opt,name=origin_requests,json=originRequests,proto3" json:"origin_requests,omitempty"`
+	// peer_fetches counts fetches sent to other nodes.
+	PeerFetches int64 `protobuf:"varint,4,opt,name=peer_fetches,json=peerFetches,proto3" json:"peer_fetches,omitempty"`
+	// tiers describes the stores: name, objects, bytes, evictions.
+	Tiers         []*Tier `protobuf:"bytes,5,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StatsResponse) GetRequests() map[string]int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetBytes() map[string]int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetOriginRequests() int64 {
+	if x != nil {
+		return x.OriginRequests
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPeerFetches() int64 {
+	if x != nil {
+		return x.PeerFetches
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetTiers() []*Tier {
+	if x != nil {
+		return x.Tiers
+	}
+	return nil
+}
+
+// Tier describes one store tier.
+type Tier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is memory, copies or disk.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// objects held.
+	Objects int64 `protobuf:"varint,2,opt,name=objects,proto3" json:"objects,omitempty"`
+	// bytes held.
+	Bytes int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// evictions so far.
+	Evictions     int64 `protobuf:"varint,4,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tier) Reset() {
+	*x = Tier{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tier) ProtoMessage() {}
+
+func (x *Tier) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tier.ProtoReflect.Descriptor instead.
+func (*Tier) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Tier) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tier) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *Tier) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Tier) GetEvictions() int64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
 // PurgeRequest is a purge to apply locally.
 type PurgeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -46,7 +238,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -58,7 +250,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -71,7 +263,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PurgeRequest) GetId() string {
@@ -127,7 +319,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +331,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +344,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PurgeResponse) GetRemoved() int64 {
@@ -187,7 +379,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +391,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +404,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FetchRequest) GetKey() string {
@@ -277,7 +469,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +481,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +494,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeaderField) GetName() string {
@@ -336,7 +528,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +540,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +553,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -462,7 +654,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +666,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +679,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -601,7 +793,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +805,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +818,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -647,7 +839,26 @@ var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n" +
+	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n" +
+	"\fStatsRequest\"\x8a\x03\n" +
+	"\rStatsResponse\x12H\n" +
+	"\brequests\x18\x01 \x03(\v2,.meshcdn.peer.v1.StatsResponse.RequestsEntryR\brequests\x12?\n" +
+	"\x05bytes\x18\x02 \x03(\v2).meshcdn.peer.v1.StatsResponse.BytesEntryR\x05bytes\x12'\n" +
+	"\x0forigin_requests\x18\x03 \x01(\x03R\x0eoriginRequests\x12!\n" +
+	"\fpeer_fetches\x18\x04 \x01(\x03R\vpeerFetches\x12+\n" +
+	"\x05tiers\x18\x05 \x03(\v2\x15.meshcdn.peer.v1.TierR\x05tiers\x1a;\n" +
+	"\rRequestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a8\n" +
+	"\n" +
+	"BytesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"h\n" +
+	"\x04Tier\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aobjects\x18\x02 \x01(\x03R\aobjects\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1c\n" +
+	"\tevictions\x18\x04 \x01(\x03R\tevictions\"\x91\x01\n" +
 	"\fPurgeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\tR\x04keys\x12!\n" +
@@ -695,10 +906,11 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\fcache_status\x18\x0e \x01(\tR\vcacheStatus\"9\n" +
 	"\vResponseEnd\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\fR\x06sha2562\xa9\x01\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha2562\xf6\x01\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
-	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02B\xb7\x01\n" +
+	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
+	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
 var (
@@ -713,37 +925,47 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*PurgeRequest)(nil),          // 0: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 1: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 2: meshcdn.peer.v1.FetchRequest
-	(*HeaderField)(nil),           // 3: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 4: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 5: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 6: meshcdn.peer.v1.ResponseEnd
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
+	(*StatsRequest)(nil),          // 0: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 1: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 2: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 3: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 4: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 5: meshcdn.peer.v1.FetchRequest
+	(*HeaderField)(nil),           // 6: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 7: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 8: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 9: meshcdn.peer.v1.ResponseEnd
+	nil,                           // 10: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 11: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	3,  // 0: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	5,  // 1: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	6,  // 2: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	3,  // 3: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	7,  // 4: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	8,  // 5: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	8,  // 6: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	8,  // 7: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	8,  // 8: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	2,  // 9: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	0,  // 10: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	4,  // 11: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	1,  // 12: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 0: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	11, // 1: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	2,  // 2: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	6,  // 3: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	8,  // 4: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	9,  // 5: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	6,  // 6: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	12, // 7: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	13, // 8: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	13, // 9: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	13, // 10: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	13, // 11: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	5,  // 12: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	3,  // 13: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	0,  // 14: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	7,  // 15: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	4,  // 16: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	1,  // 17: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
@@ -751,7 +973,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[4].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[7].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -762,7 +984,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

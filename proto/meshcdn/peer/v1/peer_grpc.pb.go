@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PeerService_Fetch_FullMethodName = "/meshcdn.peer.v1.PeerService/Fetch"
 	PeerService_Purge_FullMethodName = "/meshcdn.peer.v1.PeerService/Purge"
+	PeerService_Stats_FullMethodName = "/meshcdn.peer.v1.PeerService/Stats"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -42,6 +43,8 @@ type PeerServiceClient interface {
 	// Purge applies a purge to this node alone: the node an operator asked
 	// fans it out to every member.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// Stats returns this node's counters, for an operator's cluster view.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
 type peerServiceClient struct {
@@ -81,6 +84,16 @@ func (c *peerServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts ..
 	return out, nil
 }
 
+func (c *peerServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsResponse)
+	err := c.cc.Invoke(ctx, PeerService_Stats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -98,6 +111,8 @@ type PeerServiceServer interface {
 	// Purge applies a purge to this node alone: the node an operator asked
 	// fans it out to every member.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// Stats returns this node's counters, for an operator's cluster view.
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -113,6 +128,9 @@ func (UnimplementedPeerServiceServer) Fetch(*FetchRequest, grpc.ServerStreamingS
 }
 func (UnimplementedPeerServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedPeerServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -164,6 +182,24 @@ func _PeerService_Purge_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Stats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Stats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Stats(ctx, req.(*StatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -174,6 +210,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _PeerService_Purge_Handler,
+		},
+		{
+			MethodName: "Stats",
+			Handler:    _PeerService_Stats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
