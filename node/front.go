@@ -24,12 +24,12 @@ const via = "1.1 " + httpcache.CacheName
 
 // exchange is one client request as the front sees it.
 type exchange struct {
-	w       http.ResponseWriter
-	r       *http.Request
-	site    *site.Site
-	stats   *siteMetrics
-	start   time.Time
-	ttfb    time.Duration
+	w        http.ResponseWriter
+	r        *http.Request
+	site     *site.Site
+	stats    *siteMetrics
+	start    time.Time
+	ttfb     time.Duration
 	code     int
 	written  int64
 	status   httpcache.Status
