@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
@@ -56,6 +59,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
 		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+		"/Explain":     {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
 		"/GetStats":    {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
 		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
@@ -186,5 +190,54 @@ func TestGetStats(t *testing.T) {
 	}
 	if total != 4 || c.GetBytesServed() != 40 || c.GetOriginRequests() != 1 {
 		t.Errorf("cluster stats %v", c)
+	}
+}
+
+// TestExplain is acceptance 8 of the admin issue: Explain reports the rule,
+// key, owner and TTL source of a cacheable, a bypassed and a stale URL.
+func TestExplain(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/old.js":
+			w.Header().Set("Cache-Control", "max-age=0")
+			w.Header().Set("ETag", `"1"`)
+		default:
+			w.Header().Set("Cache-Control", "max-age=60")
+		}
+		_, _ = w.Write([]byte("x"))
+	})
+	n := startNode(t, nil, Config{Name: "solo", AdminAddr: "127.0.0.1:0", Sites: []site.Config{{
+		Name: "shop", Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}, {Extensions: []string{"css"}, Action: "cache", TTL: units.Duration(time.Hour)}},
+	}}})
+	for _, p := range []string{"/a.css", "/old.js", "/fresh.js"} {
+		do(t, n, "GET", p, "Host", "shop.example")
+	}
+	ac, _ := adminClient(t, n.AdminAddr())
+	for _, tt := range []struct {
+		url                                string
+		rule, action, key, source, outcome string
+		stored                             bool
+	}{
+		{"http://shop.example/a.css", "rules[1]", "cache", "shop.example/a.css", "rule", "hit", true},
+		{"http://shop.example/fresh.js", "default-static", "cache", "shop.example/fresh.js", "max-age", "hit", true},
+		{"http://shop.example/old.js", "default-static", "cache", "shop.example/old.js", "no-cache", "stale", true},
+		{"http://shop.example/api/cart?b=2&a=1", "rules[0]", "bypass", "shop.example/api/cart?a=1&b=2", "", "bypass", false},
+		{"http://shop.example/never.css", "rules[1]", "cache", "shop.example/never.css", "", "miss", false},
+	} {
+		r, err := ac.Explain(t.Context(), &adminv1.ExplainRequest{Url: tt.url})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.url, err)
+		}
+		if r.GetSite() != "shop" || r.GetRule() != tt.rule || r.GetAction() != tt.action || r.GetKey() != tt.key ||
+			r.GetOwner() != "solo" || r.GetTtlSource() != tt.source || r.GetOutcome() != tt.outcome || r.GetStored() != tt.stored {
+			t.Errorf("Explain(%s) = %v", tt.url, r)
+		}
+	}
+	if r, _ := ac.Explain(t.Context(), &adminv1.ExplainRequest{Url: "http://shop.example/a.css", Method: "POST"}); r.GetOutcome() != "bypass" {
+		t.Errorf("POST: %v", r)
+	}
+	if _, err := ac.Explain(t.Context(), &adminv1.ExplainRequest{Url: "http://other.example/"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown host: %v", err)
 	}
 }

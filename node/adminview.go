@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -14,6 +16,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshcdn/meshcdn/node/admin"
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
@@ -111,6 +115,67 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 
 func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
 	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
+}
+
+// Explain reasons about a request as serveCacheable would, without side
+// effects: no fill, no promotion, no peer call.
+func (v adminView) Explain(raw, method string, header map[string]string) (admin.Explanation, error) {
+	n := v.n
+	loc, err := v.Locate(raw, 0)
+	if err != nil {
+		return admin.Explanation{}, err
+	}
+	u, _ := url.Parse(raw)
+	st, _ := n.sites.Lookup(u.Host)
+	rule := st.Classify(u.Path)
+	ex := admin.Explanation{Site: loc.Site, Rule: rule.Name, Action: rule.Action.String(), Key: loc.Key, Owner: loc.Owner}
+	if (method != http.MethodGet && method != http.MethodHead) || rule.Action == site.ActionBypass {
+		ex.Outcome = "bypass"
+		return ex, nil
+	}
+	h := http.Header{}
+	for k, val := range header {
+		h.Set(k, val)
+	}
+	now := time.Now()
+	var e *cache.Entry
+	if obj, ok := n.store.Get(loc.Key); ok {
+		if obj.Pass(now) {
+			ex.Outcome = "pass"
+			return ex, nil
+		}
+		if e = matchVariant(obj, h); e != nil {
+			ex.Tier = "memory"
+		}
+	}
+	if e == nil && n.copies != nil {
+		if obj, ok := n.copies.Get(loc.Key); ok {
+			if e = matchVariant(obj, h); e != nil {
+				ex.Tier = "copies"
+			}
+		}
+	}
+	if e == nil && n.disk != nil {
+		if de := matchDisk(n.disk.Get(loc.Key), h); de != nil {
+			e, ex.Tier = de.Entry, "disk"
+		}
+	}
+	switch {
+	case e != nil:
+		ex.Stored = true
+		ex.AgeSeconds = int64(e.Age(now) / time.Second)
+		ex.TTLSeconds = int64(e.TTL / time.Second)
+		ex.TTLSource = e.TTLSource
+		ex.Outcome = "stale"
+		if e.Fresh(now) {
+			ex.Outcome = "hit"
+		}
+	case loc.Owner != n.cfg.Name:
+		ex.Outcome = "peer"
+	default:
+		ex.Outcome = "miss"
+	}
+	return ex, nil
 }
 
 func (v adminView) Stats(ctx context.Context) []admin.NodeStats { return v.n.clusterStats(ctx) }

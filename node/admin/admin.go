@@ -51,6 +51,9 @@ type Cluster interface {
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
 	// Stats gathers every member's counters.
 	Stats(ctx context.Context) []NodeStats
+	// Explain reasons about a request; errors wrap ErrBadURL when the URL is
+	// at fault.
+	Explain(url, method string, header map[string]string) (Explanation, error)
 }
 
 // NodeStats is one member's counters, or why it did not answer.
@@ -58,6 +61,15 @@ type NodeStats struct {
 	Node  string
 	Stats *peerv1.StatsResponse
 	Error string
+}
+
+// Explanation is what a node would do with a request.
+type Explanation struct {
+	Site, Rule, Action, Key, Owner string
+	Stored                         bool
+	Tier                           string
+	AgeSeconds, TTLSeconds         int64
+	TTLSource, Outcome             string
 }
 
 // Receipt is one node's answer to a purge.
@@ -129,6 +141,32 @@ func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1
 		resp.Nodes = append(resp.Nodes, &adminv1.PurgeReceipt{Node: r.Node, Applied: r.Applied, Removed: r.Removed, Error: r.Error})
 	}
 	return resp, nil
+}
+
+// Explain implements adminv1.AdminServiceServer.
+func (s *Server) Explain(_ context.Context, req *adminv1.ExplainRequest) (*adminv1.ExplainResponse, error) {
+	if req.GetUrl() == "" {
+		return nil, status.Error(codes.InvalidArgument, "url: required, e.g. http://www.example.com/a.png")
+	}
+	method := strings.ToUpper(req.GetMethod())
+	if method == "" {
+		method = "GET"
+	}
+	for _, c := range method {
+		if c < 'A' || c > 'Z' {
+			return nil, status.Errorf(codes.InvalidArgument, "method: %q is not an HTTP method", req.GetMethod())
+		}
+	}
+	e, err := s.c.Explain(req.GetUrl(), method, req.GetHeaders())
+	if errors.Is(err, ErrBadURL) {
+		return nil, status.Errorf(codes.InvalidArgument, "url: %v", err)
+	}
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &adminv1.ExplainResponse{Site: e.Site, Rule: e.Rule, Action: e.Action, Key: e.Key, Owner: e.Owner,
+		Stored: e.Stored, Tier: e.Tier, AgeSeconds: e.AgeSeconds, TtlSeconds: e.TTLSeconds, TtlSource: e.TTLSource,
+		Outcome: e.Outcome}, nil
 }
 
 // GetStats implements adminv1.AdminServiceServer.

@@ -932,6 +932,212 @@ func (x *TierStats) GetEvictions() int64 {
 	return 0
 }
 
+// ExplainRequest describes a request.
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// url is absolute, e.g. "http://www.example.com/img/a.png?v=2".
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// method defaults to GET.
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// headers are request fields that matter (Accept-Encoding for Vary, ...).
+	Headers       map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExplainRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+// ExplainResponse is the node's reasoning.
+type ExplainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site the host belongs to.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// rule is the rule that matched ("rules[2]", "default-static",
+	// "default-origin"), and action what it does: cache, bypass or origin.
+	Rule string `protobuf:"bytes,2,opt,name=rule,proto3" json:"rule,omitempty"`
+	// action: see rule.
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// key is the cache key.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// owner is the node that owns the key.
+	Owner string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	// stored reports whether this node holds a response for the request, and
+	// in which tier (memory, copies or disk).
+	Stored bool `protobuf:"varint,6,opt,name=stored,proto3" json:"stored,omitempty"`
+	// tier: see stored.
+	Tier string `protobuf:"bytes,7,opt,name=tier,proto3" json:"tier,omitempty"`
+	// age_seconds, ttl_seconds and ttl_source describe the stored response:
+	// its age, its freshness lifetime and where that came from (s-maxage,
+	// max-age, expires, rule, heuristic, no-cache).
+	AgeSeconds int64 `protobuf:"varint,8,opt,name=age_seconds,json=ageSeconds,proto3" json:"age_seconds,omitempty"`
+	// ttl_seconds: see age_seconds.
+	TtlSeconds int64 `protobuf:"varint,9,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// ttl_source: see age_seconds.
+	TtlSource string `protobuf:"bytes,10,opt,name=ttl_source,json=ttlSource,proto3" json:"ttl_source,omitempty"`
+	// outcome is what the request would get here: hit, stale (served stale or
+	// revalidated), peer (fetched from the owner), miss (from the origin),
+	// bypass (dynamic, or not GET/HEAD) or pass (recently uncacheable).
+	Outcome       string `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExplainResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *ExplainResponse) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetAgeSeconds() int64 {
+	if x != nil {
+		return x.AgeSeconds
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetTtlSource() string {
+	if x != nil {
+		return x.TtlSource
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
@@ -998,11 +1204,35 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x18\n" +
 	"\aobjects\x18\x02 \x01(\x03R\aobjects\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1c\n" +
-	"\tevictions\x18\x04 \x01(\x03R\tevictions2\xc3\x03\n" +
+	"\tevictions\x18\x04 \x01(\x03R\tevictions\"\xbf\x01\n" +
+	"\x0eExplainRequest\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12G\n" +
+	"\aheaders\x18\x03 \x03(\v2-.meshcdn.admin.v1.ExplainRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x02\n" +
+	"\x0fExplainResponse\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
+	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06stored\x18\x06 \x01(\bR\x06stored\x12\x12\n" +
+	"\x04tier\x18\a \x01(\tR\x04tier\x12\x1f\n" +
+	"\vage_seconds\x18\b \x01(\x03R\n" +
+	"ageSeconds\x12\x1f\n" +
+	"\vttl_seconds\x18\t \x01(\x03R\n" +
+	"ttlSeconds\x12\x1d\n" +
+	"\n" +
+	"ttl_source\x18\n" +
+	" \x01(\tR\tttlSource\x12\x18\n" +
+	"\aoutcome\x18\v \x01(\tR\aoutcome2\x98\x04\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12V\n" +
+	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12S\n" +
+	"\aExplain\x12 .meshcdn.admin.v1.ExplainRequest\x1a!.meshcdn.admin.v1.ExplainResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\tGetConfig\x12\".meshcdn.admin.v1.GetConfigRequest\x1a#.meshcdn.admin.v1.GetConfigResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshcdn.admin.v1B\n" +
@@ -1020,7 +1250,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -1036,30 +1266,36 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*GetStatsResponse)(nil),    // 11: meshcdn.admin.v1.GetStatsResponse
 	(*NodeStats)(nil),           // 12: meshcdn.admin.v1.NodeStats
 	(*TierStats)(nil),           // 13: meshcdn.admin.v1.TierStats
-	nil,                         // 14: meshcdn.admin.v1.NodeStats.RequestsEntry
+	(*ExplainRequest)(nil),      // 14: meshcdn.admin.v1.ExplainRequest
+	(*ExplainResponse)(nil),     // 15: meshcdn.admin.v1.ExplainResponse
+	nil,                         // 16: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 17: meshcdn.admin.v1.ExplainRequest.HeadersEntry
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
 	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
 	12, // 2: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
 	12, // 3: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	14, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	16, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
 	13, // 5: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	0,  // 6: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3,  // 7: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	7,  // 8: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	10, // 9: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	5,  // 10: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 11: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 12: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 13: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	11, // 14: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	6,  // 15: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	17, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	0,  // 7: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 8: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	7,  // 9: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	14, // 10: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	10, // 11: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	5,  // 12: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 13: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 14: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 15: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	15, // 16: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	11, // 17: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	6,  // 18: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -1073,7 +1309,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

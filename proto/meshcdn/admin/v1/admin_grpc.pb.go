@@ -24,6 +24,7 @@ const (
 	AdminService_ListMembers_FullMethodName = "/meshcdn.admin.v1.AdminService/ListMembers"
 	AdminService_Locate_FullMethodName      = "/meshcdn.admin.v1.AdminService/Locate"
 	AdminService_Purge_FullMethodName       = "/meshcdn.admin.v1.AdminService/Purge"
+	AdminService_Explain_FullMethodName     = "/meshcdn.admin.v1.AdminService/Explain"
 	AdminService_GetStats_FullMethodName    = "/meshcdn.admin.v1.AdminService/GetStats"
 	AdminService_GetConfig_FullMethodName   = "/meshcdn.admin.v1.AdminService/GetConfig"
 )
@@ -44,6 +45,10 @@ type AdminServiceClient interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// Explain says what this node would do with a request: the site and rule
+	// that match, the cache key and its owner, what is stored here and why it
+	// is fresh for as long as it is, and what the request would get.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
@@ -88,6 +93,16 @@ func (c *adminServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts .
 	return out, nil
 }
 
+func (c *adminServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, AdminService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetStatsResponse)
@@ -124,6 +139,10 @@ type AdminServiceServer interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// Explain says what this node would do with a request: the site and rule
+	// that match, the cache key and its owner, what is stored here and why it
+	// is fresh for as long as it is, and what the request would get.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
@@ -146,6 +165,9 @@ func (UnimplementedAdminServiceServer) Locate(context.Context, *LocateRequest) (
 }
 func (UnimplementedAdminServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedAdminServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedAdminServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
@@ -228,6 +250,24 @@ func _AdminService_Purge_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetStatsRequest)
 	if err := dec(in); err != nil {
@@ -282,6 +322,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _AdminService_Purge_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _AdminService_Explain_Handler,
 		},
 		{
 			MethodName: "GetStats",
