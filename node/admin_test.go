@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,6 +62,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
 		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+		"/Prefetch":    {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
 		"/Explain":     {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
 		"/GetStats":    {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
 		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
@@ -239,5 +243,57 @@ func TestExplain(t *testing.T) {
 	}
 	if _, err := ac.Explain(t.Context(), &adminv1.ExplainRequest{Url: "http://other.example/"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("unknown host: %v", err)
+	}
+}
+
+// TestPrefetch is acceptance 6 of the admin issue: 50 URLs prefetched through
+// one node are afterwards hits at their owners, the origin asked once each.
+func TestPrefetch(t *testing.T) {
+	o := newOrigin(t, static("prefetched", "public, max-age=600"))
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	var urls []string
+	for i := range 50 {
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1/pre/%d.js", i))
+	}
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	stream, err := ac.Prefetch(t.Context(), &adminv1.PrefetchRequest{Urls: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*adminv1.PrefetchResponse{}
+	for {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[p.GetUrl()] = p
+	}
+	if len(got) != 50 {
+		t.Fatalf("%d progress messages", len(got))
+	}
+	wantHits(t, o, 50)
+	byName := map[string]*Node{}
+	for _, n := range nodes {
+		byName[n.Name()] = n
+	}
+	for _, u := range urls {
+		p := got[u]
+		if p.GetError() != "" || p.GetStatus() != 200 || p.GetBytes() != int64(len("prefetched")) {
+			t.Errorf("%s: %v", u, p)
+			continue
+		}
+		owner := byName[p.GetNode()]
+		wantStatus(t, do(t, owner, "GET", strings.TrimPrefix(u, "http://127.0.0.1")), "meshcdn; hit")
+	}
+	wantHits(t, o, 50)
+	empty, err := ac.Prefetch(t.Context(), &adminv1.PrefetchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := empty.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "urls:") {
+		t.Errorf("empty prefetch: %v", err)
 	}
 }

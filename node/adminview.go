@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,6 +21,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // startAdmin binds the admin listener and serves AdminService, health and
@@ -115,6 +118,98 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 
 func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
 	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
+}
+
+// Prefetch fills each URL at its owner, 8 at a time: this node's own keys
+// through its handler, others' through a peer fetch whose body is discarded
+// here (the owner keeps it).
+func (v adminView) Prefetch(ctx context.Context, urls []string, report func(admin.Progress) error) error {
+	n := v.n
+	var mu sync.Mutex
+	var reportErr error
+	send := func(p admin.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reportErr == nil {
+			reportErr = report(p)
+		}
+	}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, raw := range urls {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return context.Cause(ctx)
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			send(n.prefetch(ctx, raw))
+		})
+	}
+	wg.Wait()
+	return reportErr
+}
+
+// prefetch fills one URL at its owner.
+func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
+	p.URL = raw
+	loc, err := adminView{n}.Locate(raw, 0)
+	if err != nil {
+		p.Error = err.Error()
+		return p
+	}
+	p.Node = loc.Owner
+	u, _ := url.Parse(raw)
+	if name, addr, ok := n.owner(loc.Key); ok {
+		resp, err := n.mesh.peers.Fetch(ctx, addr, &peerv1.FetchRequest{Key: loc.Key, Host: u.Host,
+			PathQuery: u.RequestURI(), From: n.cfg.Name, Epoch: n.mesh.epoch.Load()})
+		if err != nil {
+			p.Error = fmt.Sprintf("peer %s: %v", name, err)
+			return p
+		}
+		defer resp.Body.Close()
+		p.Status, p.CacheStatus = resp.StatusCode, resp.Header.Get("Cache-Status")
+		if p.Bytes, err = io.Copy(io.Discard, resp.Body); err != nil {
+			p.Error = err.Error()
+		}
+		return p
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		p.Error = err.Error()
+		return p
+	}
+	req.RequestURI, req.RemoteAddr = u.RequestURI(), "127.0.0.1:0"
+	w := &discardWriter{h: http.Header{}}
+	defer func() {
+		if r := recover(); r != nil { // the handler aborts a response whose origin broke off
+			p.Error = "the origin's response broke off"
+		}
+	}()
+	n.ServeHTTP(w, req)
+	p.Status, p.Bytes, p.CacheStatus = w.code, w.n, w.h.Get("Cache-Status")
+	return p
+}
+
+// discardWriter counts a response and keeps nothing of its body.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int64
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+func (w *discardWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+func (w *discardWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.n += int64(len(p))
+	return len(p), nil
 }
 
 // Explain reasons about a request as serveCacheable would, without side

@@ -51,6 +51,9 @@ type Cluster interface {
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
 	// Stats gathers every member's counters.
 	Stats(ctx context.Context) []NodeStats
+	// Prefetch fills each URL at its owner, calling report as each completes
+	// (from one goroutine at a time).
+	Prefetch(ctx context.Context, urls []string, report func(Progress) error) error
 	// Explain reasons about a request; errors wrap ErrBadURL when the URL is
 	// at fault.
 	Explain(url, method string, header map[string]string) (Explanation, error)
@@ -70,6 +73,13 @@ type Explanation struct {
 	Tier                           string
 	AgeSeconds, TTLSeconds         int64
 	TTLSource, Outcome             string
+}
+
+// Progress reports one prefetched URL.
+type Progress struct {
+	URL, Node, CacheStatus, Error string
+	Status                        int
+	Bytes                         int64
 }
 
 // Receipt is one node's answer to a purge.
@@ -141,6 +151,28 @@ func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1
 		resp.Nodes = append(resp.Nodes, &adminv1.PurgeReceipt{Node: r.Node, Applied: r.Applied, Removed: r.Removed, Error: r.Error})
 	}
 	return resp, nil
+}
+
+// MaxPrefetch bounds the URLs of one Prefetch call.
+const MaxPrefetch = 1000
+
+// Prefetch implements adminv1.AdminServiceServer.
+func (s *Server) Prefetch(req *adminv1.PrefetchRequest, stream grpc.ServerStreamingServer[adminv1.PrefetchResponse]) error {
+	switch n := len(req.GetUrls()); {
+	case n == 0:
+		return status.Error(codes.InvalidArgument, "urls: at least one is required")
+	case n > MaxPrefetch:
+		return status.Errorf(codes.InvalidArgument, "urls: %d URLs, at most %d per call", n, MaxPrefetch)
+	}
+	for i, u := range req.GetUrls() {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return status.Errorf(codes.InvalidArgument, "urls[%d]: %q is not an absolute http(s) URL", i, u)
+		}
+	}
+	return s.c.Prefetch(stream.Context(), req.GetUrls(), func(p Progress) error {
+		return stream.Send(&adminv1.PrefetchResponse{Url: p.URL, Node: p.Node, Status: int32(p.Status), Bytes: p.Bytes,
+			CacheStatus: p.CacheStatus, Error: p.Error})
+	})
 }
 
 // Explain implements adminv1.AdminServiceServer.

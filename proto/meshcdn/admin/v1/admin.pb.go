@@ -1138,6 +1138,143 @@ func (x *ExplainResponse) GetOutcome() string {
 	return ""
 }
 
+// PrefetchRequest lists URLs to fill.
+type PrefetchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// urls are absolute URLs; at most 1000 per call.
+	Urls          []string `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchRequest) Reset() {
+	*x = PrefetchRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchRequest) ProtoMessage() {}
+
+func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchRequest.ProtoReflect.Descriptor instead.
+func (*PrefetchRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PrefetchRequest) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+// PrefetchResponse reports the progress of one URL.
+type PrefetchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// url is the URL as given.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// node is the owner that filled it.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// status is the HTTP status the owner answered, 0 on error.
+	Status int32 `protobuf:"varint,3,opt,name=status,proto3" json:"status,omitempty"`
+	// bytes is the body's size.
+	Bytes int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// cache_status is the owner's Cache-Status for the fill.
+	CacheStatus string `protobuf:"bytes,5,opt,name=cache_status,json=cacheStatus,proto3" json:"cache_status,omitempty"`
+	// error says why the URL could not be filled.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefetchResponse) Reset() {
+	*x = PrefetchResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefetchResponse) ProtoMessage() {}
+
+func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefetchResponse.ProtoReflect.Descriptor instead.
+func (*PrefetchResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PrefetchResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PrefetchResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PrefetchResponse) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *PrefetchResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *PrefetchResponse) GetCacheStatus() string {
+	if x != nil {
+		return x.CacheStatus
+	}
+	return ""
+}
+
+func (x *PrefetchResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
@@ -1227,11 +1364,21 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ttl_source\x18\n" +
 	" \x01(\tR\tttlSource\x12\x18\n" +
-	"\aoutcome\x18\v \x01(\tR\aoutcome2\x98\x04\n" +
+	"\aoutcome\x18\v \x01(\tR\aoutcome\"%\n" +
+	"\x0fPrefetchRequest\x12\x12\n" +
+	"\x04urls\x18\x01 \x03(\tR\x04urls\"\x9f\x01\n" +
+	"\x10PrefetchResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\x05R\x06status\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12!\n" +
+	"\fcache_status\x18\x05 \x01(\tR\vcacheStatus\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error2\xf2\x04\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12S\n" +
+	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12X\n" +
+	"\bPrefetch\x12!.meshcdn.admin.v1.PrefetchRequest\x1a\".meshcdn.admin.v1.PrefetchResponse\"\x03\x90\x02\x020\x01\x12S\n" +
 	"\aExplain\x12 .meshcdn.admin.v1.ExplainRequest\x1a!.meshcdn.admin.v1.ExplainResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\tGetConfig\x12\".meshcdn.admin.v1.GetConfigRequest\x1a#.meshcdn.admin.v1.GetConfigResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
@@ -1250,7 +1397,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -1268,31 +1415,35 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*TierStats)(nil),           // 13: meshcdn.admin.v1.TierStats
 	(*ExplainRequest)(nil),      // 14: meshcdn.admin.v1.ExplainRequest
 	(*ExplainResponse)(nil),     // 15: meshcdn.admin.v1.ExplainResponse
-	nil,                         // 16: meshcdn.admin.v1.NodeStats.RequestsEntry
-	nil,                         // 17: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*PrefetchRequest)(nil),     // 16: meshcdn.admin.v1.PrefetchRequest
+	(*PrefetchResponse)(nil),    // 17: meshcdn.admin.v1.PrefetchResponse
+	nil,                         // 18: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 19: meshcdn.admin.v1.ExplainRequest.HeadersEntry
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
 	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
 	12, // 2: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
 	12, // 3: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	16, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	18, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
 	13, // 5: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	17, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	19, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
 	0,  // 7: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
 	3,  // 8: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
 	7,  // 9: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	14, // 10: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
-	10, // 11: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	5,  // 12: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 13: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 14: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 15: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	15, // 16: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	11, // 17: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	6,  // 18: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
+	16, // 10: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
+	14, // 11: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	10, // 12: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	5,  // 13: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 14: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 15: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 16: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	17, // 17: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	15, // 18: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	11, // 19: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	6,  // 20: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	14, // [14:21] is the sub-list for method output_type
+	7,  // [7:14] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1309,7 +1460,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

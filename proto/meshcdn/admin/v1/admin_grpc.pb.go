@@ -24,6 +24,7 @@ const (
 	AdminService_ListMembers_FullMethodName = "/meshcdn.admin.v1.AdminService/ListMembers"
 	AdminService_Locate_FullMethodName      = "/meshcdn.admin.v1.AdminService/Locate"
 	AdminService_Purge_FullMethodName       = "/meshcdn.admin.v1.AdminService/Purge"
+	AdminService_Prefetch_FullMethodName    = "/meshcdn.admin.v1.AdminService/Prefetch"
 	AdminService_Explain_FullMethodName     = "/meshcdn.admin.v1.AdminService/Explain"
 	AdminService_GetStats_FullMethodName    = "/meshcdn.admin.v1.AdminService/GetStats"
 	AdminService_GetConfig_FullMethodName   = "/meshcdn.admin.v1.AdminService/GetConfig"
@@ -45,6 +46,9 @@ type AdminServiceClient interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// Prefetch fills URLs into the cache, each at its owner, and streams one
+	// progress message per URL as it completes.
+	Prefetch(ctx context.Context, in *PrefetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PrefetchResponse], error)
 	// Explain says what this node would do with a request: the site and rule
 	// that match, the cache key and its owner, what is stored here and why it
 	// is fresh for as long as it is, and what the request would get.
@@ -93,6 +97,25 @@ func (c *adminServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts .
 	return out, nil
 }
 
+func (c *adminServiceClient) Prefetch(ctx context.Context, in *PrefetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PrefetchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_Prefetch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PrefetchRequest, PrefetchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_PrefetchClient = grpc.ServerStreamingClient[PrefetchResponse]
+
 func (c *adminServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExplainResponse)
@@ -139,6 +162,9 @@ type AdminServiceServer interface {
 	// soft, objects are marked stale instead, so they are revalidated (or served
 	// stale if the origin fails). The response has a receipt per node.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// Prefetch fills URLs into the cache, each at its owner, and streams one
+	// progress message per URL as it completes.
+	Prefetch(*PrefetchRequest, grpc.ServerStreamingServer[PrefetchResponse]) error
 	// Explain says what this node would do with a request: the site and rule
 	// that match, the cache key and its owner, what is stored here and why it
 	// is fresh for as long as it is, and what the request would get.
@@ -165,6 +191,9 @@ func (UnimplementedAdminServiceServer) Locate(context.Context, *LocateRequest) (
 }
 func (UnimplementedAdminServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedAdminServiceServer) Prefetch(*PrefetchRequest, grpc.ServerStreamingServer[PrefetchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Prefetch not implemented")
 }
 func (UnimplementedAdminServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
@@ -249,6 +278,17 @@ func _AdminService_Purge_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _AdminService_Prefetch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PrefetchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).Prefetch(m, &grpc.GenericServerStream[PrefetchRequest, PrefetchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_PrefetchServer = grpc.ServerStreamingServer[PrefetchResponse]
 
 func _AdminService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExplainRequest)
@@ -336,6 +376,12 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_GetConfig_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Prefetch",
+			Handler:       _AdminService_Prefetch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "meshcdn/admin/v1/admin.proto",
 }
