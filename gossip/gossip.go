@@ -108,6 +108,7 @@ type Gossip struct {
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	stopped  atomic.Bool
+	left     atomic.Bool // after Leave, the join loop stays quiet
 }
 
 var (
@@ -224,7 +225,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		if g.ml.NumMembers() > 1 {
+		if g.ml.NumMembers() > 1 || g.left.Load() {
 			wait = 5 * backoff
 			continue
 		}
@@ -291,6 +292,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.ml == nil || g.stopped.Load() {
 		return errors.New("gossip: leave after shutdown") // memberlist would panic
 	}
+	g.left.Store(true)
 	return g.ml.Leave(timeout)
 }
 

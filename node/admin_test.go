@@ -62,13 +62,15 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`},
 		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
+		"/Drain":       {`"node": "n3"`},
 		"/Prefetch":    {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
 		"/Explain":     {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
 		"/GetStats":    {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
 		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
 	for _, l := range lines {
-		args, err := shellSplit(strings.ReplaceAll(l, "127.0.0.1:7071", addr))
+		// The README names `make run`'s nodes (edge-1...); the test cluster's are n1...
+		args, err := shellSplit(strings.ReplaceAll(strings.ReplaceAll(l, "127.0.0.1:7071", addr), `"edge-`, `"n`))
 		if err != nil {
 			t.Fatalf("%s: %v", l, err)
 		}
@@ -295,5 +297,37 @@ func TestPrefetch(t *testing.T) {
 	}
 	if _, err := empty.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "urls:") {
 		t.Errorf("empty prefetch: %v", err)
+	}
+}
+
+// TestDrain: a node drained through another leaves every ring, reports not
+// ready, and still answers its clients.
+func TestDrain(t *testing.T) {
+	o := newOrigin(t, static("x", "public, max-age=600"))
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	r, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n3"})
+	if err != nil || r.GetNode() != "n3" {
+		t.Fatalf("Drain: %v %v", r, err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 && nodes[2].RingMembers() == 2
+	})
+	if owner, _ := nodes[2].mesh.ring.Load().ring.Owner("127.0.0.1/d.js"); owner == "n3" {
+		t.Error("the drained node still owns keys")
+	}
+	resp, err := http.Get("http://" + nodes[2].MetricsAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz of a drained node: %d", resp.StatusCode)
+	}
+	if r := do(t, nodes[2], "GET", "/d.js"); r.StatusCode != 200 || r.body != "x" {
+		t.Errorf("the drained node stopped answering: %d", r.StatusCode)
+	}
+	if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n9"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown node: %v", err)
 	}
 }

@@ -120,6 +120,22 @@ func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, sof
 	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
 }
 
+// Drain takes the named member out of the ring, relaying to it if needed.
+func (v adminView) Drain(ctx context.Context, name string) (string, error) {
+	n := v.n
+	if name == "" || name == n.cfg.Name {
+		return n.cfg.Name, n.DrainLocal()
+	}
+	for _, m := range v.Members() {
+		if m.Name == name {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return name, n.mesh.peers.Drain(ctx, m.PeerAddr, n.cfg.Name)
+		}
+	}
+	return "", fmt.Errorf("%w: %q", admin.ErrNoMember, name)
+}
+
 // Prefetch fills each URL at its owner, 8 at a time: this node's own keys
 // through its handler, others' through a peer fetch whose body is discarded
 // here (the owner keeps it).

@@ -84,16 +84,17 @@ type snapshot struct {
 
 // mesh is the running mesh part of a node.
 type mesh struct {
-	cfg     MeshConfig
-	gossip  *gossip.Gossip
-	ring    atomic.Pointer[snapshot]
-	addrs   atomic.Pointer[map[string]string] // member → peer address
-	epoch   atomic.Uint64
-	peers   *peer.Pool
-	grpc    *grpc.Server
-	health  *health.Server
-	peerLn  net.Listener
-	started time.Time
+	cfg      MeshConfig
+	gossip   *gossip.Gossip
+	ring     atomic.Pointer[snapshot]
+	addrs    atomic.Pointer[map[string]string] // member → peer address
+	epoch    atomic.Uint64
+	peers    *peer.Pool
+	grpc     *grpc.Server
+	health   *health.Server
+	peerLn   net.Listener
+	started  time.Time
+	draining atomic.Bool // left the ring; still answers as a non-owner
 }
 
 // startMesh binds the peer listener, starts gossip and the ring loop.
@@ -175,9 +176,15 @@ func (n *Node) rebuildRing() {
 	if len(members) == 0 || n.ctx.Err() != nil {
 		return // shutting down
 	}
+	if m.draining.Load() && len(members) == 1 {
+		return // alone and draining: keep the last ring
+	}
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
 	for _, mem := range members {
+		if mem.Name == n.cfg.Name && m.draining.Load() {
+			continue // a draining node owns nothing
+		}
 		names = append(names, mem.Name)
 		addrs[mem.Name] = mem.Meta.PeerAddr
 	}
@@ -243,6 +250,21 @@ func (n *Node) previousOwner(key string) (name, addr string, ok bool) {
 	}
 	a := (*n.mesh.addrs.Load())[o]
 	return o, a, a != ""
+}
+
+// DrainLocal takes this node out of the ring: it announces that it leaves,
+// stops owning keys, and reports not ready; it keeps answering clients.
+func (n *Node) DrainLocal() error {
+	if n.mesh == nil {
+		return errors.New("node: not in a mesh")
+	}
+	if n.mesh.draining.Swap(true) {
+		return nil
+	}
+	n.ready.Store(false)
+	n.log.Info("draining: leaving the ring")
+	n.rebuildRing()
+	return n.mesh.gossip.Leave(n.mesh.cfg.LeaveTimeout)
 }
 
 // stopMesh leaves the mesh and stops the peer listener.

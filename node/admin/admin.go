@@ -35,6 +35,9 @@ type Location struct {
 // ErrBadURL is wrapped by Cluster.Locate for a URL it cannot place.
 var ErrBadURL = errors.New("bad url")
 
+// ErrNoMember is wrapped by Cluster.Drain for a name no member has.
+var ErrNoMember = errors.New("no such member")
+
 // Cluster is what the admin service needs from the node.
 type Cluster interface {
 	// Name is the answering node's name.
@@ -51,6 +54,8 @@ type Cluster interface {
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
 	// Stats gathers every member's counters.
 	Stats(ctx context.Context) []NodeStats
+	// Drain takes the named member (empty: this node) out of the ring.
+	Drain(ctx context.Context, node string) (string, error)
 	// Prefetch fills each URL at its owner, calling report as each completes
 	// (from one goroutine at a time).
 	Prefetch(ctx context.Context, urls []string, report func(Progress) error) error
@@ -268,6 +273,18 @@ func nodeStats(name string, s *peerv1.StatsResponse) *adminv1.NodeStats {
 		out.Tiers = append(out.Tiers, &adminv1.TierStats{Tier: t.GetName(), Objects: t.GetObjects(), Bytes: t.GetBytes(), Evictions: t.GetEvictions()})
 	}
 	return out
+}
+
+// Drain implements adminv1.AdminServiceServer.
+func (s *Server) Drain(ctx context.Context, req *adminv1.DrainRequest) (*adminv1.DrainResponse, error) {
+	name, err := s.c.Drain(ctx, req.GetNode())
+	if errors.Is(err, ErrNoMember) {
+		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
+	}
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &adminv1.DrainResponse{Node: name}, nil
 }
 
 // GetConfig implements adminv1.AdminServiceServer.

@@ -59,6 +59,8 @@ type Local interface {
 	PurgeLocal(req *peerv1.PurgeRequest) int64
 	// LocalStats returns the node's counters.
 	LocalStats() *peerv1.StatsResponse
+	// DrainLocal takes the node out of the ring.
+	DrainLocal() error
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
@@ -75,6 +77,14 @@ var _ peerv1.PeerServiceServer = (*Server)(nil)
 // NewServer returns a server that answers through h and p.
 func NewServer(h http.Handler, p Local, log *slog.Logger) *Server {
 	return &Server{h: h, p: p, log: log}
+}
+
+// Drain implements peerv1.PeerServiceServer.
+func (s *Server) Drain(context.Context, *peerv1.DrainRequest) (*peerv1.DrainResponse, error) {
+	if err := s.p.DrainLocal(); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &peerv1.DrainResponse{}, nil
 }
 
 // Stats implements peerv1.PeerServiceServer.
@@ -267,6 +277,18 @@ func (p *Pool) Purge(ctx context.Context, addr string, req *peerv1.PurgeRequest)
 		return 0, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	return resp.GetRemoved(), nil
+}
+
+// Drain asks the peer at addr to take itself out of the ring.
+func (p *Pool) Drain(ctx context.Context, addr, from string) error {
+	c, err := p.conn(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := peerv1.NewPeerServiceClient(c).Drain(ctx, &peerv1.DrainRequest{From: from}); err != nil {
+		return fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return nil
 }
 
 // Stats asks the peer at addr for its counters.

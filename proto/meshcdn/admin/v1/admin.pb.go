@@ -1275,6 +1275,98 @@ func (x *PrefetchResponse) GetError() string {
 	return ""
 }
 
+// DrainRequest names the node to drain.
+type DrainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is a member's name; empty drains the node asked.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DrainRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// DrainResponse confirms the drain.
+type DrainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the drained node.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DrainResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
@@ -1373,14 +1465,19 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x05R\x06status\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12!\n" +
 	"\fcache_status\x18\x05 \x01(\tR\vcacheStatus\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error2\xf2\x04\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\"\n" +
+	"\fDrainRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"#\n" +
+	"\rDrainResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node2\xc1\x05\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
 	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12X\n" +
 	"\bPrefetch\x12!.meshcdn.admin.v1.PrefetchRequest\x1a\".meshcdn.admin.v1.PrefetchResponse\"\x03\x90\x02\x020\x01\x12S\n" +
 	"\aExplain\x12 .meshcdn.admin.v1.ExplainRequest\x1a!.meshcdn.admin.v1.ExplainResponse\"\x03\x90\x02\x01\x12V\n" +
-	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12Y\n" +
+	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\x05Drain\x12\x1e.meshcdn.admin.v1.DrainRequest\x1a\x1f.meshcdn.admin.v1.DrainResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\tGetConfig\x12\".meshcdn.admin.v1.GetConfigRequest\x1a#.meshcdn.admin.v1.GetConfigResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshcdn.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1;adminv1\xa2\x02\x03MAX\xaa\x02\x10Meshcdn.Admin.V1\xca\x02\x10Meshcdn\\Admin\\V1\xe2\x02\x1cMeshcdn\\Admin\\V1\\GPBMetadata\xea\x02\x12Meshcdn::Admin::V1b\x06proto3"
@@ -1397,7 +1494,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -1417,33 +1514,37 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ExplainResponse)(nil),     // 15: meshcdn.admin.v1.ExplainResponse
 	(*PrefetchRequest)(nil),     // 16: meshcdn.admin.v1.PrefetchRequest
 	(*PrefetchResponse)(nil),    // 17: meshcdn.admin.v1.PrefetchResponse
-	nil,                         // 18: meshcdn.admin.v1.NodeStats.RequestsEntry
-	nil,                         // 19: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*DrainRequest)(nil),        // 18: meshcdn.admin.v1.DrainRequest
+	(*DrainResponse)(nil),       // 19: meshcdn.admin.v1.DrainResponse
+	nil,                         // 20: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 21: meshcdn.admin.v1.ExplainRequest.HeadersEntry
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
 	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
 	12, // 2: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
 	12, // 3: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	18, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	20, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
 	13, // 5: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	19, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	21, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
 	0,  // 7: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
 	3,  // 8: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
 	7,  // 9: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
 	16, // 10: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
 	14, // 11: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
 	10, // 12: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	5,  // 13: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 14: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 15: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 16: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	17, // 17: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
-	15, // 18: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	11, // 19: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	6,  // 20: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
+	18, // 13: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
+	5,  // 14: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 15: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 16: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 17: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	17, // 18: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	15, // 19: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	11, // 20: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	19, // 21: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
+	6,  // 22: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1460,7 +1561,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -835,6 +835,89 @@ func (x *ResponseEnd) GetSha256() []byte {
 	return nil
 }
 
+// DrainRequest takes no arguments: the receiving node drains.
+type DrainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from names the node that relays the operator's request.
+	From          string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DrainRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+// DrainResponse confirms the drain.
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
+}
+
 var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
@@ -906,10 +989,14 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\fcache_status\x18\x0e \x01(\tR\vcacheStatus\"9\n" +
 	"\vResponseEnd\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\fR\x06sha2562\xf6\x01\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\"\n" +
+	"\fDrainRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\"\x0f\n" +
+	"\rDrainResponse2\xc3\x02\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
+	"\x05Drain\x12\x1d.meshcdn.peer.v1.DrainRequest\x1a\x1e.meshcdn.peer.v1.DrainResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
@@ -925,7 +1012,7 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
 	(*StatsRequest)(nil),          // 0: meshcdn.peer.v1.StatsRequest
 	(*StatsResponse)(nil),         // 1: meshcdn.peer.v1.StatsResponse
@@ -937,32 +1024,36 @@ var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
 	(*FetchResponse)(nil),         // 7: meshcdn.peer.v1.FetchResponse
 	(*ResponseHead)(nil),          // 8: meshcdn.peer.v1.ResponseHead
 	(*ResponseEnd)(nil),           // 9: meshcdn.peer.v1.ResponseEnd
-	nil,                           // 10: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 11: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*DrainRequest)(nil),          // 10: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 11: meshcdn.peer.v1.DrainResponse
+	nil,                           // 12: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 13: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	10, // 0: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	11, // 1: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	12, // 0: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	13, // 1: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
 	2,  // 2: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
 	6,  // 3: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
 	8,  // 4: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
 	9,  // 5: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
 	6,  // 6: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	12, // 7: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	13, // 8: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	13, // 9: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	13, // 10: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	13, // 11: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	14, // 7: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	15, // 8: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	15, // 9: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	15, // 10: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	15, // 11: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
 	5,  // 12: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
 	3,  // 13: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	0,  // 14: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	7,  // 15: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	4,  // 16: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	1,  // 17: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
+	10, // 14: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	0,  // 15: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	7,  // 16: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	4,  // 17: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	11, // 18: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	1,  // 19: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -984,7 +1075,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PeerService_Fetch_FullMethodName = "/meshcdn.peer.v1.PeerService/Fetch"
 	PeerService_Purge_FullMethodName = "/meshcdn.peer.v1.PeerService/Purge"
+	PeerService_Drain_FullMethodName = "/meshcdn.peer.v1.PeerService/Drain"
 	PeerService_Stats_FullMethodName = "/meshcdn.peer.v1.PeerService/Stats"
 )
 
@@ -43,6 +44,8 @@ type PeerServiceClient interface {
 	// Purge applies a purge to this node alone: the node an operator asked
 	// fans it out to every member.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// Drain takes this node out of the ring (see AdminService.Drain).
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Stats returns this node's counters, for an operator's cluster view.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
@@ -84,6 +87,16 @@ func (c *peerServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts ..
 	return out, nil
 }
 
+func (c *peerServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, PeerService_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatsResponse)
@@ -111,6 +124,8 @@ type PeerServiceServer interface {
 	// Purge applies a purge to this node alone: the node an operator asked
 	// fans it out to every member.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// Drain takes this node out of the ring (see AdminService.Drain).
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Stats returns this node's counters, for an operator's cluster view.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
@@ -128,6 +143,9 @@ func (UnimplementedPeerServiceServer) Fetch(*FetchRequest, grpc.ServerStreamingS
 }
 func (UnimplementedPeerServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedPeerServiceServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedPeerServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
@@ -182,6 +200,24 @@ func _PeerService_Purge_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PeerService_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatsRequest)
 	if err := dec(in); err != nil {
@@ -210,6 +246,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _PeerService_Purge_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _PeerService_Drain_Handler,
 		},
 		{
 			MethodName: "Stats",
