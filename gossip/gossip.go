@@ -292,7 +292,9 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.ml == nil || g.stopped.Load() {
 		return errors.New("gossip: leave after shutdown") // memberlist would panic
 	}
-	g.left.Store(true)
+	if g.left.Swap(true) {
+		return nil // already announced
+	}
 	return g.ml.Leave(timeout)
 }
 

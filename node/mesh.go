@@ -264,7 +264,14 @@ func (n *Node) DrainLocal() error {
 	n.ready.Store(false)
 	n.log.Info("draining: leaving the ring")
 	n.rebuildRing()
-	return n.mesh.gossip.Leave(n.mesh.cfg.LeaveTimeout)
+	// Announce in the background: the caller's answer must not wait for the
+	// others to drop their connections to this node.
+	n.wg.Go(func() {
+		if err := n.mesh.gossip.Leave(n.mesh.cfg.LeaveTimeout); err != nil {
+			n.log.Warn("draining: leave not announced", "err", err)
+		}
+	})
+	return nil
 }
 
 // stopMesh leaves the mesh and stops the peer listener.
