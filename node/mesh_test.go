@@ -203,8 +203,17 @@ func TestBrokenPeerStream(t *testing.T) {
 			t.Fatalf("a cut body was delivered as complete (%d bytes)", len(r.body))
 		}
 	}
-	if c := calls.Load(); c != 2 {
-		t.Errorf("origin asked %d times; the cut response must not be stored", c)
+	// Each request may also try the origin directly after the peer failed; the
+	// cut body is stored nowhere.
+	if c := calls.Load(); c < 2 {
+		t.Errorf("origin asked %d times", c)
+	}
+	for _, n := range nodes {
+		for _, tier := range []string{"memory", "copies"} {
+			if v := gaugeValue(t, n, "meshcdn_store_objects", "tier", tier); v != 0 {
+				t.Errorf("%s holds %v objects in %s after cut responses", n.Name(), v, tier)
+			}
+		}
 	}
 }
 

@@ -353,19 +353,29 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 	for _, h := range head.GetHeaders() {
 		resp.Header[h.GetName()] = h.GetValues()
 	}
-	resp.Body = &streamBody{stream: stream, cancel: cancel, sum: sha256.New()}
+	body := &streamBody{stream: stream, cancel: cancel, sum: sha256.New()}
+	// Read ahead one chunk and the message after it: a body of one chunk (most
+	// objects) is then complete and verified before the caller sees it, so an
+	// owner dying mid-stream sends the caller to the origin instead of cutting
+	// a client's transfer. Larger bodies keep streaming.
+	if err := body.readAhead(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	resp.Body = body
 	return resp, nil
 }
 
 // streamBody reads body chunks and checks the end message.
 type streamBody struct {
-	stream grpc.ServerStreamingClient[peerv1.FetchResponse]
-	cancel context.CancelFunc
-	buf    bytes.Reader
-	sum    hash.Hash
-	n      int64
-	done   bool
-	err    error
+	stream  grpc.ServerStreamingClient[peerv1.FetchResponse]
+	cancel  context.CancelFunc
+	buf     bytes.Reader
+	pending []byte // a chunk just received
+	sum     hash.Hash
+	n       int64
+	done    bool
+	err     error
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -379,27 +389,58 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		if b.done {
 			return 0, io.EOF
 		}
-		m, err := b.stream.Recv()
-		switch {
-		case errors.Is(err, io.EOF):
-			b.err = fmt.Errorf("peer: stream ended before the body did: %w", io.ErrUnexpectedEOF)
-		case err != nil:
-			b.err = fmt.Errorf("peer: %w", err)
-		case m.GetChunk() != nil:
-			b.sum.Write(m.GetChunk())
-			b.n += int64(len(m.GetChunk()))
-			b.buf.Reset(m.GetChunk())
-		case m.GetEnd() != nil:
-			end := m.GetEnd()
-			if end.GetSize() != b.n || !bytes.Equal(end.GetSha256(), b.sum.Sum(nil)) {
-				b.err = ErrChecksum
-			} else {
-				b.done = true
-			}
-		default:
-			b.err = errors.New("peer: unexpected message in body")
+		if err := b.receive(); err != nil {
+			b.err = err
+			continue
+		}
+		if b.pending != nil {
+			b.buf.Reset(b.pending)
+			b.pending = nil
 		}
 	}
+}
+
+// readAhead receives up to two messages into the buffer: a whole small body
+// and its end, or the start of a large one.
+func (b *streamBody) readAhead() error {
+	var ahead []byte
+	for range 2 {
+		if b.done {
+			break
+		}
+		if err := b.receive(); err != nil {
+			return err
+		}
+		ahead = append(ahead, b.pending...)
+		b.pending = nil
+	}
+	b.buf.Reset(ahead)
+	return nil
+}
+
+// receive takes the next message: a chunk goes to pending, the end is
+// checked.
+func (b *streamBody) receive() error {
+	m, err := b.stream.Recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("peer: stream ended before the body did: %w", io.ErrUnexpectedEOF)
+	case err != nil:
+		return fmt.Errorf("peer: %w", err)
+	case m.GetChunk() != nil:
+		b.sum.Write(m.GetChunk())
+		b.n += int64(len(m.GetChunk()))
+		b.pending = m.GetChunk()
+	case m.GetEnd() != nil:
+		end := m.GetEnd()
+		if end.GetSize() != b.n || !bytes.Equal(end.GetSha256(), b.sum.Sum(nil)) {
+			return ErrChecksum
+		}
+		b.done = true
+	default:
+		return errors.New("peer: unexpected message in body")
+	}
+	return nil
 }
 
 func (b *streamBody) Close() error {
