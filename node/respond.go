@@ -218,15 +218,20 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 	size := src.size()
 	if meta.Status == http.StatusOK {
 		h["Accept-Ranges"] = acceptRangesValue
-		if rng := r.Header.Get("Range"); rng != "" && httpcache.IfRangeMatches(r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
-			if size < 0 { // a fill without Content-Length: ranges need the length
-				b, err := src.complete(r.Context())
-				if err != nil {
-					n.abort(x, err)
-					return
-				}
+		rng := r.Header.Get("Range")
+		if rng != "" && size < 0 { // a fill without Content-Length: ranges need the length
+			b, err := src.complete(r.Context())
+			switch {
+			case errors.Is(err, cache.ErrStreamed):
+				rng = "" // not stored, so never whole here: send it all (RFC 9110 §14.2)
+			case err != nil:
+				n.abort(x, err)
+				return
+			default:
 				src, size = entryBody(b), int64(len(b))
 			}
+		}
+		if rng != "" && httpcache.IfRangeMatches(r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
 			ranges, err := httpcache.ParseRange(rng, size)
 			switch {
 			case errors.Is(err, httpcache.ErrUnsatisfiable):

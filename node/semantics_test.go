@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -386,4 +387,32 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestRangeOnUnstoredChunkedResponse: a Range request whose response is not
+// stored and has no Content-Length gets the whole body at once (the edge
+// never holds it whole, so it cannot cut a range out of it).
+func TestRangeOnUnstoredChunkedResponse(t *testing.T) {
+	body := strings.Repeat("z", 3<<20) // past the streamed fill's 1 MiB window
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		for i := 0; i < len(body); i += 64 << 10 {
+			_, _ = w.Write([]byte(body[i : i+64<<10]))
+			w.(http.Flusher).Flush()
+		}
+	})
+	n := startNode(t, o, Config{})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.HTTPAddr()+"/live.mp4", nil)
+	req.Header.Set("Range", "bytes=0-99")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || len(got) != len(body) {
+		t.Fatalf("%d, %d bytes, %v", resp.StatusCode, len(got), err)
+	}
 }

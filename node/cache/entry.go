@@ -72,11 +72,6 @@ func (e *Entry) Staleness(now time.Time) time.Duration {
 	return e.Age(now) - e.TTL
 }
 
-// HasValidator reports whether a stale entry can be revalidated.
-func (e *Entry) HasValidator() bool {
-	return e.ETag != "" || !e.LastModified.IsZero()
-}
-
 // weight approximates the entry's memory footprint in bytes.
 func (e *Entry) weight() int {
 	w := len(e.Body) + len(e.VaryKey) + 256

@@ -282,13 +282,20 @@ func (f *Fill) Next(ctx context.Context, off int64) ([]byte, error) {
 	}
 }
 
-// Wait blocks until the fill ends and returns its complete body, or its error.
-// On a streamed fill it returns only what is still buffered.
+// ErrStreamed is returned by Wait on a streamed fill: it never holds the whole
+// body.
+var ErrStreamed = errors.New("cache: a streamed fill keeps no whole body")
+
+// Wait blocks until a kept fill ends and returns its complete body, or its
+// error; a streamed fill gives ErrStreamed at once.
 func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 	for {
 		f.mu.Lock()
-		buf, done, err, ch := f.buf, f.done, f.err, f.changed
+		buf, done, err, ch, stream := f.buf, f.done, f.err, f.changed, f.stream
 		f.mu.Unlock()
+		if stream {
+			return nil, ErrStreamed
+		}
 		if done {
 			return buf, err
 		}

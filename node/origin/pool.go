@@ -109,9 +109,6 @@ func NewPool(cfg PoolConfig, rt http.RoundTripper, log *slog.Logger) (*Pool, err
 	return p, nil
 }
 
-// Targets returns the pool's targets, by priority.
-func (p *Pool) Targets() []*Target { return p.cfg.Targets }
-
 // ServeHTTP proxies a request that bypasses the cache, streaming both ways.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.proxy.ServeHTTP(w, r)
