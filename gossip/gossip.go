@@ -35,6 +35,9 @@ type Meta struct {
 	Region    string `json:"r,omitempty"`
 	Weight    int    `json:"w,omitempty"`
 	Version   string `json:"v,omitempty"`
+	// Leaving is set by Leave just before the node announces it, so the others
+	// can tell a graceful leave from a failure.
+	Leaving bool `json:"l,omitempty"`
 }
 
 // metaV1 leads the encoded metadata, so the format can change later.
@@ -68,6 +71,17 @@ type Member struct {
 	Meta Meta
 }
 
+// Failure is a member that went away without leaving: it crashed, stopped or
+// was cut off.
+type Failure struct {
+	Name string
+	At   time.Time
+}
+
+// failedRetention is how long a failed member is remembered unless it comes
+// back.
+const failedRetention = time.Hour
+
 // Config configures membership. Zero fields take their defaults.
 type Config struct {
 	// Name identifies the node; unique in the cluster. Required.
@@ -96,13 +110,17 @@ type Config struct {
 // Gossip is a running membership. Its methods are safe for concurrent use.
 type Gossip struct {
 	cfg     Config
-	meta    []byte
+	meta    *delegate
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
 	changed chan struct{}
 
-	mu      sync.Mutex
-	members map[string]Member
+	mu       sync.Mutex
+	members  map[string]Member
+	failed   map[string]time.Time // members gone without a leave, and when
+	failures atomic.Uint64        // failures seen since Start
+
+	joinTried atomic.Bool // the first attempt to join the seeds has ended
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -148,7 +166,13 @@ func New(cfg Config) (*Gossip, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	return &Gossip{cfg: cfg, meta: meta, log: lg, changed: make(chan struct{}, 1), members: map[string]Member{}}, nil
+	g := &Gossip{cfg: cfg, meta: &delegate{}, log: lg, changed: make(chan struct{}, 1),
+		members: map[string]Member{}, failed: map[string]time.Time{}}
+	g.meta.meta.Store(&meta)
+	if len(cfg.Join) == 0 {
+		g.joinTried.Store(true)
+	}
+	return g, nil
 }
 
 func splitPort(addr string) (string, int, error) {
@@ -188,7 +212,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if len(g.cfg.Key) > 0 {
 		mc.SecretKey = g.cfg.Key
 	}
-	mc.Delegate = &delegate{meta: g.meta}
+	mc.Delegate = g.meta
 	mc.Events = g
 	mc.Logger = log.New(levelWriter{g.log}, "", 0)
 	mc.LogOutput = nil
@@ -230,14 +254,21 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			continue
 		}
 		addrs := g.resolveSeeds(ctx)
+		joined := false
 		if len(addrs) > 0 {
 			n, err := g.ml.Join(addrs)
-			if n > 0 {
+			if joined = n > 0; joined {
 				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
-				wait = 5 * backoff
-				continue
+			} else {
+				g.log.Debug("join failed; retrying", "seeds", addrs, "err", err)
 			}
-			g.log.Debug("join failed; retrying", "seeds", addrs, "err", err)
+		}
+		if !g.joinTried.Swap(true) {
+			g.poke() // the caller may wait for the first attempt
+		}
+		if joined {
+			wait = 5 * backoff
+			continue
 		}
 		wait = min(max(wait*2, backoff), 30*backoff)
 	}
@@ -282,6 +313,31 @@ func (g *Gossip) Members() []Member {
 	return out
 }
 
+// JoinTried reports whether the first attempt to join the seeds has ended,
+// successful or not; true at once without seeds. Changed is signalled when
+// it becomes true.
+func (g *Gossip) JoinTried() bool { return g.joinTried.Load() }
+
+// Failures counts the members that went away without leaving since Start.
+func (g *Gossip) Failures() uint64 { return g.failures.Load() }
+
+// Failed returns the members that went away without leaving within the last
+// hour and have not come back, sorted by name.
+func (g *Gossip) Failed() []Failure {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []Failure
+	for name, at := range g.failed {
+		if time.Since(at) > failedRetention {
+			delete(g.failed, name)
+			continue
+		}
+		out = append(out, Failure{Name: name, At: at})
+	}
+	slices.SortFunc(out, func(a, b Failure) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // Changed is signalled (without blocking, coalescing bursts) whenever the
 // member set or a member's metadata changes.
 func (g *Gossip) Changed() <-chan struct{} { return g.changed }
@@ -294,6 +350,17 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	}
 	if g.left.Swap(true) {
 		return nil // already announced
+	}
+	meta := *g.meta.meta.Load()
+	if m, err := decodeMeta(meta); err == nil {
+		m.Leaving = true
+		if b, err := m.encode(); err == nil {
+			g.meta.meta.Store(&b)
+			// Best effort: without it the others count a failure, not a leave.
+			if err := g.ml.UpdateNode(timeout); err != nil {
+				g.log.Debug("leaving flag not spread", "err", err)
+			}
+		}
 	}
 	return g.ml.Leave(timeout)
 }
@@ -325,6 +392,10 @@ func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.put(n) }
 // NotifyLeave implements memberlist.EventDelegate.
 func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	g.mu.Lock()
+	if m, ok := g.members[n.Name]; ok && !m.Meta.Leaving {
+		g.failed[n.Name] = time.Now()
+		g.failures.Add(1)
+	}
 	delete(g.members, n.Name)
 	g.mu.Unlock()
 	g.poke()
@@ -339,6 +410,7 @@ func (g *Gossip) put(n *memberlist.Node) {
 	m := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), Meta: meta}
 	g.mu.Lock()
 	g.members[n.Name] = m
+	delete(g.failed, n.Name)
 	g.mu.Unlock()
 	g.poke()
 }
@@ -352,9 +424,9 @@ func (g *Gossip) poke() {
 
 // delegate serves the node's metadata; memberlist's other delegate hooks are
 // unused.
-type delegate struct{ meta []byte }
+type delegate struct{ meta atomic.Pointer[[]byte] }
 
-func (d *delegate) NodeMeta(int) []byte           { return d.meta }
+func (d *delegate) NodeMeta(int) []byte           { return *d.meta.Load() }
 func (*delegate) NotifyMsg([]byte)                {}
 func (*delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (*delegate) LocalState(bool) []byte          { return nil }

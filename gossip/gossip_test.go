@@ -101,10 +101,22 @@ func TestLeaveAndFailure(t *testing.T) {
 	}
 	_ = b.Shutdown()
 	eventually(t, 5*time.Second, "n2 gone after Leave", func() bool { return names(a) == "n1,n3" })
-	start := time.Now()
+	if a.Failures() != 0 || len(a.Failed()) != 0 {
+		t.Fatalf("a graceful leave counted as a failure: %d %v", a.Failures(), a.Failed())
+	}
+	crashed := time.Now()
 	_ = c.Shutdown() // no Leave: a crash
 	eventually(t, 10*time.Second, "n3 declared dead", func() bool { return names(a) == "n1" })
-	t.Logf("a hard-stopped node left the member list after %v", time.Since(start).Round(10*time.Millisecond))
+	t.Logf("a hard-stopped node left the member list after %v", time.Since(crashed).Round(10*time.Millisecond))
+	if f := a.Failed(); a.Failures() != 1 || len(f) != 1 || f[0].Name != "n3" || f[0].At.Before(crashed) {
+		t.Fatalf("failures %d, failed %v; want n3 once", a.Failures(), f)
+	}
+	// A failed member that comes back is no longer listed as failed.
+	start(t, "n3", nil, a.Addr())
+	eventually(t, 5*time.Second, "n3 back", func() bool { return names(a) == "n1,n3" })
+	if f := a.Failed(); len(f) != 0 {
+		t.Fatalf("n3 came back but is still listed as failed: %v", f)
+	}
 }
 
 // TestJoinRetriesUntilSeedExists: a node whose seed is not up yet keeps
@@ -117,6 +129,7 @@ func TestJoinRetriesUntilSeedExists(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	b := start(t, "n2", nil, "localhost:"+strconv.Itoa(port))
+	eventually(t, 5*time.Second, "first join attempt over", b.JoinTried)
 	g, err := New(Config{Name: "n1", BindAddr: "127.0.0.1:" + strconv.Itoa(port), Fast: true})
 	if err != nil {
 		t.Fatal(err)
