@@ -122,11 +122,12 @@ type Gossip struct {
 
 	joinTried atomic.Bool // the first attempt to join the seeds has ended
 
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
-	stopped  atomic.Bool
-	left     atomic.Bool // after Leave, the join loop stays quiet
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	lifecycle sync.Mutex // Leave and Shutdown do not overlap (memberlist panics)
+	stopOnce  sync.Once
+	stopped   atomic.Bool
+	left      atomic.Bool // after Leave, the join loop stays quiet
 }
 
 var (
@@ -345,6 +346,8 @@ func (g *Gossip) Changed() <-chan struct{} { return g.changed }
 // Leave announces that this node is leaving, waiting up to timeout for the
 // message to spread. Shutdown must follow.
 func (g *Gossip) Leave(timeout time.Duration) error {
+	g.lifecycle.Lock()
+	defer g.lifecycle.Unlock()
 	if g.ml == nil || g.stopped.Load() {
 		return errors.New("gossip: leave after shutdown") // memberlist would panic
 	}
@@ -366,9 +369,11 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 }
 
 // Shutdown stops the join loop and closes the sockets, without announcing
-// anything (call Leave first for a graceful exit). It may be called more
-// than once.
+// anything (call Leave first for a graceful exit); a Leave in progress ends
+// first. It may be called more than once.
 func (g *Gossip) Shutdown() error {
+	g.lifecycle.Lock()
+	defer g.lifecycle.Unlock()
 	var err error
 	g.stopOnce.Do(func() {
 		g.stopped.Store(true)

@@ -138,6 +138,17 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		return
 	}
 	var stale *stored
+	if e != nil && n.suspect(x.r.Context(), e, de, now) {
+		// The node may have missed a purge of this object: ask the origin.
+		if onlyIfCached(x.r) {
+			x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
+			n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
+			return
+		}
+		stale = &stored{e: e, src: src, de: de, copy: isCopy}
+		n.serveFill(x, rule, key, vary, stale, httpcache.FwdStale, 0)
+		return
+	}
 	if e != nil {
 		if e.Fresh(now) || onlyIfCached(x.r) {
 			x.status = httpcache.Status{Hit: true}
@@ -153,6 +164,22 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		}
 	}
 	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+}
+
+// suspect reports whether e may have been purged without this node knowing:
+// it comes from a disk index not yet checked against the purge log, or the
+// node's purge log is out of step with the cluster and e was fetched before
+// the purge lease. A node that catches up now still revalidates e, which it
+// looked up before.
+func (n *Node) suspect(ctx context.Context, e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
+	if de != nil && !n.diskChecked.Load() {
+		return true
+	}
+	if n.mesh == nil || now.Sub(e.ResponseTime) < n.mesh.purges.lease || n.purgesCurrent() {
+		return false
+	}
+	n.ensurePurgesCurrent(ctx) // for the requests that follow
+	return true
 }
 
 // servePurge handles the HTTP PURGE method (Varnish's convention): the target
@@ -219,7 +246,9 @@ func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
 	}
 	e := *de.Entry
 	e.Body = b
-	n.store.Put(key, &e)
+	if n.diskChecked.Load() { // else it is revalidated, and the result stored
+		n.store.Put(key, &e)
+	}
 	return &e, entryBody(b)
 }
 

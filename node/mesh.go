@@ -50,6 +50,11 @@ type MeshConfig struct {
 	// other nodes own, so hot objects are served locally everywhere while cold
 	// ones exist once per cluster. Default 0.2.
 	CopyShare float64
+	// PurgeLease is how long a node trusts its purge log after reading
+	// another member's: past it, until a member answers, the node revalidates
+	// objects older than the lease before serving them. A purge that a member
+	// did not acknowledge is answered no sooner than this. Default 2s.
+	PurgeLease time.Duration
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }
@@ -73,6 +78,9 @@ func (m *MeshConfig) withDefaults() {
 	if m.CopyShare == 0 {
 		m.CopyShare = 0.2
 	}
+	if m.PurgeLease == 0 {
+		m.PurgeLease = 2 * time.Second
+	}
 }
 
 // snapshot is a ring and when it replaced the one before.
@@ -95,13 +103,14 @@ type mesh struct {
 	peerLn   net.Listener
 	started  time.Time
 	draining atomic.Bool // left the ring; still answers as a non-owner
+	purges   *purgeSync
 }
 
 // startMesh binds the peer listener, starts gossip and the ring loop.
 func (n *Node) startMesh(ctx context.Context) error {
 	mc := *n.cfg.Mesh
 	mc.withDefaults()
-	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout), started: time.Now()}
+	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout), started: time.Now(), purges: newPurgeSync(mc.PurgeLease)}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", mc.PeerAddr)
 	if err != nil {
@@ -142,9 +151,11 @@ func (n *Node) startMesh(ctx context.Context) error {
 				return
 			case <-g.Changed():
 				n.rebuildRing()
+				m.purges.Kick() // a member that joined may know purges this node missed
 			}
 		}
 	})
+	n.wg.Go(n.purgeSyncLoop)
 	return nil
 }
 
@@ -321,6 +332,14 @@ func (n *Node) registerMeshMetrics() {
 			func() float64 { return float64(n.RingMembers()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_owned_share", Help: "Share of the ring's partitions this node owns."},
 			func() float64 { return n.mesh.ring.Load().ring.Shares()[n.cfg.Name] }),
-		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs,
+		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs, n.metrics.purgesCaughtUp,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_purges_in_step",
+			Help: "1 while this node's purge log is known to be in step with the cluster's; 0 while it revalidates objects older than the purge lease."},
+			func() float64 {
+				if n.purgesCurrent() {
+					return 1
+				}
+				return 0
+			}),
 	)
 }

@@ -28,6 +28,7 @@ type metrics struct {
 	peerServed     prometheus.Counter
 	peerBytes      prometheus.Counter
 	handoffs       prometheus.Counter
+	purgesCaughtUp prometheus.Counter
 	ttfb           *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
 }
@@ -82,6 +83,9 @@ func newMetrics(store *cache.Memory) *metrics {
 	})
 	m.handoffs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshcdn_handoffs_total", Help: "Misses after a ring change answered by the key's previous owner instead of the origin.",
+	})
+	m.purgesCaughtUp = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_purges_caught_up_total", Help: "Purges this node missed when they were issued and applied later from another node's purge log.",
 	})
 	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_time_to_first_byte_seconds", Help: "Time from request to response header.", Buckets: buckets,

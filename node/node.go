@@ -43,6 +43,10 @@ type Node struct {
 	transport   *origin.Transports
 
 	purgeGen atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
+	purgeLog *purgeLog
+	// diskChecked is set once the disk tier's index is complete and the purge
+	// log has been applied to it; until then disk objects are revalidated.
+	diskChecked atomic.Bool
 	counters counters
 
 	flightsMu sync.Mutex
@@ -75,6 +79,7 @@ func New(cfg Config) (*Node, error) {
 		store:     cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
 		transport: origin.NewTransports(cfg.Origin),
 		flights:   map[string]*flight{},
+		purgeLog:  newPurgeLog(),
 	}
 	n.metrics = newMetrics(n.store)
 	if b := copyBudget(cfg); b > 0 {
@@ -163,11 +168,16 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
 	}
 	if n.disk != nil {
-		// Misses are served while the index is rebuilt.
+		// Misses are served while the index is rebuilt, and what it has
+		// indexed so far is revalidated before use.
 		n.wg.Go(func() {
-			if err := n.disk.Load(n.ctx); err != nil && n.ctx.Err() == nil {
-				n.log.Error("disk tier load failed", "err", err)
+			if err := n.disk.Load(n.ctx); err != nil {
+				if n.ctx.Err() == nil {
+					n.log.Error("disk tier load failed", "err", err)
+				}
+				return
 			}
+			n.checkDisk()
 		})
 	}
 	for _, p := range n.pools {

@@ -14,15 +14,19 @@ import (
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/cache"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // purgeTimeout bounds one node's answer to a fanned-out purge.
 const purgeTimeout = 2 * time.Second
 
-// PurgeLocal applies a purge to this node's tiers and returns how many
-// variants it removed or marked stale. Fills in flight when it runs do not
-// store what they fetched.
+// PurgeLocal applies a purge to this node's tiers, unless its log shows it
+// was applied already, and returns how many variants it removed or marked
+// stale. Fills in flight when it runs do not store what they fetched.
 func (n *Node) PurgeLocal(req *peerv1.PurgeRequest) int64 {
+	if !n.purgeLog.add(req) {
+		return 0
+	}
 	n.purgeGen.Add(1)
 	keys := req.GetKeys()
 	prefixes := req.GetKeyPrefixes()
@@ -58,24 +62,34 @@ func (n *Node) PurgeLocal(req *peerv1.PurgeRequest) int64 {
 	return int64(removed)
 }
 
-// hasTag reports whether the entry's Surrogate-Key (space separated) or
-// Cache-Tag (comma separated) fields name one of tags.
+// hasTag reports whether the entry's Surrogate-Key or Cache-Tag fields name
+// one of tags.
 func hasTag(e *cache.Entry, tags []string) bool {
+	found := false
+	eachTag(e, func(t string) bool {
+		found = slices.Contains(tags, t)
+		return !found
+	})
+	return found
+}
+
+// eachTag calls f with every tag of the entry's Surrogate-Key (space
+// separated) and Cache-Tag (comma separated) fields until f returns false.
+func eachTag(e *cache.Entry, f func(string) bool) {
 	for _, v := range e.Header.Values("Surrogate-Key") {
 		for _, t := range strings.Fields(v) {
-			if slices.Contains(tags, t) {
-				return true
+			if !f(t) {
+				return
 			}
 		}
 	}
 	for _, v := range e.Header.Values("Cache-Tag") {
 		for t := range strings.SplitSeq(v, ",") {
-			if slices.Contains(tags, strings.TrimSpace(t)) {
-				return true
+			if t = strings.TrimSpace(t); t != "" && !f(t) {
+				return
 			}
 		}
 	}
-	return false
 }
 
 // purgeKeys turns absolute URLs and URL prefixes into cache keys and key
@@ -123,7 +137,7 @@ func (n *Node) purgeCluster(ctx context.Context, urls, prefixes, tags []string, 
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	req := &peerv1.PurgeRequest{Id: hex.EncodeToString(id[:]), Keys: keys, KeyPrefixes: keyPrefixes, Tags: tags,
-		Soft: soft, From: n.cfg.Name}
+		Soft: soft, From: n.cfg.Name, Issued: timestamppb.Now()}
 	members := adminView{n}.Members()
 	owners := map[string]bool{}
 	if n.mesh != nil {
@@ -147,7 +161,54 @@ func (n *Node) purgeCluster(ctx context.Context, urls, prefixes, tags []string, 
 	}
 	apply(true)
 	apply(false)
+	if n.mesh != nil {
+		for _, f := range n.mesh.gossip.Failed() {
+			receipts = append(receipts, admin.Receipt{Node: f.Name,
+				Error: "unreachable since " + f.At.UTC().Format(time.RFC3339) + " (failed); it applies the purge when it is back"})
+		}
+		n.purgeFence(ctx, receipts)
+	}
 	return req.GetId(), receipts, nil
+}
+
+// purgeFence returns once every member that did not acknowledge the purge
+// has stopped trusting its purge log, so that from the caller's answer on it
+// either has the purge or revalidates what it serves: a lease after the last
+// acknowledgement.
+func (n *Node) purgeFence(ctx context.Context, receipts []admin.Receipt) {
+	if !slices.ContainsFunc(receipts, func(r admin.Receipt) bool { return !r.Applied }) {
+		return
+	}
+	t := time.NewTimer(n.mesh.purges.lease)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// checkDisk applies the purge log to the disk tier once its index is
+// complete: objects indexed after a purge ran are caught by it now.
+func (n *Node) checkDisk() {
+	hard, soft := newTimedPurge(), newTimedPurge()
+	for _, r := range n.purgeLog.all() {
+		if r.GetPurge().GetSoft() {
+			soft.add(r.GetPurge())
+		} else {
+			hard.add(r.GetPurge())
+		}
+	}
+	removed := 0
+	if !hard.empty() {
+		removed += n.disk.Purge(hard.match, false)
+	}
+	if !soft.empty() {
+		removed += n.disk.Purge(soft.match, true)
+	}
+	if removed > 0 {
+		n.log.Info("purges applied to objects indexed late", "tier", "disk", "removed", removed)
+	}
+	n.diskChecked.Store(true)
 }
 
 func (n *Node) purgeMember(ctx context.Context, m admin.MemberInfo, req *peerv1.PurgeRequest) admin.Receipt {

@@ -61,6 +61,8 @@ type Local interface {
 	LocalStats() *peerv1.StatsResponse
 	// DrainLocal takes the node out of the ring.
 	DrainLocal() error
+	// SyncPurges returns a page of the node's purge log.
+	SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
@@ -95,6 +97,11 @@ func (s *Server) Stats(context.Context, *peerv1.StatsRequest) (*peerv1.StatsResp
 // Purge implements peerv1.PeerServiceServer.
 func (s *Server) Purge(_ context.Context, req *peerv1.PurgeRequest) (*peerv1.PurgeResponse, error) {
 	return &peerv1.PurgeResponse{Removed: s.p.PurgeLocal(req)}, nil
+}
+
+// SyncPurges implements peerv1.PeerServiceServer.
+func (s *Server) SyncPurges(_ context.Context, req *peerv1.SyncPurgesRequest) (*peerv1.SyncPurgesResponse, error) {
+	return s.p.SyncPurges(req), nil
 }
 
 // Fetch implements peerv1.PeerServiceServer.
@@ -277,6 +284,19 @@ func (p *Pool) Purge(ctx context.Context, addr string, req *peerv1.PurgeRequest)
 		return 0, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	return resp.GetRemoved(), nil
+}
+
+// SyncPurges reads a page of the purge log of the peer at addr.
+func (p *Pool) SyncPurges(ctx context.Context, addr string, req *peerv1.SyncPurgesRequest) (*peerv1.SyncPurgesResponse, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).SyncPurges(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp, nil
 }
 
 // Drain asks the peer at addr to take itself out of the ring.

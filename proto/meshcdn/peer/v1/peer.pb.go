@@ -25,6 +25,202 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SyncPurgesRequest asks for the records of the callee's purge log after a
+// cursor the caller got from an earlier answer.
+type SyncPurgesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// incarnation is the callee's log incarnation the cursor belongs to; 0 (or
+	// one that is not the callee's current incarnation) asks for the whole log.
+	Incarnation uint64 `protobuf:"varint,1,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// after is the sequence number of the last record the caller has.
+	After uint64 `protobuf:"varint,2,opt,name=after,proto3" json:"after,omitempty"`
+	// from names the calling node.
+	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncPurgesRequest) Reset() {
+	*x = SyncPurgesRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncPurgesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncPurgesRequest) ProtoMessage() {}
+
+func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncPurgesRequest.ProtoReflect.Descriptor instead.
+func (*SyncPurgesRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SyncPurgesRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *SyncPurgesRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *SyncPurgesRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+// SyncPurgesResponse is a page of the callee's purge log, oldest first.
+type SyncPurgesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// incarnation identifies the callee's log; it changes when the node restarts.
+	Incarnation uint64 `protobuf:"varint,1,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// records are the purges after the cursor, at most 1000.
+	Records []*PurgeRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// more is true when further records follow the last one returned.
+	More bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// truncated_before is set when the log no longer holds every record after
+	// the caller's cursor: purges issued before this time may be missing, so
+	// the caller must revalidate what it stored before then.
+	TruncatedBefore *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=truncated_before,json=truncatedBefore,proto3" json:"truncated_before,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SyncPurgesResponse) Reset() {
+	*x = SyncPurgesResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncPurgesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncPurgesResponse) ProtoMessage() {}
+
+func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncPurgesResponse.ProtoReflect.Descriptor instead.
+func (*SyncPurgesResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SyncPurgesResponse) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *SyncPurgesResponse) GetRecords() []*PurgeRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *SyncPurgesResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *SyncPurgesResponse) GetTruncatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TruncatedBefore
+	}
+	return nil
+}
+
+// PurgeRecord is one purge in a node's log.
+type PurgeRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq is the record's position in the callee's log.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// purge is the purge as its issuer sent it.
+	Purge         *PurgeRequest `protobuf:"bytes,2,opt,name=purge,proto3" json:"purge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeRecord) Reset() {
+	*x = PurgeRecord{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeRecord) ProtoMessage() {}
+
+func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeRecord.ProtoReflect.Descriptor instead.
+func (*PurgeRecord) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PurgeRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PurgeRecord) GetPurge() *PurgeRequest {
+	if x != nil {
+		return x.Purge
+	}
+	return nil
+}
+
 // StatsRequest takes no arguments.
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -34,7 +230,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +242,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +255,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 // StatsResponse is one node's counters.
@@ -81,7 +277,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +289,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +302,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StatsResponse) GetRequests() map[string]int64 {
@@ -161,7 +357,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +369,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +382,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Tier) GetName() string {
@@ -231,14 +427,18 @@ type PurgeRequest struct {
 	// soft marks objects stale instead of removing them.
 	Soft bool `protobuf:"varint,5,opt,name=soft,proto3" json:"soft,omitempty"`
 	// from names the node that fans the purge out.
-	From          string `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`
+	From string `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`
+	// issued is when the issuer logged the purge. A node that learns of the
+	// purge late (from another node's log) removes only what was fetched from
+	// the origin before then.
+	Issued        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=issued,proto3" json:"issued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +450,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +463,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PurgeRequest) GetId() string {
@@ -308,6 +508,13 @@ func (x *PurgeRequest) GetFrom() string {
 	return ""
 }
 
+func (x *PurgeRequest) GetIssued() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Issued
+	}
+	return nil
+}
+
 // PurgeResponse counts what the node purged.
 type PurgeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -319,7 +526,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +538,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +551,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PurgeResponse) GetRemoved() int64 {
@@ -379,7 +586,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +598,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +611,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FetchRequest) GetKey() string {
@@ -469,7 +676,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +688,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +701,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeaderField) GetName() string {
@@ -528,7 +735,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +747,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +760,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -654,7 +861,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +873,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +886,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -793,7 +1000,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1012,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1025,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -846,7 +1053,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1065,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1078,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DrainRequest) GetFrom() string {
@@ -890,7 +1097,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1109,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,14 +1122,26 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
 }
 
 var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n" +
+	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n" +
+	"\x11SyncPurgesRequest\x12 \n" +
+	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\x04R\x05after\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"\xc9\x01\n" +
+	"\x12SyncPurgesResponse\x12 \n" +
+	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\x126\n" +
+	"\arecords\x18\x02 \x03(\v2\x1c.meshcdn.peer.v1.PurgeRecordR\arecords\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12E\n" +
+	"\x10truncated_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0ftruncatedBefore\"T\n" +
+	"\vPurgeRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
+	"\x05purge\x18\x02 \x01(\v2\x1d.meshcdn.peer.v1.PurgeRequestR\x05purge\"\x0e\n" +
 	"\fStatsRequest\"\x8a\x03\n" +
 	"\rStatsResponse\x12H\n" +
 	"\brequests\x18\x01 \x03(\v2,.meshcdn.peer.v1.StatsResponse.RequestsEntryR\brequests\x12?\n" +
@@ -941,14 +1160,15 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aobjects\x18\x02 \x01(\x03R\aobjects\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1c\n" +
-	"\tevictions\x18\x04 \x01(\x03R\tevictions\"\x91\x01\n" +
+	"\tevictions\x18\x04 \x01(\x03R\tevictions\"\xc5\x01\n" +
 	"\fPurgeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\tR\x04keys\x12!\n" +
 	"\fkey_prefixes\x18\x03 \x03(\tR\vkeyPrefixes\x12\x12\n" +
 	"\x04tags\x18\x04 \x03(\tR\x04tags\x12\x12\n" +
 	"\x04soft\x18\x05 \x01(\bR\x04soft\x12\x12\n" +
-	"\x04from\x18\x06 \x01(\tR\x04from\")\n" +
+	"\x04from\x18\x06 \x01(\tR\x04from\x122\n" +
+	"\x06issued\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\xd4\x01\n" +
 	"\fFetchRequest\x12\x10\n" +
@@ -992,12 +1212,14 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\"\n" +
 	"\fDrainRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\"\x0f\n" +
-	"\rDrainResponse2\xc3\x02\n" +
+	"\rDrainResponse2\x9f\x03\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\x05Drain\x12\x1d.meshcdn.peer.v1.DrainRequest\x1a\x1e.meshcdn.peer.v1.DrainResponse\"\x03\x90\x02\x02\x12K\n" +
-	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
+	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\n" +
+	"SyncPurges\x12\".meshcdn.peer.v1.SyncPurgesRequest\x1a#.meshcdn.peer.v1.SyncPurgesResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
 var (
@@ -1012,51 +1234,60 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*StatsRequest)(nil),          // 0: meshcdn.peer.v1.StatsRequest
-	(*StatsResponse)(nil),         // 1: meshcdn.peer.v1.StatsResponse
-	(*Tier)(nil),                  // 2: meshcdn.peer.v1.Tier
-	(*PurgeRequest)(nil),          // 3: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 4: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 5: meshcdn.peer.v1.FetchRequest
-	(*HeaderField)(nil),           // 6: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 7: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 8: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 9: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 10: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 11: meshcdn.peer.v1.DrainResponse
-	nil,                           // 12: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 13: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*SyncPurgesRequest)(nil),     // 0: meshcdn.peer.v1.SyncPurgesRequest
+	(*SyncPurgesResponse)(nil),    // 1: meshcdn.peer.v1.SyncPurgesResponse
+	(*PurgeRecord)(nil),           // 2: meshcdn.peer.v1.PurgeRecord
+	(*StatsRequest)(nil),          // 3: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 4: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 5: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 6: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 7: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 8: meshcdn.peer.v1.FetchRequest
+	(*HeaderField)(nil),           // 9: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 10: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 11: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 12: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 13: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 14: meshcdn.peer.v1.DrainResponse
+	nil,                           // 15: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 16: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	12, // 0: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	13, // 1: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
-	2,  // 2: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	6,  // 3: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	8,  // 4: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	9,  // 5: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	6,  // 6: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	14, // 7: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	15, // 8: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	15, // 9: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	15, // 10: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	15, // 11: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	5,  // 12: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	3,  // 13: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	10, // 14: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	0,  // 15: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	7,  // 16: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	4,  // 17: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	11, // 18: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	1,  // 19: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
+	17, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	6,  // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
+	15, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	16, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	5,  // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	17, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	9,  // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	11, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	12, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	9,  // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	17, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	18, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	18, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	18, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	18, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	8,  // 16: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	6,  // 17: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	13, // 18: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	3,  // 19: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	0,  // 20: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	10, // 21: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	7,  // 22: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	14, // 23: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	4,  // 24: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	1,  // 25: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
@@ -1064,7 +1295,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[7].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[10].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1075,7 +1306,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,10 +21,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerService_Fetch_FullMethodName = "/meshcdn.peer.v1.PeerService/Fetch"
-	PeerService_Purge_FullMethodName = "/meshcdn.peer.v1.PeerService/Purge"
-	PeerService_Drain_FullMethodName = "/meshcdn.peer.v1.PeerService/Drain"
-	PeerService_Stats_FullMethodName = "/meshcdn.peer.v1.PeerService/Stats"
+	PeerService_Fetch_FullMethodName      = "/meshcdn.peer.v1.PeerService/Fetch"
+	PeerService_Purge_FullMethodName      = "/meshcdn.peer.v1.PeerService/Purge"
+	PeerService_Drain_FullMethodName      = "/meshcdn.peer.v1.PeerService/Drain"
+	PeerService_Stats_FullMethodName      = "/meshcdn.peer.v1.PeerService/Stats"
+	PeerService_SyncPurges_FullMethodName = "/meshcdn.peer.v1.PeerService/SyncPurges"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -48,6 +49,11 @@ type PeerServiceClient interface {
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Stats returns this node's counters, for an operator's cluster view.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// SyncPurges returns the purges this node's log received after a cursor.
+	// Every node calls it on a random member every quarter of the purge lease
+	// (anti-entropy), so a node that missed a purge's fan-out catches up, and
+	// a node that has not synced within the lease revalidates before it serves.
+	SyncPurges(ctx context.Context, in *SyncPurgesRequest, opts ...grpc.CallOption) (*SyncPurgesResponse, error)
 }
 
 type peerServiceClient struct {
@@ -107,6 +113,16 @@ func (c *peerServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ..
 	return out, nil
 }
 
+func (c *peerServiceClient) SyncPurges(ctx context.Context, in *SyncPurgesRequest, opts ...grpc.CallOption) (*SyncPurgesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncPurgesResponse)
+	err := c.cc.Invoke(ctx, PeerService_SyncPurges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -128,6 +144,11 @@ type PeerServiceServer interface {
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Stats returns this node's counters, for an operator's cluster view.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// SyncPurges returns the purges this node's log received after a cursor.
+	// Every node calls it on a random member every quarter of the purge lease
+	// (anti-entropy), so a node that missed a purge's fan-out catches up, and
+	// a node that has not synced within the lease revalidates before it serves.
+	SyncPurges(context.Context, *SyncPurgesRequest) (*SyncPurgesResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -149,6 +170,9 @@ func (UnimplementedPeerServiceServer) Drain(context.Context, *DrainRequest) (*Dr
 }
 func (UnimplementedPeerServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedPeerServiceServer) SyncPurges(context.Context, *SyncPurgesRequest) (*SyncPurgesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncPurges not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -236,6 +260,24 @@ func _PeerService_Stats_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_SyncPurges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncPurgesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).SyncPurges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_SyncPurges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).SyncPurges(ctx, req.(*SyncPurgesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +296,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _PeerService_Stats_Handler,
+		},
+		{
+			MethodName: "SyncPurges",
+			Handler:    _PeerService_SyncPurges_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
