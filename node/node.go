@@ -47,7 +47,7 @@ type Node struct {
 	// diskChecked is set once the disk tier's index is complete and the purge
 	// log has been applied to it; until then disk objects are revalidated.
 	diskChecked atomic.Bool
-	counters counters
+	counters    counters
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight

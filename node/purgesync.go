@@ -126,7 +126,12 @@ func (n *Node) purgeSyncLoop() {
 	s := n.mesh.purges
 	t := time.NewTicker(s.lease / 4)
 	defer t.Stop()
-	behind := false
+	const (
+		starting = iota
+		inStep
+		behind
+	)
+	state := starting
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -136,16 +141,18 @@ func (n *Node) purgeSyncLoop() {
 		}
 		<-n.startPurgeSync()
 		switch cur := n.purgesCurrent(); {
-		case !cur && !behind:
+		case cur && state == behind:
+			n.log.Info("purge log in step with the cluster again")
+			state = inStep
+		case cur:
+			state = inStep
+		case state == inStep:
+			// Only a node that was in step warns: one starting up waits for its
+			// first member quietly.
 			n.log.Warn("purge log out of step with the cluster: objects older than the purge lease are revalidated until a member answers",
 				"lease", s.lease)
-		case cur && behind:
-			n.log.Info("purge log in step with the cluster again")
-		default:
-			behind = !cur
-			continue
+			state = behind
 		}
-		behind = !behind
 	}
 }
 

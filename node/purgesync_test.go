@@ -1,0 +1,158 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+)
+
+// versionedOrigin answers "version N" for the Nth fill of a path, with an
+// ETag per version, and counts conditional requests.
+type versionedOrigin struct {
+	*testOrigin
+	mu          sync.Mutex
+	fills       map[string]int
+	conditional map[string]int
+}
+
+func newVersionedOrigin(t *testing.T) *versionedOrigin {
+	v := &versionedOrigin{fills: map[string]int{}, conditional: map[string]int{}}
+	v.testOrigin = newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		if inm := r.Header.Get("If-None-Match"); inm != "" {
+			v.conditional[r.URL.Path]++
+			if inm == fmt.Sprintf(`"%d"`, v.fills[r.URL.Path]) {
+				w.Header().Set("ETag", inm)
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+		v.fills[r.URL.Path]++
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, v.fills[r.URL.Path]))
+		fmt.Fprintf(w, "version %d", v.fills[r.URL.Path])
+	})
+	return v
+}
+
+func (v *versionedOrigin) count(m map[string]int, path string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return m[path]
+}
+
+// TestPurgeCatchUp: a purge whose fan-out missed a node reaches it through
+// the purge log of the others, and removes only what it fetched before the
+// purge was issued.
+func TestPurgeCatchUp(t *testing.T) {
+	o := newVersionedOrigin(t)
+	nodes := startCluster(t, o.testOrigin, 3, nil)
+	for _, p := range []string{"/a.css", "/old.css"} {
+		for _, n := range nodes {
+			do(t, n, "GET", p)
+			wantStatus(t, do(t, n, "GET", p), "meshcdn; hit")
+		}
+	}
+	keys, _, err := nodes[0].purgeKeys([]string{"http://127.0.0.1/a.css", "http://127.0.0.1/old.css"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two purges reach n1 and n2 only: one issued now, one issued a minute
+	// ago (before any node fetched /old.css), which must not remove it.
+	now := &peerv1.PurgeRequest{Id: "now", Keys: keys[:1], From: "n1", Issued: timestamppb.Now()}
+	old := &peerv1.PurgeRequest{Id: "old", Keys: keys[1:], From: "n1", Issued: timestamppb.New(time.Now().Add(-time.Minute))}
+	for _, n := range nodes[:2] {
+		n.PurgeLocal(now)
+		n.PurgeLocal(old)
+	}
+	eventually(t, 10*time.Second, func() bool { return counterValue(t, nodes[2], "meshcdn_purges_caught_up_total") == 2 })
+	if r := do(t, nodes[2], "GET", "/a.css"); r.body != "version 2" {
+		t.Errorf("/a.css at n3 after catching up: %q (%s)", r.body, r.cacheStatus())
+	}
+	wantStatus(t, do(t, nodes[2], "GET", "/old.css"), "meshcdn; hit")
+	// The purge is applied once: hearing of it again removes nothing.
+	if got := nodes[2].PurgeLocal(now); got != 0 {
+		t.Errorf("a purge already applied removed %d objects again", got)
+	}
+}
+
+// TestPurgeLease: a node cut off from every peer cannot know of purges
+// issued meanwhile, so after the purge lease it revalidates what it serves;
+// a node whose peers left gracefully keeps serving hits. A purge that a
+// member did not acknowledge is answered after that member's lease, naming
+// it.
+func TestPurgeLease(t *testing.T) {
+	const lease = 400 * time.Millisecond
+	leaseCfg := func(c *Config) { c.Mesh.PurgeLease = lease; c.AdminAddr = "127.0.0.1:0" }
+
+	t.Run("cut off", func(t *testing.T) {
+		o := newVersionedOrigin(t)
+		nodes := startCluster(t, o.testOrigin, 3, leaseCfg)
+		do(t, nodes[2], "GET", "/x.css")
+		fetched := time.Now() // no earlier than the response time n3 stored
+		wantStatus(t, do(t, nodes[2], "GET", "/x.css"), "meshcdn; hit")
+		halt(nodes[0])
+		halt(nodes[1])
+		eventually(t, 10*time.Second, func() bool { return counterValue(t, nodes[2], "meshcdn_purges_in_step") == 0 })
+		time.Sleep(time.Until(fetched.Add(lease))) // objects fetched within the lease are still served
+		r := do(t, nodes[2], "GET", "/x.css")
+		if r.body != "version 1" || !strings.Contains(r.cacheStatus(), "fwd=stale") || o.count(o.conditional, "/x.css") != 1 {
+			t.Fatalf("out of step: %q %s, conditional requests %d; want a revalidation", r.body, r.cacheStatus(), o.count(o.conditional, "/x.css"))
+		}
+		// A revalidated object is served within the lease.
+		wantStatus(t, do(t, nodes[2], "GET", "/x.css"), "meshcdn; hit")
+
+		// Purging now names both unreachable members and answers no sooner
+		// than their lease.
+		ac, _ := adminClient(t, nodes[2].AdminAddr())
+		start := time.Now()
+		resp, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/y.css"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		notApplied := map[string]bool{}
+		for _, rc := range resp.GetNodes() {
+			if !rc.GetApplied() {
+				notApplied[rc.GetNode()] = true
+			}
+		}
+		if !notApplied["n1"] || !notApplied["n2"] || notApplied["n3"] || took < lease {
+			t.Errorf("receipts %v after %v; want n1 and n2 not applied, after at least %v", resp.GetNodes(), took, lease)
+		}
+
+		// Alone after failures, the node still revalidates past the lease.
+		eventually(t, 10*time.Second, func() bool { return nodes[2].RingMembers() == 1 })
+		time.Sleep(lease) // let the revalidated object age past the lease
+		r = do(t, nodes[2], "GET", "/x.css")
+		if !strings.Contains(r.cacheStatus(), "fwd=stale") || o.count(o.conditional, "/x.css") != 2 {
+			t.Errorf("alone after failures: %s, conditional requests %d", r.cacheStatus(), o.count(o.conditional, "/x.css"))
+		}
+	})
+
+	t.Run("left gracefully", func(t *testing.T) {
+		o := newVersionedOrigin(t)
+		nodes := startCluster(t, o.testOrigin, 3, leaseCfg)
+		do(t, nodes[2], "GET", "/x.css")
+		for _, n := range nodes[:2] {
+			if err := n.Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 10*time.Second, func() bool { return nodes[2].RingMembers() == 1 })
+		time.Sleep(2 * lease) // past the lease: nothing to sync with, nothing lost
+		wantStatus(t, do(t, nodes[2], "GET", "/x.css"), "meshcdn; hit")
+		if c := o.count(o.conditional, "/x.css"); c != 0 {
+			t.Errorf("%d revalidations after the others left gracefully", c)
+		}
+	})
+}
