@@ -210,8 +210,14 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
 	n.ready.Store(true)
-	n.log.Info("edge node started", "http", ln.Addr().String(), "metrics", n.MetricsAddr(),
-		"sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)
+	attrs := []any{"http", ln.Addr().String(), "metrics", n.MetricsAddr()}
+	if n.mesh != nil {
+		attrs = append(attrs, "peer", n.PeerAddr(), "gossip", n.GossipAddr())
+	}
+	if n.admin != nil {
+		attrs = append(attrs, "admin", n.AdminAddr())
+	}
+	n.log.Info("edge node started", append(attrs, "sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)...)
 	return nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/cache"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -164,7 +166,7 @@ func (n *Node) purgeCluster(ctx context.Context, urls, prefixes, tags []string, 
 	if n.mesh != nil {
 		for _, f := range n.mesh.gossip.Failed() {
 			receipts = append(receipts, admin.Receipt{Node: f.Name,
-				Error: "unreachable since " + f.At.UTC().Format(time.RFC3339) + " (failed); it applies the purge when it is back"})
+				Error: "failed at " + f.At.UTC().Format(time.RFC3339) + "; it applies the purge from the others' logs when it is back, and revalidates until then"})
 		}
 		n.purgeFence(ctx, receipts)
 	}
@@ -219,7 +221,11 @@ func (n *Node) purgeMember(ctx context.Context, m admin.MemberInfo, req *peerv1.
 	defer cancel()
 	removed, err := n.mesh.peers.Purge(ctx, m.PeerAddr, req)
 	if err != nil {
-		return admin.Receipt{Node: m.Name, Error: err.Error()}
+		why := status.Convert(err).Message()
+		if status.Code(err) == codes.DeadlineExceeded {
+			why = fmt.Sprintf("no answer within %v", purgeTimeout)
+		}
+		return admin.Receipt{Node: m.Name, Error: why + "; it applies the purge from the others' logs when it is back, and revalidates until then"}
 	}
 	return admin.Receipt{Node: m.Name, Applied: true, Removed: removed}
 }

@@ -21,8 +21,8 @@ import (
 
 // edgeProc is `meshcdn edge` running as a child process.
 type edgeProc struct {
-	cmd          *exec.Cmd
-	http, metric string
+	cmd                         *exec.Cmd
+	http, metric, gossip, admin string
 	mu           sync.Mutex
 	log          strings.Builder
 }
@@ -44,6 +44,7 @@ func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 	}
 	t.Cleanup(func() { p.kill() })
 	started := make(chan [2]string, 1)
+	addrs := regexp.MustCompile(`(gossip|admin)=(\S+)`)
 	go func() {
 		re := regexp.MustCompile(`edge node started.* http=(\S+) metrics=(\S+)`)
 		sc := bufio.NewScanner(stderr)
@@ -52,6 +53,13 @@ func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 			p.log.WriteString(sc.Text() + "\n")
 			p.mu.Unlock()
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				for _, a := range addrs.FindAllStringSubmatch(sc.Text(), -1) {
+					if a[1] == "gossip" {
+						p.gossip = a[2]
+					} else {
+						p.admin = a[2]
+					}
+				}
 				started <- [2]string{m[1], m[2]}
 			}
 		}
