@@ -189,6 +189,9 @@ func (c Config) Validate() error {
 				bad(a.field, "%q is not host:port", a.addr)
 			}
 		}
+		if m.PurgeLease != 0 && (m.PurgeLease < 100*time.Millisecond || m.PurgeLease > time.Minute) {
+			bad("purge_lease", "%v is not between 100ms and 1m", m.PurgeLease)
+		}
 		if m.CopyShare < 0 || m.CopyShare >= 1 {
 			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)
 		}
@@ -268,11 +271,12 @@ type File struct {
 		CAFile         string         `yaml:"ca_file"`
 	} `yaml:"origin"`
 	Mesh *struct {
-		Peer      string   `yaml:"peer"`
-		Gossip    string   `yaml:"gossip"`
-		Join      []string `yaml:"join"`
-		Region    string   `yaml:"region"`
-		GossipKey string   `yaml:"gossip_key"`
+		Peer       string         `yaml:"peer"`
+		Gossip     string         `yaml:"gossip"`
+		Join       []string       `yaml:"join"`
+		Region     string         `yaml:"region"`
+		GossipKey  string         `yaml:"gossip_key"`
+		PurgeLease units.Duration `yaml:"purge_lease"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -367,7 +371,8 @@ func ParseFile(name string, data []byte) (Config, error) {
 		c.Origins = append(c.Origins, u)
 	}
 	if m := f.Mesh; m != nil {
-		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region}
+		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
+			PurgeLease: time.Duration(m.PurgeLease)}
 		if m.GossipKey != "" {
 			k, err := base64.StdEncoding.DecodeString(m.GossipKey)
 			if err != nil {

@@ -132,6 +132,8 @@ func TestPurgeArguments(t *testing.T) {
 		{&adminv1.PurgeRequest{Urls: []string{"/relative"}}, "urls[0]:"},
 		{&adminv1.PurgeRequest{Prefixes: []string{"x"}}, "prefixes[0]:"},
 		{&adminv1.PurgeRequest{Tags: []string{"a b"}}, "tags[0]:"},
+		{&adminv1.PurgeRequest{Urls: make([]string, 1001)}, "at most 1000"},
+		{&adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/" + strings.Repeat("a", 2048)}}, "urls[0]: 2065 bytes, at most 2048"},
 	} {
 		_, err := ac.Purge(t.Context(), tt.req)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {

@@ -136,8 +136,21 @@ func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1
 
 // Purge implements adminv1.AdminServiceServer.
 func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1.PurgeResponse, error) {
-	if len(req.GetUrls())+len(req.GetPrefixes())+len(req.GetTags()) == 0 {
+	switch n := len(req.GetUrls()) + len(req.GetPrefixes()) + len(req.GetTags()); {
+	case n == 0:
 		return nil, status.Error(codes.InvalidArgument, "urls, prefixes or tags: at least one is required")
+	case n > MaxPurge:
+		return nil, status.Errorf(codes.InvalidArgument, "urls, prefixes and tags: %d items, at most %d per call", n, MaxPurge)
+	}
+	for _, f := range []struct {
+		name  string
+		items []string
+	}{{"urls", req.GetUrls()}, {"prefixes", req.GetPrefixes()}, {"tags", req.GetTags()}} {
+		for i, s := range f.items {
+			if len(s) > MaxPurgeItem {
+				return nil, status.Errorf(codes.InvalidArgument, "%s[%d]: %d bytes, at most %d", f.name, i, len(s), MaxPurgeItem)
+			}
+		}
 	}
 	for i, t := range req.GetTags() {
 		if t == "" || strings.ContainsAny(t, " ,") {
@@ -157,6 +170,13 @@ func (s *Server) Purge(ctx context.Context, req *adminv1.PurgeRequest) (*adminv1
 	}
 	return resp, nil
 }
+
+// MaxPurge bounds the URLs, prefixes and tags of one Purge call, and
+// MaxPurgeItem the length of each: purges are kept in every node's log.
+const (
+	MaxPurge     = 1000
+	MaxPurgeItem = 2048
+)
 
 // MaxPrefetch bounds the URLs of one Prefetch call.
 const MaxPrefetch = 1000
