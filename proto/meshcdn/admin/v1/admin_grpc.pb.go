@@ -45,7 +45,11 @@ type AdminServiceClient interface {
 	// Purge removes objects from every node of the cluster: by URL, by URL
 	// prefix, or by tag (the origin's Surrogate-Key or Cache-Tag fields). With
 	// soft, objects are marked stale instead, so they are revalidated (or served
-	// stale if the origin fails). The response has a receipt per node.
+	// stale if the origin fails). The response has a receipt per node, members
+	// that failed within the last hour included. A node that did not apply the
+	// purge reads it later from another node's purge log; the call then answers
+	// only after the purge lease, when that node either has the purge or
+	// revalidates what it serves. At most 1000 URLs, prefixes and tags per call.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
 	// Prefetch fills URLs into the cache, each at its owner, and streams one
 	// progress message per URL as it completes.
@@ -176,7 +180,11 @@ type AdminServiceServer interface {
 	// Purge removes objects from every node of the cluster: by URL, by URL
 	// prefix, or by tag (the origin's Surrogate-Key or Cache-Tag fields). With
 	// soft, objects are marked stale instead, so they are revalidated (or served
-	// stale if the origin fails). The response has a receipt per node.
+	// stale if the origin fails). The response has a receipt per node, members
+	// that failed within the last hour included. A node that did not apply the
+	// purge reads it later from another node's purge log; the call then answers
+	// only after the purge lease, when that node either has the purge or
+	// revalidates what it serves. At most 1000 URLs, prefixes and tags per call.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
 	// Prefetch fills URLs into the cache, each at its owner, and streams one
 	// progress message per URL as it completes.
