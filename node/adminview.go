@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -26,12 +25,8 @@ import (
 
 // startAdmin binds the admin listener and serves AdminService, health and
 // reflection on it.
-func (n *Node) startAdmin(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
-	if err != nil {
-		return fmt.Errorf("node: admin listener: %w", err)
-	}
+func (n *Node) serveAdmin() {
+	ln := n.adminLn
 	var opts []grpc.ServerOption
 	if n.cfg.AdminToken != "" {
 		unary, stream := admin.Auth(n.cfg.AdminToken)
@@ -43,13 +38,12 @@ func (n *Node) startAdmin(ctx context.Context) error {
 	healthpb.RegisterHealthServer(s, hs)
 	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(s)
-	n.admin, n.adminLn, n.adminHealth = s, ln, hs
+	n.admin, n.adminHealth = s, hs
 	n.wg.Go(func() {
 		if err := s.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			n.log.Error("admin listener failed", "err", err)
 		}
 	})
-	return nil
 }
 
 // stopAdmin drains admin calls until ctx ends, then cuts them off.
@@ -81,13 +75,31 @@ func (v adminView) Name() string { return v.n.cfg.Name }
 func (v adminView) Members() []admin.MemberInfo {
 	n := v.n
 	if n.mesh == nil {
-		return []admin.MemberInfo{{Name: n.cfg.Name, HTTPAddr: n.HTTPAddr(), OwnedShare: 1, Self: true}}
+		return []admin.MemberInfo{{Name: n.cfg.Name, State: "alive", HTTPAddr: n.HTTPAddr(), AdminAddr: n.AdminAddr(),
+			Version: n.cfg.Version, OwnedShare: 1, Self: true}}
 	}
 	shares := n.mesh.ring.Load().ring.Shares()
 	var out []admin.MemberInfo
 	for _, m := range n.mesh.gossip.Members() {
-		out = append(out, admin.MemberInfo{Name: m.Name, Region: m.Meta.Region, HTTPAddr: m.Meta.HTTPAddr,
-			PeerAddr: m.Meta.PeerAddr, GossipAddr: m.Addr, OwnedShare: shares[m.Name], Self: m.Name == n.cfg.Name})
+		state := "alive"
+		if m.Meta.Leaving || (m.Name == n.cfg.Name && n.mesh.draining.Load()) {
+			state = "leaving"
+		}
+		out = append(out, admin.MemberInfo{Name: m.Name, State: state, Region: m.Meta.Region, HTTPAddr: m.Meta.HTTPAddr,
+			PeerAddr: m.Meta.PeerAddr, GossipAddr: m.Addr, AdminAddr: m.Meta.AdminAddr, Version: m.Meta.Version,
+			OwnedShare: shares[m.Name], Self: m.Name == n.cfg.Name})
+	}
+	return out
+}
+
+// Failed lists the members that failed within the last hour.
+func (v adminView) Failed() []admin.MemberInfo {
+	if v.n.mesh == nil {
+		return nil
+	}
+	var out []admin.MemberInfo
+	for _, f := range v.n.mesh.gossip.Failed() {
+		out = append(out, admin.MemberInfo{Name: f.Name, State: "failed"})
 	}
 	return out
 }

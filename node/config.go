@@ -39,6 +39,8 @@ const (
 type Config struct {
 	// Name identifies the node in logs and, later, the mesh. Default: host name.
 	Name string
+	// Version is the software version the node advertises to the others.
+	Version string
 	// HTTPAddr serves clients, HTTP/1.1 and cleartext HTTP/2. Default ":8080".
 	HTTPAddr string
 	// MetricsAddr serves /metrics, /healthz and /readyz. Default ":9090"; "off"

@@ -130,7 +130,8 @@ func (n *Node) startMesh(ctx context.Context) error {
 	})
 	g, err := gossip.New(gossip.Config{
 		Name: n.cfg.Name, BindAddr: mc.GossipAddr, Join: mc.Join, Key: mc.GossipKey, Fast: mc.Fast,
-		Meta:   gossip.Meta{HTTPAddr: n.HTTPAddr(), PeerAddr: advertised(ln.Addr().String()), Region: mc.Region},
+		Meta: gossip.Meta{HTTPAddr: n.HTTPAddr(), PeerAddr: advertised(ln.Addr().String()), AdminAddr: n.advertisedAdmin(),
+			Region: mc.Region, Version: n.cfg.Version},
 		Logger: n.log.With("component", "gossip"),
 	})
 	if err == nil {
@@ -177,6 +178,15 @@ func advertised(addr string) string {
 		return net.JoinHostPort("127.0.0.1", port)
 	}
 	return addr
+}
+
+// advertisedAdmin is the admin address others may show operators: empty
+// without an admin listener.
+func (n *Node) advertisedAdmin() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return advertised(n.adminLn.Addr().String())
 }
 
 // rebuildRing swaps in a ring over the current members and closes the peer

@@ -21,7 +21,7 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 	t.Helper()
 	var nodes []*Node
 	for i := range size {
-		cfg := Config{Name: fmt.Sprintf("n%d", i+1), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}}
+		cfg := Config{Name: fmt.Sprintf("n%d", i+1), Version: "test", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}}
 		if i > 0 {
 			cfg.Mesh.Join = []string{nodes[0].GossipAddr()}
 		}

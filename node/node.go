@@ -183,30 +183,33 @@ func (n *Node) Start(ctx context.Context) error {
 	for _, p := range n.pools {
 		n.wg.Go(func() { p.RunHealth(n.ctx) })
 	}
+	fail := func(err error) error {
+		n.cancel()
+		_ = ln.Close()
+		if n.metricsSrv != nil {
+			_ = n.metricsSrv.Close()
+		}
+		if n.adminLn != nil {
+			_ = n.adminLn.Close()
+		}
+		n.wg.Wait()
+		return err
+	}
+	if n.cfg.AdminAddr != "" { // bound first: the mesh advertises its address
+		var lc net.ListenConfig
+		aln, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
+		if err != nil {
+			return fail(fmt.Errorf("node: admin listener: %w", err))
+		}
+		n.adminLn = aln
+	}
 	if n.cfg.Mesh != nil {
 		if err := n.startMesh(ctx); err != nil {
-			n.cancel()
-			_ = ln.Close()
-			if n.metricsSrv != nil {
-				_ = n.metricsSrv.Close()
-			}
-			n.wg.Wait()
-			return err
+			return fail(err)
 		}
 	}
-	if n.cfg.AdminAddr != "" {
-		if err := n.startAdmin(ctx); err != nil {
-			n.cancel()
-			_ = ln.Close()
-			if n.metricsSrv != nil {
-				_ = n.metricsSrv.Close()
-			}
-			if n.mesh != nil {
-				_ = n.mesh.stop(context.Background())
-			}
-			n.wg.Wait()
-			return err
-		}
+	if n.adminLn != nil {
+		n.serveAdmin()
 	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
 	n.ready.Store(true)

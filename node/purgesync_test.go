@@ -130,8 +130,20 @@ func TestPurgeLease(t *testing.T) {
 			t.Errorf("receipts %v after %v; want n1 and n2 not applied, after at least %v", resp.GetNodes(), took, lease)
 		}
 
-		// Alone after failures, the node still revalidates past the lease.
+		// Alone after failures, the node still revalidates past the lease, and
+		// lists the others as failed.
 		eventually(t, 10*time.Second, func() bool { return nodes[2].RingMembers() == 1 })
+		ms, err := ac.ListMembers(t.Context(), &adminv1.ListMembersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []string
+		for _, m := range ms.GetMembers() {
+			states = append(states, m.GetName()+"="+m.GetState())
+		}
+		if got := strings.Join(states, " "); got != "n3=alive n1=failed n2=failed" {
+			t.Errorf("members %q", got)
+		}
 		time.Sleep(lease) // let the revalidated object age past the lease
 		r = do(t, nodes[2], "GET", "/x.css")
 		if !strings.Contains(r.cacheStatus(), "fwd=stale") || o.count(o.conditional, "/x.css") != 2 {

@@ -174,6 +174,7 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 
 // adminConfig applies the admin flags over the file's settings.
 func (f *edgeFlags) adminConfig(cfg *node.Config) error {
+	cfg.Version = version
 	switch {
 	case f.admin == "off":
 		cfg.AdminAddr = ""

@@ -20,9 +20,9 @@ import (
 
 // MemberInfo describes one member of the cluster.
 type MemberInfo struct {
-	Name, Region, HTTPAddr, PeerAddr, GossipAddr string
-	OwnedShare                                   float64
-	Self                                         bool
+	Name, State, Region, HTTPAddr, PeerAddr, GossipAddr, AdminAddr, Version string
+	OwnedShare                                                              float64
+	Self                                                                    bool
 }
 
 // Location is where a URL's object lives.
@@ -44,6 +44,8 @@ type Cluster interface {
 	Name() string
 	// Members lists the live members.
 	Members() []MemberInfo
+	// Failed lists the members that went away without leaving recently.
+	Failed() []MemberInfo
 	// Locate places an absolute URL; errors wrap ErrBadURL when the URL is at
 	// fault.
 	Locate(url string, replicas int) (Location, error)
@@ -109,9 +111,10 @@ func NewServer(c Cluster) *Server { return &Server{c: c} }
 // ListMembers implements adminv1.AdminServiceServer.
 func (s *Server) ListMembers(context.Context, *adminv1.ListMembersRequest) (*adminv1.ListMembersResponse, error) {
 	resp := &adminv1.ListMembersResponse{}
-	for _, m := range s.c.Members() {
-		resp.Members = append(resp.Members, &adminv1.Member{Name: m.Name, State: "alive", Region: m.Region,
-			HttpAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, OwnedShare: m.OwnedShare, Self: m.Self})
+	for _, m := range append(s.c.Members(), s.c.Failed()...) {
+		resp.Members = append(resp.Members, &adminv1.Member{Name: m.Name, State: m.State, Region: m.Region,
+			HttpAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr,
+			Version: m.Version, OwnedShare: m.OwnedShare, Self: m.Self})
 	}
 	return resp, nil
 }

@@ -111,7 +111,9 @@ type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the node's name, unique in the cluster.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// state is "alive" for every listed member (dead ones leave the list).
+	// state is "alive", "leaving" (announced a graceful leave or is
+	// draining), or "failed": gone without leaving within the last hour, so
+	// it may have missed purges (only name and state are set then).
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// region is the region the node advertises.
 	Region string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
@@ -124,7 +126,11 @@ type Member struct {
 	// owned_share is the share of the ring's partitions the node owns.
 	OwnedShare float64 `protobuf:"fixed64,7,opt,name=owned_share,json=ownedShare,proto3" json:"owned_share,omitempty"`
 	// self marks the node that answered.
-	Self          bool `protobuf:"varint,8,opt,name=self,proto3" json:"self,omitempty"`
+	Self bool `protobuf:"varint,8,opt,name=self,proto3" json:"self,omitempty"`
+	// admin_addr is the node's admin listener, empty when it has none.
+	AdminAddr string `protobuf:"bytes,9,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
+	// version is the meshcdn version the node runs.
+	Version       string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -213,6 +219,20 @@ func (x *Member) GetSelf() bool {
 		return x.Self
 	}
 	return false
+}
+
+func (x *Member) GetAdminAddr() string {
+	if x != nil {
+		return x.AdminAddr
+	}
+	return ""
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 // LocateRequest names a URL.
@@ -1374,7 +1394,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x1cmeshcdn/admin/v1/admin.proto\x12\x10meshcdn.admin.v1\"\x14\n" +
 	"\x12ListMembersRequest\"I\n" +
 	"\x13ListMembersResponse\x122\n" +
-	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\xda\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\x93\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -1385,7 +1405,11 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"gossipAddr\x12\x1f\n" +
 	"\vowned_share\x18\a \x01(\x01R\n" +
 	"ownedShare\x12\x12\n" +
-	"\x04self\x18\b \x01(\bR\x04self\"=\n" +
+	"\x04self\x18\b \x01(\bR\x04self\x12\x1d\n" +
+	"\n" +
+	"admin_addr\x18\t \x01(\tR\tadminAddr\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\tR\aversion\"=\n" +
 	"\rLocateRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\"~\n" +
