@@ -61,13 +61,13 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"Health/Check": {`"status": "SERVING"`},
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`, `"state": "alive"`,
 			`"adminAddr": "127.0.0.1:`, `"version": "test"`},
-		"/Locate":      {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
-		"/GetConfig":   {`"node": "n1"`, `\"Mesh\"`},
-		"/Drain":       {`"node": "n3"`},
-		"/Prefetch":    {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
-		"/Explain":     {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
-		"/GetStats":    {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
-		"/Purge":       {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
+		"/Locate":    {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
+		"/GetConfig": {`"node": "n1"`, `\"Mesh\"`},
+		"/Drain":     {`"node": "n3"`},
+		"/Prefetch":  {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
+		"/Explain":   {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
+		"/GetStats":  {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
+		"/Purge":     {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
 	for _, l := range lines {
 		// The README names `make run`'s nodes (edge-1...); the test cluster's are n1...

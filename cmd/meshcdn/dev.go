@@ -64,7 +64,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		n, err := node.New(node.Config{
 			Name: fmt.Sprintf("edge-%d", i+1), HTTPAddr: offsetPort(*httpAddr, i), MetricsAddr: offsetPort(*metricsAddr, i),
 			AdminAddr: offsetPort(*adminAddr, i), Version: version,
-			Origins:   []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
+			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
 		})
 		if err == nil {
 			err = n.Start(ctx)

@@ -23,8 +23,8 @@ import (
 type edgeProc struct {
 	cmd                         *exec.Cmd
 	http, metric, gossip, admin string
-	mu           sync.Mutex
-	log          strings.Builder
+	mu                          sync.Mutex
+	log                         strings.Builder
 }
 
 // startEdgeProc runs this test binary as `meshcdn edge args...` and waits for
