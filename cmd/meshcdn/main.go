@@ -3,7 +3,8 @@
 //
 //	meshcdn edge    [--config FILE] [flags]   run an edge node
 //	meshcdn origin  [--http ADDR] [--dir DIR] run the demo origin
-//	meshcdn dev                               demo origin + edge on 127.0.0.1
+//	meshcdn dev                               demo origin + 3 edges on 127.0.0.1
+//	meshcdn admin   [--addr ADDR] COMMAND     the admin API's client
 //	meshcdn version
 package main
 
@@ -33,7 +34,9 @@ Usage:
   meshcdn edge    [--config FILE] [flags]   run an edge node (meshcdn edge -h for flags)
   meshcdn origin  [--http ADDR] [--dir DIR] [--latency D]
                                             run the demo origin
-  meshcdn dev                               run the demo origin and an edge on 127.0.0.1
+  meshcdn dev                               run the demo origin and three meshed edges on 127.0.0.1
+  meshcdn admin   [--addr ADDR] COMMAND     operate the cluster: members, locate, purge, prefetch,
+                                            stats, explain, drain, config (meshcdn admin -h)
   meshcdn version                           print the version
 `
 
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runOrigin(ctx, rest, stdout, stderr)
 	case "dev":
 		err = runDev(ctx, rest, stdout, stderr)
+	case "admin":
+		err = runAdmin(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcdn", version)
 	case "help", "-h", "--help":
