@@ -38,6 +38,8 @@ type flight struct {
 	// reports that it is the key's owner, so this node keeps a copy only.
 	peer string
 	copy bool
+	// fetched is when the peer's response came from the origin.
+	fetched time.Time
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
@@ -261,7 +263,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
 			if resp, err := n.fetchPeer(ctx, name, addr, key, req, false); err == nil {
-				fl.peer, fl.copy = name, true
+				fl.peer, fl.copy, fl.fetched = name, true, popFetched(resp.Header)
 				return resp, nil
 			}
 			n.counters.originRequests.Add(1)
@@ -274,7 +276,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 		if resp, err := n.fetchPeer(ctx, name, addr, key, req, true); err == nil {
 			if resp.StatusCode != http.StatusGatewayTimeout {
 				n.metrics.handoffs.Inc()
-				fl.peer = name
+				fl.peer, fl.fetched = name, popFetched(resp.Header)
 				return resp, nil
 			}
 			origin.DrainClose(resp.Body)
@@ -282,6 +284,23 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	}
 	n.counters.originRequests.Add(1)
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
+}
+
+// popFetched removes the peer's fetch time from h and returns it (zero when
+// the peer sent none).
+func popFetched(h http.Header) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, h.Get(peer.FetchedField))
+	h.Del(peer.FetchedField)
+	return t
+}
+
+// fetchedAt is when a fill's response came from the origin: when it arrived
+// here, unless a peer said otherwise.
+func (fl *flight) fetchedAt(respTime time.Time) time.Time {
+	if fl.peer != "" && !fl.fetched.IsZero() {
+		return fl.fetched
+	}
+	return respTime
 }
 
 // fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
@@ -369,6 +388,7 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		Vary:         vary,
 		VaryKey:      httpcache.SecondaryKey(vary, req.header),
 		ResponseTime: respTime,
+		Fetched:      fl.fetchedAt(respTime),
 		InitialAge:   httpcache.InitialAge(resp.Header, reqTime, respTime),
 		TTL:          dec.TTL,
 		TTLSource:    string(dec.Source),
@@ -435,8 +455,10 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		fail(err)
 		return
 	}
-	if n.purgeGen.Load() != gen && (dec.Store || disk != nil) {
-		// A purge ran meanwhile: the body may predate it; serve it, store nothing.
+	if (n.purgeGen.Load() != gen || (fl.peer != "" && n.purgeLog.covers(key, head))) && (dec.Store || disk != nil) {
+		// A purge ran meanwhile, or a peer sent what an applied purge
+		// removed (it had not applied the purge yet): the body may predate
+		// the purge; serve it, store nothing.
 		if disk != nil {
 			fl.fill.AbortFile() // open readers keep their file
 		}
@@ -505,6 +527,7 @@ func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string,
 	e := *stale.e
 	e.Header = merged
 	e.ResponseTime = respTime
+	e.Fetched = fl.fetchedAt(respTime)
 	e.InitialAge = httpcache.InitialAge(h, reqTime, respTime)
 	e.TTL, e.TTLSource = dec.TTL, string(dec.Source)
 	e.NoStale, e.StaleWhileRevalidate, e.StaleIfError = httpcache.StaleRules(cc)

@@ -175,7 +175,7 @@ func (n *Node) suspect(ctx context.Context, e *cache.Entry, de *cache.DiskEntry,
 	if de != nil && !n.diskChecked.Load() {
 		return true
 	}
-	if n.mesh == nil || now.Sub(e.ResponseTime) < n.mesh.purges.lease || n.purgesCurrent() {
+	if n.mesh == nil || now.Sub(e.FetchedAt()) < n.mesh.purges.lease || n.purgesCurrent() {
 		return false
 	}
 	n.ensurePurgesCurrent(ctx) // for the requests that follow

@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,30 @@ func (l *purgeLog) since(incarnation, after uint64) (recs []*peerv1.PurgeRecord,
 	return recs, false, truncated
 }
 
+// covers reports whether a purge in the log, issued after e was fetched
+// from the origin (within purgeSkew), matches e stored under key: a copy
+// from a peer that had not applied the purge yet.
+func (l *purgeLog) covers(key string, e *cache.Entry) bool {
+	fetched := e.FetchedAt()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.records) - 1; i >= 0; i-- {
+		p := l.records[i].GetPurge()
+		issued := p.GetIssued().AsTime()
+		if issued.Add(purgeSkew + time.Minute).Before(fetched) {
+			return false // records are in about issue order: the rest are older
+		}
+		if !fetched.Before(issued.Add(purgeSkew)) {
+			continue
+		}
+		if slices.Contains(p.GetKeys(), key) || hasTag(e, p.GetTags()) ||
+			slices.ContainsFunc(p.GetKeyPrefixes(), func(pre string) bool { return strings.HasPrefix(key, pre) }) {
+			return true
+		}
+	}
+	return false
+}
+
 // all returns every record in the log.
 func (l *purgeLog) all() []*peerv1.PurgeRecord {
 	l.mu.Lock()
@@ -151,7 +176,7 @@ func (s *timedPurge) empty() bool {
 
 // match reports whether e, stored under key, is purged by the set.
 func (s *timedPurge) match(key string, e *cache.Entry) bool {
-	t := e.ResponseTime
+	t := e.FetchedAt()
 	if t.Before(s.before) {
 		return true
 	}

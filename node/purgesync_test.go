@@ -168,3 +168,47 @@ func TestPurgeLease(t *testing.T) {
 		}
 	})
 }
+
+// TestPurgeRacesACopy: a node that has applied a purge and then fills from
+// a peer that has not applied it yet (the fan-out is still on its way)
+// serves what the peer sent but does not keep it, so once the purge is
+// everywhere no node holds the old object. Copies carry the time the owner
+// fetched the object from the origin.
+func TestPurgeRacesACopy(t *testing.T) {
+	o := newVersionedOrigin(t)
+	nodes := startCluster(t, o.testOrigin, 3, nil)
+	keys, _, err := nodes[0].purgeKeys([]string{"http://127.0.0.1/r.css"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := keys[0]
+	ownerName, _ := nodes[0].mesh.ring.Load().ring.Owner(key)
+	var owner, other *Node
+	for _, n := range nodes {
+		if n.Name() == ownerName {
+			owner = n
+		} else if other == nil {
+			other = n
+		}
+	}
+	do(t, owner, "GET", "/r.css")
+	wantStatus(t, do(t, owner, "GET", "/r.css"), "meshcdn; hit")
+
+	// A copy records when the owner fetched the object, not when it arrived.
+	do(t, other, "GET", "/r.css")
+	obj, ok := other.copies.Get(key)
+	own, _ := owner.store.Get(key)
+	if !ok || len(obj.Variants) != 1 || !obj.Variants[0].FetchedAt().Equal(own.Variants[0].ResponseTime) {
+		t.Fatalf("copy at %s: %v; want the owner's fetch time %v", other.Name(), obj, own.Variants[0].ResponseTime)
+	}
+
+	purge := &peerv1.PurgeRequest{Id: "race", Keys: keys, From: "test", Issued: timestamppb.Now()}
+	other.PurgeLocal(purge) // the owner has not applied it yet
+	if r := do(t, other, "GET", "/r.css"); r.body != "version 1" || !strings.Contains(r.cacheStatus(), "detail=peer-"+ownerName) {
+		t.Fatalf("before the owner applies the purge: %q %s", r.body, r.cacheStatus())
+	}
+	owner.PurgeLocal(purge)
+	if r := do(t, other, "GET", "/r.css"); r.body != "version 2" {
+		t.Errorf("%s kept the owner's pre-purge copy: %q %s", other.Name(), r.body, r.cacheStatus())
+	}
+}

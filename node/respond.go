@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/peer"
 )
 
 // body is a representation to send: complete (stored) or still arriving (a fill).
@@ -192,6 +193,9 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 		h[k] = v // shared, never modified: changes below replace whole slices
 	}
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
+	if x.fromPeer {
+		h[peer.FetchedField] = []string{meta.FetchedAt().Format(time.RFC3339Nano)}
+	}
 	if x.status == hitStatus {
 		h["Cache-Status"] = hitStatusValue
 	} else {

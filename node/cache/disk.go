@@ -53,6 +53,7 @@ type diskMeta struct {
 	Size                 int64               `json:"size"`
 	SHA256               string              `json:"sha256"`
 	ResponseTime         time.Time           `json:"response_time"`
+	Fetched              time.Time           `json:"fetched,omitzero"`
 	InitialAge           time.Duration       `json:"initial_age"`
 	TTL                  time.Duration       `json:"ttl"`
 	TTLSource            string              `json:"ttl_source,omitempty"`
@@ -191,7 +192,7 @@ func readObject(path string, verify bool) (*DiskEntry, error) {
 		}
 	}
 	e := &Entry{Status: m.Status, Header: http.Header(m.Header), Size: m.Size, Vary: m.Vary, VaryKey: m.VaryKey,
-		ResponseTime: m.ResponseTime, InitialAge: m.InitialAge, TTL: m.TTL, TTLSource: m.TTLSource,
+		ResponseTime: m.ResponseTime, Fetched: m.Fetched, InitialAge: m.InitialAge, TTL: m.TTL, TTLSource: m.TTLSource,
 		NoStale: m.NoStale, StaleWhileRevalidate: m.StaleWhileRevalidate, StaleIfError: m.StaleIfError,
 		ETag: m.ETag, LastModified: m.LastModified}
 	return &DiskEntry{Entry: e, Key: m.Key, path: path, sha: m.SHA256}, nil
@@ -333,7 +334,7 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 	}
 	w.done = true
 	m := diskMeta{Key: w.key, VaryKey: e.VaryKey, Vary: e.Vary, Status: e.Status, Header: e.Header, Size: w.n,
-		SHA256: hex.EncodeToString(w.sum.Sum(nil)), ResponseTime: e.ResponseTime, InitialAge: e.InitialAge,
+		SHA256: hex.EncodeToString(w.sum.Sum(nil)), ResponseTime: e.ResponseTime, Fetched: e.Fetched, InitialAge: e.InitialAge,
 		TTL: e.TTL, TTLSource: e.TTLSource, NoStale: e.NoStale, StaleWhileRevalidate: e.StaleWhileRevalidate,
 		StaleIfError: e.StaleIfError, ETag: e.ETag, LastModified: e.LastModified}
 	meta, err := json.Marshal(m)

@@ -27,6 +27,7 @@ func openDisk(t *testing.T, dir string, max int64) *Disk {
 func diskEntry(body string, varyKey string) *Entry {
 	return &Entry{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte(body),
 		Size: int64(len(body)), VaryKey: varyKey, ResponseTime: time.Unix(1700000000, 0).UTC(), TTL: time.Hour,
+		Fetched: time.Unix(1699999000, 0).UTC(),
 		ETag: `"e"`, StaleWhileRevalidate: -1, StaleIfError: -1}
 }
 
@@ -44,7 +45,8 @@ func TestDiskSurvivesRestart(t *testing.T) {
 		t.Fatalf("reloaded %d objects", st.Objects)
 	}
 	vs := d2.Get("h/obj7")
-	if len(vs) != 1 || vs[0].ETag != `"e"` || vs[0].TTL != time.Hour || vs[0].Header.Get("Content-Type") != "text/plain" {
+	if len(vs) != 1 || vs[0].ETag != `"e"` || vs[0].TTL != time.Hour || vs[0].Header.Get("Content-Type") != "text/plain" ||
+		!vs[0].FetchedAt().Equal(time.Unix(1699999000, 0)) {
 		t.Fatalf("metadata %+v", vs)
 	}
 	b, err := d2.ReadBody(vs[0])

@@ -36,6 +36,11 @@ type Entry struct {
 	TTL          time.Duration
 	TTLSource    string
 
+	// Fetched is when a node of the cluster fetched (or revalidated) the
+	// response from the origin; it travels with copies from peers. Purges
+	// compare it with their issue time. Zero means ResponseTime.
+	Fetched time.Time
+
 	// NoStale forbids serving the entry stale (must-revalidate,
 	// proxy-revalidate, s-maxage, no-cache). StaleWhileRevalidate and
 	// StaleIfError are the origin's windows for serving it stale, -1 when the
@@ -47,6 +52,15 @@ type Entry struct {
 	// ETag and LastModified are the validators, kept parsed for the hit path.
 	ETag         string
 	LastModified time.Time
+}
+
+// FetchedAt is when the response came from the origin, as far as the
+// cluster knows.
+func (e *Entry) FetchedAt() time.Time {
+	if e.Fetched.IsZero() {
+		return e.ResponseTime
+	}
+	return e.Fetched
 }
 
 // Age is the entry's current age at now.

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
@@ -52,6 +53,12 @@ func FromPeer(ctx context.Context) (string, bool) {
 	from, ok := ctx.Value(fromPeerKey{}).(string)
 	return from, ok
 }
+
+// FetchedField carries, between a node's handler and the peer service,
+// when the response came from the origin (the head's response_time): the
+// handler sets it on answers to peers, the client sets it on the response
+// it returns. It never reaches an HTTP client.
+const FetchedField = "Meshcdn-Fetched"
 
 // Local is what the server needs of its node besides the HTTP handler.
 type Local interface {
@@ -172,6 +179,12 @@ func (w *streamWriter) WriteHeader(code int) {
 	cs := w.header.Get("Cache-Status")
 	head := &peerv1.ResponseHead{Status: int32(code), Size: size, CacheStatus: cs,
 		Stored: strings.Contains(cs, "; hit") || strings.Contains(cs, "; stored")}
+	if v := w.header.Get(FetchedField); v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			head.ResponseTime = timestamppb.New(t)
+		}
+		w.header.Del(FetchedField)
+	}
 	for _, v := range w.header.Values("Vary") {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
@@ -372,6 +385,9 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
 	for _, h := range head.GetHeaders() {
 		resp.Header[h.GetName()] = h.GetValues()
+	}
+	if t := head.GetResponseTime(); t != nil {
+		resp.Header.Set(FetchedField, t.AsTime().Format(time.RFC3339Nano))
 	}
 	body := &streamBody{stream: stream, cancel: cancel, sum: sha256.New()}
 	// Read ahead one chunk and the message after it: a body of one chunk (most
