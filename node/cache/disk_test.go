@@ -28,7 +28,7 @@ func diskEntry(body string, varyKey string) *Entry {
 	return &Entry{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte(body),
 		Size: int64(len(body)), VaryKey: varyKey, ResponseTime: time.Unix(1700000000, 0).UTC(), TTL: time.Hour,
 		Fetched: time.Unix(1699999000, 0).UTC(),
-		ETag: `"e"`, StaleWhileRevalidate: -1, StaleIfError: -1}
+		ETag:    `"e"`, StaleWhileRevalidate: -1, StaleIfError: -1}
 }
 
 // TestDiskSurvivesRestart: what one Disk wrote, the next one loads intact.
