@@ -2,16 +2,24 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // TestDiskTierSurvivesRestart: objects written through to the disk tier are
@@ -29,7 +37,10 @@ func TestDiskTierSurvivesRestart(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 50 })
 	o.Close()
 	n2 := startNode(t, nil, Config{CacheDir: dir, Origins: mustOrigins(t)})
-	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n2, "meshcdn_store_objects", "tier", "disk") == 50 })
+	eventually(t, 20*time.Second, func() bool { return counterValue(t, n2, "meshcdn_disk_ready") == 1 })
+	if got := gaugeValue(t, n2, "meshcdn_store_objects", "tier", "disk"); got != 50 {
+		t.Fatalf("%v objects on disk after the restart", got)
+	}
 	for i := range 50 {
 		p := fmt.Sprintf("/o/%d.js", i)
 		r := do(t, n2, "GET", p, "Host", "127.0.0.1")
@@ -131,4 +142,44 @@ func peakRSS(t *testing.T) int64 {
 	}
 	t.Skip("no VmHWM")
 	return 0
+}
+
+// TestDiskCheckedAgainstPurgeLog: a purge the node applied before its disk
+// index held an object (the index is rebuilt in the background at start)
+// still removes that object once the index is complete.
+func TestDiskCheckedAgainstPurgeLog(t *testing.T) {
+	dir := t.TempDir()
+	var version atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		fmt.Fprintf(w, "version %d", version.Add(1))
+	})
+	n := startNode(t, o, Config{CacheDir: dir})
+	do(t, n, "GET", "/d.css")
+	do(t, n, "GET", "/keep.css")
+	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 2 })
+	if err := n.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Config{CacheDir: dir, Origins: []*url.URL{o.url(t)}, HTTPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	n2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := n2.purgeKeys([]string{"http://127.0.0.1/d.css"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2.PurgeLocal(&peerv1.PurgeRequest{Id: "early", Keys: keys, Issued: timestamppb.Now()}) // before any index exists
+	if err := n2.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n2.Shutdown(context.Background()) })
+	eventually(t, 20*time.Second, func() bool { return counterValue(t, n2, "meshcdn_disk_ready") == 1 })
+	if r := do(t, n2, "GET", "/d.css"); r.body != "version 3" {
+		t.Errorf("/d.css after a purge that ran before the index had it: %q %s", r.body, r.cacheStatus())
+	}
+	wantStatus(t, do(t, n2, "GET", "/keep.css"), "meshcdn; hit")
 }

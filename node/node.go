@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -128,6 +129,14 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.disk = d
 		n.metrics.registerTier("disk", d.Stats)
+		n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_ready",
+			Help: "1 once the disk tier's index is complete and checked against the purge log; until then disk objects are revalidated."},
+			func() float64 {
+				if n.diskChecked.Load() {
+					return 1
+				}
+				return 0
+			}))
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.HTTPAddr)

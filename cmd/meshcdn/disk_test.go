@@ -157,9 +157,10 @@ func TestDiskTierSurvivesKill9(t *testing.T) {
 	origin.Close()
 
 	edge = startEdgeProc(t, "--origin", "http://127.0.0.1:1", "--cache-dir", dir)
-	waitFor(t, 20*time.Second, "the disk index", func() bool {
-		return edge.metricValue(t, `meshcdn_store_objects{tier="disk"}`) == 200
-	})
+	waitFor(t, 20*time.Second, "the disk index", func() bool { return edge.metricValue(t, "meshcdn_disk_ready") == 1 })
+	if got := edge.metricValue(t, `meshcdn_store_objects{tier="disk"}`); got != 200 {
+		t.Fatalf("%v objects on disk after the restart", got)
+	}
 	for p, sum := range want {
 		code, b, err := get(edge.http + p)
 		if err != nil || code != 200 || sha256.Sum256(b) != sum {
@@ -206,7 +207,7 @@ func TestKilledDuringFills(t *testing.T) {
 	edge.kill()
 
 	edge = startEdgeProc(t, "--origin", "http://127.0.0.1:1", "--cache-dir", dir)
-	waitFor(t, 10*time.Second, "the disk index", func() bool { return strings.Contains(edge.logs(), "disk tier loaded") })
+	waitFor(t, 10*time.Second, "the disk index", func() bool { return edge.metricValue(t, "meshcdn_disk_ready") == 1 })
 	for _, p := range paths {
 		code, b, _ := get(edge.http + p)
 		if code != http.StatusBadGateway {
