@@ -5,6 +5,7 @@
 //	meshcdn origin  [--http ADDR] [--dir DIR] run the demo origin
 //	meshcdn dev                               demo origin + 3 edges on 127.0.0.1
 //	meshcdn admin   [--addr ADDR] COMMAND     the admin API's client
+//	meshcdn healthcheck                       probe the local node's /readyz
 //	meshcdn version
 package main
 
@@ -37,6 +38,7 @@ Usage:
   meshcdn dev                               run the demo origin and three meshed edges on 127.0.0.1
   meshcdn admin   [--addr ADDR] COMMAND     operate the cluster: members, locate, purge, prefetch,
                                             stats, explain, drain, config (meshcdn admin -h)
+  meshcdn healthcheck [--addr ADDR]         exit 0 if the local node is ready (for container HEALTHCHECKs)
   meshcdn version                           print the version
 `
 
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDev(ctx, rest, stdout, stderr)
 	case "admin":
 		err = runAdmin(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcdn", version)
 	case "help", "-h", "--help":
