@@ -35,6 +35,9 @@ type Meta struct {
 	Region    string `json:"r,omitempty"`
 	Weight    int    `json:"w,omitempty"`
 	Version   string `json:"v,omitempty"`
+	// Started is when the node joined (Unix milliseconds), so a node can
+	// tell which members were there before it.
+	Started int64 `json:"s,omitempty"`
 	// Leaving is set by Leave just before the node announces it, so the others
 	// can tell a graceful leave from a failure.
 	Leaving bool `json:"l,omitempty"`

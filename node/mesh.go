@@ -46,6 +46,11 @@ type MeshConfig struct {
 	// asks the key's previous owner (from its cache only) before the origin.
 	// Default 2m.
 	HandoffWindow time.Duration
+	// JoinWave groups nodes that start within this long of each other (a
+	// scale-out): a node of a wave takes keys over from the members that
+	// were there before the wave, not from the others of its wave.
+	// Default 10s.
+	JoinWave time.Duration
 	// CopyShare is the share of the memory budget that holds copies of objects
 	// other nodes own, so hot objects are served locally everywhere while cold
 	// ones exist once per cluster. Default 0.2.
@@ -74,6 +79,12 @@ func (m *MeshConfig) withDefaults() {
 	}
 	if m.HandoffWindow == 0 {
 		m.HandoffWindow = 2 * time.Minute
+	}
+	if m.JoinWave == 0 {
+		m.JoinWave = 10 * time.Second
+		if m.Fast {
+			m.JoinWave = 300 * time.Millisecond
+		}
 	}
 	if m.CopyShare == 0 {
 		m.CopyShare = 0.2
@@ -131,7 +142,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	g, err := gossip.New(gossip.Config{
 		Name: n.cfg.Name, BindAddr: mc.GossipAddr, Join: mc.Join, Key: mc.GossipKey, Fast: mc.Fast,
 		Meta: gossip.Meta{HTTPAddr: n.HTTPAddr(), PeerAddr: advertised(ln.Addr().String()), AdminAddr: n.advertisedAdmin(),
-			Region: mc.Region, Version: n.cfg.Version},
+			Region: mc.Region, Version: n.cfg.Version, Started: m.started.UnixMilli()},
 		Logger: n.log.With("component", "gossip"),
 	})
 	if err == nil {
@@ -223,18 +234,31 @@ func (n *Node) rebuildRing() {
 	}
 	m.addrs.Store(&addrs)
 	var prev *ring.Ring
+	since := time.Now()
 	if old := m.ring.Load(); old != nil {
 		prev = old.ring
-	}
-	if time.Since(m.started) < m.cfg.HandoffWindow && len(names) > 1 {
-		// This node joined recently: who owned its keys before is who would
-		// own them without it (however the others arrived in its view).
-		others := slices.DeleteFunc(slices.Clone(names), func(s string) bool { return s == n.cfg.Name })
-		if pr, err := ring.New(others, m.cfg.Ring); err == nil {
-			prev = pr
+		if old.prev != nil && time.Since(old.since) < m.cfg.HandoffWindow {
+			// Changes in a burst (a scale-out seen one join at a time): keys
+			// are where they were before the first of them.
+			prev, since = old.prev, old.since
 		}
 	}
-	m.ring.Store(&snapshot{ring: r, prev: prev, since: time.Now()})
+	if time.Since(m.started) < m.cfg.HandoffWindow && len(names) > 1 {
+		// This node joined recently: its keys were held by the members that
+		// were there before its wave (however they arrived in its view).
+		var before []string
+		for _, mem := range members {
+			if mem.Meta.Started != 0 && mem.Meta.Started < m.started.Add(-m.cfg.JoinWave).UnixMilli() && slices.Contains(names, mem.Name) {
+				before = append(before, mem.Name)
+			}
+		}
+		prev = nil
+		if pr, err := ring.New(before, m.cfg.Ring); err == nil && len(before) > 0 {
+			prev = pr
+		}
+		since = time.Now()
+	}
+	m.ring.Store(&snapshot{ring: r, prev: prev, since: since})
 	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
 }
 

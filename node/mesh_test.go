@@ -372,3 +372,49 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 		t.Errorf("peak RSS grew by %d MiB (bound 48 MiB)", growth>>20)
 	}
 }
+
+// TestScaleOutHandOff: two nodes join at once (docker compose --scale):
+// every key either keeps its owner or is handed off from the node that held
+// it, so requests through every node cost the origin nothing more.
+func TestScaleOutHandOff(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := startCluster(t, o, 3, nil)
+	const keys = 300
+	paths := make([]string, keys)
+	for i := range keys {
+		paths[i] = fmt.Sprintf("/k/%d.js", i)
+		do(t, nodes[i%3], "GET", paths[i])
+	}
+	wantHits(t, o, keys)
+	var wg sync.WaitGroup
+	added := make([]*Node, 2)
+	for i := range added {
+		wg.Go(func() {
+			added[i] = startNode(t, o, Config{Name: fmt.Sprintf("n%d", 4+i), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0",
+				GossipAddr: "127.0.0.1:0", Fast: true, Join: []string{nodes[0].GossipAddr()}}})
+		})
+	}
+	wg.Wait()
+	all := append(nodes, added...)
+	eventually(t, 10*time.Second, func() bool {
+		for _, n := range all {
+			if n.RingMembers() != 5 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range all {
+		for _, p := range paths {
+			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
+				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
+			}
+		}
+	}
+	if h := o.hits.Load(); h != keys {
+		t.Errorf("origin asked %d times after the scale-out, want %d (no more than before)", h, keys)
+	}
+}
