@@ -141,7 +141,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	})
 	g, err := gossip.New(gossip.Config{
 		Name: n.cfg.Name, BindAddr: mc.GossipAddr, Join: mc.Join, Key: mc.GossipKey, Fast: mc.Fast,
-		Meta: gossip.Meta{HTTPAddr: n.HTTPAddr(), PeerAddr: advertised(ln.Addr().String()), AdminAddr: n.advertisedAdmin(),
+		Meta: gossip.Meta{HTTPAddr: advertised(n.HTTPAddr()), PeerAddr: advertised(ln.Addr().String()), AdminAddr: n.advertisedAdmin(),
 			Region: mc.Region, Version: n.cfg.Version, Started: m.started.UnixMilli()},
 		Logger: n.log.With("component", "gossip"),
 	})

@@ -166,8 +166,8 @@ func (n *Node) Start(ctx context.Context) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !n.ready.Load() {
-				http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			if why := n.notReady(); why != "" {
+				http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 				return
 			}
 			_, _ = w.Write([]byte("ready\n"))
@@ -237,6 +237,22 @@ func (n *Node) serve(s *http.Server, ln net.Listener, name string) {
 	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		n.log.Error("listener failed", "listener", name, "err", err)
 	}
+}
+
+// notReady says why the node should not get traffic yet, or "" when it
+// should: it is starting, draining or stopping; its disk index is not
+// complete; or it has not yet been in step with the cluster's purges (a
+// restarted node would revalidate everything it holds).
+func (n *Node) notReady() string {
+	switch {
+	case !n.ready.Load():
+		return "starting, draining or shutting down"
+	case n.disk != nil && !n.diskChecked.Load():
+		return "indexing the disk tier"
+	case n.mesh != nil && !n.mesh.purges.inStepOnce.Load() && !n.purgesCurrent():
+		return "catching up on purges"
+	}
+	return ""
 }
 
 // copyBudget is the memory tier's share for copies of others' objects.

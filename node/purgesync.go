@@ -28,6 +28,8 @@ type purgeSync struct {
 	synced   atomic.Int64 // clock offset (ns) when the last successful read began; 0: never
 	failed   atomic.Int64 // clock offset (ns) of the last failed attempt; 0: none
 	failures atomic.Uint64
+	// inStepOnce is set the first time the node is in step, for readiness.
+	inStepOnce atomic.Bool
 
 	mu      sync.Mutex
 	running chan struct{} // closed when the attempt in progress ends; nil when none
@@ -64,11 +66,13 @@ func (n *Node) purgesCurrent() bool {
 	}
 	s := m.purges
 	if last := s.synced.Load(); last != 0 && time.Duration(s.now()-last) < s.lease {
+		s.inStepOnce.Store(true)
 		return true
 	}
 	g := m.gossip
 	if g.JoinTried() && len(*m.addrs.Load()) <= 1 && len(g.Members()) <= 1 && g.Failures() == s.failures.Load() {
 		s.synced.Store(s.now())
+		s.inStepOnce.Store(true)
 		return true
 	}
 	return false

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -62,6 +63,14 @@ func TestStoppedNodeMissesNoPurge(t *testing.T) {
 	if err := e3.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// Signals are delivered asynchronously: wait until the kernel reports
+	// the process stopped.
+	stat := fmt.Sprintf("/proc/%d/stat", e3.cmd.Process.Pid)
+	waitFor(t, 5*time.Second, "e3 stopped", func() bool {
+		b, err := os.ReadFile(stat)
+		_, rest, _ := strings.Cut(string(b), ") ")
+		return err == nil && strings.HasPrefix(rest, "T")
+	})
 	stopped := true
 	defer func() {
 		if stopped {
