@@ -1,0 +1,496 @@
+//go:build e2e
+
+// Package e2e runs the docker-compose cluster of deploy/ for real: the
+// meshcdn image, the demo origin and the edges as containers on a private
+// network, driven with docker, docker compose and grpcurl. `make e2e` builds
+// the image and runs it; it needs a Docker engine.
+//
+// One test walks through the steps in order, each building on the last; the
+// cluster is torn down, volumes included, however the test ends.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	project = "meshcdn-e2e"
+	token   = "e2e-token"
+	objects = 200
+)
+
+// cluster drives one compose project.
+type cluster struct {
+	t       *testing.T
+	compose []string // the compose command and its file and project flags
+	env     []string
+	grpcurl string
+}
+
+func newCluster(t *testing.T) *cluster {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := strings.Fields(os.Getenv("MESHCDN_COMPOSE"))
+	if len(cmd) == 0 {
+		if exec.Command("docker", "compose", "version").Run() == nil {
+			cmd = []string{"docker", "compose"}
+		} else {
+			cmd = []string{"docker-compose"}
+		}
+	}
+	image := os.Getenv("MESHCDN_IMAGE")
+	if image == "" {
+		image = "meshcdn:dev"
+	}
+	c := &cluster{t: t, grpcurl: filepath.Join(root, "bin", "grpcurl"),
+		compose: append(cmd, "-f", filepath.Join(root, "deploy", "docker-compose.yml"), "-p", project),
+		env: append(os.Environ(), "MESHCDN_IMAGE="+image, "MESHCDN_ADMIN_TOKEN="+token,
+			// Ports apart from `make cluster-up`'s, so both may run.
+			"MESHCDN_ORIGIN_PORT=18000", "MESHCDN_HTTP_PORTS=18080-18099", "MESHCDN_ADMIN_PORTS=17071-17090")}
+	if _, err := os.Stat(c.grpcurl); err != nil {
+		t.Fatalf("%s is missing: `make tools` installs it", c.grpcurl)
+	}
+	return c
+}
+
+// run runs a command with a deadline and returns its output; a failure ends
+// the test with the command and what it printed.
+func (c *cluster) run(timeout time.Duration, name string, args ...string) string {
+	c.t.Helper()
+	out, err := c.try(timeout, name, args...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *cluster) try(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = c.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (c *cluster) composeRun(timeout time.Duration, args ...string) string {
+	c.t.Helper()
+	return c.run(timeout, c.compose[0], append(slices.Clone(c.compose[1:]), args...)...)
+}
+
+// down removes everything the project made, volumes included.
+func (c *cluster) down() {
+	out, err := c.try(2*time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "down", "-v", "--remove-orphans", "-t", "5")...)
+	if err != nil {
+		c.t.Logf("compose down: %v\n%s", err, out)
+	}
+}
+
+// edge is one edge container.
+type edge struct {
+	id, name    string // container id; name is its host name, the node's name
+	http, admin string // published 127.0.0.1:port addresses
+}
+
+// edges lists the running edge containers with their published ports.
+func (c *cluster) edges() []edge {
+	c.t.Helper()
+	var out []edge
+	for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", "edge")) {
+		state := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f", "{{.State.Running}} {{.Config.Hostname}}", id))
+		running, host, _ := strings.Cut(state, " ")
+		if running != "true" {
+			continue
+		}
+		out = append(out, edge{id: id, name: host, http: c.port(id, "8080"), admin: c.port(id, "7071")})
+	}
+	slices.SortFunc(out, func(a, b edge) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// port is the 127.0.0.1 address a container port is published on.
+func (c *cluster) port(id, port string) string {
+	c.t.Helper()
+	out := strings.TrimSpace(c.run(time.Minute, "docker", "port", id, port+"/tcp"))
+	addr, _, _ := strings.Cut(out, "\n")
+	return addr
+}
+
+// grpc calls an admin RPC on a node with grpcurl and decodes the answer.
+func (c *cluster) grpc(adminAddr, method, data string, into any) error {
+	args := []string{"-plaintext", "-max-time", "20", "-H", "authorization: Bearer " + token}
+	if data != "" {
+		args = append(args, "-d", data)
+	}
+	args = append(args, adminAddr, "meshcdn.admin.v1.AdminService/"+method)
+	out, err := c.try(30*time.Second, c.grpcurl, args...)
+	if err != nil {
+		return fmt.Errorf("grpcurl %s at %s: %v: %s", method, adminAddr, err, out)
+	}
+	if into == nil {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(out), into); err != nil {
+		return fmt.Errorf("grpcurl %s at %s: %v: %s", method, adminAddr, err, out)
+	}
+	return nil
+}
+
+type memberList struct {
+	Members []struct{ Name, State string }
+}
+
+// alive lists the alive members a node reports.
+func (c *cluster) alive(e edge) ([]string, error) {
+	var ml memberList
+	if err := c.grpc(e.admin, "ListMembers", "", &ml); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, m := range ml.Members {
+		if m.State == "alive" {
+			names = append(names, m.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// waitFor polls cond until it returns "" or the deadline passes, then fails
+// with what it last reported.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		last := cond()
+		if last == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v, still waiting for %s: %s", d, what, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// waitMembers waits until every edge reports exactly the running edges as
+// its alive members.
+func (c *cluster) waitMembers(d time.Duration, want int) []edge {
+	c.t.Helper()
+	var es []edge
+	waitFor(c.t, d, fmt.Sprintf("%d edges, each listing all of them", want), func() string {
+		es = c.edges()
+		if len(es) != want {
+			return fmt.Sprintf("%d edges running", len(es))
+		}
+		var names []string
+		for _, e := range es {
+			names = append(names, e.name)
+		}
+		for _, e := range es {
+			got, err := c.alive(e)
+			if err != nil {
+				return err.Error()
+			}
+			if !slices.Equal(got, names) {
+				return fmt.Sprintf("%s lists %v, want %v", e.name, got, names)
+			}
+		}
+		return ""
+	})
+	return es
+}
+
+// waitHealthy waits until docker reports every edge healthy (its /readyz).
+func (c *cluster) waitHealthy(d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, "every edge healthy", func() string {
+		for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", "edge")) {
+			h := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id))
+			if h != "running healthy" {
+				return id[:12] + ": " + h
+			}
+		}
+		return ""
+	})
+}
+
+var client = &http.Client{Timeout: 30 * time.Second}
+
+// get fetches a URL path through an edge.
+func get(e edge, path string) (*http.Response, string, error) {
+	resp, err := client.Get("http://" + e.http + path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, string(b), err
+}
+
+// originRequests is the demo origin's own count of the requests it served.
+func originRequests(t *testing.T) int64 {
+	t.Helper()
+	resp, err := client.Get("http://127.0.0.1:18000/_origin/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct{ Requests int64 }
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Requests
+}
+
+func objectPath(i int) string { return fmt.Sprintf("/css/site.css?v=%d", i) }
+
+// requestAll fetches every object through every edge and fails on any
+// error.
+func requestAll(t *testing.T, es []edge, skip map[string]bool) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(es))
+	for _, e := range es {
+		wg.Go(func() {
+			for i := range objects {
+				p := objectPath(i)
+				if skip[p] {
+					continue
+				}
+				resp, _, err := get(e, p)
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s at %s: %w", p, e.name, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func TestCluster(t *testing.T) {
+	c := newCluster(t)
+	c.down() // a clean state, whatever an earlier run left
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--tail", "40")...)
+			t.Logf("cluster logs:\n%s", out)
+		}
+		c.down()
+	})
+	start := time.Now()
+	step := func(name string) {
+		t.Logf("--- %s (%v)", name, time.Since(start).Round(100*time.Millisecond))
+	}
+
+	step("1. cluster up; every node lists every member")
+	c.composeRun(5*time.Minute, "up", "-d")
+	es := c.waitMembers(2*time.Minute, 3)
+	c.waitHealthy(time.Minute)
+
+	step("2. offload: 200 objects through every node, the origin asked once each")
+	base := originRequests(t)
+	requestAll(t, es, nil)
+	if got := originRequests(t) - base; got != objects {
+		t.Fatalf("the origin served %d requests for %d objects requested through %d nodes", got, objects, len(es))
+	}
+
+	step("3. docker kill an edge under load at the others: no failed request")
+	victim, survivors := es[0], es[1:]
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		e := survivors[w%len(survivors)]
+		wg.Go(func() {
+			for i := w; ; i += 4 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				resp, _, err := get(e, objectPath(i%objects))
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Errorf("%s: %w", e.name, err))
+				}
+			}
+		})
+	}
+	waitFor(t, 30*time.Second, "load running", func() string {
+		if sent.Load() < 200 {
+			return fmt.Sprintf("%d requests sent", sent.Load())
+		}
+		return ""
+	})
+	c.run(time.Minute, "docker", "kill", victim.id)
+	killed := time.Now()
+	waitFor(t, time.Minute, "the survivors' rings to converge", func() string {
+		for _, e := range survivors {
+			got, err := c.alive(e)
+			if err != nil {
+				return err.Error()
+			}
+			if len(got) != 2 || slices.Contains(got, victim.name) {
+				return fmt.Sprintf("%s lists %v", e.name, got)
+			}
+		}
+		return ""
+	})
+	converged := time.Since(killed)
+	before := sent.Load()
+	waitFor(t, time.Minute, "more load after the convergence", func() string {
+		if sent.Load() < before+200 {
+			return fmt.Sprintf("%d requests since", sent.Load()-before)
+		}
+		return ""
+	})
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests at the survivors, %d failed; rings converged %v after the kill", sent.Load(), failed.Load(), converged.Round(100*time.Millisecond))
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed, the first: %v", failed.Load(), firstErr.Load())
+	}
+	c.composeRun(2*time.Minute, "up", "-d") // the killed edge starts again, with its disk
+	es = c.waitMembers(2*time.Minute, 3)
+	c.waitHealthy(time.Minute)
+
+	step("4. a disconnected edge never serves an object purged meanwhile")
+	purged := objectPath(7)
+	cut, other := es[1], es[2]
+	for range 2 {
+		for _, e := range es {
+			if _, _, err := get(e, purged); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	network := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f",
+		"{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", cut.id))
+	c.run(time.Minute, "docker", "network", "disconnect", network, cut.id)
+	var pr struct {
+		Nodes []struct {
+			Node    string
+			Applied bool
+			Error   string
+		}
+	}
+	purgeAt := time.Now()
+	if err := c.grpc(other.admin, "Purge", `{"urls":["http://127.0.0.1`+purged+`"]}`, &pr); err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	for _, r := range pr.Nodes {
+		if r.Node == cut.name && !r.Applied {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("the purge's receipts %+v do not name %s as not applied", pr.Nodes, cut.name)
+	}
+	c.run(time.Minute, "docker", "network", "connect", network, cut.id)
+	cut.http, cut.admin = c.port(cut.id, "8080"), c.port(cut.id, "7071") // published anew
+	for i := range 20 {
+		resp, _, err := get(cut, purged)
+		if err != nil {
+			if i < 19 {
+				time.Sleep(100 * time.Millisecond) // the port mapping may lag the reconnection
+				continue
+			}
+			t.Fatalf("%s after reconnecting: %v", cut.name, err)
+		}
+		age, _ := strconv.Atoi(resp.Header.Get("Age"))
+		if strings.HasPrefix(resp.Header.Get("Cache-Status"), "meshcdn; hit") && time.Duration(age)*time.Second > time.Since(purgeAt)+time.Second {
+			t.Fatalf("%s served the purged object from before the purge: %s, Age %d", cut.name, resp.Header.Get("Cache-Status"), age)
+		}
+	}
+	es = c.waitMembers(2*time.Minute, 3)
+
+	step("5. scale out to 5 edges: no more origin requests for what is cached")
+	skip := map[string]bool{purged: true}
+	requestAll(t, es, skip) // the restarted edge's copies, after step 3
+	base = originRequests(t)
+	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=5")
+	es = c.waitMembers(2*time.Minute, 5)
+	c.waitHealthy(time.Minute)
+	requestAll(t, es, skip)
+	if got := originRequests(t) - base; got != 0 {
+		t.Fatalf("the origin served %d more requests after the scale-out; hand-off should have answered them", got)
+	}
+
+	step("6. docker restart of an edge: its disk objects are served without the origin")
+	restarted := es[2]
+	var owned []string
+	for i := range objects {
+		p := objectPath(i)
+		if skip[p] {
+			continue
+		}
+		var loc struct{ Owner string }
+		if err := c.grpc(restarted.admin, "Locate", `{"url":"http://127.0.0.1`+p+`"}`, &loc); err != nil {
+			t.Fatal(err)
+		}
+		if loc.Owner == restarted.name {
+			owned = append(owned, p)
+		}
+	}
+	if len(owned) == 0 {
+		t.Fatalf("%s owns none of the objects", restarted.name)
+	}
+	c.run(2*time.Minute, "docker", "restart", "-t", "10", restarted.id)
+	es = c.waitMembers(2*time.Minute, 5)
+	c.waitHealthy(time.Minute)
+	for _, e := range es {
+		if e.id == restarted.id {
+			restarted = e
+		}
+	}
+	base = originRequests(t)
+	for _, p := range owned {
+		resp, _, err := get(restarted, p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s at the restarted %s: %v", p, restarted.name, err)
+		}
+	}
+	if got := originRequests(t) - base; got != 0 {
+		t.Fatalf("the restarted edge asked the origin %d times for %d objects it held on disk", got, len(owned))
+	}
+	t.Logf("the restarted edge served its %d objects from disk", len(owned))
+
+	step("7. done: the cluster is torn down with its volumes")
+}
