@@ -71,6 +71,7 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 
 lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to date
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./deploy/e2e
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
