@@ -1,0 +1,215 @@
+// Package deploy_test checks that the deployment files agree with each other
+// and with the node's configuration: the compose file with deploy/edge.yaml,
+// the Kubernetes manifests with their ConfigMap. The compose cluster itself
+// runs in the end-to-end suite (deploy/e2e, make e2e).
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshcdn/meshcdn/node"
+)
+
+// parseEdgeConfig parses an edge configuration file as `meshcdn edge`
+// would, with a token standing for the one the deployment supplies.
+func parseEdgeConfig(t *testing.T, text string) node.Config {
+	t.Helper()
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("t0ken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text = strings.ReplaceAll(text, "/etc/meshcdn/admin/token", tok)
+	cfg, err := node.ParseFile("edge.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminToken == "" {
+		cfg.AdminToken = "t0ken" // compose passes it in MESHCDN_ADMIN_TOKEN
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("%q: %v", addr, err)
+	}
+	return p
+}
+
+func TestComposeFile(t *testing.T) {
+	edgeYAML, err := os.ReadFile("edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := parseEdgeConfig(t, string(edgeYAML))
+	raw, err := os.ReadFile("docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command   []string
+			Scale     int
+			Ports     []string
+			Volumes   []string
+			DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
+			Health    *struct{ Test []string }              `yaml:"healthcheck"`
+		}
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	edge, origin := compose.Services["edge"], compose.Services["origin"]
+	if edge.Scale != 3 {
+		t.Errorf("edge scale %d, want 3 by default", edge.Scale)
+	}
+	// Every replica publishes its client and admin port from a range.
+	for _, p := range []string{port(t, cfg.HTTPAddr), port(t, cfg.AdminAddr)} {
+		ranged := slices.ContainsFunc(edge.Ports, func(s string) bool {
+			host, ok := strings.CutSuffix(s, ":"+p)
+			return ok && strings.Contains(host, "-") // e.g. 127.0.0.1:${MESHCDN_HTTP_PORTS:-8080-8089}
+		})
+		if !ranged {
+			t.Errorf("edge port %s is not published from a range: %v", p, edge.Ports)
+		}
+	}
+	if !slices.Contains(edge.Volumes, "./edge.yaml:/etc/meshcdn/edge.yaml:ro") || !slices.Contains(edge.Command, "/etc/meshcdn/edge.yaml") {
+		t.Errorf("edge.yaml is not mounted read-only where the command reads it: %v %v", edge.Volumes, edge.Command)
+	}
+	if edge.DependsOn["origin"].Condition != "service_healthy" || origin.Health == nil {
+		t.Error("edges do not wait for a healthy origin")
+	}
+	// The edges' origin is the origin service on the port it listens on, and
+	// they join each other through the edge service's name.
+	if len(cfg.Origins) != 1 || cfg.Origins[0].Hostname() != "origin" || !slices.Contains(origin.Command, ":"+cfg.Origins[0].Port()) {
+		t.Errorf("edge origin %v does not match the origin service %v", cfg.Origins, origin.Command)
+	}
+	if cfg.Mesh == nil || len(cfg.Mesh.Join) != 1 || cfg.Mesh.Join[0] != "edge:"+port(t, cfg.Mesh.GossipAddr) {
+		t.Errorf("edges do not join through the service name: %+v", cfg.Mesh)
+	}
+	if cfg.CacheDir != "/var/cache/meshcdn" {
+		t.Errorf("cache_dir %q is not the image's volume", cfg.CacheDir)
+	}
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	type object struct {
+		Kind     string
+		Metadata struct{ Name string }
+		Data     map[string]string
+		Spec     yaml.Node
+	}
+	var objs []object
+	for _, f := range []string{"configmap.yaml", "services.yaml", "statefulset.yaml"} {
+		raw, err := os.ReadFile(filepath.Join("kubernetes", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		for {
+			var o object
+			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			objs = append(objs, o)
+		}
+	}
+	find := func(kind, name string) *object {
+		for i, o := range objs {
+			if o.Kind == kind && o.Metadata.Name == name {
+				return &objs[i]
+			}
+		}
+		t.Fatalf("no %s %s", kind, name)
+		return nil
+	}
+	cfg := parseEdgeConfig(t, find("ConfigMap", "meshcdn-edge").Data["edge.yaml"])
+
+	var headless struct {
+		ClusterIP                string `yaml:"clusterIP"`
+		PublishNotReadyAddresses bool   `yaml:"publishNotReadyAddresses"`
+	}
+	if err := find("Service", "meshcdn-edge-peers").Spec.Decode(&headless); err != nil {
+		t.Fatal(err)
+	}
+	if headless.ClusterIP != "None" || !headless.PublishNotReadyAddresses {
+		t.Errorf("the peers Service must be headless and publish pods before they are ready: %+v", headless)
+	}
+	if cfg.Mesh == nil || len(cfg.Mesh.Join) != 1 || cfg.Mesh.Join[0] != "meshcdn-edge-peers:"+port(t, cfg.Mesh.GossipAddr) {
+		t.Errorf("edges do not join through the headless Service: %+v", cfg.Mesh)
+	}
+
+	type probe struct {
+		HTTPGet struct {
+			Path string
+			Port string
+		} `yaml:"httpGet"`
+	}
+	var sts struct {
+		ServiceName string `yaml:"serviceName"`
+		Template    struct {
+			Spec struct {
+				Containers []struct {
+					Args  []string
+					Ports []struct {
+						Name          string
+						ContainerPort int `yaml:"containerPort"`
+					}
+					Readiness    probe `yaml:"readinessProbe"`
+					Liveness     probe `yaml:"livenessProbe"`
+					VolumeMounts []struct {
+						MountPath string `yaml:"mountPath"`
+					} `yaml:"volumeMounts"`
+				}
+			}
+		}
+	}
+	if err := find("StatefulSet", "meshcdn-edge").Spec.Decode(&sts); err != nil {
+		t.Fatal(err)
+	}
+	if sts.ServiceName != "meshcdn-edge-peers" || len(sts.Template.Spec.Containers) != 1 {
+		t.Fatalf("statefulset: %+v", sts)
+	}
+	c := sts.Template.Spec.Containers[0]
+	ports := map[string]string{}
+	for _, p := range c.Ports {
+		ports[p.Name] = ":" + strconv.Itoa(p.ContainerPort)
+	}
+	for name, addr := range map[string]string{"http": cfg.HTTPAddr, "metrics": cfg.MetricsAddr, "admin": cfg.AdminAddr,
+		"peer": cfg.Mesh.PeerAddr, "gossip-tcp": cfg.Mesh.GossipAddr, "gossip-udp": cfg.Mesh.GossipAddr} {
+		if port(t, ports[name]) != port(t, addr) {
+			t.Errorf("container port %s is %q, the configuration listens on %s", name, ports[name], addr)
+		}
+	}
+	if c.Readiness.HTTPGet.Path != "/readyz" || c.Readiness.HTTPGet.Port != "metrics" || c.Liveness.HTTPGet.Path != "/healthz" {
+		t.Errorf("probes: readiness %+v, liveness %+v", c.Readiness, c.Liveness)
+	}
+	mounted := func(path string) bool {
+		return slices.ContainsFunc(c.VolumeMounts, func(m struct {
+			MountPath string `yaml:"mountPath"`
+		}) bool {
+			return strings.HasPrefix(path, m.MountPath)
+		})
+	}
+	if !mounted(cfg.CacheDir) || !slices.Contains(c.Args, "/etc/meshcdn/edge.yaml") || !mounted("/etc/meshcdn/edge.yaml") {
+		t.Errorf("the cache dir %s or the config file is not mounted: %+v %v", cfg.CacheDir, c.VolumeMounts, c.Args)
+	}
+}
