@@ -138,7 +138,7 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		return
 	}
 	var stale *stored
-	if e != nil && n.suspect(x.r.Context(), e, de, now) {
+	if e != nil && n.suspect(e, de, now) {
 		// The node may have missed a purge of this object: ask the origin.
 		if onlyIfCached(x.r) {
 			x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
@@ -169,16 +169,16 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 // suspect reports whether e may have been purged without this node knowing:
 // it comes from a disk index not yet checked against the purge log, or the
 // node's purge log is out of step with the cluster and e was fetched before
-// the purge lease. A node that catches up now still revalidates e, which it
-// looked up before.
-func (n *Node) suspect(ctx context.Context, e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
+// the purge lease. The node then starts catching up, for the requests that
+// follow, without holding this one.
+func (n *Node) suspect(e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
 	if de != nil && !n.diskChecked.Load() {
 		return true
 	}
 	if n.mesh == nil || now.Sub(e.FetchedAt()) < n.mesh.purges.lease || n.purgesCurrent() {
 		return false
 	}
-	n.ensurePurgesCurrent(ctx) // for the requests that follow
+	n.catchUpSoon()
 	return true
 }
 

@@ -78,23 +78,14 @@ func (n *Node) purgesCurrent() bool {
 	return false
 }
 
-// ensurePurgesCurrent is purgesCurrent, reading a member's log first when
-// the node is behind, unless the last attempt failed within a quarter lease.
-// The wait is bounded by the sync timeout and ctx.
-func (n *Node) ensurePurgesCurrent(ctx context.Context) bool {
-	if n.purgesCurrent() {
-		return true
-	}
+// catchUpSoon starts reading a member's log now, for a node that is behind,
+// unless a round runs or the last one failed within a quarter lease.
+func (n *Node) catchUpSoon() {
 	s := n.mesh.purges
 	if f := s.failed.Load(); f != 0 && time.Duration(s.now()-f) < s.lease/4 {
-		return false
+		return
 	}
-	done := n.startPurgeSync()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	return n.purgesCurrent()
+	n.startPurgeSync()
 }
 
 // startPurgeSync starts a round unless one runs, and returns a channel closed
