@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -210,5 +211,33 @@ func TestPurgeRacesACopy(t *testing.T) {
 	owner.PurgeLocal(purge)
 	if r := do(t, other, "GET", "/r.css"); r.body != "version 2" {
 		t.Errorf("%s kept the owner's pre-purge copy: %q %s", other.Name(), r.body, r.cacheStatus())
+	}
+}
+
+// TestNotReadyUntilInStep: a node that has joined others but could not yet
+// read any of their purge logs reports not ready, so a load balancer keeps
+// traffic away from what it might have missed while it was down.
+func TestNotReadyUntilInStep(t *testing.T) {
+	o := newVersionedOrigin(t)
+	n1 := startNode(t, o.testOrigin, Config{Name: "n1", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}})
+	readyz := func(n *Node) (int, string) {
+		resp, err := http.Get("http://" + n.MetricsAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := readyz(n1); code != 200 {
+		t.Fatalf("a node alone: %d %q", code, body)
+	}
+	n1.mesh.grpc.Stop() // its gossip answers, its peer service does not
+	n2 := startNode(t, o.testOrigin, Config{Name: "n2", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Fast: true, Join: []string{n1.GossipAddr()}, PurgeLease: 400 * time.Millisecond}})
+	eventually(t, 10*time.Second, func() bool { return n2.RingMembers() == 2 })
+	time.Sleep(n2.mesh.purges.lease) // a few rounds, all failing
+	if code, body := readyz(n2); code != http.StatusServiceUnavailable || !strings.Contains(body, "catching up on purges") {
+		t.Errorf("a node that could not read any purge log: %d %q", code, body)
 	}
 }
