@@ -250,18 +250,8 @@ func TestRingDisagreement(t *testing.T) {
 // quarter of the keys, and the moved keys that were cached are served through
 // hand-off from their previous owners, without new origin requests.
 func TestJoinHandOff(t *testing.T) {
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=600")
-		_, _ = w.Write([]byte("body of " + r.URL.Path))
-	})
-	nodes := startCluster(t, o, 3, nil)
 	const keys = 300
-	paths := make([]string, keys)
-	for i := range keys {
-		paths[i] = fmt.Sprintf("/k/%d.js", i)
-		do(t, nodes[i%3], "GET", paths[i])
-	}
-	wantHits(t, o, keys)
+	o, nodes, paths := warmCluster(t, keys)
 	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
 	before := map[string]string{}
 	for _, p := range paths {
@@ -301,6 +291,24 @@ func TestJoinHandOff(t *testing.T) {
 		counterValue(t, all[1], "meshcdn_handoffs_total") + counterValue(t, all[2], "meshcdn_handoffs_total"); h == 0 {
 		t.Error("no hand-off counted")
 	}
+}
+
+// warmCluster starts 3 nodes and fills n objects into the cluster, each
+// once from the origin.
+func warmCluster(t *testing.T, n int) (*testOrigin, []*Node, []string) {
+	t.Helper()
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := startCluster(t, o, 3, nil)
+	paths := make([]string, n)
+	for i := range n {
+		paths[i] = fmt.Sprintf("/k/%d.js", i)
+		do(t, nodes[i%3], "GET", paths[i])
+	}
+	wantHits(t, o, int64(n))
+	return o, nodes, paths
 }
 
 // ownedBy returns a path whose key the given node owns.
@@ -377,18 +385,8 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 // every key either keeps its owner or is handed off from the node that held
 // it, so requests through every node cost the origin nothing more.
 func TestScaleOutHandOff(t *testing.T) {
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=600")
-		_, _ = w.Write([]byte("body of " + r.URL.Path))
-	})
-	nodes := startCluster(t, o, 3, nil)
 	const keys = 300
-	paths := make([]string, keys)
-	for i := range keys {
-		paths[i] = fmt.Sprintf("/k/%d.js", i)
-		do(t, nodes[i%3], "GET", paths[i])
-	}
-	wantHits(t, o, keys)
+	o, nodes, paths := warmCluster(t, keys)
 	var wg sync.WaitGroup
 	added := make([]*Node, 2)
 	for i := range added {
