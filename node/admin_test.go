@@ -68,10 +68,14 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/Explain":   {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
 		"/GetStats":  {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
 		"/Purge":     {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
+		"/GetPurge":  {`"purgeId"`, `"node": "n1"`, `"node": "n2"`, `"node": "n3"`, `"applied": true`},
 	}
+	purgeID := regexp.MustCompile(`"purgeId": "([0-9a-f]{16})"`)
+	lastPurge := "" // PURGE_ID in the README: the id the last Purge line answered
 	for _, l := range lines {
 		// The README names `make run`'s nodes (edge-1...); the test cluster's are n1...
-		args, err := shellSplit(strings.ReplaceAll(strings.ReplaceAll(l, "127.0.0.1:7071", addr), `"edge-`, `"n`))
+		line := strings.ReplaceAll(strings.ReplaceAll(l, "127.0.0.1:7071", addr), `"edge-`, `"n`)
+		args, err := shellSplit(strings.ReplaceAll(line, "PURGE_ID", lastPurge))
 		if err != nil {
 			t.Fatalf("%s: %v", l, err)
 		}
@@ -81,6 +85,9 @@ func TestREADMEGrpcurl(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v\n%s", l, err, out)
 			continue
+		}
+		if m := purgeID.FindSubmatch(out); m != nil && strings.HasSuffix(l, "/Purge") {
+			lastPurge = string(m[1])
 		}
 		matched := false
 		for frag, wants := range want {

@@ -132,6 +132,10 @@ func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, sof
 	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
 }
 
+func (v adminView) PurgeStatus(ctx context.Context, id string) []admin.Receipt {
+	return v.n.purgeStatus(ctx, id)
+}
+
 // Drain takes the named member out of the ring, relaying to it if needed.
 func (v adminView) Drain(ctx context.Context, name string) (string, error) {
 	n := v.n

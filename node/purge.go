@@ -213,6 +213,51 @@ func (n *Node) checkDisk() {
 	n.diskChecked.Store(true)
 }
 
+// AppliedPurges returns those of ids this node has applied.
+func (n *Node) AppliedPurges(ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if n.purgeLog.has(id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// purgeStatus asks every member whether it has applied purge id.
+func (n *Node) purgeStatus(ctx context.Context, id string) []admin.Receipt {
+	members := adminView{n}.Members()
+	receipts := make([]admin.Receipt, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			r := admin.Receipt{Node: m.Name}
+			if m.Self {
+				r.Applied = n.purgeLog.has(id)
+			} else {
+				ctx, cancel := context.WithTimeout(ctx, purgeTimeout)
+				defer cancel()
+				got, err := n.mesh.peers.PurgeStatus(ctx, m.PeerAddr, []string{id})
+				if err != nil {
+					r.Error = "no answer: " + status.Convert(err).Message()
+				}
+				r.Applied = slices.Contains(got, id)
+			}
+			if !r.Applied && r.Error == "" {
+				r.Error = "not in its purge log"
+			}
+			receipts[i] = r
+		})
+	}
+	wg.Wait()
+	if n.mesh != nil {
+		for _, f := range n.mesh.gossip.Failed() {
+			receipts = append(receipts, admin.Receipt{Node: f.Name, Error: "failed at " + f.At.UTC().Format(time.RFC3339)})
+		}
+	}
+	return receipts
+}
+
 func (n *Node) purgeMember(ctx context.Context, m admin.MemberInfo, req *peerv1.PurgeRequest) admin.Receipt {
 	if m.Self {
 		return admin.Receipt{Node: m.Name, Applied: true, Removed: n.PurgeLocal(req)}

@@ -140,6 +140,13 @@ func TestPurgeArguments(t *testing.T) {
 			t.Errorf("Purge(%v) = %v, want InvalidArgument naming %q", tt.req, err, tt.want)
 		}
 	}
+	if _, err := ac.GetPurge(t.Context(), &adminv1.GetPurgeRequest{PurgeId: "xyz"}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "purge_id:") {
+		t.Errorf("GetPurge of a malformed id: %v", err)
+	}
+	if _, err := ac.GetPurge(t.Context(), &adminv1.GetPurgeRequest{PurgeId: "0123456789abcdef"}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetPurge of an unknown id: %v", err)
+	}
 }
 
 // TestHTTPPurgeMethod: PURGE on the client listener purges one URL on every

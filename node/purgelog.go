@@ -130,6 +130,13 @@ func (l *purgeLog) covers(key string, e *cache.Entry) bool {
 	return false
 }
 
+// has reports whether the log holds a purge with id.
+func (l *purgeLog) has(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ids[id]
+}
+
 // all returns every record in the log.
 func (l *purgeLog) all() []*peerv1.PurgeRecord {
 	l.mu.Lock()

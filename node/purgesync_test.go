@@ -56,7 +56,7 @@ func (v *versionedOrigin) count(m map[string]int, path string) int {
 // purge was issued.
 func TestPurgeCatchUp(t *testing.T) {
 	o := newVersionedOrigin(t)
-	nodes := startCluster(t, o.testOrigin, 3, nil)
+	nodes := startCluster(t, o.testOrigin, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
 	for _, p := range []string{"/a.css", "/old.css"} {
 		for _, n := range nodes {
 			do(t, n, "GET", p)
@@ -69,13 +69,23 @@ func TestPurgeCatchUp(t *testing.T) {
 	}
 	// Two purges reach n1 and n2 only: one issued now, one issued a minute
 	// ago (before any node fetched /old.css), which must not remove it.
-	now := &peerv1.PurgeRequest{Id: "now", Keys: keys[:1], From: "n1", Issued: timestamppb.Now()}
-	old := &peerv1.PurgeRequest{Id: "old", Keys: keys[1:], From: "n1", Issued: timestamppb.New(time.Now().Add(-time.Minute))}
+	now := &peerv1.PurgeRequest{Id: "00000000000000a1", Keys: keys[:1], From: "n1", Issued: timestamppb.Now()}
+	old := &peerv1.PurgeRequest{Id: "00000000000000a2", Keys: keys[1:], From: "n1", Issued: timestamppb.New(time.Now().Add(-time.Minute))}
 	for _, n := range nodes[:2] {
 		n.PurgeLocal(now)
 		n.PurgeLocal(old)
 	}
 	eventually(t, 10*time.Second, func() bool { return counterValue(t, nodes[2], "meshcdn_purges_caught_up_total") == 2 })
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	st, err := ac.GetPurge(t.Context(), &adminv1.GetPurgeRequest{PurgeId: now.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range st.GetNodes() {
+		if !rc.GetApplied() {
+			t.Errorf("after the catch-up, GetPurge: %v", st.GetNodes())
+		}
+	}
 	if r := do(t, nodes[2], "GET", "/a.css"); r.body != "version 2" {
 		t.Errorf("/a.css at n3 after catching up: %q (%s)", r.body, r.cacheStatus())
 	}
@@ -129,6 +139,15 @@ func TestPurgeLease(t *testing.T) {
 		}
 		if !notApplied["n1"] || !notApplied["n2"] || notApplied["n3"] || took < lease {
 			t.Errorf("receipts %v after %v; want n1 and n2 not applied, after at least %v", resp.GetNodes(), took, lease)
+		}
+		st, err := ac.GetPurge(t.Context(), &adminv1.GetPurgeRequest{PurgeId: resp.GetPurgeId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rc := range st.GetNodes() {
+			if rc.GetApplied() != (rc.GetNode() == "n3") || (!rc.GetApplied() && rc.GetError() == "") {
+				t.Errorf("GetPurge: %v", st.GetNodes())
+			}
 		}
 
 		// Alone after failures, the node still revalidates past the lease, and

@@ -35,6 +35,7 @@ Commands:
   locate URL [--replicas N]                 the node that owns URL's object
   purge [--soft] [--prefix URL]... [--tag TAG]... [URL...]
                                             purge on every node; a receipt per node
+  purge-status ID                           which nodes have applied purge ID since
   prefetch [--file FILE] [--progress auto|always|never] [URL...]
                                             fill URLs at their owners (FILE: one URL a line, - for stdin)
   stats                                     counters per node and for the cluster
@@ -93,12 +94,12 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	commands := map[string]func(context.Context, *adminCall, []string) error{
-		"members": adminMembers, "locate": adminLocate, "purge": adminPurge, "prefetch": adminPrefetch,
+		"members": adminMembers, "locate": adminLocate, "purge": adminPurge, "purge-status": adminPurgeStatus, "prefetch": adminPrefetch,
 		"stats": adminStats, "explain": adminExplain, "drain": adminDrain, "config": adminConfig,
 	}
 	run, ok := commands[cmd]
 	if !ok {
-		return usageError{fmt.Errorf("admin: unknown command %q (members, locate, purge, prefetch, stats, explain, drain, config)", cmd)}
+		return usageError{fmt.Errorf("admin: unknown command %q (members, locate, purge, purge-status, prefetch, stats, explain, drain, config)", cmd)}
 	}
 	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -289,10 +290,37 @@ func adminPurge(ctx context.Context, c *adminCall, args []string) error {
 		err = c.table("NODE\tRESULT\tREMOVED\tNOTE", rows)
 	}
 	if err == nil && len(missed) > 0 {
-		err = fmt.Errorf("purge %s not applied on %s; they catch up from the others' purge logs when reachable",
-			resp.GetPurgeId(), strings.Join(missed, ", "))
+		err = fmt.Errorf("purge %s not applied on %s; they catch up from the others' purge logs when reachable (meshcdn admin purge-status %s)",
+			resp.GetPurgeId(), strings.Join(missed, ", "), resp.GetPurgeId())
 	}
 	return err
+}
+
+func adminPurgeStatus(ctx context.Context, c *adminCall, args []string) error {
+	if len(args) != 1 {
+		return usageError{errors.New("purge-status: one purge id is required (the id purge printed)")}
+	}
+	resp, err := c.api.GetPurge(ctx, &adminv1.GetPurgeRequest{PurgeId: args[0]})
+	if stop, err := c.answered(resp, err); stop {
+		return err
+	}
+	var rows [][]string
+	var missed []string
+	for _, r := range resp.GetNodes() {
+		if r.GetApplied() {
+			rows = append(rows, []string{r.GetNode(), "applied", ""})
+		} else {
+			rows = append(rows, []string{r.GetNode(), "NOT APPLIED", r.GetError()})
+			missed = append(missed, r.GetNode())
+		}
+	}
+	if err := c.table("NODE\tRESULT\tNOTE", rows); err != nil {
+		return err
+	}
+	if len(missed) > 0 {
+		return fmt.Errorf("purge %s not applied yet on %s", resp.GetPurgeId(), strings.Join(missed, ", "))
+	}
+	return nil
 }
 
 func adminPrefetch(ctx context.Context, c *adminCall, args []string) error {

@@ -144,6 +144,14 @@ func TestAdminCLI(t *testing.T) {
 	if strings.Count(out, "applied") != 3 {
 		t.Errorf("purge: want 3 receipts\n%s", out)
 	}
+	id := regexp.MustCompile(`purge ([0-9a-f]{16})`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("no purge id in %q", out)
+	}
+	out, errOut, code = admin(t, "--addr", nodes[2].AdminAddr(), "purge-status", id[1])
+	if code != 0 || strings.Count(out, "applied") != 3 {
+		t.Errorf("purge-status: exit %d %s\n%s", code, errOut, out)
+	}
 
 	out, _, code = admin(t, "--addr", addr, "config")
 	wantContains(t, "config", out, "effective configuration of n1", `"Name": "n1"`)
@@ -177,6 +185,8 @@ func TestAdminCLIErrors(t *testing.T) {
 		{[]string{"--addr", addr, "--token", "s3cret", "prefetch", "--progress", "loud", "http://127.0.0.1/a"}, 2, `"loud" is not auto`},
 		{[]string{"--addr", addr, "--token", "s3cret", "explain", "-H", "nocolon", "http://127.0.0.1/a"}, 2, "is not 'Name: value'"},
 		{[]string{"--addr", addr, "--token", "s3cret", "members", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"--addr", addr, "--token", "s3cret", "purge-status", "nope"}, 2, "purge_id:"},
+		{[]string{"--addr", addr, "--token", "s3cret", "purge-status", "0123456789abcdef"}, 1, "NotFound"},
 		{[]string{"--addr", "127.0.0.1:1", "members"}, 1, "cannot reach the admin API at 127.0.0.1:1"},
 	} {
 		_, errOut, code := admin(t, tt.args...)

@@ -54,6 +54,8 @@ type Cluster interface {
 	// Purge applies a purge on every member; errors wrap ErrBadURL when a
 	// URL or prefix is at fault.
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
+	// PurgeStatus returns a receipt per member for an earlier purge.
+	PurgeStatus(ctx context.Context, id string) []Receipt
 	// Stats gathers every member's counters.
 	Stats(ctx context.Context) []NodeStats
 	// Drain takes the named member (empty: this node) out of the ring.
@@ -135,6 +137,24 @@ func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch}, nil
+}
+
+// GetPurge implements adminv1.AdminServiceServer.
+func (s *Server) GetPurge(ctx context.Context, req *adminv1.GetPurgeRequest) (*adminv1.GetPurgeResponse, error) {
+	id := req.GetPurgeId()
+	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "purge_id: %q is not a purge id (16 hex digits, as Purge answers)", id)
+	}
+	resp := &adminv1.GetPurgeResponse{PurgeId: id}
+	known := false
+	for _, r := range s.c.PurgeStatus(ctx, id) {
+		known = known || r.Applied
+		resp.Nodes = append(resp.Nodes, &adminv1.PurgeReceipt{Node: r.Node, Applied: r.Applied, Error: r.Error})
+	}
+	if !known {
+		return nil, status.Errorf(codes.NotFound, "purge_id: no member knows purge %s (unknown, or older than the purge logs keep)", id)
+	}
+	return resp, nil
 }
 
 // Purge implements adminv1.AdminServiceServer.

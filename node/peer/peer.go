@@ -70,6 +70,8 @@ type Local interface {
 	DrainLocal() error
 	// SyncPurges returns a page of the node's purge log.
 	SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse
+	// AppliedPurges returns those of ids the node has applied.
+	AppliedPurges(ids []string) []string
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
@@ -109,6 +111,11 @@ func (s *Server) Purge(_ context.Context, req *peerv1.PurgeRequest) (*peerv1.Pur
 // SyncPurges implements peerv1.PeerServiceServer.
 func (s *Server) SyncPurges(_ context.Context, req *peerv1.SyncPurgesRequest) (*peerv1.SyncPurgesResponse, error) {
 	return s.p.SyncPurges(req), nil
+}
+
+// PurgeStatus implements peerv1.PeerServiceServer.
+func (s *Server) PurgeStatus(_ context.Context, req *peerv1.PurgeStatusRequest) (*peerv1.PurgeStatusResponse, error) {
+	return &peerv1.PurgeStatusResponse{Applied: s.p.AppliedPurges(req.GetIds())}, nil
 }
 
 // Fetch implements peerv1.PeerServiceServer.
@@ -310,6 +317,19 @@ func (p *Pool) SyncPurges(ctx context.Context, addr string, req *peerv1.SyncPurg
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	return resp, nil
+}
+
+// PurgeStatus asks the peer at addr which of ids it has applied.
+func (p *Pool) PurgeStatus(ctx context.Context, addr string, ids []string) ([]string, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).PurgeStatus(ctx, &peerv1.PurgeStatusRequest{Ids: ids})
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp.GetApplied(), nil
 }
 
 // Drain asks the peer at addr to take itself out of the ring.

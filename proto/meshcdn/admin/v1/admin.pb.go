@@ -666,6 +666,107 @@ func (x *PurgeReceipt) GetError() string {
 	return ""
 }
 
+// GetPurgeRequest names a purge.
+type GetPurgeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// purge_id is the id a Purge answered with.
+	PurgeId       string `protobuf:"bytes,1,opt,name=purge_id,json=purgeId,proto3" json:"purge_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPurgeRequest) Reset() {
+	*x = GetPurgeRequest{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPurgeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPurgeRequest) ProtoMessage() {}
+
+func (x *GetPurgeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPurgeRequest.ProtoReflect.Descriptor instead.
+func (*GetPurgeRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetPurgeRequest) GetPurgeId() string {
+	if x != nil {
+		return x.PurgeId
+	}
+	return ""
+}
+
+// GetPurgeResponse has a receipt per member (removed is not reported).
+type GetPurgeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// purge_id echoes the request.
+	PurgeId string `protobuf:"bytes,1,opt,name=purge_id,json=purgeId,proto3" json:"purge_id,omitempty"`
+	// nodes has a receipt per member: applied, or why not.
+	Nodes         []*PurgeReceipt `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPurgeResponse) Reset() {
+	*x = GetPurgeResponse{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPurgeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPurgeResponse) ProtoMessage() {}
+
+func (x *GetPurgeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPurgeResponse.ProtoReflect.Descriptor instead.
+func (*GetPurgeResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetPurgeResponse) GetPurgeId() string {
+	if x != nil {
+		return x.PurgeId
+	}
+	return ""
+}
+
+func (x *GetPurgeResponse) GetNodes() []*PurgeReceipt {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // GetStatsRequest takes no arguments.
 type GetStatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -675,7 +776,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +788,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +801,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 // GetStatsResponse has one entry per member and the cluster's totals.
@@ -716,7 +817,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +829,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +842,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStatsResponse) GetNodes() []*NodeStats {
@@ -788,7 +889,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +901,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +914,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeStats) GetNode() string {
@@ -896,7 +997,7 @@ type TierStats struct {
 
 func (x *TierStats) Reset() {
 	*x = TierStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1009,7 @@ func (x *TierStats) String() string {
 func (*TierStats) ProtoMessage() {}
 
 func (x *TierStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1022,7 @@ func (x *TierStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
 func (*TierStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TierStats) GetTier() string {
@@ -967,7 +1068,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1080,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1093,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExplainRequest) GetUrl() string {
@@ -1053,7 +1154,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1166,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1179,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExplainResponse) GetSite() string {
@@ -1169,7 +1270,7 @@ type PrefetchRequest struct {
 
 func (x *PrefetchRequest) Reset() {
 	*x = PrefetchRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1282,7 @@ func (x *PrefetchRequest) String() string {
 func (*PrefetchRequest) ProtoMessage() {}
 
 func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1295,7 @@ func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrefetchRequest) GetUrls() []string {
@@ -1225,7 +1326,7 @@ type PrefetchResponse struct {
 
 func (x *PrefetchResponse) Reset() {
 	*x = PrefetchResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1338,7 @@ func (x *PrefetchResponse) String() string {
 func (*PrefetchResponse) ProtoMessage() {}
 
 func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1351,7 @@ func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PrefetchResponse) GetUrl() string {
@@ -1306,7 +1407,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1419,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1432,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainRequest) GetNode() string {
@@ -1352,7 +1453,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1465,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1478,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -1435,7 +1536,12 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\bR\aapplied\x12\x18\n" +
 	"\aremoved\x18\x03 \x01(\x03R\aremoved\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x11\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\",\n" +
+	"\x0fGetPurgeRequest\x12\x19\n" +
+	"\bpurge_id\x18\x01 \x01(\tR\apurgeId\"c\n" +
+	"\x10GetPurgeResponse\x12\x19\n" +
+	"\bpurge_id\x18\x01 \x01(\tR\apurgeId\x124\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x1e.meshcdn.admin.v1.PurgeReceiptR\x05nodes\"\x11\n" +
 	"\x0fGetStatsRequest\"|\n" +
 	"\x10GetStatsResponse\x121\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x1b.meshcdn.admin.v1.NodeStatsR\x05nodes\x125\n" +
@@ -1493,11 +1599,12 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\fDrainRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"#\n" +
 	"\rDrainResponse\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node2\xc1\x05\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node2\x99\x06\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12X\n" +
+	"\x05Purge\x12\x1e.meshcdn.admin.v1.PurgeRequest\x1a\x1f.meshcdn.admin.v1.PurgeResponse\"\x03\x90\x02\x02\x12V\n" +
+	"\bGetPurge\x12!.meshcdn.admin.v1.GetPurgeRequest\x1a\".meshcdn.admin.v1.GetPurgeResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\bPrefetch\x12!.meshcdn.admin.v1.PrefetchRequest\x1a\".meshcdn.admin.v1.PrefetchResponse\"\x03\x90\x02\x020\x01\x12S\n" +
 	"\aExplain\x12 .meshcdn.admin.v1.ExplainRequest\x1a!.meshcdn.admin.v1.ExplainResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\bGetStats\x12!.meshcdn.admin.v1.GetStatsRequest\x1a\".meshcdn.admin.v1.GetStatsResponse\"\x03\x90\x02\x01\x12M\n" +
@@ -1518,7 +1625,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -1530,48 +1637,53 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*PurgeRequest)(nil),        // 7: meshcdn.admin.v1.PurgeRequest
 	(*PurgeResponse)(nil),       // 8: meshcdn.admin.v1.PurgeResponse
 	(*PurgeReceipt)(nil),        // 9: meshcdn.admin.v1.PurgeReceipt
-	(*GetStatsRequest)(nil),     // 10: meshcdn.admin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),    // 11: meshcdn.admin.v1.GetStatsResponse
-	(*NodeStats)(nil),           // 12: meshcdn.admin.v1.NodeStats
-	(*TierStats)(nil),           // 13: meshcdn.admin.v1.TierStats
-	(*ExplainRequest)(nil),      // 14: meshcdn.admin.v1.ExplainRequest
-	(*ExplainResponse)(nil),     // 15: meshcdn.admin.v1.ExplainResponse
-	(*PrefetchRequest)(nil),     // 16: meshcdn.admin.v1.PrefetchRequest
-	(*PrefetchResponse)(nil),    // 17: meshcdn.admin.v1.PrefetchResponse
-	(*DrainRequest)(nil),        // 18: meshcdn.admin.v1.DrainRequest
-	(*DrainResponse)(nil),       // 19: meshcdn.admin.v1.DrainResponse
-	nil,                         // 20: meshcdn.admin.v1.NodeStats.RequestsEntry
-	nil,                         // 21: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*GetPurgeRequest)(nil),     // 10: meshcdn.admin.v1.GetPurgeRequest
+	(*GetPurgeResponse)(nil),    // 11: meshcdn.admin.v1.GetPurgeResponse
+	(*GetStatsRequest)(nil),     // 12: meshcdn.admin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),    // 13: meshcdn.admin.v1.GetStatsResponse
+	(*NodeStats)(nil),           // 14: meshcdn.admin.v1.NodeStats
+	(*TierStats)(nil),           // 15: meshcdn.admin.v1.TierStats
+	(*ExplainRequest)(nil),      // 16: meshcdn.admin.v1.ExplainRequest
+	(*ExplainResponse)(nil),     // 17: meshcdn.admin.v1.ExplainResponse
+	(*PrefetchRequest)(nil),     // 18: meshcdn.admin.v1.PrefetchRequest
+	(*PrefetchResponse)(nil),    // 19: meshcdn.admin.v1.PrefetchResponse
+	(*DrainRequest)(nil),        // 20: meshcdn.admin.v1.DrainRequest
+	(*DrainResponse)(nil),       // 21: meshcdn.admin.v1.DrainResponse
+	nil,                         // 22: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 23: meshcdn.admin.v1.ExplainRequest.HeadersEntry
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
 	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	12, // 2: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
-	12, // 3: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	20, // 4: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
-	13, // 5: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	21, // 6: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	0,  // 7: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3,  // 8: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	7,  // 9: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	16, // 10: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
-	14, // 11: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
-	10, // 12: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	18, // 13: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
-	5,  // 14: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 15: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 16: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 17: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	17, // 18: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
-	15, // 19: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	11, // 20: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	19, // 21: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
-	6,  // 22: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	9,  // 2: meshcdn.admin.v1.GetPurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	14, // 3: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
+	14, // 4: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
+	22, // 5: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	15, // 6: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
+	23, // 7: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	0,  // 8: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 9: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	7,  // 10: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	10, // 11: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
+	18, // 12: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
+	16, // 13: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	12, // 14: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	20, // 15: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
+	5,  // 16: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 17: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 18: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 19: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	11, // 20: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
+	19, // 21: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	17, // 22: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	13, // 23: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	21, // 24: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
+	6,  // 25: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -1585,7 +1697,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AdminService_ListMembers_FullMethodName = "/meshcdn.admin.v1.AdminService/ListMembers"
 	AdminService_Locate_FullMethodName      = "/meshcdn.admin.v1.AdminService/Locate"
 	AdminService_Purge_FullMethodName       = "/meshcdn.admin.v1.AdminService/Purge"
+	AdminService_GetPurge_FullMethodName    = "/meshcdn.admin.v1.AdminService/GetPurge"
 	AdminService_Prefetch_FullMethodName    = "/meshcdn.admin.v1.AdminService/Prefetch"
 	AdminService_Explain_FullMethodName     = "/meshcdn.admin.v1.AdminService/Explain"
 	AdminService_GetStats_FullMethodName    = "/meshcdn.admin.v1.AdminService/GetStats"
@@ -51,6 +52,11 @@ type AdminServiceClient interface {
 	// only after the purge lease, when that node either has the purge or
 	// revalidates what it serves. At most 1000 URLs, prefixes and tags per call.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// GetPurge tells which members have applied an earlier purge (it is in
+	// their purge log): those a Purge answer named as not applied catch up
+	// once they are reachable again. NotFound when no member knows the purge
+	// (an unknown id, or one older than the logs keep).
+	GetPurge(ctx context.Context, in *GetPurgeRequest, opts ...grpc.CallOption) (*GetPurgeResponse, error)
 	// Prefetch fills URLs into the cache, each at its owner, and streams one
 	// progress message per URL as it completes.
 	Prefetch(ctx context.Context, in *PrefetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PrefetchResponse], error)
@@ -101,6 +107,16 @@ func (c *adminServiceClient) Purge(ctx context.Context, in *PurgeRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PurgeResponse)
 	err := c.cc.Invoke(ctx, AdminService_Purge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetPurge(ctx context.Context, in *GetPurgeRequest, opts ...grpc.CallOption) (*GetPurgeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPurgeResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetPurge_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +202,11 @@ type AdminServiceServer interface {
 	// only after the purge lease, when that node either has the purge or
 	// revalidates what it serves. At most 1000 URLs, prefixes and tags per call.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// GetPurge tells which members have applied an earlier purge (it is in
+	// their purge log): those a Purge answer named as not applied catch up
+	// once they are reachable again. NotFound when no member knows the purge
+	// (an unknown id, or one older than the logs keep).
+	GetPurge(context.Context, *GetPurgeRequest) (*GetPurgeResponse, error)
 	// Prefetch fills URLs into the cache, each at its owner, and streams one
 	// progress message per URL as it completes.
 	Prefetch(*PrefetchRequest, grpc.ServerStreamingServer[PrefetchResponse]) error
@@ -220,6 +241,9 @@ func (UnimplementedAdminServiceServer) Locate(context.Context, *LocateRequest) (
 }
 func (UnimplementedAdminServiceServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedAdminServiceServer) GetPurge(context.Context, *GetPurgeRequest) (*GetPurgeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPurge not implemented")
 }
 func (UnimplementedAdminServiceServer) Prefetch(*PrefetchRequest, grpc.ServerStreamingServer[PrefetchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Prefetch not implemented")
@@ -307,6 +331,24 @@ func _AdminService_Purge_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).Purge(ctx, req.(*PurgeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetPurge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPurgeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetPurge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetPurge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetPurge(ctx, req.(*GetPurgeRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -412,6 +454,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _AdminService_Purge_Handler,
+		},
+		{
+			MethodName: "GetPurge",
+			Handler:    _AdminService_GetPurge_Handler,
 		},
 		{
 			MethodName: "Explain",

@@ -25,6 +25,98 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PurgeStatusRequest lists purge ids.
+type PurgeStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ids are the purges asked about.
+	Ids           []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeStatusRequest) Reset() {
+	*x = PurgeStatusRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeStatusRequest) ProtoMessage() {}
+
+func (x *PurgeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeStatusRequest.ProtoReflect.Descriptor instead.
+func (*PurgeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PurgeStatusRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// PurgeStatusResponse lists the purges the node has applied.
+type PurgeStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// applied are those of the ids in the node's purge log.
+	Applied       []string `protobuf:"bytes,1,rep,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeStatusResponse) Reset() {
+	*x = PurgeStatusResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeStatusResponse) ProtoMessage() {}
+
+func (x *PurgeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeStatusResponse.ProtoReflect.Descriptor instead.
+func (*PurgeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PurgeStatusResponse) GetApplied() []string {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
 // SyncPurgesRequest asks for the records of the callee's purge log after a
 // cursor the caller got from an earlier answer.
 type SyncPurgesRequest struct {
@@ -42,7 +134,7 @@ type SyncPurgesRequest struct {
 
 func (x *SyncPurgesRequest) Reset() {
 	*x = SyncPurgesRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +146,7 @@ func (x *SyncPurgesRequest) String() string {
 func (*SyncPurgesRequest) ProtoMessage() {}
 
 func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +159,7 @@ func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesRequest.ProtoReflect.Descriptor instead.
 func (*SyncPurgesRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SyncPurgesRequest) GetIncarnation() uint64 {
@@ -110,7 +202,7 @@ type SyncPurgesResponse struct {
 
 func (x *SyncPurgesResponse) Reset() {
 	*x = SyncPurgesResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +214,7 @@ func (x *SyncPurgesResponse) String() string {
 func (*SyncPurgesResponse) ProtoMessage() {}
 
 func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +227,7 @@ func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesResponse.ProtoReflect.Descriptor instead.
 func (*SyncPurgesResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SyncPurgesResponse) GetIncarnation() uint64 {
@@ -179,7 +271,7 @@ type PurgeRecord struct {
 
 func (x *PurgeRecord) Reset() {
 	*x = PurgeRecord{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +283,7 @@ func (x *PurgeRecord) String() string {
 func (*PurgeRecord) ProtoMessage() {}
 
 func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +296,7 @@ func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRecord.ProtoReflect.Descriptor instead.
 func (*PurgeRecord) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PurgeRecord) GetSeq() uint64 {
@@ -230,7 +322,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +334,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +347,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 // StatsResponse is one node's counters.
@@ -277,7 +369,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +381,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +394,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatsResponse) GetRequests() map[string]int64 {
@@ -357,7 +449,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +461,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +474,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Tier) GetName() string {
@@ -438,7 +530,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +542,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +555,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PurgeRequest) GetId() string {
@@ -526,7 +618,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +630,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +643,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PurgeResponse) GetRemoved() int64 {
@@ -586,7 +678,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +690,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +703,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FetchRequest) GetKey() string {
@@ -676,7 +768,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +780,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +793,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeaderField) GetName() string {
@@ -735,7 +827,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +839,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +852,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -861,7 +953,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +965,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +978,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -1000,7 +1092,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1104,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1117,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -1053,7 +1145,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1157,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1170,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainRequest) GetFrom() string {
@@ -1097,7 +1189,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1201,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,14 +1214,18 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
 }
 
 var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n" +
+	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n" +
+	"\x12PurgeStatusRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"/\n" +
+	"\x13PurgeStatusResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x03(\tR\aapplied\"_\n" +
 	"\x11SyncPurgesRequest\x12 \n" +
 	"\vincarnation\x18\x01 \x01(\x04R\vincarnation\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\x04R\x05after\x12\x12\n" +
@@ -1212,14 +1308,15 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\"\n" +
 	"\fDrainRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\"\x0f\n" +
-	"\rDrainResponse2\x9f\x03\n" +
+	"\rDrainResponse2\xfe\x03\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\x05Drain\x12\x1d.meshcdn.peer.v1.DrainRequest\x1a\x1e.meshcdn.peer.v1.DrainResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
-	"SyncPurges\x12\".meshcdn.peer.v1.SyncPurgesRequest\x1a#.meshcdn.peer.v1.SyncPurgesResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
+	"SyncPurges\x12\".meshcdn.peer.v1.SyncPurgesRequest\x1a#.meshcdn.peer.v1.SyncPurgesResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\vPurgeStatus\x12#.meshcdn.peer.v1.PurgeStatusRequest\x1a$.meshcdn.peer.v1.PurgeStatusResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
 var (
@@ -1234,57 +1331,61 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*SyncPurgesRequest)(nil),     // 0: meshcdn.peer.v1.SyncPurgesRequest
-	(*SyncPurgesResponse)(nil),    // 1: meshcdn.peer.v1.SyncPurgesResponse
-	(*PurgeRecord)(nil),           // 2: meshcdn.peer.v1.PurgeRecord
-	(*StatsRequest)(nil),          // 3: meshcdn.peer.v1.StatsRequest
-	(*StatsResponse)(nil),         // 4: meshcdn.peer.v1.StatsResponse
-	(*Tier)(nil),                  // 5: meshcdn.peer.v1.Tier
-	(*PurgeRequest)(nil),          // 6: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 7: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 8: meshcdn.peer.v1.FetchRequest
-	(*HeaderField)(nil),           // 9: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 10: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 11: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 12: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 13: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 14: meshcdn.peer.v1.DrainResponse
-	nil,                           // 15: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 16: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*PurgeStatusRequest)(nil),    // 0: meshcdn.peer.v1.PurgeStatusRequest
+	(*PurgeStatusResponse)(nil),   // 1: meshcdn.peer.v1.PurgeStatusResponse
+	(*SyncPurgesRequest)(nil),     // 2: meshcdn.peer.v1.SyncPurgesRequest
+	(*SyncPurgesResponse)(nil),    // 3: meshcdn.peer.v1.SyncPurgesResponse
+	(*PurgeRecord)(nil),           // 4: meshcdn.peer.v1.PurgeRecord
+	(*StatsRequest)(nil),          // 5: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 6: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 7: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 8: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 9: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 10: meshcdn.peer.v1.FetchRequest
+	(*HeaderField)(nil),           // 11: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 12: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 13: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 14: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 15: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 16: meshcdn.peer.v1.DrainResponse
+	nil,                           // 17: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 18: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	2,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
-	17, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
-	6,  // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
-	15, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	16, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
-	5,  // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	17, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
-	9,  // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	11, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	12, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	9,  // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	17, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	18, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	18, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	18, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	18, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	8,  // 16: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	6,  // 17: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	13, // 18: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	3,  // 19: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	0,  // 20: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	10, // 21: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	7,  // 22: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	14, // 23: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	4,  // 24: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	1,  // 25: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
+	4,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
+	19, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	8,  // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
+	17, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	18, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	7,  // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	19, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	11, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	13, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	14, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	11, // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	19, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	20, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	20, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	20, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	20, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	10, // 16: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	8,  // 17: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	15, // 18: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	5,  // 19: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	2,  // 20: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	0,  // 21: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	12, // 22: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	9,  // 23: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	16, // 24: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	6,  // 25: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	3,  // 26: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	1,  // 27: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1295,7 +1396,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[10].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[12].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1306,7 +1407,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,11 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerService_Fetch_FullMethodName      = "/meshcdn.peer.v1.PeerService/Fetch"
-	PeerService_Purge_FullMethodName      = "/meshcdn.peer.v1.PeerService/Purge"
-	PeerService_Drain_FullMethodName      = "/meshcdn.peer.v1.PeerService/Drain"
-	PeerService_Stats_FullMethodName      = "/meshcdn.peer.v1.PeerService/Stats"
-	PeerService_SyncPurges_FullMethodName = "/meshcdn.peer.v1.PeerService/SyncPurges"
+	PeerService_Fetch_FullMethodName       = "/meshcdn.peer.v1.PeerService/Fetch"
+	PeerService_Purge_FullMethodName       = "/meshcdn.peer.v1.PeerService/Purge"
+	PeerService_Drain_FullMethodName       = "/meshcdn.peer.v1.PeerService/Drain"
+	PeerService_Stats_FullMethodName       = "/meshcdn.peer.v1.PeerService/Stats"
+	PeerService_SyncPurges_FullMethodName  = "/meshcdn.peer.v1.PeerService/SyncPurges"
+	PeerService_PurgeStatus_FullMethodName = "/meshcdn.peer.v1.PeerService/PurgeStatus"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -54,6 +55,8 @@ type PeerServiceClient interface {
 	// (anti-entropy), so a node that missed a purge's fan-out catches up, and
 	// a node that has not synced within the lease revalidates before it serves.
 	SyncPurges(ctx context.Context, in *SyncPurgesRequest, opts ...grpc.CallOption) (*SyncPurgesResponse, error)
+	// PurgeStatus tells which of the given purges this node has applied.
+	PurgeStatus(ctx context.Context, in *PurgeStatusRequest, opts ...grpc.CallOption) (*PurgeStatusResponse, error)
 }
 
 type peerServiceClient struct {
@@ -123,6 +126,16 @@ func (c *peerServiceClient) SyncPurges(ctx context.Context, in *SyncPurgesReques
 	return out, nil
 }
 
+func (c *peerServiceClient) PurgeStatus(ctx context.Context, in *PurgeStatusRequest, opts ...grpc.CallOption) (*PurgeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeStatusResponse)
+	err := c.cc.Invoke(ctx, PeerService_PurgeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -149,6 +162,8 @@ type PeerServiceServer interface {
 	// (anti-entropy), so a node that missed a purge's fan-out catches up, and
 	// a node that has not synced within the lease revalidates before it serves.
 	SyncPurges(context.Context, *SyncPurgesRequest) (*SyncPurgesResponse, error)
+	// PurgeStatus tells which of the given purges this node has applied.
+	PurgeStatus(context.Context, *PurgeStatusRequest) (*PurgeStatusResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -173,6 +188,9 @@ func (UnimplementedPeerServiceServer) Stats(context.Context, *StatsRequest) (*St
 }
 func (UnimplementedPeerServiceServer) SyncPurges(context.Context, *SyncPurgesRequest) (*SyncPurgesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SyncPurges not implemented")
+}
+func (UnimplementedPeerServiceServer) PurgeStatus(context.Context, *PurgeStatusRequest) (*PurgeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeStatus not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -278,6 +296,24 @@ func _PeerService_SyncPurges_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_PurgeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).PurgeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_PurgeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).PurgeStatus(ctx, req.(*PurgeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -300,6 +336,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SyncPurges",
 			Handler:    _PeerService_SyncPurges_Handler,
+		},
+		{
+			MethodName: "PurgeStatus",
+			Handler:    _PeerService_PurgeStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
