@@ -404,7 +404,8 @@ func TestCluster(t *testing.T) {
 		"{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", cut.id))
 	c.run(time.Minute, "docker", "network", "disconnect", network, cut.id)
 	var pr struct {
-		Nodes []struct {
+		PurgeID string `json:"purgeId"`
+		Nodes   []struct {
 			Node    string
 			Applied bool
 			Error   string
@@ -440,6 +441,24 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	es = c.waitMembers(2*time.Minute, 3)
+	waitFor(t, time.Minute, cut.name+" to apply the purge from the others' logs", func() string {
+		var st struct {
+			Nodes []struct {
+				Node    string
+				Applied bool
+				Error   string
+			}
+		}
+		if err := c.grpc(other.admin, "GetPurge", `{"purge_id":"`+pr.PurgeID+`"}`, &st); err != nil {
+			return err.Error()
+		}
+		for _, r := range st.Nodes {
+			if !r.Applied {
+				return fmt.Sprintf("%s: %s", r.Node, r.Error)
+			}
+		}
+		return ""
+	})
 
 	step("5. scale out to 5 edges: no more origin requests for what is cached")
 	skip := map[string]bool{purged: true}
