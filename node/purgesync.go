@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,7 @@ type purgeSync struct {
 
 	synced   atomic.Int64 // clock offset (ns) when the last successful read began; 0: never
 	failed   atomic.Int64 // clock offset (ns) of the last failed attempt; 0: none
-	failures atomic.Uint64
+	failures atomic.Uint64 // gossip's failure count when the last successful read began
 	// inStepOnce is set the first time the node is in step, for readiness.
 	inStepOnce atomic.Bool
 
@@ -55,7 +56,7 @@ func (s *purgeSync) Kick() {
 	}
 }
 
-// current reports whether the node's purge state may be trusted: a read of a
+// purgesCurrent reports whether the node's purge state may be trusted: a read of a
 // member's log completed within the lease, or the node is alone without
 // having lost anyone since its last read (a single node, or one whose peers
 // all left gracefully).
@@ -172,6 +173,13 @@ func (n *Node) syncPurges(ctx context.Context) error {
 	}
 	name := names[rand.IntN(len(names))]
 	addr := (*m.addrs.Load())[name]
+	s.mu.Lock()
+	for gone := range s.cursors {
+		if !slices.Contains(names, gone) {
+			delete(s.cursors, gone) // a member that left: its next life has a new log
+		}
+	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, min(time.Second, s.lease/2))
 	defer cancel()
 	s.mu.Lock()
