@@ -38,6 +38,9 @@ type purgeSync struct {
 	kick    chan struct{}
 }
 
+// maxCursors bounds the cursors kept for members that are gone.
+const maxCursors = 1024
+
 // cursor is a position in another node's purge log.
 type cursor struct{ incarnation, after uint64 }
 
@@ -174,9 +177,14 @@ func (n *Node) syncPurges(ctx context.Context) error {
 	name := names[rand.IntN(len(names))]
 	addr := (*m.addrs.Load())[name]
 	s.mu.Lock()
-	for gone := range s.cursors {
-		if !slices.Contains(names, gone) {
-			delete(s.cursors, gone) // a member that left: its next life has a new log
+	if len(s.cursors) > maxCursors {
+		// Bound the memory of members that came and went. A member cut off
+		// for a while keeps its cursor otherwise: reading its log from the
+		// start would needlessly mark stale what was fetched before it.
+		for gone := range s.cursors {
+			if !slices.Contains(names, gone) {
+				delete(s.cursors, gone)
+			}
 		}
 	}
 	s.mu.Unlock()
