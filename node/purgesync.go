@@ -26,8 +26,8 @@ type purgeSync struct {
 	lease time.Duration
 	clock time.Time // monotonic origin of the fields below
 
-	synced   atomic.Int64 // clock offset (ns) when the last successful read began; 0: never
-	failed   atomic.Int64 // clock offset (ns) of the last failed attempt; 0: none
+	synced   atomic.Int64  // clock offset (ns) when the last successful read began; 0: never
+	failed   atomic.Int64  // clock offset (ns) of the last failed attempt; 0: none
 	failures atomic.Uint64 // gossip's failure count when the last successful read began
 	// inStepOnce is set the first time the node is in step, for readiness.
 	inStepOnce atomic.Bool
