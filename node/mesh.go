@@ -64,6 +64,9 @@ type MeshConfig struct {
 	Fast bool
 }
 
+// fastJoinWave is JoinWave's default with the Fast gossip profile.
+const fastJoinWave = 300 * time.Millisecond
+
 func (m *MeshConfig) withDefaults() {
 	if m.PeerAddr == "" {
 		m.PeerAddr = ":7070"
@@ -83,7 +86,7 @@ func (m *MeshConfig) withDefaults() {
 	if m.JoinWave == 0 {
 		m.JoinWave = 10 * time.Second
 		if m.Fast {
-			m.JoinWave = 300 * time.Millisecond
+			m.JoinWave = fastJoinWave
 		}
 	}
 	if m.CopyShare == 0 {
@@ -234,14 +237,8 @@ func (n *Node) rebuildRing() {
 	}
 	m.addrs.Store(&addrs)
 	var prev *ring.Ring
-	since := time.Now()
 	if old := m.ring.Load(); old != nil {
 		prev = old.ring
-		if old.prev != nil && time.Since(old.since) < m.cfg.HandoffWindow {
-			// Changes in a burst (a scale-out seen one join at a time): keys
-			// are where they were before the first of them.
-			prev, since = old.prev, old.since
-		}
 	}
 	if time.Since(m.started) < m.cfg.HandoffWindow && len(names) > 1 {
 		// This node joined recently: its keys were held by the members that
@@ -256,9 +253,8 @@ func (n *Node) rebuildRing() {
 		if pr, err := ring.New(before, m.cfg.Ring); err == nil && len(before) > 0 {
 			prev = pr
 		}
-		since = time.Now()
 	}
-	m.ring.Store(&snapshot{ring: r, prev: prev, since: since})
+	m.ring.Store(&snapshot{ring: r, prev: prev, since: time.Now()})
 	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
 }
 

@@ -251,7 +251,7 @@ func TestRingDisagreement(t *testing.T) {
 // hand-off from their previous owners, without new origin requests.
 func TestJoinHandOff(t *testing.T) {
 	const keys = 300
-	o, nodes, paths := warmCluster(t, keys)
+	o, nodes, paths := warmCluster(t, keys, nil)
 	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
 	before := map[string]string{}
 	for _, p := range paths {
@@ -293,21 +293,25 @@ func TestJoinHandOff(t *testing.T) {
 	}
 }
 
-// warmCluster starts 3 nodes and fills n objects into the cluster, each
-// once from the origin.
-func warmCluster(t *testing.T, n int) (*testOrigin, []*Node, []string) {
+// warmCluster starts 3 nodes (tweak, if any, adjusts their configuration)
+// and fills n objects into the cluster, each once from the origin.
+func warmCluster(t *testing.T, n int, tweak func(*Config)) (*testOrigin, []*Node, []string) {
 	t.Helper()
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		_, _ = w.Write([]byte("body of " + r.URL.Path))
 	})
-	nodes := startCluster(t, o, 3, nil)
+	nodes := startCluster(t, o, 3, tweak)
+	started := time.Now() // after every node's start
 	paths := make([]string, n)
 	for i := range n {
 		paths[i] = fmt.Sprintf("/k/%d.js", i)
 		do(t, nodes[i%3], "GET", paths[i])
 	}
 	wantHits(t, o, int64(n))
+	// Nodes that start within a join wave of each other count as one wave:
+	// let it pass, so the nodes a test adds next form a wave of their own.
+	time.Sleep(time.Until(started.Add(fastJoinWave)))
 	return o, nodes, paths
 }
 
@@ -385,14 +389,27 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 // every key either keeps its owner or is handed off from the node that held
 // it, so requests through every node cost the origin nothing more.
 func TestScaleOutHandOff(t *testing.T) {
+	t.Run("young cluster", func(t *testing.T) { testScaleOut(t, 0) })
+	// Members older than the hand-off window see the two joins as two ring
+	// changes: keys moved between them are where they were before the first.
+	t.Run("settled cluster", func(t *testing.T) { testScaleOut(t, 3*time.Second) })
+}
+
+// testScaleOut adds two nodes at once to a warm cluster of 3 whose members
+// have been up for settle, with that hand-off window (0: the default).
+func testScaleOut(t *testing.T, settle time.Duration) {
 	const keys = 300
-	o, nodes, paths := warmCluster(t, keys)
+	window := func(c *Config) { c.Mesh.HandoffWindow = settle }
+	o, nodes, paths := warmCluster(t, keys, window)
+	time.Sleep(settle) // the members leave their own hand-off window
 	var wg sync.WaitGroup
 	added := make([]*Node, 2)
 	for i := range added {
 		wg.Go(func() {
-			added[i] = startNode(t, o, Config{Name: fmt.Sprintf("n%d", 4+i), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0",
-				GossipAddr: "127.0.0.1:0", Fast: true, Join: []string{nodes[0].GossipAddr()}}})
+			cfg := Config{Name: fmt.Sprintf("n%d", 4+i), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0",
+				GossipAddr: "127.0.0.1:0", Fast: true, Join: []string{nodes[0].GossipAddr()}}}
+			window(&cfg)
+			added[i] = startNode(t, o, cfg)
 		})
 	}
 	wg.Wait()
