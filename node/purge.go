@@ -29,50 +29,22 @@ func (n *Node) PurgeLocal(req *peerv1.PurgeRequest) int64 {
 	if !n.purgeLog.add(req) {
 		return 0
 	}
-	n.purgeGen.Add(1)
-	keys := req.GetKeys()
-	prefixes := req.GetKeyPrefixes()
-	tags := req.GetTags()
-	match := func(key string, e *cache.Entry) bool {
-		if slices.Contains(keys, key) {
-			return true
-		}
-		for _, p := range prefixes {
-			if strings.HasPrefix(key, p) {
-				return true
-			}
-		}
-		return len(tags) > 0 && hasTag(e, tags)
-	}
 	var removed int
-	if !req.GetSoft() && len(prefixes) == 0 && len(tags) == 0 {
-		for _, k := range keys { // the common case needs no scan
+	if !req.GetSoft() && len(req.GetKeyPrefixes()) == 0 && len(req.GetTags()) == 0 {
+		n.purgeGen.Add(1)
+		for _, k := range req.GetKeys() { // the common case needs no scan
 			if n.invalidate(k) {
 				removed++
 			}
 		}
 	} else {
-		removed += n.store.Purge(match, req.GetSoft())
-		if n.copies != nil {
-			removed += n.copies.Purge(match, req.GetSoft())
-		}
-		if n.disk != nil {
-			removed += n.disk.Purge(match, req.GetSoft())
-		}
+		// Applied as it arrives: whatever is stored now predates it.
+		set := newTimedPurge()
+		set.addBound(req, forever)
+		removed = n.applyTimed(set, req.GetSoft())
 	}
 	n.log.Info("purge applied", "purge", req.GetId(), "from", req.GetFrom(), "removed", removed, "soft", req.GetSoft())
 	return int64(removed)
-}
-
-// hasTag reports whether the entry's Surrogate-Key or Cache-Tag fields name
-// one of tags.
-func hasTag(e *cache.Entry, tags []string) bool {
-	found := false
-	eachTag(e, func(t string) bool {
-		found = slices.Contains(tags, t)
-		return !found
-	})
-	return found
 }
 
 // eachTag calls f with every tag of the entry's Surrogate-Key (space
@@ -164,13 +136,31 @@ func (n *Node) purgeCluster(ctx context.Context, urls, prefixes, tags []string, 
 	apply(true)
 	apply(false)
 	if n.mesh != nil {
-		for _, f := range n.mesh.gossip.Failed() {
-			receipts = append(receipts, admin.Receipt{Node: f.Name,
-				Error: "failed at " + f.At.UTC().Format(time.RFC3339) + "; it applies the purge from the others' logs when it is back, and revalidates until then"})
-		}
+		receipts = append(receipts, n.failedReceipts(catchUpNote)...)
 		n.purgeFence(ctx, receipts)
 	}
 	return req.GetId(), receipts, nil
+}
+
+// catchUpNote tells an operator what a member that missed a purge does.
+const catchUpNote = "; it applies the purge from the others' logs when it is back, and revalidates until then"
+
+// failedReceipts names the members that failed within the last hour as not
+// having applied a purge, note following the time of the failure.
+func (n *Node) failedReceipts(note string) []admin.Receipt {
+	var out []admin.Receipt
+	for _, f := range n.mesh.gossip.Failed() {
+		out = append(out, admin.Receipt{Node: f.Name, Error: "failed at " + f.At.UTC().Format(time.RFC3339) + note})
+	}
+	return out
+}
+
+// unanswered says why a member did not answer a purge call.
+func unanswered(err error) string {
+	if status.Code(err) == codes.DeadlineExceeded {
+		return fmt.Sprintf("no answer within %v", purgeTimeout)
+	}
+	return status.Convert(err).Message()
 }
 
 // purgeFence returns once every member that did not acknowledge the purge
@@ -192,23 +182,12 @@ func (n *Node) purgeFence(ctx context.Context, receipts []admin.Receipt) {
 // checkDisk applies the purge log to the disk tier once its index is
 // complete: objects indexed after a purge ran are caught by it now.
 func (n *Node) checkDisk() {
-	hard, soft := newTimedPurge(), newTimedPurge()
+	late := newLatePurges()
 	for _, r := range n.purgeLog.all() {
-		if r.GetPurge().GetSoft() {
-			soft.add(r.GetPurge())
-		} else {
-			hard.add(r.GetPurge())
-		}
+		late.add(r.GetPurge())
 	}
-	removed := 0
-	if !hard.empty() {
-		removed += n.disk.Purge(hard.match, false)
-	}
-	if !soft.empty() {
-		removed += n.disk.Purge(soft.match, true)
-	}
-	if removed > 0 {
-		n.log.Info("purges applied to objects indexed late", "tier", "disk", "removed", removed)
+	if removed := n.applyLate(late); removed > 0 {
+		n.log.Info("purges applied to disk objects indexed late", "removed", removed)
 	}
 	n.diskChecked.Store(true)
 }
@@ -239,7 +218,7 @@ func (n *Node) purgeStatus(ctx context.Context, id string) []admin.Receipt {
 				defer cancel()
 				got, err := n.mesh.peers.PurgeStatus(ctx, m.PeerAddr, []string{id})
 				if err != nil {
-					r.Error = "no answer: " + status.Convert(err).Message()
+					r.Error = unanswered(err)
 				}
 				r.Applied = slices.Contains(got, id)
 			}
@@ -251,9 +230,7 @@ func (n *Node) purgeStatus(ctx context.Context, id string) []admin.Receipt {
 	}
 	wg.Wait()
 	if n.mesh != nil {
-		for _, f := range n.mesh.gossip.Failed() {
-			receipts = append(receipts, admin.Receipt{Node: f.Name, Error: "failed at " + f.At.UTC().Format(time.RFC3339)})
-		}
+		receipts = append(receipts, n.failedReceipts("")...)
 	}
 	return receipts
 }
@@ -266,11 +243,7 @@ func (n *Node) purgeMember(ctx context.Context, m admin.MemberInfo, req *peerv1.
 	defer cancel()
 	removed, err := n.mesh.peers.Purge(ctx, m.PeerAddr, req)
 	if err != nil {
-		why := status.Convert(err).Message()
-		if status.Code(err) == codes.DeadlineExceeded {
-			why = fmt.Sprintf("no answer within %v", purgeTimeout)
-		}
-		return admin.Receipt{Node: m.Name, Error: why + "; it applies the purge from the others' logs when it is back, and revalidates until then"}
+		return admin.Receipt{Node: m.Name, Error: unanswered(err) + catchUpNote}
 	}
 	return admin.Receipt{Node: m.Name, Applied: true, Removed: removed}
 }

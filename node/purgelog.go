@@ -3,7 +3,6 @@ package node
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -111,23 +110,20 @@ func (l *purgeLog) since(incarnation, after uint64) (recs []*peerv1.PurgeRecord,
 // from a peer that had not applied the purge yet.
 func (l *purgeLog) covers(key string, e *cache.Entry) bool {
 	fetched := e.FetchedAt()
+	var set *timedPurge
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for i := len(l.records) - 1; i >= 0; i-- {
 		p := l.records[i].GetPurge()
-		issued := p.GetIssued().AsTime()
-		if issued.Add(purgeSkew + time.Minute).Before(fetched) {
-			return false // records are in about issue order: the rest are older
+		if p.GetIssued().AsTime().Add(purgeSkew + time.Minute).Before(fetched) {
+			break // records are in about issue order: the rest are older
 		}
-		if !fetched.Before(issued.Add(purgeSkew)) {
-			continue
+		if set == nil {
+			set = newTimedPurge()
 		}
-		if slices.Contains(p.GetKeys(), key) || hasTag(e, p.GetTags()) ||
-			slices.ContainsFunc(p.GetKeyPrefixes(), func(pre string) bool { return strings.HasPrefix(key, pre) }) {
-			return true
-		}
+		set.add(p)
 	}
-	return false
+	l.mu.Unlock()
+	return set != nil && set.match(key, e)
 }
 
 // has reports whether the log holds a purge with id.
@@ -163,9 +159,17 @@ func later(m map[string]time.Time, k string, t time.Time) {
 	}
 }
 
+// forever bounds a purge applied as it arrives: it matches whatever is
+// stored.
+var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // add merges p, bounded by its issue time plus purgeSkew.
 func (s *timedPurge) add(p *peerv1.PurgeRequest) {
-	bound := p.GetIssued().AsTime().Add(purgeSkew)
+	s.addBound(p, p.GetIssued().AsTime().Add(purgeSkew))
+}
+
+// addBound merges p: it matches what was fetched before bound.
+func (s *timedPurge) addBound(p *peerv1.PurgeRequest, bound time.Time) {
 	for _, k := range p.GetKeys() {
 		later(s.keys, k, bound)
 	}

@@ -201,14 +201,10 @@ func (n *Node) syncPurges(ctx context.Context) error {
 		if resp.GetIncarnation() != cur.incarnation {
 			cur = cursor{incarnation: resp.GetIncarnation()} // the member restarted
 		}
-		hard, soft := newTimedPurge(), newTimedPurge()
+		late := newLatePurges()
 		for _, r := range resp.GetRecords() {
 			if n.purgeLog.add(r.GetPurge()) {
-				if r.GetPurge().GetSoft() {
-					soft.add(r.GetPurge())
-				} else {
-					hard.add(r.GetPurge())
-				}
+				late.add(r.GetPurge())
 				n.log.Info("purge caught up", "purge", r.GetPurge().GetId(), "from", r.GetPurge().GetFrom(), "via", name)
 				n.metrics.purgesCaughtUp.Inc()
 			}
@@ -217,11 +213,10 @@ func (n *Node) syncPurges(ctx context.Context) error {
 		if tb := resp.GetTruncatedBefore(); tb != nil {
 			// The member's log no longer reaches back to this node's cursor:
 			// whatever was fetched before its oldest kept record is suspect.
-			soft.before = tb.AsTime().Add(purgeSkew)
-			n.log.Warn("purge log truncated since the last sync: revalidating older objects", "via", name, "before", soft.before)
+			late.soft.before = tb.AsTime().Add(purgeSkew)
+			n.log.Warn("purge log truncated since the last sync: revalidating older objects", "via", name, "before", late.soft.before)
 		}
-		n.applyTimed(hard, false)
-		n.applyTimed(soft, true)
+		n.applyLate(late)
 		s.mu.Lock()
 		s.cursors[name] = cur
 		s.mu.Unlock()
@@ -244,8 +239,27 @@ func (n *Node) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesRespo
 	return resp
 }
 
-// applyTimed applies purges learnt late to every tier: hard ones remove
-// what they match, soft ones mark it stale.
+// latePurges gathers purges learnt late, hard and soft apart.
+type latePurges struct{ hard, soft *timedPurge }
+
+func newLatePurges() latePurges { return latePurges{hard: newTimedPurge(), soft: newTimedPurge()} }
+
+func (l latePurges) add(p *peerv1.PurgeRequest) {
+	if p.GetSoft() {
+		l.soft.add(p)
+	} else {
+		l.hard.add(p)
+	}
+}
+
+// applyLate applies l to every tier and returns what it removed or marked
+// stale.
+func (n *Node) applyLate(l latePurges) int {
+	return n.applyTimed(l.hard, false) + n.applyTimed(l.soft, true)
+}
+
+// applyTimed applies a set of purges to every tier: it removes what they
+// match or, with soft, marks it stale.
 func (n *Node) applyTimed(set *timedPurge, soft bool) int {
 	if set.empty() {
 		return 0
