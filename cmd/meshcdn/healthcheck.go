@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,7 +25,7 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	path := fs.String("path", "/readyz", "`path` to probe")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}

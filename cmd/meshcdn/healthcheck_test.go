@@ -2,14 +2,13 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-
-	"log/slog"
 
 	"github.com/meshcdn/meshcdn/node"
 )
