@@ -40,6 +40,9 @@ type flight struct {
 	copy bool
 	// fetched is when the peer's response came from the origin.
 	fetched time.Time
+	// late reports a fill answered by what another fill stored just before
+	// this one started (see runFill): every reader was collapsed into that.
+	late bool
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
@@ -90,7 +93,7 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 	if leader && !fl.shareable {
 		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
-	x.status = httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader}
+	x.status = httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader || fl.late}
 	switch {
 	case !fl.stored && fl.reason != "":
 		x.status.Detail = fl.reason
@@ -286,6 +289,23 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
+// storedFresh returns a fresh variant for a request with header h held in
+// memory (the node's own objects or its copies), or nil.
+func (n *Node) storedFresh(key string, h http.Header) *cache.Entry {
+	now := time.Now()
+	for _, tier := range []*cache.Memory{n.store, n.copies} {
+		if tier == nil {
+			continue
+		}
+		if obj, ok := tier.Get(key); ok && !obj.Pass(now) {
+			if e := matchVariant(obj, h); e != nil && e.Fresh(now) {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
 // popFetched removes the peer's fetch time from h and returns it (zero when
 // the peer sent none).
 func popFetched(h http.Header) time.Time {
@@ -335,6 +355,18 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 	idle := time.AfterFunc(n.cfg.FillIdleTimeout, func() { icancel(errIdle) })
 	defer idle.Stop()
 
+	if stale == nil {
+		// A request that missed may start its fill just after another fill
+		// for the key stored its response and left the flight table: answer
+		// from that instead of asking again.
+		if e := n.storedFresh(key, req.header); e != nil {
+			fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, e.Status, true
+			fl.fill.SetHead(e, 0, false)
+			_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
+			n.finish(fkey, fl, nil)
+			return
+		}
+	}
 	stats.originFill.Inc()
 	gen := n.purgeGen.Load() // a purge while this fill runs may concern it
 	reqTime := time.Now()
