@@ -303,8 +303,16 @@ func TestCluster(t *testing.T) {
 	c.down() // a clean state, whatever an earlier run left
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--tail", "40")...)
-			t.Logf("cluster logs:\n%s", out)
+			// The warnings and errors, and the peer fetches that fell back to
+			// the origin (logged at debug: MESHCDN_LOG_LEVEL=debug shows them).
+			out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--no-color")...)
+			var notable []string
+			for l := range strings.Lines(out) {
+				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "peer fetch failed") {
+					notable = append(notable, l)
+				}
+			}
+			t.Logf("cluster log lines of note (%d):\n%s", len(notable), strings.Join(notable[max(0, len(notable)-80):], ""))
 		}
 		c.down()
 	})
