@@ -41,6 +41,9 @@ type Meta struct {
 	// Leaving is set by Leave just before the node announces it, so the others
 	// can tell a graceful leave from a failure.
 	Leaving bool `json:"l,omitempty"`
+	// Draining is set by Drain: the node owns no keys any more but still
+	// answers, so the others can take its objects over from it.
+	Draining bool `json:"d,omitempty"`
 }
 
 // metaV1 leads the encoded metadata, so the format can change later.
@@ -357,18 +360,41 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.left.Swap(true) {
 		return nil // already announced
 	}
-	meta := *g.meta.meta.Load()
-	if m, err := decodeMeta(meta); err == nil {
-		m.Leaving = true
-		if b, err := m.encode(); err == nil {
-			g.meta.meta.Store(&b)
-			// Best effort: without it the others count a failure, not a leave.
-			if err := g.ml.UpdateNode(timeout); err != nil {
-				g.log.Debug("leaving flag not spread", "err", err)
-			}
-		}
+	// Best effort: without it the others count a failure, not a leave.
+	if err := g.updateMeta(timeout, func(m *Meta) { m.Leaving = true }); err != nil {
+		g.log.Debug("leaving flag not spread", "err", err)
 	}
 	return g.ml.Leave(timeout)
+}
+
+// Drain announces that this node owns no keys any more while it stays a
+// member, waiting up to timeout for the update to spread.
+func (g *Gossip) Drain(timeout time.Duration) error {
+	g.lifecycle.Lock()
+	defer g.lifecycle.Unlock()
+	if g.ml == nil || g.stopped.Load() {
+		return errors.New("gossip: drain after shutdown")
+	}
+	return g.updateMeta(timeout, func(m *Meta) { m.Draining = true })
+}
+
+// updateMeta changes this node's metadata and spreads it, waiting up to
+// timeout. The caller holds g.lifecycle.
+func (g *Gossip) updateMeta(timeout time.Duration, change func(*Meta)) error {
+	m, err := decodeMeta(*g.meta.meta.Load())
+	if err != nil {
+		return err
+	}
+	change(&m)
+	b, err := m.encode()
+	if err != nil {
+		return err
+	}
+	g.meta.meta.Store(&b)
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip: spreading metadata: %w", err)
+	}
+	return nil
 }
 
 // Shutdown stops the join loop and closes the sockets, without announcing

@@ -119,6 +119,45 @@ func TestLeaveAndFailure(t *testing.T) {
 	}
 }
 
+// TestDrain: a draining node stays a member and the others see its flag; its
+// later leave is still graceful.
+func TestDrain(t *testing.T) {
+	a := start(t, "n1", nil)
+	b := start(t, "n2", nil, a.Addr())
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	for range len(a.Changed()) {
+		<-a.Changed()
+	}
+	if err := b.Drain(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	draining := func() bool {
+		for _, m := range a.Members() {
+			if m.Name == "n2" {
+				return m.Meta.Draining
+			}
+		}
+		return false
+	}
+	eventually(t, 5*time.Second, "n1 sees n2 draining", draining)
+	select {
+	case <-a.Changed():
+	default:
+		t.Error("no change signal for the drain")
+	}
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Shutdown()
+	eventually(t, 5*time.Second, "n2 gone", func() bool { return names(a) == "n1" })
+	if a.Failures() != 0 {
+		t.Errorf("a drained node's leave counted as a failure")
+	}
+	if err := b.Drain(time.Second); err == nil {
+		t.Error("Drain after Shutdown: no error")
+	}
+}
+
 // TestJoinRetriesUntilSeedExists: a node whose seed is not up yet keeps
 // trying, so nodes may start in any order; a DNS name is resolved.
 func TestJoinRetriesUntilSeedExists(t *testing.T) {

@@ -62,7 +62,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 		"/ListMembers": {`"name": "n1"`, `"name": "n2"`, `"name": "n3"`, `"self": true`, `"ownedShare"`, `"state": "alive"`,
 			`"adminAddr": "127.0.0.1:`, `"version": "test"`},
 		"/Locate":    {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
-		"/GetConfig": {`"node": "n1"`, `\"Mesh\"`},
+		"/GetConfig": {`"node": "n1"`, `\"Mesh\"`, `\"HandoffWindow\": \"2m0s\"`},
 		"/Drain":     {`"node": "n3"`},
 		"/Prefetch":  {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
 		"/Explain":   {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
@@ -337,5 +337,47 @@ func TestDrain(t *testing.T) {
 	}
 	if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n9"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("unknown node: %v", err)
+	}
+}
+
+// TestDrainHandsOff: the new owners of a drained node's keys take its
+// objects over from it, not from the origin, while it stays a member shown
+// as draining; spurious change signals keep where keys were before.
+func TestDrainHandsOff(t *testing.T) {
+	const keys = 300
+	o, nodes, paths := warmCluster(t, keys, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
+	var owned int
+	for _, p := range paths {
+		if o, _ := nodes[0].mesh.ring.Load().ring.Owner(key(p)); o == "n3" {
+			owned++
+		}
+	}
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 && nodes[2].RingMembers() == 2
+	})
+	r, err := ac.ListMembers(t.Context(), &adminv1.ListMembersRequest{})
+	if err != nil || len(r.GetMembers()) != 3 || r.GetMembers()[2].GetState() != "draining" || r.GetMembers()[2].GetOwnedShare() != 0 {
+		t.Fatalf("members after the drain: %v %v", r, err)
+	}
+	nodes[0].rebuildRing() // as after a member's metadata change
+	nodes[1].rebuildRing()
+	for _, n := range nodes[:2] {
+		for _, p := range paths {
+			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
+				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
+			}
+		}
+	}
+	if h := o.hits.Load(); h != keys {
+		t.Errorf("origin asked %d times, want %d: the drained node's %d objects were not handed off", h, keys, owned)
+	}
+	// Objects the others had copied from n3 need no hand-off.
+	if h := counterValue(t, nodes[0], "meshcdn_handoffs_total") + counterValue(t, nodes[1], "meshcdn_handoffs_total"); h == 0 || h > float64(owned) {
+		t.Errorf("%v hand-offs, want 1 to %d", h, owned)
 	}
 }

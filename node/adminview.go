@@ -82,8 +82,11 @@ func (v adminView) Members() []admin.MemberInfo {
 	var out []admin.MemberInfo
 	for _, m := range n.mesh.gossip.Members() {
 		state := "alive"
-		if m.Meta.Leaving || (m.Name == n.cfg.Name && n.mesh.draining.Load()) {
+		switch {
+		case m.Meta.Leaving:
 			state = "leaving"
+		case m.Meta.Draining || (m.Name == n.cfg.Name && n.mesh.draining.Load()):
+			state = "draining"
 		}
 		out = append(out, admin.MemberInfo{Name: m.Name, State: state, Region: m.Meta.Region, HTTPAddr: m.Meta.HTTPAddr,
 			PeerAddr: m.Meta.PeerAddr, GossipAddr: m.Addr, AdminAddr: m.Meta.AdminAddr, Version: m.Meta.Version,
@@ -311,11 +314,13 @@ func (v adminView) Stats(ctx context.Context) []admin.NodeStats { return v.n.clu
 func (v adminView) ConfigJSON() ([]byte, error) {
 	c := v.n.cfg
 	type mesh struct {
-		Peer, Gossip string
-		Join         []string
-		Region       string
-		GossipKey    string `json:",omitempty"`
-		CopyShare    float64
+		Peer, Gossip            string
+		Join                    []string
+		Region                  string
+		GossipKey               string `json:",omitempty"`
+		CopyShare               float64
+		PurgeLease              string
+		HandoffWindow, JoinWave string
 	}
 	view := struct {
 		Name, HTTP, Metrics, Admin   string
@@ -341,9 +346,11 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 	for _, o := range c.Origins {
 		view.Origins = append(view.Origins, o.String())
 	}
-	if m := c.Mesh; m != nil {
+	if v.n.mesh != nil {
+		m := v.n.mesh.cfg // with the defaults in place
 		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
-			CopyShare: m.CopyShare}
+			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
+			JoinWave: m.JoinWave.String()}
 		if len(m.GossipKey) > 0 {
 			view.Mesh.GossipKey = "REDACTED"
 		}

@@ -194,6 +194,9 @@ func (c Config) Validate() error {
 		if m.PurgeLease != 0 && (m.PurgeLease < 100*time.Millisecond || m.PurgeLease > time.Minute) {
 			bad("purge_lease", "%v is not between 100ms and 1m", m.PurgeLease)
 		}
+		if m.HandoffWindow != 0 && (m.HandoffWindow < time.Second || m.HandoffWindow > time.Hour) {
+			bad("handoff_window", "%v is not between 1s and 1h", m.HandoffWindow)
+		}
 		if m.CopyShare < 0 || m.CopyShare >= 1 {
 			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)
 		}
@@ -273,12 +276,13 @@ type File struct {
 		CAFile         string         `yaml:"ca_file"`
 	} `yaml:"origin"`
 	Mesh *struct {
-		Peer       string         `yaml:"peer"`
-		Gossip     string         `yaml:"gossip"`
-		Join       []string       `yaml:"join"`
-		Region     string         `yaml:"region"`
-		GossipKey  string         `yaml:"gossip_key"`
-		PurgeLease units.Duration `yaml:"purge_lease"`
+		Peer          string         `yaml:"peer"`
+		Gossip        string         `yaml:"gossip"`
+		Join          []string       `yaml:"join"`
+		Region        string         `yaml:"region"`
+		GossipKey     string         `yaml:"gossip_key"`
+		PurgeLease    units.Duration `yaml:"purge_lease"`
+		HandoffWindow units.Duration `yaml:"handoff_window"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -374,7 +378,7 @@ func ParseFile(name string, data []byte) (Config, error) {
 	}
 	if m := f.Mesh; m != nil {
 		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
-			PurgeLease: time.Duration(m.PurgeLease)}
+			PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow)}
 		if m.GossipKey != "" {
 			k, err := base64.StdEncoding.DecodeString(m.GossipKey)
 			if err != nil {

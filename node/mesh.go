@@ -100,7 +100,7 @@ func (m *MeshConfig) withDefaults() {
 // snapshot is a ring and when it replaced the one before.
 type snapshot struct {
 	ring  *ring.Ring
-	prev  *ring.Ring // the ring it replaced, nil at first
+	prev  *ring.Ring // where keys were before: the ring it replaced, nil at first
 	since time.Time
 }
 
@@ -116,7 +116,7 @@ type mesh struct {
 	health   *health.Server
 	peerLn   net.Listener
 	started  time.Time
-	draining atomic.Bool // left the ring; still answers as a non-owner
+	draining atomic.Bool // out of the ring; still answers as a non-owner and to hand-offs
 	purges   *purgeSync
 }
 
@@ -211,17 +211,18 @@ func (n *Node) rebuildRing() {
 	if len(members) == 0 || n.ctx.Err() != nil {
 		return // shutting down
 	}
-	if m.draining.Load() && len(members) == 1 {
-		return // alone and draining: keep the last ring
-	}
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
 	for _, mem := range members {
-		if mem.Name == n.cfg.Name && m.draining.Load() {
-			continue // a draining node owns nothing
-		}
-		names = append(names, mem.Name)
+		// Draining members own nothing but still answer: the new owners of
+		// their keys ask them before the origin.
 		addrs[mem.Name] = mem.Meta.PeerAddr
+		if !mem.Meta.Draining && (mem.Name != n.cfg.Name || !m.draining.Load()) {
+			names = append(names, mem.Name)
+		}
+	}
+	if len(names) == 0 {
+		return // every member drains: keep the last ring
 	}
 	r, err := ring.New(names, m.cfg.Ring)
 	if err != nil {
@@ -236,26 +237,56 @@ func (n *Node) rebuildRing() {
 		}
 	}
 	m.addrs.Store(&addrs)
-	var prev *ring.Ring
-	if old := m.ring.Load(); old != nil {
-		prev = old.ring
+	old := m.ring.Load()
+	if old != nil && slices.Equal(old.ring.Members(), r.Members()) {
+		return // a member's metadata changed, not the ring
 	}
-	if time.Since(m.started) < m.cfg.HandoffWindow && len(names) > 1 {
-		// This node joined recently: its keys were held by the members that
-		// were there before its wave (however they arrived in its view).
+	snap := &snapshot{ring: r, since: time.Now()}
+	if old != nil {
+		snap.prev = old.ring
+	}
+	if m.inNewestWave(members, names) && (old == nil || !isSubset(names, old.ring.Members())) {
+		// This node joined recently and sees members arrive: its keys were
+		// held by the members that were there before its wave (however they
+		// arrived in its view). When members go, they held them.
 		var before []string
 		for _, mem := range members {
 			if mem.Meta.Started != 0 && mem.Meta.Started < m.started.Add(-m.cfg.JoinWave).UnixMilli() && slices.Contains(names, mem.Name) {
 				before = append(before, mem.Name)
 			}
 		}
-		prev = nil
+		snap.prev = nil
 		if pr, err := ring.New(before, m.cfg.Ring); err == nil && len(before) > 0 {
-			prev = pr
+			snap.prev = pr
 		}
 	}
-	m.ring.Store(&snapshot{ring: r, prev: prev, since: time.Now()})
+	m.ring.Store(snap)
 	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
+}
+
+// inNewestWave reports whether this node started within the hand-off window
+// and no ring member (names) started a join wave after it.
+func (m *mesh) inNewestWave(members []gossip.Member, names []string) bool {
+	if time.Since(m.started) >= m.cfg.HandoffWindow || len(names) < 2 {
+		return false
+	}
+	late := m.started.Add(m.cfg.JoinWave).UnixMilli()
+	for _, mem := range members {
+		if mem.Meta.Started > late && slices.Contains(names, mem.Name) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSubset reports whether every one of names is in of.
+func isSubset(names, of []string) bool {
+	for _, n := range names {
+		if !slices.Contains(of, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // owner returns the peer that owns key and its address, or ok false when this
@@ -293,8 +324,10 @@ func (n *Node) previousOwner(key string) (name, addr string, ok bool) {
 	return o, a, a != ""
 }
 
-// DrainLocal takes this node out of the ring: it announces that it leaves,
-// stops owning keys, and reports not ready; it keeps answering clients.
+// DrainLocal takes this node out of the ring: it stops owning keys, tells the
+// others, and reports not ready. It stays a member until it stops, answering
+// clients (as a non-owner) and the new owners of its keys, which take its
+// objects over from it instead of the origin.
 func (n *Node) DrainLocal() error {
 	if n.mesh == nil {
 		return errors.New("node: not in a mesh")
@@ -303,13 +336,13 @@ func (n *Node) DrainLocal() error {
 		return nil
 	}
 	n.ready.Store(false)
-	n.log.Info("draining: leaving the ring")
+	n.log.Info("draining: leaving the ring; still answering until stopped")
 	n.rebuildRing()
 	// Announce in the background: the caller's answer must not wait for the
-	// others to drop their connections to this node.
+	// update to spread.
 	n.wg.Go(func() {
-		if err := n.mesh.gossip.Leave(n.mesh.cfg.LeaveTimeout); err != nil {
-			n.log.Warn("draining: leave not announced", "err", err)
+		if err := n.mesh.gossip.Drain(n.mesh.cfg.LeaveTimeout); err != nil {
+			n.log.Warn("draining: not announced", "err", err)
 		}
 	})
 	return nil

@@ -389,39 +389,60 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 // every key either keeps its owner or is handed off from the node that held
 // it, so requests through every node cost the origin nothing more.
 func TestScaleOutHandOff(t *testing.T) {
-	t.Run("young cluster", func(t *testing.T) { testScaleOut(t, 0) })
+	t.Run("young cluster", func(t *testing.T) { testScaleOut(t, 0, false) })
 	// Members older than the hand-off window see the two joins as two ring
-	// changes: keys moved between them are where they were before the first.
-	t.Run("settled cluster", func(t *testing.T) { testScaleOut(t, 3*time.Second) })
+	// changes (or one): keys moved between them are where they were before
+	// the first.
+	t.Run("settled cluster", func(t *testing.T) { testScaleOut(t, 3*time.Second, false) })
+	// The second node starts only when every member has seen the first: two
+	// ring changes everywhere, within one join wave.
+	t.Run("settled cluster, one join after the other", func(t *testing.T) { testScaleOut(t, 3*time.Second, true) })
 }
 
-// testScaleOut adds two nodes at once to a warm cluster of 3 whose members
-// have been up for settle, with that hand-off window (0: the default).
-func testScaleOut(t *testing.T, settle time.Duration) {
-	const keys = 300
-	window := func(c *Config) { c.Mesh.HandoffWindow = settle }
-	o, nodes, paths := warmCluster(t, keys, window)
-	time.Sleep(settle) // the members leave their own hand-off window
-	var wg sync.WaitGroup
-	added := make([]*Node, 2)
-	for i := range added {
-		wg.Go(func() {
-			cfg := Config{Name: fmt.Sprintf("n%d", 4+i), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0",
-				GossipAddr: "127.0.0.1:0", Fast: true, Join: []string{nodes[0].GossipAddr()}}}
-			window(&cfg)
-			added[i] = startNode(t, o, cfg)
-		})
-	}
-	wg.Wait()
-	all := append(nodes, added...)
-	eventually(t, 10*time.Second, func() bool {
-		for _, n := range all {
-			if n.RingMembers() != 5 {
-				return false
+// testScaleOut adds two nodes of one join wave to a warm cluster of 3 whose
+// members have been up for settle, with that hand-off window (0: the
+// default); staggered starts the second once the first is in every ring.
+func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
+	const (
+		keys = 300
+		// wave is long enough for two nodes started together on a busy
+		// machine to count as one wave, and for a staggered start.
+		wave = 3 * time.Second
+	)
+	tweak := func(c *Config) { c.Mesh.HandoffWindow, c.Mesh.JoinWave = settle, wave }
+	o, nodes, paths := warmCluster(t, keys, tweak)
+	// The members leave their own hand-off window and join wave.
+	time.Sleep(max(settle, wave))
+	inRing := func(nodes []*Node, size int) func() bool {
+		return func() bool {
+			for _, n := range nodes {
+				if n.RingMembers() != size {
+					return false
+				}
 			}
+			return true
 		}
-		return true
-	})
+	}
+	added := make([]*Node, 2)
+	add := func(i int) {
+		cfg := Config{Name: fmt.Sprintf("n%d", 4+i), Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0",
+			GossipAddr: "127.0.0.1:0", Fast: true, Join: []string{nodes[0].GossipAddr()}}}
+		tweak(&cfg)
+		added[i] = startNode(t, o, cfg)
+	}
+	if staggered {
+		add(0)
+		eventually(t, wave/2, inRing(append(nodes, added[0]), 4))
+		add(1)
+	} else {
+		var wg sync.WaitGroup
+		for i := range added {
+			wg.Go(func() { add(i) })
+		}
+		wg.Wait()
+	}
+	all := append(nodes, added...)
+	eventually(t, 10*time.Second, inRing(all, 5))
 	for _, n := range all {
 		for _, p := range paths {
 			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {

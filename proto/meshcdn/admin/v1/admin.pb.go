@@ -111,9 +111,10 @@ type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the node's name, unique in the cluster.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// state is "alive", "leaving" (announced a graceful leave or is
-	// draining), or "failed": gone without leaving within the last hour, so
-	// it may have missed purges (only name and state are set then).
+	// state is "alive", "draining" (out of the ring, still answering; see
+	// Drain), "leaving" (announced a graceful leave), or "failed": gone
+	// without leaving within the last hour, so it may have missed purges (only
+	// name and state are set then).
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// region is the region the node advertises.
 	Region string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`

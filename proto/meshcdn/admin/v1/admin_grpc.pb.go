@@ -66,10 +66,11 @@ type AdminServiceClient interface {
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
-	// Drain takes a node out of the ring gracefully: it announces that it
-	// leaves, the others take over its keys (with hand-off), and it keeps
-	// answering its clients (as a non-owner) and reports not ready, so a load
-	// balancer moves them away.
+	// Drain takes a node out of the ring gracefully: the others take over its
+	// keys and, within the hand-off window, its objects from it rather than
+	// from the origin. It stays a member ("draining") until it is stopped,
+	// keeps answering its clients (as a non-owner) and reports not ready, so a
+	// load balancer moves them away.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
@@ -216,10 +217,11 @@ type AdminServiceServer interface {
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
-	// Drain takes a node out of the ring gracefully: it announces that it
-	// leaves, the others take over its keys (with hand-off), and it keeps
-	// answering its clients (as a non-owner) and reports not ready, so a load
-	// balancer moves them away.
+	// Drain takes a node out of the ring gracefully: the others take over its
+	// keys and, within the hand-off window, its objects from it rather than
+	// from the origin. It stays a member ("draining") until it is stopped,
+	// keeps answering its clients (as a non-owner) and reports not ready, so a
+	// load balancer moves them away.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
