@@ -273,13 +273,17 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
-	// This node owns the key. Right after a ring change, its previous owner may
-	// still hold it: ask that node's cache before the origin.
-	if name, addr, ok := n.previousOwner(key); ok && req.header.Get("If-None-Match") == "" {
-		if resp, err := n.fetchPeer(ctx, name, addr, key, req, true); err == nil {
+	// This node owns the key. Right after ring changes, its previous owners
+	// may still hold it: ask their caches before the origin.
+	if req.header.Get("If-None-Match") == "" {
+		for _, p := range n.previousOwners(key) {
+			resp, err := n.fetchPeer(ctx, p.name, p.addr, key, req, true)
+			if err != nil {
+				continue
+			}
 			if resp.StatusCode != http.StatusGatewayTimeout {
 				n.metrics.handoffs.Inc()
-				fl.peer, fl.fetched = name, popFetched(resp.Header)
+				fl.peer, fl.fetched = p.name, popFetched(resp.Header)
 				return resp, nil
 			}
 			origin.DrainClose(resp.Body)

@@ -97,12 +97,24 @@ func (m *MeshConfig) withDefaults() {
 	}
 }
 
-// snapshot is a ring and when it replaced the one before.
+// snapshot is a ring and the rings it replaced, newest first, while their
+// hand-off windows last: where keys were before.
 type snapshot struct {
-	ring  *ring.Ring
-	prev  *ring.Ring // where keys were before: the ring it replaced, nil at first
-	since time.Time
+	ring *ring.Ring
+	past []pastRing
 }
+
+// pastRing is a ring that another replaced, and until when a new owner asks
+// its owners before the origin.
+type pastRing struct {
+	ring  *ring.Ring
+	until time.Time
+}
+
+// maxPastRings bounds how many replaced rings a miss may consult: a burst of
+// changes (two nodes drained one after the other) moves a key more than once
+// before anybody asks for it.
+const maxPastRings = 3
 
 // mesh is the running mesh part of a node.
 type mesh struct {
@@ -241,23 +253,30 @@ func (n *Node) rebuildRing() {
 	if old != nil && slices.Equal(old.ring.Members(), r.Members()) {
 		return // a member's metadata changed, not the ring
 	}
-	snap := &snapshot{ring: r, since: time.Now()}
+	now := time.Now()
+	snap := &snapshot{ring: r}
 	if old != nil {
-		snap.prev = old.ring
+		snap.past = append(snap.past, pastRing{ring: old.ring, until: now.Add(m.cfg.HandoffWindow)})
+		for _, p := range old.past {
+			if len(snap.past) < maxPastRings && now.Before(p.until) {
+				snap.past = append(snap.past, p)
+			}
+		}
 	}
 	if m.inNewestWave(members, names) && (old == nil || !isSubset(names, old.ring.Members())) {
 		// This node joined recently and sees members arrive: its keys were
 		// held by the members that were there before its wave (however they
-		// arrived in its view). When members go, they held them.
+		// arrived in its view), not by the rings of its own partial views.
+		// When members go, they held them.
 		var before []string
 		for _, mem := range members {
 			if mem.Meta.Started != 0 && mem.Meta.Started < m.started.Add(-m.cfg.JoinWave).UnixMilli() && slices.Contains(names, mem.Name) {
 				before = append(before, mem.Name)
 			}
 		}
-		snap.prev = nil
+		snap.past = nil
 		if pr, err := ring.New(before, m.cfg.Ring); err == nil && len(before) > 0 {
-			snap.prev = pr
+			snap.past = []pastRing{{ring: pr, until: now.Add(m.cfg.HandoffWindow)}}
 		}
 	}
 	m.ring.Store(snap)
@@ -303,26 +322,31 @@ func (n *Node) owner(key string) (name, addr string, ok bool) {
 	return o, a, a != ""
 }
 
-// previousOwner returns the member that owned key before the last ring
-// change, while the hand-off window lasts and that member is still alive.
-func (n *Node) previousOwner(key string) (name, addr string, ok bool) {
+// previousOwners returns the members that held key before the last ring
+// changes, newest first, while their hand-off windows last: live members
+// other than this node and the key's owner.
+func (n *Node) previousOwners(key string) []peerRef {
 	if n.mesh == nil {
-		return "", "", false
+		return nil
 	}
 	s := n.mesh.ring.Load()
-	if s.prev == nil || time.Since(s.since) > n.mesh.cfg.HandoffWindow {
-		return "", "", false
+	cur, _ := s.ring.Owner(key)
+	addrs := *n.mesh.addrs.Load()
+	now := time.Now()
+	var out []peerRef
+	for _, p := range s.past {
+		o, found := p.ring.Owner(key)
+		if !found || now.After(p.until) || o == n.cfg.Name || o == cur || addrs[o] == "" ||
+			slices.ContainsFunc(out, func(r peerRef) bool { return r.name == o }) {
+			continue
+		}
+		out = append(out, peerRef{name: o, addr: addrs[o]})
 	}
-	o, found := s.prev.Owner(key)
-	if !found || o == n.cfg.Name {
-		return "", "", false
-	}
-	if cur, _ := s.ring.Owner(key); cur == o {
-		return "", "", false // not moved
-	}
-	a := (*n.mesh.addrs.Load())[o]
-	return o, a, a != ""
+	return out
 }
+
+// peerRef names a member and its peer address.
+type peerRef struct{ name, addr string }
 
 // DrainLocal takes this node out of the ring: it stops owning keys, tells the
 // others, and reports not ready. It stays a member until it stops, answering

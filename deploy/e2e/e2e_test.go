@@ -108,6 +108,7 @@ func (c *cluster) down() {
 // edge is one edge container.
 type edge struct {
 	id, name    string // container id; name is its host name, the node's name
+	number      int    // the replica's number in compose
 	http, admin string // published 127.0.0.1:port addresses
 }
 
@@ -116,12 +117,16 @@ func (c *cluster) edges() []edge {
 	c.t.Helper()
 	var out []edge
 	for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", "edge")) {
-		state := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f", "{{.State.Running}} {{.Config.Hostname}}", id))
-		running, host, _ := strings.Cut(state, " ")
-		if running != "true" {
+		state := strings.Fields(c.run(time.Minute, "docker", "inspect", "-f",
+			`{{.State.Running}} {{.Config.Hostname}} {{index .Config.Labels "com.docker.compose.container-number"}}`, id))
+		if len(state) != 3 || state[0] != "true" {
 			continue
 		}
-		out = append(out, edge{id: id, name: host, http: c.port(id, "8080"), admin: c.port(id, "7071")})
+		number, err := strconv.Atoi(state[2])
+		if err != nil {
+			c.t.Fatalf("container %s: replica number %q: %v", id, state[2], err)
+		}
+		out = append(out, edge{id: id, name: state[1], number: number, http: c.port(id, "8080"), admin: c.port(id, "7071")})
 	}
 	slices.SortFunc(out, func(a, b edge) int { return strings.Compare(a.name, b.name) })
 	return out
@@ -268,15 +273,24 @@ func objectPath(i int) string { return fmt.Sprintf("/css/site.css?v=%d", i) }
 // error.
 func requestAll(t *testing.T, es []edge, skip map[string]bool) {
 	t.Helper()
+	var paths []string
+	for i := range objects {
+		if p := objectPath(i); !skip[p] {
+			paths = append(paths, p)
+		}
+	}
+	request(t, es, paths)
+}
+
+// request fetches every path through every edge, the edges in parallel, and
+// fails on any error.
+func request(t *testing.T, es []edge, paths []string) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(es))
 	for _, e := range es {
 		wg.Go(func() {
-			for i := range objects {
-				p := objectPath(i)
-				if skip[p] {
-					continue
-				}
+			for _, p := range paths {
 				resp, _, err := get(e, p)
 				if err == nil && resp.StatusCode != 200 {
 					err = fmt.Errorf("status %d", resp.StatusCode)
@@ -519,5 +533,56 @@ func TestCluster(t *testing.T) {
 	}
 	t.Logf("the restarted edge served its %d objects from disk", len(owned))
 
-	step("7. done: the cluster is torn down with its volumes")
+	step("7. drain two edges, then scale in to 3: no origin requests for what is cached")
+	// Compose removes the highest-numbered replicas. Objects of their own,
+	// requested through them alone, are held by their owners and by them.
+	slices.SortFunc(es, func(a, b edge) int { return a.number - b.number })
+	staying, leaving := es[:3], es[3:]
+	var held []string
+	for i := range objects / 2 {
+		held = append(held, fmt.Sprintf("/css/site.css?held=%d", i))
+	}
+	base = originRequests(t)
+	request(t, leaving, held)
+	if got := originRequests(t) - base; got != int64(len(held)) {
+		t.Fatalf("the origin served %d requests for %d new objects", got, len(held))
+	}
+	for _, e := range leaving {
+		if err := c.grpc(e.admin, "Drain", "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, "the edges that stay to see the two others draining", func() string {
+		for _, e := range staying {
+			var ml memberList
+			if err := c.grpc(e.admin, "ListMembers", "", &ml); err != nil {
+				return err.Error()
+			}
+			for _, m := range ml.Members {
+				if (m.Name == leaving[0].name || m.Name == leaving[1].name) && m.State != "draining" {
+					return fmt.Sprintf("%s lists %s as %q", e.name, m.Name, m.State)
+				}
+			}
+		}
+		return ""
+	})
+	base = originRequests(t)
+	request(t, staying, held)
+	if got := originRequests(t) - base; got != 0 {
+		t.Fatalf("the origin served %d of %d objects again after the drain; the drained edges should have handed them off", got, len(held))
+	}
+	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=3")
+	es = c.waitMembers(2*time.Minute, 3)
+	for _, e := range es {
+		if !slices.ContainsFunc(staying, func(s edge) bool { return s.id == e.id }) {
+			t.Fatalf("compose kept %s (replica %d), not one of the undrained edges", e.name, e.number)
+		}
+	}
+	request(t, es, held)
+	requestAll(t, es, skip)
+	if got := originRequests(t) - base; got != 0 {
+		t.Fatalf("the origin served %d requests after the scale-in", got)
+	}
+
+	step("8. done: the cluster is torn down with its volumes")
 }
