@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -70,6 +71,7 @@ func TestComposeFile(t *testing.T) {
 			Volumes   []string
 			DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
 			Health    *struct{ Test []string }              `yaml:"healthcheck"`
+			Grace     string                                `yaml:"stop_grace_period"`
 		}
 	}
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
@@ -106,6 +108,19 @@ func TestComposeFile(t *testing.T) {
 	if cfg.CacheDir != "/var/cache/meshcdn" || !slices.Contains(edge.Volumes, cfg.CacheDir) {
 		t.Errorf("cache_dir %q is not a volume of the edge service: %v", cfg.CacheDir, edge.Volumes)
 	}
+	// Docker kills an edge only after its own shutdown bound, which includes
+	// the drain before it stops.
+	if grace, err := time.ParseDuration(edge.Grace); err != nil || grace <= shutdownTimeout(cfg) {
+		t.Errorf("edge stop_grace_period %q is not above the shutdown timeout %v", edge.Grace, shutdownTimeout(cfg))
+	}
+}
+
+// shutdownTimeout is a node's effective bound on its shutdown.
+func shutdownTimeout(cfg node.Config) time.Duration {
+	if cfg.ShutdownTimeout == 0 {
+		return node.DefaultShutdownTimeout
+	}
+	return cfg.ShutdownTimeout
 }
 
 func TestKubernetesManifests(t *testing.T) {
@@ -167,6 +182,7 @@ func TestKubernetesManifests(t *testing.T) {
 		ServiceName string `yaml:"serviceName"`
 		Template    struct {
 			Spec struct {
+				Grace      int `yaml:"terminationGracePeriodSeconds"`
 				Containers []struct {
 					Args  []string
 					Ports []struct {
@@ -187,6 +203,9 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if sts.ServiceName != "meshcdn-edge-peers" || len(sts.Template.Spec.Containers) != 1 {
 		t.Fatalf("statefulset: %+v", sts)
+	}
+	if grace := time.Duration(sts.Template.Spec.Grace) * time.Second; grace <= shutdownTimeout(cfg) {
+		t.Errorf("terminationGracePeriodSeconds %v is not above the shutdown timeout %v", grace, shutdownTimeout(cfg))
 	}
 	c := sts.Template.Spec.Containers[0]
 	ports := map[string]string{}

@@ -406,3 +406,52 @@ func TestDrainHandsOff(t *testing.T) {
 		t.Error("no hand-off counted")
 	}
 }
+
+// TestDrainOnStop: with mesh.drain_on_stop, a stopping node drains first and
+// keeps answering, so the objects asked for meanwhile come from it, not from
+// the origin; it stops once the time is up or its shutdown context ends.
+func TestDrainOnStop(t *testing.T) {
+	const keys = 100
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := startCluster(t, o, 3, func(c *Config) {
+		if c.Name == "n3" {
+			c.Mesh.DrainOnStop, c.ShutdownTimeout = time.Minute, 2*time.Minute
+		}
+	})
+	var paths []string
+	for i := range keys {
+		p := fmt.Sprintf("/k/%d.js", i)
+		if owner, _ := nodes[0].mesh.ring.Load().ring.Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n3" {
+			do(t, nodes[2], "GET", p) // held by n3 alone
+			paths = append(paths, p)
+		}
+	}
+	hits := o.hits.Load()
+	ctx, stop := context.WithCancel(t.Context())
+	stopped := make(chan error, 1)
+	go func() { stopped <- nodes[2].Shutdown(ctx) }()
+	eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 })
+	for _, p := range paths {
+		if r := do(t, nodes[0], "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
+			t.Fatalf("%s: %d %q", p, r.StatusCode, r.body)
+		}
+	}
+	if h := o.hits.Load() - hits; h != 0 {
+		t.Errorf("the origin was asked %d times for %d objects of the node draining before its stop", h, len(paths))
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned before its drain time: %v", err)
+	default:
+	}
+	stop() // the shutdown's deadline: the drain ends, the node stops
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after its context ended")
+	}
+	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.gossip.Members()) == 2 })
+}

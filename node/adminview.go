@@ -321,6 +321,7 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 		CopyShare               float64
 		PurgeLease              string
 		HandoffWindow, JoinWave string
+		DrainOnStop             string
 	}
 	view := struct {
 		Name, HTTP, Metrics, Admin   string
@@ -350,7 +351,7 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 		m := v.n.mesh.cfg // with the defaults in place
 		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
 			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
-			JoinWave: m.JoinWave.String()}
+			JoinWave: m.JoinWave.String(), DrainOnStop: m.DrainOnStop.String()}
 		if len(m.GossipKey) > 0 {
 			view.Mesh.GossipKey = "REDACTED"
 		}

@@ -194,6 +194,13 @@ func (c Config) Validate() error {
 		if m.PurgeLease != 0 && (m.PurgeLease < 100*time.Millisecond || m.PurgeLease > time.Minute) {
 			bad("purge_lease", "%v is not between 100ms and 1m", m.PurgeLease)
 		}
+		shutdown := c.ShutdownTimeout
+		if shutdown == 0 {
+			shutdown = DefaultShutdownTimeout
+		}
+		if m.DrainOnStop < 0 || (m.DrainOnStop > 0 && m.DrainOnStop >= shutdown) {
+			bad("drain_on_stop", "%v is not between 0 and node.shutdown_timeout (%v)", m.DrainOnStop, shutdown)
+		}
 		if m.HandoffWindow != 0 && (m.HandoffWindow < time.Second || m.HandoffWindow > time.Hour) {
 			bad("handoff_window", "%v is not between 1s and 1h", m.HandoffWindow)
 		}
@@ -283,6 +290,7 @@ type File struct {
 		GossipKey     string         `yaml:"gossip_key"`
 		PurgeLease    units.Duration `yaml:"purge_lease"`
 		HandoffWindow units.Duration `yaml:"handoff_window"`
+		DrainOnStop   units.Duration `yaml:"drain_on_stop"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -378,7 +386,8 @@ func ParseFile(name string, data []byte) (Config, error) {
 	}
 	if m := f.Mesh; m != nil {
 		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
-			PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow)}
+			PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
+			DrainOnStop: time.Duration(m.DrainOnStop)}
 		if m.GossipKey != "" {
 			k, err := base64.StdEncoding.DecodeString(m.GossipKey)
 			if err != nil {

@@ -25,6 +25,7 @@ mesh:
   join: ["edges.internal:7946"]
   purge_lease: 5s
   handoff_window: 5m
+  drain_on_stop: 5s
 sites:
   - name: www
     hosts: [www.example.com, "*.img.example.com"]
@@ -40,7 +41,7 @@ sites:
 	}
 	if c.Name != "edge-a" || c.MemoryBytes != 64<<20 || c.MaxObjectSize != 4<<20 || c.HitForPass != 30*time.Second ||
 		!c.AccessLog || len(c.Origins) != 1 || c.Origin.DialTimeout != 3*time.Second || len(c.Sites) != 1 ||
-		c.Mesh == nil || c.Mesh.PurgeLease != 5*time.Second || c.Mesh.HandoffWindow != 5*time.Minute || c.Mesh.Join[0] != "edges.internal:7946" {
+		c.Mesh == nil || c.Mesh.PurgeLease != 5*time.Second || c.Mesh.HandoffWindow != 5*time.Minute || c.Mesh.DrainOnStop != 5*time.Second || c.Mesh.Join[0] != "edges.internal:7946" {
 		t.Fatalf("parsed %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -92,6 +93,7 @@ func TestValidate(t *testing.T) {
 		{Config{Origins: mustOrigins(t), FillTimeout: -1}, "fill_timeout: must not be negative"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{PurgeLease: time.Millisecond}}, "purge_lease: 1ms is not between 100ms and 1m"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{HandoffWindow: 2 * time.Hour}}, "handoff_window: 2h0m0s is not between 1s and 1h"},
+		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{DrainOnStop: 15 * time.Second}}, "drain_on_stop: 15s is not between 0 and node.shutdown_timeout (15s)"},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -60,6 +60,12 @@ type MeshConfig struct {
 	// objects older than the lease before serving them. A purge that a member
 	// did not acknowledge is answered no sooner than this. Default 2s.
 	PurgeLease time.Duration
+	// DrainOnStop, when set, makes a stopping node drain first and keep
+	// answering for this long before it leaves, so the new owners of its keys
+	// take the objects asked for meanwhile over from it rather than from the
+	// origin. It must be shorter than Config.ShutdownTimeout. Default 0: a
+	// stopping node leaves at once.
+	DrainOnStop time.Duration
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }
@@ -370,6 +376,26 @@ func (n *Node) DrainLocal() error {
 		}
 	})
 	return nil
+}
+
+// drainBeforeStop takes the node out of the ring and keeps it answering for
+// Mesh.DrainOnStop, or until ctx ends, unless it is alone or drains already.
+func (n *Node) drainBeforeStop(ctx context.Context) {
+	m := n.mesh
+	if m == nil || m.cfg.DrainOnStop <= 0 || m.draining.Load() || n.RingMembers() < 2 {
+		return
+	}
+	if err := n.DrainLocal(); err != nil {
+		n.log.Warn("not draining before stopping", "err", err)
+		return
+	}
+	n.log.Info("draining before stopping", "for", m.cfg.DrainOnStop)
+	t := time.NewTimer(m.cfg.DrainOnStop)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // stopMesh leaves the mesh and stops the peer listener.

@@ -288,10 +288,12 @@ func (n *Node) MetricsAddr() string {
 
 // Shutdown stops accepting requests, lets those in flight finish until ctx
 // ends (then cuts them off), stops every fill and returns when all of the
-// node's goroutines have ended. Calls after the first return nil at once.
+// node's goroutines have ended. With Mesh.DrainOnStop it first drains and
+// keeps answering for that long. Calls after the first return nil at once.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
+		n.drainBeforeStop(ctx)
 		n.ready.Store(false)
 		var errs []error
 		if n.mesh != nil {
