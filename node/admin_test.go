@@ -340,8 +340,8 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-// TestDrainHandsOff: the new owners of drained nodes' keys take their
-// objects over from them, not from the origin, while they stay members
+// TestDrainHandsOff: the new owners of drained nodes' keys pull their
+// objects from them on demand, not from the origin, while they stay members
 // shown as draining; two drains one after the other move some keys twice
 // before anybody asks for them; spurious change signals keep where keys were.
 func TestDrainHandsOff(t *testing.T) {
@@ -365,7 +365,14 @@ func TestDrainHandsOff(t *testing.T) {
 	wantHits(t, o, keys)
 	ac, _ := adminClient(t, nodes[0].AdminAddr())
 	for _, drained := range []string{"n4", "n3"} {
-		if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: drained}); err != nil {
+		// A drain without its push of the hottest objects: what the new
+		// owners get, they pull on demand (as for objects past the push's
+		// limit, or on disk only).
+		d := byName[drained]
+		d.mesh.draining.Store(true)
+		d.ready.Store(false)
+		d.rebuildRing()
+		if err := d.mesh.gossip.Drain(time.Second); err != nil {
 			t.Fatal(err)
 		}
 		want := len(nodes) - 1
@@ -454,4 +461,74 @@ func TestDrainOnStop(t *testing.T) {
 		t.Fatal("Shutdown did not return after its context ended")
 	}
 	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.gossip.Members()) == 2 })
+}
+
+// TestDrainPushesHottest: a drained node offers its objects to their new
+// owners, which take them from its cache (variants included) before anybody
+// asks; once it is gone, they are all still served without the origin.
+func TestDrainPushesHottest(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		if strings.HasPrefix(r.URL.Path, "/v/") {
+			w.Header().Set("Vary", "Accept-Encoding")
+			w.Header().Set("Content-Encoding", r.Header.Get("Accept-Encoding"))
+		}
+		_, _ = w.Write([]byte("body of " + r.URL.Path + " " + r.Header.Get("Accept-Encoding")))
+	})
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
+	var paths []string
+	for i := range 100 {
+		p := fmt.Sprintf("/k/%d.js", i)
+		if i%10 == 0 {
+			p = fmt.Sprintf("/v/%d.js", i)
+		}
+		if owner, _ := nodes[0].mesh.ring.Load().ring.Owner(key(p)); owner != "n3" {
+			continue
+		}
+		paths = append(paths, p)
+		if r := do(t, nodes[2], "GET", p, "Accept-Encoding", "gzip"); r.StatusCode != 200 {
+			t.Fatalf("%s: %d", p, r.StatusCode)
+		}
+	}
+	hits := o.hits.Load()
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	// The new owners hold every object without a client's request.
+	eventually(t, 10*time.Second, func() bool {
+		for _, p := range paths {
+			owner, _ := nodes[0].mesh.ring.Load().ring.Owner(key(p))
+			if owner == "n3" {
+				return false // the drain has not reached n1 yet
+			}
+			n := nodes[0]
+			if owner == "n2" {
+				n = nodes[1]
+			}
+			if _, ok := n.store.Get(key(p)); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 10*time.Second, func() bool {
+		return counterValue(t, nodes[2], "meshcdn_handed_off_total") == float64(len(paths))
+	})
+	if err := nodes[2].Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.gossip.Members()) == 2 })
+	for _, n := range nodes[:2] {
+		for _, p := range paths {
+			r := do(t, n, "GET", p, "Accept-Encoding", "gzip")
+			if want := "body of " + p + " gzip"; r.StatusCode != 200 || r.body != want {
+				t.Fatalf("%s at %s: %d %q, want %q", p, n.Name(), r.StatusCode, r.body, want)
+			}
+		}
+	}
+	if h := o.hits.Load() - hits; h != 0 {
+		t.Errorf("the origin was asked %d times for %d objects handed off before their node stopped", h, len(paths))
+	}
 }

@@ -202,7 +202,8 @@ type originRequest struct {
 	pathQuery  string
 	header     http.Header
 	authorized bool
-	fromPeer   bool // never forwarded to another peer
+	fromPeer   bool   // never forwarded to another peer
+	takeOver   string // the draining peer whose stored response the fill takes, never the origin's
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end
@@ -215,8 +216,9 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 		h := r.Header.Clone()
 		h.Del("Cache-Control")
 		setValidators(h, stale)
+		from, _ := peer.TakeOverFrom(r.Context())
 		return originRequest{host: r.Host, pathQuery: r.URL.RequestURI(), header: h,
-			authorized: h.Get("Authorization") != "", fromPeer: true}
+			authorized: h.Get("Authorization") != "", fromPeer: true, takeOver: from}
 	}
 	h := r.Header.Clone()
 	httpcache.RemoveHopByHop(h)
@@ -272,6 +274,24 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			n.counters.originRequests.Add(1)
 			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
+	}
+	if req.takeOver != "" {
+		// A draining peer offers its stored response: take that or nothing.
+		addr := (*n.mesh.addrs.Load())[req.takeOver]
+		if addr == "" {
+			return nil, fmt.Errorf("take-over: %s is not a member", req.takeOver)
+		}
+		resp, err := n.fetchPeer(ctx, req.takeOver, addr, key, req, true)
+		if err != nil {
+			return nil, fmt.Errorf("take-over: %w", err)
+		}
+		if resp.StatusCode == http.StatusGatewayTimeout {
+			origin.DrainClose(resp.Body)
+			return nil, fmt.Errorf("take-over: %s no longer holds %s", req.takeOver, key)
+		}
+		n.metrics.handoffs.Inc()
+		fl.peer, fl.fetched = req.takeOver, popFetched(resp.Header)
+		return resp, nil
 	}
 	// This node owns the key. Right after ring changes, its previous owners
 	// may still hold it: ask their caches before the origin.

@@ -355,9 +355,10 @@ func (n *Node) previousOwners(key string) []peerRef {
 type peerRef struct{ name, addr string }
 
 // DrainLocal takes this node out of the ring: it stops owning keys, tells the
-// others, and reports not ready. It stays a member until it stops, answering
-// clients (as a non-owner) and the new owners of its keys, which take its
-// objects over from it instead of the origin.
+// others, reports not ready, and offers its hottest objects to their new
+// owners. It stays a member until it stops, answering clients (as a
+// non-owner) and the new owners of its keys, which take its objects over
+// from it instead of the origin.
 func (n *Node) DrainLocal() error {
 	if n.mesh == nil {
 		return errors.New("node: not in a mesh")
@@ -374,6 +375,7 @@ func (n *Node) DrainLocal() error {
 		if err := n.mesh.gossip.Drain(n.mesh.cfg.LeaveTimeout); err != nil {
 			n.log.Warn("draining: not announced", "err", err)
 		}
+		n.handOff(n.ctx)
 	})
 	return nil
 }
@@ -445,7 +447,7 @@ func (n *Node) registerMeshMetrics() {
 			func() float64 { return float64(n.RingMembers()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_owned_share", Help: "Share of the ring's partitions this node owns."},
 			func() float64 { return n.mesh.ring.Load().ring.Shares()[n.cfg.Name] }),
-		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs, n.metrics.purgesCaughtUp,
+		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs, n.metrics.handedOff, n.metrics.purgesCaughtUp,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_purges_in_step",
 			Help: "1 while this node's purge log is known to be in step with the cluster's; 0 while it revalidates objects older than the purge lease."},
 			func() float64 {

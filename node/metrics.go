@@ -28,6 +28,7 @@ type metrics struct {
 	peerServed     prometheus.Counter
 	peerBytes      prometheus.Counter
 	handoffs       prometheus.Counter
+	handedOff      *prometheus.CounterVec
 	purgesCaughtUp prometheus.Counter
 	ttfb           *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
@@ -84,6 +85,9 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.handoffs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshcdn_handoffs_total", Help: "Misses after a ring change answered by the key's previous owner instead of the origin.",
 	})
+	m.handedOff = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_handed_off_total", Help: "Stored responses a draining node offered to their new owners, by result: taken, or failed.",
+	}, []string{"result"})
 	m.purgesCaughtUp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshcdn_purges_caught_up_total", Help: "Purges this node missed when they were issued and applied later from another node's purge log.",
 	})

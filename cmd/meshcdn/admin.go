@@ -566,7 +566,7 @@ func adminDrain(ctx context.Context, c *adminCall, args []string) error {
 	if stop, err := c.answered(resp, err); stop {
 		return err
 	}
-	_, err = fmt.Fprintf(c.stdout, "%s is draining: out of the ring, the others take its objects over from it; stop it once they have (a minute or two)\n", resp.GetNode())
+	_, err = fmt.Fprintf(c.stdout, "%s is draining: out of the ring, it offers its hottest objects to their new owners and answers for the rest; stop it once they have moved\n", resp.GetNode())
 	return err
 }
 

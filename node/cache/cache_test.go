@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -172,5 +173,28 @@ func testFillStreamWindow(t *testing.T) {
 	}
 	if err := f.Append(ctx, []byte("x")); !errors.Is(err, ErrAbandoned) {
 		t.Fatalf("Append after Abandon: %v", err)
+	}
+}
+
+// TestHottest: keys come back bounded by the limit, the often read ahead of
+// the never read.
+func TestHottest(t *testing.T) {
+	m := NewMemory(64 << 10) // about one and a half times what the test stores
+	defer m.Close()
+	for i := range 100 {
+		m.Put("/k/"+strconv.Itoa(i), entry(100, ""))
+	}
+	for range 50 {
+		m.Get("/k/7")
+	}
+	if keys := m.Hottest(1000); len(keys) != 100 {
+		t.Fatalf("Hottest(1000) gave %d keys, want all 100", len(keys))
+	}
+	keys := m.Hottest(10)
+	if len(keys) != 10 {
+		t.Fatalf("Hottest(10) gave %d keys", len(keys))
+	}
+	if !slices.Contains(keys, "/k/7") {
+		t.Errorf("the key read 50 times is not among the 10 hottest: %v", keys)
 	}
 }

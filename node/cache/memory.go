@@ -58,6 +58,20 @@ func NewMemory(maxBytes int64) *Memory {
 	return m
 }
 
+// Hottest returns up to limit keys, those the eviction policy would keep
+// longest first (by frequency once the tier is about half full; before
+// that, mostly by recency).
+func (m *Memory) Hottest(limit int) []string {
+	var keys []string
+	for e := range m.c.Hottest() {
+		if len(keys) >= limit {
+			break
+		}
+		keys = append(keys, e.Key)
+	}
+	return keys
+}
+
 // Get returns the object stored under key.
 func (m *Memory) Get(key string) (*Object, bool) {
 	return m.c.GetIfPresent(key)

@@ -48,6 +48,15 @@ func ServerOptions() []grpc.ServerOption {
 
 type fromPeerKey struct{}
 
+type takeOverKey struct{}
+
+// TakeOverFrom reports whether ctx belongs to a take-over request (see
+// FetchRequest.take_over), and which peer offers its stored response.
+func TakeOverFrom(ctx context.Context) (string, bool) {
+	from, ok := ctx.Value(takeOverKey{}).(string)
+	return from, ok
+}
+
 // FromPeer reports whether ctx belongs to a request a peer sent, and which.
 func FromPeer(ctx context.Context) (string, bool) {
 	from, ok := ctx.Value(fromPeerKey{}).(string)
@@ -124,7 +133,15 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 		return status.Error(codes.InvalidArgument, "key, host and an absolute path_query are required")
 	}
 	ctx := context.WithValue(stream.Context(), fromPeerKey{}, req.GetFrom())
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+req.GetHost()+req.GetPathQuery(), nil)
+	method := http.MethodGet
+	if req.GetTakeOver() {
+		if req.GetFrom() == "" || req.GetCacheOnly() {
+			return status.Error(codes.InvalidArgument, "take_over needs from and excludes cache_only")
+		}
+		ctx = context.WithValue(ctx, takeOverKey{}, req.GetFrom())
+		method = http.MethodHead
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, "http://"+req.GetHost()+req.GetPathQuery(), nil)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "bad request: %v", err)
 	}

@@ -67,10 +67,11 @@ type AdminServiceClient interface {
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 	// Drain takes a node out of the ring gracefully: the others take over its
-	// keys and, within the hand-off window, its objects from it rather than
-	// from the origin. It stays a member ("draining") until it is stopped,
-	// keeps answering its clients (as a non-owner) and reports not ready, so a
-	// load balancer moves them away.
+	// keys, and its objects from it rather than from the origin: it offers the
+	// hottest (up to 10,000) to their new owners at once, and the others are
+	// asked for on demand within the hand-off window. It stays a member
+	// ("draining") until it is stopped, keeps answering its clients (as a
+	// non-owner) and reports not ready, so a load balancer moves them away.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
@@ -218,10 +219,11 @@ type AdminServiceServer interface {
 	// GetStats reports each node's traffic and stores, and the cluster's totals.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	// Drain takes a node out of the ring gracefully: the others take over its
-	// keys and, within the hand-off window, its objects from it rather than
-	// from the origin. It stays a member ("draining") until it is stopped,
-	// keeps answering its clients (as a non-owner) and reports not ready, so a
-	// load balancer moves them away.
+	// keys, and its objects from it rather than from the origin: it offers the
+	// hottest (up to 10,000) to their new owners at once, and the others are
+	// asked for on demand within the hand-off window. It stays a member
+	// ("draining") until it is stopped, keeps answering its clients (as a
+	// non-owner) and reports not ready, so a load balancer moves them away.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// GetConfig returns this node's effective configuration, secrets redacted.
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)

@@ -671,7 +671,12 @@ type FetchRequest struct {
 	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// cache_only asks the peer to answer from its cache alone, never from the
 	// origin: a new owner asking the previous one during a hand-off.
-	CacheOnly     bool `protobuf:"varint,7,opt,name=cache_only,json=cacheOnly,proto3" json:"cache_only,omitempty"`
+	CacheOnly bool `protobuf:"varint,7,opt,name=cache_only,json=cacheOnly,proto3" json:"cache_only,omitempty"`
+	// take_over offers the peer, the key's new owner, the sender's stored
+	// response (the sender drains): unless it holds a usable one already, the
+	// peer takes it from the sender's cache (never from the origin) and stores
+	// it, and answers with the response head alone (as to HEAD).
+	TakeOver      bool `protobuf:"varint,8,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -751,6 +756,13 @@ func (x *FetchRequest) GetEpoch() uint64 {
 func (x *FetchRequest) GetCacheOnly() bool {
 	if x != nil {
 		return x.CacheOnly
+	}
+	return false
+}
+
+func (x *FetchRequest) GetTakeOver() bool {
+	if x != nil {
+		return x.TakeOver
 	}
 	return false
 }
@@ -1266,7 +1278,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04from\x18\x06 \x01(\tR\x04from\x122\n" +
 	"\x06issued\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\xd4\x01\n" +
+	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\xf1\x01\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -1276,7 +1288,8 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04from\x18\x05 \x01(\tR\x04from\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
-	"cache_only\x18\a \x01(\bR\tcacheOnly\"9\n" +
+	"cache_only\x18\a \x01(\bR\tcacheOnly\x12\x1b\n" +
+	"\ttake_over\x18\b \x01(\bR\btakeOver\"9\n" +
 	"\vHeaderField\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\tR\x06values\"\x95\x01\n" +
