@@ -274,19 +274,40 @@ func (n *Node) rebuildRing() {
 		// held by the members that were there before its wave (however they
 		// arrived in its view), not by the rings of its own partial views.
 		// When members go, they held them.
-		var before []string
-		for _, mem := range members {
-			if mem.Meta.Started != 0 && mem.Meta.Started < m.started.Add(-m.cfg.JoinWave).UnixMilli() && slices.Contains(names, mem.Name) {
-				before = append(before, mem.Name)
-			}
-		}
-		snap.past = nil
-		if pr, err := ring.New(before, m.cfg.Ring); err == nil && len(before) > 0 {
-			snap.past = []pastRing{{ring: pr, until: now.Add(m.cfg.HandoffWindow)}}
-		}
+		snap.past = m.pastWaves(members, names, now)
 	}
 	m.ring.Store(snap)
 	n.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
+}
+
+// pastWaves returns the rings of the members there before this node's join
+// wave, then before each earlier wave that joined within the hand-off
+// window, newest first (at most maxPastRings): a key moved at each of
+// several scale-outs in a row may still be where it was before the first.
+func (m *mesh) pastWaves(members []gossip.Member, names []string, now time.Time) []pastRing {
+	var past []pastRing
+	wave := m.started.Add(-m.cfg.JoinWave).UnixMilli() // members that started before this are older
+	oldest := now.Add(-m.cfg.HandoffWindow).UnixMilli()
+	for len(past) < maxPastRings {
+		var before []string
+		var newest int64 // the start of the newest member before wave
+		for _, mem := range members {
+			if s := mem.Meta.Started; s != 0 && s < wave && slices.Contains(names, mem.Name) {
+				before = append(before, mem.Name)
+				newest = max(newest, s)
+			}
+		}
+		r, err := ring.New(before, m.cfg.Ring)
+		if err != nil || len(before) == 0 {
+			break
+		}
+		past = append(past, pastRing{ring: r, until: now.Add(m.cfg.HandoffWindow)})
+		if newest < oldest {
+			break // that wave joined before the window: it has taken its keys over
+		}
+		wave = newest - m.cfg.JoinWave.Milliseconds()
+	}
+	return past
 }
 
 // inNewestWave reports whether this node started within the hand-off window

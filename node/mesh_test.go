@@ -293,6 +293,59 @@ func TestJoinHandOff(t *testing.T) {
 	}
 }
 
+// TestSuccessiveScaleOuts: two scale-outs in a row, each a wave of its own,
+// both within the hand-off window: a key that moved to the first new node
+// and then to the second, unasked in between, is found where it was before
+// the first.
+func TestSuccessiveScaleOuts(t *testing.T) {
+	const (
+		keys = 300
+		wave = time.Second
+	)
+	tweak := func(c *Config) { c.Mesh.JoinWave = wave }
+	o, nodes, paths := warmCluster(t, keys, tweak)
+	time.Sleep(wave) // the cluster's own wave is over
+	all := nodes
+	for _, name := range []string{"n4", "n5"} {
+		cfg := Config{Name: name, Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true,
+			Join: []string{nodes[0].GossipAddr()}}}
+		tweak(&cfg)
+		started := time.Now()
+		all = append(all, startNode(t, o, cfg))
+		eventually(t, 10*time.Second, func() bool {
+			for _, n := range all {
+				if n.RingMembers() != len(all) {
+					return false
+				}
+			}
+			return true
+		})
+		time.Sleep(time.Until(started.Add(wave + 500*time.Millisecond))) // the next node is a wave of its own
+	}
+	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
+	r3, _ := ring.New([]string{"n1", "n2", "n3"}, ring.Config{})
+	r4, _ := ring.New([]string{"n1", "n2", "n3", "n4"}, ring.Config{})
+	var twice int
+	for _, p := range paths {
+		o4, _ := r4.Owner(key(p))
+		o5, _ := all[4].mesh.ring.Load().ring.Owner(key(p))
+		if o3, _ := r3.Owner(key(p)); o3 != o4 && o4 == "n4" && o5 == "n5" {
+			twice++
+		}
+	}
+	t.Logf("%d of %d keys moved to n4, then to n5", twice, keys)
+	for _, n := range all {
+		for _, p := range paths {
+			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
+				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
+			}
+		}
+	}
+	if h := o.hits.Load(); h != keys {
+		t.Errorf("origin asked %d times after two scale-outs, want %d (no more than before)", h, keys)
+	}
+}
+
 // warmCluster starts 3 nodes (tweak, if any, adjusts their configuration)
 // and fills n objects into the cluster, each once from the origin.
 func warmCluster(t *testing.T, n int, tweak func(*Config)) (*testOrigin, []*Node, []string) {
