@@ -399,13 +399,7 @@ func TestDrainHandsOff(t *testing.T) {
 	}
 	nodes[0].rebuildRing() // as after a member's metadata change
 	nodes[1].rebuildRing()
-	for _, n := range nodes[:2] {
-		for _, p := range paths {
-			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
-				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
-			}
-		}
-	}
+	requestEverywhere(t, nodes[:2], paths)
 	if h := o.hits.Load(); h != keys {
 		t.Errorf("origin asked %d times, want %d: the drained nodes' objects were not all handed off", h, keys)
 	}

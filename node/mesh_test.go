@@ -334,15 +334,22 @@ func TestSuccessiveScaleOuts(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d keys moved to n4, then to n5", twice, keys)
-	for _, n := range all {
+	requestEverywhere(t, all, paths)
+	if h := o.hits.Load(); h != keys {
+		t.Errorf("origin asked %d times after two scale-outs, want %d (no more than before)", h, keys)
+	}
+}
+
+// requestEverywhere asks every node for every path of a warmCluster origin
+// and checks the bodies.
+func requestEverywhere(t *testing.T, nodes []*Node, paths []string) {
+	t.Helper()
+	for _, n := range nodes {
 		for _, p := range paths {
 			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
 				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
 			}
 		}
-	}
-	if h := o.hits.Load(); h != keys {
-		t.Errorf("origin asked %d times after two scale-outs, want %d (no more than before)", h, keys)
 	}
 }
 
@@ -496,13 +503,7 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 	}
 	all := append(nodes, added...)
 	eventually(t, 10*time.Second, inRing(all, 5))
-	for _, n := range all {
-		for _, p := range paths {
-			if r := do(t, n, "GET", p); r.StatusCode != 200 || r.body != "body of "+p {
-				t.Fatalf("%s at %s: %d %q", p, n.Name(), r.StatusCode, r.body)
-			}
-		}
-	}
+	requestEverywhere(t, all, paths)
 	if h := o.hits.Load(); h != keys {
 		t.Errorf("origin asked %d times after the scale-out, want %d (no more than before)", h, keys)
 	}
