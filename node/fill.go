@@ -275,28 +275,11 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
-	if req.takeOver != "" {
-		// A draining peer offers its stored response: take that or nothing.
-		addr := (*n.mesh.addrs.Load())[req.takeOver]
-		if addr == "" {
-			return nil, fmt.Errorf("take-over: %s is not a member", req.takeOver)
-		}
-		resp, err := n.fetchPeer(ctx, req.takeOver, addr, key, req, true)
-		if err != nil {
-			return nil, fmt.Errorf("take-over: %w", err)
-		}
-		if resp.StatusCode == http.StatusGatewayTimeout {
-			origin.DrainClose(resp.Body)
-			return nil, fmt.Errorf("take-over: %s no longer holds %s", req.takeOver, key)
-		}
-		n.metrics.handoffs.Inc()
-		fl.peer, fl.fetched = req.takeOver, popFetched(resp.Header)
-		return resp, nil
-	}
-	// This node owns the key. Right after ring changes, its previous owners
-	// may still hold it: ask their caches before the origin.
+	// This node owns the key. A draining peer that offers it (take-over) and,
+	// right after ring changes, its previous owners may still hold it: ask
+	// their caches before the origin.
 	if req.header.Get("If-None-Match") == "" {
-		for _, p := range n.previousOwners(key) {
+		for _, p := range n.handOffSources(key, req.takeOver) {
 			resp, err := n.fetchPeer(ctx, p.name, p.addr, key, req, true)
 			if err != nil {
 				continue

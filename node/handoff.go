@@ -41,8 +41,8 @@ func (n *Node) handOff(ctx context.Context) {
 			continue // this node still owns it (it is alone), or not a request key
 		}
 		for _, e := range obj.Variants {
-			if e.Body == nil {
-				continue // a fill in progress
+			if e.Body == nil || !e.Fresh(time.Now()) {
+				continue // a fill in progress, or not worth a revalidation at the new owner
 			}
 			select {
 			case sem <- struct{}{}:

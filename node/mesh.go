@@ -372,6 +372,27 @@ func (n *Node) previousOwners(key string) []peerRef {
 	return out
 }
 
+// handOffSources returns the members whose caches a fill of key asks before
+// the origin: offeredBy (a draining member offering it), if any, then the
+// previous owners.
+func (n *Node) handOffSources(key, offeredBy string) []peerRef {
+	prev := n.previousOwners(key)
+	if offeredBy == "" {
+		return prev
+	}
+	addr := (*n.mesh.addrs.Load())[offeredBy]
+	if addr == "" {
+		return prev
+	}
+	out := []peerRef{{name: offeredBy, addr: addr}}
+	for _, p := range prev {
+		if p.name != offeredBy {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // peerRef names a member and its peer address.
 type peerRef struct{ name, addr string }
 

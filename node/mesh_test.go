@@ -462,6 +462,7 @@ func TestScaleOutHandOff(t *testing.T) {
 // testScaleOut adds two nodes of one join wave to a warm cluster of 3 whose
 // members have been up for settle, with that hand-off window (0: the
 // default); staggered starts the second once the first is in every ring.
+// The new nodes keep the default window, however long the requests take.
 func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 	const (
 		keys = 300
@@ -469,8 +470,8 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 		// machine to count as one wave, and for a staggered start.
 		wave = 3 * time.Second
 	)
-	tweak := func(c *Config) { c.Mesh.HandoffWindow, c.Mesh.JoinWave = settle, wave }
-	o, nodes, paths := warmCluster(t, keys, tweak)
+	tweak := func(c *Config) { c.Mesh.JoinWave = wave }
+	o, nodes, paths := warmCluster(t, keys, func(c *Config) { tweak(c); c.Mesh.HandoffWindow = settle })
 	// The members leave their own hand-off window and join wave.
 	time.Sleep(max(settle, wave))
 	inRing := func(nodes []*Node, size int) func() bool {

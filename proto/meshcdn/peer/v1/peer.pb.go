@@ -674,8 +674,8 @@ type FetchRequest struct {
 	CacheOnly bool `protobuf:"varint,7,opt,name=cache_only,json=cacheOnly,proto3" json:"cache_only,omitempty"`
 	// take_over offers the peer, the key's new owner, the sender's stored
 	// response (the sender drains): unless it holds a usable one already, the
-	// peer takes it from the sender's cache (never from the origin) and stores
-	// it, and answers with the response head alone (as to HEAD).
+	// peer fills the key as its owner, asking the sender's cache first, and
+	// answers with the response head alone (as to HEAD).
 	TakeOver      bool `protobuf:"varint,8,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
