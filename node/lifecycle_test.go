@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/node/peer"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // TestHTTP2Cleartext: clients may speak HTTP/2 without TLS (h2c).
@@ -152,5 +155,18 @@ func TestShutdownDeadlineCutsStalledFills(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Shutdown took %v", d)
+	}
+}
+
+// TestNoPeerConnectionsAfterShutdown: once the mesh has stopped, a fill or a
+// hand-off still finishing cannot open a peer connection nobody would close.
+func TestNoPeerConnectionsAfterShutdown(t *testing.T) {
+	n := startCluster(t, newOrigin(t, static("x", "max-age=600")), 1, nil)[0]
+	if err := n.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.mesh.peers.Fetch(t.Context(), "127.0.0.1:1", &peerv1.FetchRequest{Key: "k", Host: "h", PathQuery: "/"})
+	if !errors.Is(err, peer.ErrPoolClosed) {
+		t.Fatalf("a peer fetch after Shutdown: %v, want %v", err, peer.ErrPoolClosed)
 	}
 }

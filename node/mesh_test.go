@@ -468,7 +468,7 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 		keys = 300
 		// wave is long enough for two nodes started together on a busy
 		// machine to count as one wave, and for a staggered start.
-		wave = 3 * time.Second
+		wave = 5 * time.Second
 	)
 	tweak := func(c *Config) { c.Mesh.JoinWave = wave }
 	o, nodes, paths := warmCluster(t, keys, func(c *Config) { tweak(c); c.Mesh.HandoffWindow = settle })
@@ -493,7 +493,7 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 	}
 	if staggered {
 		add(0)
-		eventually(t, wave/2, inRing(append(nodes, added[0]), 4))
+		eventually(t, wave-time.Second, inRing(append(nodes, added[0]), 4)) // well within the wave
 		add(1)
 	} else {
 		var wg sync.WaitGroup

@@ -263,7 +263,11 @@ type Pool struct {
 	timeout time.Duration
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
+	closed  bool // by CloseAll: no new connections
 }
+
+// ErrPoolClosed is a call on a pool after CloseAll.
+var ErrPoolClosed = errors.New("peer: connection pool closed")
 
 // NewPool returns a pool whose fetches wait at most headTimeout for the
 // response head.
@@ -274,6 +278,9 @@ func NewPool(headTimeout time.Duration) *Pool {
 func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrPoolClosed
+	}
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
@@ -299,11 +306,12 @@ func (p *Pool) Close(addr string) {
 	}
 }
 
-// CloseAll closes every connection.
+// CloseAll closes every connection; later calls fail with ErrPoolClosed.
 func (p *Pool) CloseAll() {
 	p.mu.Lock()
 	conns := p.conns
 	p.conns = map[string]*grpc.ClientConn{}
+	p.closed = true
 	p.mu.Unlock()
 	for _, c := range conns {
 		_ = c.Close()
