@@ -63,7 +63,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 			`"adminAddr": "127.0.0.1:`, `"version": "test"`},
 		"/Locate":    {`"key": "127.0.0.1/css/site.css"`, `"owner": "n`, `"replicas": [`},
 		"/GetConfig": {`"node": "n1"`, `\"Mesh\"`, `\"HandoffWindow\": \"2m0s\"`},
-		"/Drain":     {`"node": "n3"`},
+		"/Drain":     {`"node": "n3"`, `"took"`},
 		"/Prefetch":  {`"url": "http://127.0.0.1/js/app.js"`, `"status": 200`, `"node": "n`},
 		"/Explain":   {`"rule": "default-static"`, `"key": "127.0.0.1/css/site.css"`, `"outcome"`},
 		"/GetStats":  {`"node": "cluster"`, `"node": "n2"`, `"tier": "memory"`, `"tier": "copies"`},
@@ -487,29 +487,22 @@ func TestDrainPushesHottest(t *testing.T) {
 	}
 	hits := o.hits.Load()
 	ac, _ := adminClient(t, nodes[0].AdminAddr())
-	if _, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n3"}); err != nil {
-		t.Fatal(err)
+	d, err := ac.Drain(t.Context(), &adminv1.DrainRequest{Node: "n3", Wait: true})
+	if err != nil || d.GetHandedOff() != int64(len(paths)) || d.GetNotTaken() != 0 || d.GetTook().AsDuration() <= 0 {
+		t.Fatalf("Drain with wait: %v %v; want %d handed off", d, err, len(paths))
 	}
 	// The new owners hold every object without a client's request.
-	eventually(t, 10*time.Second, func() bool {
-		for _, p := range paths {
-			owner, _ := nodes[0].mesh.ring.Load().ring.Owner(key(p))
-			if owner == "n3" {
-				return false // the drain has not reached n1 yet
-			}
-			n := nodes[0]
-			if owner == "n2" {
-				n = nodes[1]
-			}
-			if _, ok := n.store.Get(key(p)); !ok {
-				return false
-			}
+	r := nodes[2].mesh.ring.Load().ring
+	for _, p := range paths {
+		owner, _ := r.Owner(key(p))
+		n := nodes[0]
+		if owner == "n2" {
+			n = nodes[1]
 		}
-		return true
-	})
-	eventually(t, 10*time.Second, func() bool {
-		return counterValue(t, nodes[2], "meshcdn_handed_off_total") == float64(len(paths))
-	})
+		if _, ok := n.store.Get(key(p)); !ok {
+			t.Fatalf("%s: not at its new owner %s after the drain's offers", p, owner)
+		}
+	}
 	if err := nodes[2].Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}

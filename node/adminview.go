@@ -139,20 +139,31 @@ func (v adminView) PurgeStatus(ctx context.Context, id string) []admin.Receipt {
 	return v.n.purgeStatus(ctx, id)
 }
 
-// Drain takes the named member out of the ring, relaying to it if needed.
-func (v adminView) Drain(ctx context.Context, name string) (string, error) {
+// Drain takes the named member out of the ring, relaying to it if needed;
+// with wait, it returns once that member's offers have ended.
+func (v adminView) Drain(ctx context.Context, name string, wait bool) (admin.Drained, error) {
 	n := v.n
 	if name == "" || name == n.cfg.Name {
-		return n.cfg.Name, n.DrainLocal()
+		d := admin.Drained{Node: n.cfg.Name}
+		if err := n.DrainLocal(); err != nil || !wait {
+			return d, err
+		}
+		h, err := n.HandOffDone(ctx)
+		d.Taken, d.NotTaken, d.Took = h.Taken, h.NotTaken, h.Took
+		return d, err
 	}
 	for _, m := range v.Members() {
 		if m.Name == name {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return name, n.mesh.peers.Drain(ctx, m.PeerAddr, n.cfg.Name)
+			if !wait {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+			}
+			h, err := n.mesh.peers.Drain(ctx, m.PeerAddr, n.cfg.Name, wait)
+			return admin.Drained{Node: name, Taken: h.Taken, NotTaken: h.NotTaken, Took: h.Took}, err
 		}
 	}
-	return "", fmt.Errorf("%w: %q", admin.ErrNoMember, name)
+	return admin.Drained{}, fmt.Errorf("%w: %q", admin.ErrNoMember, name)
 }
 
 // Prefetch fills each URL at its owner, 8 at a time: this node's own keys

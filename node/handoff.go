@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/peer"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -23,10 +24,11 @@ const (
 // handOff offers the hottest objects of this node's memory tier to their new
 // owners, which take them from this node's cache (FetchRequest.take_over), so
 // they stay in the cluster when this node goes, even if nobody asks for them
-// before. It returns when every offer has an answer or ctx ends.
-func (n *Node) handOff(ctx context.Context) {
+// before. It returns how the offers went once every one has an answer or
+// ctx ends.
+func (n *Node) handOff(ctx context.Context) peer.HandOff {
 	start := time.Now()
-	var taken, failed int
+	var taken, failed int64
 	var mu sync.Mutex
 	sem := make(chan struct{}, handOffParallel)
 	var wg sync.WaitGroup
@@ -48,7 +50,7 @@ func (n *Node) handOff(ctx context.Context) {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
 				wg.Wait()
-				return
+				return peer.HandOff{Taken: taken, NotTaken: failed, Took: time.Since(start)}
 			}
 			req := &peerv1.FetchRequest{Key: key, Host: host, PathQuery: "/" + pathQuery, From: n.cfg.Name,
 				Epoch: n.mesh.epoch.Load(), TakeOver: true, Headers: varyFields(e.VaryKey)}
@@ -66,8 +68,10 @@ func (n *Node) handOff(ctx context.Context) {
 		}
 	}
 	wg.Wait()
-	n.log.Info("handed objects off to their new owners", "taken", taken, "failed", failed,
-		"took", time.Since(start).Round(time.Millisecond))
+	h := peer.HandOff{Taken: taken, NotTaken: failed, Took: time.Since(start)}
+	n.log.Info("handed objects off to their new owners", "taken", h.Taken, "not_taken", h.NotTaken,
+		"took", h.Took.Round(time.Millisecond))
+	return h
 }
 
 // offer sends one take-over request and reports whether the owner took the

@@ -136,13 +136,18 @@ type mesh struct {
 	started  time.Time
 	draining atomic.Bool // out of the ring; still answers as a non-owner and to hand-offs
 	purges   *purgeSync
+	// handedOff is closed when a drain's offers have ended; handOff then
+	// holds how they went.
+	handedOff chan struct{}
+	handOff   peer.HandOff
 }
 
 // startMesh binds the peer listener, starts gossip and the ring loop.
 func (n *Node) startMesh(ctx context.Context) error {
 	mc := *n.cfg.Mesh
 	mc.withDefaults()
-	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout), started: time.Now(), purges: newPurgeSync(mc.PurgeLease)}
+	m := &mesh{cfg: mc, peers: peer.NewPool(mc.PeerTimeout), started: time.Now(), purges: newPurgeSync(mc.PurgeLease),
+		handedOff: make(chan struct{})}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", mc.PeerAddr)
 	if err != nil {
@@ -417,9 +422,24 @@ func (n *Node) DrainLocal() error {
 		if err := n.mesh.gossip.Drain(n.mesh.cfg.LeaveTimeout); err != nil {
 			n.log.Warn("draining: not announced", "err", err)
 		}
-		n.handOff(n.ctx)
+		n.mesh.handOff = n.handOff(n.ctx)
+		close(n.mesh.handedOff)
 	})
 	return nil
+}
+
+// HandOffDone waits until this draining node has offered its hottest
+// objects to their new owners, or ctx ends, and tells how the offers went.
+func (n *Node) HandOffDone(ctx context.Context) (peer.HandOff, error) {
+	if n.mesh == nil || !n.mesh.draining.Load() {
+		return peer.HandOff{}, errors.New("node: not draining")
+	}
+	select {
+	case <-n.mesh.handedOff:
+		return n.mesh.handOff, nil
+	case <-ctx.Done():
+		return peer.HandOff{}, context.Cause(ctx)
+	}
 }
 
 // drainBeforeStop takes the node out of the ring and keeps it answering for

@@ -41,7 +41,8 @@ Commands:
   stats                                     counters per node and for the cluster
   explain [--method M] [-H 'Name: value']... URL
                                             what a request would get, and why
-  drain [NODE]                              take NODE (default: the node asked) out of the ring
+  drain [NODE] [--wait]                     take NODE (default: the node asked) out of the ring; --wait
+                                            returns once it has handed its hottest objects off
   config                                    the node's effective configuration
 
 Flags:
@@ -555,10 +556,16 @@ func adminExplain(ctx context.Context, c *adminCall, args []string) error {
 }
 
 func adminDrain(ctx context.Context, c *adminCall, args []string) error {
+	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
+	wait := fs.Bool("wait", false, "")
+	args, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
 	if len(args) > 1 {
 		return usageError{fmt.Errorf("drain: unexpected argument %q", args[1])}
 	}
-	req := &adminv1.DrainRequest{}
+	req := &adminv1.DrainRequest{Wait: *wait}
 	if len(args) == 1 {
 		req.Node = args[0]
 	}
@@ -566,7 +573,12 @@ func adminDrain(ctx context.Context, c *adminCall, args []string) error {
 	if stop, err := c.answered(resp, err); stop {
 		return err
 	}
-	_, err = fmt.Fprintf(c.stdout, "%s is draining: out of the ring, it offers its hottest objects to their new owners and answers for the rest; stop it once they have moved\n", resp.GetNode())
+	if *wait {
+		_, err = fmt.Fprintf(c.stdout, "%s is draining: its new owners took %d of its objects (%d offers failed) in %v; it can be stopped\n",
+			resp.GetNode(), resp.GetHandedOff(), resp.GetNotTaken(), resp.GetTook().AsDuration().Round(time.Millisecond))
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "%s is draining: out of the ring, it offers its hottest objects to their new owners and answers for the rest; stop it once they have moved (drain --wait tells when)\n", resp.GetNode())
 	return err
 }
 

@@ -159,9 +159,9 @@ func TestAdminCLI(t *testing.T) {
 		t.Errorf("config: exit %d", code)
 	}
 
-	out, _, code = admin(t, "--addr", addr, "drain", "n3")
-	if code != 0 || !strings.Contains(out, "n3 is draining") {
-		t.Errorf("drain: exit %d: %s", code, out)
+	out, _, code = admin(t, "--addr", addr, "drain", "n3", "--wait")
+	if code != 0 || !strings.Contains(out, "n3 is draining: its new owners took") || !strings.Contains(out, "it can be stopped") {
+		t.Errorf("drain --wait: exit %d: %s", code, out)
 	}
 	waitFor(t, 10*time.Second, "n3 out of n1's ring", func() bool { return nodes[0].RingMembers() == 2 })
 }

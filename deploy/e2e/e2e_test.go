@@ -564,9 +564,17 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("the origin served %d requests for %d new objects", got, len(held))
 	}
 	for _, e := range leaving {
-		if err := c.grpc(e.admin, "Drain", "", nil); err != nil {
+		var d struct {
+			HandedOff string `json:"handedOff"` // an int64: a string in JSON
+			Took      string
+		}
+		if err := c.grpc(e.admin, "Drain", `{"wait":true}`, &d); err != nil {
 			t.Fatal(err)
 		}
+		if d.HandedOff == "" || d.HandedOff == "0" {
+			t.Errorf("%s handed no object off: %+v", e.name, d)
+		}
+		t.Logf("%s handed %s objects off in %s", e.name, d.HandedOff, d.Took)
 	}
 	waitFor(t, time.Minute, "the edges that stay to see the two others draining", func() string {
 		for _, e := range staying {

@@ -8,11 +8,13 @@ import (
 	"crypto/subtle"
 	"errors"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -34,6 +36,14 @@ type Location struct {
 
 // ErrBadURL is wrapped by Cluster.Locate for a URL it cannot place.
 var ErrBadURL = errors.New("bad url")
+
+// Drained is what a drain came to: the member, and with wait, how the offers
+// of its objects to their new owners went.
+type Drained struct {
+	Node            string
+	Taken, NotTaken int64
+	Took            time.Duration
+}
 
 // ErrNoMember is wrapped by Cluster.Drain for a name no member has.
 var ErrNoMember = errors.New("no such member")
@@ -58,8 +68,10 @@ type Cluster interface {
 	PurgeStatus(ctx context.Context, id string) []Receipt
 	// Stats gathers every member's counters.
 	Stats(ctx context.Context) []NodeStats
-	// Drain takes the named member (empty: this node) out of the ring.
-	Drain(ctx context.Context, node string) (string, error)
+	// Drain takes the named member (empty: this node) out of the ring; with
+	// wait, it returns once that member has offered its hottest objects to
+	// their new owners, with how that went.
+	Drain(ctx context.Context, node string, wait bool) (Drained, error)
 	// Prefetch fills each URL at its owner, calling report as each completes
 	// (from one goroutine at a time).
 	Prefetch(ctx context.Context, urls []string, report func(Progress) error) error
@@ -320,14 +332,21 @@ func nodeStats(name string, s *peerv1.StatsResponse) *adminv1.NodeStats {
 
 // Drain implements adminv1.AdminServiceServer.
 func (s *Server) Drain(ctx context.Context, req *adminv1.DrainRequest) (*adminv1.DrainResponse, error) {
-	name, err := s.c.Drain(ctx, req.GetNode())
+	d, err := s.c.Drain(ctx, req.GetNode(), req.GetWait())
 	if errors.Is(err, ErrNoMember) {
 		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || status.Code(err) == codes.DeadlineExceeded {
+		return nil, status.Errorf(codes.DeadlineExceeded, "%s is draining, its objects not all offered yet: %v", d.Node, err)
 	}
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &adminv1.DrainResponse{Node: name}, nil
+	resp := &adminv1.DrainResponse{Node: d.Node}
+	if req.GetWait() {
+		resp.HandedOff, resp.NotTaken, resp.Took = d.Taken, d.NotTaken, durationpb.New(d.Took)
+	}
+	return resp, nil
 }
 
 // GetConfig implements adminv1.AdminServiceServer.

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -77,6 +78,9 @@ type Local interface {
 	LocalStats() *peerv1.StatsResponse
 	// DrainLocal takes the node out of the ring.
 	DrainLocal() error
+	// HandOffDone waits until a draining node has offered its hottest
+	// objects to their new owners, and tells how that went.
+	HandOffDone(ctx context.Context) (HandOff, error)
 	// SyncPurges returns a page of the node's purge log.
 	SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse
 	// AppliedPurges returns those of ids the node has applied.
@@ -99,12 +103,25 @@ func NewServer(h http.Handler, p Local, log *slog.Logger) *Server {
 	return &Server{h: h, p: p, log: log}
 }
 
+// HandOff is how a draining node's offers of its objects went.
+type HandOff struct {
+	Taken, NotTaken int64
+	Took            time.Duration
+}
+
 // Drain implements peerv1.PeerServiceServer.
-func (s *Server) Drain(context.Context, *peerv1.DrainRequest) (*peerv1.DrainResponse, error) {
+func (s *Server) Drain(ctx context.Context, req *peerv1.DrainRequest) (*peerv1.DrainResponse, error) {
 	if err := s.p.DrainLocal(); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &peerv1.DrainResponse{}, nil
+	if !req.GetWait() {
+		return &peerv1.DrainResponse{}, nil
+	}
+	h, err := s.p.HandOffDone(ctx)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &peerv1.DrainResponse{HandedOff: h.Taken, NotTaken: h.NotTaken, Took: durationpb.New(h.Took)}, nil
 }
 
 // Stats implements peerv1.PeerServiceServer.
@@ -357,16 +374,18 @@ func (p *Pool) PurgeStatus(ctx context.Context, addr string, ids []string) ([]st
 	return resp.GetApplied(), nil
 }
 
-// Drain asks the peer at addr to take itself out of the ring.
-func (p *Pool) Drain(ctx context.Context, addr, from string) error {
+// Drain asks the peer at addr to take itself out of the ring; with wait, it
+// answers once the peer has offered its objects to their new owners.
+func (p *Pool) Drain(ctx context.Context, addr, from string, wait bool) (HandOff, error) {
 	c, err := p.conn(addr)
 	if err != nil {
-		return err
+		return HandOff{}, err
 	}
-	if _, err := peerv1.NewPeerServiceClient(c).Drain(ctx, &peerv1.DrainRequest{From: from}); err != nil {
-		return fmt.Errorf("peer %s: %w", addr, err)
+	resp, err := peerv1.NewPeerServiceClient(c).Drain(ctx, &peerv1.DrainRequest{From: from, Wait: wait})
+	if err != nil {
+		return HandOff{}, fmt.Errorf("peer %s: %w", addr, err)
 	}
-	return nil
+	return HandOff{Taken: resp.GetHandedOff(), NotTaken: resp.GetNotTaken(), Took: resp.GetTook().AsDuration()}, nil
 }
 
 // Stats asks the peer at addr for its counters.

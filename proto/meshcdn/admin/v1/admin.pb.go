@@ -11,6 +11,7 @@ package adminv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1401,7 +1402,11 @@ func (x *PrefetchResponse) GetError() string {
 type DrainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// node is a member's name; empty drains the node asked.
-	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// wait holds the answer until the node has offered its hottest objects to
+	// their new owners (then it can be stopped), and fills the response's
+	// counts. The call's deadline bounds the wait.
+	Wait          bool `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1443,11 +1448,24 @@ func (x *DrainRequest) GetNode() string {
 	return ""
 }
 
+func (x *DrainRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
 // DrainResponse confirms the drain.
 type DrainResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// node is the drained node.
-	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// handed_off counts the responses their new owners took (with wait).
+	HandedOff int64 `protobuf:"varint,2,opt,name=handed_off,json=handedOff,proto3" json:"handed_off,omitempty"`
+	// not_taken counts the offers that failed (with wait).
+	NotTaken int64 `protobuf:"varint,3,opt,name=not_taken,json=notTaken,proto3" json:"not_taken,omitempty"`
+	// took is how long the offers took (with wait).
+	Took          *durationpb.Duration `protobuf:"bytes,4,opt,name=took,proto3" json:"took,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1489,11 +1507,32 @@ func (x *DrainResponse) GetNode() string {
 	return ""
 }
 
+func (x *DrainResponse) GetHandedOff() int64 {
+	if x != nil {
+		return x.HandedOff
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetNotTaken() int64 {
+	if x != nil {
+		return x.NotTaken
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
 var File_meshcdn_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmeshcdn/admin/v1/admin.proto\x12\x10meshcdn.admin.v1\"\x14\n" +
+	"\x1cmeshcdn/admin/v1/admin.proto\x12\x10meshcdn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\"\x14\n" +
 	"\x12ListMembersRequest\"I\n" +
 	"\x13ListMembersResponse\x122\n" +
 	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\x93\x02\n" +
@@ -1596,11 +1635,16 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x05R\x06status\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12!\n" +
 	"\fcache_status\x18\x05 \x01(\tR\vcacheStatus\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\"\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"6\n" +
 	"\fDrainRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"#\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04wait\x18\x02 \x01(\bR\x04wait\"\x8e\x01\n" +
 	"\rDrainResponse\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node2\x99\x06\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"handed_off\x18\x02 \x01(\x03R\thandedOff\x12\x1b\n" +
+	"\tnot_taken\x18\x03 \x01(\x03R\bnotTaken\x12-\n" +
+	"\x04took\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04took2\x99\x06\n" +
 	"\fAdminService\x12_\n" +
 	"\vListMembers\x12$.meshcdn.admin.v1.ListMembersRequest\x1a%.meshcdn.admin.v1.ListMembersResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Locate\x12\x1f.meshcdn.admin.v1.LocateRequest\x1a .meshcdn.admin.v1.LocateResponse\"\x03\x90\x02\x01\x12M\n" +
@@ -1652,6 +1696,7 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*DrainResponse)(nil),       // 21: meshcdn.admin.v1.DrainResponse
 	nil,                         // 22: meshcdn.admin.v1.NodeStats.RequestsEntry
 	nil,                         // 23: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
@@ -1662,29 +1707,30 @@ var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	22, // 5: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
 	15, // 6: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
 	23, // 7: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	0,  // 8: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3,  // 9: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	7,  // 10: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	10, // 11: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
-	18, // 12: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
-	16, // 13: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
-	12, // 14: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	20, // 15: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
-	5,  // 16: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 17: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 18: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 19: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	11, // 20: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
-	19, // 21: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
-	17, // 22: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	13, // 23: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	21, // 24: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
-	6,  // 25: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	24, // 8: meshcdn.admin.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	0,  // 9: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 10: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	7,  // 11: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	10, // 12: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
+	18, // 13: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
+	16, // 14: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	12, // 15: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	20, // 16: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
+	5,  // 17: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 18: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 19: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	8,  // 20: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	11, // 21: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
+	19, // 22: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	17, // 23: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	13, // 24: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	21, // 25: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
+	6,  // 26: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }

@@ -1150,7 +1150,10 @@ func (x *ResponseEnd) GetSha256() []byte {
 type DrainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// from names the node that relays the operator's request.
-	From          string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// wait holds the answer until the node has offered its hottest objects to
+	// their new owners, and fills the response's counts.
+	Wait          bool `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1192,9 +1195,23 @@ func (x *DrainRequest) GetFrom() string {
 	return ""
 }
 
-// DrainResponse confirms the drain.
+func (x *DrainRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+// DrainResponse confirms the drain; with wait, it tells how the offers of
+// the node's objects went.
 type DrainResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// handed_off counts the responses their new owners took.
+	HandedOff int64 `protobuf:"varint,1,opt,name=handed_off,json=handedOff,proto3" json:"handed_off,omitempty"`
+	// not_taken counts the offers that failed.
+	NotTaken int64 `protobuf:"varint,2,opt,name=not_taken,json=notTaken,proto3" json:"not_taken,omitempty"`
+	// took is how long the offers took.
+	Took          *durationpb.Duration `protobuf:"bytes,3,opt,name=took,proto3" json:"took,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1227,6 +1244,27 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
 	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DrainResponse) GetHandedOff() int64 {
+	if x != nil {
+		return x.HandedOff
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetNotTaken() int64 {
+	if x != nil {
+		return x.NotTaken
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
 }
 
 var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
@@ -1318,10 +1356,15 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\fcache_status\x18\x0e \x01(\tR\vcacheStatus\"9\n" +
 	"\vResponseEnd\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"\"\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"6\n" +
 	"\fDrainRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\"\x0f\n" +
-	"\rDrainResponse2\xfe\x03\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x12\n" +
+	"\x04wait\x18\x02 \x01(\bR\x04wait\"z\n" +
+	"\rDrainResponse\x12\x1d\n" +
+	"\n" +
+	"handed_off\x18\x01 \x01(\x03R\thandedOff\x12\x1b\n" +
+	"\tnot_taken\x18\x02 \x01(\x03R\bnotTaken\x12-\n" +
+	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\xfe\x03\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
@@ -1385,23 +1428,24 @@ var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
 	20, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
 	20, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
 	20, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	10, // 16: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	8,  // 17: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	15, // 18: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	5,  // 19: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	2,  // 20: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	0,  // 21: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
-	12, // 22: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	9,  // 23: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	16, // 24: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	6,  // 25: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	3,  // 26: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	1,  // 27: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	20, // 16: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	10, // 17: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	8,  // 18: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	15, // 19: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	5,  // 20: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	2,  // 21: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	0,  // 22: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	12, // 23: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	9,  // 24: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	16, // 25: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	6,  // 26: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	3,  // 27: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	1,  // 28: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
