@@ -24,6 +24,7 @@ import (
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // TestREADMEGrpcurl runs every grpcurl line of the README's "Operating the
@@ -502,6 +503,21 @@ func TestDrainPushesHottest(t *testing.T) {
 		if _, ok := n.store.Get(key(p)); !ok {
 			t.Fatalf("%s: not at its new owner %s after the drain's offers", p, owner)
 		}
+	}
+	// An offer is answered with the head alone; one without its sender is
+	// refused.
+	offer := &peerv1.FetchRequest{Key: key(paths[0]), Host: "127.0.0.1", PathQuery: paths[0], From: "n3", TakeOver: true}
+	resp, err := nodes[2].mesh.peers.Fetch(t.Context(), nodes[0].PeerAddr(), offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); resp.StatusCode != 200 || len(b) != 0 || err != nil {
+		t.Errorf("a take-over offer answered %d with %d body bytes (%v), want 200 and none", resp.StatusCode, len(b), err)
+	}
+	resp.Body.Close()
+	offer.From = ""
+	if _, err := nodes[2].mesh.peers.Fetch(t.Context(), nodes[0].PeerAddr(), offer); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("an offer without from: %v, want InvalidArgument", err)
 	}
 	if err := nodes[2].Shutdown(t.Context()); err != nil {
 		t.Fatal(err)

@@ -203,7 +203,7 @@ type originRequest struct {
 	header     http.Header
 	authorized bool
 	fromPeer   bool   // never forwarded to another peer
-	takeOver   string // the draining peer whose stored response the fill takes, never the origin's
+	takeOver   string // a draining peer offering its stored response: asked first
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end

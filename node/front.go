@@ -395,11 +395,11 @@ func (inv invalidation) drop(u *url.URL) {
 
 // observe records the finished exchange in metrics and the access log.
 func (n *Node) observe(x *exchange) {
-	d := time.Since(x.start)
-	l := x.status.Label()
 	if x.fromPeer {
 		return // counted in meshcdn_peer_served_total; client metrics stay client-only
 	}
+	d := time.Since(x.start)
+	l := x.status.Label()
 	x.stats.requests[l].Inc()
 	n.counters.requests[l].Add(1)
 	n.counters.bytes[l].Add(x.written)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/peer"
@@ -28,10 +29,13 @@ const (
 // ctx ends.
 func (n *Node) handOff(ctx context.Context) peer.HandOff {
 	start := time.Now()
-	var taken, failed int64
-	var mu sync.Mutex
+	var taken, failed atomic.Int64
 	sem := make(chan struct{}, handOffParallel)
 	var wg sync.WaitGroup
+	report := func() peer.HandOff { // once every offer has its answer
+		wg.Wait()
+		return peer.HandOff{Taken: taken.Load(), NotTaken: failed.Load(), Took: time.Since(start)}
+	}
 	for _, key := range n.store.Hottest(handOffLimit) {
 		obj, ok := n.store.Get(key)
 		if !ok || obj.Pass(time.Now()) {
@@ -49,26 +53,21 @@ func (n *Node) handOff(ctx context.Context) peer.HandOff {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				wg.Wait()
-				return peer.HandOff{Taken: taken, NotTaken: failed, Took: time.Since(start)}
+				return report()
 			}
 			req := &peerv1.FetchRequest{Key: key, Host: host, PathQuery: "/" + pathQuery, From: n.cfg.Name,
 				Epoch: n.mesh.epoch.Load(), TakeOver: true, Headers: varyFields(e.VaryKey)}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				ok := n.offer(ctx, name, addr, req)
-				mu.Lock()
-				defer mu.Unlock()
-				if ok {
-					taken++
+				if n.offer(ctx, name, addr, req) {
+					taken.Add(1)
 				} else {
-					failed++
+					failed.Add(1)
 				}
 			})
 		}
 	}
-	wg.Wait()
-	h := peer.HandOff{Taken: taken, NotTaken: failed, Took: time.Since(start)}
+	h := report()
 	n.log.Info("handed objects off to their new owners", "taken", h.Taken, "not_taken", h.NotTaken,
 		"took", h.Took.Round(time.Millisecond))
 	return h

@@ -70,13 +70,13 @@ func (n *Node) purgesCurrent() bool {
 	}
 	s := m.purges
 	if last := s.synced.Load(); last != 0 && time.Duration(s.now()-last) < s.lease {
-		s.inStepOnce.Store(true)
+		s.markInStep()
 		return true
 	}
 	g := m.gossip
 	if g.JoinTried() && len(*m.addrs.Load()) <= 1 && len(g.Members()) <= 1 && g.Failures() == s.failures.Load() {
 		s.synced.Store(s.now())
-		s.inStepOnce.Store(true)
+		s.markInStep()
 		return true
 	}
 	return false
@@ -227,6 +227,14 @@ func (n *Node) syncPurges(ctx context.Context) error {
 	s.synced.Store(start)
 	s.failures.Store(failures)
 	return nil
+}
+
+// markInStep records that the node has been in step once. It runs on every
+// hit of an object older than the lease: a load, not a store, once set.
+func (s *purgeSync) markInStep() {
+	if !s.inStepOnce.Load() {
+		s.inStepOnce.Store(true)
+	}
 }
 
 // SyncPurges answers another node's read of this node's purge log.

@@ -64,14 +64,8 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 // parseFlagsSet is parseFlags that also records in setFlags which flags were
 // given, on the command line or in the environment.
 func parseFlagsSet(fs *flag.FlagSet, args []string, getenv func(string) string, setFlags map[string]bool) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -89,6 +83,21 @@ func parseFlagsSet(fs *flag.FlagSet, args []string, getenv func(string) string, 
 	})
 	if err := errors.Join(errs...); err != nil {
 		return usageError{err}
+	}
+	return nil
+}
+
+// parseArgs parses flags only, without positional arguments: a usage error
+// names what is wrong; -h comes back as flag.ErrHelp.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,14 +23,9 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	addr := fs.String("addr", "", "the node's metrics `address` (default: MESHCDN_METRICS, else "+node.DefaultMetricsAddr+"), on loopback")
 	path := fs.String("path", "/readyz", "`path` to probe")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("healthcheck: unexpected argument %q", fs.Arg(0))}
+	// Not parseFlags: the edge's MESHCDN_* variables are not this command's.
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	a := *addr
 	if a == "" {

@@ -336,9 +336,6 @@ func (s *Server) Drain(ctx context.Context, req *adminv1.DrainRequest) (*adminv1
 	if errors.Is(err, ErrNoMember) {
 		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || status.Code(err) == codes.DeadlineExceeded {
-		return nil, status.Errorf(codes.DeadlineExceeded, "%s is draining, its objects not all offered yet: %v", d.Node, err)
-	}
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
