@@ -322,7 +322,7 @@ func TestDrain(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool {
 		return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 && nodes[2].RingMembers() == 2
 	})
-	if owner, _ := nodes[2].mesh.ring.Load().ring.Owner("127.0.0.1/d.js"); owner == "n3" {
+	if owner, _ := nodes[2].mesh.Ring().Owner("127.0.0.1/d.js"); owner == "n3" {
 		t.Error("the drained node still owns keys")
 	}
 	resp, err := http.Get("http://" + nodes[2].MetricsAddr() + "/readyz")
@@ -360,7 +360,7 @@ func TestDrainHandsOff(t *testing.T) {
 	paths := make([]string, keys)
 	for i := range paths {
 		paths[i] = fmt.Sprintf("/k/%d.js", i)
-		owner, _ := nodes[0].mesh.ring.Load().ring.Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", paths[i], ""))
+		owner, _ := nodes[0].mesh.Ring().Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", paths[i], ""))
 		do(t, byName[owner], "GET", paths[i])
 	}
 	wantHits(t, o, keys)
@@ -370,12 +370,8 @@ func TestDrainHandsOff(t *testing.T) {
 		// owners get, they pull on demand (as for objects past the push's
 		// limit, or on disk only).
 		d := byName[drained]
-		d.mesh.draining.Store(true)
 		d.ready.Store(false)
-		d.rebuildRing()
-		if err := d.mesh.gossip.Drain(time.Second); err != nil {
-			t.Fatal(err)
-		}
+		d.mesh.Drain(false)
 		want := len(nodes) - 1
 		if drained == "n3" {
 			want--
@@ -398,8 +394,8 @@ func TestDrainHandsOff(t *testing.T) {
 			t.Errorf("%s after its drain: %s, share %v", m.GetName(), m.GetState(), m.GetOwnedShare())
 		}
 	}
-	nodes[0].rebuildRing() // as after a member's metadata change
-	nodes[1].rebuildRing()
+	nodes[0].mesh.Rebuild() // as after a member's metadata change
+	nodes[1].mesh.Rebuild()
 	requestEverywhere(t, nodes[:2], paths)
 	if h := o.hits.Load(); h != keys {
 		t.Errorf("origin asked %d times, want %d: the drained nodes' objects were not all handed off", h, keys)
@@ -426,7 +422,7 @@ func TestDrainOnStop(t *testing.T) {
 	var paths []string
 	for i := range keys {
 		p := fmt.Sprintf("/k/%d.js", i)
-		if owner, _ := nodes[0].mesh.ring.Load().ring.Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n3" {
+		if owner, _ := nodes[0].mesh.Ring().Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n3" {
 			do(t, nodes[2], "GET", p) // held by n3 alone
 			paths = append(paths, p)
 		}
@@ -455,7 +451,7 @@ func TestDrainOnStop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown did not return after its context ended")
 	}
-	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.gossip.Members()) == 2 })
+	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.Members()) == 2 })
 }
 
 // TestDrainPushesHottest: a drained node offers its objects to their new
@@ -478,7 +474,7 @@ func TestDrainPushesHottest(t *testing.T) {
 		if i%10 == 0 {
 			p = fmt.Sprintf("/v/%d.js", i)
 		}
-		if owner, _ := nodes[0].mesh.ring.Load().ring.Owner(key(p)); owner != "n3" {
+		if owner, _ := nodes[0].mesh.Ring().Owner(key(p)); owner != "n3" {
 			continue
 		}
 		paths = append(paths, p)
@@ -493,7 +489,7 @@ func TestDrainPushesHottest(t *testing.T) {
 		t.Fatalf("Drain with wait: %v %v; want %d handed off", d, err, len(paths))
 	}
 	// The new owners hold every object without a client's request.
-	r := nodes[2].mesh.ring.Load().ring
+	r := nodes[2].mesh.Ring()
 	for _, p := range paths {
 		owner, _ := r.Owner(key(p))
 		n := nodes[0]
@@ -507,7 +503,7 @@ func TestDrainPushesHottest(t *testing.T) {
 	// An offer is answered with the head alone; one without its sender is
 	// refused.
 	offer := &peerv1.FetchRequest{Key: key(paths[0]), Host: "127.0.0.1", PathQuery: paths[0], From: "n3", TakeOver: true}
-	resp, err := nodes[2].mesh.peers.Fetch(t.Context(), nodes[0].PeerAddr(), offer)
+	resp, err := nodes[2].mesh.Peers().Fetch(t.Context(), nodes[0].PeerAddr(), offer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,13 +512,13 @@ func TestDrainPushesHottest(t *testing.T) {
 	}
 	resp.Body.Close()
 	offer.From = ""
-	if _, err := nodes[2].mesh.peers.Fetch(t.Context(), nodes[0].PeerAddr(), offer); status.Code(err) != codes.InvalidArgument {
+	if _, err := nodes[2].mesh.Peers().Fetch(t.Context(), nodes[0].PeerAddr(), offer); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("an offer without from: %v, want InvalidArgument", err)
 	}
 	if err := nodes[2].Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.gossip.Members()) == 2 })
+	eventually(t, 10*time.Second, func() bool { return len(nodes[0].mesh.Members()) == 2 })
 	for _, n := range nodes[:2] {
 		for _, p := range paths {
 			r := do(t, n, "GET", p, "Accept-Encoding", "gzip")

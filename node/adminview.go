@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshcdn/meshcdn/node/admin"
-	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -78,19 +80,12 @@ func (v adminView) Members() []admin.MemberInfo {
 		return []admin.MemberInfo{{Name: n.cfg.Name, State: "alive", HTTPAddr: n.HTTPAddr(), AdminAddr: n.AdminAddr(),
 			Version: n.cfg.Version, OwnedShare: 1, Self: true}}
 	}
-	shares := n.mesh.ring.Load().ring.Shares()
+	shares := n.mesh.Ring().Shares()
 	var out []admin.MemberInfo
-	for _, m := range n.mesh.gossip.Members() {
-		state := "alive"
-		switch {
-		case m.Meta.Leaving:
-			state = "leaving"
-		case m.Meta.Draining || (m.Name == n.cfg.Name && n.mesh.draining.Load()):
-			state = "draining"
-		}
-		out = append(out, admin.MemberInfo{Name: m.Name, State: state, Region: m.Meta.Region, HTTPAddr: m.Meta.HTTPAddr,
-			PeerAddr: m.Meta.PeerAddr, GossipAddr: m.Addr, AdminAddr: m.Meta.AdminAddr, Version: m.Meta.Version,
-			OwnedShare: shares[m.Name], Self: m.Name == n.cfg.Name})
+	for _, m := range n.mesh.Members() {
+		out = append(out, admin.MemberInfo{Name: m.Name, State: m.State, Region: m.Region, HTTPAddr: m.HTTPAddr,
+			PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr, Version: m.Version,
+			OwnedShare: shares[m.Name], Self: m.Self})
 	}
 	return out
 }
@@ -101,7 +96,7 @@ func (v adminView) Failed() []admin.MemberInfo {
 		return nil
 	}
 	var out []admin.MemberInfo
-	for _, f := range v.n.mesh.gossip.Failed() {
+	for _, f := range v.n.mesh.Failed() {
 		out = append(out, admin.MemberInfo{Name: f.Name, State: "failed"})
 	}
 	return out
@@ -119,24 +114,33 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 	}
 	loc := admin.Location{Site: st.Name, Key: st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), Owner: n.cfg.Name}
 	if n.mesh != nil {
-		s := n.mesh.ring.Load()
-		loc.Owner, _ = s.ring.Owner(loc.Key)
+		r := n.mesh.Ring()
+		loc.Owner, _ = r.Owner(loc.Key)
 		if replicas > 0 {
-			if rs := s.ring.Replicas(loc.Key, replicas+1); len(rs) > 1 {
+			if rs := r.Replicas(loc.Key, replicas+1); len(rs) > 1 {
 				loc.Replicas = rs[1:]
 			}
 		}
-		loc.Epoch = n.mesh.epoch.Load()
+		loc.Epoch = n.mesh.Epoch()
 	}
 	return loc, nil
 }
 
 func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
-	return v.n.purgeCluster(ctx, urls, prefixes, tags, soft)
+	id, receipts, err := v.n.purge(ctx, urls, prefixes, tags, soft)
+	return id, adminReceipts(receipts), err
 }
 
 func (v adminView) PurgeStatus(ctx context.Context, id string) []admin.Receipt {
-	return v.n.purgeStatus(ctx, id)
+	return adminReceipts(v.n.purges.Status(ctx, id))
+}
+
+func adminReceipts(rs []purge.Receipt) []admin.Receipt {
+	out := make([]admin.Receipt, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, admin.Receipt{Node: r.Node, Applied: r.Applied, Removed: r.Removed, Error: r.Error})
+	}
+	return out
 }
 
 // Drain takes the named member out of the ring, relaying to it if needed;
@@ -145,10 +149,10 @@ func (v adminView) Drain(ctx context.Context, name string, wait bool) (admin.Dra
 	n := v.n
 	if name == "" || name == n.cfg.Name {
 		d := admin.Drained{Node: n.cfg.Name}
-		if err := n.DrainLocal(); err != nil || !wait {
+		if err := n.drain(); err != nil || !wait {
 			return d, err
 		}
-		h, err := n.HandOffDone(ctx)
+		h, err := n.mesh.HandOffDone(ctx)
 		d.Taken, d.NotTaken, d.Took = h.Taken, h.NotTaken, h.Took
 		return d, err
 	}
@@ -159,7 +163,7 @@ func (v adminView) Drain(ctx context.Context, name string, wait bool) (admin.Dra
 				ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
 			}
-			h, err := n.mesh.peers.Drain(ctx, m.PeerAddr, n.cfg.Name, wait)
+			h, err := n.mesh.Peers().Drain(ctx, m.PeerAddr, n.cfg.Name, wait)
 			return admin.Drained{Node: name, Taken: h.Taken, NotTaken: h.NotTaken, Took: h.Took}, err
 		}
 	}
@@ -209,8 +213,8 @@ func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
 	p.Node = loc.Owner
 	u, _ := url.Parse(raw)
 	if name, addr, ok := n.owner(loc.Key); ok {
-		resp, err := n.mesh.peers.Fetch(ctx, addr, &peerv1.FetchRequest{Key: loc.Key, Host: u.Host,
-			PathQuery: u.RequestURI(), From: n.cfg.Name, Epoch: n.mesh.epoch.Load()})
+		resp, err := n.mesh.Peers().Fetch(ctx, addr, &peerv1.FetchRequest{Key: loc.Key, Host: u.Host,
+			PathQuery: u.RequestURI(), From: n.cfg.Name, Epoch: n.mesh.Epoch()})
 		if err != nil {
 			p.Error = fmt.Sprintf("peer %s: %v", name, err)
 			return p
@@ -279,28 +283,13 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 		h.Set(k, val)
 	}
 	now := time.Now()
-	var e *cache.Entry
-	if obj, ok := n.store.Get(loc.Key); ok {
-		if obj.Pass(now) {
-			ex.Outcome = "pass"
-			return ex, nil
-		}
-		if e = matchVariant(obj, h); e != nil {
-			ex.Tier = "memory"
-		}
+	f := n.lookup(loc.Key, h, now, explaining)
+	if f.pass {
+		ex.Outcome = "pass"
+		return ex, nil
 	}
-	if e == nil && n.copies != nil {
-		if obj, ok := n.copies.Get(loc.Key); ok {
-			if e = matchVariant(obj, h); e != nil {
-				ex.Tier = "copies"
-			}
-		}
-	}
-	if e == nil && n.disk != nil {
-		if de := matchDisk(n.disk.Get(loc.Key), h); de != nil {
-			e, ex.Tier = de.Entry, "disk"
-		}
-	}
+	e := f.e
+	ex.Tier = f.tier
 	switch {
 	case e != nil:
 		ex.Stored = true
@@ -319,7 +308,43 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 	return ex, nil
 }
 
-func (v adminView) Stats(ctx context.Context) []admin.NodeStats { return v.n.clusterStats(ctx) }
+// Stats gathers every member's counters.
+func (v adminView) Stats(ctx context.Context) []admin.NodeStats {
+	n := v.n
+	members := v.Members()
+	out := make([]admin.NodeStats, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			out[i].Node = m.Name
+			if m.Self {
+				out[i].Stats = countersOf(n.localStats())
+				return
+			}
+			ctx, cancel := context.WithTimeout(ctx, purge.Timeout)
+			defer cancel()
+			s, err := n.mesh.Peers().Stats(ctx, m.PeerAddr)
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			out[i].Stats = countersOf(s)
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(out, func(a, b admin.NodeStats) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// countersOf converts a node's counters from the peer protocol.
+func countersOf(s *peerv1.StatsResponse) *admin.Counters {
+	c := &admin.Counters{Requests: s.GetRequests(), Bytes: s.GetBytes(), OriginRequests: s.GetOriginRequests(),
+		PeerFetches: s.GetPeerFetches()}
+	for _, t := range s.GetTiers() {
+		c.Tiers = append(c.Tiers, admin.Tier{Name: t.GetName(), Objects: t.GetObjects(), Bytes: t.GetBytes(), Evictions: t.GetEvictions()})
+	}
+	return c
+}
 
 // ConfigJSON renders the effective configuration with secrets redacted.
 func (v adminView) ConfigJSON() ([]byte, error) {
@@ -359,7 +384,7 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 		view.Origins = append(view.Origins, o.String())
 	}
 	if v.n.mesh != nil {
-		m := v.n.mesh.cfg // with the defaults in place
+		m := v.n.mesh.Config() // with the defaults in place
 		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
 			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
 			JoinWave: m.JoinWave.String(), DrainOnStop: m.DrainOnStop.String()}

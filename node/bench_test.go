@@ -197,13 +197,13 @@ func BenchmarkDrainHandOff(b *testing.B) {
 		d := nodes[2]
 		for i, filled := 0, 0; filled < objects; i++ {
 			p := "/h/" + strconv.Itoa(i) + ".bin"
-			if owner, _ := d.mesh.ring.Load().ring.Owner(d.sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n3" {
+			if owner, _ := d.mesh.Ring().Owner(d.sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n3" {
 				do(b, d, "GET", p)
 				filled++
 			}
 		}
 		b.StartTimer()
-		if err := d.DrainLocal(); err != nil {
+		if err := d.drain(); err != nil {
 			b.Fatal(err)
 		}
 		deadline := time.Now().Add(time.Minute)

@@ -295,6 +295,47 @@ type File struct {
 	Sites []site.Config `yaml:"sites"`
 }
 
+// origins sets c's default origins and their CA bundle from the file.
+func (f *File) origins(name string, c *Config) []error {
+	var errs []error
+	if f.Origin.CAFile != "" {
+		pem, err := os.ReadFile(f.Origin.CAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: origin.ca_file: %w", name, err))
+		} else {
+			c.Origin.RootCAs = x509.NewCertPool()
+			if !c.Origin.RootCAs.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf("%s: origin.ca_file: no PEM certificate in %s", name, f.Origin.CAFile))
+			}
+		}
+	}
+	for i, o := range f.Origin.Default {
+		u, err := site.ParseOrigin(o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: origin.default[%d]: %w", name, i, err))
+			continue
+		}
+		c.Origins = append(c.Origins, u)
+	}
+	return errs
+}
+
+// meshConfig is the file's mesh section.
+func (f *File) meshConfig(name string) (*MeshConfig, error) {
+	m := f.Mesh
+	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
+		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
+		DrainOnStop: time.Duration(m.DrainOnStop)}
+	if m.GossipKey != "" {
+		k, err := base64.StdEncoding.DecodeString(m.GossipKey)
+		if err != nil {
+			return mc, fmt.Errorf("%s: mesh.gossip_key: not base64: %v", name, err)
+		}
+		mc.GossipKey = k
+	}
+	return mc, nil
+}
+
 // ReadToken reads a secret from a file: its first line, trimmed. It must not
 // be empty.
 func ReadToken(path string) (string, error) {
@@ -365,35 +406,11 @@ func ParseFile(name string, data []byte) (Config, error) {
 		}
 		c.AdminToken = tok
 	}
-	if f.Origin.CAFile != "" {
-		pem, err := os.ReadFile(f.Origin.CAFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: origin.ca_file: %w", name, err))
-		} else {
-			c.Origin.RootCAs = x509.NewCertPool()
-			if !c.Origin.RootCAs.AppendCertsFromPEM(pem) {
-				errs = append(errs, fmt.Errorf("%s: origin.ca_file: no PEM certificate in %s", name, f.Origin.CAFile))
-			}
-		}
-	}
-	for i, o := range f.Origin.Default {
-		u, err := site.ParseOrigin(o)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: origin.default[%d]: %w", name, i, err))
-			continue
-		}
-		c.Origins = append(c.Origins, u)
-	}
-	if m := f.Mesh; m != nil {
-		c.Mesh = &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
-			PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
-			DrainOnStop: time.Duration(m.DrainOnStop)}
-		if m.GossipKey != "" {
-			k, err := base64.StdEncoding.DecodeString(m.GossipKey)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: mesh.gossip_key: not base64: %v", name, err))
-			}
-			c.Mesh.GossipKey = k
+	errs = append(errs, f.origins(name, &c)...)
+	if f.Mesh != nil {
+		var err error
+		if c.Mesh, err = f.meshConfig(name); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for i, sc := range f.Sites {

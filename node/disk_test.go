@@ -172,7 +172,7 @@ func TestDiskCheckedAgainstPurgeLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n2.PurgeLocal(&peerv1.PurgeRequest{Id: "early", Keys: keys, Issued: timestamppb.Now()}) // before any index exists
+	n2.purges.Apply(&peerv1.PurgeRequest{Id: "early", Keys: keys, Issued: timestamppb.Now()}) // before any index exists
 	if err := n2.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -49,29 +49,13 @@ type flight struct {
 // streams it to the client as it arrives. vary names the key's known Vary
 // fields; stale is the stored response to revalidate, if any.
 func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, depth int) {
-	fkey := flightKey(key, vary, x.r.Header)
-	st, stats := x.site, x.stats // the fill goroutine must not hold x
-	fl, leader := n.joinFlight(fkey, func() *flight {
-		fl := &flight{fill: cache.NewFill(), fwd: fwd}
-		req := fillRequest(x.r, stale)
-		n.wg.Go(func() { n.runFill(fl, st, stats, rule, key, fkey, req, stale) })
-		return fl
-	})
+	fl, leader := n.startFill(x, rule, key, vary, stale, fwd, false)
 	if !leader {
 		n.metrics.coalesced.Inc()
 	}
 	head, err := fl.fill.Head(x.r.Context())
 	if err != nil {
-		if x.r.Context().Err() != nil {
-			x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
-			return
-		}
-		code, detail := originErrorStatus(err)
-		if n.serveStaleOnError(x, stale, code) {
-			return
-		}
-		x.status = httpcache.Status{Fwd: fwd, Detail: detail}
-		n.originError(x, code)
+		n.fillFailed(x, stale, fwd, err)
 		return
 	}
 	if head.Status >= 500 && n.serveStaleOnError(x, stale, head.Status) {
@@ -93,18 +77,53 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 	if leader && !fl.shareable {
 		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
-	x.status = httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader || fl.late}
-	switch {
-	case !fl.stored && fl.reason != "":
-		x.status.Detail = fl.reason
-	case fl.peer != "":
-		x.status.Detail = "peer-" + fl.peer
-	}
+	x.status = fl.status(leader)
 	var src body = fillBody{fl.fill, head.Size}
 	if fl.fill.FileBacked() {
 		src = fileFillBody{fl.fill, head.Size}
 	}
 	n.respond(x, head, src, time.Now())
+}
+
+// startFill returns the flight of the request's fill, starting one unless
+// one is in flight; leader reports whether it started it. A background fill
+// refreshes a stale entry nobody waits for.
+func (n *Node) startFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool) (*flight, bool) {
+	fkey := flightKey(key, vary, x.r.Header)
+	return n.joinFlight(fkey, func() *flight {
+		fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
+		// The fill goroutine must not hold x.
+		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, stale), stale: stale}
+		n.wg.Go(func() { n.runFill(j) })
+		return fl
+	})
+}
+
+// fillFailed answers a client whose fill failed before its head: stale when
+// allowed, else an edge error.
+func (n *Node) fillFailed(x *exchange, stale *stored, fwd httpcache.Fwd, err error) {
+	if x.r.Context().Err() != nil {
+		x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
+		return
+	}
+	code, detail := originErrorStatus(err)
+	if n.serveStaleOnError(x, stale, code) {
+		return
+	}
+	x.status = httpcache.Status{Fwd: fwd, Detail: detail}
+	n.originError(x, code)
+}
+
+// status is the Cache-Status of a response served from fl.
+func (fl *flight) status(leader bool) httpcache.Status {
+	s := httpcache.Status{Fwd: fl.fwd, FwdStatus: fl.fwdStatus, Stored: fl.stored, Collapsed: !leader || fl.late}
+	switch {
+	case !fl.stored && fl.reason != "":
+		s.Detail = fl.reason
+	case fl.peer != "":
+		s.Detail = "peer-" + fl.peer
+	}
+	return s
 }
 
 // flightKey is the key of the fill for a request: the primary key, plus the
@@ -119,14 +138,7 @@ func flightKey(key string, vary []string, req http.Header) string {
 // refreshInBackground starts the fill that refreshes a stale entry served by
 // stale-while-revalidate, unless one is already in flight: one refresh per key.
 func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *stored) {
-	fkey := flightKey(key, vary, x.r.Header)
-	st, stats := x.site, x.stats
-	n.joinFlight(fkey, func() *flight {
-		fl := &flight{fill: cache.NewFill(), fwd: httpcache.FwdStale, background: true}
-		req := fillRequest(x.r, stale)
-		n.wg.Go(func() { n.runFill(fl, st, stats, rule, key, fkey, req, stale) })
-		return fl
-	})
+	n.startFill(x, rule, key, vary, stale, httpcache.FwdStale, true)
 }
 
 // serveStaleOnError serves stale in place of an origin failure (code: the
@@ -278,15 +290,15 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	// This node owns the key. A draining peer that offers it (take-over) and,
 	// right after ring changes, its previous owners may still hold it: ask
 	// their caches before the origin.
-	if req.header.Get("If-None-Match") == "" {
-		for _, p := range n.handOffSources(key, req.takeOver) {
-			resp, err := n.fetchPeer(ctx, p.name, p.addr, key, req, true)
+	if n.mesh != nil && req.header.Get("If-None-Match") == "" {
+		for _, p := range n.mesh.HandOffSources(key, req.takeOver) {
+			resp, err := n.fetchPeer(ctx, p.Name, p.Addr, key, req, true)
 			if err != nil {
 				continue
 			}
 			if resp.StatusCode != http.StatusGatewayTimeout {
 				n.metrics.handoffs.Inc()
-				fl.peer, fl.fetched = p.name, popFetched(resp.Header)
+				fl.peer, fl.fetched = p.Name, popFetched(resp.Header)
 				return resp, nil
 			}
 			origin.DrainClose(resp.Body)
@@ -294,23 +306,6 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	}
 	n.counters.originRequests.Add(1)
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
-}
-
-// storedFresh returns a fresh variant for a request with header h held in
-// memory (the node's own objects or its copies), or nil.
-func (n *Node) storedFresh(key string, h http.Header) *cache.Entry {
-	now := time.Now()
-	for _, tier := range []*cache.Memory{n.store, n.copies} {
-		if tier == nil {
-			continue
-		}
-		if obj, ok := tier.Get(key); ok && !obj.Pass(now) {
-			if e := matchVariant(obj, h); e != nil && e.Fresh(now) {
-				return e
-			}
-		}
-	}
-	return nil
 }
 
 // popFetched removes the peer's fetch time from h and returns it (zero when
@@ -333,12 +328,12 @@ func (fl *flight) fetchedAt(respTime time.Time) time.Time {
 // fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
 func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
 	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
-		Epoch: n.mesh.epoch.Load(), CacheOnly: cacheOnly}
+		Epoch: n.mesh.Epoch(), CacheOnly: cacheOnly}
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
 	n.counters.peerFetches.Add(1)
-	resp, err := n.mesh.peers.Fetch(ctx, addr, pr)
+	resp, err := n.mesh.Peers().Fetch(ctx, addr, pr)
 	if err != nil {
 		n.metrics.peerFetches.WithLabelValues("failed").Inc()
 		n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
@@ -349,73 +344,127 @@ func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req origin
 	return resp, nil
 }
 
-// runFill fetches one response from the origin into fl and, when it is
-// complete and storable, into the store. It runs detached from any client:
-// only the node's shutdown, FillTimeout and FillIdleTimeout end it early.
-func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site.Rule, key, fkey string, req originRequest, stale *stored) {
-	defer n.endFlight(fkey, fl) // on every path, even a panic
-	fail := func(err error) { n.finish(fkey, fl, err) }
+// fillJob is one fill: what it fetches, for which site and rule, and the
+// stored response it revalidates, if any.
+type fillJob struct {
+	fl         *flight
+	site       *site.Site
+	stats      *siteMetrics
+	rule       *site.Rule
+	key, fkey  string
+	req        originRequest
+	stale      *stored
+	head       *cache.Entry       // the response's head, once decided
+	dec        httpcache.Decision // whether and how it is stored
+	disk       *cache.Writer      // set for an object too large for memory, stored on disk
+	gen        uint64             // the purge generation when the fill started
+	reqTime    time.Time
+	respTime   time.Time
+	idle       *time.Timer // FillIdleTimeout between two reads of the body
+	bodyLength int64       // the origin's Content-Length, -1 when unknown
+}
+
+// runFill fetches one response into the job's flight and, when it is
+// complete and storable, into the store, in steps: a late answer from the
+// store, fetch, a revalidation or a decision on what to store, publish the
+// head, copy the body, commit. It runs detached from any client: only the
+// node's shutdown, FillTimeout and FillIdleTimeout end it early.
+func (n *Node) runFill(j *fillJob) {
+	defer n.endFlight(j.fkey, j.fl) // on every path, even a panic
 	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
 	defer cancel()
 	ictx, icancel := context.WithCancelCause(ctx)
 	defer icancel(nil)
-	idle := time.AfterFunc(n.cfg.FillIdleTimeout, func() { icancel(errIdle) })
-	defer idle.Stop()
+	j.idle = time.AfterFunc(n.cfg.FillIdleTimeout, func() { icancel(errIdle) })
+	defer j.idle.Stop()
 
-	if stale == nil {
-		// A request that missed may start its fill just after another fill
-		// for the key stored its response and left the flight table: answer
-		// from that instead of asking again.
-		if e := n.storedFresh(key, req.header); e != nil {
-			fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, e.Status, true
-			fl.fill.SetHead(e, 0, false)
-			_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
-			n.finish(fkey, fl, nil)
-			return
-		}
+	if j.stale == nil && n.answerLate(j) {
+		return
 	}
-	stats.originFill.Inc()
-	gen := n.purgeGen.Load() // a purge while this fill runs may concern it
-	reqTime := time.Now()
-	resp, err := n.fetch(ictx, fl, st, key, req)
+	resp, err := n.fetchFill(ictx, j)
 	if err != nil {
-		if !errors.Is(err, origin.ErrOverloaded) {
-			stats.originError.Inc()
-		}
-		n.log.Warn("fill failed", "key", key, "err", err)
-		fail(err)
+		n.finish(j.fkey, j.fl, err)
 		return
 	}
 	defer origin.DrainClose(resp.Body)
-	respTime := time.Now()
-	httpcache.RemoveHopByHop(resp.Header)
-	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
-	fl.fwdStatus = resp.StatusCode
-
-	if stale != nil && resp.StatusCode == http.StatusNotModified {
-		through := n.refreshed(fl, stale, rule, key, req, resp.Header, reqTime, respTime)
-		n.finish(fkey, fl, nil)
+	if j.stale != nil && resp.StatusCode == http.StatusNotModified {
+		through := n.refreshed(j, resp.Header)
+		n.finish(j.fkey, j.fl, nil)
 		if through != nil {
-			n.writeThrough(key, through)
+			n.writeThrough(j.key, through)
 		}
 		return
 	}
+	n.decide(j, resp)
+	n.publish(j)
+	total, err := n.copyBody(ictx, j, resp.Body)
+	if err != nil {
+		if j.disk != nil {
+			j.fl.fill.AbortFile()
+		}
+		n.finish(j.fkey, j.fl, err)
+		return
+	}
+	n.commit(j, total)
+}
 
+// answerLate answers the fill from the store when another fill for the key
+// stored its response and left the flight table just before this one
+// started, instead of asking again. It reports whether it did.
+func (n *Node) answerLate(j *fillJob) bool {
+	now := time.Now()
+	f := n.lookup(j.key, j.req.header, now, memoryOnly)
+	if f.e == nil || !f.e.Fresh(now) {
+		return false
+	}
+	fl := j.fl
+	fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, f.e.Status, true
+	fl.fill.SetHead(f.e, 0, false)
+	_ = fl.fill.Append(context.Background(), f.e.Body) // kept: never waits
+	n.finish(j.fkey, fl, nil)
+	return true
+}
+
+// fetchFill sends the fill's request (see fetch) and readies the response's
+// fields for the store and the clients.
+func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error) {
+	j.stats.originFill.Inc()
+	j.gen = n.purges.Gen() // a purge while this fill runs may concern it
+	j.reqTime = time.Now()
+	resp, err := n.fetch(ctx, j.fl, j.site, j.key, j.req)
+	if err != nil {
+		if !errors.Is(err, origin.ErrOverloaded) {
+			j.stats.originError.Inc()
+		}
+		n.log.Warn("fill failed", "key", j.key, "err", err)
+		return nil, err
+	}
+	j.respTime = time.Now()
+	httpcache.RemoveHopByHop(resp.Header)
+	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
+	j.fl.fwdStatus = resp.StatusCode
+	return resp, nil
+}
+
+// decide sets the job's storage decision (RFC 9111 and the rule's policy,
+// the memory and disk tiers' bounds) and builds the response's head.
+func (n *Node) decide(j *fillJob, resp *http.Response) {
 	cc := httpcache.ParseCacheControl(resp.Header)
-	dec := httpcache.Decide(resp.StatusCode, resp.Header, cc, req.authorized, rule.Policy)
-	var disk *cache.Writer // set for an object too large for memory, stored on disk
-	if dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
-		if n.disk != nil && !fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
-			if disk, err = n.disk.Create(key); err != nil {
-				n.log.Warn("disk tier cannot take a large object", "key", key, "err", err)
+	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.authorized, j.rule.Policy)
+	j.bodyLength = resp.ContentLength
+	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
+		if n.disk != nil && !j.fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
+			var err error
+			if j.disk, err = n.disk.Create(j.key); err != nil {
+				n.log.Warn("disk tier cannot take a large object", "key", j.key, "err", err)
 			}
 		}
-		if disk == nil {
-			dec = httpcache.Decision{Reason: "too-large", Pass: true}
-			n.log.Debug("not stored: larger than max_object_size", "key", key, "size", resp.ContentLength)
+		if j.disk == nil {
+			j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
+			n.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
 	}
-	if dec.Store {
+	if j.dec.Store {
 		httpcache.StripFields(resp.Header, cc)
 	}
 	vary := httpcache.VaryFields(resp.Header)
@@ -425,122 +474,138 @@ func (n *Node) runFill(fl *flight, st *site.Site, stats *siteMetrics, rule *site
 		Header:       resp.Header,
 		Size:         resp.ContentLength,
 		Vary:         vary,
-		VaryKey:      httpcache.SecondaryKey(vary, req.header),
-		ResponseTime: respTime,
-		Fetched:      fl.fetchedAt(respTime),
-		InitialAge:   httpcache.InitialAge(resp.Header, reqTime, respTime),
-		TTL:          dec.TTL,
-		TTLSource:    string(dec.Source),
+		VaryKey:      httpcache.SecondaryKey(vary, j.req.header),
+		ResponseTime: j.respTime,
+		Fetched:      j.fl.fetchedAt(j.respTime),
+		InitialAge:   httpcache.InitialAge(resp.Header, j.reqTime, j.respTime),
+		TTL:          j.dec.TTL,
+		TTLSource:    string(j.dec.Source),
 	}
 	head.NoStale, head.StaleWhileRevalidate, head.StaleIfError = httpcache.StaleRules(cc)
 	v := httpcache.ValidatorsOf(resp.Header)
 	head.ETag, head.LastModified = v.ETag, v.LastModified
-	fl.stored, fl.shareable, fl.reason = dec.Store, dec.Store, dec.Reason
+	j.head = head
+}
+
+// publish hands the head to the clients waiting on the flight.
+func (n *Node) publish(j *fillJob) {
+	fl := j.fl
+	fl.stored, fl.shareable, fl.reason = j.dec.Store, j.dec.Store, j.dec.Reason
 	hint := 0
-	if dec.Store && resp.ContentLength > 0 {
-		hint = int(resp.ContentLength)
+	if j.dec.Store && j.bodyLength > 0 {
+		hint = int(j.bodyLength)
 	}
-	if disk != nil {
-		fl.fill.SetHeadFile(head, disk)
-		fail = func(err error) {
-			fl.fill.AbortFile()
-			n.finish(fkey, fl, err)
-		}
+	if j.disk != nil {
+		fl.fill.SetHeadFile(j.head, j.disk)
 	} else {
-		fl.fill.SetHead(head, hint, !dec.Store)
+		fl.fill.SetHead(j.head, hint, !j.dec.Store)
 	}
-	if fl.background && !dec.Store {
+	if fl.background && !j.dec.Store {
 		fl.fill.Abandon() // no reader: leave the body unread
 	}
+}
 
+// copyBody copies the origin's body into the flight, resetting the idle
+// timer on every read, and returns its length once it is complete. A body
+// past max_object_size is served but no longer stored.
+func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64, error) {
 	var total int64
 	buf := make([]byte, 32<<10)
 	for {
-		m, rerr := resp.Body.Read(buf)
+		m, rerr := body.Read(buf)
 		if m > 0 {
-			idle.Reset(n.cfg.FillIdleTimeout)
-			if err := fl.fill.Append(ictx, buf[:m]); err != nil {
+			j.idle.Reset(n.cfg.FillIdleTimeout)
+			if err := j.fl.fill.Append(ctx, buf[:m]); err != nil {
 				if !errors.Is(err, cache.ErrAbandoned) {
-					stats.originError.Inc()
+					j.stats.originError.Inc()
 				}
-				fail(err)
-				return
+				return total, err
 			}
 			total += int64(m)
-			if fl.peer != "" {
+			if j.fl.peer != "" {
 				n.metrics.peerBytes.Add(float64(m))
 			}
-			if dec.Store && total > n.cfg.MaxObjectSize {
-				dec = httpcache.Decision{Reason: "too-large", Pass: true}
+			if j.dec.Store && total > n.cfg.MaxObjectSize {
+				j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
 			}
 		}
 		if rerr == nil {
 			continue
 		}
-		if !errors.Is(rerr, io.EOF) {
-			if cause := context.Cause(ictx); cause != nil {
-				rerr = fmt.Errorf("%w (%w)", rerr, cause)
-			}
-			stats.originError.Inc()
-			n.log.Warn("fill aborted: origin body cut short", "key", key, "received", total, "err", rerr)
-			fail(rerr)
-			return
+		if errors.Is(rerr, io.EOF) {
+			break
 		}
-		break
+		if cause := context.Cause(ctx); cause != nil {
+			rerr = fmt.Errorf("%w (%w)", rerr, cause)
+		}
+		j.stats.originError.Inc()
+		n.log.Warn("fill aborted: origin body cut short", "key", j.key, "received", total, "err", rerr)
+		return total, rerr
 	}
-	if resp.ContentLength >= 0 && total != resp.ContentLength {
-		err := fmt.Errorf("body has %d bytes, Content-Length said %d", total, resp.ContentLength)
-		stats.originError.Inc()
-		fail(err)
-		return
+	if j.bodyLength >= 0 && total != j.bodyLength {
+		j.stats.originError.Inc()
+		return total, fmt.Errorf("body has %d bytes, Content-Length said %d", total, j.bodyLength)
 	}
-	if (n.purgeGen.Load() != gen || (fl.peer != "" && n.purgeLog.covers(key, head))) && (dec.Store || disk != nil) {
+	return total, nil
+}
+
+// commit stores a complete response as the job decided (memory, copies or
+// disk), or marks the key hit-for-pass, then ends the flight. A response
+// that a purge may have overtaken is served but not stored.
+func (n *Node) commit(j *fillJob, total int64) {
+	fl := j.fl
+	if (n.purges.Gen() != j.gen || (fl.peer != "" && n.purges.Covers(j.key, j.head))) && (j.dec.Store || j.disk != nil) {
 		// A purge ran meanwhile, or a peer sent what an applied purge
 		// removed (it had not applied the purge yet): the body may predate
 		// the purge; serve it, store nothing.
-		if disk != nil {
+		if j.disk != nil {
 			fl.fill.AbortFile() // open readers keep their file
 		}
-		n.finish(fkey, fl, nil)
+		n.finish(j.fkey, fl, nil)
 		return
 	}
 	switch {
-	case disk != nil:
-		e := *head
-		e.Header = head.Header.Clone()
+	case j.disk != nil:
+		e := *j.head
+		e.Header = j.head.Header.Clone()
 		e.Header["Content-Length"] = []string{strconv.FormatInt(total, 10)}
 		if _, err := fl.fill.CommitFile(&e); err != nil {
-			n.log.Warn("disk tier write failed", "key", key, "err", err)
+			n.log.Warn("disk tier write failed", "key", j.key, "err", err)
 		}
-		n.store.Invalidate(key) // an older, smaller version must not shadow it
-		n.finish(fkey, fl, nil)
+		n.store.Invalidate(j.key) // an older, smaller version must not shadow it
+	case j.dec.Store:
+		n.commitMemory(j)
 		return
-	case dec.Store:
-		body := fl.fill.Bytes()
-		e := *head
-		e.Body, e.Size = body, int64(len(body))
-		// The stored header carries its Content-Length, so a hit formats none.
-		e.Header = head.Header.Clone()
-		if bodyAllowed(e.Status) {
-			e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
-		}
-		if fl.copy && n.copies != nil {
-			// Another node owns it: a copy, in the copies' share, not on disk.
-			n.copies.Put(key, &e)
-			n.finish(fkey, fl, nil)
-			return
-		}
-		n.store.Put(key, &e)
-		n.finish(fkey, fl, nil)
-		n.writeThrough(key, &e)
-		return
-	case dec.Pass:
-		n.store.MarkPass(key, time.Now().Add(n.cfg.HitForPass))
+	case j.dec.Pass:
+		n.store.MarkPass(j.key, time.Now().Add(n.cfg.HitForPass))
 		if n.disk != nil {
-			n.disk.Invalidate(key)
+			n.disk.Invalidate(j.key)
 		}
 	}
-	n.finish(fkey, fl, nil)
+	n.finish(j.fkey, fl, nil)
+}
+
+// commitMemory stores a complete response in memory (the copies' share for
+// another node's object) and ends the flight, then writes the node's own
+// objects through to disk.
+func (n *Node) commitMemory(j *fillJob) {
+	body := j.fl.fill.Bytes()
+	e := *j.head
+	e.Body, e.Size = body, int64(len(body))
+	// The stored header carries its Content-Length, so a hit formats none.
+	e.Header = j.head.Header.Clone()
+	if bodyAllowed(e.Status) {
+		e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	if j.fl.copy && n.copies != nil {
+		// Another node owns it: a copy, in the copies' share, not on disk.
+		n.copies.Put(j.key, &e)
+		n.finish(j.fkey, j.fl, nil)
+		return
+	}
+	n.store.Put(j.key, &e)
+	n.finish(j.fkey, j.fl, nil)
+	n.writeThrough(j.key, &e)
 }
 
 // writeThrough copies a stored entry to the disk tier, so that neither memory
@@ -554,15 +619,16 @@ func (n *Node) writeThrough(key string, e *cache.Entry) {
 	}
 }
 
-// refreshed handles a revalidation that the origin answered 304: the stored
-// entry is updated with the new fields and freshness, in every tier, and
-// becomes the fill's response. The caller finishes the fill, then writes the
-// returned entry (if any) through to disk.
-func (n *Node) refreshed(fl *flight, stale *stored, rule *site.Rule, key string, req originRequest, h http.Header, reqTime, respTime time.Time) *cache.Entry {
+// refreshed handles a revalidation that the origin answered 304 with fields
+// h: the stored entry is updated with the new fields and freshness, in every
+// tier, and becomes the fill's response. The caller finishes the fill, then
+// writes the returned entry (if any) through to disk.
+func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
+	fl, stale, key, reqTime, respTime := j.fl, j.stale, j.key, j.reqTime, j.respTime
 	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
 	merged := httpcache.UpdateStored(stale.e.Header, h)
 	cc := httpcache.ParseCacheControl(merged)
-	dec := httpcache.Decide(stale.e.Status, merged, cc, req.authorized, rule.Policy)
+	dec := httpcache.Decide(stale.e.Status, merged, cc, j.req.authorized, j.rule.Policy)
 	e := *stale.e
 	e.Header = merged
 	e.ResponseTime = respTime

@@ -85,101 +85,74 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.serveCacheable(&x, rule, key)
 }
 
-// serveCacheable serves a GET or HEAD the cache may answer.
+// serveCacheable serves a GET or HEAD the cache may answer: a hit, stale
+// while it is refreshed, or through a fill.
 func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	now := time.Now()
-	fwd := httpcache.FwdURIMiss
-	var vary []string
-	var e *cache.Entry
-	var src body
-	var de *cache.DiskEntry
-	if obj, ok := n.store.Get(key); ok {
-		if obj.Pass(now) {
-			if onlyIfCached(x.r) {
-				x.status = httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "only-if-cached"}
-				n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
-				return
-			}
-			n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
-			return
-		}
-		if len(obj.Variants) > 0 {
-			vary = obj.Variants[len(obj.Variants)-1].Vary
-			fwd = httpcache.FwdVary
-		}
-		if e = matchVariant(obj, x.r.Header); e != nil {
-			src = entryBody(e.Body)
-		}
-	}
-	var isCopy bool
-	if e == nil && n.copies != nil {
-		if obj, ok := n.copies.Get(key); ok {
-			if e = matchVariant(obj, x.r.Header); e != nil {
-				src, isCopy = entryBody(e.Body), true
-			}
-		}
-	}
-	if e == nil && n.disk != nil {
-		if vs := n.disk.Get(key); len(vs) > 0 {
-			if vary == nil {
-				vary, fwd = vs[len(vs)-1].Vary, httpcache.FwdVary
-			}
-			if de = matchDisk(vs, x.r.Header); de != nil {
-				if e, src = n.fromDisk(key, de); e == nil {
-					de = nil
-				}
-			}
-		}
-	}
-	if e == nil && onlyIfCached(x.r) {
-		// RFC 9111 5.2.1.7; also how a new owner asks a previous owner's cache.
-		x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
-		n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
-		return
-	}
-	var stale *stored
-	if e != nil && n.suspect(e, de, now) {
-		// The node may have missed a purge of this object: ask the origin.
+	f := n.lookup(key, x.r.Header, now, serving)
+	if f.pass {
 		if onlyIfCached(x.r) {
-			x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
-			n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
+			n.notCached(x, httpcache.FwdBypass)
 			return
 		}
-		stale = &stored{e: e, src: src, de: de, copy: isCopy}
-		n.serveFill(x, rule, key, vary, stale, httpcache.FwdStale, 0)
+		n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
 		return
 	}
-	if e != nil {
-		if e.Fresh(now) || onlyIfCached(x.r) {
-			x.status = httpcache.Status{Hit: true}
-			n.respond(x, e, src, now)
-			return
-		}
-		stale, fwd = &stored{e: e, src: src, de: de, copy: isCopy}, httpcache.FwdStale
-		if window := swrWindow(e, x.site); !e.NoStale && e.Staleness(now) < window {
-			n.refreshInBackground(x, rule, key, vary, stale)
-			x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
-			n.respond(x, e, src, now)
-			return
-		}
+	fwd := httpcache.FwdURIMiss
+	if f.known {
+		fwd = httpcache.FwdVary
 	}
-	n.serveFill(x, rule, key, vary, stale, fwd, 0)
+	switch {
+	case f.e == nil || n.suspect(f.e, f.de, now):
+		// A miss; or the node may have missed a purge of this object: ask the origin.
+		if onlyIfCached(x.r) {
+			// RFC 9111 5.2.1.7; also how a new owner asks a previous owner's cache.
+			n.notCached(x, fwd)
+			return
+		}
+		var stale *stored
+		if f.e != nil {
+			stale, fwd = f.stored(), httpcache.FwdStale
+		}
+		n.serveFill(x, rule, key, f.vary, stale, fwd, 0)
+	case f.e.Fresh(now) || onlyIfCached(x.r):
+		x.status = httpcache.Status{Hit: true}
+		n.respond(x, f.e, f.src, now)
+	default:
+		n.serveStale(x, rule, key, f, now)
+	}
+}
+
+// serveStale serves a stored response past its freshness: at once while a
+// background fill refreshes it (stale-while-revalidate), else through a
+// revalidating fill.
+func (n *Node) serveStale(x *exchange, rule *site.Rule, key string, f held, now time.Time) {
+	stale := f.stored()
+	if window := swrWindow(f.e, x.site); !f.e.NoStale && f.e.Staleness(now) < window {
+		n.refreshInBackground(x, rule, key, f.vary, stale)
+		x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
+		n.respond(x, f.e, f.src, now)
+		return
+	}
+	n.serveFill(x, rule, key, f.vary, stale, httpcache.FwdStale, 0)
+}
+
+// notCached answers a request that forbids going upstream (only-if-cached)
+// and that the store cannot answer.
+func (n *Node) notCached(x *exchange, fwd httpcache.Fwd) {
+	x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
+	n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
 }
 
 // suspect reports whether e may have been purged without this node knowing:
 // it comes from a disk index not yet checked against the purge log, or the
 // node's purge log is out of step with the cluster and e was fetched before
-// the purge lease. The node then starts catching up, for the requests that
-// follow, without holding this one.
+// the purge lease (see purge.Service.Suspect).
 func (n *Node) suspect(e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
 	if de != nil && !n.diskChecked.Load() {
 		return true
 	}
-	if n.mesh == nil || now.Sub(e.FetchedAt()) < n.mesh.purges.lease || n.purgesCurrent() {
-		return false
-	}
-	n.catchUpSoon()
-	return true
+	return n.purges.Suspect(e.FetchedAt(), now)
 }
 
 // servePurge handles the HTTP PURGE method (Varnish's convention): the target
@@ -193,7 +166,7 @@ func (n *Node) servePurge(x *exchange) {
 		return
 	}
 	target := "http://" + x.r.Host + x.r.URL.RequestURI()
-	id, receipts, err := n.purgeCluster(x.r.Context(), []string{target}, nil, nil, false)
+	id, receipts, err := n.purge(x.r.Context(), []string{target}, nil, nil, false)
 	if err != nil {
 		n.edgeError(x, http.StatusBadRequest, "meshcdn: "+err.Error())
 		return
@@ -232,48 +205,6 @@ type stored struct {
 	copy bool // held in the copies' share: another node owns it
 }
 
-// fromDisk makes a disk entry servable. A body small enough for the memory tier
-// is read, checked and promoted there (the memory tier's admission policy
-// decides whether it stays); a larger one is served from its file.
-func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
-	if de.Size > n.cfg.MaxObjectSize {
-		return de.Entry, fileBody{path: de.Path(), n: de.Size}
-	}
-	b, err := n.disk.ReadBody(de)
-	if err != nil {
-		n.log.Warn("disk entry unreadable; treated as a miss", "key", key, "err", err)
-		return nil, nil
-	}
-	e := *de.Entry
-	e.Body = b
-	if n.diskChecked.Load() { // else it is revalidated, and the result stored
-		n.store.Put(key, &e)
-	}
-	return &e, entryBody(b)
-}
-
-// matchDisk returns the disk variant whose Vary fields match the request.
-func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
-	for i := len(vs) - 1; i >= 0; i-- {
-		if httpcache.SecondaryKey(vs[i].Vary, req) == vs[i].VaryKey {
-			return vs[i]
-		}
-	}
-	return nil
-}
-
-// invalidate drops everything stored under key, in every tier.
-func (n *Node) invalidate(key string) bool {
-	ok := n.store.Invalidate(key)
-	if n.copies != nil && n.copies.Invalidate(key) {
-		ok = true
-	}
-	if n.disk != nil && n.disk.Invalidate(key) {
-		ok = true
-	}
-	return ok
-}
-
 // swrWindow is how long past its freshness e may be served while a background
 // fill refreshes it: the origin's stale-while-revalidate, else the site's.
 func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
@@ -281,17 +212,6 @@ func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
 		return e.StaleWhileRevalidate
 	}
 	return st.StaleWhileRevalidate
-}
-
-// matchVariant returns the stored variant whose Vary fields match the request.
-func matchVariant(obj *cache.Object, req http.Header) *cache.Entry {
-	for i := len(obj.Variants) - 1; i >= 0; i-- {
-		e := obj.Variants[i]
-		if httpcache.SecondaryKey(e.Vary, req) == e.VaryKey {
-			return e
-		}
-	}
-	return nil
 }
 
 // bypass proxies the request to the origin without the cache. Unsafe methods

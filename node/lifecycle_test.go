@@ -165,7 +165,7 @@ func TestNoPeerConnectionsAfterShutdown(t *testing.T) {
 	if err := n.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := n.mesh.peers.Fetch(t.Context(), "127.0.0.1:1", &peerv1.FetchRequest{Key: "k", Host: "h", PathQuery: "/"})
+	_, err := n.mesh.Peers().Fetch(t.Context(), "127.0.0.1:1", &peerv1.FetchRequest{Key: "k", Host: "h", PathQuery: "/"})
 	if !errors.Is(err, peer.ErrPoolClosed) {
 		t.Fatalf("a peer fetch after Shutdown: %v, want %v", err, peer.ErrPoolClosed)
 	}

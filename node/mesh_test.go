@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/ring"
 )
 
@@ -123,8 +124,7 @@ func TestMeshCoalescing(t *testing.T) {
 
 // halt stops a node as a crash would: listeners closed, no Leave.
 func halt(n *Node) {
-	n.mesh.grpc.Stop()
-	_ = n.mesh.gossip.Shutdown()
+	n.mesh.Halt()
 	_ = n.httpSrv.Close()
 }
 
@@ -193,7 +193,7 @@ func TestBrokenPeerStream(t *testing.T) {
 	var p string
 	for i := 0; ; i++ {
 		p = fmt.Sprintf("/cut/%d.bin", i)
-		if owner, _ := nodes[1].mesh.ring.Load().ring.Owner(nodes[1].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n1" {
+		if owner, _ := nodes[1].mesh.Ring().Owner(nodes[1].sites.Default().CacheKey("127.0.0.1", p, "")); owner == "n1" {
 			break
 		}
 	}
@@ -228,8 +228,8 @@ func TestRingDisagreement(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	onlyB, _ := ring.New([]string{"n2"}, ring.Config{})
 	onlyA, _ := ring.New([]string{"n1"}, ring.Config{})
-	a.mesh.ring.Store(&snapshot{ring: onlyB})
-	b.mesh.ring.Store(&snapshot{ring: onlyA})
+	a.mesh.SetRing(onlyB)
+	b.mesh.SetRing(onlyA)
 	done := make(chan response, 2)
 	go func() { done <- doMaybe(t, a, "GET", "/loop/1.js") }()
 	go func() { done <- doMaybe(t, b, "GET", "/loop/2.js") }()
@@ -255,7 +255,7 @@ func TestJoinHandOff(t *testing.T) {
 	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
 	before := map[string]string{}
 	for _, p := range paths {
-		before[p], _ = nodes[0].mesh.ring.Load().ring.Owner(key(p))
+		before[p], _ = nodes[0].mesh.Ring().Owner(key(p))
 	}
 
 	n4 := startNode(t, o, Config{Name: "n4", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
@@ -271,7 +271,7 @@ func TestJoinHandOff(t *testing.T) {
 	})
 	var moved []string
 	for _, p := range paths {
-		if now, _ := n4.mesh.ring.Load().ring.Owner(key(p)); now != before[p] {
+		if now, _ := n4.mesh.Ring().Owner(key(p)); now != before[p] {
 			moved = append(moved, p)
 		}
 	}
@@ -328,7 +328,7 @@ func TestSuccessiveScaleOuts(t *testing.T) {
 	var twice int
 	for _, p := range paths {
 		o4, _ := r4.Owner(key(p))
-		o5, _ := all[4].mesh.ring.Load().ring.Owner(key(p))
+		o5, _ := all[4].mesh.Ring().Owner(key(p))
 		if o3, _ := r3.Owner(key(p)); o3 != o4 && o4 == "n4" && o5 == "n5" {
 			twice++
 		}
@@ -371,7 +371,7 @@ func warmCluster(t *testing.T, n int, tweak func(*Config)) (*testOrigin, []*Node
 	wantHits(t, o, int64(n))
 	// Nodes that start within a join wave of each other count as one wave:
 	// let it pass, so the nodes a test adds next form a wave of their own.
-	time.Sleep(time.Until(started.Add(fastJoinWave)))
+	time.Sleep(time.Until(started.Add(mesh.FastJoinWave)))
 	return o, nodes, paths
 }
 
@@ -379,7 +379,7 @@ func warmCluster(t *testing.T, n int, tweak func(*Config)) (*testOrigin, []*Node
 func ownedBy(t *testing.T, n *Node, owner, prefix string) string {
 	for i := 0; i < 10000; i++ {
 		p := fmt.Sprintf("%s%d.js", prefix, i)
-		if o, _ := n.mesh.ring.Load().ring.Owner(n.sites.Default().CacheKey("127.0.0.1", p, "")); o == owner {
+		if o, _ := n.mesh.Ring().Owner(n.sites.Default().CacheKey("127.0.0.1", p, "")); o == owner {
 			return p
 		}
 	}

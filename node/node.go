@@ -19,7 +19,9 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -35,7 +37,7 @@ type Node struct {
 	store     *cache.Memory
 	copies    *cache.Memory // copies of objects other nodes own; nil without a mesh
 	disk      *cache.Disk   // nil without a cache dir; set in Start
-	mesh      *mesh         // nil without a mesh; set in Start
+	mesh      *mesh.Mesh    // nil without a mesh; set in Start
 	metrics   *metrics
 
 	admin       *grpc.Server // nil without an admin listener
@@ -43,8 +45,7 @@ type Node struct {
 	adminHealth *health.Server
 	transport   *origin.Transports
 
-	purgeGen atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
-	purgeLog *purgeLog
+	purges *purge.Service
 	// diskChecked is set once the disk tier's index is complete and the purge
 	// log has been applied to it; until then disk objects are revalidated.
 	diskChecked atomic.Bool
@@ -80,8 +81,12 @@ func New(cfg Config) (*Node, error) {
 		store:     cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
 		transport: origin.NewTransports(cfg.Origin),
 		flights:   map[string]*flight{},
-		purgeLog:  newPurgeLog(),
 	}
+	pc := purge.Config{Self: cfg.Name, Store: tiersOf{n}, Logger: n.log}
+	if cfg.Mesh != nil {
+		pc.Mesh, pc.Peers, pc.Lease = purgeView{n}, purgeView{n}, cfg.Mesh.PurgeLease
+	}
+	n.purges = purge.New(pc)
 	n.metrics = newMetrics(n.store)
 	if b := copyBudget(cfg); b > 0 {
 		n.copies = cache.NewMemory(b)
@@ -122,32 +127,73 @@ func (n *Node) Start(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: already started")
 	}
-	if n.cfg.CacheDir != "" {
-		d, err := cache.OpenDisk(n.cfg.CacheDir, n.cfg.DiskBytes, n.log.With("tier", "disk"))
-		if err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
-		n.disk = d
-		n.metrics.registerTier("disk", d.Stats)
-		n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_ready",
-			Help: "1 once the disk tier's index is complete and checked against the purge log; until then disk objects are revalidated."},
-			func() float64 {
-				if n.diskChecked.Load() {
-					return 1
-				}
-				return 0
-			}))
+	if err := n.openDisk(); err != nil {
+		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", n.cfg.HTTPAddr)
+	ln, err := listen(ctx, n.cfg.HTTPAddr, "http")
 	if err != nil {
-		return fmt.Errorf("node: http listener: %w", err)
+		return err
 	}
 	n.httpLn = ln
+	n.httpSrv = n.newHTTPServer()
+	if err := n.startMetrics(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	n.startBackground()
+	if err := n.startMeshAndAdmin(ctx); err != nil {
+		n.cancel()
+		_ = ln.Close()
+		if n.metricsSrv != nil {
+			_ = n.metricsSrv.Close()
+		}
+		if n.adminLn != nil {
+			_ = n.adminLn.Close()
+		}
+		n.wg.Wait()
+		return err
+	}
+	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	n.ready.Store(true)
+	attrs := []any{"http", ln.Addr().String(), "metrics", n.MetricsAddr()}
+	if n.mesh != nil {
+		attrs = append(attrs, "peer", n.PeerAddr(), "gossip", n.GossipAddr())
+	}
+	if n.admin != nil {
+		attrs = append(attrs, "admin", n.AdminAddr())
+	}
+	n.log.Info("edge node started", append(attrs, "sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)...)
+	return nil
+}
+
+// openDisk opens the disk tier, when there is a cache directory.
+func (n *Node) openDisk() error {
+	if n.cfg.CacheDir == "" {
+		return nil
+	}
+	d, err := cache.OpenDisk(n.cfg.CacheDir, n.cfg.DiskBytes, n.log.With("tier", "disk"))
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.disk = d
+	n.metrics.registerTier("disk", d.Stats)
+	n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_ready",
+		Help: "1 once the disk tier's index is complete and checked against the purge log; until then disk objects are revalidated."},
+		func() float64 {
+			if n.diskChecked.Load() {
+				return 1
+			}
+			return 0
+		}))
+	return nil
+}
+
+// newHTTPServer is the client-facing server: HTTP/1.1 and cleartext HTTP/2.
+func (n *Node) newHTTPServer() *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	n.httpSrv = &http.Server{
+	return &http.Server{
 		Handler:           n,
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -155,27 +201,37 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
-	if n.cfg.MetricsAddr != "off" {
-		mln, err := lc.Listen(ctx, "tcp", n.cfg.MetricsAddr)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("node: metrics listener: %w", err)
-		}
-		n.metricsLn = mln
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if why := n.notReady(); why != "" {
-				http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ready\n"))
-		})
-		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-		n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
+}
+
+// startMetrics binds the metrics listener and serves /metrics, /healthz and
+// /readyz on it, unless it is off.
+func (n *Node) startMetrics(ctx context.Context) error {
+	if n.cfg.MetricsAddr == "off" {
+		return nil
 	}
+	mln, err := listen(ctx, n.cfg.MetricsAddr, "metrics")
+	if err != nil {
+		return err
+	}
+	n.metricsLn = mln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := n.notReady(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
+	return nil
+}
+
+// startBackground starts the disk index load and the origins' health checks.
+func (n *Node) startBackground() {
 	if n.disk != nil {
 		// Misses are served while the index is rebuilt, and what it has
 		// indexed so far is revalidated before use.
@@ -192,45 +248,46 @@ func (n *Node) Start(ctx context.Context) error {
 	for _, p := range n.pools {
 		n.wg.Go(func() { p.RunHealth(n.ctx) })
 	}
-	fail := func(err error) error {
-		n.cancel()
-		_ = ln.Close()
-		if n.metricsSrv != nil {
-			_ = n.metricsSrv.Close()
-		}
-		if n.adminLn != nil {
-			_ = n.adminLn.Close()
-		}
-		n.wg.Wait()
-		return err
-	}
-	if n.cfg.AdminAddr != "" { // bound first: the mesh advertises its address
-		var lc net.ListenConfig
-		aln, err := lc.Listen(ctx, "tcp", n.cfg.AdminAddr)
+}
+
+// startMeshAndAdmin binds the admin listener first (the mesh advertises its
+// address), starts the mesh, then serves the admin API.
+func (n *Node) startMeshAndAdmin(ctx context.Context) error {
+	if n.cfg.AdminAddr != "" {
+		aln, err := listen(ctx, n.cfg.AdminAddr, "admin")
 		if err != nil {
-			return fail(fmt.Errorf("node: admin listener: %w", err))
+			return err
 		}
 		n.adminLn = aln
 	}
 	if n.cfg.Mesh != nil {
 		if err := n.startMesh(ctx); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if n.adminLn != nil {
 		n.serveAdmin()
 	}
-	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
-	n.ready.Store(true)
-	attrs := []any{"http", ln.Addr().String(), "metrics", n.MetricsAddr()}
-	if n.mesh != nil {
-		attrs = append(attrs, "peer", n.PeerAddr(), "gossip", n.GossipAddr())
-	}
-	if n.admin != nil {
-		attrs = append(attrs, "admin", n.AdminAddr())
-	}
-	n.log.Info("edge node started", append(attrs, "sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)...)
 	return nil
+}
+
+// checkDisk applies the purge log to the disk tier once its index is
+// complete: objects indexed after a purge ran are caught by it now.
+func (n *Node) checkDisk() {
+	if removed := n.purges.ApplyLogged(); removed > 0 {
+		n.log.Info("purges applied to disk objects indexed late", "removed", removed)
+	}
+	n.diskChecked.Store(true)
+}
+
+// listen binds the TCP listener that serves what.
+func listen(ctx context.Context, addr, what string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("node: %s listener: %w", what, err)
+	}
+	return ln, nil
 }
 
 func (n *Node) serve(s *http.Server, ln net.Listener, name string) {
@@ -249,7 +306,7 @@ func (n *Node) notReady() string {
 		return "starting, draining or shutting down"
 	case n.disk != nil && !n.diskChecked.Load():
 		return "indexing the disk tier"
-	case n.mesh != nil && !n.mesh.purges.inStepOnce.Load() && !n.purgesCurrent():
+	case !n.purges.Ready():
 		return "catching up on purges"
 	}
 	return ""
@@ -298,7 +355,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		var errs []error
 		if n.mesh != nil {
 			// The others move our keys away before we stop answering.
-			if err := n.mesh.leave(); err != nil {
+			if err := n.mesh.Leave(); err != nil {
 				n.log.Warn("leaving the mesh", "err", err)
 			}
 		}
@@ -309,10 +366,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		}
 		if n.mesh != nil {
-			errs = append(errs, n.mesh.stop(ctx))
+			errs = append(errs, n.mesh.Stop(ctx))
 		}
 		n.stopAdmin(ctx)
 		n.cancel() // fills stop; handlers still waiting on them return
+		n.purges.Stop()
 		n.handlers.Wait()
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()

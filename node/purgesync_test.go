@@ -72,8 +72,8 @@ func TestPurgeCatchUp(t *testing.T) {
 	now := &peerv1.PurgeRequest{Id: "00000000000000a1", Keys: keys[:1], From: "n1", Issued: timestamppb.Now()}
 	old := &peerv1.PurgeRequest{Id: "00000000000000a2", Keys: keys[1:], From: "n1", Issued: timestamppb.New(time.Now().Add(-time.Minute))}
 	for _, n := range nodes[:2] {
-		n.PurgeLocal(now)
-		n.PurgeLocal(old)
+		n.purges.Apply(now)
+		n.purges.Apply(old)
 	}
 	eventually(t, 10*time.Second, func() bool { return counterValue(t, nodes[2], "meshcdn_purges_caught_up_total") == 2 })
 	ac, _ := adminClient(t, nodes[0].AdminAddr())
@@ -91,7 +91,7 @@ func TestPurgeCatchUp(t *testing.T) {
 	}
 	wantStatus(t, do(t, nodes[2], "GET", "/old.css"), "meshcdn; hit")
 	// The purge is applied once: hearing of it again removes nothing.
-	if got := nodes[2].PurgeLocal(now); got != 0 {
+	if got := nodes[2].purges.Apply(now); got != 0 {
 		t.Errorf("a purge already applied removed %d objects again", got)
 	}
 }
@@ -202,7 +202,7 @@ func TestPurgeRacesACopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := keys[0]
-	ownerName, _ := nodes[0].mesh.ring.Load().ring.Owner(key)
+	ownerName, _ := nodes[0].mesh.Ring().Owner(key)
 	var owner, other *Node
 	for _, n := range nodes {
 		if n.Name() == ownerName {
@@ -223,11 +223,11 @@ func TestPurgeRacesACopy(t *testing.T) {
 	}
 
 	purge := &peerv1.PurgeRequest{Id: "race", Keys: keys, From: "test", Issued: timestamppb.Now()}
-	other.PurgeLocal(purge) // the owner has not applied it yet
+	other.purges.Apply(purge) // the owner has not applied it yet
 	if r := do(t, other, "GET", "/r.css"); r.body != "version 1" || !strings.Contains(r.cacheStatus(), "detail=peer-"+ownerName) {
 		t.Fatalf("before the owner applies the purge: %q %s", r.body, r.cacheStatus())
 	}
-	owner.PurgeLocal(purge)
+	owner.purges.Apply(purge)
 	if r := do(t, other, "GET", "/r.css"); r.body != "version 2" {
 		t.Errorf("%s kept the owner's pre-purge copy: %q %s", other.Name(), r.body, r.cacheStatus())
 	}
@@ -251,11 +251,11 @@ func TestNotReadyUntilInStep(t *testing.T) {
 	if code, body := readyz(n1); code != 200 {
 		t.Fatalf("a node alone: %d %q", code, body)
 	}
-	n1.mesh.grpc.Stop() // its gossip answers, its peer service does not
+	n1.mesh.StopServing() // its gossip answers, its peer service does not
 	n2 := startNode(t, o.testOrigin, Config{Name: "n2", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 		Fast: true, Join: []string{n1.GossipAddr()}, PurgeLease: 400 * time.Millisecond}})
 	eventually(t, 10*time.Second, func() bool { return n2.RingMembers() == 2 })
-	time.Sleep(n2.mesh.purges.lease) // a few rounds, all failing
+	time.Sleep(n2.purges.Lease()) // a few rounds, all failing
 	if code, body := readyz(n2); code != http.StatusServiceUnavailable || !strings.Contains(body, "catching up on purges") {
 		t.Errorf("a node that could not read any purge log: %d %q", code, body)
 	}

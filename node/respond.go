@@ -201,19 +201,9 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 	} else {
 		h["Cache-Status"] = []string{x.status.String()}
 	}
-
-	switch httpcache.CheckPreconditions(r.Method, r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
-	case http.StatusNotModified:
-		if meta.Status == http.StatusOK {
-			n.notModified(x, meta)
-			return
-		}
-	case http.StatusPreconditionFailed:
-		clearRepresentation(h)
-		x.writeHeader(http.StatusPreconditionFailed)
+	if n.answerPreconditions(x, meta) {
 		return
 	}
-
 	if err := fillErr(src); err != nil {
 		// The fill broke before anything was sent: say so plainly.
 		n.abort(x, err)
@@ -222,36 +212,9 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 	size := src.size()
 	if meta.Status == http.StatusOK {
 		h["Accept-Ranges"] = acceptRangesValue
-		rng := r.Header.Get("Range")
-		if rng != "" && size < 0 { // a fill without Content-Length: ranges need the length
-			b, err := src.complete(r.Context())
-			switch {
-			case errors.Is(err, cache.ErrStreamed):
-				rng = "" // not stored, so never whole here: send it all (RFC 9110 §14.2)
-			case err != nil:
-				n.abort(x, err)
-				return
-			default:
-				src, size = entryBody(b), int64(len(b))
-			}
-		}
-		if rng != "" && httpcache.IfRangeMatches(r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
-			ranges, err := httpcache.ParseRange(rng, size)
-			switch {
-			case errors.Is(err, httpcache.ErrUnsatisfiable):
-				clearRepresentation(h)
-				h["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
-				h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-				x.writeHeader(http.StatusRequestedRangeNotSatisfiable)
-				return
-			case err == nil && len(ranges) == 1:
-				n.sendRange(x, src, ranges[0], size)
-				return
-			case err == nil:
-				n.sendMultipart(x, meta, src, ranges, size)
-				return
-			}
-			// Malformed or too many ranges: the whole representation.
+		var done bool
+		if src, size, done = n.answerRange(x, meta, src, size); done {
+			return
 		}
 	}
 	if _, ok := h["Content-Length"]; !ok && size >= 0 && bodyAllowed(meta.Status) {
@@ -266,6 +229,62 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src body, now time.Time) 
 	if err != nil {
 		n.abort(x, err)
 	}
+}
+
+// answerPreconditions answers the client's conditional request from meta
+// (304 or 412) and reports whether it did.
+func (n *Node) answerPreconditions(x *exchange, meta *cache.Entry) bool {
+	switch httpcache.CheckPreconditions(x.r.Method, x.r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
+	case http.StatusNotModified:
+		if meta.Status == http.StatusOK {
+			n.notModified(x, meta)
+			return true
+		}
+	case http.StatusPreconditionFailed:
+		clearRepresentation(x.w.Header())
+		x.writeHeader(http.StatusPreconditionFailed)
+		return true
+	}
+	return false
+}
+
+// answerRange answers the client's Range on a 200 (206, multipart 206 or
+// 416) and reports done. Otherwise the whole representation is to be sent:
+// src and size come back, completed when a range needed the length of a
+// body still arriving.
+func (n *Node) answerRange(x *exchange, meta *cache.Entry, src body, size int64) (body, int64, bool) {
+	rng := x.r.Header.Get("Range")
+	if rng != "" && size < 0 { // a fill without Content-Length: ranges need the length
+		b, err := src.complete(x.r.Context())
+		switch {
+		case errors.Is(err, cache.ErrStreamed):
+			return src, size, false // not stored, so never whole here: send it all (RFC 9110 §14.2)
+		case err != nil:
+			n.abort(x, err)
+			return src, size, true
+		default:
+			src, size = entryBody(b), int64(len(b))
+		}
+	}
+	if rng == "" || !httpcache.IfRangeMatches(x.r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
+		return src, size, false
+	}
+	ranges, err := httpcache.ParseRange(rng, size)
+	switch {
+	case errors.Is(err, httpcache.ErrUnsatisfiable):
+		h := x.w.Header()
+		clearRepresentation(h)
+		h["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
+		h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+		x.writeHeader(http.StatusRequestedRangeNotSatisfiable)
+	case err == nil && len(ranges) == 1:
+		n.sendRange(x, src, ranges[0], size)
+	case err == nil:
+		n.sendMultipart(x, meta, src, ranges, size)
+	default:
+		return src, size, false // malformed or too many ranges: the whole representation
+	}
+	return src, size, true
 }
 
 func (n *Node) sendRange(x *exchange, src body, rg httpcache.Range, size int64) {

@@ -1,13 +1,8 @@
 package node
 
 import (
-	"context"
-	"slices"
-	"strings"
-	"sync"
 	"sync/atomic"
 
-	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
@@ -21,8 +16,8 @@ type counters struct {
 	peerFetches    atomic.Int64
 }
 
-// LocalStats implements peer.Stater: this node's counters.
-func (n *Node) LocalStats() *peerv1.StatsResponse {
+// localStats is this node's counters, as the peer protocol carries them.
+func (n *Node) localStats() *peerv1.StatsResponse {
 	s := &peerv1.StatsResponse{Requests: map[string]int64{}, Bytes: map[string]int64{},
 		OriginRequests: n.counters.originRequests.Load(), PeerFetches: n.counters.peerFetches.Load()}
 	for i, l := range httpcache.Labels {
@@ -43,31 +38,4 @@ func (n *Node) LocalStats() *peerv1.StatsResponse {
 		tier("disk", st.Objects, st.Bytes, st.Evictions)
 	}
 	return s
-}
-
-// clusterStats gathers every member's counters.
-func (n *Node) clusterStats(ctx context.Context) []admin.NodeStats {
-	members := adminView{n}.Members()
-	out := make([]admin.NodeStats, len(members))
-	var wg sync.WaitGroup
-	for i, m := range members {
-		wg.Go(func() {
-			out[i].Node = m.Name
-			if m.Self {
-				out[i].Stats = n.LocalStats()
-				return
-			}
-			ctx, cancel := context.WithTimeout(ctx, purgeTimeout)
-			defer cancel()
-			s, err := n.mesh.peers.Stats(ctx, m.PeerAddr)
-			if err != nil {
-				out[i].Error = err.Error()
-				return
-			}
-			out[i].Stats = s
-		})
-	}
-	wg.Wait()
-	slices.SortFunc(out, func(a, b admin.NodeStats) int { return strings.Compare(a.Node, b.Node) })
-	return out
 }

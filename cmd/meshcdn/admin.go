@@ -339,67 +339,94 @@ func adminPrefetch(ctx context.Context, c *adminCall, args []string) error {
 		}
 		urls = append(urls, more...)
 	}
-	var bar *progressBar
-	switch *progress {
-	case "always":
-		bar = &progressBar{w: c.stderr, total: len(urls), drawn: -1}
-	case "auto":
-		if isTerminal(c.stderr) && !c.flags.json {
-			bar = &progressBar{w: c.stderr, total: len(urls), drawn: -1}
-		}
-	case "never":
-	default:
-		return usageError{fmt.Errorf("prefetch --progress: %q is not auto, always or never", *progress)}
+	bar, err := c.prefetchBar(*progress, len(urls))
+	if err != nil {
+		return err
 	}
 	stream, err := c.api.Prefetch(ctx, &adminv1.PrefetchRequest{Urls: urls})
 	if err != nil {
 		return err
 	}
-	var results []*adminv1.PrefetchResponse
+	results, err := c.receivePrefetch(stream, bar)
+	bar.finish()
+	if err != nil {
+		return err
+	}
 	failed := 0
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			bar.finish()
-			return err
-		}
-		results = append(results, m)
+	for _, m := range results {
 		if m.GetError() != "" {
 			failed++
 		}
+	}
+	if !c.flags.json {
+		if err := c.prefetchTable(results, failed); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("prefetch: %d of %d URLs failed", failed, len(results))
+	}
+	return nil
+}
+
+// prefetchBar returns the progress bar --progress asks for: nil for none.
+func (c *adminCall) prefetchBar(progress string, total int) (*progressBar, error) {
+	switch progress {
+	case "always":
+		return &progressBar{w: c.stderr, total: total, drawn: -1}, nil
+	case "auto":
+		if isTerminal(c.stderr) && !c.flags.json {
+			return &progressBar{w: c.stderr, total: total, drawn: -1}, nil
+		}
+		return nil, nil
+	case "never":
+		return nil, nil
+	default:
+		return nil, usageError{fmt.Errorf("prefetch --progress: %q is not auto, always or never", progress)}
+	}
+}
+
+// receivePrefetch collects the prefetch results as they arrive, printing
+// each as a JSON line with --json and moving the bar.
+func (c *adminCall) receivePrefetch(stream grpc.ServerStreamingClient[adminv1.PrefetchResponse], bar *progressBar) ([]*adminv1.PrefetchResponse, error) {
+	var results []*adminv1.PrefetchResponse
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return results, nil
+		}
+		if err != nil {
+			return results, err
+		}
+		results = append(results, m)
 		if c.flags.json {
 			b, err := protojson.Marshal(m)
 			if err != nil {
-				return err
+				return results, err
 			}
 			fmt.Fprintf(c.stdout, "%s\n", b)
 		}
 		bar.update(m)
 	}
-	bar.finish()
-	if !c.flags.json {
-		slices.SortStableFunc(results, func(a, b *adminv1.PrefetchResponse) int { return strings.Compare(a.GetUrl(), b.GetUrl()) })
-		var rows [][]string
-		var bytes int64
-		for _, m := range results {
-			bytes += m.GetBytes()
-			note := m.GetCacheStatus()
-			if m.GetError() != "" {
-				note = "error: " + m.GetError()
-			}
-			rows = append(rows, []string{m.GetUrl(), dash(m.GetNode()), fmt.Sprint(m.GetStatus()), humanize.IBytes(uint64(m.GetBytes())), note})
+}
+
+// prefetchTable prints the results by URL, and a summary line.
+func (c *adminCall) prefetchTable(results []*adminv1.PrefetchResponse, failed int) error {
+	slices.SortStableFunc(results, func(a, b *adminv1.PrefetchResponse) int { return strings.Compare(a.GetUrl(), b.GetUrl()) })
+	var rows [][]string
+	var bytes int64
+	for _, m := range results {
+		bytes += m.GetBytes()
+		note := m.GetCacheStatus()
+		if m.GetError() != "" {
+			note = "error: " + m.GetError()
 		}
-		if err := c.table("URL\tNODE\tSTATUS\tSIZE\tCACHE-STATUS", rows); err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "%d URLs, %s, %d failed\n", len(results), humanize.IBytes(uint64(bytes)), failed)
+		rows = append(rows, []string{m.GetUrl(), dash(m.GetNode()), fmt.Sprint(m.GetStatus()), humanize.IBytes(uint64(m.GetBytes())), note})
 	}
-	if failed > 0 {
-		return fmt.Errorf("prefetch: %d of %d URLs failed", failed, len(results))
+	if err := c.table("URL\tNODE\tSTATUS\tSIZE\tCACHE-STATUS", rows); err != nil {
+		return err
 	}
+	fmt.Fprintf(c.stdout, "%d URLs, %s, %d failed\n", len(results), humanize.IBytes(uint64(bytes)), failed)
 	return nil
 }
 

@@ -57,18 +57,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	for i := range devEdges {
-		mesh := &node.MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
-		if i > 0 {
-			mesh.Join = []string{nodes[0].GossipAddr()}
-		}
-		n, err := node.New(node.Config{
-			Name: fmt.Sprintf("edge-%d", i+1), HTTPAddr: offsetPort(*httpAddr, i), MetricsAddr: offsetPort(*metricsAddr, i),
-			AdminAddr: offsetPort(*adminAddr, i), Version: version,
-			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg, Mesh: mesh,
-		})
-		if err == nil {
-			err = n.Start(ctx)
-		}
+		n, err := startDevEdge(ctx, i, nodes, node.Config{HTTPAddr: offsetPort(*httpAddr, i),
+			MetricsAddr: offsetPort(*metricsAddr, i), AdminAddr: offsetPort(*adminAddr, i),
+			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg})
 		if err != nil {
 			cancel()
 			return err
@@ -82,6 +73,39 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			break
 		}
 	}
+	printDevHelp(stdout, originURL, nodes)
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	var errs []error
+	for _, n := range nodes {
+		errs = append(errs, n.Shutdown(sctx))
+	}
+	cancel()
+	wg.Wait()
+	return errors.Join(append(errs, originErr)...)
+}
+
+// startDevEdge starts edge i of the dev cluster with cfg, joined to the
+// first of those already started.
+func startDevEdge(ctx context.Context, i int, started []*node.Node, cfg node.Config) (*node.Node, error) {
+	mesh := &node.MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
+	if i > 0 {
+		mesh.Join = []string{started[0].GossipAddr()}
+	}
+	cfg.Name, cfg.Version, cfg.Mesh = fmt.Sprintf("edge-%d", i+1), version, mesh
+	n, err := node.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// printDevHelp tells how to try the dev cluster.
+func printDevHelp(stdout io.Writer, originURL *url.URL, nodes []*node.Node) {
 	fmt.Fprintf(stdout, "meshcdn dev cluster is up: a demo origin and %d edges in one mesh.\n  demo origin  %s\n", devEdges, originURL)
 	for _, n := range nodes {
 		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
@@ -98,16 +122,6 @@ Try:
   grpcurl -plaintext %[4]s meshcdn.admin.v1.AdminService/ListMembers
 Ctrl-C stops everything.
 `, originURL, edge, edge2, nodes[0].AdminAddr())
-	<-ctx.Done()
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	var errs []error
-	for _, n := range nodes {
-		errs = append(errs, n.Shutdown(sctx))
-	}
-	cancel()
-	wg.Wait()
-	return errors.Join(append(errs, originErr)...)
 }
 
 // devEdges is how many edges `meshcdn dev` starts.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
-	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // MemberInfo describes one member of the cluster.
@@ -83,8 +83,22 @@ type Cluster interface {
 // NodeStats is one member's counters, or why it did not answer.
 type NodeStats struct {
 	Node  string
-	Stats *peerv1.StatsResponse
+	Stats *Counters // nil when the member did not answer
 	Error string
+}
+
+// Counters are a node's totals since it started.
+type Counters struct {
+	// Requests and Bytes (of response bodies) by cache status label.
+	Requests, Bytes             map[string]int64
+	OriginRequests, PeerFetches int64
+	Tiers                       []Tier
+}
+
+// Tier is what one store tier holds.
+type Tier struct {
+	Name                      string
+	Objects, Bytes, Evictions int64
 }
 
 // Explanation is what a node would do with a request.
@@ -264,54 +278,53 @@ func (s *Server) Explain(_ context.Context, req *adminv1.ExplainRequest) (*admin
 // GetStats implements adminv1.AdminServiceServer.
 func (s *Server) GetStats(ctx context.Context, _ *adminv1.GetStatsRequest) (*adminv1.GetStatsResponse, error) {
 	resp := &adminv1.GetStatsResponse{}
-	total := &peerv1.StatsResponse{Requests: map[string]int64{}, Bytes: map[string]int64{}}
-	tiers := map[string]*peerv1.Tier{}
-	var order []string
+	total := &Counters{Requests: map[string]int64{}, Bytes: map[string]int64{}}
 	for _, ns := range s.c.Stats(ctx) {
 		if ns.Stats == nil {
 			resp.Nodes = append(resp.Nodes, &adminv1.NodeStats{Node: ns.Node, Error: ns.Error})
 			continue
 		}
 		resp.Nodes = append(resp.Nodes, nodeStats(ns.Node, ns.Stats))
-		for k, v := range ns.Stats.GetRequests() {
-			total.Requests[k] += v
-		}
-		for k, v := range ns.Stats.GetBytes() {
-			total.Bytes[k] += v
-		}
-		total.OriginRequests += ns.Stats.GetOriginRequests()
-		total.PeerFetches += ns.Stats.GetPeerFetches()
-		for _, t := range ns.Stats.GetTiers() {
-			sum, ok := tiers[t.GetName()]
-			if !ok {
-				sum = &peerv1.Tier{Name: t.GetName()}
-				tiers[t.GetName()] = sum
-				order = append(order, t.GetName())
-			}
-			sum.Objects += t.GetObjects()
-			sum.Bytes += t.GetBytes()
-			sum.Evictions += t.GetEvictions()
-		}
-	}
-	for _, name := range order {
-		total.Tiers = append(total.Tiers, tiers[name])
+		total.add(ns.Stats)
 	}
 	resp.Cluster = nodeStats("cluster", total)
 	return resp, nil
 }
 
+// add sums c into t; tiers keep the order they first appear in.
+func (t *Counters) add(c *Counters) {
+	for k, v := range c.Requests {
+		t.Requests[k] += v
+	}
+	for k, v := range c.Bytes {
+		t.Bytes[k] += v
+	}
+	t.OriginRequests += c.OriginRequests
+	t.PeerFetches += c.PeerFetches
+	for _, ct := range c.Tiers {
+		i := slices.IndexFunc(t.Tiers, func(x Tier) bool { return x.Name == ct.Name })
+		if i < 0 {
+			t.Tiers = append(t.Tiers, Tier{Name: ct.Name})
+			i = len(t.Tiers) - 1
+		}
+		t.Tiers[i].Objects += ct.Objects
+		t.Tiers[i].Bytes += ct.Bytes
+		t.Tiers[i].Evictions += ct.Evictions
+	}
+}
+
 // nodeStats converts a node's counters, computing the hit ratios.
-func nodeStats(name string, s *peerv1.StatsResponse) *adminv1.NodeStats {
-	out := &adminv1.NodeStats{Node: name, Requests: s.GetRequests(), OriginRequests: s.GetOriginRequests(),
-		PeerFetches: s.GetPeerFetches()}
+func nodeStats(name string, s *Counters) *adminv1.NodeStats {
+	out := &adminv1.NodeStats{Node: name, Requests: s.Requests, OriginRequests: s.OriginRequests,
+		PeerFetches: s.PeerFetches}
 	var reqs, hitReqs, bytes, hitBytes int64
-	for k, v := range s.GetRequests() {
+	for k, v := range s.Requests {
 		reqs += v
 		if k == "hit" || k == "served-stale" {
 			hitReqs += v
 		}
 	}
-	for k, v := range s.GetBytes() {
+	for k, v := range s.Bytes {
 		bytes += v
 		if k == "hit" || k == "served-stale" || k == "revalidated" {
 			hitBytes += v
@@ -324,8 +337,8 @@ func nodeStats(name string, s *peerv1.StatsResponse) *adminv1.NodeStats {
 	if bytes > 0 {
 		out.ByteHitRatio = float64(hitBytes) / float64(bytes)
 	}
-	for _, t := range s.GetTiers() {
-		out.Tiers = append(out.Tiers, &adminv1.TierStats{Tier: t.GetName(), Objects: t.GetObjects(), Bytes: t.GetBytes(), Evictions: t.GetEvictions()})
+	for _, t := range s.Tiers {
+		out.Tiers = append(out.Tiers, &adminv1.TierStats{Tier: t.Name, Objects: t.Objects, Bytes: t.Bytes, Evictions: t.Evictions})
 	}
 	return out
 }

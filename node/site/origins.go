@@ -93,77 +93,13 @@ const (
 	HostOrigin = "origin" // the origin URL's own host
 )
 
+// compileOrigins sets the site's origin pool from c: its origins, the Host
+// it sends, health checks, passive ejection, limits and stale windows.
 func (c Config) compileOrigins(s *Site, fail func(field, format string, a ...any)) {
-	if len(c.Origins) == 0 {
-		fail("origins", "at least one origin URL is required")
-	}
-	for i, oc := range c.Origins {
-		field := fmt.Sprintf("origins[%d]", i)
-		u, err := ParseOrigin(oc.URL)
-		if err != nil {
-			fail(field, "%v", err)
-			continue
-		}
-		if slices.ContainsFunc(s.Origins, func(o Origin) bool { return o.URL.Host == u.Host && o.URL.Scheme == u.Scheme }) {
-			fail(field, "%q is listed twice", oc.URL)
-			continue
-		}
-		o := Origin{URL: u, Weight: oc.Weight, Priority: oc.Priority}
-		if o.Weight == 0 {
-			o.Weight = 1
-		}
-		if o.Priority == 0 {
-			o.Priority = 1
-		}
-		if o.Weight < 0 || o.Weight > 1000 {
-			fail(field+".weight", "%d is not between 1 and 1000", oc.Weight)
-		}
-		if o.Priority < 0 {
-			fail(field+".priority", "%d must be positive", oc.Priority)
-		}
-		s.Origins = append(s.Origins, o)
-	}
-	slices.SortStableFunc(s.Origins, func(a, b Origin) int { return a.Priority - b.Priority })
-
-	switch h := strings.TrimSpace(c.OriginHost); {
-	case h == "" || h == HostClient:
-		s.OriginHost = HostClient
-	case h == HostOrigin:
-		s.OriginHost = HostOrigin
-	case strings.ContainsAny(h, "/ ?#@"):
-		fail("origin_host", "%q is not client, origin or a host name", c.OriginHost)
-	default:
-		s.OriginHost = h
-	}
-
-	if hc := c.HealthCheck; hc != nil {
-		h := &Health{Path: hc.Path, Interval: time.Duration(hc.Interval), Timeout: time.Duration(hc.Timeout),
-			Fails: hc.Fails, Passes: hc.Passes}
-		if hc.TCP {
-			h.Path = ""
-		} else if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
-			fail("health_check.path", "%q must start with /", hc.Path)
-		}
-		h.Interval = cmp(h.Interval, DefaultHealthInterval)
-		h.Timeout = cmp(h.Timeout, DefaultHealthTimeout)
-		if h.Fails == 0 {
-			h.Fails = DefaultHealthFails
-		}
-		if h.Passes == 0 {
-			h.Passes = DefaultHealthPasses
-		}
-		if h.Fails < 0 || h.Passes < 0 {
-			fail("health_check", "fails and passes must be positive")
-		}
-		if h.Timeout > h.Interval {
-			fail("health_check.timeout", "%v is longer than the interval %v", h.Timeout, h.Interval)
-		}
-		s.Health = h
-	}
-	s.MaxFails = c.Passive.MaxFails
-	if s.MaxFails == 0 {
-		s.MaxFails = DefaultMaxFails
-	}
+	s.Origins = c.originList(fail)
+	s.OriginHost = c.originHost(fail)
+	s.Health = c.healthCheck(fail)
+	s.MaxFails = cmp(c.Passive.MaxFails, DefaultMaxFails)
 	if s.MaxFails < 0 {
 		fail("passive.max_fails", "must be positive")
 	}
@@ -180,9 +116,79 @@ func (c Config) compileOrigins(s *Site, fail func(field, format string, a ...any
 	}
 }
 
+// originList returns the origins, best priority first.
+func (c Config) originList(fail func(field, format string, a ...any)) []Origin {
+	if len(c.Origins) == 0 {
+		fail("origins", "at least one origin URL is required")
+	}
+	var out []Origin
+	for i, oc := range c.Origins {
+		field := fmt.Sprintf("origins[%d]", i)
+		u, err := ParseOrigin(oc.URL)
+		if err != nil {
+			fail(field, "%v", err)
+			continue
+		}
+		if slices.ContainsFunc(out, func(o Origin) bool { return o.URL.Host == u.Host && o.URL.Scheme == u.Scheme }) {
+			fail(field, "%q is listed twice", oc.URL)
+			continue
+		}
+		o := Origin{URL: u, Weight: cmp(oc.Weight, 1), Priority: cmp(oc.Priority, 1)}
+		if o.Weight < 0 || o.Weight > 1000 {
+			fail(field+".weight", "%d is not between 1 and 1000", oc.Weight)
+		}
+		if o.Priority < 0 {
+			fail(field+".priority", "%d must be positive", oc.Priority)
+		}
+		out = append(out, o)
+	}
+	slices.SortStableFunc(out, func(a, b Origin) int { return a.Priority - b.Priority })
+	return out
+}
+
+// originHost returns the Host mode: client, origin or a fixed name.
+func (c Config) originHost(fail func(field, format string, a ...any)) string {
+	switch h := strings.TrimSpace(c.OriginHost); {
+	case h == "" || h == HostClient:
+		return HostClient
+	case h == HostOrigin:
+		return HostOrigin
+	case strings.ContainsAny(h, "/ ?#@"):
+		fail("origin_host", "%q is not client, origin or a host name", c.OriginHost)
+		return ""
+	default:
+		return h
+	}
+}
+
+// healthCheck returns the active health check with its defaults, nil
+// without one.
+func (c Config) healthCheck(fail func(field, format string, a ...any)) *Health {
+	hc := c.HealthCheck
+	if hc == nil {
+		return nil
+	}
+	h := &Health{Path: hc.Path, Interval: cmp(time.Duration(hc.Interval), DefaultHealthInterval),
+		Timeout: cmp(time.Duration(hc.Timeout), DefaultHealthTimeout),
+		Fails:   cmp(hc.Fails, DefaultHealthFails), Passes: cmp(hc.Passes, DefaultHealthPasses)}
+	if hc.TCP {
+		h.Path = ""
+	} else if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		fail("health_check.path", "%q must start with /", hc.Path)
+	}
+	if h.Fails < 0 || h.Passes < 0 {
+		fail("health_check", "fails and passes must be positive")
+	}
+	if h.Timeout > h.Interval {
+		fail("health_check.timeout", "%v is longer than the interval %v", h.Timeout, h.Interval)
+	}
+	return h
+}
+
 // cmp returns v, or def when v is zero.
-func cmp(v, def time.Duration) time.Duration {
-	if v == 0 {
+func cmp[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
 		return def
 	}
 	return v

@@ -1,4 +1,4 @@
-package node
+package purge
 
 import (
 	"fmt"
@@ -17,31 +17,31 @@ func purgeAt(id string, at time.Time, keys ...string) *peerv1.PurgeRequest {
 }
 
 func TestPurgeLogPagesAndCursors(t *testing.T) {
-	l := newPurgeLog()
+	l := NewLog()
 	t0 := time.Now()
 	for i := range 2500 {
-		if !l.add(purgeAt(fmt.Sprint("p", i), t0, "k")) {
+		if !l.Add(purgeAt(fmt.Sprint("p", i), t0, "k")) {
 			t.Fatalf("record %d refused", i)
 		}
 	}
-	if l.add(purgeAt("p7", t0, "k")) {
+	if l.Add(purgeAt("p7", t0, "k")) {
 		t.Fatal("a known purge id was added twice")
 	}
 	// A reader without a cursor pages through everything, in order.
 	var got []uint64
 	inc, after := uint64(0), uint64(0)
 	for {
-		recs, more, truncated := l.since(inc, after)
+		recs, more, truncated := l.Since(inc, after)
 		if !truncated.IsZero() {
 			t.Fatalf("nothing was dropped, yet truncated %v", truncated)
 		}
-		if len(recs) > purgePageLen {
+		if len(recs) > pageLen {
 			t.Fatalf("page of %d records", len(recs))
 		}
 		for _, r := range recs {
 			got = append(got, r.GetSeq())
 		}
-		inc, after = l.incarnation, recs[len(recs)-1].GetSeq()
+		inc, after = l.Incarnation(), recs[len(recs)-1].GetSeq()
 		if !more {
 			break
 		}
@@ -49,56 +49,56 @@ func TestPurgeLogPagesAndCursors(t *testing.T) {
 	if len(got) != 2500 || got[0] != 1 || got[2499] != 2500 {
 		t.Fatalf("read %d records, first %d last %d", len(got), got[0], got[len(got)-1])
 	}
-	if recs, more, _ := l.since(inc, after); len(recs) != 0 || more {
+	if recs, more, _ := l.Since(inc, after); len(recs) != 0 || more {
 		t.Fatalf("a reader at the end got %d records, more=%v", len(recs), more)
 	}
 	// A cursor from another incarnation (the node restarted) reads from the start.
-	if recs, _, _ := l.since(inc+2, after); len(recs) == 0 || recs[0].GetSeq() != 1 {
+	if recs, _, _ := l.Since(inc+2, after); len(recs) == 0 || recs[0].GetSeq() != 1 {
 		t.Fatal("a stale incarnation did not restart the read")
 	}
 }
 
 func TestPurgeLogTruncation(t *testing.T) {
-	l := newPurgeLog()
+	l := NewLog()
 	t0 := time.Now().Add(-time.Hour)
-	for i := range purgeLogRecords + 10 {
-		l.add(purgeAt(fmt.Sprint("p", i), t0.Add(time.Duration(i)*time.Millisecond), "k"))
+	for i := range logRecords + 10 {
+		l.Add(purgeAt(fmt.Sprint("p", i), t0.Add(time.Duration(i)*time.Millisecond), "k"))
 	}
-	if n := len(l.all()); n != purgeLogRecords {
-		t.Fatalf("log holds %d records, bound %d", n, purgeLogRecords)
+	if n := len(l.All()); n != logRecords {
+		t.Fatalf("log holds %d records, bound %d", n, logRecords)
 	}
 	lastDropped := t0.Add(9 * time.Millisecond)
-	_, _, truncated := l.since(0, 0)
+	_, _, truncated := l.Since(0, 0)
 	if !truncated.Equal(lastDropped) {
 		t.Fatalf("a reader from the start: truncated %v, want %v", truncated, lastDropped)
 	}
-	_, _, truncated = l.since(l.incarnation, 5)
+	_, _, truncated = l.Since(l.Incarnation(), 5)
 	if !truncated.Equal(lastDropped) {
 		t.Fatal("a cursor behind the oldest kept record was not told of the gap")
 	}
-	if _, _, truncated = l.since(l.incarnation, 10); !truncated.IsZero() {
+	if _, _, truncated = l.Since(l.Incarnation(), 10); !truncated.IsZero() {
 		t.Fatal("a cursor right before the oldest kept record was told of a gap")
 	}
 	// A dropped id may be applied again (bounded by its time, so harmless).
-	if !l.add(purgeAt("p0", t0, "k")) {
+	if !l.Add(purgeAt("p0", t0, "k")) {
 		t.Fatal("a dropped id is still remembered")
 	}
 	// One huge purge cannot hold the log's items over its bound for long.
-	big := make([]string, purgeLogItems)
+	big := make([]string, logItems)
 	for i := range big {
 		big[i] = fmt.Sprint("key", i)
 	}
-	l.add(purgeAt("big", t0, big...))
-	l.add(purgeAt("after", t0, "k"))
-	if recs := l.all(); len(recs) != 1 || recs[0].GetPurge().GetId() != "after" {
+	l.Add(purgeAt("big", t0, big...))
+	l.Add(purgeAt("after", t0, "k"))
+	if recs := l.All(); len(recs) != 1 || recs[0].GetPurge().GetId() != "after" {
 		t.Fatalf("log kept %d records over the item bound", len(recs))
 	}
 }
 
-func TestTimedPurgeMatch(t *testing.T) {
+func TestSetMatch(t *testing.T) {
 	issued := time.Now().Add(-time.Minute)
-	s := newTimedPurge()
-	s.add(&peerv1.PurgeRequest{Id: "a", Keys: []string{"h/a"}, KeyPrefixes: []string{"h/img/"}, Tags: []string{"blue"},
+	s := NewSet()
+	s.Add(&peerv1.PurgeRequest{Id: "a", Keys: []string{"h/a"}, KeyPrefixes: []string{"h/img/"}, Tags: []string{"blue"},
 		Issued: timestamppb.New(issued)})
 	entry := func(age time.Duration, hdr ...string) *cache.Entry {
 		h := http.Header{}
@@ -122,13 +122,13 @@ func TestTimedPurgeMatch(t *testing.T) {
 		{"h/b", entry(time.Second, "Cache-Tag", "red,green"), false},
 		{"h/b", entry(-time.Minute/2, "Surrogate-Key", "blue"), false},
 	} {
-		if got := s.match(c.key, c.e); got != c.want {
+		if got := s.Match(c.key, c.e); got != c.want {
 			t.Errorf("match(%s, fetched %v after the purge, %v) = %v", c.key, c.e.ResponseTime.Sub(issued), c.e.Header, got)
 		}
 	}
-	all := newTimedPurge()
-	all.before = issued
-	if !all.match("x", entry(time.Second)) || all.match("x", entry(-time.Second)) {
+	all := NewSet()
+	all.Before = issued
+	if !all.Match("x", entry(time.Second)) || all.Match("x", entry(-time.Second)) {
 		t.Error("a truncation bound matches what was fetched before it, only")
 	}
 }

@@ -1,0 +1,269 @@
+// Package mesh is where gossip, the ring and the peer protocol meet. A Mesh
+// serves the peer protocol, keeps the node in gossip with its metadata,
+// rebuilds a consistent-hash ring of owners on every membership change and
+// remembers the rings it replaced for a while, so a new owner can take a
+// key over from where it was (hand-off). It drains a node out of the ring
+// and offers its hottest objects to their new owners.
+//
+// It sees its node only through what Self declares: an http.Handler that
+// answers peers' fetches, a peer.Local for the other peer calls, and a
+// narrow view of the memory tier.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/peer"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+)
+
+// Store is the node's memory tier as a draining node offers it.
+type Store interface {
+	// Hottest returns up to limit keys, hottest first.
+	Hottest(limit int) []string
+	// Get returns what is stored under key.
+	Get(key string) (*cache.Object, bool)
+}
+
+// Self is the node a mesh belongs to.
+type Self struct {
+	// Name is the node's name in gossip and on the ring. Required.
+	Name string
+	// Version is advertised to the others.
+	Version string
+	// HTTPAddr and AdminAddr are the node's bound client and admin
+	// addresses, advertised to the others (AdminAddr empty: none).
+	HTTPAddr, AdminAddr string
+	// Handler answers peers' fetches; requests carry peer.FromPeer.
+	Handler http.Handler
+	// Local answers the other peer calls.
+	Local peer.Local
+	// Store is offered from when the node drains.
+	Store Store
+	// Changed, if set, is called after the ring loop has handled a
+	// membership change. It must not block.
+	Changed func()
+	// Logger receives the mesh's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Mesh is a node's running membership of the mesh. Create it with New,
+// Start it, then Leave and Stop it. Its methods are safe for concurrent use
+// once Start has returned.
+type Mesh struct {
+	cfg  Config
+	self Self
+	log  *slog.Logger
+
+	gossip   *gossip.Gossip
+	ring     atomic.Pointer[snapshot]
+	addrs    atomic.Pointer[map[string]string] // member → peer address
+	epoch    atomic.Uint64
+	peers    *peer.Pool
+	grpc     *grpc.Server
+	health   *health.Server
+	peerLn   net.Listener
+	started  time.Time
+	draining atomic.Bool // out of the ring; still answers as a non-owner and to hand-offs
+	// handedOff is closed when a drain's offers have ended; handOff then
+	// holds how they went.
+	handedOff         chan struct{}
+	handOff           peer.HandOff
+	offered, declined atomic.Uint64 // offers taken and not taken, for metrics
+
+	ctx    context.Context // ends at Stop; the loops derive from it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a mesh for self with cfg's defaults in place. It opens no
+// socket.
+func New(cfg Config, self Self) *Mesh {
+	if self.Logger == nil {
+		self.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.WithDefaults()
+	m := &Mesh{cfg: cfg, self: self, log: self.Logger, peers: peer.NewPool(cfg.PeerTimeout), handedOff: make(chan struct{})}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m
+}
+
+// Config is the configuration in force, defaults included.
+func (m *Mesh) Config() Config { return m.cfg }
+
+// Start binds the peer listener, joins gossip and starts the ring loop. ctx
+// bounds the start only.
+func (m *Mesh) Start(ctx context.Context) error {
+	m.started = time.Now()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", m.cfg.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("mesh: peer listener: %w", err)
+	}
+	m.peerLn = ln
+	m.grpc = grpc.NewServer(peer.ServerOptions()...)
+	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.log.With("component", "peer")))
+	m.health = health.NewServer()
+	healthpb.RegisterHealthServer(m.grpc, m.health)
+	reflection.Register(m.grpc)
+	m.health.SetServingStatus(peerv1.PeerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	m.wg.Go(func() {
+		if err := m.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			m.log.Error("peer listener failed", "err", err)
+		}
+	})
+	g, err := gossip.New(gossip.Config{
+		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Key: m.cfg.GossipKey, Fast: m.cfg.Fast,
+		Meta: gossip.Meta{HTTPAddr: Advertised(m.self.HTTPAddr), PeerAddr: Advertised(ln.Addr().String()),
+			AdminAddr: Advertised(m.self.AdminAddr), Region: m.cfg.Region, Version: m.self.Version, Started: m.started.UnixMilli()},
+		Logger: m.log.With("component", "gossip"),
+	})
+	if err == nil {
+		err = g.Start(ctx)
+	}
+	if err != nil {
+		m.grpc.Stop()
+		m.cancel()
+		m.wg.Wait()
+		return fmt.Errorf("mesh: %w", err)
+	}
+	m.gossip = g
+	m.Rebuild()
+	m.wg.Go(m.loop)
+	return nil
+}
+
+// loop rebuilds the ring on every membership change.
+func (m *Mesh) loop() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.gossip.Changed():
+			m.Rebuild()
+			if m.self.Changed != nil {
+				m.self.Changed()
+			}
+		}
+	}
+}
+
+// Advertised turns a bound address into one others can dial: an unspecified
+// host ("[::]:7070") becomes loopback only when nothing better is known.
+// Empty stays empty.
+func Advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ips, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range ips {
+				if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+					return net.JoinHostPort(ipn.IP.String(), port)
+				}
+			}
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+// Leave tells the peer health service and the others that this node goes:
+// they move its keys away before it stops answering.
+func (m *Mesh) Leave() error {
+	m.health.Shutdown()
+	return m.gossip.Leave(m.cfg.LeaveTimeout)
+}
+
+// Stop drains peer calls until ctx ends (then cuts them off), leaves gossip,
+// ends the loops and closes the peer connections. It returns when every
+// goroutine of the mesh has ended.
+func (m *Mesh) Stop(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, m.grpc.Stop)
+	m.grpc.GracefulStop()
+	stop()
+	err := m.gossip.Shutdown()
+	m.cancel()
+	m.wg.Wait()
+	m.peers.CloseAll()
+	return err
+}
+
+// StopServing stops the peer service at once, as a crash would, while
+// gossip goes on: for tests of gray failures. Stop still cleans up.
+func (m *Mesh) StopServing() { m.grpc.Stop() }
+
+// Halt stops the peer service and gossip at once, without leaving, as a
+// crash would: for tests. Stop still cleans up.
+func (m *Mesh) Halt() {
+	m.grpc.Stop()
+	_ = m.gossip.Shutdown()
+}
+
+// Peers is the pool of connections to the other members.
+func (m *Mesh) Peers() *peer.Pool { return m.peers }
+
+// PeerAddr is the bound peer address.
+func (m *Mesh) PeerAddr() string { return m.peerLn.Addr().String() }
+
+// GossipAddr is the bound gossip address.
+func (m *Mesh) GossipAddr() string { return m.gossip.Addr() }
+
+// Member is one live member of the cluster.
+type Member struct {
+	Name, State, Region                       string
+	HTTPAddr, PeerAddr, GossipAddr, AdminAddr string
+	Version                                   string
+	Self                                      bool
+}
+
+// Members lists the live members, this node included, with their state:
+// alive, leaving or draining.
+func (m *Mesh) Members() []Member {
+	var out []Member
+	for _, g := range m.gossip.Members() {
+		state := "alive"
+		switch {
+		case g.Meta.Leaving:
+			state = "leaving"
+		case g.Meta.Draining || (g.Name == m.self.Name && m.draining.Load()):
+			state = "draining"
+		}
+		out = append(out, Member{Name: g.Name, State: state, Region: g.Meta.Region, HTTPAddr: g.Meta.HTTPAddr,
+			PeerAddr: g.Meta.PeerAddr, GossipAddr: g.Addr, AdminAddr: g.Meta.AdminAddr, Version: g.Meta.Version,
+			Self: g.Name == m.self.Name})
+	}
+	return out
+}
+
+// Failed lists the members that failed within the last hour.
+func (m *Mesh) Failed() []gossip.Failure { return m.gossip.Failed() }
+
+// Failures counts the member failures seen since the start.
+func (m *Mesh) Failures() uint64 { return m.gossip.Failures() }
+
+// PeerAddrs maps the members of the last ring rebuild, draining ones and
+// this node included, to their peer addresses.
+func (m *Mesh) PeerAddrs() map[string]string { return *m.addrs.Load() }
+
+// Alone reports whether this node has tried to join and knows no other
+// member.
+func (m *Mesh) Alone() bool {
+	return m.gossip.JoinTried() && len(*m.addrs.Load()) <= 1 && len(m.gossip.Members()) <= 1
+}

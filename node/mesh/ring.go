@@ -1,0 +1,219 @@
+package mesh
+
+import (
+	"slices"
+	"time"
+
+	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/ring"
+)
+
+// snapshot is a ring and the rings it replaced, newest first, while their
+// hand-off windows last: where keys were before.
+type snapshot struct {
+	ring *ring.Ring
+	past []pastRing
+}
+
+// pastRing is a ring that another replaced, and until when a new owner asks
+// its owners before the origin.
+type pastRing struct {
+	ring  *ring.Ring
+	until time.Time
+}
+
+// maxPastRings bounds how many replaced rings a miss may consult: a burst of
+// changes (two nodes drained one after the other) moves a key more than once
+// before anybody asks for it.
+const maxPastRings = 3
+
+// Rebuild swaps in a ring over the current members and closes the peer
+// connections of members that left. A change of metadata alone keeps the
+// ring and its history. The ring loop calls it on every membership change.
+func (m *Mesh) Rebuild() {
+	members := m.gossip.Members()
+	if len(members) == 0 || m.ctx.Err() != nil {
+		return // shutting down
+	}
+	names, addrs := m.ringMembers(members)
+	if len(names) == 0 {
+		return // every member drains: keep the last ring
+	}
+	r, err := ring.New(names, m.cfg.Ring)
+	if err != nil {
+		m.log.Error("ring not rebuilt", "members", len(names), "err", err)
+		return
+	}
+	if old := m.addrs.Load(); old != nil {
+		for name, addr := range *old {
+			if addrs[name] != addr {
+				m.peers.Close(addr)
+			}
+		}
+	}
+	m.addrs.Store(&addrs)
+	old := m.ring.Load()
+	if old != nil && slices.Equal(old.ring.Members(), r.Members()) {
+		return // a member's metadata changed, not the ring
+	}
+	m.ring.Store(m.next(old, r, members, names, time.Now()))
+	m.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
+}
+
+// ringMembers returns the names of the members that own keys and the peer
+// address of every member. Draining members own nothing but still answer:
+// the new owners of their keys ask them before the origin.
+func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string) {
+	names := make([]string, 0, len(members))
+	addrs := make(map[string]string, len(members))
+	for _, mem := range members {
+		addrs[mem.Name] = mem.Meta.PeerAddr
+		if !mem.Meta.Draining && (mem.Name != m.self.Name || !m.draining.Load()) {
+			names = append(names, mem.Name)
+		}
+	}
+	return names, addrs
+}
+
+// next is the snapshot that replaces old with r: old's ring and the rings
+// before it whose windows last become the past; or, for a node of the
+// newest join wave that sees members arrive, the rings from before its wave.
+func (m *Mesh) next(old *snapshot, r *ring.Ring, members []gossip.Member, names []string, now time.Time) *snapshot {
+	snap := &snapshot{ring: r}
+	if old != nil {
+		snap.past = append(snap.past, pastRing{ring: old.ring, until: now.Add(m.cfg.HandoffWindow)})
+		for _, p := range old.past {
+			if len(snap.past) < maxPastRings && now.Before(p.until) {
+				snap.past = append(snap.past, p)
+			}
+		}
+	}
+	if m.inNewestWave(members, names) && (old == nil || !isSubset(names, old.ring.Members())) {
+		// This node joined recently and sees members arrive: its keys were
+		// held by the members that were there before its wave (however they
+		// arrived in its view), not by the rings of its own partial views.
+		// When members go, they held them.
+		snap.past = m.pastWaves(members, names, now)
+	}
+	return snap
+}
+
+// pastWaves returns the rings of the members there before this node's join
+// wave, then before each earlier wave that joined within the hand-off
+// window, newest first (at most maxPastRings): a key moved at each of
+// several scale-outs in a row may still be where it was before the first.
+func (m *Mesh) pastWaves(members []gossip.Member, names []string, now time.Time) []pastRing {
+	var past []pastRing
+	wave := m.started.Add(-m.cfg.JoinWave).UnixMilli() // members that started before this are older
+	oldest := now.Add(-m.cfg.HandoffWindow).UnixMilli()
+	for len(past) < maxPastRings {
+		var before []string
+		var newest int64 // the start of the newest member before wave
+		for _, mem := range members {
+			if s := mem.Meta.Started; s != 0 && s < wave && slices.Contains(names, mem.Name) {
+				before = append(before, mem.Name)
+				newest = max(newest, s)
+			}
+		}
+		r, err := ring.New(before, m.cfg.Ring)
+		if err != nil || len(before) == 0 {
+			break
+		}
+		past = append(past, pastRing{ring: r, until: now.Add(m.cfg.HandoffWindow)})
+		if newest < oldest {
+			break // that wave joined before the window: it has taken its keys over
+		}
+		wave = newest - m.cfg.JoinWave.Milliseconds()
+	}
+	return past
+}
+
+// inNewestWave reports whether this node started within the hand-off window
+// and no ring member (names) started a join wave after it.
+func (m *Mesh) inNewestWave(members []gossip.Member, names []string) bool {
+	if time.Since(m.started) >= m.cfg.HandoffWindow || len(names) < 2 {
+		return false
+	}
+	late := m.started.Add(m.cfg.JoinWave).UnixMilli()
+	for _, mem := range members {
+		if mem.Meta.Started > late && slices.Contains(names, mem.Name) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSubset reports whether every one of names is in of.
+func isSubset(names, of []string) bool {
+	for _, n := range names {
+		if !slices.Contains(of, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// Ring is the current ring.
+func (m *Mesh) Ring() *ring.Ring { return m.ring.Load().ring }
+
+// SetRing replaces the current ring with r and forgets the rings before it,
+// until the next membership change: for tests of nodes whose rings disagree.
+func (m *Mesh) SetRing(r *ring.Ring) { m.ring.Store(&snapshot{ring: r}) }
+
+// Epoch counts the ring changes this node has seen.
+func (m *Mesh) Epoch() uint64 { return m.epoch.Load() }
+
+// Owner returns the peer that owns key and its address, or ok false when
+// this node owns it.
+func (m *Mesh) Owner(key string) (name, addr string, ok bool) {
+	o, found := m.ring.Load().ring.Owner(key)
+	if !found || o == m.self.Name {
+		return "", "", false
+	}
+	a := (*m.addrs.Load())[o]
+	return o, a, a != ""
+}
+
+// PeerRef names a member and its peer address.
+type PeerRef struct{ Name, Addr string }
+
+// PreviousOwners returns the members that held key before the last ring
+// changes, newest first, while their hand-off windows last: live members
+// other than this node and the key's owner.
+func (m *Mesh) PreviousOwners(key string) []PeerRef {
+	s := m.ring.Load()
+	cur, _ := s.ring.Owner(key)
+	addrs := *m.addrs.Load()
+	now := time.Now()
+	var out []PeerRef
+	for _, p := range s.past {
+		o, found := p.ring.Owner(key)
+		if !found || now.After(p.until) || o == m.self.Name || o == cur || addrs[o] == "" ||
+			slices.ContainsFunc(out, func(r PeerRef) bool { return r.Name == o }) {
+			continue
+		}
+		out = append(out, PeerRef{Name: o, Addr: addrs[o]})
+	}
+	return out
+}
+
+// HandOffSources returns the members whose caches a fill of key asks before
+// the origin: offeredBy (a draining member offering it), if any, then the
+// previous owners.
+func (m *Mesh) HandOffSources(key, offeredBy string) []PeerRef {
+	prev := m.PreviousOwners(key)
+	if offeredBy == "" {
+		return prev
+	}
+	addr := (*m.addrs.Load())[offeredBy]
+	if addr == "" {
+		return prev
+	}
+	out := []PeerRef{{Name: offeredBy, Addr: addr}}
+	for _, p := range prev {
+		if p.Name != offeredBy {
+			out = append(out, p)
+		}
+	}
+	return out
+}

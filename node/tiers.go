@@ -1,0 +1,168 @@
+package node
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/purge"
+)
+
+// The tiers a stored response is found in.
+const (
+	tierMemory = "memory" // the node's own objects
+	tierCopies = "copies" // copies of objects other nodes own
+	tierDisk   = "disk"
+)
+
+// lookupMode says how far a lookup goes and what it may change.
+type lookupMode uint8
+
+const (
+	// serving reads a disk object's body and promotes it to memory.
+	serving lookupMode = iota
+	// explaining reads disk metadata only, and changes nothing.
+	explaining
+	// memoryOnly looks in memory and the copies alone.
+	memoryOnly
+)
+
+// held is what the tiers hold for a request.
+type held struct {
+	e    *cache.Entry // the variant that matches the request; nil: none
+	src  body         // e's body (unset when explaining)
+	de   *cache.DiskEntry
+	tier string
+	// pass reports a key marked hit-for-pass: nothing else is set.
+	pass bool
+	// known reports that the key has variants, none of which may match;
+	// vary names the Vary fields of the newest.
+	known bool
+	vary  []string
+}
+
+// stored is what a fill of the request revalidates.
+func (h held) stored() *stored {
+	return &stored{e: h.e, src: h.src, de: h.de, copy: h.tier == tierCopies}
+}
+
+// lookup finds the stored variant for a request with header h: memory,
+// then the copies, then the disk tier. It is the one place the front, the
+// fill's late re-check and Explain look in the store.
+func (n *Node) lookup(key string, h http.Header, now time.Time, mode lookupMode) held {
+	var f held
+	if obj, ok := n.store.Get(key); ok {
+		if obj.Pass(now) {
+			return held{pass: true}
+		}
+		if len(obj.Variants) > 0 {
+			f.known, f.vary = true, obj.Variants[len(obj.Variants)-1].Vary
+		}
+		if e := matchVariant(obj, h); e != nil {
+			f.e, f.src, f.tier = e, entryBody(e.Body), tierMemory
+			return f
+		}
+	}
+	if n.copies != nil {
+		if obj, ok := n.copies.Get(key); ok {
+			if e := matchVariant(obj, h); e != nil {
+				f.e, f.src, f.tier = e, entryBody(e.Body), tierCopies
+				return f
+			}
+		}
+	}
+	if mode == memoryOnly || n.disk == nil {
+		return f
+	}
+	vs := n.disk.Get(key)
+	if len(vs) == 0 {
+		return f
+	}
+	if !f.known {
+		f.known, f.vary = true, vs[len(vs)-1].Vary
+	}
+	de := matchDisk(vs, h)
+	switch {
+	case de == nil:
+	case mode == explaining:
+		f.e, f.de, f.tier = de.Entry, de, tierDisk
+	default:
+		if e, src := n.fromDisk(key, de); e != nil {
+			f.e, f.src, f.de, f.tier = e, src, de, tierDisk
+		}
+	}
+	return f
+}
+
+// matchVariant returns the stored variant whose Vary fields match the request.
+func matchVariant(obj *cache.Object, req http.Header) *cache.Entry {
+	for i := len(obj.Variants) - 1; i >= 0; i-- {
+		e := obj.Variants[i]
+		if httpcache.SecondaryKey(e.Vary, req) == e.VaryKey {
+			return e
+		}
+	}
+	return nil
+}
+
+// matchDisk returns the disk variant whose Vary fields match the request.
+func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if httpcache.SecondaryKey(vs[i].Vary, req) == vs[i].VaryKey {
+			return vs[i]
+		}
+	}
+	return nil
+}
+
+// fromDisk makes a disk entry servable. A body small enough for the memory tier
+// is read, checked and promoted there (the memory tier's admission policy
+// decides whether it stays); a larger one is served from its file.
+func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
+	if de.Size > n.cfg.MaxObjectSize {
+		return de.Entry, fileBody{path: de.Path(), n: de.Size}
+	}
+	b, err := n.disk.ReadBody(de)
+	if err != nil {
+		n.log.Warn("disk entry unreadable; treated as a miss", "key", key, "err", err)
+		return nil, nil
+	}
+	e := *de.Entry
+	e.Body = b
+	if n.diskChecked.Load() { // else it is revalidated, and the result stored
+		n.store.Put(key, &e)
+	}
+	return &e, entryBody(b)
+}
+
+// invalidate drops everything stored under key, in every tier.
+func (n *Node) invalidate(key string) bool {
+	ok := n.store.Invalidate(key)
+	if n.copies != nil && n.copies.Invalidate(key) {
+		ok = true
+	}
+	if n.disk != nil && n.disk.Invalidate(key) {
+		ok = true
+	}
+	return ok
+}
+
+// tiersOf is every tier of the node as one store, for purges.
+type tiersOf struct{ n *Node }
+
+var _ purge.Store = tiersOf{}
+
+func (t tiersOf) Invalidate(key string) bool { return t.n.invalidate(key) }
+
+func (t tiersOf) Purge(match cache.Match, soft bool) int {
+	n := t.n
+	removed := n.store.Purge(match, soft)
+	if n.copies != nil {
+		removed += n.copies.Purge(match, soft)
+	}
+	if n.disk != nil {
+		removed += n.disk.Purge(match, soft)
+	}
+	return removed
+}
