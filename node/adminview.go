@@ -104,15 +104,11 @@ func (v adminView) Failed() []admin.MemberInfo {
 
 func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 	n := v.n
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return admin.Location{}, fmt.Errorf("%w: %q is not an absolute http(s) URL", admin.ErrBadURL, raw)
+	st, key, err := n.keyOf(raw)
+	if err != nil {
+		return admin.Location{}, fmt.Errorf("%w: %v", admin.ErrBadURL, err)
 	}
-	st, ok := n.sites.Lookup(u.Host)
-	if !ok {
-		return admin.Location{}, fmt.Errorf("%w: no site is configured for host %q", admin.ErrBadURL, u.Host)
-	}
-	loc := admin.Location{Site: st.Name, Key: st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), Owner: n.cfg.Name}
+	loc := admin.Location{Site: st.Name, Key: key, Owner: n.cfg.Name}
 	if n.mesh != nil {
 		r := n.mesh.Ring()
 		loc.Owner, _ = r.Owner(loc.Key)

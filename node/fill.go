@@ -78,11 +78,7 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
 	x.status = fl.status(leader)
-	var src body = fillBody{fl.fill, head.Size}
-	if fl.fill.FileBacked() {
-		src = fileFillBody{fl.fill, head.Size}
-	}
-	n.respond(x, head, src, time.Now())
+	n.respond(x, head, cache.FillBody(fl.fill, head.Size), time.Now())
 }
 
 // startFill returns the flight of the request's fill, starting one unless

@@ -200,7 +200,7 @@ func onlyIfCached(r *http.Request) bool {
 // entry when the body is a file of the disk tier.
 type stored struct {
 	e    *cache.Entry
-	src  body
+	src  cache.Body
 	de   *cache.DiskEntry
 	copy bool // held in the copies' share: another node owns it
 }

@@ -8,21 +8,18 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/purge"
+	"github.com/meshcdn/meshcdn/node/site"
 )
 
 // purgeKeys turns absolute URLs and URL prefixes into cache keys and key
 // prefixes; errors name the field.
 func (n *Node) purgeKeys(urls, prefixes []string) (keys, keyPrefixes []string, err error) {
 	parse := func(field string, i int, raw string) (string, error) {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "", fmt.Errorf("%w: %s[%d]: %q is not an absolute http(s) URL", admin.ErrBadURL, field, i, raw)
+		_, key, err := n.keyOf(raw)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s[%d]: %v", admin.ErrBadURL, field, i, err)
 		}
-		st, ok := n.sites.Lookup(u.Host)
-		if !ok {
-			return "", fmt.Errorf("%w: %s[%d]: no site is configured for host %q", admin.ErrBadURL, field, i, u.Host)
-		}
-		return st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), nil
+		return key, nil
 	}
 	for i, raw := range urls {
 		k, err := parse("urls", i, raw)
@@ -42,6 +39,19 @@ func (n *Node) purgeKeys(urls, prefixes []string) (keys, keyPrefixes []string, e
 		keyPrefixes = append(keyPrefixes, k)
 	}
 	return keys, keyPrefixes, nil
+}
+
+// keyOf places an absolute URL: its site and its cache key.
+func (n *Node) keyOf(raw string) (*site.Site, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, "", fmt.Errorf("%q is not an absolute http(s) URL", raw)
+	}
+	st, ok := n.sites.Lookup(u.Host)
+	if !ok {
+		return nil, "", fmt.Errorf("no site is configured for host %q", u.Host)
+	}
+	return st, st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), nil
 }
 
 // purge applies a purge of URLs, URL prefixes and tags on every member

@@ -31,7 +31,7 @@ const (
 // held is what the tiers hold for a request.
 type held struct {
 	e    *cache.Entry // the variant that matches the request; nil: none
-	src  body         // e's body (unset when explaining)
+	src  cache.Body   // e's body (unset when explaining)
 	de   *cache.DiskEntry
 	tier string
 	// pass reports a key marked hit-for-pass: nothing else is set.
@@ -60,14 +60,14 @@ func (n *Node) lookup(key string, h http.Header, now time.Time, mode lookupMode)
 			f.known, f.vary = true, obj.Variants[len(obj.Variants)-1].Vary
 		}
 		if e := matchVariant(obj, h); e != nil {
-			f.e, f.src, f.tier = e, entryBody(e.Body), tierMemory
+			f.e, f.src, f.tier = e, cache.Bytes(e.Body), tierMemory
 			return f
 		}
 	}
 	if n.copies != nil {
 		if obj, ok := n.copies.Get(key); ok {
 			if e := matchVariant(obj, h); e != nil {
-				f.e, f.src, f.tier = e, entryBody(e.Body), tierCopies
+				f.e, f.src, f.tier = e, cache.Bytes(e.Body), tierCopies
 				return f
 			}
 		}
@@ -119,9 +119,9 @@ func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
 // fromDisk makes a disk entry servable. A body small enough for the memory tier
 // is read, checked and promoted there (the memory tier's admission policy
 // decides whether it stays); a larger one is served from its file.
-func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
+func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, cache.Body) {
 	if de.Size > n.cfg.MaxObjectSize {
-		return de.Entry, fileBody{path: de.Path(), n: de.Size}
+		return de.Entry, cache.FileBody(de.Path(), de.Size)
 	}
 	b, err := n.disk.ReadBody(de)
 	if err != nil {
@@ -133,7 +133,7 @@ func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, body) {
 	if n.diskChecked.Load() { // else it is revalidated, and the result stored
 		n.store.Put(key, &e)
 	}
-	return &e, entryBody(b)
+	return &e, cache.Bytes(b)
 }
 
 // invalidate drops everything stored under key, in every tier.

@@ -1,0 +1,192 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+)
+
+// Body is a representation to send: complete (stored) or still arriving
+// (a fill).
+type Body interface {
+	// Size is the length, -1 while unknown.
+	Size() int64
+	// Copy writes [off, off+n) to w; n < 0 means to the end. A body still
+	// arriving flushes client (through http.ResponseController) whenever it
+	// has caught up with the fill, so the first bytes leave before the last
+	// arrive.
+	Copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error)
+	// Complete waits for the whole body.
+	Complete(ctx context.Context) ([]byte, error)
+	// Err is the error of the fill the body streams, if it failed.
+	Err() error
+}
+
+// FillBody returns the body of a fill whose head has size, still arriving:
+// in memory or, for a file-backed fill, in its file.
+func FillBody(f *Fill, size int64) Body {
+	if f.FileBacked() {
+		return fileFillBody{f, size}
+	}
+	return fillBody{f, size}
+}
+
+// FileBody returns a complete body of size bytes in the file at path.
+func FileBody(path string, size int64) Body { return fileBody{path: path, n: size} }
+
+// Bytes is a complete body in memory.
+type Bytes []byte
+
+func (b Bytes) Size() int64 { return int64(len(b)) }
+
+func (b Bytes) Copy(_ context.Context, w io.Writer, _ http.ResponseWriter, off, n int64) (int64, error) {
+	end := int64(len(b))
+	if n >= 0 {
+		end = off + n
+	}
+	m, err := w.Write(b[off:end])
+	return int64(m), err
+}
+
+func (b Bytes) Complete(context.Context) ([]byte, error) { return b, nil }
+
+type fillBody struct {
+	f *Fill
+	n int64
+}
+
+func (b fillBody) Size() int64 { return b.n }
+
+// copy streams from the fill as it grows, flushing to the client whenever it has
+// caught up with the origin, so the first bytes leave before the last arrive.
+func (b fillBody) Copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
+	var written int64
+	rc := http.NewResponseController(client)
+	for n < 0 || written < n {
+		// Flush when caught up with the origin, except after the last byte: the
+		// response completes only once the fill has ended (and is stored), so a
+		// client that asks again right after finds the stored entry.
+		if b.f.Buffered() <= off && (b.n < 0 || off < b.n) {
+			_ = rc.Flush()
+		}
+		p, err := b.f.Next(ctx, off)
+		if errors.Is(err, io.EOF) {
+			if n >= 0 {
+				return written, io.ErrUnexpectedEOF
+			}
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		if n >= 0 {
+			p = p[:min(int64(len(p)), n-written)]
+		}
+		m, err := w.Write(p)
+		written += int64(m)
+		off += int64(m)
+		b.f.Consumed(off)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+func (b fillBody) Complete(ctx context.Context) ([]byte, error) { return b.f.Wait(ctx) }
+
+// fileBody is a complete body in a file of the disk tier. Copies to the client
+// connection go through sendfile.
+type fileBody struct {
+	path string
+	n    int64
+}
+
+func (b fileBody) Size() int64 { return b.n }
+
+func (b fileBody) Copy(_ context.Context, w io.Writer, _ http.ResponseWriter, off, n int64) (int64, error) {
+	f, err := os.Open(b.path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if n < 0 {
+		n = b.n - off
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	m, err := io.Copy(w, io.LimitReader(f, n))
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return m, err
+}
+
+func (b fileBody) Complete(context.Context) ([]byte, error) {
+	return nil, errors.New("a disk object always has a known size")
+}
+
+// fileFillBody is a fill whose body is being written to a file of the disk
+// tier: readers follow the writer through the file with a small buffer, so a
+// large object streams to any number of clients in bounded memory.
+type fileFillBody struct {
+	f *Fill
+	n int64
+}
+
+func (b fileFillBody) Size() int64 { return b.n }
+
+func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
+	file, err := b.f.OpenBody()
+	if err != nil {
+		return 0, err
+	}
+	defer file.Close()
+	rc := http.NewResponseController(client)
+	buf := make([]byte, 64<<10)
+	var written int64
+	for n < 0 || written < n {
+		avail, err := b.f.WaitAvail(ctx, off)
+		if errors.Is(err, io.EOF) {
+			if n >= 0 {
+				return written, io.ErrUnexpectedEOF
+			}
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		chunk := min(avail-off, int64(len(buf)))
+		if n >= 0 {
+			chunk = min(chunk, n-written)
+		}
+		m, err := file.ReadAt(buf[:chunk], off)
+		if m > 0 {
+			k, werr := w.Write(buf[:m])
+			written += int64(k)
+			off += int64(k)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return written, err
+		}
+		if off >= avail && (b.n < 0 || off < b.n) {
+			_ = rc.Flush() // caught up with the origin: let the client have it
+		}
+	}
+	return written, nil
+}
+
+func (b fileFillBody) Complete(context.Context) ([]byte, error) {
+	return nil, errors.New("a disk fill always has a known size")
+}
+
+func (Bytes) Err() error          { return nil }
+func (b fillBody) Err() error     { return b.f.Err() }
+func (fileBody) Err() error       { return nil }
+func (b fileFillBody) Err() error { return b.f.Err() }

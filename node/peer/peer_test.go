@@ -1,0 +1,194 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+)
+
+// local records what the server passes on to its node.
+type local struct {
+	purged  []string
+	drained bool
+}
+
+func (l *local) PurgeLocal(req *peerv1.PurgeRequest) int64 {
+	l.purged = append(l.purged, req.GetId())
+	return int64(len(req.GetKeys()))
+}
+func (l *local) LocalStats() *peerv1.StatsResponse {
+	return &peerv1.StatsResponse{OriginRequests: 7}
+}
+func (l *local) DrainLocal() error { l.drained = true; return nil }
+func (l *local) HandOffDone(context.Context) (HandOff, error) {
+	return HandOff{Taken: 3, NotTaken: 1, Took: time.Second}, nil
+}
+func (l *local) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
+	return &peerv1.SyncPurgesResponse{Incarnation: req.GetIncarnation() + 1}
+}
+func (l *local) AppliedPurges(ids []string) []string { return ids[:1] }
+
+// serve runs a peer server over h on loopback and returns its address and a
+// pool whose fetches wait headTimeout for a head.
+func serve(t *testing.T, h http.Handler, l Local, headTimeout time.Duration) (string, *Pool) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(ServerOptions()...)
+	peerv1.RegisterPeerServiceServer(s, NewServer(h, l, slog.New(slog.DiscardHandler)))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ln) }()
+	p := NewPool(headTimeout)
+	t.Cleanup(func() {
+		p.CloseAll()
+		s.Stop()
+		<-done
+	})
+	return ln.Addr().String(), p
+}
+
+func fetchReq(key string) *peerv1.FetchRequest {
+	return &peerv1.FetchRequest{Key: key, Host: "www.example.test", PathQuery: "/" + key + "?q=1", From: "n1"}
+}
+
+// A fetch runs through the node's handler, marked as a peer's, and its
+// response streams back in chunks, checked end to end.
+func TestFetchThroughHandler(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 3*ChunkSize/16+100) // more than three chunks
+	addr, p := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from, ok := FromPeer(r.Context())
+		if !ok || from != "n1" || r.Host != "www.example.test" || r.URL.RequestURI() != "/big?q=1" || r.Header.Get("Accept-Encoding") != "gzip" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Status", "meshcdn; hit")
+		_, _ = w.Write(body)
+	}), &local{}, 5*time.Second)
+	req := fetchReq("big")
+	req.Headers = []*peerv1.HeaderField{{Name: "accept-encoding", Values: []string{"gzip"}}}
+	resp, err := p.Fetch(t.Context(), addr, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) || resp.Header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("status %d, %d of %d bytes, %v, %v", resp.StatusCode, len(got), len(body), resp.Header, err)
+	}
+}
+
+// A cache-only fetch asks the handler with only-if-cached; a take-over asks
+// for the head alone and names the offering node; arguments are checked.
+func TestFetchModes(t *testing.T) {
+	addr, p := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from, takeOver := TakeOverFrom(r.Context())
+		w.Header().Set("X-Seen", r.Method+" "+r.Header.Get("Cache-Control")+" "+from)
+		if !takeOver {
+			_, _ = io.WriteString(w, "body")
+		}
+	}), &local{}, 5*time.Second)
+	seen := func(req *peerv1.FetchRequest) string {
+		resp, err := p.Fetch(t.Context(), addr, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Header.Get("X-Seen")
+	}
+	cacheOnly := fetchReq("a")
+	cacheOnly.CacheOnly = true
+	if got := seen(cacheOnly); got != "GET only-if-cached " {
+		t.Errorf("cache-only fetch seen as %q", got)
+	}
+	offer := fetchReq("a")
+	offer.TakeOver = true
+	if got := seen(offer); got != "HEAD  n1" {
+		t.Errorf("take-over seen as %q", got)
+	}
+	for _, bad := range []*peerv1.FetchRequest{
+		{Host: "h", PathQuery: "/a"},
+		{Key: "k", Host: "h", PathQuery: "a"},
+		{Key: "k", Host: "h", PathQuery: "/a", TakeOver: true},
+		{Key: "k", Host: "h", PathQuery: "/a", From: "n1", TakeOver: true, CacheOnly: true},
+	} {
+		if _, err := p.Fetch(t.Context(), addr, bad); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%v: %v; want InvalidArgument", bad, err)
+		}
+	}
+}
+
+// A response the handler aborts after its head is never read as complete:
+// the body read fails, small or large.
+func TestAbortedResponse(t *testing.T) {
+	for _, size := range []int{100, 3 * ChunkSize} {
+		addr, p := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "999999999")
+			_, _ = w.Write(bytes.Repeat([]byte("x"), size))
+			panic(http.ErrAbortHandler)
+		}), &local{}, 5*time.Second)
+		resp, err := p.Fetch(t.Context(), addr, fetchReq("cut"))
+		if err != nil {
+			continue // found broken before the caller saw it
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("%d bytes then an abort read as a complete body", size)
+		}
+	}
+}
+
+// A peer that sends no head within the timeout is given up on; a closed
+// pool opens no connection.
+func TestHeadTimeoutAndClosedPool(t *testing.T) {
+	release := make(chan struct{})
+	addr, p := serve(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }), &local{}, 100*time.Millisecond)
+	defer close(release)
+	start := time.Now()
+	if _, err := p.Fetch(t.Context(), addr, fetchReq("slow")); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("silent peer: %v after %v", err, time.Since(start))
+	}
+	p.CloseAll()
+	if _, err := p.Fetch(t.Context(), addr, fetchReq("a")); !errors.Is(err, ErrPoolClosed) {
+		t.Fatalf("fetch on a closed pool: %v", err)
+	}
+}
+
+// The other calls reach the node's Local and come back.
+func TestLocalCalls(t *testing.T) {
+	l := &local{}
+	addr, p := serve(t, http.NotFoundHandler(), l, 5*time.Second)
+	ctx := t.Context()
+	if n, err := p.Purge(ctx, addr, &peerv1.PurgeRequest{Id: "p1", Keys: []string{"a", "b"}}); err != nil || n != 2 || len(l.purged) != 1 {
+		t.Errorf("Purge: %d %v %v", n, err, l.purged)
+	}
+	if r, err := p.SyncPurges(ctx, addr, &peerv1.SyncPurgesRequest{Incarnation: 4}); err != nil || r.GetIncarnation() != 5 {
+		t.Errorf("SyncPurges: %v %v", r, err)
+	}
+	if ids, err := p.PurgeStatus(ctx, addr, []string{"x", "y"}); err != nil || len(ids) != 1 || ids[0] != "x" {
+		t.Errorf("PurgeStatus: %v %v", ids, err)
+	}
+	if s, err := p.Stats(ctx, addr); err != nil || s.GetOriginRequests() != 7 {
+		t.Errorf("Stats: %v %v", s, err)
+	}
+	h, err := p.Drain(ctx, addr, "n1", true)
+	if err != nil || !l.drained || h.Taken != 3 || h.NotTaken != 1 || h.Took != time.Second {
+		t.Errorf("Drain: %+v %v drained=%v", h, err, l.drained)
+	}
+}
