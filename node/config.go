@@ -309,15 +309,24 @@ func (f *File) origins(name string, c *Config) []error {
 			}
 		}
 	}
-	for i, o := range f.Origin.Default {
-		u, err := site.ParseOrigin(o)
+	origins, more := parseList(name, "origin.default", f.Origin.Default, site.ParseOrigin)
+	c.Origins = append(c.Origins, origins...)
+	return append(errs, more...)
+}
+
+// parseList parses each of items; an error names the file, field and index.
+func parseList[T any](name, field string, items []string, parse func(string) (T, error)) ([]T, []error) {
+	var out []T
+	var errs []error
+	for i, item := range items {
+		v, err := parse(item)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: origin.default[%d]: %w", name, i, err))
+			errs = append(errs, fmt.Errorf("%s: %s[%d]: %w", name, field, i, err))
 			continue
 		}
-		c.Origins = append(c.Origins, u)
+		out = append(out, v)
 	}
-	return errs
+	return out, errs
 }
 
 // meshConfig is the file's mesh section.
@@ -391,14 +400,13 @@ func ParseFile(name string, data []byte) (Config, error) {
 		},
 	}
 	var errs []error
-	for i, cidr := range f.Node.PurgeAllow {
+	c.PurgeAllow, errs = parseList(name, "node.purge_allow", f.Node.PurgeAllow, func(cidr string) (netip.Prefix, error) {
 		p, err := netip.ParsePrefix(cidr)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: node.purge_allow[%d]: %q is not a CIDR such as 10.0.0.0/8", name, i, cidr))
-			continue
+			return p, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", cidr)
 		}
-		c.PurgeAllow = append(c.PurgeAllow, p)
-	}
+		return p, nil
+	})
 	if f.Node.AdminTokenFile != "" {
 		tok, err := ReadToken(f.Node.AdminTokenFile)
 		if err != nil {

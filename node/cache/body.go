@@ -72,14 +72,8 @@ func (b fillBody) Copy(ctx context.Context, w io.Writer, client http.ResponseWri
 			_ = rc.Flush()
 		}
 		p, err := b.f.Next(ctx, off)
-		if errors.Is(err, io.EOF) {
-			if n >= 0 {
-				return written, io.ErrUnexpectedEOF
-			}
-			return written, nil
-		}
 		if err != nil {
-			return written, err
+			return written, readEnd(err, n)
 		}
 		if n >= 0 {
 			p = p[:min(int64(len(p)), n-written)]
@@ -150,14 +144,8 @@ func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.Respons
 	var written int64
 	for n < 0 || written < n {
 		avail, err := b.f.WaitAvail(ctx, off)
-		if errors.Is(err, io.EOF) {
-			if n >= 0 {
-				return written, io.ErrUnexpectedEOF
-			}
-			return written, nil
-		}
 		if err != nil {
-			return written, err
+			return written, readEnd(err, n)
 		}
 		chunk := min(avail-off, int64(len(buf)))
 		if n >= 0 {
@@ -190,3 +178,16 @@ func (Bytes) Err() error          { return nil }
 func (b fillBody) Err() error     { return b.f.Err() }
 func (fileBody) Err() error       { return nil }
 func (b fileFillBody) Err() error { return b.f.Err() }
+
+// readEnd is the outcome of a copy from a fill that ended with err: the
+// fill's end (io.EOF) completes a copy to the end, and cuts short one of n
+// bytes.
+func readEnd(err error, n int64) error {
+	switch {
+	case !errors.Is(err, io.EOF):
+		return err
+	case n >= 0:
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}

@@ -73,7 +73,7 @@ func (v *view) Owner(key string) (string, bool) {
 type local struct{ s *Service }
 
 func (l local) PurgeLocal(req *peerv1.PurgeRequest) int64 { return l.s.Apply(req) }
-func (l local) LocalStats() *peerv1.StatsResponse        { return &peerv1.StatsResponse{} }
+func (l local) LocalStats() *peerv1.StatsResponse         { return &peerv1.StatsResponse{} }
 func (l local) DrainLocal() error                         { return nil }
 func (l local) HandOffDone(context.Context) (peer.HandOff, error) {
 	return peer.HandOff{}, nil

@@ -1,0 +1,202 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/peer"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+	"github.com/meshcdn/meshcdn/ring"
+)
+
+// noLocal answers the peer calls a ring test never makes.
+type noLocal struct{}
+
+func (noLocal) PurgeLocal(*peerv1.PurgeRequest) int64 { return 0 }
+func (noLocal) LocalStats() *peerv1.StatsResponse     { return &peerv1.StatsResponse{} }
+func (noLocal) DrainLocal() error                     { return nil }
+func (noLocal) HandOffDone(context.Context) (peer.HandOff, error) {
+	return peer.HandOff{}, nil
+}
+func (noLocal) SyncPurges(*peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
+	return &peerv1.SyncPurgesResponse{}
+}
+func (noLocal) AppliedPurges([]string) []string { return nil }
+
+// start runs a mesh named name on loopback, joined to seed if any.
+func start(t *testing.T, name string, seed *Mesh, tweak func(*Config)) *Mesh {
+	t.Helper()
+	cfg := Config{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
+	if seed != nil {
+		cfg.Join = []string{seed.GossipAddr()}
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	store := cache.NewMemory(1 << 20)
+	t.Cleanup(store.Close)
+	m := New(cfg, Self{Name: name, HTTPAddr: "127.0.0.1:1", Handler: http.NotFoundHandler(), Local: noLocal{},
+		Store: store, Logger: slog.New(slog.DiscardHandler)})
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = m.Leave()
+		_ = m.Stop(ctx)
+	})
+	return m
+}
+
+// converged waits until every mesh's ring has n members.
+func converged(t *testing.T, n int, ms ...*Mesh) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := true
+		for _, m := range ms {
+			ok = ok && len(m.Ring().Members()) == n
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rings did not converge to %d members within 10s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func keys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("www.example.test/k/%d.js", i)
+	}
+	return out
+}
+
+func owner(m *Mesh, key string) string {
+	o, _ := m.Ring().Owner(key)
+	return o
+}
+
+func names(refs []PeerRef) []string {
+	var out []string
+	for _, r := range refs {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// Owner names another member with its peer address, and "not ok" for the
+// node's own keys.
+func TestOwner(t *testing.T) {
+	a := start(t, "a", nil, nil)
+	b := start(t, "b", a, nil)
+	converged(t, 2, a, b)
+	var own, other int
+	for _, k := range keys(200) {
+		name, addr, ok := a.Owner(k)
+		switch {
+		case owner(a, k) == "a" && !ok:
+			own++
+		case owner(a, k) == "b" && ok && name == "b" && addr == b.PeerAddr():
+			other++
+		default:
+			t.Fatalf("Owner(%s) = %q %q %v; ring owner %s", k, name, addr, ok, owner(a, k))
+		}
+	}
+	if own == 0 || other == 0 {
+		t.Fatalf("a owns %d, b %d of 200 keys", own, other)
+	}
+}
+
+// After a member drains, the new owner of each of its keys knows where the
+// key was (its previous owner), within the hand-off window only; keys that
+// did not move have none. A change of metadata alone keeps that history,
+// and an offering member is asked first.
+func TestRingHistory(t *testing.T) {
+	a := start(t, "a", nil, nil)
+	b := start(t, "b", a, nil)
+	c := start(t, "c", a, nil)
+	converged(t, 3, a, b, c)
+	before := map[string]string{}
+	for _, k := range keys(300) {
+		before[k] = owner(a, k)
+	}
+	epoch := a.Epoch()
+	if !c.Drain(false) || c.Drain(false) {
+		t.Fatal("Drain reports a first drain as new, and only that one")
+	}
+	converged(t, 2, a, b, c)
+	for _, m := range []*Mesh{a, b} {
+		for k, was := range before {
+			now := owner(m, k)
+			prev := names(m.PreviousOwners(k))
+			switch {
+			case now != m.self.Name:
+			case was == "c" && !slices.Equal(prev, []string{"c"}):
+				t.Fatalf("%s took %s over from c, yet its previous owners are %v", m.self.Name, k, prev)
+			case was != "c" && len(prev) != 0:
+				t.Fatalf("%s kept %s, yet its previous owners are %v", m.self.Name, k, prev)
+			}
+		}
+	}
+	a.Rebuild() // as on a metadata change
+	if a.Epoch() != epoch+1 {
+		t.Errorf("epoch %d after one ring change and a metadata change, from %d", a.Epoch(), epoch)
+	}
+	var moved string
+	for k, was := range before {
+		if was == "c" && owner(a, k) == "a" {
+			moved = k
+		}
+	}
+	if got := names(a.PreviousOwners(moved)); !slices.Equal(got, []string{"c"}) {
+		t.Errorf("after a metadata change, previous owners %v", got)
+	}
+	if got := names(a.HandOffSources(moved, "b")); !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("hand-off sources with b offering: %v", got)
+	}
+	if got := c.Members(); len(got) != 3 || got[slices.IndexFunc(got, func(m Member) bool { return m.Self })].State != "draining" {
+		t.Errorf("members seen by the drained node: %+v", got)
+	}
+}
+
+// A node that joins after the others' wave takes its keys over from the
+// members there before it, however its view of them grew.
+func TestJoinWave(t *testing.T) {
+	const wave = 200 * time.Millisecond
+	short := func(c *Config) { c.JoinWave = wave }
+	a := start(t, "a", nil, short)
+	b := start(t, "b", a, short)
+	converged(t, 2, a, b)
+	time.Sleep(wave) // the next node starts a wave of its own
+	c := start(t, "c", a, short)
+	converged(t, 3, a, b, c)
+	before, err := ring.New([]string{"a", "b"}, ring.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var took int
+	for _, k := range keys(300) {
+		if owner(c, k) != "c" {
+			continue
+		}
+		took++
+		was, _ := before.Owner(k)
+		if prev := names(c.PreviousOwners(k)); !slices.Equal(prev, []string{was}) {
+			t.Fatalf("c owns %s; its previous owners %v, want %s, which held it before c joined", k, prev, was)
+		}
+	}
+	if took == 0 {
+		t.Fatal("c owns none of 300 keys")
+	}
+}
