@@ -317,11 +317,7 @@ func copyBudget(cfg Config) int64 {
 	if cfg.Mesh == nil {
 		return 0
 	}
-	share := cfg.Mesh.CopyShare
-	if share == 0 {
-		share = 0.2
-	}
-	return int64(float64(cfg.MemoryBytes) * share)
+	return int64(float64(cfg.MemoryBytes) * cfg.Mesh.WithDefaults().CopyShare)
 }
 
 // Name is the node's name.

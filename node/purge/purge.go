@@ -113,9 +113,9 @@ type Receipt struct {
 // Service applies, fans out and syncs purges for one node. Its methods are
 // safe for concurrent use.
 type Service struct {
-	cfg Config
-	log *slog.Logger
-	Log *Log
+	cfg     Config
+	log     *slog.Logger
+	records *Log
 
 	gen      atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
 	caughtUp atomic.Uint64
@@ -130,7 +130,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, Log: NewLog()}
+	s := &Service{cfg: cfg, log: cfg.Logger, records: NewLog()}
 	s.sync.init()
 	return s
 }
@@ -148,7 +148,7 @@ func (s *Service) CaughtUp() uint64 { return s.caughtUp.Load() }
 // Apply applies a purge to this node's store, unless the log shows it was
 // applied already, and returns how many variants it removed or marked stale.
 func (s *Service) Apply(req *peerv1.PurgeRequest) int64 {
-	if !s.Log.Add(req) {
+	if !s.records.Add(req) {
 		return 0
 	}
 	var removed int
@@ -174,7 +174,7 @@ func (s *Service) Apply(req *peerv1.PurgeRequest) int64 {
 // without passing the purges (a disk index completed late).
 func (s *Service) ApplyLogged() int {
 	l := newLate()
-	for _, r := range s.Log.All() {
+	for _, r := range s.records.All() {
 		l.add(r.GetPurge())
 	}
 	return s.applyLate(l)
@@ -182,13 +182,13 @@ func (s *Service) ApplyLogged() int {
 
 // Covers reports whether an applied purge removes e stored under key
 // although it was fetched before e arrived here (see Log.Covers).
-func (s *Service) Covers(key string, e *cache.Entry) bool { return s.Log.Covers(key, e) }
+func (s *Service) Covers(key string, e *cache.Entry) bool { return s.records.Covers(key, e) }
 
 // Applied returns those of ids this node has applied.
 func (s *Service) Applied(ids []string) []string {
 	var out []string
 	for _, id := range ids {
-		if s.Log.Has(id) {
+		if s.records.Has(id) {
 			out = append(out, id)
 		}
 	}
@@ -320,7 +320,7 @@ func (s *Service) Status(ctx context.Context, id string) []Receipt {
 func (s *Service) statusAt(ctx context.Context, m Member, id string) Receipt {
 	r := Receipt{Node: m.Name}
 	if m.Self {
-		r.Applied = s.Log.Has(id)
+		r.Applied = s.records.Has(id)
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, Timeout)
 		defer cancel()

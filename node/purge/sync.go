@@ -279,7 +279,7 @@ func (s *Service) readPage(ctx context.Context, name, addr string, cur *cursor) 
 	}
 	l := newLate()
 	for _, r := range resp.GetRecords() {
-		if s.Log.Add(r.GetPurge()) {
+		if s.records.Add(r.GetPurge()) {
 			l.add(r.GetPurge())
 			s.log.Info("purge caught up", "purge", r.GetPurge().GetId(), "from", r.GetPurge().GetFrom(), "via", name)
 			s.caughtUp.Add(1)
@@ -298,8 +298,8 @@ func (s *Service) readPage(ctx context.Context, name, addr string, cur *cursor) 
 
 // Page answers another node's read of this node's purge log.
 func (s *Service) Page(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
-	recs, more, truncated := s.Log.Since(req.GetIncarnation(), req.GetAfter())
-	resp := &peerv1.SyncPurgesResponse{Incarnation: s.Log.Incarnation(), Records: recs, More: more}
+	recs, more, truncated := s.records.Since(req.GetIncarnation(), req.GetAfter())
+	resp := &peerv1.SyncPurgesResponse{Incarnation: s.records.Incarnation(), Records: recs, More: more}
 	if !truncated.IsZero() {
 		resp.TruncatedBefore = timestamppb.New(truncated)
 	}
