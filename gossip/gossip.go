@@ -119,6 +119,7 @@ type Gossip struct {
 	meta    *delegate
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
+	addr    string // the advertised gossip address, set by Start
 	changed chan struct{}
 
 	mu       sync.Mutex
@@ -228,6 +229,10 @@ func (g *Gossip) Start(ctx context.Context) error {
 		return fmt.Errorf("gossip: %w", err)
 	}
 	g.ml = ml
+	// Read once, before anything else runs: memberlist's LocalNode points at
+	// the node's live state, which UpdateNode (Leave, Drain) rewrites.
+	n := ml.LocalNode()
+	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	if len(g.cfg.Join) > 0 {
@@ -237,10 +242,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 }
 
 // Addr is the gossip address others reach this node at.
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // joinLoop joins the seeds, retrying with back-off, and rejoins whenever the
 // node is alone (a partition healed, a cluster restarted).

@@ -210,3 +210,38 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAddrWhileMetadataChanges: the node's address can be read while its
+// metadata changes (the join loop reads it while Drain and Leave spread new
+// metadata); under the race detector this failed before the address was
+// kept apart from memberlist's live node state.
+func TestAddrWhileMetadataChanges(t *testing.T) {
+	a := start(t, "n1", nil)
+	b := start(t, "n2", nil, a.Addr())
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	want := b.Addr()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				if got := b.Addr(); got != want {
+					t.Errorf("Addr() = %q, then %q", want, got)
+					return
+				}
+			}
+		}
+	})
+	err := b.Drain(time.Second)
+	if err == nil {
+		err = b.Leave(time.Second)
+	}
+	close(done)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
