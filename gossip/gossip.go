@@ -84,6 +84,13 @@ type Failure struct {
 	At   time.Time
 }
 
+// How long a leaving node lets its leaving flag spread before it announces
+// the leave itself: LAN timings, and the Fast profile's.
+const (
+	leavePropagation     = time.Second
+	fastLeavePropagation = 250 * time.Millisecond
+)
+
 // failedRetention is how long a failed member is remembered unless it comes
 // back.
 const failedRetention = time.Hour
@@ -365,6 +372,16 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	// Best effort: without it the others count a failure, not a leave.
 	if err := g.updateMeta(timeout, func(m *Meta) { m.Leaving = true }); err != nil {
 		g.log.Debug("leaving flag not spread", "err", err)
+	} else if g.ml.NumMembers() > 1 {
+		// memberlist counts the update sent once it went out a few times,
+		// possibly all to the same member: the others get it relayed. Let
+		// it spread before the leave, which would otherwise overtake it
+		// and be taken for a failure (Serf's leave propagation delay).
+		p := leavePropagation
+		if g.cfg.Fast {
+			p = fastLeavePropagation
+		}
+		time.Sleep(min(p, timeout))
 	}
 	return g.ml.Leave(timeout)
 }
