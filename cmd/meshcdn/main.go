@@ -6,6 +6,7 @@
 //	meshcdn dev                               demo origin + 3 edges on 127.0.0.1
 //	meshcdn admin   [--addr ADDR] COMMAND     the admin API's client
 //	meshcdn healthcheck                       probe the local node's /readyz
+//	meshcdn ca      init|issue --dir DIR ...  the cluster CA and node certificates
 //	meshcdn version
 package main
 
@@ -39,6 +40,7 @@ Usage:
   meshcdn admin   [--addr ADDR] COMMAND     operate the cluster: members, locate, purge, prefetch,
                                             stats, explain, drain, config (meshcdn admin -h)
   meshcdn healthcheck [--addr ADDR]         exit 0 if the local node is ready (for container HEALTHCHECKs)
+  meshcdn ca      init|issue --dir DIR ...  create the cluster CA and sign node certificates (meshcdn ca -h)
   meshcdn version                           print the version
 `
 
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runAdmin(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, rest, stdout, stderr)
+	case "ca":
+		err = runCA(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcdn", version)
 	case "help", "-h", "--help":

@@ -1,0 +1,242 @@
+// Package tlsconf holds the certificates of a meshcdn cluster. Its cluster
+// CA signs one certificate per node: the node's name travels in a URI
+// subject alternative name (urn:meshcdn:member:NAME) that peers check, its
+// hosts and IPs in further SANs, and each certificate serves both as client
+// and as server, so one file pair gives a node mutual TLS with every peer.
+//
+// Everything here uses the standard library's crypto: ECDSA P-256 keys,
+// PEM files, keys written with mode 0600.
+package tlsconf
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Files of a CA directory.
+const (
+	CAFile    = "ca.pem"
+	CAKeyFile = "ca-key.pem"
+)
+
+// Default validities: the CA's, and a node certificate's. Rotate node
+// certificates well before they expire (see the README's Security section).
+const (
+	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	DefaultNodeValidity = 365 * 24 * time.Hour
+)
+
+// memberPrefix leads the URI SAN that names a member.
+const memberPrefix = "urn:meshcdn:member:"
+
+// ErrExists is returned when a file to be written is already there: keys
+// are never overwritten.
+var ErrExists = errors.New("already exists")
+
+// validName is what a member name may be: a host name or a container id.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+
+// InitCA creates a cluster CA in dir (created if needed): ca.pem and
+// ca-key.pem, valid for validity (0: DefaultCAValidity). It refuses to
+// overwrite an existing CA.
+func InitCA(dir string, validity time.Duration) error {
+	if validity <= 0 {
+		validity = DefaultCAValidity
+	}
+	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
+	if err := absent(certPath, keyPath); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "meshcdn cluster CA", Organization: []string{"meshcdn"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return writePair(certPath, keyPath, der, key)
+}
+
+// Issue signs a certificate for member name with the CA in dir, for the
+// given hosts (DNS names or IP addresses) besides the name, valid for
+// validity (0: DefaultNodeValidity), and writes NAME.pem and NAME-key.pem
+// there. It returns the certificate's path. It refuses to overwrite.
+func Issue(dir, name string, hosts []string, validity time.Duration) (string, error) {
+	if !validName.MatchString(name) {
+		return "", fmt.Errorf("name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	if validity <= 0 {
+		validity = DefaultNodeValidity
+	}
+	ca, caKey, err := LoadCA(dir)
+	if err != nil {
+		return "", err
+	}
+	certPath, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if err := absent(certPath, keyPath); err != nil {
+		return "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"meshcdn"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{memberURI(name)},
+	}
+	if tmpl.NotAfter.After(ca.NotAfter) {
+		tmpl.NotAfter = ca.NotAfter // a certificate never outlives its CA
+	}
+	for _, h := range hosts {
+		h = strings.TrimSpace(h)
+		switch ip := net.ParseIP(h); {
+		case h == "":
+		case ip != nil:
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		case validName.MatchString(strings.TrimPrefix(h, "*.")):
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		default:
+			return "", fmt.Errorf("host %q: not a DNS name or an IP address", h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return "", err
+	}
+	return certPath, writePair(certPath, keyPath, der, key)
+}
+
+// LoadCA reads the CA certificate and key of dir.
+func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("no cluster CA in %s (meshcdn ca init --dir %s creates one): %w", dir, dir, err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := parseCert(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CAFile), err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, nil, fmt.Errorf("%s: no PEM key", filepath.Join(dir, CAKeyFile))
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CAKeyFile), err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, nil, fmt.Errorf("%s does not match %s", CAKeyFile, CAFile)
+	}
+	return cert, key, nil
+}
+
+// MemberName returns the member name a certificate was issued for, from its
+// URI SAN; ok is false for a certificate that names no member.
+func MemberName(c *x509.Certificate) (string, bool) {
+	for _, u := range c.URIs {
+		if name, ok := strings.CutPrefix(u.String(), memberPrefix); ok && validName.MatchString(name) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func memberURI(name string) *url.URL {
+	u, _ := url.Parse(memberPrefix + name) // name is checked by the caller
+	return u
+}
+
+func parseCert(b []byte) (*x509.Certificate, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+// absent fails with ErrExists when any of paths exists.
+func absent(paths ...string) error {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return fmt.Errorf("%s: %w", p, ErrExists)
+		}
+	}
+	return nil
+}
+
+// writePair writes a certificate (0644) and its key (0600), never over an
+// existing file.
+func writePair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) error {
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		_ = os.Remove(keyPath)
+		return err
+	}
+	return nil
+}
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s: %w", path, ErrExists)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	return f.Close()
+}

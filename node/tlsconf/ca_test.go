@@ -1,0 +1,167 @@
+package tlsconf
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustInit(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if err := InitCA(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func mustIssue(t *testing.T, dir, name string, hosts ...string) tls.Certificate {
+	t.Helper()
+	if _, err := Issue(dir, name, hosts, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func pool(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	ca, _, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	p.AddCert(ca)
+	return p
+}
+
+// The CA and a node certificate: keys only the owner can read, the node's
+// name in the SAN peers check, its hosts and IPs, client and server use,
+// chained to the CA, never outliving it; nothing is overwritten.
+func TestInitAndIssue(t *testing.T) {
+	dir := mustInit(t)
+	for _, f := range []string{CAKeyFile} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v; want mode 0600", f, st.Mode(), err)
+		}
+	}
+	if err := InitCA(dir, 0); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second init: %v; want ErrExists", err)
+	}
+	mustIssue(t, dir, "edge-1", "edge-1.mesh.internal", "10.0.0.7", "::1")
+	raw, _ := os.ReadFile(filepath.Join(dir, "edge-1.pem"))
+	cert, err := parseCert(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := MemberName(cert); !ok || name != "edge-1" {
+		t.Errorf("member name %q %v", name, ok)
+	}
+	if len(cert.DNSNames) != 1 || len(cert.IPAddresses) != 2 || cert.IsCA {
+		t.Errorf("SANs %v %v, CA %v", cert.DNSNames, cert.IPAddresses, cert.IsCA)
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool(t, dir), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			t.Errorf("usage %v: %v", usage, err)
+		}
+	}
+	if d := time.Until(cert.NotAfter); d < DefaultNodeValidity-2*time.Hour || d > DefaultNodeValidity {
+		t.Errorf("valid for %v; want the default %v", d, DefaultNodeValidity)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "edge-1-key.pem")); st.Mode().Perm() != 0o600 {
+		t.Errorf("node key mode %v", st.Mode())
+	}
+	if _, err := Issue(dir, "edge-1", nil, 0); !errors.Is(err, ErrExists) {
+		t.Errorf("issuing twice: %v; want ErrExists", err)
+	}
+	if _, err := Issue(dir, "long", nil, 2*DefaultCAValidity); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = os.ReadFile(filepath.Join(dir, "long.pem"))
+	long, _ := parseCert(raw)
+	ca, _, _ := LoadCA(dir)
+	if long.NotAfter.After(ca.NotAfter) {
+		t.Error("a node certificate outlives its CA")
+	}
+}
+
+// Clear errors for what cannot be issued.
+func TestIssueErrors(t *testing.T) {
+	dir := mustInit(t)
+	for _, c := range []struct{ name, host, want string }{
+		{"", "", "name"},
+		{"../x", "", "name"},
+		{"a b", "", "name"},
+		{"ok", "not a host!", "host"},
+	} {
+		_, err := Issue(dir, c.name, []string{c.host}, 0)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Issue(%q, %q): %v; want an error about the %s", c.name, c.host, err, c.want)
+		}
+	}
+	if _, err := Issue(t.TempDir(), "n1", nil, 0); err == nil || !strings.Contains(err.Error(), "meshcdn ca init") {
+		t.Errorf("without a CA: %v", err)
+	}
+}
+
+// Two nodes of one CA complete a mutual TLS handshake and learn each
+// other's member name; a node of another CA is refused.
+func TestMutualTLS(t *testing.T) {
+	dir := mustInit(t)
+	server, client := mustIssue(t, dir, "n1", "127.0.0.1"), mustIssue(t, dir, "n2")
+	other := mustInit(t)
+	stranger := mustIssue(t, other, "n3")
+	roots := pool(t, dir)
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{server},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	names := make(chan string, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				names <- "refused"
+			} else {
+				name, _ := MemberName(tc.ConnectionState().PeerCertificates[0])
+				names <- name
+			}
+			c.Close()
+		}
+	}()
+	dial := func(c tls.Certificate) error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{Certificates: []tls.Certificate{c}, RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.Read(make([]byte, 1)) // TLS 1.3: the server's verdict on the client arrives after the handshake
+		return err
+	}
+	_ = dial(client)
+	if got := <-names; got != "n2" {
+		t.Errorf("the server saw %q; want the client's member name n2", got)
+	}
+	_ = dial(stranger)
+	if got := <-names; got != "refused" {
+		t.Errorf("a certificate of another CA: %q; want refused", got)
+	}
+}
