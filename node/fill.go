@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
@@ -217,22 +219,21 @@ type originRequest struct {
 // fillRequest builds the fill's request from the first client's: end-to-end
 // fields without the client's own conditionals and cache directives (the cache
 // answers those), Accept-Encoding normalised so the stored variant matches its
-// key, and the stale entry's validators.
+// key, and the stale entry's validators. The forwarding fields are this
+// node's to build, for a peer's request too: nothing a peer sends in them (a
+// forged X-Forwarded-Host, say) shapes what this node stores. Of a peer's
+// X-Forwarded-For only a single address, the client's as the first node saw
+// it, is kept.
 func fillRequest(r *http.Request, stale *stored) originRequest {
-	if _, ok := peer.FromPeer(r.Context()); ok {
-		// The first node already prepared these fields for the origin.
-		h := r.Header.Clone()
-		h.Del("Cache-Control")
-		setValidators(h, stale)
-		from, _ := peer.TakeOverFrom(r.Context())
-		return originRequest{host: r.Host, pathQuery: r.URL.RequestURI(), header: h,
-			authorized: h.Get("Authorization") != "", fromPeer: true, takeOver: from}
-	}
+	_, fromPeer := peer.FromPeer(r.Context())
 	h := r.Header.Clone()
 	httpcache.RemoveHopByHop(h)
 	for _, f := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
 		"If-Unmodified-Since", "Cache-Control", "Pragma", "Forwarded", "X-Forwarded-For",
 		"X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if fromPeer && (f == "If-None-Match" || f == "If-Modified-Since") {
+			continue // the validators of the first node's stale copy: the origin may answer 304
+		}
 		h.Del(f)
 	}
 	if ae := httpcache.NormalizeAcceptEncoding(h.Values("Accept-Encoding")); ae != "" {
@@ -244,16 +245,24 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 		h["User-Agent"] = nil // do not let net/http add its own
 	}
 	h.Set("Via", joinVia(r.Header.Values("Via")))
-	h.Set("X-Forwarded-For", clientIP(r))
+	req := originRequest{host: r.Host, pathQuery: r.URL.RequestURI(), header: h,
+		authorized: r.Header.Get("Authorization") != ""}
+	client := clientIP(r)
+	if fromPeer {
+		client = ""
+		if ip, err := netip.ParseAddr(strings.TrimSpace(r.Header.Get("X-Forwarded-For"))); err == nil {
+			client = ip.String()
+		}
+		req.fromPeer = true
+		req.takeOver, _ = peer.TakeOverFrom(r.Context())
+	}
+	if client != "" {
+		h.Set("X-Forwarded-For", client)
+	}
 	h.Set("X-Forwarded-Host", r.Host)
 	h.Set("X-Forwarded-Proto", "http")
 	setValidators(h, stale)
-	return originRequest{
-		host:       r.Host,
-		pathQuery:  r.URL.RequestURI(),
-		header:     h,
-		authorized: r.Header.Get("Authorization") != "",
-	}
+	return req
 }
 
 // setValidators makes a fill conditional on the stale entry's validators.

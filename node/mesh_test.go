@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/mesh"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 	"github.com/meshcdn/meshcdn/ring"
 )
 
@@ -507,5 +508,49 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 	requestEverywhere(t, all, paths)
 	if h := o.hits.Load(); h != keys {
 		t.Errorf("origin asked %d times after the scale-out, want %d (no more than before)", h, keys)
+	}
+}
+
+// TestPeerForwardingFields: the owner builds the origin request's forwarding
+// fields itself: a peer's forged X-Forwarded-Host or Forwarded never reaches
+// the origin (so cannot shape what the owner stores), and of its
+// X-Forwarded-For only a single address is kept.
+func TestPeerForwardingFields(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = io.WriteString(w, "links to https://"+r.Header.Get("X-Forwarded-Host")+"/")
+	})
+	nodes := startCluster(t, o, 2, nil)
+	for _, c := range []struct{ xff, wantXFF string }{{"203.0.113.9", "203.0.113.9"}, {"203.0.113.9, 10.0.0.1", ""}} {
+		p := ownedBy(t, nodes[0], "n2", fmt.Sprintf("/fwd/%d-", len(c.xff)))
+		req := &peerv1.FetchRequest{Key: nodes[0].sites.Default().CacheKey("127.0.0.1", p, ""), Host: "127.0.0.1",
+			PathQuery: p, From: "n1", Headers: []*peerv1.HeaderField{
+				{Name: "X-Forwarded-Host", Values: []string{"evil.example"}},
+				{Name: "Forwarded", Values: []string{"host=evil.example;proto=https"}},
+				{Name: "X-Forwarded-Proto", Values: []string{"https"}},
+				{Name: "X-Forwarded-For", Values: []string{c.xff}},
+			}}
+		resp, err := nodes[0].mesh.Peers().Fetch(t.Context(), nodes[1].PeerAddr(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		h := seen[p]
+		mu.Unlock()
+		if strings.Contains(string(body), "evil") || h.Get("X-Forwarded-Host") != "127.0.0.1" || h.Get("Forwarded") != "" ||
+			h.Get("X-Forwarded-Proto") != "http" || h.Get("X-Forwarded-For") != c.wantXFF || h.Get("Via") != "1.1 meshcdn" {
+			t.Errorf("X-Forwarded-For %q: the origin saw %v and answered %q", c.xff, h, body)
+		}
+		// What the owner stored is what any client gets.
+		if r := do(t, nodes[1], "GET", p); strings.Contains(r.body, "evil") {
+			t.Errorf("the owner stored a poisoned body: %q", r.body)
+		}
 	}
 }
