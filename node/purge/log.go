@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -59,6 +60,7 @@ func items(p *peerv1.PurgeRequest) int {
 // Add records p unless a purge with its id is already in the log; it reports
 // whether p is new.
 func (l *Log) Add(p *peerv1.PurgeRequest) bool {
+	p = bounded(p, time.Now())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ids[p.GetId()] {
@@ -79,6 +81,19 @@ func (l *Log) Add(p *peerv1.PurgeRequest) bool {
 		}
 	}
 	return true
+}
+
+// bounded returns p, or a copy issued at now when p's issue time is missing
+// or later than now by more than Skew: a purge issued in the future would
+// match every object fetched until then, and keep this node from storing
+// anything it learns late.
+func bounded(p *peerv1.PurgeRequest, now time.Time) *peerv1.PurgeRequest {
+	if t := p.GetIssued(); t.IsValid() && !t.AsTime().After(now.Add(Skew)) {
+		return p
+	}
+	c := proto.CloneOf(p)
+	c.Issued = timestamppb.New(now)
+	return c
 }
 
 // Since returns a page of the records after the cursor (incarnation, after).

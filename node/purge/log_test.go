@@ -132,3 +132,29 @@ func TestSetMatch(t *testing.T) {
 		t.Error("a truncation bound matches what was fetched before it, only")
 	}
 }
+
+// A purge issued in the future (or with no issue time) is logged as issued
+// when it arrived: it cannot keep a node from storing what it fetches next.
+func TestFutureIssueTimeIsBounded(t *testing.T) {
+	l := NewLog()
+	now := time.Now()
+	l.Add(purgeAt("future", now.Add(24*time.Hour), "h/a"))
+	l.Add(&peerv1.PurgeRequest{Id: "none", Keys: []string{"h/b"}})
+	for _, r := range l.All() {
+		if got := r.GetPurge().GetIssued().AsTime(); got.Before(now) || got.After(time.Now()) {
+			t.Errorf("%s logged as issued at %v; want its arrival", r.GetPurge().GetId(), got)
+		}
+	}
+	later := &cache.Entry{ResponseTime: time.Now().Add(time.Minute)}
+	if l.Covers("h/a", later) {
+		t.Error("an object fetched after a future-dated purge arrived is taken for purged")
+	}
+	if !l.Covers("h/a", &cache.Entry{ResponseTime: now.Add(-time.Minute)}) {
+		t.Error("an object fetched before the purge is not covered")
+	}
+	skewed := now.Add(Skew / 2)
+	l.Add(purgeAt("skewed", skewed, "h/c"))
+	if got := l.All()[2].GetPurge().GetIssued().AsTime(); !got.Equal(skewed) {
+		t.Errorf("a purge within the clock skew was moved to %v", got)
+	}
+}
