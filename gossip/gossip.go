@@ -109,8 +109,12 @@ type Config struct {
 	// tried. The node keeps trying in the background until it joins, and again
 	// whenever it finds itself alone.
 	Join []string
-	// Key, when set (16, 24 or 32 bytes), encrypts gossip; every node needs it.
-	Key []byte
+	// Keys, when set (each 16, 24 or 32 bytes), encrypt gossip. The first
+	// encrypts what this node sends; every one of them decrypts what it
+	// receives, so a key can be rotated by rolling restarts: add the new key
+	// after the old one everywhere, then put it first everywhere, then drop
+	// the old one. A node without a key neither joins nor understands them.
+	Keys [][]byte
 	// Meta is advertised to the others.
 	Meta Meta
 	// Fast uses timings for tests on loopback (failures detected in about a
@@ -165,8 +169,10 @@ func New(cfg Config) (*Gossip, error) {
 			return nil, fmt.Errorf("gossip: advertise address: %w", err)
 		}
 	}
-	if n := len(cfg.Key); n != 0 && n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("gossip: key is %d bytes; want 16, 24 or 32", n)
+	for i, k := range cfg.Keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("gossip: key %d is %d bytes; want 16, 24 or 32", i+1, n)
+		}
 	}
 	for _, s := range cfg.Join {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -224,8 +230,12 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if g.cfg.AdvertiseAddr != "" {
 		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitPort(g.cfg.AdvertiseAddr)
 	}
-	if len(g.cfg.Key) > 0 {
-		mc.SecretKey = g.cfg.Key
+	if len(g.cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(g.cfg.Keys, g.cfg.Keys[0])
+		if err != nil {
+			return fmt.Errorf("gossip: keys: %w", err)
+		}
+		mc.Keyring = kr
 	}
 	mc.Delegate = g.meta
 	mc.Events = g

@@ -37,8 +37,17 @@ func newTestLog(t *testing.T) *slog.Logger {
 
 func start(t *testing.T, name string, key []byte, join ...string) *Gossip {
 	t.Helper()
+	var keys [][]byte
+	if key != nil {
+		keys = [][]byte{key}
+	}
+	return startKeys(t, name, keys, join...)
+}
+
+func startKeys(t *testing.T, name string, keys [][]byte, join ...string) *Gossip {
+	t.Helper()
 	lg := newTestLog(t) // registered first, so its clean-up runs after Shutdown
-	g, err := New(Config{Name: name, BindAddr: "127.0.0.1:0", Join: join, Key: key, Fast: true,
+	g, err := New(Config{Name: name, BindAddr: "127.0.0.1:0", Join: join, Keys: keys, Fast: true,
 		Meta:   Meta{HTTPAddr: "127.0.0.1:80" + name[len(name)-1:], PeerAddr: "127.0.0.1:70", Region: "test"},
 		Logger: lg})
 	if err != nil {
@@ -194,6 +203,26 @@ func TestKeyMismatch(t *testing.T) {
 	_ = c
 }
 
+// TestKeyRotation: a gossip key is rotated by rolling restarts. A node
+// sends with its first key and accepts all of its keys, so a cluster whose
+// nodes hold both the old and the new key (in either order) stays one; a
+// node left with only the old key once the others send with the new one is
+// cut off.
+func TestKeyRotation(t *testing.T) {
+	oldKey := []byte("0123456789abcdef")
+	newKey := []byte("fedcba9876543210fedcba9876543210")
+	a := startKeys(t, "n1", [][]byte{oldKey, newKey})           // step 1: the new key accepted
+	b := startKeys(t, "n2", [][]byte{newKey, oldKey}, a.Addr()) // step 2: the new key sent
+	eventually(t, 5*time.Second, "mixed nodes join", func() bool { return names(a) == "n1,n2" && names(b) == "n1,n2" })
+	c := startKeys(t, "n3", [][]byte{newKey}, b.Addr()) // step 3: the old key dropped
+	eventually(t, 5*time.Second, "a new-key node joins", func() bool { return names(b) == "n1,n2,n3" })
+	d := startKeys(t, "n4", [][]byte{oldKey}, c.Addr())
+	eventually(t, 5*time.Second, "n4 tried to join", d.JoinTried)
+	if names(c) != "n1,n2,n3" || names(d) != "n4" {
+		t.Errorf("an old-key node reached a new-key cluster: %s / %s", names(c), names(d))
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, tt := range []struct {
 		cfg  Config
@@ -201,7 +230,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{Config{}, "name is required"},
 		{Config{Name: "a", BindAddr: "7946"}, "bind address"},
-		{Config{Name: "a", Key: []byte("short")}, "key is 5 bytes"},
+		{Config{Name: "a", Keys: [][]byte{[]byte("0123456789abcdef"), []byte("short")}}, "key 2 is 5 bytes"},
 		{Config{Name: "a", Join: []string{"nohost"}}, `seed "nohost"`},
 		{Config{Name: "a", Meta: Meta{Region: strings.Repeat("x", 600)}}, "metadata is"},
 	} {

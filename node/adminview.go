@@ -384,7 +384,7 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
 			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
 			JoinWave: m.JoinWave.String(), DrainOnStop: m.DrainOnStop.String()}
-		if len(m.GossipKey) > 0 {
+		if len(m.GossipKeys) > 0 {
 			view.Mesh.GossipKey = "REDACTED"
 		}
 	}

@@ -180,8 +180,10 @@ func (c Config) Validate() error {
 		}
 	}
 	if m := c.Mesh; m != nil {
-		if n := len(m.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
-			bad("gossip_key", "is %d bytes; want 16, 24 or 32", n)
+		for i, k := range m.GossipKeys {
+			if n := len(k); n != 16 && n != 24 && n != 32 {
+				bad("gossip_key", "key %d is %d bytes; want 16, 24 or 32", i+1, n)
+			}
 		}
 		for _, a := range []struct{ field, addr string }{{"peer", m.PeerAddr}, {"gossip", m.GossipAddr}} {
 			if a.addr == "" {
@@ -335,14 +337,29 @@ func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
 		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
 		DrainOnStop: time.Duration(m.DrainOnStop)}
-	if m.GossipKey != "" {
-		k, err := base64.StdEncoding.DecodeString(m.GossipKey)
-		if err != nil {
-			return mc, fmt.Errorf("%s: mesh.gossip_key: not base64: %v", name, err)
-		}
-		mc.GossipKey = k
+	keys, err := ParseGossipKeys(m.GossipKey)
+	if err != nil {
+		return mc, fmt.Errorf("%s: mesh.gossip_key: %w", name, err)
 	}
+	mc.GossipKeys = keys
 	return mc, nil
+}
+
+// ParseGossipKeys reads gossip keys written as base64, separated by commas:
+// the first is used to send, all are accepted. Empty: none.
+func ParseGossipKeys(s string) ([][]byte, error) {
+	var keys [][]byte
+	for i, k := range strings.Split(s, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: not base64: %v", i+1, err)
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
 }
 
 // ReadToken reads a secret from a file: its first line, trimmed. It must not

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/base64"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -118,4 +119,29 @@ func mustOrigins(t *testing.T) []*url.URL {
 		t.Fatal(err)
 	}
 	return []*url.URL{u}
+}
+
+// TestGossipKeys: mesh.gossip_key takes several keys, comma-separated (the
+// first sends, all are accepted); errors name the key.
+func TestGossipKeys(t *testing.T) {
+	k1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	k2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	c, err := ParseFile("edge.yaml", []byte("origin: {default: [http://127.0.0.1:1]}\nmesh:\n  gossip_key: \""+k1+", "+k2+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Mesh.GossipKeys) != 2 || string(c.Mesh.GossipKeys[0]) != "0123456789abcdef" {
+		t.Fatalf("keys %q", c.Mesh.GossipKeys)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseFile("edge.yaml", []byte("mesh:\n  gossip_key: \""+k1+",not*base64\"\n")); err == nil ||
+		!strings.Contains(err.Error(), "mesh.gossip_key: key 2: not base64") {
+		t.Errorf("bad second key: %v", err)
+	}
+	c.Mesh.GossipKeys = append(c.Mesh.GossipKeys, []byte("short"))
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "gossip_key: key 3 is 5 bytes") {
+		t.Errorf("a short key: %v", err)
+	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,7 +44,7 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.gossip, "gossip", "", "gossip listen `address`, TCP and UDP (default :7946); off runs the node alone")
 	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
 	fs.StringVar(&f.region, "region", "", "region advertised to the other nodes")
-	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption key, base64 of 16, 24 or 32 bytes")
+	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption keys, base64 of 16, 24 or 32 bytes each, comma-separated: the first sends, all are accepted")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
@@ -234,11 +233,11 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 		m.Region = f.region
 	}
 	if f.key != "" {
-		k, err := base64.StdEncoding.DecodeString(f.key)
+		keys, err := node.ParseGossipKeys(f.key)
 		if err != nil {
-			return fmt.Errorf("--gossip-key: not base64: %v", err)
+			return fmt.Errorf("--gossip-key: %w", err)
 		}
-		m.GossipKey = k
+		m.GossipKeys = keys
 	}
 	return nil
 }

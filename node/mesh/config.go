@@ -18,8 +18,10 @@ type Config struct {
 	Join []string
 	// Region is advertised to the other nodes.
 	Region string
-	// GossipKey encrypts gossip (16, 24 or 32 bytes); every node needs it.
-	GossipKey []byte
+	// GossipKeys encrypt gossip (each 16, 24 or 32 bytes): the first is used
+	// to send, all are accepted, so keys rotate by rolling restarts (see
+	// gossip.Config.Keys).
+	GossipKeys [][]byte
 	// Ring tunes the consistent-hash ring.
 	Ring ring.Config
 	// PeerTimeout bounds the wait for a peer's response head before the origin

@@ -128,7 +128,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 		}
 	})
 	g, err := gossip.New(gossip.Config{
-		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Key: m.cfg.GossipKey, Fast: m.cfg.Fast,
+		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Keys: m.cfg.GossipKeys, Fast: m.cfg.Fast,
 		Meta: gossip.Meta{HTTPAddr: Advertised(m.self.HTTPAddr), PeerAddr: Advertised(ln.Addr().String()),
 			AdminAddr: Advertised(m.self.AdminAddr), Region: m.cfg.Region, Version: m.self.Version, Started: m.started.UnixMilli()},
 		Logger: m.log.With("component", "gossip"),
