@@ -20,6 +20,7 @@ import (
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
 // Defaults of Config's zero fields.
@@ -206,6 +207,9 @@ func (c Config) Validate() error {
 		if m.HandoffWindow != 0 && (m.HandoffWindow < time.Second || m.HandoffWindow > time.Hour) {
 			bad("handoff_window", "%v is not between 1s and 1h", m.HandoffWindow)
 		}
+		if t := m.TLS; t != (tlsconf.MeshFiles{}) && (t.CAFile == "" || t.CertFile == "" || t.KeyFile == "") {
+			bad("mesh.tls", "ca_file, cert_file and key_file go together (meshcdn ca init and issue make them)")
+		}
 		if m.CopyShare < 0 || m.CopyShare >= 1 {
 			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)
 		}
@@ -293,6 +297,11 @@ type File struct {
 		PurgeLease    units.Duration `yaml:"purge_lease"`
 		HandoffWindow units.Duration `yaml:"handoff_window"`
 		DrainOnStop   units.Duration `yaml:"drain_on_stop"`
+		TLS           struct {
+			CAFile   string `yaml:"ca_file"`
+			CertFile string `yaml:"cert_file"`
+			KeyFile  string `yaml:"key_file"`
+		} `yaml:"tls"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -336,7 +345,8 @@ func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	m := f.Mesh
 	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
 		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
-		DrainOnStop: time.Duration(m.DrainOnStop)}
+		DrainOnStop: time.Duration(m.DrainOnStop),
+		TLS:         tlsconf.MeshFiles{CAFile: m.TLS.CAFile, CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile}}
 	keys, err := ParseGossipKeys(m.GossipKey)
 	if err != nil {
 		return mc, fmt.Errorf("%s: mesh.gossip_key: %w", name, err)

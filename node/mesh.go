@@ -187,3 +187,17 @@ func (n *Node) owner(key string) (name, addr string, ok bool) {
 	}
 	return n.mesh.Owner(key)
 }
+
+// Reload reads again what may change while the node runs: the mesh
+// certificates. New peer connections use them; on an error the ones in use
+// stay.
+func (n *Node) Reload() error {
+	if n.mesh == nil {
+		return nil
+	}
+	if err := n.mesh.ReloadTLS(); err != nil {
+		return err
+	}
+	n.log.Info("mesh certificates reloaded")
+	return nil
+}

@@ -2,17 +2,28 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/meshcdn/meshcdn/node/mesh"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 	"github.com/meshcdn/meshcdn/ring"
 )
@@ -45,12 +56,34 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 
 // TestMeshOffload is acceptance 1 of the mesh: 100 distinct objects, each
 // requested at all 3 nodes: the origin sees each object once.
+// With mesh TLS, the same holds over mutual TLS between the peers.
 func TestMeshOffload(t *testing.T) {
+	t.Run("cleartext", func(t *testing.T) { testMeshOffload(t, nil) })
+	t.Run("mutual TLS", func(t *testing.T) { testMeshOffload(t, withMeshTLS(t)) })
+}
+
+// withMeshTLS gives each node of a test cluster a certificate for its name
+// from one cluster CA.
+func withMeshTLS(t *testing.T) func(*Config) {
+	dir := t.TempDir()
+	if err := tlsconf.InitCA(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *Config) {
+		if _, err := tlsconf.Issue(dir, c.Name, []string{"127.0.0.1"}, 0); err != nil {
+			t.Fatal(err)
+		}
+		c.Mesh.TLS = tlsconf.MeshFiles{CAFile: filepath.Join(dir, tlsconf.CAFile),
+			CertFile: filepath.Join(dir, c.Name+".pem"), KeyFile: filepath.Join(dir, c.Name+"-key.pem")}
+	}
+}
+
+func testMeshOffload(t *testing.T, tweak func(*Config)) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		_, _ = w.Write([]byte("body of " + r.URL.Path))
 	})
-	nodes := startCluster(t, o, 3, nil)
+	nodes := startCluster(t, o, 3, tweak)
 	peerFills := 0
 	for i := range 100 {
 		p := fmt.Sprintf("/obj/%d.css", i)
@@ -552,5 +585,76 @@ func TestPeerForwardingFields(t *testing.T) {
 		if r := do(t, nodes[1], "GET", p); strings.Contains(r.body, "evil") {
 			t.Errorf("the owner stored a poisoned body: %q", r.body)
 		}
+	}
+}
+
+// TestPeerPortRefusesStrangers: with mesh TLS, the peer port answers only
+// members: a client without a certificate, or with one of another CA, is
+// refused, and a member cannot act in another member's name; clients of the
+// cluster see no failure meanwhile.
+func TestPeerPortRefusesStrangers(t *testing.T) {
+	o := newOrigin(t, static("x", "public, max-age=600"))
+	nodes := startCluster(t, o, 2, withMeshTLS(t))
+	target := nodes[1].PeerAddr()
+	stop := make(chan struct{})
+	var failed, served atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if r := doMaybe(t, nodes[i%2], "GET", fmt.Sprintf("/during/%d.js", i%50)); r.Response == nil || r.StatusCode != 200 {
+				failed.Add(1)
+			}
+			served.Add(1)
+		}
+	})
+	call := func(creds credentials.TransportCredentials, from string) error {
+		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, err = peerv1.NewPeerServiceClient(conn).Purge(ctx, &peerv1.PurgeRequest{Id: "x" + from, KeyPrefixes: []string{""},
+			From: from, Issued: timestamppb.Now()})
+		return err
+	}
+	if err := call(insecure.NewCredentials(), "n1"); err == nil {
+		t.Error("a cleartext client was answered")
+	}
+	other := t.TempDir()
+	if err := tlsconf.InitCA(other, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlsconf.Issue(other, "n1", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := tls.LoadX509KeyPair(filepath.Join(other, "n1.pem"), filepath.Join(other, "n1-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{stranger}, InsecureSkipVerify: true}), "n1"); err == nil {
+		t.Error("a client with another CA's certificate was answered")
+	}
+	member, err := tls.LoadX509KeyPair(nodes[0].cfg.Mesh.TLS.CertFile, nodes[0].cfg.Mesh.TLS.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asN1 := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{member}, InsecureSkipVerify: true})
+	if err := call(asN1, "n2"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("n1's certificate acting as n2: %v; want PermissionDenied", err)
+	}
+	if err := call(asN1, "n1"); err != nil {
+		t.Errorf("n1 itself: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || served.Load() == 0 {
+		t.Errorf("%d of %d client requests failed meanwhile", failed.Load(), served.Load())
 	}
 }

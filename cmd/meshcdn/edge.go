@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node"
@@ -22,6 +24,7 @@ type edgeFlags struct {
 	config, name, http, metrics, origin string
 	cacheDir                            string
 	peer, gossip, join, region, key     string
+	meshCA, meshCert, meshKey           string
 	admin, adminToken, adminTokenFile   string
 	adminInsecure                       bool
 	memory, maxObject, disk             units.Size
@@ -45,6 +48,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
 	fs.StringVar(&f.region, "region", "", "region advertised to the other nodes")
 	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption keys, base64 of 16, 24 or 32 bytes each, comma-separated: the first sends, all are accepted")
+	fs.StringVar(&f.meshCA, "mesh-ca", "", "cluster CA certificate `file`: peers must show a certificate it signed")
+	fs.StringVar(&f.meshCert, "mesh-cert", "", "this node's certificate `file` for mutual TLS between peers (meshcdn ca issue)")
+	fs.StringVar(&f.meshKey, "mesh-key", "", "this node's key `file` for mutual TLS between peers")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
@@ -232,6 +238,14 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	if f.region != "" {
 		m.Region = f.region
 	}
+	for _, v := range []struct {
+		flag string
+		dst  *string
+	}{{f.meshCA, &m.TLS.CAFile}, {f.meshCert, &m.TLS.CertFile}, {f.meshKey, &m.TLS.KeyFile}} {
+		if v.flag != "" {
+			*v.dst = v.flag
+		}
+	}
 	if f.key != "" {
 		keys, err := node.ParseGossipKeys(f.key)
 		if err != nil {
@@ -259,5 +273,30 @@ func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) 
 	if err != nil {
 		return usageError{err}
 	}
-	return n.Run(ctx)
+	// SIGHUP reloads what can change without a restart: the mesh
+	// certificates, for rotation.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-hup:
+			if err := n.Reload(); err != nil {
+				fmt.Fprintf(stderr, "meshcdn: reload: %v (the certificates in use stay)\n", err)
+			}
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	timeout := cfg.ShutdownTimeout
+	if timeout == 0 {
+		timeout = node.DefaultShutdownTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return n.Shutdown(sctx)
 }

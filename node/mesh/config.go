@@ -3,6 +3,7 @@ package mesh
 import (
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 	"github.com/meshcdn/meshcdn/ring"
 )
 
@@ -53,6 +54,11 @@ type Config struct {
 	// origin. It must be shorter than the node's shutdown timeout. Default 0:
 	// a stopping node leaves at once.
 	DrainOnStop time.Duration
+	// TLS, when its files are set, makes the peer port speak mutual TLS: the
+	// node presents its certificate (from meshcdn ca issue, naming the node)
+	// and accepts only peers whose certificate chains to the cluster CA and
+	// names the member they are meant to be. Zero: cleartext.
+	TLS tlsconf.MeshFiles
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/peer"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -75,6 +76,7 @@ type Mesh struct {
 	addrs    atomic.Pointer[map[string]string] // member → peer address
 	epoch    atomic.Uint64
 	peers    *peer.Pool
+	tls      *tlsconf.Mesh // nil: cleartext between peers
 	grpc     *grpc.Server
 	health   *health.Server
 	peerLn   net.Listener
@@ -98,7 +100,7 @@ func New(cfg Config, self Self) *Mesh {
 		self.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.WithDefaults()
-	m := &Mesh{cfg: cfg, self: self, log: self.Logger, peers: peer.NewPool(cfg.PeerTimeout), handedOff: make(chan struct{})}
+	m := &Mesh{cfg: cfg, self: self, log: self.Logger, handedOff: make(chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
@@ -116,7 +118,12 @@ func (m *Mesh) Start(ctx context.Context) error {
 		return fmt.Errorf("mesh: peer listener: %w", err)
 	}
 	m.peerLn = ln
-	m.grpc = grpc.NewServer(peer.ServerOptions()...)
+	opts, err := m.startTLS()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	m.grpc = grpc.NewServer(opts...)
 	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.log.With("component", "peer")))
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpc, m.health)

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash"
@@ -25,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -42,9 +44,14 @@ const (
 	ConnWindow   = 8 << 20
 )
 
-// ServerOptions are the gRPC server options peers need: the same fixed windows.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow)}
+// ServerOptions are the gRPC server options peers need: the same fixed
+// windows, and with tlsCfg (nil: cleartext) mutual TLS.
+func ServerOptions(tlsCfg *tls.Config) []grpc.ServerOption {
+	opts := []grpc.ServerOption{grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow)}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	return opts
 }
 
 type fromPeerKey struct{}
@@ -278,6 +285,7 @@ func (w *streamWriter) flush() error {
 // Pool holds one client connection per peer address, created on first use.
 type Pool struct {
 	timeout time.Duration
+	tlsFor  func(addr string) (*tls.Config, error) // nil: cleartext
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	closed  bool // by CloseAll: no new connections
@@ -287,9 +295,11 @@ type Pool struct {
 var ErrPoolClosed = errors.New("peer: connection pool closed")
 
 // NewPool returns a pool whose fetches wait at most headTimeout for the
-// response head.
-func NewPool(headTimeout time.Duration) *Pool {
-	return &Pool{timeout: headTimeout, conns: map[string]*grpc.ClientConn{}}
+// response head. With tlsFor, connections use mutual TLS: tlsFor returns
+// the configuration for the peer at addr (which checks that the peer is the
+// member expected there), or an error when no member is known there.
+func NewPool(headTimeout time.Duration, tlsFor func(addr string) (*tls.Config, error)) *Pool {
+	return &Pool{timeout: headTimeout, tlsFor: tlsFor, conns: map[string]*grpc.ClientConn{}}
 }
 
 func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
@@ -301,7 +311,15 @@ func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if p.tlsFor != nil {
+		cfg, err := p.tlsFor(addr)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: %w", addr, err)
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		// Fixed flow-control windows (no BDP growth to 16 MiB): a stream buffers
 		// at most StreamWindow, so a large body crosses in bounded memory.
 		grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow))

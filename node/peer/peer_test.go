@@ -48,11 +48,11 @@ func serve(t *testing.T, h http.Handler, l Local, headTimeout time.Duration) (st
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(ServerOptions()...)
+	s := grpc.NewServer(ServerOptions(nil)...)
 	peerv1.RegisterPeerServiceServer(s, NewServer(h, l, slog.New(slog.DiscardHandler)))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Serve(ln) }()
-	p := NewPool(headTimeout)
+	p := NewPool(headTimeout, nil)
 	t.Cleanup(func() {
 		p.CloseAll()
 		s.Stop()

@@ -86,7 +86,7 @@ func (l local) AppliedPurges(ids []string) []string { return l.s.Applied(ids) }
 // cluster starts n members that see each other, with lease.
 func cluster(t *testing.T, n int, lease time.Duration) []*member {
 	t.Helper()
-	pool := peer.NewPool(time.Second)
+	pool := peer.NewPool(time.Second, nil)
 	t.Cleanup(pool.CloseAll)
 	var ms []*member
 	var views []*view

@@ -165,3 +165,49 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("a certificate of another CA: %q; want refused", got)
 	}
 }
+
+// A mesh identity reloads from its files: a new certificate is used from
+// then on, and broken files leave the one in use.
+func TestMeshReload(t *testing.T) {
+	dir := mustInit(t)
+	mustIssue(t, dir, "n1")
+	files := MeshFiles{CAFile: filepath.Join(dir, CAFile), CertFile: filepath.Join(dir, "n1.pem"), KeyFile: filepath.Join(dir, "n1-key.pem")}
+	m, err := LoadMesh(files, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadMesh(files, "n2"); err == nil || !strings.Contains(err.Error(), `for member "n1", not "n2"`) {
+		t.Errorf("a certificate for another node: %v", err)
+	}
+	before := m.cert.Load().Leaf.SerialNumber
+	// Rotate: a new certificate for the same node, moved over the old files.
+	next := filepath.Join(t.TempDir(), "next")
+	if err := os.MkdirAll(next, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{CAFile, CAKeyFile} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		if err := os.WriteFile(filepath.Join(next, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustIssue(t, next, "n1")
+	for _, f := range []string{"n1.pem", "n1-key.pem"} {
+		if err := os.Rename(filepath.Join(next, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if m.cert.Load().Leaf.SerialNumber.Cmp(before) == 0 {
+		t.Error("the reloaded identity still uses the old certificate")
+	}
+	now := m.cert.Load()
+	if err := os.WriteFile(files.CertFile, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(); err == nil || m.cert.Load() != now {
+		t.Errorf("a broken certificate file: %v; the identity in use must stay", err)
+	}
+}
