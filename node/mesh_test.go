@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -22,8 +24,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/mesh"
+	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 	"github.com/meshcdn/meshcdn/ring"
 )
@@ -657,4 +662,74 @@ func TestPeerPortRefusesStrangers(t *testing.T) {
 	if failed.Load() != 0 || served.Load() == 0 {
 		t.Errorf("%d of %d client requests failed meanwhile", failed.Load(), served.Load())
 	}
+}
+
+// TestUntrustedMemberOwnsNothing: with mesh TLS, a program that joins
+// gossip with meshcdn's metadata (an old start time, a peer address that
+// serves its own bodies) but has no certificate of the cluster CA is listed
+// as untrusted, never owns a key and is never asked for one: no edge serves
+// its bodies.
+func TestUntrustedMemberOwnsNothing(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("origin body of " + r.URL.Path))
+	})
+	certs := withMeshTLS(t)
+	nodes := startCluster(t, o, 3, func(c *Config) {
+		certs(c)
+		c.AdminAddr = "127.0.0.1:0"
+	})
+	// The impostor: a peer service answering every fetch with its own body,
+	// and a gossip member pointing at it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	peerv1.RegisterPeerServiceServer(srv, peer.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		_, _ = w.Write([]byte("poisoned"))
+	}), nil, slog.New(slog.DiscardHandler)))
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	g, err := gossip.New(gossip.Config{Name: "impostor", BindAddr: "127.0.0.1:0", Join: []string{nodes[0].GossipAddr()}, Fast: true,
+		Meta: gossip.Meta{PeerAddr: ln.Addr().String(), HTTPAddr: "127.0.0.1:1", Started: time.Now().Add(-time.Hour).UnixMilli()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	eventually(t, 10*time.Second, func() bool {
+		r, err := ac.ListMembers(t.Context(), &adminv1.ListMembersRequest{})
+		if err != nil {
+			return false
+		}
+		for _, m := range r.GetMembers() {
+			if m.GetName() == "impostor" {
+				return m.GetState() == "untrusted" && m.GetOwnedShare() == 0
+			}
+		}
+		return false
+	})
+	for _, n := range nodes {
+		if n.RingMembers() != 3 {
+			t.Fatalf("%s's ring has %d members", n.Name(), n.RingMembers())
+		}
+	}
+	foreign := 0
+	for i := range 40 {
+		p := fmt.Sprintf("/new/%d.js", i)
+		for _, n := range nodes {
+			if r := do(t, n, "GET", p); r.body != "origin body of "+p {
+				foreign++
+			}
+		}
+	}
+	if foreign != 0 {
+		t.Errorf("%d of 120 responses were not the origin's", foreign)
+	}
+	wantHits(t, o, 40)
 }

@@ -88,6 +88,9 @@ type Mesh struct {
 	handOff           peer.HandOff
 	offered, declined atomic.Uint64 // offers taken and not taken, for metrics
 
+	trust   trust
+	recheck chan struct{} // a member proved its name: rebuild
+
 	ctx    context.Context // ends at Stop; the loops derive from it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -100,7 +103,7 @@ func New(cfg Config, self Self) *Mesh {
 		self.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.WithDefaults()
-	m := &Mesh{cfg: cfg, self: self, log: self.Logger, handedOff: make(chan struct{})}
+	m := &Mesh{cfg: cfg, self: self, log: self.Logger, handedOff: make(chan struct{}), recheck: make(chan struct{}, 1)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
@@ -162,10 +165,11 @@ func (m *Mesh) loop() {
 		case <-m.ctx.Done():
 			return
 		case <-m.gossip.Changed():
-			m.Rebuild()
-			if m.self.Changed != nil {
-				m.self.Changed()
-			}
+		case <-m.recheck:
+		}
+		m.Rebuild()
+		if m.self.Changed != nil {
+			m.self.Changed()
 		}
 	}
 }
@@ -249,6 +253,8 @@ func (m *Mesh) Members() []Member {
 		switch {
 		case g.Meta.Leaving:
 			state = "leaving"
+		case !m.trusted(g.Name, g.Meta.PeerAddr):
+			state = "untrusted"
 		case g.Meta.Draining || (g.Name == m.self.Name && m.draining.Load()):
 			state = "draining"
 		}

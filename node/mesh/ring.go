@@ -62,11 +62,16 @@ func (m *Mesh) Rebuild() {
 
 // ringMembers returns the names of the members that own keys and the peer
 // address of every member. Draining members own nothing but still answer:
-// the new owners of their keys ask them before the origin.
+// the new owners of their keys ask them before the origin. With mesh TLS,
+// a member that has not proven its name is left out of both.
 func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string) {
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
 	for _, mem := range members {
+		if !m.trusted(mem.Name, mem.Meta.PeerAddr) {
+			m.check(mem.Name, mem.Meta.PeerAddr) // until then it owns nothing and is asked nothing
+			continue
+		}
 		addrs[mem.Name] = mem.Meta.PeerAddr
 		if !mem.Meta.Draining && (mem.Name != m.self.Name || !m.draining.Load()) {
 			names = append(names, mem.Name)
