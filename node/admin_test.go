@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
@@ -38,18 +39,7 @@ func TestREADMEGrpcurl(t *testing.T) {
 	if _, err := os.Stat(grpcurl); err != nil {
 		t.Skip("bin/grpcurl is missing: `make tools` installs it (`make test` does)")
 	}
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, _ := strings.Cut(string(readme), "<!-- grpcurl examples: tested by node/admin_test.go -->")
-	section, _, _ = strings.Cut(section, "<!-- end of grpcurl examples -->")
-	var lines []string
-	for l := range strings.SplitSeq(section, "\n") {
-		if strings.HasPrefix(l, "grpcurl ") {
-			lines = append(lines, l)
-		}
-	}
+	lines := readmeLines(t, "grpcurl examples")
 	if len(lines) < 6 {
 		t.Fatalf("found %d grpcurl lines in the README", len(lines))
 	}
@@ -104,6 +94,80 @@ func TestREADMEGrpcurl(t *testing.T) {
 		}
 		if !matched {
 			t.Errorf("%s: no expectation for this README line", l)
+		}
+	}
+}
+
+// readmeLines returns the grpcurl lines of a marked section of the README.
+func readmeLines(t *testing.T, section string) []string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, text, _ := strings.Cut(string(readme), "<!-- "+section+": tested by node/admin_test.go -->")
+	text, _, _ = strings.Cut(text, "<!-- end of "+section+" -->")
+	var lines []string
+	for l := range strings.SplitSeq(text, "\n") {
+		if strings.HasPrefix(l, "grpcurl ") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// TestREADMEGrpcurlTLS runs the README's grpcurl lines for an admin API
+// over TLS with client certificates, with certificates made as the README
+// says; a client without a certificate, or in cleartext, is refused.
+func TestREADMEGrpcurlTLS(t *testing.T) {
+	grpcurl, err := filepath.Abs("../bin/grpcurl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(grpcurl); err != nil {
+		t.Skip("bin/grpcurl is missing: `make tools` installs it (`make test` does)")
+	}
+	lines := readmeLines(t, "grpcurl TLS examples")
+	if len(lines) < 2 {
+		t.Fatalf("found %d grpcurl TLS lines in the README", len(lines))
+	}
+	pki := t.TempDir()
+	if err := tlsconf.InitCA(pki, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		hosts []string
+	}{{"admin-api", []string{"127.0.0.1"}}, {"admin", nil}} {
+		if _, err := tlsconf.Issue(pki, c.name, c.hosts, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := newOrigin(t, static("x", "max-age=60"))
+	n := startNode(t, o, Config{Name: "n1", AdminAddr: "127.0.0.1:0", AdminCertFile: filepath.Join(pki, "admin-api.pem"),
+		AdminKeyFile: filepath.Join(pki, "admin-api-key.pem"), AdminClientCAFile: filepath.Join(pki, "ca.pem")})
+	grpcurlRun := func(line string) (string, error) {
+		args, err := shellSplit(strings.ReplaceAll(strings.ReplaceAll(line, "127.0.0.1:7071", n.AdminAddr()), "pki/", pki+"/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, grpcurl, args[1:]...).CombinedOutput()
+		return string(out), err
+	}
+	for _, l := range lines {
+		out, err := grpcurlRun(l)
+		if err != nil || !strings.Contains(out, "meshcdn.admin.v1.AdminService") && !strings.Contains(out, `"name": "n1"`) {
+			t.Errorf("%s: %v\n%s", l, err, out)
+		}
+	}
+	for _, bad := range []string{
+		"grpcurl -connect-timeout 2 -cacert pki/ca.pem 127.0.0.1:7071 list",
+		"grpcurl -connect-timeout 2 -plaintext 127.0.0.1:7071 list",
+	} {
+		if out, err := grpcurlRun(bad); err == nil {
+			t.Errorf("%s: answered without a client certificate:\n%s", bad, out)
 		}
 	}
 }

@@ -2,18 +2,22 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -27,9 +31,12 @@ import (
 
 // startAdmin binds the admin listener and serves AdminService, health and
 // reflection on it.
-func (n *Node) serveAdmin() {
+func (n *Node) serveAdmin(tlsCfg *tls.Config) {
 	ln := n.adminLn
 	var opts []grpc.ServerOption
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
 	if n.cfg.AdminToken != "" {
 		unary, stream := admin.Auth(n.cfg.AdminToken)
 		opts = append(opts, grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
@@ -46,6 +53,32 @@ func (n *Node) serveAdmin() {
 			n.log.Error("admin listener failed", "err", err)
 		}
 	})
+}
+
+// adminTLS is the admin listener's TLS, nil without an admin certificate:
+// the node's admin certificate and, with a client CA, only clients with a
+// certificate it signed.
+func adminTLS(c Config) (*tls.Config, error) {
+	if c.AdminCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.AdminCertFile, c.AdminKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: admin certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.AdminClientCAFile != "" {
+		pem, err := os.ReadFile(c.AdminClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: admin client CA: %w", err)
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("node: admin client CA %s: no PEM certificate", c.AdminClientCAFile)
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // stopAdmin drains admin calls until ctx ends, then cuts them off.

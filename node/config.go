@@ -84,8 +84,14 @@ type Config struct {
 	// AdminToken, when set, is required as "authorization: Bearer <token>" on
 	// every admin call but health checks.
 	AdminToken string
-	// AdminInsecure allows an admin listener beyond loopback without a token.
+	// AdminInsecure allows an admin listener beyond loopback without a token
+	// or client certificates.
 	AdminInsecure bool
+	// AdminCertFile and AdminKeyFile make the admin listener speak TLS with
+	// this certificate. AdminClientCAFile, with them, requires a client
+	// certificate signed by that CA on every call: an alternative to the
+	// token beyond loopback.
+	AdminCertFile, AdminKeyFile, AdminClientCAFile string
 	// PurgeAllow lists the client networks allowed to send the HTTP PURGE
 	// method (one URL, cluster-wide). Default: loopback only.
 	PurgeAllow []netip.Prefix
@@ -147,8 +153,11 @@ func (c Config) Validate() error {
 	if len(c.Origins) == 0 && len(c.Sites) == 0 {
 		bad("origin", "no origin: set --origin or declare sites in the config file")
 	}
-	if c.AdminAddr != "" && c.AdminToken == "" && !c.AdminInsecure && !loopback(c.AdminAddr) {
-		bad("admin", "%q is beyond loopback: set an admin token, or admin_insecure to accept the risk", c.AdminAddr)
+	if c.AdminAddr != "" && c.AdminToken == "" && c.AdminClientCAFile == "" && !c.AdminInsecure && !loopback(c.AdminAddr) {
+		bad("admin", "%q is beyond loopback: set an admin token or client CA, or admin_insecure to accept the risk", c.AdminAddr)
+	}
+	if (c.AdminCertFile == "") != (c.AdminKeyFile == "") || (c.AdminClientCAFile != "" && c.AdminCertFile == "") {
+		bad("admin_tls", "admin_cert_file and admin_key_file go together, and admin_client_ca_file needs them")
 	}
 	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"metrics", c.MetricsAddr}, {"admin", c.AdminAddr}} {
 		if a.addr == "" || a.addr == "off" {
@@ -279,6 +288,9 @@ type File struct {
 		Admin           string         `yaml:"admin"`
 		AdminTokenFile  string         `yaml:"admin_token_file"`
 		AdminInsecure   bool           `yaml:"admin_insecure"`
+		AdminCert       string         `yaml:"admin_cert_file"`
+		AdminKey        string         `yaml:"admin_key_file"`
+		AdminClientCA   string         `yaml:"admin_client_ca_file"`
 		PurgeAllow      []string       `yaml:"purge_allow"`
 	} `yaml:"node"`
 	Origin struct {
@@ -405,21 +417,24 @@ func ParseFile(name string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	c := Config{
-		Name:            f.Node.Name,
-		HTTPAddr:        f.Node.HTTP,
-		MetricsAddr:     f.Node.Metrics,
-		MemoryBytes:     int64(f.Node.Memory),
-		MaxObjectSize:   int64(f.Node.MaxObjectSize),
-		CacheDir:        f.Node.CacheDir,
-		DiskBytes:       int64(f.Node.Disk),
-		FillTimeout:     time.Duration(f.Node.FillTimeout),
-		FillIdleTimeout: time.Duration(f.Node.FillIdleTimeout),
-		HitForPass:      time.Duration(f.Node.HitForPass),
-		ShutdownTimeout: time.Duration(f.Node.ShutdownTimeout),
-		AccessLog:       f.Node.AccessLog,
-		AdminAddr:       f.Node.Admin,
-		AdminInsecure:   f.Node.AdminInsecure,
-		Sites:           f.Sites,
+		Name:              f.Node.Name,
+		HTTPAddr:          f.Node.HTTP,
+		MetricsAddr:       f.Node.Metrics,
+		MemoryBytes:       int64(f.Node.Memory),
+		MaxObjectSize:     int64(f.Node.MaxObjectSize),
+		CacheDir:          f.Node.CacheDir,
+		DiskBytes:         int64(f.Node.Disk),
+		FillTimeout:       time.Duration(f.Node.FillTimeout),
+		FillIdleTimeout:   time.Duration(f.Node.FillIdleTimeout),
+		HitForPass:        time.Duration(f.Node.HitForPass),
+		ShutdownTimeout:   time.Duration(f.Node.ShutdownTimeout),
+		AccessLog:         f.Node.AccessLog,
+		AdminAddr:         f.Node.Admin,
+		AdminInsecure:     f.Node.AdminInsecure,
+		AdminCertFile:     f.Node.AdminCert,
+		AdminKeyFile:      f.Node.AdminKey,
+		AdminClientCAFile: f.Node.AdminClientCA,
+		Sites:             f.Sites,
 		Origin: origin.Config{
 			DialTimeout:    time.Duration(f.Origin.ConnectTimeout),
 			HeaderTimeout:  time.Duration(f.Origin.HeaderTimeout),

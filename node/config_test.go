@@ -145,3 +145,25 @@ func TestGossipKeys(t *testing.T) {
 		t.Errorf("a short key: %v", err)
 	}
 }
+
+// TestAdminTLSConfig: client certificates protect an admin listener beyond
+// loopback as a token does; the TLS files go together.
+func TestAdminTLSConfig(t *testing.T) {
+	base := Config{Origins: mustOrigins(t), AdminAddr: "0.0.0.0:7071"}
+	if err := base.Validate(); err == nil {
+		t.Fatal("an exposed admin listener without a token or client CA was accepted")
+	}
+	ok := base
+	ok.AdminCertFile, ok.AdminKeyFile, ok.AdminClientCAFile = "a.pem", "a-key.pem", "ca.pem"
+	if err := ok.Validate(); err != nil {
+		t.Errorf("client certificates beyond loopback: %v", err)
+	}
+	for _, c := range []Config{
+		{Origins: mustOrigins(t), AdminAddr: "127.0.0.1:7071", AdminCertFile: "a.pem"},
+		{Origins: mustOrigins(t), AdminAddr: "127.0.0.1:7071", AdminClientCAFile: "ca.pem"},
+	} {
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "admin_tls") {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -253,7 +254,12 @@ func (n *Node) startBackground() {
 // startMeshAndAdmin binds the admin listener first (the mesh advertises its
 // address), starts the mesh, then serves the admin API.
 func (n *Node) startMeshAndAdmin(ctx context.Context) error {
+	var adminCfg *tls.Config
 	if n.cfg.AdminAddr != "" {
+		var err error
+		if adminCfg, err = adminTLS(n.cfg); err != nil {
+			return err
+		}
 		aln, err := listen(ctx, n.cfg.AdminAddr, "admin")
 		if err != nil {
 			return err
@@ -266,7 +272,7 @@ func (n *Node) startMeshAndAdmin(ctx context.Context) error {
 		}
 	}
 	if n.adminLn != nil {
-		n.serveAdmin()
+		n.serveAdmin(adminCfg)
 	}
 	return nil
 }

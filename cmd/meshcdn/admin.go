@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -26,7 +29,7 @@ import (
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
-const adminUsage = `Usage: meshcdn admin [--addr ADDR] [--token T | --token-file F] [--json] [--timeout D] COMMAND [ARGS]
+const adminUsage = `Usage: meshcdn admin [--addr ADDR] [--token T | --token-file F] [--cacert F [--cert F --key F]] [--json] [--timeout D] COMMAND [ARGS]
 
 A client of a node's gRPC admin API (the same calls grpcurl makes).
 
@@ -51,6 +54,7 @@ Flags:
 // adminFlags are the flags of `meshcdn admin` before the command.
 type adminFlags struct {
 	addr, token, tokenFile string
+	cacert, cert, key      string
 	json                   bool
 	timeout                time.Duration
 }
@@ -63,6 +67,9 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7071", "admin API `address` of any node (env MESHCDN_ADMIN_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer `token` for the admin API (env MESHCDN_ADMIN_TOKEN)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "read the token from this `file`")
+	fs.StringVar(&f.cacert, "cacert", "", "speak TLS, trusting the node's certificate if this CA `file` signed it")
+	fs.StringVar(&f.cert, "cert", "", "client certificate `file` for a node that requires one (with --key and --cacert)")
+	fs.StringVar(&f.key, "key", "", "client key `file`")
 	fs.BoolVar(&f.json, "json", false, "print the API's answer as JSON (prefetch: one object a line)")
 	fs.DurationVar(&f.timeout, "timeout", time.Minute, "give up on a call after this long")
 	if err := fs.Parse(args); err != nil {
@@ -102,7 +109,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !ok {
 		return usageError{fmt.Errorf("admin: unknown command %q (members, locate, purge, purge-status, prefetch, stats, explain, drain, config)", cmd)}
 	}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := f.credentials()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return usageError{fmt.Errorf("--addr: %w", err)}
 	}
@@ -114,6 +125,36 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	c := &adminCall{api: adminv1.NewAdminServiceClient(conn), flags: f, stdout: stdout, stderr: stderr}
 	return c.explainError(run(ctx, c, rest))
+}
+
+// credentials are cleartext, or TLS with --cacert (and a client certificate
+// with --cert and --key).
+func (f adminFlags) credentials() (credentials.TransportCredentials, error) {
+	if f.cacert == "" {
+		if f.cert != "" || f.key != "" {
+			return nil, usageError{errors.New("--cert and --key need --cacert")}
+		}
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(f.cacert)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--cacert: %w", err)}
+	}
+	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, usageError{fmt.Errorf("--cacert: no PEM certificate in %s", f.cacert)}
+	}
+	if (f.cert == "") != (f.key == "") {
+		return nil, usageError{errors.New("--cert and --key go together")}
+	}
+	if f.cert != "" {
+		c, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--cert/--key: %w", err)}
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // adminCall is one command's client, flags and output.

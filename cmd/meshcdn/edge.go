@@ -26,6 +26,7 @@ type edgeFlags struct {
 	peer, gossip, join, region, key     string
 	meshCA, meshCert, meshKey           string
 	admin, adminToken, adminTokenFile   string
+	adminCert, adminKey, adminClientCA  string
 	adminInsecure                       bool
 	memory, maxObject, disk             units.Size
 	accessLog                           bool
@@ -54,6 +55,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
+	fs.StringVar(&f.adminCert, "admin-cert", "", "certificate `file`: the admin listener speaks TLS")
+	fs.StringVar(&f.adminKey, "admin-key", "", "key `file` of --admin-cert")
+	fs.StringVar(&f.adminClientCA, "admin-client-ca", "", "require admin clients to show a certificate this CA `file` signed")
 	fs.BoolVar(&f.adminInsecure, "admin-insecure", false, "allow an admin listener beyond loopback without a token")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -132,15 +136,9 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 		}
 		cfg = c
 	}
-	if f.name != "" {
-		cfg.Name = f.name
-	}
-	if f.http != "" {
-		cfg.HTTPAddr = f.http
-	}
-	if f.metrics != "" {
-		cfg.MetricsAddr = f.metrics
-	}
+	override(&cfg.Name, f.name)
+	override(&cfg.HTTPAddr, f.http)
+	override(&cfg.MetricsAddr, f.metrics)
 	if f.memory != 0 {
 		cfg.MemoryBytes = int64(f.memory)
 	}
@@ -208,7 +206,17 @@ func (f *edgeFlags) adminConfig(cfg *node.Config) error {
 	if f.adminInsecure {
 		cfg.AdminInsecure = true
 	}
+	override(&cfg.AdminCertFile, f.adminCert)
+	override(&cfg.AdminKeyFile, f.adminKey)
+	override(&cfg.AdminClientCAFile, f.adminClientCA)
 	return nil
+}
+
+// override sets *dst to a flag's value when the flag was given.
+func override(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
 }
 
 // meshConfig applies the mesh flags: the mesh is on unless --gossip off.
@@ -238,14 +246,9 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	if f.region != "" {
 		m.Region = f.region
 	}
-	for _, v := range []struct {
-		flag string
-		dst  *string
-	}{{f.meshCA, &m.TLS.CAFile}, {f.meshCert, &m.TLS.CertFile}, {f.meshKey, &m.TLS.KeyFile}} {
-		if v.flag != "" {
-			*v.dst = v.flag
-		}
-	}
+	override(&m.TLS.CAFile, f.meshCA)
+	override(&m.TLS.CertFile, f.meshCert)
+	override(&m.TLS.KeyFile, f.meshKey)
 	if f.key != "" {
 		keys, err := node.ParseGossipKeys(f.key)
 		if err != nil {
