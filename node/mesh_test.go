@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -69,10 +71,14 @@ func TestMeshOffload(t *testing.T) {
 
 // withMeshTLS gives each node of a test cluster a certificate for its name
 // from one cluster CA.
-func withMeshTLS(t *testing.T) func(*Config) {
-	dir := t.TempDir()
-	if err := tlsconf.InitCA(dir, 0); err != nil {
-		t.Fatal(err)
+func withMeshTLS(t *testing.T) func(*Config) { return withMeshTLSIn(t, t.TempDir()) }
+
+// withMeshTLSIn is withMeshTLS with the CA in dir, made unless it is there.
+func withMeshTLSIn(t *testing.T, dir string) func(*Config) {
+	if _, err := os.Stat(filepath.Join(dir, tlsconf.CAFile)); err != nil {
+		if err := tlsconf.InitCA(dir, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return func(c *Config) {
 		if _, err := tlsconf.Issue(dir, c.Name, []string{"127.0.0.1"}, 0); err != nil {
@@ -732,4 +738,108 @@ func TestUntrustedMemberOwnsNothing(t *testing.T) {
 		t.Errorf("%d of 120 responses were not the origin's", foreign)
 	}
 	wantHits(t, o, 40)
+}
+
+// TestCertificateRotation: a live mTLS cluster moves to a new CA (both CAs
+// trusted, new certificates, then the old CA dropped, each step a reload
+// as SIGHUP does) with no failed client request; afterwards a certificate
+// of the old CA is refused, and a node with one of the new CA joins and
+// takes keys.
+func TestCertificateRotation(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	oldCA := t.TempDir()
+	certs := withMeshTLSIn(t, oldCA)
+	nodes := startCluster(t, o, 3, certs)
+	stop := make(chan struct{})
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := fmt.Sprintf("/rot/%d.js", i%300)
+			sent.Add(1)
+			if r := doMaybe(t, nodes[i%3], "GET", p); r.Response == nil || r.StatusCode != 200 || r.body != "body of "+p {
+				failed.Add(1)
+			}
+		}
+	})
+	if _, err := tlsconf.Issue(oldCA, "n1-old", nil, 0); err != nil { // for the end
+		t.Fatal(err)
+	}
+	newCA := t.TempDir()
+	if err := tlsconf.InitCA(newCA, 0); err != nil {
+		t.Fatal(err)
+	}
+	oldPEM, _ := os.ReadFile(filepath.Join(oldCA, tlsconf.CAFile))
+	newPEM, _ := os.ReadFile(filepath.Join(newCA, tlsconf.CAFile))
+	reloadAll := func(step string) {
+		for _, n := range nodes {
+			if err := n.Reload(); err != nil {
+				t.Fatalf("%s: %s: %v", step, n.Name(), err)
+			}
+		}
+	}
+	// 1. Trust both CAs everywhere.
+	for _, n := range nodes {
+		if err := os.WriteFile(n.cfg.Mesh.TLS.CAFile, append(append([]byte{}, oldPEM...), newPEM...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reloadAll("both CAs")
+	// 2. New certificates from the new CA.
+	for _, n := range nodes {
+		if _, err := tlsconf.Issue(newCA, n.Name(), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range [][2]string{{n.Name() + ".pem", n.cfg.Mesh.TLS.CertFile}, {n.Name() + "-key.pem", n.cfg.Mesh.TLS.KeyFile}} {
+			if err := os.Rename(filepath.Join(newCA, f[0]), f[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reloadAll("new certificates")
+	// 3. Drop the old CA.
+	for _, n := range nodes {
+		if err := os.WriteFile(n.cfg.Mesh.TLS.CAFile, newPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reloadAll("old CA dropped")
+	// A node of the new CA joins and takes keys: its connections are new.
+	certs4 := withMeshTLSIn(t, newCA)
+	cfg := Config{Name: "n4", Version: "test", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Fast: true, Join: []string{nodes[0].GossipAddr()}}}
+	certs4(&cfg)
+	n4 := startNode(t, o, cfg)
+	eventually(t, 10*time.Second, func() bool { return n4.RingMembers() == 4 && nodes[0].RingMembers() == 4 })
+	p := ownedBy(t, nodes[0], "n4", "/after/")
+	if r := do(t, nodes[0], "GET", p); r.body != "body of "+p || !strings.Contains(r.cacheStatus(), "detail=peer-n4") {
+		t.Errorf("a fetch from the new node: %q %s", r.body, r.cacheStatus())
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || sent.Load() == 0 {
+		t.Errorf("%d of %d client requests failed during the rotation", failed.Load(), sent.Load())
+	}
+	// A certificate of the old CA is refused now.
+	old, err := tls.LoadX509KeyPair(filepath.Join(oldCA, "n1-old.pem"), filepath.Join(oldCA, "n1-old-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", nodes[1].PeerAddr(), &tls.Config{Certificates: []tls.Certificate{old}, InsecureSkipVerify: true})
+	if err == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a certificate of the dropped CA: %v; want the handshake refused", err)
+	}
 }
