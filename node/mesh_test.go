@@ -607,22 +607,7 @@ func TestPeerPortRefusesStrangers(t *testing.T) {
 	o := newOrigin(t, static("x", "public, max-age=600"))
 	nodes := startCluster(t, o, 2, withMeshTLS(t))
 	target := nodes[1].PeerAddr()
-	stop := make(chan struct{})
-	var failed, served atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if r := doMaybe(t, nodes[i%2], "GET", fmt.Sprintf("/during/%d.js", i%50)); r.Response == nil || r.StatusCode != 200 {
-				failed.Add(1)
-			}
-			served.Add(1)
-		}
-	})
+	load := clientLoad(t, nodes, "/during/", 50, "x")
 	call := func(creds credentials.TransportCredentials, from string) error {
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
 		if err != nil {
@@ -663,10 +648,41 @@ func TestPeerPortRefusesStrangers(t *testing.T) {
 	if err := call(asN1, "n1"); err != nil {
 		t.Errorf("n1 itself: %v", err)
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 || served.Load() == 0 {
-		t.Errorf("%d of %d client requests failed meanwhile", failed.Load(), served.Load())
+	if failed, sent := load(); failed != 0 || sent == 0 {
+		t.Errorf("%d of %d client requests failed meanwhile", failed, sent)
+	}
+}
+
+// clientLoad sends GETs for keys paths (prefix + i % keys + ".js") round
+// the nodes until the returned function is called, which tells how many
+// failed or did not answer want (a body of "body of " + path when want is
+// empty).
+func clientLoad(t *testing.T, nodes []*Node, prefix string, keys int, want string) func() (failed, sent int64) {
+	stop := make(chan struct{})
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := fmt.Sprintf("%s%d.js", prefix, i%keys)
+			body := want
+			if body == "" {
+				body = "body of " + p
+			}
+			sent.Add(1)
+			if r := doMaybe(t, nodes[i%len(nodes)], "GET", p); r.Response == nil || r.StatusCode != 200 || r.body != body {
+				failed.Add(1)
+			}
+		}
+	})
+	return func() (int64, int64) {
+		close(stop)
+		wg.Wait()
+		return failed.Load(), sent.Load()
 	}
 }
 
@@ -753,23 +769,7 @@ func TestCertificateRotation(t *testing.T) {
 	oldCA := t.TempDir()
 	certs := withMeshTLSIn(t, oldCA)
 	nodes := startCluster(t, o, 3, certs)
-	stop := make(chan struct{})
-	var failed, sent atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			p := fmt.Sprintf("/rot/%d.js", i%300)
-			sent.Add(1)
-			if r := doMaybe(t, nodes[i%3], "GET", p); r.Response == nil || r.StatusCode != 200 || r.body != "body of "+p {
-				failed.Add(1)
-			}
-		}
-	})
+	load := clientLoad(t, nodes, "/rot/", 300, "")
 	if _, err := tlsconf.Issue(oldCA, "n1-old", nil, 0); err != nil { // for the end
 		t.Fatal(err)
 	}
@@ -823,10 +823,8 @@ func TestCertificateRotation(t *testing.T) {
 	if r := do(t, nodes[0], "GET", p); r.body != "body of "+p || !strings.Contains(r.cacheStatus(), "detail=peer-n4") {
 		t.Errorf("a fetch from the new node: %q %s", r.body, r.cacheStatus())
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 || sent.Load() == 0 {
-		t.Errorf("%d of %d client requests failed during the rotation", failed.Load(), sent.Load())
+	if failed, sent := load(); failed != 0 || sent == 0 {
+		t.Errorf("%d of %d client requests failed during the rotation", failed, sent)
 	}
 	// A certificate of the old CA is refused now.
 	old, err := tls.LoadX509KeyPair(filepath.Join(oldCA, "n1-old.pem"), filepath.Join(oldCA, "n1-old-key.pem"))
