@@ -64,9 +64,13 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 // TestMeshOffload is acceptance 1 of the mesh: 100 distinct objects, each
 // requested at all 3 nodes: the origin sees each object once.
 // With mesh TLS, the same holds over mutual TLS between the peers.
-func TestMeshOffload(t *testing.T) {
-	t.Run("cleartext", func(t *testing.T) { testMeshOffload(t, nil) })
-	t.Run("mutual TLS", func(t *testing.T) { testMeshOffload(t, withMeshTLS(t)) })
+func TestMeshOffload(t *testing.T) { overBoth(t, testMeshOffload) }
+
+// overBoth runs a cluster test in cleartext and over mutual TLS between the
+// peers.
+func overBoth(t *testing.T, test func(*testing.T, func(*Config))) {
+	t.Run("cleartext", func(t *testing.T) { test(t, nil) })
+	t.Run("mutual TLS", func(t *testing.T) { test(t, withMeshTLS(t)) })
 }
 
 // withMeshTLS gives each node of a test cluster a certificate for its name
@@ -128,7 +132,9 @@ func testMeshOffload(t *testing.T, tweak func(*Config)) {
 
 // TestMeshCoalescing is acceptance 2 of the mesh: 300 concurrent cold requests
 // for one object, spread over 3 nodes, make one origin request.
-func TestMeshCoalescing(t *testing.T) {
+func TestMeshCoalescing(t *testing.T) { overBoth(t, testMeshCoalescing) }
+
+func testMeshCoalescing(t *testing.T, tweak func(*Config)) {
 	release := make(chan struct{})
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -139,7 +145,7 @@ func TestMeshCoalescing(t *testing.T) {
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		_, _ = w.Write([]byte("the one body"))
 	})
-	nodes := startCluster(t, o, 3, nil)
+	nodes := startCluster(t, o, 3, tweak)
 	var wg sync.WaitGroup
 	var bad atomic.Int64
 	for i := range 300 {
@@ -176,12 +182,14 @@ func halt(n *Node) {
 // TestOwnerKilled is acceptance 3 of the mesh: a node is killed (no Leave)
 // under a steady load at the others: no client request fails, and the ring
 // converges to the survivors within the failure-detection bound.
-func TestOwnerKilled(t *testing.T) {
+func TestOwnerKilled(t *testing.T) { overBoth(t, testOwnerKilled) }
+
+func testOwnerKilled(t *testing.T, tweak func(*Config)) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		_, _ = w.Write([]byte("body of " + r.URL.Path))
 	})
-	nodes := startCluster(t, o, 3, nil)
+	nodes := startCluster(t, o, 3, tweak)
 	stop := make(chan struct{})
 	var failed, sent atomic.Int64
 	var wg sync.WaitGroup
@@ -294,17 +302,23 @@ func TestRingDisagreement(t *testing.T) {
 // TestJoinHandOff is acceptance 4 of the mesh: a fourth node takes about a
 // quarter of the keys, and the moved keys that were cached are served through
 // hand-off from their previous owners, without new origin requests.
-func TestJoinHandOff(t *testing.T) {
+func TestJoinHandOff(t *testing.T) { overBoth(t, testJoinHandOff) }
+
+func testJoinHandOff(t *testing.T, tweak func(*Config)) {
 	const keys = 300
-	o, nodes, paths := warmCluster(t, keys, nil)
+	o, nodes, paths := warmCluster(t, keys, tweak)
 	key := func(p string) string { return nodes[0].sites.Default().CacheKey("127.0.0.1", p, "") }
 	before := map[string]string{}
 	for _, p := range paths {
 		before[p], _ = nodes[0].mesh.Ring().Owner(key(p))
 	}
 
-	n4 := startNode(t, o, Config{Name: "n4", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		Fast: true, Join: []string{nodes[0].GossipAddr()}}})
+	cfg4 := Config{Name: "n4", Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
+		Fast: true, Join: []string{nodes[0].GossipAddr()}}}
+	if tweak != nil {
+		tweak(&cfg4)
+	}
+	n4 := startNode(t, o, cfg4)
 	all := append(nodes, n4)
 	eventually(t, 10*time.Second, func() bool {
 		for _, n := range all {
