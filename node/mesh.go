@@ -149,6 +149,9 @@ var (
 func (v purgeView) Members() []purge.Member {
 	var out []purge.Member
 	for _, m := range v.n.mesh.Members() {
+		if m.State == "untrusted" {
+			continue // it cannot be reached as a member, nor act as one
+		}
 		out = append(out, purge.Member{Name: m.Name, PeerAddr: m.PeerAddr, Self: m.Self})
 	}
 	return out

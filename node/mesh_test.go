@@ -768,6 +768,23 @@ func TestUntrustedMemberOwnsNothing(t *testing.T) {
 		t.Errorf("%d of 120 responses were not the origin's", foreign)
 	}
 	wantHits(t, o, 40)
+	// A purge goes to the members alone, and none is left waiting for the
+	// impostor's lease.
+	start := time.Now()
+	pr, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/new/1.js"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var receipts []string
+	for _, r := range pr.GetNodes() {
+		receipts = append(receipts, fmt.Sprintf("%s:%v", r.GetNode(), r.GetApplied()))
+	}
+	if got := strings.Join(receipts, " "); len(pr.GetNodes()) != 3 || strings.Contains(got, "false") || strings.Contains(got, "impostor") {
+		t.Errorf("receipts %s", got)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the purge took %v", took)
+	}
 }
 
 // TestCertificateRotation: a live mTLS cluster moves to a new CA (both CAs

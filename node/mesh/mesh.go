@@ -276,7 +276,16 @@ func (m *Mesh) Failures() uint64 { return m.gossip.Failures() }
 func (m *Mesh) PeerAddrs() map[string]string { return *m.addrs.Load() }
 
 // Alone reports whether this node has tried to join and knows no other
-// member.
+// member (with mesh TLS, none that has proven its name).
 func (m *Mesh) Alone() bool {
-	return m.gossip.JoinTried() && len(*m.addrs.Load()) <= 1 && len(m.gossip.Members()) <= 1
+	if !m.gossip.JoinTried() || len(*m.addrs.Load()) > 1 {
+		return false
+	}
+	others := 0
+	for _, g := range m.gossip.Members() {
+		if g.Name != m.self.Name && m.trusted(g.Name, g.Meta.PeerAddr) {
+			others++
+		}
+	}
+	return others == 0
 }
