@@ -103,7 +103,8 @@ func New(cfg Config, self Self) *Mesh {
 		self.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.WithDefaults()
-	m := &Mesh{cfg: cfg, self: self, log: self.Logger, handedOff: make(chan struct{}), recheck: make(chan struct{}, 1)}
+	m := &Mesh{cfg: cfg, self: self, log: self.Logger, handedOff: make(chan struct{}), recheck: make(chan struct{}, 1),
+		trust: trust{proven: map[string]string{}, pending: map[string]bool{}, failed: map[string]time.Time{}}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }

@@ -42,10 +42,7 @@ func (m *Mesh) check(name, addr string) {
 	t := &m.trust
 	k := name + "\x00" + addr
 	t.mu.Lock()
-	if t.proven == nil {
-		t.proven, t.pending, t.failed = map[string]string{}, map[string]bool{}, map[string]time.Time{}
-	}
-	if t.pending[k] || time.Since(t.failed[k]) < trustRetry {
+	if t.pending[k] || m.ctx.Err() != nil || time.Since(t.failed[k]) < trustRetry { // stopping, or checked lately
 		t.mu.Unlock()
 		return
 	}

@@ -41,9 +41,6 @@ func LoadMesh(files MeshFiles, name string) (*Mesh, error) {
 	return m, nil
 }
 
-// Name is the member name the node's certificate carries.
-func (m *Mesh) Name() string { return m.name }
-
 // Reload reads the files again and swaps them in when they are valid; on
 // an error the identity in use stays.
 func (m *Mesh) Reload() error {
