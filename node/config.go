@@ -216,8 +216,8 @@ func (c Config) Validate() error {
 		if m.HandoffWindow != 0 && (m.HandoffWindow < time.Second || m.HandoffWindow > time.Hour) {
 			bad("handoff_window", "%v is not between 1s and 1h", m.HandoffWindow)
 		}
-		if t := m.TLS; t != (tlsconf.MeshFiles{}) && (t.CAFile == "" || t.CertFile == "" || t.KeyFile == "") {
-			bad("mesh.tls", "ca_file, cert_file and key_file go together (meshcdn ca init and issue make them)")
+		if err := m.TLS.Check(); err != nil {
+			bad("mesh.tls", "%v", err)
 		}
 		if m.CopyShare < 0 || m.CopyShare >= 1 {
 			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)

@@ -872,3 +872,55 @@ func TestCertificateRotation(t *testing.T) {
 		t.Errorf("a certificate of the dropped CA: %v; want the handshake refused", err)
 	}
 }
+
+// TestSelfSignedMembers: nodes that hold the CA key sign their own
+// certificates (replicas whose names are not known in advance) and are
+// members like a node with an issued certificate; a certificate replaced
+// on disk is taken up without a reload call.
+func TestSelfSignedMembers(t *testing.T) {
+	o := newOrigin(t, static("x", "public, max-age=600"))
+	dir := t.TempDir()
+	issued := withMeshTLSIn(t, dir)
+	nodes := startCluster(t, o, 3, func(c *Config) {
+		if c.Name == "n1" {
+			issued(c)
+			return
+		}
+		c.Mesh.TLS = tlsconf.MeshFiles{CAFile: filepath.Join(dir, tlsconf.CAFile), CAKeyFile: filepath.Join(dir, tlsconf.CAKeyFile)}
+	})
+	for _, owner := range []string{"n2", "n3"} {
+		p := ownedBy(t, nodes[0], owner, "/self/")
+		if r := do(t, nodes[0], "GET", p); !strings.Contains(r.cacheStatus(), "detail=peer-"+owner) {
+			t.Errorf("a fetch from self-signed %s: %s", owner, r.cacheStatus())
+		}
+	}
+	served := func() string {
+		conn, err := tls.Dial("tcp", nodes[0].PeerAddr(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return err.Error()
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := served()
+	next := t.TempDir()
+	for _, f := range []string{tlsconf.CAFile, tlsconf.CAKeyFile} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		if err := os.WriteFile(filepath.Join(next, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tlsconf.Issue(next, "n1", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"n1.pem", "n1-key.pem"} {
+		if err := os.Rename(filepath.Join(next, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() bool { return served() != before })
+	p := ownedBy(t, nodes[1], "n1", "/after/")
+	if r := do(t, nodes[1], "GET", p); !strings.Contains(r.cacheStatus(), "detail=peer-n1") {
+		t.Errorf("a fetch from n1 with its new certificate: %s", r.cacheStatus())
+	}
+}

@@ -59,6 +59,9 @@ type Config struct {
 	// and accepts only peers whose certificate chains to the cluster CA and
 	// names the member they are meant to be. Zero: cleartext.
 	TLS tlsconf.MeshFiles
+	// TLSCheck is how often the TLS files are looked at: a change (or a
+	// self-signed certificate due for renewal) reloads them. Default 10s.
+	TLSCheck time.Duration
 	// Fast uses gossip timings for tests on loopback.
 	Fast bool
 }
@@ -91,6 +94,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CopyShare == 0 {
 		c.CopyShare = 0.2
+	}
+	if c.TLSCheck == 0 {
+		c.TLSCheck = 10 * time.Second
+		if c.Fast {
+			c.TLSCheck = 100 * time.Millisecond
+		}
 	}
 	if c.PurgeLease == 0 {
 		c.PurgeLease = 2 * time.Second

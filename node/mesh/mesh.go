@@ -156,6 +156,9 @@ func (m *Mesh) Start(ctx context.Context) error {
 	m.gossip = g
 	m.Rebuild()
 	m.wg.Go(m.loop)
+	if m.tls != nil {
+		m.wg.Go(m.watchTLS)
+	}
 	return nil
 }
 

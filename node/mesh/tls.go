@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -41,6 +42,29 @@ func (m *Mesh) ReloadTLS() error {
 		return nil
 	}
 	return m.tls.Reload()
+}
+
+// watchTLS reloads the mesh identity when one of its files changes or a
+// self-signed certificate is due for renewal, so a rotation needs no
+// SIGHUP. It ends with the mesh.
+func (m *Mesh) watchTLS() {
+	t := time.NewTicker(m.cfg.TLSCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !m.tls.Stale() {
+			continue
+		}
+		if err := m.tls.Reload(); err != nil {
+			m.log.Error("mesh certificates changed but do not load; the ones in use stay", "err", err)
+			continue
+		}
+		m.log.Info("mesh certificates reloaded")
+	}
 }
 
 // clientTLS is the TLS of a connection to the member at addr.

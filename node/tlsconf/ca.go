@@ -94,9 +94,6 @@ func Issue(dir, name string, hosts []string, validity time.Duration) (string, er
 	if !validName.MatchString(name) {
 		return "", fmt.Errorf("name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
-	if validity <= 0 {
-		validity = DefaultNodeValidity
-	}
 	ca, caKey, err := LoadCA(dir)
 	if err != nil {
 		return "", err
@@ -105,9 +102,21 @@ func Issue(dir, name string, hosts []string, validity time.Duration) (string, er
 	if err := absent(certPath, keyPath); err != nil {
 		return "", err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, err := sign(ca, caKey, name, hosts, validity)
 	if err != nil {
 		return "", err
+	}
+	return certPath, writePair(certPath, keyPath, der, key)
+}
+
+// sign makes a key and a member certificate for name signed by ca, valid
+// for validity (0: DefaultNodeValidity) but never past the CA.
+func sign(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, hosts []string, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+	if !validName.MatchString(name) {
+		return nil, nil, fmt.Errorf("name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	if validity <= 0 {
+		validity = DefaultNodeValidity
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -131,42 +140,68 @@ func Issue(dir, name string, hosts []string, validity time.Duration) (string, er
 		case validName.MatchString(strings.TrimPrefix(h, "*.")):
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		default:
-			return "", fmt.Errorf("host %q: not a DNS name or an IP address", h)
+			return nil, nil, fmt.Errorf("host %q: not a DNS name or an IP address", h)
 		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return "", err
+		return nil, nil, err
 	}
-	return certPath, writePair(certPath, keyPath, der, key)
+	return der, key, nil
 }
 
 // LoadCA reads the CA certificate and key of dir.
 func LoadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
-	if err != nil {
+	if _, err := os.Stat(filepath.Join(dir, CAFile)); err != nil {
 		return nil, nil, fmt.Errorf("no cluster CA in %s (meshcdn ca init --dir %s creates one): %w", dir, dir, err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	return loadSigner(filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile))
+}
+
+// loadSigner reads a CA key and, from certFile (one CA certificate or a
+// bundle of them, as during a rotation), the certificate that matches it.
+func loadSigner(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := parseCert(certPEM)
+	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CAFile), err)
+		return nil, nil, err
 	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, nil, fmt.Errorf("%s: no PEM key", filepath.Join(dir, CAKeyFile))
-	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CAKeyFile), err)
+		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, nil, fmt.Errorf("%s does not match %s", CAKeyFile, CAFile)
+	found := false
+	for rest := certPEM; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		found = true
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", certFile, err)
+		}
+		if key.PublicKey.Equal(cert.PublicKey) {
+			if !cert.IsCA {
+				return nil, nil, fmt.Errorf("%s: the certificate of %s is no CA", certFile, keyFile)
+			}
+			return cert, key, nil
+		}
 	}
-	return cert, key, nil
+	if !found {
+		return nil, nil, fmt.Errorf("%s: no PEM certificate", certFile)
+	}
+	return nil, nil, fmt.Errorf("%s does not match any certificate of %s", filepath.Base(keyFile), filepath.Base(certFile))
 }
 
 // MemberName returns the member name a certificate was issued for, from its
@@ -183,6 +218,27 @@ func MemberName(c *x509.Certificate) (string, bool) {
 func memberURI(name string) *url.URL {
 	u, _ := url.Parse(memberPrefix + name) // name is checked by the caller
 	return u
+}
+
+// parseKey reads an ECDSA private key, SEC 1 or PKCS #8, from PEM.
+func parseKey(b []byte) (*ecdsa.PrivateKey, error) {
+	blk, _ := pem.Decode(b)
+	switch {
+	case blk == nil:
+		return nil, errors.New("no PEM key")
+	case blk.Type == "EC PRIVATE KEY":
+		return x509.ParseECPrivateKey(blk.Bytes)
+	case blk.Type == "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		if ek, ok := k.(*ecdsa.PrivateKey); ok {
+			return ek, nil
+		}
+		return nil, fmt.Errorf("a %T, not an ECDSA key", k)
+	}
+	return nil, fmt.Errorf("no PEM key (a %q block)", blk.Type)
 }
 
 func parseCert(b []byte) (*x509.Certificate, error) {

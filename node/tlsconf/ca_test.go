@@ -192,10 +192,16 @@ func TestMeshReload(t *testing.T) {
 		}
 	}
 	mustIssue(t, next, "n1")
+	if m.Stale() {
+		t.Error("Stale before any file changed")
+	}
 	for _, f := range []string{"n1.pem", "n1-key.pem"} {
 		if err := os.Rename(filepath.Join(next, f), filepath.Join(dir, f)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if !m.Stale() {
+		t.Error("not Stale after the certificate files were replaced")
 	}
 	if err := m.Reload(); err != nil {
 		t.Fatal(err)
@@ -209,5 +215,73 @@ func TestMeshReload(t *testing.T) {
 	}
 	if err := m.Reload(); err == nil || m.cert.Load() != now {
 		t.Errorf("a broken certificate file: %v; the identity in use must stay", err)
+	}
+}
+
+// With the CA key instead of a certificate, a node signs its own: for its
+// name, of the CA whose key it holds (out of a bundle during a rotation),
+// renewed when two thirds of its life have passed; its files are checked.
+func TestSelfSigned(t *testing.T) {
+	dir := mustInit(t)
+	files := MeshFiles{CAFile: filepath.Join(dir, CAFile), CAKeyFile: filepath.Join(dir, CAKeyFile)}
+	m, err := LoadMesh(files, "edge-7f3a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := m.cert.Load().Leaf
+	if name, _ := MemberName(leaf); name != "edge-7f3a" {
+		t.Errorf("self-signed certificate names %q", name)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool(t, dir), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("self-signed certificate does not chain to the CA: %v", err)
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > SelfIssuedValidity+time.Hour {
+		t.Errorf("valid for %v", life)
+	}
+	if m.Stale() {
+		t.Error("a fresh self-signed certificate is Stale")
+	}
+	m.mu.Lock()
+	m.renewAt = time.Now().Add(-time.Second)
+	m.mu.Unlock()
+	if !m.Stale() {
+		t.Error("not Stale when due for renewal")
+	}
+	if err := m.Reload(); err != nil || m.cert.Load().Leaf.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		t.Errorf("renewal: %v; want a new certificate", err)
+	}
+
+	// A rotation: the bundle holds the old and the new CA, the key is the
+	// new one; the certificate is of the new CA.
+	next := mustInit(t)
+	oldPEM, _ := os.ReadFile(files.CAFile)
+	newPEM, _ := os.ReadFile(filepath.Join(next, CAFile))
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	if err := os.WriteFile(bundle, append(oldPEM, newPEM...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rot, err := LoadMesh(MeshFiles{CAFile: bundle, CAKeyFile: filepath.Join(next, CAKeyFile)}, "edge-7f3a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rot.cert.Load().Leaf.Verify(x509.VerifyOptions{Roots: pool(t, next), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("signed during a rotation: %v; want the new CA", err)
+	}
+
+	for _, c := range []struct {
+		files MeshFiles
+		name  string
+		want  string
+	}{
+		{MeshFiles{CAFile: files.CAFile, CAKeyFile: filepath.Join(next, CAKeyFile)}, "n1", "does not match any certificate"},
+		{files, "", "needs the node's name"},
+		{MeshFiles{CAFile: files.CAFile, CAKeyFile: files.CAKeyFile, CertFile: "x"}, "n1", "excludes cert_file"},
+		{MeshFiles{CertFile: "x", KeyFile: "y"}, "n1", "ca_file is required"},
+		{MeshFiles{CAFile: files.CAFile, CertFile: "x"}, "n1", "cert_file and key_file go with ca_file"},
+		{MeshFiles{CAFile: files.CAFile, CAKeyFile: files.CAFile}, "n1", "no PEM key"},
+	} {
+		if _, err := LoadMesh(c.files, c.name); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("LoadMesh(%+v, %q): %v; want %q", c.files, c.name, err, c.want)
+		}
 	}
 }

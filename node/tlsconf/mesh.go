@@ -12,10 +12,36 @@ import (
 )
 
 // MeshFiles names the files of a node's mesh identity: the cluster CA's
-// certificate, and the node's certificate and key (from meshcdn ca issue).
+// certificate (or a bundle of CA certificates, while a CA rotates), and
+// either the node's certificate and key (from meshcdn ca issue) or the
+// CA's key, with which the node issues its own certificate.
 type MeshFiles struct {
 	CAFile, CertFile, KeyFile string
+	// CAKeyFile, instead of CertFile and KeyFile, makes the node sign its
+	// own certificate, in memory, for its name: for nodes whose names are
+	// not known in advance (replicas of a scaled service). Every node that
+	// holds the CA key can make members.
+	CAKeyFile string
 }
+
+// Check reports what is missing from files; zero files are no mesh TLS.
+func (f MeshFiles) Check() error {
+	switch {
+	case f == MeshFiles{}:
+		return nil
+	case f.CAFile == "":
+		return errors.New("ca_file is required (meshcdn ca init makes it)")
+	case f.CAKeyFile != "" && (f.CertFile != "" || f.KeyFile != ""):
+		return errors.New("ca_key_file (the node signs its own certificate) excludes cert_file and key_file")
+	case f.CAKeyFile == "" && (f.CertFile == "" || f.KeyFile == ""):
+		return errors.New("cert_file and key_file go with ca_file (meshcdn ca issue makes them), or ca_key_file for a self-signed node certificate")
+	}
+	return nil
+}
+
+// SelfIssuedValidity is how long a certificate a node signs for itself is
+// valid; the node signs a new one when two thirds of it have passed.
+const SelfIssuedValidity = 7 * 24 * time.Hour
 
 // Mesh is a node's identity for mutual TLS between peers: its certificate,
 // and the cluster CA that every peer's certificate must chain to. Reload
@@ -25,16 +51,31 @@ type Mesh struct {
 	files MeshFiles
 	name  string // the member name the node's certificate carries
 
-	mu    sync.Mutex // serialises Reload
-	cert  atomic.Pointer[tls.Certificate]
-	roots atomic.Pointer[x509.CertPool]
+	mu      sync.Mutex // serialises Reload; guards stamps and renewAt
+	stamps  map[string]stamp
+	renewAt time.Time // a self-signed certificate is signed again from then
+	cert    atomic.Pointer[tls.Certificate]
+	roots   atomic.Pointer[x509.CertPool]
+}
+
+// stamp is what a file looked like when it was read.
+type stamp struct {
+	mod  time.Time
+	size int64
 }
 
 // LoadMesh reads a node's mesh identity and checks it: the certificate
 // chains to the CA, names a member (the node's name, when name is not
-// empty), serves as client and server, and has not expired.
+// empty), serves as client and server, and has not expired. With a CA key
+// instead of a certificate, it signs one for name, which must be given.
 func LoadMesh(files MeshFiles, name string) (*Mesh, error) {
-	m := &Mesh{files: files}
+	if err := files.Check(); err != nil {
+		return nil, err
+	}
+	if files.CAKeyFile != "" && name == "" {
+		return nil, errors.New("a self-signed mesh certificate needs the node's name")
+	}
+	m := &Mesh{files: files, name: name}
 	if err := m.load(name); err != nil {
 		return nil, err
 	}
@@ -49,7 +90,43 @@ func (m *Mesh) Reload() error {
 	return m.load(m.name)
 }
 
+// Stale reports whether Reload has something to do: one of the files
+// changed since it was read, or a self-signed certificate is due for
+// renewal.
+func (m *Mesh) Stale() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.renewAt.IsZero() && !time.Now().Before(m.renewAt) {
+		return true
+	}
+	for path, was := range m.stamps {
+		if now, err := statOf(path); err != nil || now != was {
+			return true
+		}
+	}
+	return false
+}
+
+func statOf(path string) (stamp, error) {
+	fi, err := os.Stat(path) // through symbolic links, as Kubernetes swaps them
+	if err != nil {
+		return stamp{}, err
+	}
+	return stamp{fi.ModTime(), fi.Size()}, nil
+}
+
 func (m *Mesh) load(name string) error {
+	stamps := map[string]stamp{}
+	for _, p := range []string{m.files.CAFile, m.files.CertFile, m.files.KeyFile, m.files.CAKeyFile} {
+		if p == "" {
+			continue
+		}
+		st, err := statOf(p)
+		if err != nil {
+			return fmt.Errorf("mesh TLS: %w", err)
+		}
+		stamps[p] = st // read before the contents: a change meanwhile is seen next time
+	}
 	caPEM, err := os.ReadFile(m.files.CAFile)
 	if err != nil {
 		return fmt.Errorf("mesh CA: %w", err)
@@ -58,26 +135,57 @@ func (m *Mesh) load(name string) error {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return fmt.Errorf("mesh CA %s: no PEM certificate", m.files.CAFile)
 	}
-	cert, err := tls.LoadX509KeyPair(m.files.CertFile, m.files.KeyFile)
+	cert, renewAt, err := m.certificate(name)
 	if err != nil {
-		return fmt.Errorf("mesh certificate: %w", err)
+		return err
 	}
-	leaf := cert.Leaf
+	leaf, src := cert.Leaf, m.files.CertFile
+	if src == "" {
+		src = "(signed with " + m.files.CAKeyFile + ")"
+	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
-		return fmt.Errorf("mesh certificate %s: %w", m.files.CertFile, err)
+		return fmt.Errorf("mesh certificate %s: %w", src, err)
 	}
 	got, ok := MemberName(leaf)
 	switch {
 	case !ok:
-		return fmt.Errorf("mesh certificate %s names no member (issue it with meshcdn ca issue)", m.files.CertFile)
+		return fmt.Errorf("mesh certificate %s names no member (issue it with meshcdn ca issue)", src)
 	case name != "" && got != name:
-		return fmt.Errorf("mesh certificate %s is for member %q, not %q", m.files.CertFile, got, name)
+		return fmt.Errorf("mesh certificate %s is for member %q, not %q", src, got, name)
 	}
 	m.name = got
+	m.stamps = stamps
+	m.renewAt = renewAt
 	m.cert.Store(&cert)
 	m.roots.Store(roots)
 	return nil
+}
+
+// certificate reads the node's certificate, or signs one for name with the
+// CA key; renewAt is when a self-signed one is due for renewal.
+func (m *Mesh) certificate(name string) (cert tls.Certificate, renewAt time.Time, err error) {
+	if m.files.CAKeyFile == "" {
+		cert, err = tls.LoadX509KeyPair(m.files.CertFile, m.files.KeyFile)
+		if err != nil {
+			return cert, renewAt, fmt.Errorf("mesh certificate: %w", err)
+		}
+		return cert, renewAt, nil
+	}
+	ca, caKey, err := loadSigner(m.files.CAFile, m.files.CAKeyFile)
+	if err != nil {
+		return cert, renewAt, fmt.Errorf("mesh CA key: %w", err)
+	}
+	der, key, err := sign(ca, caKey, name, nil, SelfIssuedValidity)
+	if err != nil {
+		return cert, renewAt, fmt.Errorf("mesh certificate for %s: %w", name, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return cert, renewAt, err
+	}
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf.NotBefore.Add(life * 2 / 3), nil
 }
 
 // ServerConfig is the peer listener's TLS: TLS 1.3, and only clients with
