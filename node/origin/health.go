@@ -27,7 +27,10 @@ func (p *Pool) RunHealth(ctx context.Context) {
 	if hc == nil {
 		return
 	}
-	type state struct{ fails, passes int }
+	type state struct {
+		fails, passes int
+		ejection      int64 // the passive ejection the passes count from
+	}
 	states := make([]state, len(p.cfg.Targets))
 	tick := time.NewTicker(hc.Interval)
 	defer tick.Stop()
@@ -39,10 +42,14 @@ func (p *Pool) RunHealth(ctx context.Context) {
 			}
 			st := &states[i]
 			if ok {
+				if e := t.downUntil.Load(); e != st.ejection {
+					st.ejection, st.passes = e, 0 // real traffic ejected it since: count anew
+				}
 				st.fails, st.passes = 0, st.passes+1
-				if st.passes >= hc.Passes && t.probeDown.Swap(false) {
-					// Back from the dead: forget the failures real traffic met
-					// while it was down, too.
+				// Back from the dead, by the probe's account or after an
+				// ejection by real traffic (Passes passes since it): forget
+				// the failures real traffic met while it was down, too.
+				if st.passes >= hc.Passes && (t.probeDown.Swap(false) || time.Now().UnixNano() < st.ejection) {
 					t.fails.Store(0)
 					t.downUntil.Store(0)
 					p.log.Info("origin healthy again", "origin", t.Name())

@@ -228,6 +228,35 @@ func TestHealthCheck(t *testing.T) {
 	}
 }
 
+// A target that real traffic ejected is taken back once its health check
+// has passed Passes times since the ejection, without waiting out the
+// back-off (the origin came back before the probe ever saw it fail).
+func TestHealthCheckEndsEjection(t *testing.T) {
+	var probes atomic.Int64
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) { probes.Add(1) })
+	p := newPool(t, PoolConfig{Targets: []*Target{s.target(1)}, Backoff: time.Hour,
+		Health: &HealthCheck{Path: "/health", Interval: 10 * time.Millisecond, Timeout: time.Second, Fails: 2, Passes: 2}})
+	target := p.cfg.Targets[0]
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); p.RunHealth(ctx) }()
+	defer func() { cancel(); <-done }()
+	for round := range 2 { // before the first probe, then while the probe keeps passing
+		waitFor(t, func() bool { return probes.Load() >= int64(round*5) })
+		for range p.cfg.MaxFails {
+			p.failed(target, errors.New("connection refused"))
+		}
+		ejected := probes.Load()
+		if target.Up(time.Now()) {
+			t.Fatal("not ejected")
+		}
+		waitFor(t, func() bool { return target.Up(time.Now()) })
+		if n := probes.Load() - ejected; n < 1 { // the second pass may be of a probe sent before
+			t.Errorf("round %d: back after %d probes since the ejection", round, n)
+		}
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
