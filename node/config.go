@@ -219,6 +219,12 @@ func (c Config) Validate() error {
 		if err := m.TLS.Check(); err != nil {
 			bad("mesh.tls", "%v", err)
 		}
+		if risk := meshRisk(m); risk != "" && !m.Insecure {
+			bad("mesh", "%s: anyone who reaches them could join the cluster, purge it and feed it bodies. "+
+				"Give a gossip key (--gossip-key or --gossip-key-file) and mesh TLS (--mesh-ca with --mesh-cert and --mesh-key, "+
+				"or with --mesh-ca-key); meshcdn ca init makes them. Or listen on 127.0.0.1, run alone with --gossip off, "+
+				"or accept the risk with --mesh-insecure (mesh.insecure)", risk)
+		}
 		if m.CopyShare < 0 || m.CopyShare >= 1 {
 			bad("copy_share", "%v is not between 0 and 1", m.CopyShare)
 		}
@@ -241,6 +247,29 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// meshRisk says what a mesh listening beyond loopback lacks, or "" when it
+// listens on loopback only or has both a gossip key and mesh TLS.
+func meshRisk(m *MeshConfig) string {
+	d := m.WithDefaults()
+	var exposed, missing []string
+	if !loopback(d.GossipAddr) {
+		exposed = append(exposed, fmt.Sprintf("gossip %q", d.GossipAddr))
+	}
+	if !loopback(d.PeerAddr) {
+		exposed = append(exposed, fmt.Sprintf("peer %q", d.PeerAddr))
+	}
+	if len(m.GossipKeys) == 0 {
+		missing = append(missing, "a gossip key")
+	}
+	if m.TLS == (tlsconf.MeshFiles{}) {
+		missing = append(missing, "mesh TLS")
+	}
+	if len(exposed) == 0 || len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s listen beyond loopback without %s", strings.Join(exposed, " and "), strings.Join(missing, " or "))
 }
 
 // loopback reports whether addr listens on loopback only.
@@ -306,13 +335,16 @@ type File struct {
 		Join          []string       `yaml:"join"`
 		Region        string         `yaml:"region"`
 		GossipKey     string         `yaml:"gossip_key"`
+		GossipKeyFile string         `yaml:"gossip_key_file"`
+		Insecure      bool           `yaml:"insecure"`
 		PurgeLease    units.Duration `yaml:"purge_lease"`
 		HandoffWindow units.Duration `yaml:"handoff_window"`
 		DrainOnStop   units.Duration `yaml:"drain_on_stop"`
 		TLS           struct {
-			CAFile   string `yaml:"ca_file"`
-			CertFile string `yaml:"cert_file"`
-			KeyFile  string `yaml:"key_file"`
+			CAFile    string `yaml:"ca_file"`
+			CertFile  string `yaml:"cert_file"`
+			KeyFile   string `yaml:"key_file"`
+			CAKeyFile string `yaml:"ca_key_file"`
 		} `yaml:"tls"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
@@ -357,11 +389,19 @@ func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	m := f.Mesh
 	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
 		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
-		DrainOnStop: time.Duration(m.DrainOnStop),
-		TLS:         tlsconf.MeshFiles{CAFile: m.TLS.CAFile, CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile}}
+		DrainOnStop: time.Duration(m.DrainOnStop), Insecure: m.Insecure,
+		TLS: tlsconf.MeshFiles{CAFile: m.TLS.CAFile, CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile, CAKeyFile: m.TLS.CAKeyFile}}
+	if m.GossipKey != "" && m.GossipKeyFile != "" {
+		return mc, fmt.Errorf("%s: mesh.gossip_key and mesh.gossip_key_file exclude each other", name)
+	}
 	keys, err := ParseGossipKeys(m.GossipKey)
 	if err != nil {
 		return mc, fmt.Errorf("%s: mesh.gossip_key: %w", name, err)
+	}
+	if m.GossipKeyFile != "" {
+		if keys, err = ReadGossipKeys(m.GossipKeyFile); err != nil {
+			return mc, fmt.Errorf("%s: mesh.gossip_key_file: %w", name, err)
+		}
 	}
 	mc.GossipKeys = keys
 	return mc, nil
@@ -380,6 +420,30 @@ func ParseGossipKeys(s string) ([][]byte, error) {
 			return nil, fmt.Errorf("key %d: not base64: %v", i+1, err)
 		}
 		keys = append(keys, b)
+	}
+	return keys, nil
+}
+
+// ReadGossipKeys reads gossip keys from a file: base64, one per line (or
+// separated by commas), the first used to send; blank lines and lines
+// starting with # are skipped. It must hold at least one key.
+func ReadGossipKeys(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var list []string
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			list = append(list, line)
+		}
+	}
+	keys, err := ParseGossipKeys(strings.Join(list, ","))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no key", path)
 	}
 	return keys, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
 func TestParseFile(t *testing.T) {
@@ -27,6 +29,8 @@ mesh:
   purge_lease: 5s
   handoff_window: 5m
   drain_on_stop: 5s
+  insecure: true
+  tls: {ca_file: /etc/meshcdn/mesh/ca.pem, ca_key_file: /etc/meshcdn/mesh/ca-key.pem}
 sites:
   - name: www
     hosts: [www.example.com, "*.img.example.com"]
@@ -42,7 +46,7 @@ sites:
 	}
 	if c.Name != "edge-a" || c.MemoryBytes != 64<<20 || c.MaxObjectSize != 4<<20 || c.HitForPass != 30*time.Second ||
 		!c.AccessLog || len(c.Origins) != 1 || c.Origin.DialTimeout != 3*time.Second || len(c.Sites) != 1 ||
-		c.Mesh == nil || c.Mesh.PurgeLease != 5*time.Second || c.Mesh.HandoffWindow != 5*time.Minute || c.Mesh.DrainOnStop != 5*time.Second || c.Mesh.Join[0] != "edges.internal:7946" {
+		c.Mesh == nil || c.Mesh.PurgeLease != 5*time.Second || c.Mesh.HandoffWindow != 5*time.Minute || c.Mesh.DrainOnStop != 5*time.Second || c.Mesh.Join[0] != "edges.internal:7946" || !c.Mesh.Insecure || c.Mesh.TLS.CAKeyFile != "/etc/meshcdn/mesh/ca-key.pem" {
 		t.Fatalf("parsed %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -95,6 +99,8 @@ func TestValidate(t *testing.T) {
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{PurgeLease: time.Millisecond}}, "purge_lease: 1ms is not between 100ms and 1m"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{HandoffWindow: 2 * time.Hour}}, "handoff_window: 2h0m0s is not between 1s and 1h"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{DrainOnStop: 15 * time.Second}}, "drain_on_stop: 15s is not between 0 and node.shutdown_timeout (15s)"},
+		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{TLS: tlsconf.MeshFiles{CAFile: "ca.pem", CAKeyFile: "ca-key.pem", KeyFile: "k.pem"}}}, "mesh.tls: ca_key_file (the node signs its own certificate) excludes cert_file and key_file"},
+		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{GossipAddr: "10.0.0.1:7946", PeerAddr: "127.0.0.1:7070"}}, `mesh: gossip "10.0.0.1:7946" listen beyond loopback without a gossip key or mesh TLS`},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -126,7 +132,7 @@ func mustOrigins(t *testing.T) []*url.URL {
 func TestGossipKeys(t *testing.T) {
 	k1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
 	k2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
-	c, err := ParseFile("edge.yaml", []byte("origin: {default: [http://127.0.0.1:1]}\nmesh:\n  gossip_key: \""+k1+", "+k2+"\"\n"))
+	c, err := ParseFile("edge.yaml", []byte("origin: {default: [http://127.0.0.1:1]}\nmesh:\n  gossip: 127.0.0.1:7946\n  peer: 127.0.0.1:7070\n  gossip_key: \""+k1+", "+k2+"\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +145,25 @@ func TestGossipKeys(t *testing.T) {
 	if _, err := ParseFile("edge.yaml", []byte("mesh:\n  gossip_key: \""+k1+",not*base64\"\n")); err == nil ||
 		!strings.Contains(err.Error(), "mesh.gossip_key: key 2: not base64") {
 		t.Errorf("bad second key: %v", err)
+	}
+	// The same keys from a file, one per line, with a comment.
+	file := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(file, []byte("# rotating: the second is the old key\n"+k1+"\n\n"+k2+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := ParseFile("edge.yaml", []byte("mesh:\n  gossip_key_file: "+file+"\n"))
+	if err != nil || len(fc.Mesh.GossipKeys) != 2 || string(fc.Mesh.GossipKeys[1]) != "fedcba9876543210fedcba9876543210" {
+		t.Errorf("gossip_key_file: %v %q", err, fc.Mesh.GossipKeys)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.key")
+	_ = os.WriteFile(empty, []byte("# nothing\n"), 0o600)
+	for _, y := range []struct{ yaml, want string }{
+		{"mesh:\n  gossip_key_file: " + empty + "\n", "mesh.gossip_key_file: " + empty + " holds no key"},
+		{"mesh:\n  gossip_key_file: " + file + "\n  gossip_key: " + k1 + "\n", "mesh.gossip_key and mesh.gossip_key_file exclude each other"},
+	} {
+		if _, err := ParseFile("edge.yaml", []byte(y.yaml)); err == nil || !strings.Contains(err.Error(), y.want) {
+			t.Errorf("%q: %v; want %q", y.yaml, err, y.want)
+		}
 	}
 	c.Mesh.GossipKeys = append(c.Mesh.GossipKeys, []byte("short"))
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "gossip_key: key 3 is 5 bytes") {

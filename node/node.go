@@ -164,7 +164,22 @@ func (n *Node) Start(ctx context.Context) error {
 		attrs = append(attrs, "admin", n.AdminAddr())
 	}
 	n.log.Info("edge node started", append(attrs, "sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)...)
+	n.warnInsecure()
 	return nil
+}
+
+// warnInsecure logs each protection an operator turned off while its
+// listener is reachable beyond loopback.
+func (n *Node) warnInsecure() {
+	if m := n.cfg.Mesh; m != nil {
+		if risk := meshRisk(m); risk != "" {
+			n.log.Warn("mesh.insecure: "+risk+"; anyone who reaches them can join the cluster, purge it and feed it bodies", "opt-out", "mesh.insecure")
+		}
+	}
+	c := n.cfg
+	if c.AdminAddr != "" && c.AdminToken == "" && c.AdminClientCAFile == "" && !loopback(c.AdminAddr) {
+		n.log.Warn("admin_insecure: the admin API listens beyond loopback with no token or client certificate; anyone who reaches it can purge and drain", "admin", c.AdminAddr, "opt-out", "admin_insecure")
+	}
 }
 
 // openDisk opens the disk tier, when there is a cache directory.

@@ -21,17 +21,19 @@ import (
 // MESHCDN_<NAME> (upper case, - as _); a flag on the command line wins over
 // the environment, which wins over the config file.
 type edgeFlags struct {
-	config, name, http, metrics, origin string
-	cacheDir                            string
-	peer, gossip, join, region, key     string
-	meshCA, meshCert, meshKey           string
-	admin, adminToken, adminTokenFile   string
-	adminCert, adminKey, adminClientCA  string
-	adminInsecure                       bool
-	memory, maxObject, disk             units.Size
-	accessLog                           bool
-	logFormat, logLevel                 string
-	set                                 map[string]bool // flags given on the command line or in the environment
+	config, name, http, metrics, origin  string
+	cacheDir                             string
+	peer, gossip, join, region, key      string
+	meshCA, meshCert, meshKey, meshCAKey string
+	keyFile                              string
+	meshInsecure                         bool
+	admin, adminToken, adminTokenFile    string
+	adminCert, adminKey, adminClientCA   string
+	adminInsecure                        bool
+	memory, maxObject, disk              units.Size
+	accessLog                            bool
+	logFormat, logLevel                  string
+	set                                  map[string]bool // flags given on the command line or in the environment
 }
 
 func (f *edgeFlags) register(fs *flag.FlagSet) {
@@ -52,6 +54,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.meshCA, "mesh-ca", "", "cluster CA certificate `file`: peers must show a certificate it signed")
 	fs.StringVar(&f.meshCert, "mesh-cert", "", "this node's certificate `file` for mutual TLS between peers (meshcdn ca issue)")
 	fs.StringVar(&f.meshKey, "mesh-key", "", "this node's key `file` for mutual TLS between peers")
+	fs.StringVar(&f.meshCAKey, "mesh-ca-key", "", "the cluster CA's key `file`, instead of --mesh-cert and --mesh-key: the node signs its own certificate")
+	fs.StringVar(&f.keyFile, "gossip-key-file", "", "read the gossip keys from this `file` (one per line, the first sends)")
+	fs.BoolVar(&f.meshInsecure, "mesh-insecure", false, "allow gossip and peer listeners beyond loopback without a gossip key and mesh TLS")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
@@ -249,10 +254,23 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	override(&m.TLS.CAFile, f.meshCA)
 	override(&m.TLS.CertFile, f.meshCert)
 	override(&m.TLS.KeyFile, f.meshKey)
-	if f.key != "" {
+	override(&m.TLS.CAKeyFile, f.meshCAKey)
+	if f.meshInsecure {
+		m.Insecure = true
+	}
+	switch {
+	case f.key != "" && f.keyFile != "":
+		return errors.New("--gossip-key and --gossip-key-file exclude each other")
+	case f.key != "":
 		keys, err := node.ParseGossipKeys(f.key)
 		if err != nil {
 			return fmt.Errorf("--gossip-key: %w", err)
+		}
+		m.GossipKeys = keys
+	case f.keyFile != "":
+		keys, err := node.ReadGossipKeys(f.keyFile)
+		if err != nil {
+			return fmt.Errorf("--gossip-key-file: %w", err)
 		}
 		m.GossipKeys = keys
 	}

@@ -119,7 +119,7 @@ func TestEdgeConfigErrors(t *testing.T) {
 // TestFlagsEnvAndFile: a flag beats MESHCDN_<FLAG>, which beats the file.
 func TestFlagsEnvAndFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "edge.yaml")
-	if err := os.WriteFile(file, []byte("node:\n  name: from-file\n  memory: 32MiB\n  http: 127.0.0.1:1\norigin:\n  default: [\"http://file-origin\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte("node:\n  name: from-file\n  memory: 32MiB\n  http: 127.0.0.1:1\nmesh:\n  gossip: 127.0.0.1:7946\n  peer: 127.0.0.1:7070\norigin:\n  default: [\"http://file-origin\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"MESHCDN_NAME": "from-env", "MESHCDN_MEMORY": "16MiB", "MESHCDN_ORIGIN": "http://env-origin"}

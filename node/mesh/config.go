@@ -59,6 +59,11 @@ type Config struct {
 	// and accepts only peers whose certificate chains to the cluster CA and
 	// names the member they are meant to be. Zero: cleartext.
 	TLS tlsconf.MeshFiles
+	// Insecure lets the gossip and peer listeners listen beyond loopback
+	// without a gossip key or without mesh TLS: anyone who reaches them can
+	// then join the cluster, purge it and feed it bodies. Logged at every
+	// start.
+	Insecure bool
 	// TLSCheck is how often the TLS files are looked at: a change (or a
 	// self-signed certificate due for renewal) reloads them. Default 10s.
 	TLSCheck time.Duration
