@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -394,58 +394,17 @@ func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	if m.GossipKey != "" && m.GossipKeyFile != "" {
 		return mc, fmt.Errorf("%s: mesh.gossip_key and mesh.gossip_key_file exclude each other", name)
 	}
-	keys, err := ParseGossipKeys(m.GossipKey)
+	keys, err := gossip.ParseKeys(m.GossipKey)
 	if err != nil {
 		return mc, fmt.Errorf("%s: mesh.gossip_key: %w", name, err)
 	}
 	if m.GossipKeyFile != "" {
-		if keys, err = ReadGossipKeys(m.GossipKeyFile); err != nil {
+		if keys, err = gossip.ReadKeyFile(m.GossipKeyFile); err != nil {
 			return mc, fmt.Errorf("%s: mesh.gossip_key_file: %w", name, err)
 		}
 	}
 	mc.GossipKeys = keys
 	return mc, nil
-}
-
-// ParseGossipKeys reads gossip keys written as base64, separated by commas:
-// the first is used to send, all are accepted. Empty: none.
-func ParseGossipKeys(s string) ([][]byte, error) {
-	var keys [][]byte
-	for i, k := range strings.Split(s, ",") {
-		if k = strings.TrimSpace(k); k == "" {
-			continue
-		}
-		b, err := base64.StdEncoding.DecodeString(k)
-		if err != nil {
-			return nil, fmt.Errorf("key %d: not base64: %v", i+1, err)
-		}
-		keys = append(keys, b)
-	}
-	return keys, nil
-}
-
-// ReadGossipKeys reads gossip keys from a file: base64, one per line (or
-// separated by commas), the first used to send; blank lines and lines
-// starting with # are skipped. It must hold at least one key.
-func ReadGossipKeys(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var list []string
-	for line := range strings.Lines(string(b)) {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			list = append(list, line)
-		}
-	}
-	keys, err := ParseGossipKeys(strings.Join(list, ","))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s holds no key", path)
-	}
-	return keys, nil
 }
 
 // ReadToken reads a secret from a file: its first line, trimmed. It must not

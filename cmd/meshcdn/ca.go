@@ -9,16 +9,23 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
 const caUsage = `Usage:
-  meshcdn ca init  --dir DIR [--validity D]
-      create the cluster CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600); default validity 87600h (10 years)
+  meshcdn ca init  --dir DIR [--validity D] [--gossip-key] [--if-absent]
+      create the cluster CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600); default validity 87600h (10 years);
+      --gossip-key also writes DIR/gossip.key, a new gossip encryption key (0600);
+      --if-absent keeps a CA (and gossip key) already in DIR and exits 0
   meshcdn ca issue --dir DIR --name NAME [--host HOST]... [--validity D]
       sign a certificate for node NAME (its name in the SAN peers check; each HOST, a DNS name or an IP
       address, as a further SAN; usable as client and server): DIR/NAME.pem and DIR/NAME-key.pem (0600);
       default validity 8760h (1 year), never past the CA's
+  meshcdn ca gossip-key --dir DIR new|add|use|retire
+      the gossip key file DIR/gossip.key (one key per line, the first sends, all are accepted):
+      new writes one with a new key; rotation is add (a new key, accepted), use (it sends), retire
+      (the old one is dropped), each followed by a rolling restart of the edges
 Existing files are never overwritten.
 `
 
@@ -27,7 +34,7 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, caUsage)
 		if len(args) == 0 {
-			return usageError{errors.New("ca: a command is required: init or issue")}
+			return usageError{errors.New("ca: a command is required: init, issue or gossip-key")}
 		}
 		return nil
 	}
@@ -38,17 +45,17 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	validity := fs.Duration("validity", 0, "how long the certificate is valid")
 	switch args[0] {
 	case "init":
+		gossipKey := fs.Bool("gossip-key", false, "also write DIR/gossip.key, a new gossip key")
+		ifAbsent := fs.Bool("if-absent", false, "keep a CA and gossip key already in DIR")
 		if err := parseCAFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		if *dir == "" {
 			return usageError{errors.New("ca init: --dir is required")}
 		}
-		if err := tlsconf.InitCA(*dir, *validity); err != nil {
-			return fmt.Errorf("ca init: %w", err)
-		}
-		fmt.Fprintf(stdout, "cluster CA written: %s, %s\n", filepath.Join(*dir, tlsconf.CAFile), filepath.Join(*dir, tlsconf.CAKeyFile))
-		return nil
+		return caInit(stdout, *dir, *validity, *gossipKey, *ifAbsent)
+	case "gossip-key":
+		return gossipKeyCommand(stdout, fs, args[1:])
 	case "issue":
 		name := fs.String("name", "", "the node's `name` (as in --name of meshcdn edge)")
 		var hosts strList
@@ -66,8 +73,73 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "certificate for %s written: %s, %s\n", *name, path, filepath.Join(*dir, *name+"-key.pem"))
 		return nil
 	default:
-		return usageError{fmt.Errorf("ca: unknown command %q (want init or issue)", args[0])}
+		return usageError{fmt.Errorf("ca: unknown command %q (want init, issue or gossip-key)", args[0])}
 	}
+}
+
+// caInit writes a cluster CA in dir and, with gossipKey, a gossip key
+// file; with ifAbsent, what is there already and valid is kept.
+func caInit(stdout io.Writer, dir string, validity time.Duration, gossipKey, ifAbsent bool) error {
+	caCert, caKey := filepath.Join(dir, tlsconf.CAFile), filepath.Join(dir, tlsconf.CAKeyFile)
+	if _, _, err := tlsconf.LoadCA(dir); err == nil && ifAbsent {
+		fmt.Fprintf(stdout, "cluster CA kept: %s\n", caCert)
+	} else if err := tlsconf.InitCA(dir, validity); err != nil {
+		return fmt.Errorf("ca init: %w", err)
+	} else {
+		fmt.Fprintf(stdout, "cluster CA written: %s, %s\n", caCert, caKey)
+	}
+	if !gossipKey {
+		return nil
+	}
+	path := filepath.Join(dir, gossipKeyFile)
+	if _, err := gossip.ReadKeyFile(path); err == nil && ifAbsent {
+		fmt.Fprintf(stdout, "gossip key kept: %s\n", path)
+		return nil
+	}
+	if err := gossip.CreateKeyFile(path); err != nil {
+		return fmt.Errorf("ca init: %w", err)
+	}
+	fmt.Fprintf(stdout, "gossip key written: %s\n", path)
+	return nil
+}
+
+// gossipKeyFile is the gossip key file of a CA directory.
+const gossipKeyFile = "gossip.key"
+
+// gossipKeyCommand runs a step on DIR/gossip.key: new, add, use or retire.
+func gossipKeyCommand(stdout io.Writer, fs *flag.FlagSet, args []string) error {
+	steps := map[string]struct {
+		do   func(string) error
+		next string
+	}{
+		"new":    {gossip.CreateKeyFile, "give it to every edge (--gossip-key-file or mesh.gossip_key_file)"},
+		"add":    {gossip.AddKey, "restart the edges one by one; then: use"},
+		"use":    {gossip.UseNewestKey, "restart the edges one by one; then: retire"},
+		"retire": {gossip.RetireKeys, "restart the edges one by one: the rotation is done"},
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("ca gossip-key: one step is required: new, add, use or retire")}
+	}
+	step, ok := steps[fs.Arg(0)]
+	if !ok {
+		return usageError{fmt.Errorf("ca gossip-key: unknown step %q (want new, add, use or retire)", fs.Arg(0))}
+	}
+	dir := fs.Lookup("dir").Value.String()
+	if dir == "" {
+		return usageError{errors.New("ca gossip-key: --dir is required")}
+	}
+	path := filepath.Join(dir, gossipKeyFile)
+	if err := step.do(path); err != nil {
+		return fmt.Errorf("ca gossip-key %s: %w", fs.Arg(0), err)
+	}
+	fmt.Fprintf(stdout, "%s: %s done; %s\n", path, fs.Arg(0), step.next)
+	return nil
 }
 
 // parseCAFlags parses a ca subcommand's flags; a negative validity is a

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +13,48 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
+
+// meshcdn ca init --gossip-key --if-absent (what the compose cluster runs
+// at every start) writes a CA and a gossip key once and keeps them after;
+// ca gossip-key takes the key file through a rotation.
+func TestCAInitIfAbsentAndGossipKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mesh")
+	runCode := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), append([]string{"ca"}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	initArgs := []string{"init", "--dir", dir, "--gossip-key", "--if-absent"}
+	if code, out := runCode(initArgs...); code != 0 || !strings.Contains(out, "cluster CA written") || !strings.Contains(out, "gossip key written") {
+		t.Fatalf("first init: %d %q", code, out)
+	}
+	ca, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	key, _ := os.ReadFile(filepath.Join(dir, "gossip.key"))
+	if code, out := runCode(initArgs...); code != 0 || !strings.Contains(out, "cluster CA kept") || !strings.Contains(out, "gossip key kept") {
+		t.Fatalf("second init: %d %q", code, out)
+	}
+	ca2, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	key2, _ := os.ReadFile(filepath.Join(dir, "gossip.key"))
+	if !bytes.Equal(ca, ca2) || !bytes.Equal(key, key2) {
+		t.Error("--if-absent replaced the CA or the gossip key")
+	}
+	if code, out := runCode("init", "--dir", dir, "--gossip-key"); code != 1 || !strings.Contains(out, "already exists") {
+		t.Errorf("init without --if-absent over a CA: %d %q", code, out)
+	}
+	for _, step := range []string{"add", "use", "retire"} {
+		if code, out := runCode("gossip-key", "--dir", dir, step); code != 0 || !strings.Contains(out, step+" done") {
+			t.Fatalf("gossip-key %s: %d %q", step, code, out)
+		}
+	}
+	keys, err := gossip.ReadKeyFile(filepath.Join(dir, "gossip.key"))
+	if err != nil || len(keys) != 1 || bytes.Contains(key, []byte(base64.StdEncoding.EncodeToString(keys[0]))) {
+		t.Errorf("after a rotation: %d keys, %v; want one new key", len(keys), err)
+	}
+}
 
 // meshcdn ca init and issue write a CA and a node certificate that load as
 // a TLS key pair naming the node; mistakes exit 2 with what to fix, and
@@ -44,7 +84,11 @@ func TestCACommands(t *testing.T) {
 		code int
 		want string
 	}{
-		{nil, 2, "init or issue"},
+		{nil, 2, "init, issue or gossip-key"},
+		{[]string{"gossip-key", "--dir", dir}, 2, "one step is required"},
+		{[]string{"gossip-key", "--dir", dir, "spin"}, 2, `unknown step "spin"`},
+		{[]string{"gossip-key", "add"}, 2, "--dir is required"},
+		{[]string{"gossip-key", "--dir", dir, "add"}, 1, "gossip.key: no such file"},
 		{[]string{"sign"}, 2, "unknown command"},
 		{[]string{"init"}, 2, "--dir is required"},
 		{[]string{"issue", "--dir", dir}, 2, "--name are required"},

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -262,13 +263,13 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	case f.key != "" && f.keyFile != "":
 		return errors.New("--gossip-key and --gossip-key-file exclude each other")
 	case f.key != "":
-		keys, err := node.ParseGossipKeys(f.key)
+		keys, err := gossip.ParseKeys(f.key)
 		if err != nil {
 			return fmt.Errorf("--gossip-key: %w", err)
 		}
 		m.GossipKeys = keys
 	case f.keyFile != "":
-		keys, err := node.ReadGossipKeys(f.keyFile)
+		keys, err := gossip.ReadKeyFile(f.keyFile)
 		if err != nil {
 			return fmt.Errorf("--gossip-key-file: %w", err)
 		}
