@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -672,6 +673,11 @@ func TestPeerPortRefusesStrangers(t *testing.T) {
 // failed or did not answer want (a body of "body of " + path when want is
 // empty).
 func clientLoad(t *testing.T, nodes []*Node, prefix string, keys int, want string) func() (failed, sent int64) {
+	return clientLoadOn(t, func() []*Node { return nodes }, prefix, keys, want)
+}
+
+// clientLoadOn is clientLoad over the nodes live returns at each request.
+func clientLoadOn(t *testing.T, live func() []*Node, prefix string, keys int, want string) func() (failed, sent int64) {
 	stop := make(chan struct{})
 	var failed, sent atomic.Int64
 	var wg sync.WaitGroup
@@ -688,6 +694,7 @@ func clientLoad(t *testing.T, nodes []*Node, prefix string, keys int, want strin
 				body = "body of " + p
 			}
 			sent.Add(1)
+			nodes := live()
 			if r := doMaybe(t, nodes[i%len(nodes)], "GET", p); r.Response == nil || r.StatusCode != 200 || r.body != body {
 				failed.Add(1)
 			}
@@ -922,5 +929,75 @@ func TestSelfSignedMembers(t *testing.T) {
 	p := ownedBy(t, nodes[1], "n1", "/after/")
 	if r := do(t, nodes[1], "GET", p); !strings.Contains(r.cacheStatus(), "detail=peer-n1") {
 		t.Errorf("a fetch from n1 with its new certificate: %s", r.cacheStatus())
+	}
+}
+
+// TestGossipKeyRotation: a live mTLS cluster moves to a new gossip key by
+// three rolling restarts, one per step on the key file (add, use, retire),
+// with 0 failed client requests; every restarted node rejoins, and after
+// the rotation the file holds only the new key.
+func TestGossipKeyRotation(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	dir := t.TempDir()
+	if err := tlsconf.InitCA(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "gossip.key")
+	if err := gossip.CreateKeyFile(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := gossip.ReadKeyFile(keyFile)
+	configure := func(c *Config) {
+		keys, err := gossip.ReadKeyFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Mesh.GossipKeys = keys
+		c.Mesh.TLS = tlsconf.MeshFiles{CAFile: filepath.Join(dir, tlsconf.CAFile), CAKeyFile: filepath.Join(dir, tlsconf.CAKeyFile)}
+	}
+	nodes := startCluster(t, o, 3, configure)
+	var live atomic.Pointer[[]*Node]
+	live.Store(&nodes)
+	load := clientLoadOn(t, func() []*Node { return *live.Load() }, "/keys/", 200, "")
+	restart := func(i int) {
+		others := slices.Delete(slices.Clone(nodes), i, i+1)
+		live.Store(&others)
+		old := nodes[i]
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if err := old.Shutdown(ctx); err != nil {
+			t.Fatalf("stop %s: %v", old.Name(), err)
+		}
+		cfg := Config{Name: old.Name(), Version: "test", Mesh: &MeshConfig{PeerAddr: old.PeerAddr(), GossipAddr: old.GossipAddr(),
+			Fast: true, Join: []string{others[0].GossipAddr()}}}
+		configure(&cfg)
+		nodes[i] = startNode(t, o, cfg)
+		eventually(t, 10*time.Second, func() bool {
+			for _, n := range nodes {
+				if n.RingMembers() != 3 {
+					return false
+				}
+			}
+			return true
+		})
+		all := slices.Clone(nodes)
+		live.Store(&all)
+	}
+	for _, step := range []func(string) error{gossip.AddKey, gossip.UseNewestKey, gossip.RetireKeys} {
+		if err := step(keyFile); err != nil {
+			t.Fatal(err)
+		}
+		for i := range nodes {
+			restart(i)
+		}
+	}
+	if failed, sent := load(); failed != 0 || sent == 0 {
+		t.Errorf("%d of %d client requests failed during the rotation", failed, sent)
+	}
+	if keys, _ := gossip.ReadKeyFile(keyFile); len(keys) != 1 || bytes.Equal(keys[0], first[0]) {
+		t.Errorf("after the rotation the file holds %d keys, the old one among them: %v", len(keys), bytes.Equal(keys[0], first[0]))
 	}
 }
