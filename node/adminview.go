@@ -25,6 +25,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
@@ -382,7 +383,10 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 		Peer, Gossip            string
 		Join                    []string
 		Region                  string
-		GossipKey               string `json:",omitempty"`
+		GossipKey               string             `json:",omitempty"`
+		GossipKeys              int                // how many are accepted; the first sends
+		TLS                     *tlsconf.MeshFiles `json:",omitempty"`
+		Insecure                bool               `json:",omitempty"`
 		CopyShare               float64
 		PurgeLease              string
 		HandoffWindow, JoinWave string
@@ -418,8 +422,12 @@ func (v adminView) ConfigJSON() ([]byte, error) {
 			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
 			JoinWave: m.JoinWave.String(), DrainOnStop: m.DrainOnStop.String()}
 		if len(m.GossipKeys) > 0 {
-			view.Mesh.GossipKey = "REDACTED"
+			view.Mesh.GossipKey, view.Mesh.GossipKeys = "REDACTED", len(m.GossipKeys)
 		}
+		if m.TLS != (tlsconf.MeshFiles{}) {
+			view.Mesh.TLS = &m.TLS // file names, no secrets
+		}
+		view.Mesh.Insecure = m.Insecure
 	}
 	return json.MarshalIndent(view, "", "  ")
 }

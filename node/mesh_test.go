@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -997,7 +998,15 @@ func TestGossipKeyRotation(t *testing.T) {
 	if failed, sent := load(); failed != 0 || sent == 0 {
 		t.Errorf("%d of %d client requests failed during the rotation", failed, sent)
 	}
-	if keys, _ := gossip.ReadKeyFile(keyFile); len(keys) != 1 || bytes.Equal(keys[0], first[0]) {
-		t.Errorf("after the rotation the file holds %d keys, the old one among them: %v", len(keys), bytes.Equal(keys[0], first[0]))
+	keys, _ := gossip.ReadKeyFile(keyFile)
+	if len(keys) != 1 || bytes.Equal(keys[0], first[0]) {
+		t.Fatalf("after the rotation the file holds %d keys, the old one among them: %v", len(keys), bytes.Equal(keys[0], first[0]))
+	}
+	// GetConfig tells an operator where each node is: one key, the CA key
+	// file, and never a key itself.
+	js, err := adminView{nodes[0]}.ConfigJSON()
+	if err != nil || !bytes.Contains(js, []byte(`"GossipKeys": 1`)) || !bytes.Contains(js, []byte(`"CAKeyFile": "`+filepath.Join(dir, tlsconf.CAKeyFile))) ||
+		bytes.Contains(js, []byte(base64.StdEncoding.EncodeToString(keys[0]))) {
+		t.Errorf("GetConfig after the rotation: %v\n%s", err, js)
 	}
 }
