@@ -36,17 +36,17 @@ build: ## Static binary bin/meshcdn
 image: ## Container image $(IMAGE): FROM scratch around the static binary
 	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }
 	@test -f /etc/ssl/certs/ca-certificates.crt || { echo "make image needs /etc/ssl/certs/ca-certificates.crt (Debian: ca-certificates)"; exit 1; }
-	rm -rf $(BIN)/image && mkdir -p $(BIN)/image/cache
+	rm -rf $(BIN)/image && mkdir -p $(BIN)/image/cache $(BIN)/image/mesh
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/image/meshcdn ./cmd/meshcdn
 	cp /etc/ssl/certs/ca-certificates.crt $(BIN)/image/
 	docker build -q -f deploy/Dockerfile -t $(IMAGE) $(BIN)/image
 
-cluster-up: image ## docker-compose cluster: demo origin + 3 edges (ports 8080-8089, admin 7071-7080 on 127.0.0.1)
+cluster-up: image ## docker-compose cluster: demo origin + 3 edges, mesh CA and gossip key made at the first start (ports 8080-8089, admin 7071-7080 on 127.0.0.1)
 	@test -n "$(COMPOSE)" || { echo "make cluster-up needs docker compose or docker-compose"; exit 1; }
 	MESHCDN_IMAGE=$(IMAGE) $(CLUSTER) up -d
 	$(CLUSTER) ps
 
-cluster-down: ## Stop the docker-compose cluster and remove its volumes
+cluster-down: ## Stop the docker-compose cluster and remove its volumes (the mesh CA and gossip key too)
 	@test -n "$(COMPOSE)" || { echo "make cluster-down needs docker compose or docker-compose"; exit 1; }
 	$(CLUSTER) down -v --remove-orphans
 

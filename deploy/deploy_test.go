@@ -19,11 +19,19 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
+// meshDir is where the deployments mount the cluster CA and gossip key.
+const meshDir = "/etc/meshcdn/mesh"
+
 // parseEdgeConfig parses an edge configuration file as `meshcdn edge`
-// would, with a token standing for the one the deployment supplies.
+// would, with a token standing for the one the deployment supplies and a
+// CA and gossip key (as meshcdn ca init --gossip-key makes them) for the
+// ones in meshDir. The configuration must validate: its mesh listens beyond
+// loopback, so it must carry both a gossip key and mesh TLS.
 func parseEdgeConfig(t *testing.T, text string) node.Config {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "token")
@@ -31,6 +39,14 @@ func parseEdgeConfig(t *testing.T, text string) node.Config {
 		t.Fatal(err)
 	}
 	text = strings.ReplaceAll(text, "/etc/meshcdn/admin/token", tok)
+	mesh := t.TempDir()
+	if err := tlsconf.InitCA(mesh, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := gossip.CreateKeyFile(filepath.Join(mesh, "gossip.key")); err != nil {
+		t.Fatal(err)
+	}
+	text = strings.ReplaceAll(text, meshDir+"/", mesh+"/")
 	cfg, err := node.ParseFile("edge.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +56,14 @@ func parseEdgeConfig(t *testing.T, text string) node.Config {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	m := cfg.Mesh
+	if m == nil || len(m.GossipKeys) == 0 || m.Insecure || m.TLS.CAFile != filepath.Join(mesh, "ca.pem") ||
+		(m.TLS.CAKeyFile != filepath.Join(mesh, "ca-key.pem") && m.TLS.CertFile == "") {
+		t.Fatalf("the edges' mesh is not protected by a gossip key and mesh TLS from %s: %+v", meshDir, m)
+	}
+	if _, err := tlsconf.LoadMesh(m.TLS, "edge-0"); err != nil {
+		t.Fatalf("mesh TLS from what meshcdn ca init makes: %v", err)
 	}
 	return cfg
 }
@@ -73,11 +97,12 @@ func TestComposeFile(t *testing.T) {
 			Health    *struct{ Test []string }              `yaml:"healthcheck"`
 			Grace     string                                `yaml:"stop_grace_period"`
 		}
+		Volumes map[string]any
 	}
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatal(err)
 	}
-	edge, origin := compose.Services["edge"], compose.Services["origin"]
+	edge, origin, init := compose.Services["edge"], compose.Services["origin"], compose.Services["mesh-init"]
 	if edge.Scale != 3 {
 		t.Errorf("edge scale %d, want 3 by default", edge.Scale)
 	}
@@ -107,6 +132,14 @@ func TestComposeFile(t *testing.T) {
 	}
 	if cfg.CacheDir != "/var/cache/meshcdn" || !slices.Contains(edge.Volumes, cfg.CacheDir) {
 		t.Errorf("cache_dir %q is not a volume of the edge service: %v", cfg.CacheDir, edge.Volumes)
+	}
+	// mesh-init makes the CA and gossip key in the mesh volume once, before
+	// any edge starts; the edges read them there.
+	if _, ok := compose.Volumes["mesh"]; !ok ||
+		!slices.Equal(init.Command, []string{"ca", "init", "--dir", meshDir, "--gossip-key", "--if-absent"}) ||
+		!slices.Contains(init.Volumes, "mesh:"+meshDir) || !slices.Contains(edge.Volumes, "mesh:"+meshDir+":ro") ||
+		edge.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
+		t.Errorf("the mesh secrets are not made by mesh-init in the mesh volume before the edges start: %+v %+v", init, edge)
 	}
 	// Docker kills an edge only after its own shutdown bound, which includes
 	// the drain before it stops.
@@ -192,8 +225,16 @@ func TestKubernetesManifests(t *testing.T) {
 					Readiness    probe `yaml:"readinessProbe"`
 					Liveness     probe `yaml:"livenessProbe"`
 					VolumeMounts []struct {
+						Name      string
 						MountPath string `yaml:"mountPath"`
 					} `yaml:"volumeMounts"`
+				}
+				Volumes []struct {
+					Name   string
+					Secret *struct {
+						SecretName  string `yaml:"secretName"`
+						DefaultMode int    `yaml:"defaultMode"`
+					}
 				}
 			}
 		}
@@ -221,12 +262,31 @@ func TestKubernetesManifests(t *testing.T) {
 	if c.Readiness.HTTPGet.Path != "/readyz" || c.Readiness.HTTPGet.Port != "metrics" || c.Liveness.HTTPGet.Path != "/healthz" {
 		t.Errorf("probes: readiness %+v, liveness %+v", c.Readiness, c.Liveness)
 	}
-	mounted := func(path string) bool {
-		return slices.ContainsFunc(c.VolumeMounts, func(m struct {
-			MountPath string `yaml:"mountPath"`
-		}) bool {
-			return strings.HasPrefix(path, m.MountPath)
-		})
+	mountOf := func(path string) string { // the volume the path is on: the longest mount path over it
+		name, longest := "", 0
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(path+"/", strings.TrimSuffix(m.MountPath, "/")+"/") && len(m.MountPath) > longest {
+				name, longest = m.Name, len(m.MountPath)
+			}
+		}
+		return name
+	}
+	mounted := func(path string) bool { return mountOf(path) != "" }
+	// The mesh secrets come from the Secret meshcdn-mesh, readable by the
+	// pod's group (fsGroup), not by others.
+	meshVol := mountOf(meshDir + "/ca.pem")
+	i := slices.IndexFunc(sts.Template.Spec.Volumes, func(v struct {
+		Name   string
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode int    `yaml:"defaultMode"`
+		}
+	}) bool {
+		return v.Name == meshVol
+	})
+	if i < 0 || sts.Template.Spec.Volumes[i].Secret == nil || sts.Template.Spec.Volumes[i].Secret.SecretName != "meshcdn-mesh" ||
+		sts.Template.Spec.Volumes[i].Secret.DefaultMode != 0o440 {
+		t.Errorf("%s is not the Secret meshcdn-mesh with mode 0440: %+v", meshDir, sts.Template.Spec.Volumes)
 	}
 	if !mounted(cfg.CacheDir) || !slices.Contains(c.Args, "/etc/meshcdn/edge.yaml") || !mounted("/etc/meshcdn/edge.yaml") {
 		t.Errorf("the cache dir %s or the config file is not mounted: %+v %v", cfg.CacheDir, c.VolumeMounts, c.Args)

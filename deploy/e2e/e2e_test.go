@@ -180,6 +180,60 @@ func (c *cluster) alive(e edge) ([]string, error) {
 	return names, nil
 }
 
+// secureByDefault checks that every edge runs with a gossip key and mesh
+// TLS (made by the compose file's mesh-init), and that a program on the
+// cluster's network without the key is refused: the edges log its
+// cleartext gossip and never list it.
+func (c *cluster) secureByDefault(es []edge) {
+	t := c.t
+	t.Helper()
+	for _, e := range es {
+		var cfg struct{ JSON string }
+		if err := c.grpc(e.admin, "GetConfig", "", &cfg); err != nil {
+			t.Fatal(err)
+		}
+		var mesh struct {
+			Mesh struct {
+				GossipKeys int
+				TLS        struct{ CAFile, CAKeyFile string }
+				Insecure   bool
+			}
+		}
+		if err := json.Unmarshal([]byte(cfg.JSON), &mesh); err != nil {
+			t.Fatal(err)
+		}
+		if m := mesh.Mesh; m.GossipKeys != 1 || m.TLS.CAFile == "" || m.TLS.CAKeyFile == "" || m.Insecure {
+			t.Fatalf("%s runs its mesh with %+v; want one gossip key and mesh TLS", e.name, m)
+		}
+	}
+	network := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f",
+		"{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}", es[0].id))
+	image := os.Getenv("MESHCDN_IMAGE")
+	if image == "" {
+		image = "meshcdn:dev"
+	}
+	stranger := strings.TrimSpace(c.run(time.Minute, "docker", "run", "-d", "--rm", "--network", network, image,
+		"edge", "--name", "stranger", "--origin", "http://origin:8000", "--join", "edge:7946", "--mesh-insecure", "--admin", "off"))
+	defer func() { _, _ = c.try(time.Minute, "docker", "rm", "-f", stranger) }()
+	// The cluster is new: only the stranger sends cleartext gossip.
+	waitFor(t, time.Minute, "an edge to refuse the stranger's gossip", func() string {
+		out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--no-color", "edge")...)
+		if strings.Contains(out, "remote state is not encrypted") {
+			return ""
+		}
+		return "no edge logged it yet"
+	})
+	for _, e := range es {
+		got, err := c.alive(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(got, "stranger") || len(got) != len(es) {
+			t.Fatalf("%s lists %v with a keyless stranger on the network", e.name, got)
+		}
+	}
+}
+
 // waitFor polls cond until it returns "" or the deadline passes, then fails
 // with what it last reported.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() string) {
@@ -339,6 +393,9 @@ func TestCluster(t *testing.T) {
 	c.composeRun(5*time.Minute, "up", "-d")
 	es := c.waitMembers(2*time.Minute, 3)
 	c.waitHealthy(time.Minute)
+
+	step("1b. secure by default: gossip encrypted, peers on mutual TLS; a node without the gossip key never joins")
+	c.secureByDefault(es)
 
 	step("2. offload: 200 objects through every node, the origin asked once each")
 	base := originRequests(t)
