@@ -213,8 +213,14 @@ func TestMeshReload(t *testing.T) {
 	if err := os.WriteFile(files.CertFile, []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if !m.Stale() {
+		t.Error("not Stale after the certificate file was broken")
+	}
 	if err := m.Reload(); err == nil || m.cert.Load() != now {
 		t.Errorf("a broken certificate file: %v; the identity in use must stay", err)
+	}
+	if m.Stale() {
+		t.Error("Stale again before the broken file changed: the failure would be retried and logged every check")
 	}
 }
 

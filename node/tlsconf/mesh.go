@@ -100,32 +100,31 @@ func (m *Mesh) Stale() bool {
 		return true
 	}
 	for path, was := range m.stamps {
-		if now, err := statOf(path); err != nil || now != was {
+		if statOf(path) != was {
 			return true
 		}
 	}
 	return false
 }
 
-func statOf(path string) (stamp, error) {
+// statOf is what a file looks like now; zero when it is missing.
+func statOf(path string) stamp {
 	fi, err := os.Stat(path) // through symbolic links, as Kubernetes swaps them
 	if err != nil {
-		return stamp{}, err
+		return stamp{}
 	}
-	return stamp{fi.ModTime(), fi.Size()}, nil
+	return stamp{fi.ModTime(), fi.Size()}
 }
 
 func (m *Mesh) load(name string) error {
-	stamps := map[string]stamp{}
+	// What the files look like before they are read: a change meanwhile is
+	// seen next time, and a failed attempt is tried again only once a file
+	// changes again.
+	m.stamps = map[string]stamp{}
 	for _, p := range []string{m.files.CAFile, m.files.CertFile, m.files.KeyFile, m.files.CAKeyFile} {
-		if p == "" {
-			continue
+		if p != "" {
+			m.stamps[p] = statOf(p)
 		}
-		st, err := statOf(p)
-		if err != nil {
-			return fmt.Errorf("mesh TLS: %w", err)
-		}
-		stamps[p] = st // read before the contents: a change meanwhile is seen next time
 	}
 	caPEM, err := os.ReadFile(m.files.CAFile)
 	if err != nil {
@@ -155,7 +154,6 @@ func (m *Mesh) load(name string) error {
 		return fmt.Errorf("mesh certificate %s is for member %q, not %q", src, got, name)
 	}
 	m.name = got
-	m.stamps = stamps
 	m.renewAt = renewAt
 	m.cert.Store(&cert)
 	m.roots.Store(roots)
