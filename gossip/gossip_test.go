@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,20 +106,26 @@ func TestLeaveAndFailure(t *testing.T) {
 	b := start(t, "n2", nil, a.Addr())
 	c := start(t, "n3", nil, a.Addr())
 	eventually(t, 5*time.Second, "3 members", func() bool { return names(a) == "n1,n2,n3" })
+	// On a starved machine a live member can miss its probes and be taken
+	// for dead, then refute it: such false alarms, before the events under
+	// test, are counted and are not what this test is about.
+	left := time.Now()
 	if err := b.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
 	_ = b.Shutdown()
 	eventually(t, 5*time.Second, "n2 gone after Leave", func() bool { return names(a) == "n1,n3" })
-	if a.Failures() != 0 || len(a.Failed()) != 0 {
-		t.Fatalf("a graceful leave counted as a failure: %d %v", a.Failures(), a.Failed())
+	for _, f := range a.Failed() {
+		if f.Name == "n2" && !f.At.Before(left) {
+			t.Fatalf("a graceful leave counted as a failure: %v", a.Failed())
+		}
 	}
-	crashed := time.Now()
+	crashed, before := time.Now(), a.Failures()
 	_ = c.Shutdown() // no Leave: a crash
 	eventually(t, 10*time.Second, "n3 declared dead", func() bool { return names(a) == "n1" })
 	t.Logf("a hard-stopped node left the member list after %v", time.Since(crashed).Round(10*time.Millisecond))
-	if f := a.Failed(); a.Failures() != 1 || len(f) != 1 || f[0].Name != "n3" || f[0].At.Before(crashed) {
-		t.Fatalf("failures %d, failed %v; want n3 once", a.Failures(), f)
+	if f := a.Failed(); a.Failures()-before != 1 || !slices.ContainsFunc(f, func(m Failure) bool { return m.Name == "n3" && !m.At.Before(crashed) }) {
+		t.Fatalf("failures %d since the crash, failed %v; want n3 once", a.Failures()-before, f)
 	}
 	// A failed member that comes back is no longer listed as failed.
 	start(t, "n3", nil, a.Addr())
