@@ -59,6 +59,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.site, x.stats = st, n.siteStats[st]
 	defer n.observe(&x)
+	if r, ok = normalize(r, st); !ok {
+		n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
+		return
+	}
+	x.r = r
 	if _, ok := peer.FromPeer(r.Context()); ok {
 		n.metrics.peerServed.Inc()
 		x.fromPeer = true
@@ -83,6 +88,32 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
 	n.serveCacheable(&x, rule, key)
+}
+
+// normalize returns r as the rest of the edge sees it, the same for every
+// spelling of one resource: the Host lower case, without a port or a
+// trailing dot (the cache key ignores them, so the origin must not see
+// them either); the path without dot segments ("%2e%2e" included) and, per
+// the site, without runs of slashes. r itself is copied only if it
+// changes. ok is false for a path that cannot be decoded.
+func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
+	host := site.NormalizeHost(r.Host)
+	p := r.URL.EscapedPath()
+	np := site.NormalizePath(p, st.MergeSlashes)
+	if host == r.Host && np == p {
+		return r, true
+	}
+	c := new(http.Request)
+	*c = *r
+	u := *r.URL
+	c.URL, c.Host = &u, host
+	if np != p {
+		if err := site.SetPath(c.URL, np); err != nil {
+			return r, false
+		}
+		c.RequestURI = c.URL.RequestURI()
+	}
+	return c, true
 }
 
 // serveCacheable serves a GET or HEAD the cache may answer: a hit, stale

@@ -54,6 +54,10 @@ type Config struct {
 	// DefaultRules appends the built-in static-extension rule after Rules.
 	// Default true.
 	DefaultRules *bool `yaml:"default_rules"`
+	// MergeSlashes merges runs of slashes in request paths ("//dyn//x" is
+	// "/dyn/x") before rules, keys and the origin see them, as dot segments
+	// always are. Default true.
+	MergeSlashes *bool `yaml:"merge_slashes"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -160,6 +164,7 @@ type Site struct {
 	QueueTimeout         time.Duration
 	StaleWhileRevalidate time.Duration
 	StaleIfError         time.Duration
+	MergeSlashes         bool
 
 	query  string
 	params []string
@@ -173,7 +178,7 @@ func (c Config) Compile() (*Site, error) {
 	fail := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
 	}
-	s := &Site{Name: c.Name}
+	s := &Site{Name: c.Name, MergeSlashes: c.MergeSlashes == nil || *c.MergeSlashes}
 	if len(c.Hosts) == 0 {
 		fail("hosts", "at least one host name is required")
 	}
