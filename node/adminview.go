@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -302,6 +303,9 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 	}
 	u, _ := url.Parse(raw)
 	st, _ := n.sites.Lookup(u.Host)
+	if err := site.SetPath(u, site.NormalizePath(u.EscapedPath(), st.MergeSlashes)); err != nil {
+		return admin.Explanation{}, fmt.Errorf("%w: %v", admin.ErrBadURL, err)
+	}
 	rule := st.Classify(u.Path)
 	ex := admin.Explanation{Site: loc.Site, Rule: rule.Name, Action: rule.Action.String(), Key: loc.Key, Owner: loc.Owner}
 	if (method != http.MethodGet && method != http.MethodHead) || rule.Action == site.ActionBypass {
@@ -312,6 +316,7 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 	for k, val := range header {
 		h.Set(k, val)
 	}
+	ex.StoreConditions = storeConditions(rule, u.Path, h)
 	now := time.Now()
 	f := n.lookup(loc.Key, h, now, explaining)
 	if f.pass {
@@ -336,6 +341,23 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 		ex.Outcome = "miss"
 	}
 	return ex, nil
+}
+
+// storeConditions says what a response to a request with header h for
+// path must have to be stored, beyond RFC 9111, under rule (see
+// httpcache.Decide).
+func storeConditions(rule *site.Rule, p string, h http.Header) []string {
+	var out []string
+	if h.Get("Authorization") != "" {
+		out = append(out, "authorization: the request has Authorization: the origin must send public, s-maxage or must-revalidate")
+	}
+	if h.Get("Cookie") != "" && !rule.Policy.IgnoreCookie {
+		out = append(out, "cookie: the request has a Cookie: the origin must send public or a freshness of its own (s-maxage, max-age or Expires)")
+	}
+	if ext := strings.ToLower(strings.TrimPrefix(path.Ext(p), ".")); rule.Policy.CheckType && ext != "" {
+		out = append(out, "content-type-mismatch: unless the origin sends a freshness of its own, its Content-Type must fit ."+ext+" (no HTML, JSON or XML page)")
+	}
+	return out
 }
 
 // Stats gathers every member's counters.

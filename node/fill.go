@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -208,12 +209,12 @@ func (n *Node) finish(fkey string, fl *flight, err error) {
 // originRequest is what a fill sends: everything it needs from the client's
 // request, captured before the client may leave.
 type originRequest struct {
-	host       string
-	pathQuery  string
-	header     http.Header
-	authorized bool
-	fromPeer   bool   // never forwarded to another peer
-	takeOver   string // a draining peer offering its stored response: asked first
+	host      string
+	pathQuery string
+	header    http.Header
+	personal  httpcache.Request // what the storing decision needs of the request
+	fromPeer  bool              // never forwarded to another peer
+	takeOver  string            // a draining peer offering its stored response: asked first
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end
@@ -246,7 +247,8 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 	}
 	h.Set("Via", joinVia(r.Header.Values("Via")))
 	req := originRequest{host: r.Host, pathQuery: r.URL.RequestURI(), header: h,
-		authorized: r.Header.Get("Authorization") != ""}
+		personal: httpcache.Request{Authorized: r.Header.Get("Authorization") != "", Cookie: r.Header.Get("Cookie") != "",
+			Ext: strings.ToLower(strings.TrimPrefix(path.Ext(r.URL.Path), "."))}}
 	client := clientIP(r)
 	if fromPeer {
 		client = ""
@@ -455,7 +457,7 @@ func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error
 // the memory and disk tiers' bounds) and builds the response's head.
 func (n *Node) decide(j *fillJob, resp *http.Response) {
 	cc := httpcache.ParseCacheControl(resp.Header)
-	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.authorized, j.rule.Policy)
+	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
 	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
 		if n.disk != nil && !j.fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
@@ -633,7 +635,9 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
 	merged := httpcache.UpdateStored(stale.e.Header, h)
 	cc := httpcache.ParseCacheControl(merged)
-	dec := httpcache.Decide(stale.e.Status, merged, cc, j.req.authorized, j.rule.Policy)
+	// The stored response is what the origin confirmed: what the request
+	// that revalidated it carried (a Cookie) does not make it personal.
+	dec := httpcache.Decide(stale.e.Status, merged, cc, httpcache.Request{Authorized: j.req.personal.Authorized}, j.rule.Policy)
 	e := *stale.e
 	e.Header = merged
 	e.ResponseTime = respTime

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/meshcdn/meshcdn/node/site"
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
 // TestHostSpellings: every spelling of a site's host that shares its cache
@@ -90,5 +91,64 @@ func TestDotSegments(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) != 1 || seen[0] != "//dyn/x" {
 		t.Errorf("merge_slashes: false: the origin saw %v", seen)
+	}
+}
+
+// TestCacheDeception: a personal page behind a static-looking path
+// (/account/profile/x.css, answered as text/html without Cache-Control) is
+// not stored, for a client with a session cookie or without; the next
+// client gets its own answer from the origin. Static files with the
+// origin's freshness are stored for clients with cookies; a rule may
+// opt out of either check. Explain says what a response must have.
+func TestCacheDeception(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/account/"):
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = w.Write([]byte("profile of " + r.Header.Get("Cookie")))
+		case strings.HasPrefix(r.URL.Path, "/assets/"):
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.Header().Set("Content-Type", "text/css")
+			_, _ = w.Write([]byte("body{}"))
+		default: // no Cache-Control: heuristic freshness under the static rule
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("page for " + r.Header.Get("Cookie")))
+		}
+	})
+	off := false
+	n := startNode(t, nil, Config{AdminAddr: "127.0.0.1:0", Sites: []site.Config{{Hosts: []string{"a.test"},
+		Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+		Rules:   []site.RuleConfig{{PathPrefix: "/legacy/", Action: "cache", TTL: 3600e9, CheckContentType: &off, IgnoreCookie: true}}}}})
+	for _, cookie := range []string{"session=victim", ""} {
+		hdr := []string{"Host", "a.test"}
+		if cookie != "" {
+			hdr = append(hdr, "Cookie", cookie)
+		}
+		r := do(t, n, "GET", "/account/profile/x.css", hdr...)
+		want := "detail=cookie"
+		if cookie == "" {
+			want = "detail=content-type-mismatch"
+		}
+		if strings.Contains(r.cacheStatus(), "; stored") || !strings.Contains(r.cacheStatus(), want) {
+			t.Errorf("cookie %q: %s; want not stored, %s", cookie, r.cacheStatus(), want)
+		}
+	}
+	if r := do(t, n, "GET", "/account/profile/x.css", "Host", "a.test"); r.body != "profile of " {
+		t.Errorf("the next client without a cookie got %q", r.body)
+	}
+	wantHits(t, o, 3)
+	// A stylesheet with the origin's freshness is shared, cookie or not.
+	do(t, n, "GET", "/assets/site.css", "Host", "a.test", "Cookie", "session=a")
+	wantStatus(t, do(t, n, "GET", "/assets/site.css", "Host", "a.test", "Cookie", "session=b"), "meshcdn; hit")
+	// The opt-outs: this rule stores what the origin sends, as it is told.
+	do(t, n, "GET", "/legacy/x.css", "Host", "a.test", "Cookie", "session=a")
+	if r := do(t, n, "GET", "/legacy/x.css", "Host", "a.test"); !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") || r.body != "page for session=a" {
+		t.Errorf("opted-out rule: %s %q", r.cacheStatus(), r.body)
+	}
+	ac, _ := adminClient(t, n.AdminAddr())
+	ex, err := ac.Explain(t.Context(), &adminv1.ExplainRequest{Url: "http://a.test/account/profile/x.css", Headers: map[string]string{"Cookie": "s=1"}})
+	if err != nil || len(ex.GetStoreConditions()) != 2 || !strings.HasPrefix(ex.GetStoreConditions()[0], "cookie: ") ||
+		!strings.HasPrefix(ex.GetStoreConditions()[1], "content-type-mismatch: ") {
+		t.Errorf("Explain: %v %v", ex.GetStoreConditions(), err)
 	}
 }

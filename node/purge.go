@@ -51,7 +51,7 @@ func (n *Node) keyOf(raw string) (*site.Site, string, error) {
 	if !ok {
 		return nil, "", fmt.Errorf("no site is configured for host %q", u.Host)
 	}
-	return st, st.CacheKey(u.Host, u.EscapedPath(), u.RawQuery), nil
+	return st, st.CacheKey(u.Host, site.NormalizePath(u.EscapedPath(), st.MergeSlashes), u.RawQuery), nil
 }
 
 // purge applies a purge of URLs, URL prefixes and tags on every member

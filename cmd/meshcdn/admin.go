@@ -617,10 +617,14 @@ func adminExplain(ctx context.Context, c *adminCall, args []string) error {
 	if resp.GetStored() {
 		age = (time.Duration(resp.GetAgeSeconds()) * time.Second).String()
 	}
-	return c.table("FIELD\tVALUE", [][]string{
+	rows := [][]string{
 		{"site", resp.GetSite()}, {"rule", resp.GetRule() + " (" + resp.GetAction() + ")"}, {"key", resp.GetKey()},
 		{"owner", dash(resp.GetOwner())}, {"stored", stored}, {"age", age}, {"ttl", ttl}, {"outcome", resp.GetOutcome()},
-	})
+	}
+	for _, cond := range resp.GetStoreConditions() {
+		rows = append(rows, []string{"needs", cond}) // what a response must have to be stored
+	}
+	return c.table("FIELD\tVALUE", rows)
 }
 
 func adminDrain(ctx context.Context, c *adminCall, args []string) error {

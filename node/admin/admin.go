@@ -108,6 +108,7 @@ type Explanation struct {
 	Tier                           string
 	AgeSeconds, TTLSeconds         int64
 	TTLSource, Outcome             string
+	StoreConditions                []string
 }
 
 // Progress reports one prefetched URL.
@@ -272,7 +273,7 @@ func (s *Server) Explain(_ context.Context, req *adminv1.ExplainRequest) (*admin
 	}
 	return &adminv1.ExplainResponse{Site: e.Site, Rule: e.Rule, Action: e.Action, Key: e.Key, Owner: e.Owner,
 		Stored: e.Stored, Tier: e.Tier, AgeSeconds: e.AgeSeconds, TtlSeconds: e.TTLSeconds, TtlSource: e.TTLSource,
-		Outcome: e.Outcome}, nil
+		Outcome: e.Outcome, StoreConditions: e.StoreConditions}, nil
 }
 
 // GetStats implements adminv1.AdminServiceServer.

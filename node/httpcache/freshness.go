@@ -23,6 +23,20 @@ type Policy struct {
 	// Heuristic allows heuristic freshness when neither TTL nor the origin gives
 	// one. Static rules set it; "leave it to the origin" does not.
 	Heuristic bool
+	// CheckType stores a response the origin gives no freshness only when
+	// its Content-Type fits the path's extension (TypeFits): a personal page
+	// behind /account/x.css is not shared (web cache deception).
+	CheckType bool
+	// IgnoreCookie stores responses to requests with a Cookie without the
+	// origin's explicit permission (see Decide).
+	IgnoreCookie bool
+}
+
+// Request is what Decide needs of the request a response answers.
+type Request struct {
+	Authorized bool   // it carried Authorization
+	Cookie     bool   // it carried Cookie
+	Ext        string // its path's extension, lower case, without the dot
 }
 
 // Source says where a freshness lifetime came from.
@@ -63,12 +77,18 @@ func heuristicStatus(code int) bool {
 }
 
 // Decide applies RFC 9111 §3 (storing) and §4.2.1 (freshness lifetime) for a
-// shared cache to a response to a GET request, together with the rule's policy.
-// authorized reports whether the request carried Authorization. Responses that
-// set a cookie are stored only when the origin marks them public or gives
-// s-maxage, or names Set-Cookie in a qualified no-cache or private (the field is
-// then stripped): a CDN that hands one user's cookie to another is a security bug.
-func Decide(status int, h http.Header, cc Directives, authorized bool, p Policy) Decision {
+// shared cache to a response to a GET request rq, together with the rule's
+// policy. Responses that set a cookie are stored only when the origin marks
+// them public or gives s-maxage, or names Set-Cookie in a qualified no-cache
+// or private (the field is then stripped): a CDN that hands one user's
+// cookie to another is a security bug. For the same reason, a response to a
+// request with a Cookie is stored only with the origin's explicit permission
+// (public, or a freshness of its own: s-maxage, max-age, Expires), unless
+// the policy ignores cookies; and with CheckType, a response without the
+// origin's freshness must have a Content-Type that fits the extension.
+// Neither refusal marks the key hit-for-pass: another request may store it.
+func Decide(status int, h http.Header, cc Directives, rq Request, p Policy) Decision {
+	authorized := rq.Authorized
 	switch {
 	case status < 200 || status == http.StatusPartialContent || status == http.StatusNotModified:
 		return Decision{Reason: "uncacheable-status"}
@@ -98,6 +118,12 @@ func Decide(status int, h http.Header, cc Directives, authorized bool, p Policy)
 	}
 
 	explicit, src := explicitLifetime(h, cc)
+	switch {
+	case rq.Cookie && src == SourceNone && !cc.Public && !p.IgnoreCookie:
+		return Decision{Reason: "cookie"}
+	case p.CheckType && src == SourceNone && !TypeFits(rq.Ext, h.Get("Content-Type")):
+		return Decision{Reason: "content-type-mismatch"}
+	}
 	if p.TTL > 0 && heuristicStatus(status) && (!p.FollowOrigin || src == SourceNone) {
 		return Decision{Store: true, TTL: p.TTL, Source: SourceRule}
 	}

@@ -7,9 +7,10 @@ import (
 )
 
 var (
-	date   = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	static = Policy{Heuristic: true}
-	origin = Policy{}
+	date    = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	static  = Policy{Heuristic: true}
+	origin  = Policy{}
+	checked = Policy{Heuristic: true, CheckType: true}
 )
 
 func hdr(kv ...string) http.Header {
@@ -26,74 +27,86 @@ func at(d time.Duration) string { return date.Add(d).Format(http.TimeFormat) }
 // §4.2.2) for a shared cache, with the site rule's policy.
 func TestDecide(t *testing.T) {
 	tests := []struct {
-		name       string
-		status     int
-		h          http.Header
-		authorized bool
-		policy     Policy
-		store      bool
-		ttl        time.Duration
-		source     Source
-		reason     string
+		name   string
+		status int
+		h      http.Header
+		rq     Request
+		policy Policy
+		store  bool
+		ttl    time.Duration
+		source Source
+		reason string
 	}{
-		{"max-age", 200, hdr("Cache-Control", "max-age=60"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"s-maxage over max-age", 200, hdr("Cache-Control", "max-age=60, s-maxage=120"), false, origin, true, 2 * time.Minute, SourceSMaxAge, ""},
-		{"s-maxage alone", 200, hdr("Cache-Control", "s-maxage=30"), false, origin, true, 30 * time.Second, SourceSMaxAge, ""},
-		{"max-age over Expires", 200, hdr("Cache-Control", "max-age=10", "Expires", at(time.Hour)), false, origin, true, 10 * time.Second, SourceMaxAge, ""},
-		{"Expires minus Date", 200, hdr("Expires", at(90*time.Second)), false, origin, true, 90 * time.Second, SourceExpires, ""},
-		{"Expires in the past", 200, hdr("Expires", at(-time.Hour)), false, origin, false, 0, "", "expired"},
-		{"Expires in the past with validator", 200, hdr("Expires", at(-time.Hour), "ETag", `"a"`), false, origin, true, 0, SourceExpires, ""},
-		{"invalid Expires is expired", 200, hdr("Expires", "0"), false, origin, false, 0, "", "expired"},
-		{"no-store", 200, hdr("Cache-Control", "no-store, max-age=60"), false, static, false, 0, "", "no-store"},
-		{"private", 200, hdr("Cache-Control", "private, max-age=60"), false, static, false, 0, "", "private"},
-		{"qualified private stores the rest", 200, hdr("Cache-Control", `private="x-user", max-age=60`), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"no-cache with validator is stored, always revalidated", 200, hdr("Cache-Control", "no-cache", "ETag", `"v1"`), false, static, true, 0, SourceNoCache, ""},
-		{"no-cache without validator", 200, hdr("Cache-Control", "no-cache"), false, static, false, 0, "", "no-cache"},
-		{"max-age=0 with validator", 200, hdr("Cache-Control", "max-age=0", "Last-Modified", at(-time.Hour)), false, static, true, 0, SourceNoCache, ""},
-		{"s-maxage=0 beats max-age", 200, hdr("Cache-Control", "s-maxage=0, max-age=600"), false, origin, false, 0, "", "no-cache"},
-		{"must-revalidate keeps max-age", 200, hdr("Cache-Control", "max-age=60, must-revalidate"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"proxy-revalidate keeps max-age", 200, hdr("Cache-Control", "max-age=60, proxy-revalidate"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"authorization without permission", 200, hdr("Cache-Control", "max-age=60"), true, origin, false, 0, "", "authorization"},
-		{"authorization with public", 200, hdr("Cache-Control", "public, max-age=60"), true, origin, true, time.Minute, SourceMaxAge, ""},
-		{"authorization with s-maxage", 200, hdr("Cache-Control", "s-maxage=60"), true, origin, true, time.Minute, SourceSMaxAge, ""},
-		{"authorization with must-revalidate", 200, hdr("Cache-Control", "max-age=60, must-revalidate"), true, origin, true, time.Minute, SourceMaxAge, ""},
-		{"heuristic from Last-Modified", 200, hdr("Last-Modified", at(-100*time.Minute)), false, static, true, 10 * time.Minute, SourceHeuristic, ""},
-		{"heuristic floor 10s", 200, hdr("Last-Modified", at(-time.Minute)), false, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"heuristic cap 1h", 200, hdr("Last-Modified", at(-1000*time.Hour)), false, static, true, time.Hour, SourceHeuristic, ""},
-		{"heuristic without Last-Modified", 200, hdr(), false, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"no heuristic outside static rules", 200, hdr("Last-Modified", at(-100*time.Minute)), false, origin, false, 0, "", "no-freshness"},
-		{"heuristic 404", 404, hdr(), false, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"heuristic 301", 301, hdr(), false, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"no heuristic for 302", 302, hdr(), false, static, false, 0, "", "uncacheable-status"},
-		{"no heuristic for 500", 500, hdr(), false, static, false, 0, "", "uncacheable-status"},
-		{"500 with explicit max-age", 500, hdr("Cache-Control", "max-age=5"), false, origin, true, 5 * time.Second, SourceMaxAge, ""},
-		{"302 with public gets heuristic", 302, hdr("Cache-Control", "public"), false, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"206 never stored", 206, hdr("Cache-Control", "max-age=60"), false, origin, false, 0, "", "uncacheable-status"},
-		{"304 never stored", 304, hdr("Cache-Control", "max-age=60"), false, origin, false, 0, "", "uncacheable-status"},
-		{"1xx never stored", 103, hdr(), false, static, false, 0, "", "uncacheable-status"},
-		{"rule TTL overrides origin", 200, hdr("Cache-Control", "max-age=5"), false, Policy{TTL: time.Hour, Heuristic: true}, true, time.Hour, SourceRule, ""},
-		{"rule TTL when origin is silent", 200, hdr(), false, Policy{TTL: time.Hour}, true, time.Hour, SourceRule, ""},
-		{"follow origin: origin wins", 200, hdr("Cache-Control", "max-age=5"), false, Policy{TTL: time.Hour, FollowOrigin: true}, true, 5 * time.Second, SourceMaxAge, ""},
-		{"follow origin: TTL as fallback", 200, hdr(), false, Policy{TTL: time.Hour, FollowOrigin: true}, true, time.Hour, SourceRule, ""},
-		{"origin no-store beats rule TTL", 200, hdr("Cache-Control", "no-store"), false, Policy{TTL: time.Hour}, false, 0, "", "no-store"},
-		{"origin max-age=0 beats rule TTL", 200, hdr("Cache-Control", "max-age=0"), false, Policy{TTL: time.Hour}, false, 0, "", "no-cache"},
-		{"rule TTL not for 500", 500, hdr(), false, Policy{TTL: time.Hour, Heuristic: true}, false, 0, "", "uncacheable-status"},
-		{"Vary star", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept, *"), false, origin, false, 0, "", "vary-star"},
-		{"Vary on a field is fine", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept-Encoding"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"Set-Cookie not shared", 200, hdr("Cache-Control", "max-age=60", "Set-Cookie", "sid=1"), false, static, false, 0, "", "set-cookie"},
-		{"Set-Cookie with public", 200, hdr("Cache-Control", "public, max-age=60", "Set-Cookie", "a=1"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"Set-Cookie named by no-cache", 200, hdr("Cache-Control", `no-cache="Set-Cookie", max-age=60`, "Set-Cookie", "a=1"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"malformed max-age is stale", 200, hdr("Cache-Control", "max-age=abc", "ETag", `"e"`), false, origin, true, 0, SourceNoCache, ""},
-		{"first max-age wins", 200, hdr("Cache-Control", "max-age=30, max-age=90"), false, origin, true, 30 * time.Second, SourceMaxAge, ""},
-		{"huge max-age is capped", 200, hdr("Cache-Control", "max-age=99999999999999999999"), false, origin, true, 2147483648 * time.Second, SourceMaxAge, ""},
-		{"directive names are case-insensitive", 200, hdr("Cache-Control", "MAX-AGE=60, Public"), false, origin, true, time.Minute, SourceMaxAge, ""},
-		{"directives across field lines", 200, hdr("Cache-Control", "public", "Cache-Control", "max-age=7"), false, origin, true, 7 * time.Second, SourceMaxAge, ""},
-		{"no-store across field lines", 200, hdr("Cache-Control", "max-age=60", "Cache-Control", "no-store"), false, origin, false, 0, "", "no-store"},
+		{"max-age", 200, hdr("Cache-Control", "max-age=60"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"s-maxage over max-age", 200, hdr("Cache-Control", "max-age=60, s-maxage=120"), Request{}, origin, true, 2 * time.Minute, SourceSMaxAge, ""},
+		{"s-maxage alone", 200, hdr("Cache-Control", "s-maxage=30"), Request{}, origin, true, 30 * time.Second, SourceSMaxAge, ""},
+		{"max-age over Expires", 200, hdr("Cache-Control", "max-age=10", "Expires", at(time.Hour)), Request{}, origin, true, 10 * time.Second, SourceMaxAge, ""},
+		{"Expires minus Date", 200, hdr("Expires", at(90*time.Second)), Request{}, origin, true, 90 * time.Second, SourceExpires, ""},
+		{"Expires in the past", 200, hdr("Expires", at(-time.Hour)), Request{}, origin, false, 0, "", "expired"},
+		{"Expires in the past with validator", 200, hdr("Expires", at(-time.Hour), "ETag", `"a"`), Request{}, origin, true, 0, SourceExpires, ""},
+		{"invalid Expires is expired", 200, hdr("Expires", "0"), Request{}, origin, false, 0, "", "expired"},
+		{"no-store", 200, hdr("Cache-Control", "no-store, max-age=60"), Request{}, static, false, 0, "", "no-store"},
+		{"private", 200, hdr("Cache-Control", "private, max-age=60"), Request{}, static, false, 0, "", "private"},
+		{"qualified private stores the rest", 200, hdr("Cache-Control", `private="x-user", max-age=60`), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"no-cache with validator is stored, always revalidated", 200, hdr("Cache-Control", "no-cache", "ETag", `"v1"`), Request{}, static, true, 0, SourceNoCache, ""},
+		{"no-cache without validator", 200, hdr("Cache-Control", "no-cache"), Request{}, static, false, 0, "", "no-cache"},
+		{"max-age=0 with validator", 200, hdr("Cache-Control", "max-age=0", "Last-Modified", at(-time.Hour)), Request{}, static, true, 0, SourceNoCache, ""},
+		{"s-maxage=0 beats max-age", 200, hdr("Cache-Control", "s-maxage=0, max-age=600"), Request{}, origin, false, 0, "", "no-cache"},
+		{"must-revalidate keeps max-age", 200, hdr("Cache-Control", "max-age=60, must-revalidate"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"proxy-revalidate keeps max-age", 200, hdr("Cache-Control", "max-age=60, proxy-revalidate"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"authorization without permission", 200, hdr("Cache-Control", "max-age=60"), Request{Authorized: true}, origin, false, 0, "", "authorization"},
+		{"authorization with public", 200, hdr("Cache-Control", "public, max-age=60"), Request{Authorized: true}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"authorization with s-maxage", 200, hdr("Cache-Control", "s-maxage=60"), Request{Authorized: true}, origin, true, time.Minute, SourceSMaxAge, ""},
+		{"authorization with must-revalidate", 200, hdr("Cache-Control", "max-age=60, must-revalidate"), Request{Authorized: true}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"heuristic from Last-Modified", 200, hdr("Last-Modified", at(-100*time.Minute)), Request{}, static, true, 10 * time.Minute, SourceHeuristic, ""},
+		{"heuristic floor 10s", 200, hdr("Last-Modified", at(-time.Minute)), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"heuristic cap 1h", 200, hdr("Last-Modified", at(-1000*time.Hour)), Request{}, static, true, time.Hour, SourceHeuristic, ""},
+		{"heuristic without Last-Modified", 200, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"no heuristic outside static rules", 200, hdr("Last-Modified", at(-100*time.Minute)), Request{}, origin, false, 0, "", "no-freshness"},
+		{"heuristic 404", 404, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"heuristic 301", 301, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"no heuristic for 302", 302, hdr(), Request{}, static, false, 0, "", "uncacheable-status"},
+		{"no heuristic for 500", 500, hdr(), Request{}, static, false, 0, "", "uncacheable-status"},
+		{"500 with explicit max-age", 500, hdr("Cache-Control", "max-age=5"), Request{}, origin, true, 5 * time.Second, SourceMaxAge, ""},
+		{"302 with public gets heuristic", 302, hdr("Cache-Control", "public"), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"206 never stored", 206, hdr("Cache-Control", "max-age=60"), Request{}, origin, false, 0, "", "uncacheable-status"},
+		{"304 never stored", 304, hdr("Cache-Control", "max-age=60"), Request{}, origin, false, 0, "", "uncacheable-status"},
+		{"1xx never stored", 103, hdr(), Request{}, static, false, 0, "", "uncacheable-status"},
+		{"rule TTL overrides origin", 200, hdr("Cache-Control", "max-age=5"), Request{}, Policy{TTL: time.Hour, Heuristic: true}, true, time.Hour, SourceRule, ""},
+		{"rule TTL when origin is silent", 200, hdr(), Request{}, Policy{TTL: time.Hour}, true, time.Hour, SourceRule, ""},
+		{"follow origin: origin wins", 200, hdr("Cache-Control", "max-age=5"), Request{}, Policy{TTL: time.Hour, FollowOrigin: true}, true, 5 * time.Second, SourceMaxAge, ""},
+		{"follow origin: TTL as fallback", 200, hdr(), Request{}, Policy{TTL: time.Hour, FollowOrigin: true}, true, time.Hour, SourceRule, ""},
+		{"origin no-store beats rule TTL", 200, hdr("Cache-Control", "no-store"), Request{}, Policy{TTL: time.Hour}, false, 0, "", "no-store"},
+		{"origin max-age=0 beats rule TTL", 200, hdr("Cache-Control", "max-age=0"), Request{}, Policy{TTL: time.Hour}, false, 0, "", "no-cache"},
+		{"rule TTL not for 500", 500, hdr(), Request{}, Policy{TTL: time.Hour, Heuristic: true}, false, 0, "", "uncacheable-status"},
+		{"Vary star", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept, *"), Request{}, origin, false, 0, "", "vary-star"},
+		{"Vary on a field is fine", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept-Encoding"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"Set-Cookie not shared", 200, hdr("Cache-Control", "max-age=60", "Set-Cookie", "sid=1"), Request{}, static, false, 0, "", "set-cookie"},
+		{"Set-Cookie with public", 200, hdr("Cache-Control", "public, max-age=60", "Set-Cookie", "a=1"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"Set-Cookie named by no-cache", 200, hdr("Cache-Control", `no-cache="Set-Cookie", max-age=60`, "Set-Cookie", "a=1"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"malformed max-age is stale", 200, hdr("Cache-Control", "max-age=abc", "ETag", `"e"`), Request{}, origin, true, 0, SourceNoCache, ""},
+		{"first max-age wins", 200, hdr("Cache-Control", "max-age=30, max-age=90"), Request{}, origin, true, 30 * time.Second, SourceMaxAge, ""},
+		{"huge max-age is capped", 200, hdr("Cache-Control", "max-age=99999999999999999999"), Request{}, origin, true, 2147483648 * time.Second, SourceMaxAge, ""},
+		{"directive names are case-insensitive", 200, hdr("Cache-Control", "MAX-AGE=60, Public"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
+		{"directives across field lines", 200, hdr("Cache-Control", "public", "Cache-Control", "max-age=7"), Request{}, origin, true, 7 * time.Second, SourceMaxAge, ""},
+		{"no-store across field lines", 200, hdr("Cache-Control", "max-age=60", "Cache-Control", "no-store"), Request{}, origin, false, 0, "", "no-store"},
+		// Web cache deception: personal pages are not shared.
+		{"cookie without permission", 200, hdr("Last-Modified", at(-time.Hour)), Request{Cookie: true, Ext: "css"}, static, false, 0, "", "cookie"},
+		{"cookie without permission, rule TTL", 200, hdr(), Request{Cookie: true}, Policy{TTL: time.Hour}, false, 0, "", "cookie"},
+		{"cookie with max-age", 200, hdr("Cache-Control", "max-age=60"), Request{Cookie: true}, static, true, time.Minute, SourceMaxAge, ""},
+		{"cookie with Expires", 200, hdr("Expires", at(time.Minute)), Request{Cookie: true}, static, true, time.Minute, SourceExpires, ""},
+		{"cookie with public", 200, hdr("Cache-Control", "public"), Request{Cookie: true}, static, true, 10 * time.Second, SourceHeuristic, ""},
+		{"cookie ignored by the rule", 200, hdr(), Request{Cookie: true}, Policy{TTL: time.Hour, IgnoreCookie: true}, true, time.Hour, SourceRule, ""},
+		{"HTML behind .css", 200, hdr("Content-Type", "text/html; charset=utf-8"), Request{Ext: "css"}, checked, false, 0, "", "content-type-mismatch"},
+		{"JSON behind .png, rule TTL", 200, hdr("Content-Type", "application/json"), Request{Ext: "png"}, Policy{TTL: time.Hour, CheckType: true}, false, 0, "", "content-type-mismatch"},
+		{"HTML behind .css with the origin's max-age", 200, hdr("Content-Type", "text/html", "Cache-Control", "max-age=60"), Request{Ext: "css"}, checked, true, time.Minute, SourceMaxAge, ""},
+		{"CSS behind .css", 200, hdr("Content-Type", "text/css"), Request{Ext: "css"}, checked, true, 10 * time.Second, SourceHeuristic, ""},
+		{"HTML behind .css, check off", 200, hdr("Content-Type", "text/html"), Request{Ext: "css"}, static, true, 10 * time.Second, SourceHeuristic, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc := ParseCacheControl(tt.h)
-			d := Decide(tt.status, tt.h, cc, tt.authorized, tt.policy)
+			d := Decide(tt.status, tt.h, cc, tt.rq, tt.policy)
 			if d.Store != tt.store || d.TTL != tt.ttl || d.Source != tt.source || d.Reason != tt.reason {
 				t.Errorf("Decide(%d, %v) = store %v ttl %v source %q reason %q; want store %v ttl %v source %q reason %q",
 					tt.status, tt.h, d.Store, d.TTL, d.Source, d.Reason, tt.store, tt.ttl, tt.source, tt.reason)
@@ -156,5 +169,33 @@ func TestVary(t *testing.T) {
 	}
 	if got := NormalizeAcceptEncoding([]string{"deflate, gzip, br, zstd"}); got != "br, gzip, zstd, deflate" {
 		t.Errorf("NormalizeAcceptEncoding = %q", got)
+	}
+}
+
+func TestTypeFits(t *testing.T) {
+	for _, c := range []struct {
+		ext, ct string
+		fits    bool
+	}{
+		{"css", "text/css", true},
+		{"css", "text/html; charset=utf-8", false},
+		{"css", "TEXT/HTML", false},
+		{"js", "application/json", false},
+		{"png", "application/problem+json", false},
+		{"jpg", "application/xhtml+xml", false},
+		{"woff2", "application/octet-stream", true},
+		{"js", "text/plain", true},
+		{"html", "text/html", true},
+		{"json", "application/json", true},
+		{"map", "application/json", true},
+		{"svg", "image/svg+xml", true},
+		{"xml", "text/xml", true},
+		{"css", "", true},
+		{"", "text/html", true},
+		{"css", "text/html;;bad", false},
+	} {
+		if got := TypeFits(c.ext, c.ct); got != c.fits {
+			t.Errorf("TypeFits(%q, %q) = %v, want %v", c.ext, c.ct, got, c.fits)
+		}
 	}
 }

@@ -85,6 +85,14 @@ type RuleConfig struct {
 	// FollowOrigin makes the origin's Cache-Control/Expires win over TTL; TTL then
 	// applies only when the origin gives no freshness.
 	FollowOrigin bool `yaml:"follow_origin"`
+	// CheckContentType, for "cache" rules, stores a response without the
+	// origin's own freshness only when its Content-Type fits the path's
+	// extension (no HTML page behind /account/x.css). Default true.
+	CheckContentType *bool `yaml:"check_content_type"`
+	// IgnoreCookie, for "cache" rules, stores responses to requests with a
+	// Cookie even when the origin gives no explicit permission (public or
+	// a freshness of its own). Default false.
+	IgnoreCookie bool `yaml:"ignore_cookie"`
 }
 
 // Action is what a rule does with a request.
@@ -146,7 +154,7 @@ var StaticExtensions = []string{
 
 var (
 	defaultStatic = &Rule{Name: "default-static", Action: ActionCache,
-		Policy: httpcache.Policy{Heuristic: true}, exts: StaticExtensions}
+		Policy: httpcache.Policy{Heuristic: true, CheckType: true}, exts: StaticExtensions}
 	fallbackRule = &Rule{Name: "default-origin", Action: ActionOrigin}
 )
 
@@ -257,11 +265,12 @@ func (rc RuleConfig) compile(name string) (*Rule, error) {
 	switch rc.Action {
 	case "cache":
 		r.Action = ActionCache
-		r.Policy = httpcache.Policy{TTL: time.Duration(rc.TTL), FollowOrigin: rc.FollowOrigin, Heuristic: true}
+		r.Policy = httpcache.Policy{TTL: time.Duration(rc.TTL), FollowOrigin: rc.FollowOrigin, Heuristic: true,
+			CheckType: rc.CheckContentType == nil || *rc.CheckContentType, IgnoreCookie: rc.IgnoreCookie}
 	case "bypass":
 		r.Action = ActionBypass
-		if rc.TTL != 0 || rc.FollowOrigin {
-			fail("ttl", "a bypass rule stores nothing, so ttl and follow_origin do not apply")
+		if rc.TTL != 0 || rc.FollowOrigin || rc.CheckContentType != nil || rc.IgnoreCookie {
+			fail("ttl", "a bypass rule stores nothing, so ttl, follow_origin, check_content_type and ignore_cookie do not apply")
 		}
 	case "":
 		fail("action", "required: cache or bypass")

@@ -1149,9 +1149,14 @@ type ExplainResponse struct {
 	// outcome is what the request would get here: hit, stale (served stale or
 	// revalidated), peer (fetched from the owner), miss (from the origin),
 	// bypass (dynamic, or not GET/HEAD) or pass (recently uncacheable).
-	Outcome       string `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Outcome string `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// store_conditions lists what a response to this request must have to be
+	// stored, beyond RFC 9111, because of the request or the rule; each starts
+	// with the Cache-Status detail a response without it gets ("cookie: ...",
+	// "content-type-mismatch: ...").
+	StoreConditions []string `protobuf:"bytes,12,rep,name=store_conditions,json=storeConditions,proto3" json:"store_conditions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ExplainResponse) Reset() {
@@ -1259,6 +1264,13 @@ func (x *ExplainResponse) GetOutcome() string {
 		return x.Outcome
 	}
 	return ""
+}
+
+func (x *ExplainResponse) GetStoreConditions() []string {
+	if x != nil {
+		return x.StoreConditions
+	}
+	return nil
 }
 
 // PrefetchRequest lists URLs to fill.
@@ -1610,7 +1622,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2-.meshcdn.admin.v1.ExplainRequest.HeadersEntryR\aheaders\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
 	"\x0fExplainResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1626,7 +1638,8 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ttl_source\x18\n" +
 	" \x01(\tR\tttlSource\x12\x18\n" +
-	"\aoutcome\x18\v \x01(\tR\aoutcome\"%\n" +
+	"\aoutcome\x18\v \x01(\tR\aoutcome\x12)\n" +
+	"\x10store_conditions\x18\f \x03(\tR\x0fstoreConditions\"%\n" +
 	"\x0fPrefetchRequest\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\"\x9f\x01\n" +
 	"\x10PrefetchResponse\x12\x10\n" +
