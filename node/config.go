@@ -33,6 +33,7 @@ const (
 	DefaultFillIdleTimeout = 30 * time.Second
 	DefaultHitForPass      = 2 * time.Minute
 	DefaultShutdownTimeout = 15 * time.Second
+	DefaultBodyTimeout     = 20 * time.Second
 )
 
 // Config is one edge node's configuration. The zero value of every field means
@@ -72,6 +73,10 @@ type Config struct {
 	// HitForPass is how long a key whose response was not storable goes straight
 	// to the origin, uncoalesced. Default 2m.
 	HitForPass time.Duration
+	// BodyTimeout bounds reading a request body sent to the origin: this
+	// long, plus a second per reqguard.MinRate bytes that arrive, then 408.
+	// Default 20s.
+	BodyTimeout time.Duration
 	// Origin tunes origin connections.
 	Origin origin.Config
 
@@ -132,6 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.HitForPass == 0 {
 		c.HitForPass = DefaultHitForPass
 	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -184,7 +192,8 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"fill_timeout", c.FillTimeout}, {"fill_idle_timeout", c.FillIdleTimeout}, {"hit_for_pass", c.HitForPass}, {"shutdown_timeout", c.ShutdownTimeout}} {
+	}{{"fill_timeout", c.FillTimeout}, {"fill_idle_timeout", c.FillIdleTimeout}, {"hit_for_pass", c.HitForPass},
+		{"shutdown_timeout", c.ShutdownTimeout}, {"body_timeout", c.BodyTimeout}} {
 		if d.v < 0 {
 			bad(d.field, "must not be negative")
 		}
@@ -312,6 +321,7 @@ type File struct {
 		FillTimeout     units.Duration `yaml:"fill_timeout"`
 		FillIdleTimeout units.Duration `yaml:"fill_idle_timeout"`
 		HitForPass      units.Duration `yaml:"hit_for_pass"`
+		BodyTimeout     units.Duration `yaml:"body_timeout"`
 		ShutdownTimeout units.Duration `yaml:"shutdown_timeout"`
 		AccessLog       bool           `yaml:"access_log"`
 		Admin           string         `yaml:"admin"`
@@ -450,6 +460,7 @@ func ParseFile(name string, data []byte) (Config, error) {
 		FillTimeout:       time.Duration(f.Node.FillTimeout),
 		FillIdleTimeout:   time.Duration(f.Node.FillIdleTimeout),
 		HitForPass:        time.Duration(f.Node.HitForPass),
+		BodyTimeout:       time.Duration(f.Node.BodyTimeout),
 		ShutdownTimeout:   time.Duration(f.Node.ShutdownTimeout),
 		AccessLog:         f.Node.AccessLog,
 		AdminAddr:         f.Node.Admin,

@@ -16,6 +16,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/peer"
+	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -59,6 +60,14 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.site, x.stats = st, n.siteStats[st]
 	defer n.observe(&x)
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && reqguard.Ambiguous(r.Context()) {
+		// Content-Length and Transfer-Encoding together: what request
+		// smuggling sends. RFC 9112 §6.1: close the connection after answering.
+		x.status = httpcache.Status{Detail: "ambiguous-framing"}
+		w.Header().Set("Connection", "close")
+		n.edgeError(&x, http.StatusBadRequest, "meshcdn: a request may not carry both Content-Length and Transfer-Encoding")
+		return
+	}
 	if r, ok = normalize(r, st); !ok {
 		n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
 		return
@@ -260,12 +269,16 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 		r = r.WithContext(withInvalidation(r.Context(), n, x.site, r))
 	}
 	x.w.Header().Set("Cache-Status", cs.String())
+	r = reqguard.GuardBody(x.w, r, n.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
 	n.pools[x.site].ServeHTTP(rec, r)
 	x.code, x.ttfb, x.written = rec.code, rec.ttfb, rec.written
 }
 
 // modifyBypass runs on every bypassed origin response.
 func (n *Node) modifyBypass(resp *http.Response) error {
+	if err := reqguard.BodyError(resp.Request.Context()); err != nil {
+		return err // the origin answered a body it did not get whole: the client's error, not this
+	}
 	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
 	if _, ok := resp.Header["Age"]; !ok {
 		resp.Header["Age"] = []string{"0"}
@@ -278,6 +291,24 @@ func (n *Node) modifyBypass(resp *http.Response) error {
 
 // bypassError answers a bypassed request whose origin could not be reached.
 func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
+	if berr := reqguard.BodyError(r.Context()); berr != nil {
+		err = berr // also when the server cancelled the request on the body's read deadline
+	}
+	if errors.Is(err, reqguard.ErrBodyTimeout) || errors.Is(err, reqguard.ErrBadBody) {
+		// The client's side failed: its body was too slow or malformed.
+		code, msg := http.StatusBadRequest, "meshcdn: malformed request body"
+		if errors.Is(err, reqguard.ErrBodyTimeout) {
+			code, msg = http.StatusRequestTimeout, "meshcdn: the request body came too slowly"
+		}
+		n.log.Info("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
+		setEdgeHeaders(w.Header(), code)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(msg + "\n"))
+		return
+	}
 	if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
 		return // the client left
 	}
@@ -304,7 +335,11 @@ func setEdgeHeaders(h http.Header, code int) {
 // edgeError answers with an error the edge itself generates.
 func (n *Node) edgeError(x *exchange, code int, msg string) {
 	h := x.w.Header()
+	closeConn := h.Get("Connection") == "close"
 	clear(h) // nothing of a stored response may leak onto the error
+	if closeConn {
+		h.Set("Connection", "close")
+	}
 	setEdgeHeaders(h, code)
 	h.Set("Cache-Status", x.status.String())
 	x.writeHeader(code)

@@ -1,11 +1,18 @@
 package node
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
@@ -150,5 +157,72 @@ func TestCacheDeception(t *testing.T) {
 	if err != nil || len(ex.GetStoreConditions()) != 2 || !strings.HasPrefix(ex.GetStoreConditions()[0], "cookie: ") ||
 		!strings.HasPrefix(ex.GetStoreConditions()[1], "content-type-mismatch: ") {
 		t.Errorf("Explain: %v %v", ex.GetStoreConditions(), err)
+	}
+}
+
+// TestRequestFraming: Content-Length with Transfer-Encoding is answered 400
+// and the connection closed (RFC 9112 §6.1), so a smuggled second request
+// is never served; a bare-LF chunked body is 400, not an origin error; a
+// body that trickles in is cut with 408 and the origin request ends.
+func TestRequestFraming(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s %s %v", r.Method, r.URL.Path, err != nil))
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	})
+	n := startNode(t, o, Config{BodyTimeout: 300 * time.Millisecond})
+	smuggle := "POST /api/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+		"GET /smuggled.css HTTP/1.1\r\nHost: x\r\n\r\n"
+	if got := testutil.RawHTTP(t, n.HTTPAddr(), smuggle, 2); len(got) != 1 || got[0] != "400 Bad Request" {
+		t.Errorf("CL+TE: %v; want 400 and the connection closed", got)
+	}
+	if got := testutil.RawHTTP(t, n.HTTPAddr(), "POST /api/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 1); len(got) != 1 || got[0] != "400 Bad Request" {
+		t.Errorf("bare-LF chunks: %v; want 400", got)
+	}
+	c, err := net.Dial("tcp", n.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "POST /api/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+	status := make(chan string, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			status <- err.Error()
+			return
+		}
+		status <- resp.Status
+	}()
+	start := time.Now()
+	var got string
+	for got == "" {
+		_, _ = c.Write([]byte("a"))
+		select {
+		case got = <-status:
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("a trickled body was never cut")
+		}
+	}
+	if got != "408 Request Timeout" {
+		t.Errorf("a trickled body: %q; want 408", got)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(seen, "POST /api/slow true")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if strings.Contains(s, "smuggled") || strings.Contains(s, "/api/a") {
+			t.Errorf("the origin saw %q", s)
+		}
 	}
 }

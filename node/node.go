@@ -23,6 +23,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/purge"
+	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -135,6 +136,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ln = reqguard.Listen(ln)
 	n.httpLn = ln
 	n.httpSrv = n.newHTTPServer()
 	if err := n.startMetrics(ctx); err != nil {
@@ -215,6 +217,7 @@ func (n *Node) newHTTPServer() *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext:       reqguard.ConnContext,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 }
