@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -182,4 +183,51 @@ func TestDiskCheckedAgainstPurgeLog(t *testing.T) {
 		t.Errorf("/d.css after a purge that ran before the index had it: %q %s", r.body, r.cacheStatus())
 	}
 	wantStatus(t, do(t, n2, "GET", "/keep.css"), "meshcdn; hit")
+}
+
+// TestFullDisk: with the disk tier's file system full, a large object (over
+// max_object_size, so meant for disk) streams through from the origin
+// whole, every time, and the tier says it is full in its metrics; once the
+// file system has room again, the object is stored. It mounts a small
+// tmpfs, so it needs root.
+func TestFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small file system needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	const size = 16 << 20
+	o := newOrigin(t, patternHandler(size))
+	n := startNode(t, o, Config{CacheDir: dir, MemoryBytes: 8 << 20, MaxObjectSize: 1 << 20})
+	var want [sha256.Size]byte
+	h := sha256.New()
+	_, _ = io.CopyN(h, &pattern{}, size)
+	copy(want[:], h.Sum(nil))
+	get := func() response {
+		t.Helper()
+		r := do(t, n, "GET", "/big/video.mp4")
+		if r.err != nil || len(r.body) != size || sha256.Sum256([]byte(r.body)) != want {
+			t.Fatalf("a large object with the disk full: %d of %d bytes, %v", len(r.body), size, r.err)
+		}
+		return r
+	}
+	for range 2 {
+		if r := get(); !strings.Contains(r.cacheStatus(), "detail=disk-full") {
+			t.Errorf("with the disk full: %s", r.cacheStatus())
+		}
+	}
+	if counterValue(t, n, "meshcdn_disk_full") != 1 || counterValue(t, n, "meshcdn_disk_refused_total") < 1 {
+		t.Errorf("metrics: full %v, refused %v", counterValue(t, n, "meshcdn_disk_full"), counterValue(t, n, "meshcdn_disk_refused_total"))
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	// The tier looks again within seconds; then the object is stored.
+	eventually(t, 20*time.Second, func() bool { return strings.Contains(get().cacheStatus(), "; stored") })
+	if r := get(); !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") || counterValue(t, n, "meshcdn_disk_full") != 0 {
+		t.Errorf("once the disk has room: %s, full %v", r.cacheStatus(), counterValue(t, n, "meshcdn_disk_full"))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -460,13 +461,19 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
 	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
+		var err error
 		if n.disk != nil && !j.fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
-			var err error
-			if j.disk, err = n.disk.Create(j.key); err != nil {
-				n.log.Warn("disk tier cannot take a large object", "key", j.key, "err", err)
+			if j.disk, err = n.disk.Create(j.key, resp.ContentLength); err != nil {
+				// Streamed through whole, unstored; a full tier said so once.
+				n.diskWarn("disk tier cannot take a large object: streamed through unstored", j.key, err)
 			}
 		}
-		if j.disk == nil {
+		switch {
+		case j.disk != nil:
+		case errors.Is(err, cache.ErrDiskFull):
+			// Not hit-for-pass: the next request looks at the disk again.
+			j.dec = httpcache.Decision{Reason: "disk-full"}
+		default:
 			j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
 			n.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
@@ -577,7 +584,7 @@ func (n *Node) commit(j *fillJob, total int64) {
 		e.Header = j.head.Header.Clone()
 		e.Header["Content-Length"] = []string{strconv.FormatInt(total, 10)}
 		if _, err := fl.fill.CommitFile(&e); err != nil {
-			n.log.Warn("disk tier write failed", "key", j.key, "err", err)
+			n.diskWarn("disk tier write failed", j.key, err)
 		}
 		n.store.Invalidate(j.key) // an older, smaller version must not shadow it
 	case j.dec.Store:
@@ -622,8 +629,18 @@ func (n *Node) writeThrough(key string, e *cache.Entry) {
 		return
 	}
 	if err := n.disk.Put(key, e); err != nil {
-		n.log.Warn("disk tier write failed", "key", key, "err", err)
+		n.diskWarn("disk tier write failed", key, err)
 	}
+}
+
+// diskWarn logs a disk tier failure for key: at Warn, or at Debug while the
+// tier is full (it logged that once itself).
+func (n *Node) diskWarn(msg, key string, err error) {
+	lvl := slog.LevelWarn
+	if errors.Is(err, cache.ErrDiskFull) {
+		lvl = slog.LevelDebug
+	}
+	n.log.Log(context.Background(), lvl, msg, "key", key, "err", err)
 }
 
 // refreshed handles a revalidation that the origin answered 304 with fields

@@ -195,6 +195,18 @@ func (n *Node) openDisk() error {
 	}
 	n.disk = d
 	n.metrics.registerTier("disk", d.Stats)
+	n.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_full",
+			Help: "1 while the disk tier's file system has no room: new large objects stream through unstored."},
+			func() float64 {
+				if d.Full() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_disk_refused_total",
+			Help: "Objects the disk tier refused for lack of room on its file system (large ones streamed through unstored)."},
+			func() float64 { return float64(d.Refused()) }))
 	n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_ready",
 		Help: "1 once the disk tier's index is complete and checked against the purge log; until then disk objects are revalidated."},
 		func() float64 {

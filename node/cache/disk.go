@@ -90,6 +90,12 @@ type Disk struct {
 
 	evictions atomic.Uint64
 	tmpSeq    atomic.Uint64
+
+	// Room on the file system (see room).
+	reserved  atomic.Int64 // bytes promised to objects being written
+	full      atomic.Bool
+	fullUntil atomic.Int64 // unix nanos: a full tier looks again from then
+	refused   atomic.Uint64
 }
 
 // OpenDisk prepares dir for a disk tier of maxBytes. It starts nothing; call
@@ -297,16 +303,37 @@ type Writer struct {
 	sum  hash.Hash
 	n    int64
 	done bool
+	// reserved is the room Create promised; released when the writer ends.
+	reserved int64
 }
 
-// Create starts writing an object for key.
-func (d *Disk) Create(key string) (*Writer, error) {
+// Create starts writing an object for key of size bytes (0 or less:
+// unknown). It fails with ErrDiskFull when the file system has no room for
+// it, and refuses at once while the tier is full.
+func (d *Disk) Create(key string, size int64) (*Writer, error) {
+	if err := d.room(size); err != nil {
+		return nil, err
+	}
+	if size <= 0 {
+		size = unknownObject
+	}
 	name := filepath.Join(d.dir, "tmp", fmt.Sprintf("%d-%d.tmp", os.Getpid(), d.tmpSeq.Add(1)))
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return nil, err
+		d.reserved.Add(-size)
+		return nil, d.checkSpace(err)
 	}
-	return &Writer{d: d, key: key, f: f, bw: bufio.NewWriterSize(f, 256<<10), sum: sha256.New()}, nil
+	return &Writer{d: d, key: key, f: f, bw: bufio.NewWriterSize(f, 256<<10), sum: sha256.New(), reserved: size}, nil
+}
+
+// checkSpace marks the tier full when err says the file system is.
+func (d *Disk) checkSpace(err error) error {
+	if noSpace(err) {
+		free, _ := freeBytes(d.dir)
+		d.markFull(time.Now(), free)
+		return errors.Join(ErrDiskFull, err)
+	}
+	return err
 }
 
 // Write appends body bytes.
@@ -314,11 +341,19 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.bw.Write(p)
 	w.sum.Write(p[:n])
 	w.n += int64(n)
+	if err != nil {
+		err = w.d.checkSpace(err)
+	}
 	return n, err
 }
 
 // Flush pushes buffered bytes to the file, so ReadAt sees them.
-func (w *Writer) Flush() error { return w.bw.Flush() }
+func (w *Writer) Flush() error {
+	if err := w.bw.Flush(); err != nil {
+		return w.d.checkSpace(err)
+	}
+	return nil
+}
 
 // File is the temporary file, for reading what has been flushed.
 func (w *Writer) File() *os.File { return w.f }
@@ -333,6 +368,7 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 		return nil, errors.New("cache: writer already finished")
 	}
 	w.done = true
+	defer w.d.reserved.Add(-w.reserved)
 	m := diskMeta{Key: w.key, VaryKey: e.VaryKey, Vary: e.Vary, Status: e.Status, Header: e.Header, Size: w.n,
 		SHA256: hex.EncodeToString(w.sum.Sum(nil)), ResponseTime: e.ResponseTime, Fetched: e.Fetched, InitialAge: e.InitialAge,
 		TTL: e.TTL, TTLSource: e.TTLSource, NoStale: e.NoStale, StaleWhileRevalidate: e.StaleWhileRevalidate,
@@ -349,7 +385,7 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 		_, err = w.bw.Write(append(meta, tr[:]...))
 	}
 	if err == nil {
-		err = w.bw.Flush()
+		err = w.Flush()
 	}
 	path := w.d.objectPath(w.key, e.VaryKey)
 	if err == nil {
@@ -374,6 +410,7 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 func (w *Writer) Abort() {
 	if !w.done {
 		w.done = true
+		w.d.reserved.Add(-w.reserved)
 		w.abort()
 	}
 }
@@ -385,7 +422,7 @@ func (w *Writer) abort() {
 
 // Put writes a complete in-memory entry through to disk.
 func (d *Disk) Put(key string, e *Entry) error {
-	w, err := d.Create(key)
+	w, err := d.Create(key, int64(len(e.Body)))
 	if err != nil {
 		return err
 	}
@@ -458,7 +495,7 @@ func (d *Disk) Rewrite(key string, de *DiskEntry, e *Entry) (*DiskEntry, error) 
 		return nil, err
 	}
 	defer f.Close()
-	w, err := d.Create(key)
+	w, err := d.Create(key, de.Size)
 	if err != nil {
 		return nil, err
 	}

@@ -65,7 +65,7 @@ func TestDiskDropsTemporaryAndCorruptFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w, _ := d.Create("half")
+	w, _ := d.Create("half", 0)
 	_, _ = w.Write([]byte("half written"))
 	_ = w.Flush() // the process dies here: no Commit
 
