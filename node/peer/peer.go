@@ -177,7 +177,14 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 	if req.GetCacheOnly() {
 		hr.Header.Set("Cache-Control", "only-if-cached")
 	}
+	// Accept the fetch at once, before any cache or origin work: the sender
+	// bounds its wait for this tightly, so a frozen peer costs it little.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	w := &streamWriter{stream: stream, header: http.Header{}, sum: sha256.New()}
+	stopBeats := w.heartbeat()
+	defer stopBeats()
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
@@ -209,6 +216,50 @@ type streamWriter struct {
 	sum         hash.Hash
 	n           int64
 	err         error
+
+	sendMu   sync.Mutex // the head's send against the heartbeats'
+	headSent bool
+}
+
+// Heartbeat is how often a peer working on a fetch's head (its origin is
+// slow) tells the sender it is alive, with an empty message; HeartbeatGap
+// is how long a sender waits without any sign before it gives up on a
+// peer that accepted the fetch and then froze.
+const (
+	Heartbeat    = 250 * time.Millisecond
+	HeartbeatGap = 1500 * time.Millisecond
+)
+
+// heartbeat sends empty messages every Heartbeat until the head is sent;
+// the returned function stops it and returns once it has stopped.
+func (w *streamWriter) heartbeat() func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			w.sendMu.Lock()
+			if w.headSent {
+				w.sendMu.Unlock()
+				return
+			}
+			err := w.stream.Send(&peerv1.FetchResponse{})
+			w.sendMu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 func (w *streamWriter) Header() http.Header { return w.header }
@@ -243,7 +294,10 @@ func (w *streamWriter) WriteHeader(code int) {
 	for k, vs := range w.header {
 		head.Headers = append(head.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
+	w.sendMu.Lock()
+	w.headSent = true
 	w.err = w.stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_Head{Head: head}})
+	w.sendMu.Unlock()
 }
 
 func (w *streamWriter) Write(p []byte) (int, error) {
@@ -288,6 +342,7 @@ type Pool struct {
 	tlsFor  func(addr string) (*tls.Config, error) // nil: cleartext
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
+	health  map[string]*responsiveness
 	closed  bool // by CloseAll: no new connections
 }
 
@@ -299,7 +354,7 @@ var ErrPoolClosed = errors.New("peer: connection pool closed")
 // the configuration for the peer at addr (which checks that the peer is the
 // member expected there), or an error when no member is known there.
 func NewPool(headTimeout time.Duration, tlsFor func(addr string) (*tls.Config, error)) *Pool {
-	return &Pool{timeout: headTimeout, tlsFor: tlsFor, conns: map[string]*grpc.ClientConn{}}
+	return &Pool{timeout: headTimeout, tlsFor: tlsFor, conns: map[string]*grpc.ClientConn{}, health: map[string]*responsiveness{}}
 }
 
 func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
@@ -335,6 +390,7 @@ func (p *Pool) Close(addr string) {
 	p.mu.Lock()
 	c, ok := p.conns[addr]
 	delete(p.conns, addr)
+	delete(p.health, addr) // a member that comes back there starts afresh
 	p.mu.Unlock()
 	if ok {
 		_ = c.Close()
@@ -427,32 +483,63 @@ var ErrChecksum = errors.New("peer: body checksum mismatch")
 // response must be treated as broken, if the stream ends before the end
 // message or the checksum does not match. ctx bounds the whole stream.
 func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest) (*http.Response, error) {
+	health := p.responsivenessOf(addr)
+	start := time.Now()
+	if !health.admit(start) {
+		return nil, fmt.Errorf("peer %s: %w", addr, ErrSuspect)
+	}
 	c, err := p.conn(addr)
 	if err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := peerv1.NewPeerServiceClient(c).Fetch(sctx, req)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("peer %s: %w", addr, err)
-	}
-	type first struct {
-		m   *peerv1.FetchResponse
-		err error
-	}
-	got := make(chan first, 1)
+	var stream grpc.ServerStreamingClient[peerv1.FetchResponse]
+	accepted, got, alive := make(chan error, 1), make(chan first, 1), make(chan struct{}, 1)
 	go func() {
-		m, err := stream.Recv()
-		got <- first{m, err}
+		// Opening the stream waits for the connection, which a frozen peer
+		// never completes; then the peer sends its headers as soon as it
+		// takes the fetch on, and the head once it has one (from its cache,
+		// or after the origin). All of it runs under the accept bound.
+		s, err := peerv1.NewPeerServiceClient(c).Fetch(sctx, req)
+		if err == nil {
+			stream = s // read by Fetch only after accepted or got
+			_, err = s.Header()
+		}
+		accepted <- err
+		if err != nil {
+			got <- first{err: err}
+			return
+		}
+		for {
+			m, err := s.Recv()
+			if err == nil && m.GetMsg() == nil { // a heartbeat: the peer still works on it
+				select {
+				case alive <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			got <- first{m, err}
+			return
+		}
 	}()
-	var f first
+	bound, suspect := health.bound(p.timeout), health.whenSuspect()
 	select {
-	case f = <-got:
-	case <-time.After(p.timeout):
+	case err := <-accepted:
+		if err == nil {
+			health.accepted(time.Since(start))
+		}
+	case <-time.After(bound):
 		cancel()
 		<-got
-		return nil, fmt.Errorf("peer %s: no response head within %v", addr, p.timeout)
+		health.timedOut(time.Now())
+		return nil, fmt.Errorf("peer %s: %w within %v", addr, ErrNotAccepted, bound)
+	}
+	f, err := p.awaitHead(got, alive, suspect, start)
+	if err != nil {
+		cancel()
+		<-got
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	if f.err != nil {
 		cancel()
@@ -482,6 +569,36 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+// awaitHead waits for the first message after the heartbeats: within the
+// head timeout, with no gap longer than HeartbeatGap (the peer froze after
+// it accepted), and until the peer turns suspect.
+func (p *Pool) awaitHead(got <-chan first, alive <-chan struct{}, suspect <-chan struct{}, start time.Time) (first, error) {
+	total := time.NewTimer(p.timeout - time.Since(start))
+	defer total.Stop()
+	gap := time.NewTimer(HeartbeatGap)
+	defer gap.Stop()
+	for {
+		select {
+		case f := <-got:
+			return f, nil
+		case <-alive:
+			gap.Reset(HeartbeatGap)
+		case <-gap.C:
+			return first{}, fmt.Errorf("%w: no sign of it for %v while it worked on the head", ErrNotAccepted, HeartbeatGap)
+		case <-total.C:
+			return first{}, fmt.Errorf("no response head within %v", p.timeout)
+		case <-suspect: // it stopped accepting other fetches meanwhile: it froze
+			return first{}, fmt.Errorf("%w while this fetch waited for its head", ErrSuspect)
+		}
+	}
+}
+
+// first is the first message of a fetch stream after the heartbeats.
+type first struct {
+	m   *peerv1.FetchResponse
+	err error
 }
 
 // streamBody reads body chunks and checks the end message.

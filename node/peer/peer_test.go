@@ -192,3 +192,76 @@ func TestLocalCalls(t *testing.T) {
 		t.Errorf("Drain: %+v %v drained=%v", h, err, l.drained)
 	}
 }
+
+// frozen is a peer service that takes fetches on (its headers go out) and
+// then says nothing more: a peer that froze while it worked on the head.
+type frozen struct {
+	peerv1.UnimplementedPeerServiceServer
+	accept bool
+}
+
+func (f frozen) Fetch(_ *peerv1.FetchRequest, stream grpc.ServerStreamingServer[peerv1.FetchResponse]) error {
+	if f.accept {
+		_ = stream.SendHeader(nil)
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// A peer that does not accept a fetch loses it within the accept bound, a
+// peer that accepted it and then fell silent within the heartbeat gap, and
+// after two accept timeouts fetches skip the peer at once (but for one
+// probe a second); a slow but alive peer (heartbeats) is waited for.
+func TestUnresponsivePeer(t *testing.T) {
+	serveFrozen := func(accept bool) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		peerv1.RegisterPeerServiceServer(s, frozen{accept: accept})
+		go func() { _ = s.Serve(ln) }()
+		t.Cleanup(s.Stop)
+		return ln.Addr().String()
+	}
+	p := NewPool(5*time.Second, nil)
+	t.Cleanup(p.CloseAll)
+	timed := func(addr string) (time.Duration, error) {
+		start := time.Now()
+		resp, err := p.Fetch(t.Context(), addr, fetchReq("k"))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return time.Since(start), err
+	}
+	silent := serveFrozen(true)
+	if d, err := timed(silent); !errors.Is(err, ErrNotAccepted) || d > HeartbeatGap+time.Second {
+		t.Errorf("an accepted fetch then silence: %v after %v; want ErrNotAccepted after about %v", err, d, HeartbeatGap)
+	}
+	stuck := serveFrozen(false)
+	for i := range 2 {
+		if d, err := timed(stuck); !errors.Is(err, ErrNotAccepted) || d > initialAccept+time.Second {
+			t.Errorf("fetch %d to a peer that accepts nothing: %v after %v", i, err, d)
+		}
+	}
+	if d, err := timed(stuck); !errors.Is(err, ErrSuspect) || d > 50*time.Millisecond {
+		t.Errorf("after two timeouts: %v after %v; want ErrSuspect at once", err, d)
+	}
+	if got := p.Suspect(); len(got) != 1 || got[0] != stuck {
+		t.Errorf("Suspect() = %v", got)
+	}
+	// A slow origin behind a live peer: the head comes after 2 s of heartbeats.
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * time.Second)
+		_, _ = io.WriteString(w, "late")
+	}), &local{}, 5*time.Second)
+	resp, err := p.Fetch(t.Context(), addr, fetchReq("slow"))
+	if err != nil {
+		t.Fatalf("a slow but live peer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "late" {
+		t.Errorf("a slow but live peer: %q", b)
+	}
+}

@@ -234,7 +234,6 @@ func (s *Service) round(ctx context.Context) error {
 	if len(names) == 0 {
 		return errNoPeer
 	}
-	name := names[rand.IntN(len(names))]
 	st.mu.Lock()
 	if len(st.cursors) > maxCursors {
 		// Bound the memory of members that came and went. A member cut off
@@ -246,12 +245,36 @@ func (s *Service) round(ctx context.Context) error {
 			}
 		}
 	}
+	st.mu.Unlock()
+	// A random member, and others in turn if it does not answer (a member
+	// may be frozen while gossip still lists it): one unresponsive member
+	// must not put the node out of step.
+	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	var err error
+	for _, name := range names[:min(len(names), syncTries)] {
+		if err = s.readLog(ctx, name, peers[name]); err == nil {
+			st.synced.Store(start)
+			st.failures.Store(failures)
+			return nil
+		}
+	}
+	return err
+}
+
+// syncTries is how many members a round asks before it fails.
+const syncTries = 3
+
+// readLog reads name's log from this node's cursor there to its end,
+// within a quarter lease (at least 250 ms, at most a second).
+func (s *Service) readLog(ctx context.Context, name, addr string) error {
+	st := &s.sync
+	st.mu.Lock()
 	cur := st.cursors[name]
 	st.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, min(time.Second, s.cfg.Lease/2))
+	ctx, cancel := context.WithTimeout(ctx, min(time.Second, max(s.cfg.Lease/4, 250*time.Millisecond)))
 	defer cancel()
 	for {
-		more, err := s.readPage(ctx, name, peers[name], &cur)
+		more, err := s.readPage(ctx, name, addr, &cur)
 		if err != nil {
 			return err
 		}
@@ -259,12 +282,9 @@ func (s *Service) round(ctx context.Context) error {
 		st.cursors[name] = cur
 		st.mu.Unlock()
 		if !more {
-			break
+			return nil
 		}
 	}
-	st.synced.Store(start)
-	st.failures.Store(failures)
-	return nil
 }
 
 // readPage reads the page of name's log after cur, applies what is new and

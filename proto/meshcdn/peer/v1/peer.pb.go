@@ -823,9 +823,12 @@ func (x *HeaderField) GetValues() []string {
 }
 
 // FetchResponse is one message of a Fetch stream.
+// The peer sends its response headers as soon as it takes a fetch on, and
+// until the head is ready, a message without msg every 250 ms: a
+// heartbeat, so a sender can tell a slow origin from a frozen peer.
 type FetchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// msg is the head, a body chunk, or the end.
+	// msg is the head, a body chunk, or the end; none in a heartbeat.
 	//
 	// Types that are valid to be assigned to Msg:
 	//
