@@ -61,9 +61,10 @@ run: build ## Local cluster: demo origin on :8000, edge on :8080 (Ctrl-C stops)
 
 test: lint tools unit fuzz ## Lint, every test under the race detector (README grpcurl lines included), brief fuzzing
 
-unit: ## go test -race ./..., then the memory-bound test without the race detector
+unit: ## go test -race ./..., then the memory-bound tests without the race detector
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run '^(TestLargeObjectFromDisk|TestLargeObjectThroughPeer)$$' ./node
+	$(GO) test -count=1 -run '^TestMemoryBudget$$' ./cmd/meshcdn
 
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 	@for t in $(FUZZ_TARGETS); do \

@@ -34,7 +34,7 @@ func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 	args = append([]string{"edge", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
 		"--peer", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
 	p := &edgeProc{cmd: exec.Command(os.Args[0], args...)}
-	p.cmd.Env = append(os.Environ(), "MESHCDN_TEST_MAIN=1")
+	p.cmd.Env = append(os.Environ(), "MESHCDN_TEST_MAIN=1", "GOMEMLIMIT=") // as in production: derived from the budget
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -278,6 +279,29 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	return nil
 }
 
+// memoryLimit is the Go runtime's soft memory limit for an edge with a
+// memory tier budget of budget bytes: the budget, a quarter more for what
+// the collector has not freed yet, and 64 MiB for everything else
+// (connections, streaming buffers, the disk tier's writers).
+func memoryLimit(budget int64) int64 { return budget + budget/4 + 64<<20 }
+
+// setMemoryLimit bounds the process's heap by the memory budget, so that a
+// container sized to the budget is not killed (without it the heap grows to
+// twice what is live before a collection). GOMEMLIMIT, when set, wins.
+func setMemoryLimit(cfg node.Config, getenv func(string) string) {
+	if getenv("GOMEMLIMIT") != "" {
+		cfg.Logger.Info("memory limit from GOMEMLIMIT", "limit", getenv("GOMEMLIMIT"))
+		return
+	}
+	budget := cfg.MemoryBytes
+	if budget == 0 {
+		budget = node.DefaultMemory
+	}
+	limit := memoryLimit(budget)
+	debug.SetMemoryLimit(limit)
+	cfg.Logger.Info("memory limit set from the memory budget (GOMEMLIMIT overrides it)", "limit", units.Size(limit))
+}
+
 func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -291,6 +315,7 @@ func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(cfg, os.Getenv)
 	n, err := node.New(cfg)
 	if err != nil {
 		return usageError{err}

@@ -21,6 +21,10 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
+	// Edges run in this process set the runtime's memory limit from their
+	// budget; a test process (race detector and all) must not live under it.
+	// Child processes get it cleared again (startEdgeProc).
+	os.Setenv("GOMEMLIMIT", "off")
 	os.Exit(m.Run())
 }
 

@@ -85,6 +85,12 @@ func TestParseRange(t *testing.T) {
 		{"bytes=", 1000, nil, ErrIgnoreRange},
 		{"bytes=0-1,1000-2000", 1000, []Range{{0, 2}}, nil},
 		{"bytes=+1-2", 1000, nil, ErrIgnoreRange},
+		// Overlapping ranges are merged, sorted (RFC 9110 §14.2): no amplification.
+		{"bytes=0-,0-,0-", 1000, []Range{{0, 1000}}, nil},
+		{"bytes=500-599,0-99,50-149", 1000, []Range{{0, 150}, {500, 100}}, nil},
+		{"bytes=-100,0-", 1000, []Range{{0, 1000}}, nil},
+		{"bytes=0-9,10-19", 1000, []Range{{0, 10}, {10, 10}}, nil},
+		{"bytes=500-599,0-99", 1000, []Range{{500, 100}, {0, 100}}, nil},
 	}
 	for _, tt := range tests {
 		got, err := ParseRange(tt.in, tt.size)

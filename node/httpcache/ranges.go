@@ -1,7 +1,9 @@
 package httpcache
 
 import (
+	"cmp"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -91,7 +93,36 @@ func ParseRange(s string, size int64) ([]Range, error) {
 	if len(out) == 0 {
 		return nil, ErrUnsatisfiable
 	}
-	return out, nil
+	return coalesce(out), nil
+}
+
+// coalesce merges overlapping ranges (RFC 9110 §14.2 allows it), so that
+// no request makes the edge send more bytes than the representation has:
+// 32 times "bytes=0-" is one range. Ranges that do not overlap keep the
+// order they were asked in.
+func coalesce(rs []Range) []Range {
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
+	overlap := false
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i].Start < sorted[i-1].Start+sorted[i-1].Length {
+			overlap = true
+			break
+		}
+	}
+	if !overlap {
+		return rs
+	}
+	out := sorted[:1]
+	for _, r := range sorted[1:] {
+		last := &out[len(out)-1]
+		if end := last.Start + last.Length; r.Start <= end {
+			last.Length = max(end, r.Start+r.Length) - last.Start
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func parseUint(s string) (int64, error) {

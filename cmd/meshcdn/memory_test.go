@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestMemoryBudget: an edge process with a 256 MiB memory budget, sent
+// 400 MiB of distinct objects (400 of 1 MiB, then, in another process,
+// 10,000 of 40 KiB), stays under 1.5 × budget + 64 MiB of peak resident
+// memory: the runtime's memory limit follows the budget. The race
+// detector multiplies memory, so `make unit` runs it without.
+func TestMemoryBudget(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector multiplies memory; make unit runs this test without it")
+	}
+	const budget = 256 << 20
+	for _, c := range []struct {
+		name  string
+		count int
+		size  int
+	}{{"1MiB", 400, 1 << 20}, {"40KiB", 10000, 40 << 10}} {
+		t.Run(c.name, func(t *testing.T) {
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "public, max-age=3600")
+				w.Header().Set("Content-Length", strconv.Itoa(c.size))
+				line := []byte(r.URL.Path + strings.Repeat(".", 63) + "\n")[:64]
+				for written := 0; written < c.size; written += len(line) {
+					_, _ = w.Write(line[:min(len(line), c.size-written)])
+				}
+			}))
+			defer origin.Close()
+			e := startEdgeProc(t, "--origin", origin.URL, "--memory", "256MiB", "--gossip", "off")
+			var wg sync.WaitGroup
+			var failed sync.Map
+			for w := range 4 {
+				wg.Go(func() {
+					for i := w; i < c.count; i += 4 {
+						resp, err := http.Get(fmt.Sprintf("%s/obj/%d.bin", e.http, i))
+						if err != nil {
+							failed.Store(i, err)
+							continue
+						}
+						n, _ := io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if n != int64(c.size) {
+							failed.Store(i, n)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			failed.Range(func(k, v any) bool {
+				t.Errorf("object %v: %v", k, v)
+				return false
+			})
+			peak := procPeakRSS(t, e.cmd.Process.Pid)
+			bound := int64(budget + budget/2 + 64<<20)
+			t.Logf("%d objects of %d bytes through a 256 MiB budget: peak RSS %d MiB (bound %d MiB)",
+				c.count, c.size, peak>>20, bound>>20)
+			if peak > bound {
+				t.Errorf("peak RSS %d MiB over %d MiB", peak>>20, bound>>20)
+			}
+		})
+	}
+}
+
+// procPeakRSS is a process's peak resident set size (VmHWM) in bytes.
+func procPeakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skip("no /proc:", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM")
+	return 0
+}
