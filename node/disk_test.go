@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -82,7 +82,7 @@ func TestLargeObjectFromDisk(t *testing.T) {
 	const size = 200 << 20
 	o := newOrigin(t, patternHandler(size))
 	n := startNode(t, o, Config{CacheDir: t.TempDir(), DiskBytes: 1 << 30, MemoryBytes: 16 << 20, MaxObjectSize: 1 << 20})
-	before := peakRSS(t)
+	before := testutil.PeakRSS(t, 0)
 
 	h := sha256.New()
 	resp, err := http.Get("http://" + n.HTTPAddr() + "/video/big.mp4")
@@ -116,7 +116,7 @@ func TestLargeObjectFromDisk(t *testing.T) {
 		wantStatus(t, r, "meshcdn; hit")
 	}
 	wantHits(t, o, 1)
-	growth := peakRSS(t) - before
+	growth := testutil.PeakRSS(t, 0) - before
 	t.Logf("peak RSS grew by %d MiB for a %d MiB object", growth>>20, size>>20)
 	// Buffers, clients' ranges of up to 4 MiB and garbage fit in 32 MiB. The race
 	// detector's shadow memory multiplies every allocation, so the bound is
@@ -124,25 +124,6 @@ func TestLargeObjectFromDisk(t *testing.T) {
 	if growth > 32<<20 && !raceEnabled {
 		t.Errorf("peak RSS grew by %d MiB (bound 32 MiB); the object must not be held in memory", growth>>20)
 	}
-}
-
-// peakRSS is the process's peak resident set size (VmHWM) in bytes.
-func peakRSS(t *testing.T) int64 {
-	t.Helper()
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		t.Skip("no /proc/self/status:", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skip("no VmHWM")
-	return 0
 }
 
 // TestDiskCheckedAgainstPurgeLog: a purge the node applied before its disk

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
@@ -480,7 +481,7 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 	o := newOrigin(t, patternHandler(size))
 	nodes := startCluster(t, o, 2, nil)
 	p := ownedBy(t, nodes[1], "n1", "/big/")
-	before := peakRSS(t)
+	before := testutil.PeakRSS(t, 0)
 	resp, err := http.Get("http://" + nodes[1].HTTPAddr() + p)
 	if err != nil {
 		t.Fatal(err)
@@ -499,7 +500,7 @@ func TestLargeObjectThroughPeer(t *testing.T) {
 	if c := counterValue(t, nodes[1], "meshcdn_peer_received_bytes_total"); c != size {
 		t.Errorf("%v bytes came from the peer, want %d", c, size)
 	}
-	growth := peakRSS(t) - before
+	growth := testutil.PeakRSS(t, 0) - before
 	t.Logf("peak RSS grew by %d MiB for a %d MiB object through a peer", growth>>20, size>>20)
 	if growth > 48<<20 && !raceEnabled {
 		t.Errorf("peak RSS grew by %d MiB (bound 48 MiB)", growth>>20)

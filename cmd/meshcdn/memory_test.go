@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // TestMemoryBudget: an edge process with a 256 MiB memory budget, sent
@@ -62,7 +62,7 @@ func TestMemoryBudget(t *testing.T) {
 				t.Errorf("object %v: %v", k, v)
 				return false
 			})
-			peak := procPeakRSS(t, e.cmd.Process.Pid)
+			peak := testutil.PeakRSS(t, e.cmd.Process.Pid)
 			bound := int64(budget + budget/2 + 64<<20)
 			t.Logf("%d objects of %d bytes through a 256 MiB budget: peak RSS %d MiB (bound %d MiB)",
 				c.count, c.size, peak>>20, bound>>20)
@@ -71,23 +71,4 @@ func TestMemoryBudget(t *testing.T) {
 			}
 		})
 	}
-}
-
-// procPeakRSS is a process's peak resident set size (VmHWM) in bytes.
-func procPeakRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Skip("no /proc:", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skip("no VmHWM")
-	return 0
 }
