@@ -457,7 +457,7 @@ func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error
 // decide sets the job's storage decision (RFC 9111 and the rule's policy,
 // the memory and disk tiers' bounds) and builds the response's head.
 func (n *Node) decide(j *fillJob, resp *http.Response) {
-	cc := httpcache.ParseCacheControl(resp.Header)
+	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
 	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
@@ -650,8 +650,11 @@ func (n *Node) diskWarn(msg, key string, err error) {
 func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	fl, stale, key, reqTime, respTime := j.fl, j.stale, j.key, j.reqTime, j.respTime
 	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
+	// A cookie set on a revalidation is for the client that sent it, not for
+	// the shared response it confirms (which would then not be stored).
+	delete(h, "Set-Cookie")
 	merged := httpcache.UpdateStored(stale.e.Header, h)
-	cc := httpcache.ParseCacheControl(merged)
+	cc := httpcache.ResponseDirectives(merged)
 	// The stored response is what the origin confirmed: what the request
 	// that revalidated it carried (a Cookie) does not make it personal.
 	dec := httpcache.Decide(stale.e.Status, merged, cc, httpcache.Request{Authorized: j.req.personal.Authorized}, j.rule.Policy)

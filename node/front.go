@@ -279,6 +279,7 @@ func (n *Node) modifyBypass(resp *http.Response) error {
 	if err := reqguard.BodyError(resp.Request.Context()); err != nil {
 		return err // the origin answered a body it did not get whole: the client's error, not this
 	}
+	httpcache.DropTargeted(resp.Header)
 	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
 	if _, ok := resp.Header["Age"]; !ok {
 		resp.Header["Age"] = []string{"0"}

@@ -34,6 +34,8 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	if x.fromPeer {
 		h[peer.FetchedField] = []string{meta.FetchedAt().Format(time.RFC3339Nano)}
+	} else {
+		httpcache.DropTargeted(h) // the edge's directives, not the client's; peers decide by them too
 	}
 	if x.status == hitStatus {
 		h["Cache-Status"] = hitStatusValue
@@ -203,6 +205,7 @@ func (n *Node) abort(x *exchange, err error) {
 		return // the client left; nothing to tell it
 	}
 	x.status.Detail = "aborted"
+	x.status.Stored = false // a broken body is never stored
 	n.log.Debug("response aborted", "host", x.r.Host, "path", x.r.URL.Path, "err", err)
 	if x.code == 0 {
 		code, _ := originErrorStatus(err)

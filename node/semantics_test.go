@@ -143,8 +143,11 @@ func TestTruncatedOriginBody(t *testing.T) {
 			case r.Response == nil:
 				// Connection closed before a response: an aborted transfer.
 			case r.StatusCode == http.StatusBadGateway:
-				// The fill broke before the response began.
+				// The fill broke before the response began: nothing stored.
 				wantStatus(t, r, "meshcdn; fwd=uri-miss")
+				if cs := r.cacheStatus(); strings.Contains(cs, "; stored") || !strings.Contains(cs, "detail=aborted") {
+					t.Errorf("%s request %d: Cache-Status %q; want aborted, not stored", p, j, cs)
+				}
 			case r.err == nil:
 				t.Errorf("%s request %d: %d with %d bytes and no error; want an aborted transfer", p, j, r.StatusCode, len(r.body))
 			case r.ContentLength >= 0 && int64(len(r.body)) == r.ContentLength:

@@ -155,11 +155,11 @@ func explicitLifetime(h http.Header, cc Directives) (time.Duration, Source) {
 	if !ok {
 		return 0, SourceNone
 	}
-	if len(exp) == 0 {
+	if len(exp) != 1 { // several lines: invalid
 		return 0, SourceExpires
 	}
-	t, err := http.ParseTime(exp[0])
-	if err != nil {
+	t, ok := ParseHTTPDate(exp[0])
+	if !ok {
 		return 0, SourceExpires
 	}
 	date, err := http.ParseTime(h.Get("Date"))
@@ -195,7 +195,7 @@ func InitialAge(h http.Header, requestTime, responseTime time.Time) time.Duratio
 	}
 	var ageValue time.Duration
 	if v := h.Get("Age"); v != "" {
-		ageValue = seconds(ParseDelta(v))
+		ageValue = seconds(ParseDelta(firstMember(v)))
 	}
 	corrected := ageValue + responseTime.Sub(requestTime)
 	return max(apparent, corrected)

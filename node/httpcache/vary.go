@@ -45,9 +45,12 @@ func SecondaryKey(names []string, req http.Header) string {
 	for _, name := range names {
 		b.WriteString(name)
 		b.WriteByte('=')
-		if name == "Accept-Encoding" {
+		switch name {
+		case "Accept-Encoding":
 			b.WriteString(NormalizeAcceptEncoding(req.Values(name)))
-		} else {
+		case "Accept-Language":
+			b.WriteString(NormalizeAcceptLanguage(req.Values(name)))
+		default:
 			for i, v := range req.Values(name) {
 				if i > 0 {
 					b.WriteByte(',')

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestTargetedCacheControl (RFC 9213): Meshcdn-Cache-Control, else
+// CDN-Cache-Control, governs what the edge stores and for how long, while
+// browsers keep the origin's Cache-Control; the targeted field the edge
+// used is not forwarded to clients (to peers it is: they decide by it too).
+func TestTargetedCacheControl(t *testing.T) {
+	var hits atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Cache-Control", "no-store") // for browsers
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/own/"):
+			w.Header().Set("Meshcdn-Cache-Control", "max-age=600")
+			w.Header().Set("CDN-Cache-Control", "no-store")
+		case strings.HasPrefix(r.URL.Path, "/cdn/"):
+			w.Header().Set("CDN-Cache-Control", "max-age=600")
+		}
+		_, _ = w.Write([]byte("x"))
+	})
+	n := startNode(t, o, Config{})
+	for _, c := range []struct {
+		path, drop, keep string
+		hit              bool
+	}{
+		{"/own/a.css", "Meshcdn-Cache-Control", "Cdn-Cache-Control", true},
+		{"/cdn/a.css", "Cdn-Cache-Control", "", true},
+		{"/plain/a.css", "", "", false},
+	} {
+		do(t, n, "GET", c.path)
+		r := do(t, n, "GET", c.path)
+		if got := strings.HasPrefix(r.cacheStatus(), "meshcdn; hit"); got != c.hit {
+			t.Errorf("%s: %s; want hit %v", c.path, r.cacheStatus(), c.hit)
+		}
+		if r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: the client got Cache-Control %q", c.path, r.Header.Get("Cache-Control"))
+		}
+		if c.drop != "" && r.Header.Get(c.drop) != "" {
+			t.Errorf("%s: %s was forwarded to the client", c.path, c.drop)
+		}
+		if c.keep != "" && r.Header.Get(c.keep) == "" {
+			t.Errorf("%s: %s, which the edge did not use, was dropped", c.path, c.keep)
+		}
+	}
+	if hits.Load() != 4 {
+		t.Errorf("the origin served %d requests; want 4 (two stored, one twice)", hits.Load())
+	}
+}
+
+// TestNotModifiedWithCookie: a 304 that sets a cookie still refreshes the
+// stored response (the cookie is not stored with it), and the next
+// clients get the stored response without that cookie.
+func TestNotModifiedWithCookie(t *testing.T) {
+	var n304 atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"e1"`)
+		w.Header().Set("Cache-Control", "max-age=0")
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			n304.Add(1)
+			w.Header().Set("Set-Cookie", "visitor=42")
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_, _ = w.Write([]byte("shared"))
+	})
+	n := startNode(t, o, Config{})
+	do(t, n, "GET", "/v.css")
+	r := do(t, n, "GET", "/v.css")
+	wantStatus(t, r, "meshcdn; fwd=stale; fwd-status=304; stored")
+	r = do(t, n, "GET", "/v.css")
+	wantStatus(t, r, "meshcdn; hit")
+	if r.body != "shared" || r.Header.Get("Set-Cookie") != "" || n304.Load() != 1 {
+		t.Errorf("after a 304 with Set-Cookie: %q, Set-Cookie %q, %d revalidations", r.body, r.Header.Get("Set-Cookie"), n304.Load())
+	}
+}
+
+// TestVaryAcceptLanguage: Accept-Language values of equal preference in
+// another order or spelling share one variant.
+func TestVaryAcceptLanguage(t *testing.T) {
+	var hits atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Language")
+		_, _ = w.Write([]byte("x"))
+	})
+	n := startNode(t, o, Config{})
+	for _, al := range []string{"en, fr", "fr,en", "FR, EN"} {
+		do(t, n, "GET", "/l.css", "Accept-Language", al)
+	}
+	do(t, n, "GET", "/l.css", "Accept-Language", "fr;q=0.5, en")
+	if hits.Load() != 2 {
+		t.Errorf("the origin served %d requests; want 2 variants", hits.Load())
+	}
+}
