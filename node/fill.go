@@ -47,6 +47,9 @@ type flight struct {
 	// late reports a fill answered by what another fill stored just before
 	// this one started (see runFill): every reader was collapsed into that.
 	late bool
+	// leaderHeader, when set, is the response's header with the fields the
+	// stored head lacks (no-cache="f", private="f"): for the leader only.
+	leaderHeader http.Header
 }
 
 // serveFill joins the fill for key, starting one if none is in flight, and
@@ -82,6 +85,11 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		defer fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
 	x.status = fl.status(leader)
+	if leader && fl.leaderHeader != nil {
+		full := *head
+		full.Header = fl.leaderHeader
+		head = &full
+	}
 	n.respond(x, head, cache.FillBody(fl.fill, head.Size), time.Now())
 }
 
@@ -478,7 +486,12 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 			n.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
 	}
-	if j.dec.Store {
+	var full http.Header
+	if j.dec.Store && (len(cc.NoCacheFields) > 0 || len(cc.PrivateFields) > 0) {
+		// Fields named by no-cache="f" or private="f" are not stored, but the
+		// response this request asked for carries them (RFC 9111 §5.2.2).
+		full = resp.Header.Clone()
+		full.Del("Content-Length")
 		httpcache.StripFields(resp.Header, cc)
 	}
 	vary := httpcache.VaryFields(resp.Header)
@@ -499,6 +512,7 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 	v := httpcache.ValidatorsOf(resp.Header)
 	head.ETag, head.LastModified = v.ETag, v.LastModified
 	j.head = head
+	j.fl.leaderHeader = full
 }
 
 // publish hands the head to the clients waiting on the flight.

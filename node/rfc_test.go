@@ -101,3 +101,25 @@ func TestVaryAcceptLanguage(t *testing.T) {
 		t.Errorf("the origin served %d requests; want 2 variants", hits.Load())
 	}
 }
+
+// TestQualifiedNoCacheFields: fields named by no-cache="f" or private="f"
+// reach the client whose request fetched the response, and no one the
+// stored response is reused for.
+func TestQualifiedNoCacheFields(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", `max-age=600, no-cache="X-Token", private="X-User"`)
+		w.Header().Set("X-Token", "t1")
+		w.Header().Set("X-User", "alice")
+		_, _ = w.Write([]byte("page"))
+	})
+	n := startNode(t, o, Config{})
+	first := do(t, n, "GET", "/q.css")
+	if first.Header.Get("X-Token") != "t1" || first.Header.Get("X-User") != "alice" {
+		t.Errorf("the first response lacks its own fields: %v", first.Header)
+	}
+	again := do(t, n, "GET", "/q.css")
+	wantStatus(t, again, "meshcdn; hit")
+	if again.Header.Get("X-Token") != "" || again.Header.Get("X-User") != "" || again.body != "page" {
+		t.Errorf("a reused response kept the named fields: %v", again.Header)
+	}
+}
