@@ -596,3 +596,22 @@ func TestDrainPushesHottest(t *testing.T) {
 	}
 	t.Logf("%d objects handed off by the drain, none asked of the origin after the node stopped", len(paths))
 }
+
+// TestPrefetchOwnerDown: a URL whose owner does not answer its peer port
+// (still a member to gossip) is filled through the node asked, not failed.
+func TestPrefetchOwnerDown(t *testing.T) {
+	o := newOrigin(t, static("prefetched", "public, max-age=600"))
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	u := "http://127.0.0.1" + ownedBy(t, nodes[0], "n3", "/down/")
+	nodes[2].mesh.StopServing()
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	stream, err := ac.Prefetch(t.Context(), &adminv1.PrefetchRequest{Urls: []string{u}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := stream.Recv()
+	if err != nil || p.GetError() != "" || p.GetStatus() != 200 || p.GetNode() != "n1" {
+		t.Fatalf("prefetch with its owner down: %v %v", p, err)
+	}
+	wantStatus(t, do(t, nodes[0], "GET", strings.TrimPrefix(u, "http://127.0.0.1")), "meshcdn; hit")
+}

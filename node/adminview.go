@@ -246,16 +246,18 @@ func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
 	if name, addr, ok := n.owner(loc.Key); ok {
 		resp, err := n.mesh.Peers().Fetch(ctx, addr, &peerv1.FetchRequest{Key: loc.Key, Host: u.Host,
 			PathQuery: u.RequestURI(), From: n.cfg.Name, Epoch: n.mesh.Epoch()})
-		if err != nil {
-			p.Error = fmt.Sprintf("peer %s: %v", name, err)
+		if err == nil {
+			defer resp.Body.Close()
+			p.Status, p.CacheStatus = resp.StatusCode, resp.Header.Get("Cache-Status")
+			if p.Bytes, err = io.Copy(io.Discard, resp.Body); err != nil {
+				p.Error = err.Error()
+			}
 			return p
 		}
-		defer resp.Body.Close()
-		p.Status, p.CacheStatus = resp.StatusCode, resp.Header.Get("Cache-Status")
-		if p.Bytes, err = io.Copy(io.Discard, resp.Body); err != nil {
-			p.Error = err.Error()
-		}
-		return p
+		// The owner did not answer (it may be leaving, or the ring just
+		// changed): fill it here, as a client's request would be.
+		n.log.Info("prefetch: the owner did not answer; filling through this node", "url", raw, "owner", name, "err", err)
+		p.Node = n.cfg.Name
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
 	if err != nil {
