@@ -295,13 +295,17 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 	if berr := reqguard.BodyError(r.Context()); berr != nil {
 		err = berr // also when the server cancelled the request on the body's read deadline
 	}
-	if errors.Is(err, reqguard.ErrBodyTimeout) || errors.Is(err, reqguard.ErrBadBody) {
-		// The client's side failed: its body was too slow or malformed.
+	if errors.Is(err, reqguard.ErrBodyTimeout) || errors.Is(err, reqguard.ErrBadBody) || errors.Is(err, reqguard.ErrShortBody) {
+		// The client's side failed: its body was too slow, malformed or cut
+		// short (it left). Not the origin's failure: Debug, no origin error.
 		code, msg := http.StatusBadRequest, "meshcdn: malformed request body"
-		if errors.Is(err, reqguard.ErrBodyTimeout) {
+		switch {
+		case errors.Is(err, reqguard.ErrBodyTimeout):
 			code, msg = http.StatusRequestTimeout, "meshcdn: the request body came too slowly"
+		case errors.Is(err, reqguard.ErrShortBody):
+			msg = "meshcdn: the request body ended before its length"
 		}
-		n.log.Info("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
+		n.log.Debug("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
 		setEdgeHeaders(w.Header(), code)
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -224,5 +225,84 @@ func TestRequestFraming(t *testing.T) {
 		if strings.Contains(s, "smuggled") || strings.Contains(s, "/api/a") {
 			t.Errorf("the origin saw %q", s)
 		}
+	}
+}
+
+// TestHostileMix is acceptance 2 of the hardening: 200 hostile requests of
+// the kinds above (host spellings with forged forwarding fields, cache
+// deception with a cookie, dot segments around a bypass rule, smuggling
+// framings, bare-LF chunks, trickled bodies) interleaved with normal ones
+// at a 3-node cluster: every normal client gets exactly what the origin
+// serves for the canonical request, and the nodes keep serving in bounded
+// memory.
+func TestHostileMix(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/dyn/"):
+			w.Header().Set("Cache-Control", "no-store")
+			_, _ = io.WriteString(w, "dynamic for "+r.Header.Get("Cookie"))
+		case strings.HasPrefix(r.URL.Path, "/account/"):
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = io.WriteString(w, "profile of "+r.Header.Get("Cookie"))
+		default:
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.Header().Set("Content-Type", "text/css")
+			_, _ = io.WriteString(w, "body of "+r.URL.Path+" at "+r.Host+" via "+r.Header.Get("X-Forwarded-Host"))
+		}
+	})
+	sites := []site.Config{{Hosts: []string{"www.example.test"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+		Rules: []site.RuleConfig{{PathPrefix: "/dyn/", Action: "bypass"}}}}
+	nodes := startCluster(t, o, 3, func(c *Config) { c.Sites, c.BodyTimeout = sites, 200*time.Millisecond })
+	normal := func(i int) {
+		t.Helper()
+		n := nodes[i%3]
+		p := fmt.Sprintf("/static/%d.css", i%20)
+		r := do(t, n, "GET", p, "Host", "www.example.test")
+		if want := "body of " + p + " at www.example.test via www.example.test"; r.body != want {
+			t.Fatalf("a normal client at %s got %q; want %q", n.Name(), r.body, want)
+		}
+		r = do(t, n, "GET", "/account/profile/x.css", "Host", "www.example.test")
+		if r.body != "profile of " {
+			t.Fatalf("a client without a cookie got %q", r.body)
+		}
+	}
+	hostile := []func(n *Node, i int){
+		func(n *Node, i int) { // host spellings and forged forwarding fields
+			do(t, n, "GET", fmt.Sprintf("/static/%d.css", i%20), "Host", "WWW.EXAMPLE.TEST.:1337",
+				"X-Forwarded-Host", "evil.test", "Forwarded", "host=evil.test")
+		},
+		func(n *Node, i int) { // cache deception
+			do(t, n, "GET", "/account/profile/x.css", "Host", "www.example.test", "Cookie", fmt.Sprintf("session=victim%d", i))
+		},
+		func(n *Node, i int) { // dot segments around the bypass rule
+			do(t, n, "GET", "/static/%2e%2e/dyn/x.css", "Host", "www.example.test", "Cookie", "session=victim")
+		},
+		func(n *Node, i int) { // request smuggling
+			testutil.RawHTTP(t, n.HTTPAddr(), "POST /dyn/a HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 4\r\n"+
+				"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /static/1.css HTTP/1.1\r\nHost: www.example.test\r\nX-Forwarded-Host: evil.test\r\n\r\n", 2)
+		},
+		func(n *Node, i int) { // bare-LF chunks
+			testutil.RawHTTP(t, n.HTTPAddr(), "POST /dyn/b HTTP/1.1\r\nHost: www.example.test\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 1)
+		},
+		func(n *Node, i int) { // a trickled body, given up on by the client
+			c, err := net.Dial("tcp", n.HTTPAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.WriteString(c, "POST /dyn/c HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 100\r\n\r\nab")
+			_ = c.Close()
+		},
+	}
+	for i := range 200 {
+		hostile[i%len(hostile)](nodes[(i/len(hostile))%3], i)
+		normal(i)
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("heap in use after 200 hostile and 400 normal requests: %d MiB", ms.HeapInuse>>20)
+	if ms.HeapInuse > 256<<20 {
+		t.Errorf("heap in use %d MiB", ms.HeapInuse>>20)
 	}
 }

@@ -22,6 +22,8 @@ var (
 	ErrBodyTimeout = errors.New("request body too slow")
 	// ErrBadBody: the body's framing is broken (a malformed chunk).
 	ErrBadBody = errors.New("malformed request body")
+	// ErrShortBody: the client's body ended before its length (it left).
+	ErrShortBody = errors.New("request body ended early")
 )
 
 // Body is a request body read within a deadline: timeout from the first
@@ -84,8 +86,10 @@ func (b *Body) Read(p []byte) (int, error) {
 		return n, err
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return n, b.fail(ErrBodyTimeout)
-	case errors.Is(err, http.ErrBodyReadAfterClose), errors.Is(err, io.ErrUnexpectedEOF):
-		return n, err // the client went away or closed early: not a framing error
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return n, b.fail(errors.Join(ErrShortBody, err))
+	case errors.Is(err, http.ErrBodyReadAfterClose):
+		return n, err
 	default:
 		return n, b.fail(errors.Join(ErrBadBody, err))
 	}
@@ -101,7 +105,7 @@ func (b *Body) fail(err error) error {
 }
 
 // Err is the first client-side failure reading the body (wrapping
-// ErrBodyTimeout or ErrBadBody), or nil.
+// ErrBodyTimeout, ErrBadBody or ErrShortBody), or nil.
 func (b *Body) Err() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
