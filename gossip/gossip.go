@@ -9,6 +9,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,6 +137,7 @@ type Gossip struct {
 	mu       sync.Mutex
 	members  map[string]Member
 	failed   map[string]time.Time // members gone without a leave, and when
+	leaving  map[string]time.Time // members that told us directly they leave, and when
 	failures atomic.Uint64        // failures seen since Start
 
 	joinTried atomic.Bool // the first attempt to join the seeds has ended
@@ -188,8 +190,9 @@ func New(cfg Config) (*Gossip, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	g := &Gossip{cfg: cfg, meta: &delegate{}, log: lg, changed: make(chan struct{}, 1),
-		members: map[string]Member{}, failed: map[string]time.Time{}}
+		members: map[string]Member{}, failed: map[string]time.Time{}, leaving: map[string]time.Time{}}
 	g.meta.meta.Store(&meta)
+	g.meta.onMsg = g.notifyMsg
 	if len(cfg.Join) == 0 {
 		g.joinTried.Store(true)
 	}
@@ -380,6 +383,10 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 		return nil // already announced
 	}
 	// Best effort: without it the others count a failure, not a leave.
+	// The flag travels in gossip, where the leave's own message may
+	// overtake it (and replace it in memberlist's queue), so each member
+	// is also told directly, over TCP.
+	g.tellLeaving(timeout)
 	if err := g.updateMeta(timeout, func(m *Meta) { m.Leaving = true }); err != nil {
 		g.log.Debug("leaving flag not spread", "err", err)
 	} else if g.ml.NumMembers() > 1 {
@@ -394,6 +401,63 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 		time.Sleep(min(p, timeout))
 	}
 	return g.ml.Leave(timeout)
+}
+
+// leaveNotice starts the message a leaving node sends each member.
+var leaveNotice = []byte("meshcdn-leaving:")
+
+// tellLeaving sends each member a leave notice over TCP, concurrently,
+// within timeout. The caller holds g.lifecycle.
+func (g *Gossip) tellLeaving(timeout time.Duration) {
+	g.mu.Lock()
+	var to []*memberlist.Node
+	for name, m := range g.members {
+		host, port, err := net.SplitHostPort(m.Addr)
+		p, perr := strconv.Atoi(port)
+		if name == g.cfg.Name || err != nil || perr != nil {
+			continue
+		}
+		// Our own copy: memberlist's nodes change under its lock.
+		to = append(to, &memberlist.Node{Name: name, Addr: net.ParseIP(host), Port: uint16(p)})
+	}
+	g.mu.Unlock()
+	msg := append(slices.Clone(leaveNotice), g.cfg.Name...)
+	sent := make(chan struct{}, len(to))
+	for _, n := range to {
+		// Owned by g (Shutdown waits): each ends within memberlist's TCP timeout.
+		g.wg.Go(func() {
+			if err := g.ml.SendReliable(n, msg); err != nil {
+				g.log.Debug("leave notice not sent", "member", n.Name, "err", err)
+			}
+			sent <- struct{}{}
+		})
+	}
+	deadline := time.After(timeout)
+	for range to {
+		select {
+		case <-sent:
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// notifyMsg takes a member's direct message: a leave notice marks it as
+// leaving, so its departure is not counted as a failure.
+func (g *Gossip) notifyMsg(b []byte) {
+	name, ok := bytes.CutPrefix(b, leaveNotice)
+	if !ok || len(name) == 0 || len(name) > 256 {
+		return
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for n, at := range g.leaving {
+		if now.Sub(at) > time.Minute {
+			delete(g.leaving, n)
+		}
+	}
+	g.leaving[string(name)] = now
 }
 
 // Drain announces that this node owns no keys any more while it stays a
@@ -455,7 +519,7 @@ func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.put(n) }
 // NotifyLeave implements memberlist.EventDelegate.
 func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	g.mu.Lock()
-	if m, ok := g.members[n.Name]; ok && !m.Meta.Leaving {
+	if m, ok := g.members[n.Name]; ok && !m.Meta.Leaving && g.leaving[n.Name].IsZero() {
 		g.failed[n.Name] = time.Now()
 		g.failures.Add(1)
 	}
@@ -485,12 +549,15 @@ func (g *Gossip) poke() {
 	}
 }
 
-// delegate serves the node's metadata; memberlist's other delegate hooks are
-// unused.
-type delegate struct{ meta atomic.Pointer[[]byte] }
+// delegate serves the node's metadata and passes members' direct messages
+// on; memberlist's other delegate hooks are unused.
+type delegate struct {
+	meta  atomic.Pointer[[]byte]
+	onMsg func([]byte) // set before memberlist starts
+}
 
 func (d *delegate) NodeMeta(int) []byte           { return *d.meta.Load() }
-func (*delegate) NotifyMsg([]byte)                {}
+func (d *delegate) NotifyMsg(b []byte)            { d.onMsg(b) }
 func (*delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (*delegate) LocalState(bool) []byte          { return nil }
 func (*delegate) MergeRemoteState([]byte, bool)   {}

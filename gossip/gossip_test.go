@@ -281,3 +281,22 @@ func TestAddrWhileMetadataChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeaveNotice: a member's leave notice, sent directly over TCP, makes
+// its departure a leave even when the leaving flag in gossip never
+// arrives (memberlist's queue lets the leave's own message replace it):
+// here the member tells, then stops without any flag or leave message.
+func TestLeaveNotice(t *testing.T) {
+	a := start(t, "n1", nil)
+	b := start(t, "n2", nil, a.Addr())
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	before := a.Failures()
+	b.lifecycle.Lock()
+	b.tellLeaving(time.Second)
+	b.lifecycle.Unlock()
+	_ = b.Shutdown() // no flag, no leave: only the notice says it goes
+	eventually(t, 10*time.Second, "n2 gone", func() bool { return names(a) == "n1" })
+	if a.Failures() != before || len(a.Failed()) != 0 {
+		t.Errorf("a member that gave notice counted as failed: %d %v", a.Failures()-before, a.Failed())
+	}
+}
