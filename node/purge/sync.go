@@ -298,14 +298,16 @@ func (s *Service) readPage(ctx context.Context, name, addr string, cur *cursor) 
 		*cur = cursor{incarnation: resp.GetIncarnation()} // the member restarted
 	}
 	l := newLate()
+	var caught uint64
 	for _, r := range resp.GetRecords() {
 		if s.records.Add(r.GetPurge()) {
 			l.add(r.GetPurge())
 			s.log.Info("purge caught up", "purge", r.GetPurge().GetId(), "from", r.GetPurge().GetFrom(), "via", name)
-			s.caughtUp.Add(1)
+			caught++
 		}
 		cur.after = r.GetSeq()
 	}
+	defer s.caughtUp.Add(caught) // counted once applied, below
 	if tb := resp.GetTruncatedBefore(); tb != nil {
 		// The member's log no longer reaches back to this node's cursor:
 		// whatever was fetched before its oldest kept record is suspect.
