@@ -118,11 +118,13 @@ func TestLargeObjectFromDisk(t *testing.T) {
 	wantHits(t, o, 1)
 	growth := testutil.PeakRSS(t, 0) - before
 	t.Logf("peak RSS grew by %d MiB for a %d MiB object", growth>>20, size>>20)
-	// Buffers, clients' ranges of up to 4 MiB and garbage fit in 32 MiB. The race
+	// Buffers, clients' ranges of up to 4 MiB and garbage not yet collected
+	// fit in 48 MiB (17 to 32 MiB measured, the most on a loaded machine,
+	// where collections come later), a quarter of the object. The race
 	// detector's shadow memory multiplies every allocation, so the bound is
 	// checked without it (`make unit` runs this test a second time so).
-	if growth > 32<<20 && !raceEnabled {
-		t.Errorf("peak RSS grew by %d MiB (bound 32 MiB); the object must not be held in memory", growth>>20)
+	if growth > 48<<20 && !raceEnabled {
+		t.Errorf("peak RSS grew by %d MiB (bound 48 MiB); the object must not be held in memory", growth>>20)
 	}
 }
 
