@@ -307,7 +307,11 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	// right after ring changes, its previous owners may still hold it: ask
 	// their caches before the origin.
 	if n.mesh != nil && req.header.Get("If-None-Match") == "" {
+		start := time.Now()
 		for _, p := range n.mesh.HandOffSources(key, req.takeOver) {
+			if time.Since(start) > handOffBudget {
+				break // the previous owners are slow to answer: the origin
+			}
 			resp, err := n.fetchPeer(ctx, p.Name, p.Addr, key, req, true)
 			if err != nil {
 				continue
@@ -323,6 +327,10 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	n.counters.originRequests.Add(1)
 	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
 }
+
+// handOffBudget bounds the time a miss spends asking previous owners (each
+// within peer.CacheOnlyTimeout) before it goes to the origin.
+const handOffBudget = time.Second
 
 // popFetched removes the peer's fetch time from h and returns it (zero when
 // the peer sent none).

@@ -219,6 +219,7 @@ type streamWriter struct {
 
 	sendMu   sync.Mutex // the head's send against the heartbeats'
 	headSent bool
+	beatsOff bool
 }
 
 // Heartbeat is how often a peer working on a fetch's head (its origin is
@@ -231,34 +232,29 @@ const (
 )
 
 // heartbeat sends empty messages every Heartbeat until the head is sent;
-// the returned function stops it and returns once it has stopped.
+// the returned function stops it, and no heartbeat is sent once it has
+// returned. A timer, not a goroutine: a hit's head goes out long before
+// the first beat.
 func (w *streamWriter) heartbeat() func() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			w.sendMu.Lock()
-			if w.headSent {
-				w.sendMu.Unlock()
-				return
-			}
-			err := w.stream.Send(&peerv1.FetchResponse{})
-			w.sendMu.Unlock()
-			if err != nil {
-				return
-			}
+	var t *time.Timer
+	beat := func() {
+		w.sendMu.Lock()
+		defer w.sendMu.Unlock()
+		if w.headSent || w.beatsOff {
+			return
 		}
-	})
+		if err := w.stream.Send(&peerv1.FetchResponse{}); err == nil {
+			t.Reset(Heartbeat)
+		}
+	}
+	w.sendMu.Lock()
+	t = time.AfterFunc(Heartbeat, beat)
+	w.sendMu.Unlock()
 	return func() {
-		close(done)
-		wg.Wait()
+		w.sendMu.Lock()
+		w.beatsOff = true
+		w.sendMu.Unlock()
+		t.Stop()
 	}
 }
 
@@ -523,7 +519,11 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 			return
 		}
 	}()
-	bound, suspect := health.bound(p.timeout), health.whenSuspect()
+	timeout := p.timeout
+	if req.GetCacheOnly() {
+		timeout = min(timeout, CacheOnlyTimeout) // an answer from a cache needs no origin
+	}
+	bound, suspect := health.bound(timeout), health.whenSuspect()
 	select {
 	case err := <-accepted:
 		if err == nil {
@@ -535,7 +535,7 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 		health.timedOut(time.Now())
 		return nil, fmt.Errorf("peer %s: %w within %v", addr, ErrNotAccepted, bound)
 	}
-	f, err := p.awaitHead(got, alive, suspect, start)
+	f, err := awaitHead(got, alive, suspect, start, timeout)
 	if err != nil {
 		cancel()
 		<-got
@@ -571,11 +571,15 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 	return resp, nil
 }
 
-// awaitHead waits for the first message after the heartbeats: within the
-// head timeout, with no gap longer than HeartbeatGap (the peer froze after
+// CacheOnlyTimeout bounds a cache-only fetch (a previous owner asked during
+// a hand-off): it needs no origin, so a peer that takes longer is skipped.
+const CacheOnlyTimeout = 500 * time.Millisecond
+
+// awaitHead waits for the first message after the heartbeats: within
+// timeout, with no gap longer than HeartbeatGap (the peer froze after
 // it accepted), and until the peer turns suspect.
-func (p *Pool) awaitHead(got <-chan first, alive <-chan struct{}, suspect <-chan struct{}, start time.Time) (first, error) {
-	total := time.NewTimer(p.timeout - time.Since(start))
+func awaitHead(got <-chan first, alive <-chan struct{}, suspect <-chan struct{}, start time.Time, timeout time.Duration) (first, error) {
+	total := time.NewTimer(timeout - time.Since(start))
 	defer total.Stop()
 	gap := time.NewTimer(HeartbeatGap)
 	defer gap.Stop()
@@ -588,7 +592,7 @@ func (p *Pool) awaitHead(got <-chan first, alive <-chan struct{}, suspect <-chan
 		case <-gap.C:
 			return first{}, fmt.Errorf("%w: no sign of it for %v while it worked on the head", ErrNotAccepted, HeartbeatGap)
 		case <-total.C:
-			return first{}, fmt.Errorf("no response head within %v", p.timeout)
+			return first{}, fmt.Errorf("no response head within %v", timeout)
 		case <-suspect: // it stopped accepting other fetches meanwhile: it froze
 			return first{}, fmt.Errorf("%w while this fetch waited for its head", ErrSuspect)
 		}
