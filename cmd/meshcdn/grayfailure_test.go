@@ -106,5 +106,15 @@ func TestFrozenOwner(t *testing.T) {
 	}
 	if worst >= 2*time.Second {
 		t.Errorf("a client waited %v with a frozen owner; want well under 2 s", worst)
+		if key := strings.Fields(worstPath); len(key) > 0 {
+			k := key[0][strings.Index(key[0], "/gray/"):]
+			for _, e := range []*edgeProc{e1, e2} {
+				for l := range strings.Lines(e.logs()) {
+					if strings.Contains(l, k) {
+						t.Logf("%s: %s", e.http, l)
+					}
+				}
+			}
+		}
 	}
 }

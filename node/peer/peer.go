@@ -562,8 +562,14 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 	// Read ahead one chunk and the message after it: a body of one chunk (most
 	// objects) is then complete and verified before the caller sees it, so an
 	// owner dying mid-stream sends the caller to the origin instead of cutting
-	// a client's transfer. Larger bodies keep streaming.
-	if err := body.readAhead(); err != nil {
+	// a client's transfer. Larger bodies keep streaming. A peer that froze
+	// after its head gets HeartbeatGap for this, as it would for the head.
+	stall := time.AfterFunc(HeartbeatGap, cancel)
+	err = body.readAhead()
+	if !stall.Stop() {
+		err = fmt.Errorf("%w: the body did not follow its head within %v", ErrNotAccepted, HeartbeatGap)
+	}
+	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
 	}

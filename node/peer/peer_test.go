@@ -197,12 +197,15 @@ func TestLocalCalls(t *testing.T) {
 // then says nothing more: a peer that froze while it worked on the head.
 type frozen struct {
 	peerv1.UnimplementedPeerServiceServer
-	accept bool
+	accept, head bool // it sent its headers; and the response head
 }
 
 func (f frozen) Fetch(_ *peerv1.FetchRequest, stream grpc.ServerStreamingServer[peerv1.FetchResponse]) error {
 	if f.accept {
 		_ = stream.SendHeader(nil)
+	}
+	if f.head {
+		_ = stream.Send(&peerv1.FetchResponse{Msg: &peerv1.FetchResponse_Head{Head: &peerv1.ResponseHead{Status: 200, Size: 10}}})
 	}
 	<-stream.Context().Done()
 	return nil
@@ -213,13 +216,13 @@ func (f frozen) Fetch(_ *peerv1.FetchRequest, stream grpc.ServerStreamingServer[
 // after two accept timeouts fetches skip the peer at once (but for one
 // probe a second); a slow but alive peer (heartbeats) is waited for.
 func TestUnresponsivePeer(t *testing.T) {
-	serveFrozen := func(accept bool) string {
+	serveFrozen := func(accept bool, head ...bool) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := grpc.NewServer()
-		peerv1.RegisterPeerServiceServer(s, frozen{accept: accept})
+		peerv1.RegisterPeerServiceServer(s, frozen{accept: accept, head: len(head) > 0 && head[0]})
 		go func() { _ = s.Serve(ln) }()
 		t.Cleanup(s.Stop)
 		return ln.Addr().String()
@@ -237,6 +240,9 @@ func TestUnresponsivePeer(t *testing.T) {
 	silent := serveFrozen(true)
 	if d, err := timed(silent); !errors.Is(err, ErrNotAccepted) || d > HeartbeatGap+time.Second {
 		t.Errorf("an accepted fetch then silence: %v after %v; want ErrNotAccepted after about %v", err, d, HeartbeatGap)
+	}
+	if d, err := timed(serveFrozen(true, true)); !errors.Is(err, ErrNotAccepted) || d > HeartbeatGap+time.Second {
+		t.Errorf("a head then silence: %v after %v; want ErrNotAccepted after about %v", err, d, HeartbeatGap)
 	}
 	stuck := serveFrozen(false)
 	for i := range 2 {
