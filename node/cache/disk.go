@@ -98,13 +98,22 @@ type Disk struct {
 	refused   atomic.Uint64
 }
 
-// OpenDisk prepares dir for a disk tier of maxBytes. It starts nothing; call
-// Load to index what an earlier run left.
+// OpenDisk prepares dir for a disk tier of maxBytes and removes the
+// temporary files an earlier run left. It starts nothing; call Load to
+// index the objects an earlier run stored.
 func OpenDisk(dir string, maxBytes int64, log *slog.Logger) (*Disk, error) {
 	d := &Disk{dir: filepath.Join(dir, fmt.Sprintf("v%d", diskVersion)), max: maxBytes, log: log,
 		index: map[string][]*DiskEntry{}, lru: list.New()}
-	if err := os.MkdirAll(filepath.Join(d.dir, "tmp"), 0o755); err != nil {
+	tmp := filepath.Join(d.dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	// What an earlier run left half-written goes now, before any fill of
+	// this one starts a file there (Load runs alongside fills).
+	if ents, err := os.ReadDir(tmp); err == nil {
+		for _, e := range ents {
+			_ = os.Remove(filepath.Join(tmp, e.Name()))
+		}
 	}
 	return d, nil
 }
@@ -116,15 +125,9 @@ func (d *Disk) objectPath(key, varyKey string) string {
 }
 
 // Load indexes the objects in the directory, verifying each one's trailer,
-// size and checksum, and removes temporary files and corrupt objects. It
+// size and checksum, and removes corrupt objects; fills may run meanwhile. It
 // returns early, with what it indexed so far, when ctx ends.
 func (d *Disk) Load(ctx context.Context) error {
-	tmp := filepath.Join(d.dir, "tmp")
-	if ents, err := os.ReadDir(tmp); err == nil {
-		for _, e := range ents {
-			_ = os.Remove(filepath.Join(tmp, e.Name()))
-		}
-	}
 	var loaded, dropped int
 	err := filepath.WalkDir(d.dir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {

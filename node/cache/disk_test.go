@@ -117,3 +117,35 @@ func TestDiskBudgetAndVariants(t *testing.T) {
 		t.Error("Invalidate")
 	}
 }
+
+// A fill that starts its file while the index loads (a node serves during
+// Load) commits it: Load leaves the temporary files of this run alone; the
+// ones an earlier run left are gone once the tier is open.
+func TestLoadBesideFill(t *testing.T) {
+	dir := t.TempDir()
+	stray := filepath.Join(dir, "v1", "tmp", "1-1.tmp")
+	if err := os.MkdirAll(filepath.Dir(stray), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stray, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDisk(dir, 1<<30, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stray); !os.IsNotExist(err) {
+		t.Errorf("an earlier run's temporary file is still there: %v", err)
+	}
+	w, err := d.Create("k", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte("body"))
+	if err := d.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(&Entry{Status: 200, Header: http.Header{}}); err != nil {
+		t.Errorf("a fill that began before Load: %v", err)
+	}
+}
