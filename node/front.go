@@ -50,6 +50,14 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.handlers.Add(1)
 	defer n.handlers.Done()
 	x := exchange{w: w, r: r, start: time.Now()}
+	if r.Host == "" {
+		// RFC 9112 §3.2: an origin-form request names its host; an empty
+		// one selects no site and must not share an entry.
+		x.stats, x.status = n.unknown, httpcache.Status{Detail: "no-host"}
+		n.edgeError(&x, http.StatusBadRequest, "meshcdn: the request has an empty Host")
+		n.observe(&x)
+		return
+	}
 	st, ok := n.sites.Lookup(r.Host)
 	if !ok {
 		x.stats = n.unknown

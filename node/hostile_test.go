@@ -306,3 +306,14 @@ func TestHostileMix(t *testing.T) {
 		t.Errorf("heap in use %d MiB", ms.HeapInuse>>20)
 	}
 }
+
+// TestEmptyHost: a request with an empty Host is 400 (RFC 9112 §3.2), like
+// a missing one, even with a default origin: nothing is fetched or stored.
+func TestEmptyHost(t *testing.T) {
+	o := newOrigin(t, static("x", "max-age=600"))
+	n := startNode(t, o, Config{})
+	if got := testutil.RawHTTP(t, n.HTTPAddr(), "GET /a.css HTTP/1.1\r\nHost: \r\n\r\n", 1); len(got) != 1 || got[0] != "400 Bad Request" {
+		t.Errorf("an empty Host: %v; want 400", got)
+	}
+	wantHits(t, o, 0)
+}

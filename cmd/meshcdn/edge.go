@@ -106,11 +106,23 @@ func parseFlagsSet(fs *flag.FlagSet, args []string, getenv func(string) string, 
 // parseArgs parses flags only, without positional arguments: a usage error
 // names what is wrong; -h comes back as flag.ErrHelp.
 func parseArgs(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	// The flag package would print the error and the whole usage, burying
+	// the error: run prints the error alone, with a hint; -h the usage.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if fs.Usage != nil {
+				fs.Usage()
+			} else {
+				fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+				fs.PrintDefaults()
+			}
 			return err
 		}
-		return usageError{err}
+		return usageError{fmt.Errorf("%w (%s -h lists the flags)", err, fs.Name())}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
@@ -195,8 +207,8 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 func (f *edgeFlags) adminConfig(cfg *node.Config) error {
 	cfg.Version = version
 	switch {
-	case f.admin == "off":
-		cfg.AdminAddr = ""
+	case f.admin == "off" && f.set["admin"], cfg.AdminAddr == "off" && !f.set["admin"]:
+		cfg.AdminAddr = "" // off on the command line, or in the file and not overridden
 	case cfg.AdminAddr == "" || f.set["admin"]:
 		cfg.AdminAddr = f.admin
 	}

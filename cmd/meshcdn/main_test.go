@@ -145,3 +145,49 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: %d %q", c, stdout.String())
 	}
 }
+
+// TestUsageOutput: a usage error prints one line naming the problem and a
+// hint to -h, without the usage dump that would bury it (exit 2); -h and
+// --help print the usage (exit 0).
+func TestUsageOutput(t *testing.T) {
+	for _, args := range [][]string{{"edge", "--memory", "12XB"}, {"healthcheck", "--bogus"}, {"edge", "--nope"}} {
+		var stdout, stderr testutil.SyncBuffer
+		code := run(t.Context(), args, &stdout, &stderr)
+		out := stderr.String()
+		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "-h lists the flags") {
+			t.Errorf("%v: exit %d, stderr %q; want one line with a hint to -h", args, code, out)
+		}
+	}
+	for _, args := range [][]string{{"edge", "-h"}, {"edge", "--help"}, {"healthcheck", "-h"}} {
+		var stdout, stderr testutil.SyncBuffer
+		if code := run(t.Context(), args, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String()+stderr.String(), "-addr") && !strings.Contains(stdout.String()+stderr.String(), "-memory") {
+			t.Errorf("%v: exit %d, output %q; want the usage", args, code, stdout.String()+stderr.String())
+		}
+	}
+}
+
+// TestAdminOffInFile: admin: "off" in the file turns the admin listener off
+// as --admin off does; the flag still wins over the file.
+func TestAdminOffInFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(file, []byte("node:\n  admin: \"off\"\norigin:\n  default: [\"http://o\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) (string, error) {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		var f edgeFlags
+		f.register(fs)
+		f.set = map[string]bool{}
+		if err := parseFlagsSet(fs, append([]string{"--config", file, "--gossip", "off"}, args...), func(string) string { return "" }, f.set); err != nil {
+			return "", err
+		}
+		cfg, err := f.edgeConfig(io.Discard)
+		return cfg.AdminAddr, err
+	}
+	if addr, err := parse(); err != nil || addr != "" {
+		t.Errorf("admin: off in the file: %q, %v; want no admin listener", addr, err)
+	}
+	if addr, err := parse("--admin", "127.0.0.1:7999"); err != nil || addr != "127.0.0.1:7999" {
+		t.Errorf("--admin over the file's off: %q, %v", addr, err)
+	}
+}
