@@ -453,7 +453,11 @@ func joinVia(prev []string) string {
 	if len(prev) == 0 {
 		return via
 	}
-	return strings.Join(prev, ", ") + ", " + via
+	joined := strings.Join(prev, ", ")
+	if strings.TrimSpace(joined[strings.LastIndexByte(joined, ',')+1:]) == via {
+		return joined // one entry per CDN, whatever its hops between nodes (as Fastly and Cloudflare)
+	}
+	return joined + ", " + via
 }
 
 func clientIP(r *http.Request) string {

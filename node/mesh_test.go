@@ -1011,3 +1011,21 @@ func TestGossipKeyRotation(t *testing.T) {
 		t.Errorf("GetConfig after the rotation: %v\n%s", err, js)
 	}
 }
+
+// TestViaOncePerCDN: a response that crossed peers names the CDN once in
+// Via, after the origin's own entries.
+func TestViaOncePerCDN(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Via", "1.1 origin-proxy")
+		_, _ = w.Write([]byte("x"))
+	})
+	nodes := startCluster(t, o, 3, nil)
+	p := ownedBy(t, nodes[0], "n2", "/via/")
+	for range 2 { // a fill through the owner, then a copy
+		r := do(t, nodes[0], "GET", p)
+		if v := r.Header.Get("Via"); v != "1.1 origin-proxy, 1.1 meshcdn" {
+			t.Errorf("Via %q (%s)", v, r.cacheStatus())
+		}
+	}
+}
