@@ -109,6 +109,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !ok {
 		return usageError{fmt.Errorf("admin: unknown command %q (members, locate, purge, purge-status, prefetch, stats, explain, drain, config)", cmd)}
 	}
+	if slices.ContainsFunc(rest, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
+		fmt.Fprint(stdout, commandUsage(cmd))
+		return nil
+	}
 	creds, err := f.credentials()
 	if err != nil {
 		return err
@@ -219,6 +223,24 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// commandUsage is the part of adminUsage about one command.
+func commandUsage(cmd string) string {
+	_, block, _ := strings.Cut(adminUsage, "Commands:\n")
+	block, _, _ = strings.Cut(block, "\nFlags:")
+	var b strings.Builder
+	b.WriteString("Usage: meshcdn admin [--addr ADDR] [--token T] [...] " + cmd + " (meshcdn admin -h for the flags before it)\n\n")
+	in := false
+	for line := range strings.Lines(block) {
+		if name, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") {
+			in = name == cmd
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 // strList is a repeatable string flag.

@@ -208,3 +208,17 @@ func TestAdminCLIErrors(t *testing.T) {
 		t.Errorf("token and address from the environment: exit %d: %s", code, errOut)
 	}
 }
+
+// Every admin command answers -h and --help with its usage, exit 0, before
+// any call.
+func TestAdminCommandHelp(t *testing.T) {
+	for _, cmd := range []string{"members", "locate", "purge", "purge-status", "prefetch", "stats", "explain", "drain", "config"} {
+		for _, h := range []string{"-h", "--help"} {
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), []string{"admin", "--addr", "127.0.0.1:1", cmd, h}, &stdout, &stderr)
+			if code != 0 || !strings.Contains(stdout.String(), "\n  "+cmd) {
+				t.Errorf("admin %s %s: exit %d, %q %q", cmd, h, code, stdout.String(), stderr.String())
+			}
+		}
+	}
+}
