@@ -102,6 +102,13 @@ func TestComposeFile(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatal(err)
 	}
+	// The commands the header shows name the project make cluster-up uses,
+	// or they would start a second project that collides with its ports.
+	for l := range strings.Lines(string(raw)) {
+		if strings.HasPrefix(l, "#") && strings.Contains(l, "-f deploy/docker-compose.yml") && !strings.Contains(l, "-p meshcdn") {
+			t.Errorf("a command in the header lacks -p meshcdn: %s", strings.TrimSpace(l))
+		}
+	}
 	edge, origin, init := compose.Services["edge"], compose.Services["origin"], compose.Services["mesh-init"]
 	if edge.Scale != 3 {
 		t.Errorf("edge scale %d, want 3 by default", edge.Scale)
