@@ -272,6 +272,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 		backoff = time.Second
 	}
 	wait := time.Duration(0)
+	failures := 0 // attempts in a row that found seeds and joined none
 	for {
 		select {
 		case <-ctx.Done():
@@ -279,17 +280,28 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		if g.ml.NumMembers() > 1 || g.left.Load() {
-			wait = 5 * backoff
+			wait, failures = 5*backoff, 0
 			continue
 		}
-		addrs := g.resolveSeeds(ctx)
+		addrs, problems := g.resolveSeeds(ctx)
 		joined := false
 		if len(addrs) > 0 {
 			n, err := g.ml.Join(addrs)
 			if joined = n > 0; joined {
 				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
-			} else {
-				g.log.Debug("join failed; retrying", "seeds", addrs, "err", err)
+				failures = 0
+			} else if err != nil {
+				problems = append(problems, err)
+			}
+		}
+		if !joined && len(problems) > 0 {
+			// Seeds that do not resolve or answer: said at once, then at
+			// the 2nd, 4th, 8th... attempt in a row (the attempts back off
+			// too). A seed that resolves only to this node (the first
+			// replica of a service) is no problem.
+			if failures++; failures&(failures-1) == 0 {
+				g.log.Warn("cannot join the cluster yet; retrying", "seeds", g.cfg.Join, "attempts", failures,
+					"err", errors.Join(problems...))
 			}
 		}
 		if !g.joinTried.Swap(true) {
@@ -304,10 +316,9 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 }
 
 // resolveSeeds turns seeds into addresses, every address of a DNS name, without
-// this node's own.
-func (g *Gossip) resolveSeeds(ctx context.Context) []string {
+// this node's own; problems are the seeds that do not resolve.
+func (g *Gossip) resolveSeeds(ctx context.Context) (out []string, problems []error) {
 	self := g.Addr()
-	var out []string
 	for _, s := range g.cfg.Join {
 		host, port, _ := net.SplitHostPort(s)
 		ips := []string{host}
@@ -316,7 +327,7 @@ func (g *Gossip) resolveSeeds(ctx context.Context) []string {
 			found, err := net.DefaultResolver.LookupHost(rctx, host)
 			cancel()
 			if err != nil {
-				g.log.Debug("seed does not resolve", "seed", s, "err", err)
+				problems = append(problems, fmt.Errorf("seed %s: %w", s, err))
 				continue
 			}
 			ips = found
@@ -327,7 +338,7 @@ func (g *Gossip) resolveSeeds(ctx context.Context) []string {
 			}
 		}
 	}
-	return out
+	return out, problems
 }
 
 // Members returns the live members, this node included, sorted by name.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // testLog writes to the test's output until the test ends, then drops lines:
@@ -298,5 +300,31 @@ func TestLeaveNotice(t *testing.T) {
 	eventually(t, 10*time.Second, "n2 gone", func() bool { return names(a) == "n1" })
 	if a.Failures() != before || len(a.Failed()) != 0 {
 		t.Errorf("a member that gave notice counted as failed: %d %v", a.Failures()-before, a.Failed())
+	}
+}
+
+// TestJoinFailureLogged: seeds that do not resolve or answer are reported at
+// Warn at the first attempt, then less and less often.
+func TestJoinFailureLogged(t *testing.T) {
+	var logs testutil.SyncBuffer
+	g, err := New(Config{Name: "lonely", BindAddr: "127.0.0.1:0", Fast: true,
+		Join:   []string{"nosuchhost.invalid:7946", "127.0.0.1:1"},
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	eventually(t, 10*time.Second, "a warning about the seeds", func() bool {
+		return strings.Contains(logs.String(), "cannot join the cluster yet")
+	})
+	if out := logs.String(); !strings.Contains(out, "nosuchhost.invalid") || !strings.Contains(out, "127.0.0.1:1") {
+		t.Errorf("the warning names neither seed's problem: %s", out)
+	}
+	eventually(t, 10*time.Second, "the fourth attempt", func() bool { return strings.Contains(logs.String(), "attempts=4") })
+	if n := strings.Count(logs.String(), "cannot join the cluster yet"); n != 3 {
+		t.Errorf("%d warnings by the fourth attempt; want 3 (attempts 1, 2 and 4)", n)
 	}
 }
