@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -444,6 +445,16 @@ func LoadFile(name string) (Config, error) {
 // ParseFile is LoadFile on data already read; name only labels errors.
 func ParseFile(name string, data []byte) (Config, error) {
 	var f File
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if errs := unknownKeys(&root, reflect.TypeFor[File]()); len(errs) > 0 {
+		for i, e := range errs {
+			errs[i] = fmt.Errorf("%s: %w", name, e)
+		}
+		return Config{}, errors.Join(errs...)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {

@@ -5,9 +5,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
@@ -64,7 +67,12 @@ func TestConfigErrors(t *testing.T) {
 		yaml string
 		want []string
 	}{
-		{"node:\n  nmae: x\n", []string{"edge.yaml:", "line 2: field nmae not found"}},
+		{"node:\n  nmae: x\n", []string{"edge.yaml: line 2: node.nmae is not a setting (did you mean name?)"}},
+		{"node:\n  name: a\n  memmory: 1GiB\n", []string{"edge.yaml: line 3: node.memmory is not a setting (did you mean memory?)"}},
+		{"mesh:\n  tls: {ca_file: a, certfile: b}\n", []string{"line 2: mesh.tls.certfile is not a setting (did you mean cert_file?)"}},
+		{"sites:\n  - hosts: [a.com]\n    rules:\n      - {path_prefx: /a, action: cache}\n", []string{"line 4: sites[0].rules[0].path_prefx is not a setting (did you mean path_prefix?)"}},
+		{"nodes:\n  name: a\n", []string{"line 1: nodes is not a setting (did you mean node?)"}},
+		{"node:\n  zzzzzzzz: 1\n", []string{"line 2: node.zzzzzzzz is not a setting"}},
 		{"node:\n  memory: lots\n", []string{"edge.yaml:", "line 2:", `invalid size "lots"`}},
 		{"node:\n  hit_for_pass: soon\n", []string{"edge.yaml:", `invalid duration "soon"`}},
 		{"origin:\n  default: [\"ftp://x\"]\n", []string{"edge.yaml: origin.default[0]:", "scheme must be http or https"}},
@@ -190,5 +198,26 @@ func TestAdminTLSConfig(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "admin_tls") {
 			t.Errorf("%+v: %v", c, err)
 		}
+	}
+}
+
+// TestREADMEConfigKeys: every key of the README's configuration example is a
+// setting, so the reference cannot drift from the code.
+func TestREADMEConfigKeys(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "### The configuration file\n\n```yaml\n")
+	if !ok {
+		t.Fatal("no configuration example in the README")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte(example), &root); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range unknownKeys(&root, reflect.TypeFor[File]()) {
+		t.Errorf("README example: %v", err)
 	}
 }
