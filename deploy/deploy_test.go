@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,8 +138,19 @@ func TestComposeFile(t *testing.T) {
 	if cfg.Mesh == nil || len(cfg.Mesh.Join) != 1 || cfg.Mesh.Join[0] != "edge:"+port(t, cfg.Mesh.GossipAddr) {
 		t.Errorf("edges do not join through the service name: %+v", cfg.Mesh)
 	}
-	if cfg.CacheDir != "/var/cache/meshcdn" || !slices.Contains(edge.Volumes, cfg.CacheDir) {
-		t.Errorf("cache_dir %q is not a volume of the edge service: %v", cfg.CacheDir, edge.Volumes)
+	// No anonymous volume: compose removes scaled-in replicas without their
+	// volumes, and make cluster-down cannot find those any more. The disk
+	// tier stays in each container's layer.
+	if cfg.CacheDir != "/var/cache/meshcdn" {
+		t.Errorf("cache_dir %q, want /var/cache/meshcdn", cfg.CacheDir)
+	}
+	for _, v := range edge.Volumes {
+		if src, _, ok := strings.Cut(v, ":"); !ok || src == "" {
+			t.Errorf("edge volume %q is anonymous: it outlives a scale-in", v)
+		}
+	}
+	if dockerfile, err := os.ReadFile("Dockerfile"); err != nil || regexp.MustCompile(`(?m)^VOLUME`).Match(dockerfile) {
+		t.Errorf("the Dockerfile declares a VOLUME (or cannot be read: %v): every container leaves an anonymous volume", err)
 	}
 	// mesh-init makes the CA and gossip key in the mesh volume once, before
 	// any edge starts; the edges read them there.
