@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -614,4 +615,36 @@ func TestPrefetchOwnerDown(t *testing.T) {
 		t.Fatalf("prefetch with its owner down: %v %v", p, err)
 	}
 	wantStatus(t, do(t, nodes[0], "GET", strings.TrimPrefix(u, "http://127.0.0.1")), "meshcdn; hit")
+}
+
+// TestSoftPurgeThenDrain: an object soft-purged at its owner (marked stale)
+// is not handed off as fresh when the owner drains: the new owner
+// revalidates with the origin instead of serving it as stored.
+func TestSoftPurgeThenDrain(t *testing.T) {
+	var version atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		fmt.Fprintf(w, "version %d", version.Add(1))
+	})
+	nodes := startCluster(t, o, 3, func(c *Config) { c.AdminAddr = "127.0.0.1:0" })
+	p := ownedBy(t, nodes[0], "n3", "/soft/")
+	do(t, nodes[2], "GET", p) // stored at its owner only
+	ac, _ := adminClient(t, nodes[0].AdminAddr())
+	if _, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1" + p}, Soft: true}); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].ready.Store(false)
+	nodes[2].mesh.Drain(false)
+	eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 })
+	owner, _ := nodes[0].mesh.Ring().Owner(nodes[0].sites.Default().CacheKey("127.0.0.1", p, ""))
+	var at *Node
+	for _, n := range nodes[:2] {
+		if n.Name() == owner {
+			at = n
+		}
+	}
+	r := do(t, at, "GET", p)
+	if r.body != "version 2" || strings.Contains(r.cacheStatus(), "detail=peer-n3") {
+		t.Errorf("after a soft purge and a drain, the new owner %s served %q (%s); want the origin's new version", owner, r.body, r.cacheStatus())
+	}
 }

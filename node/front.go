@@ -163,6 +163,11 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 			stale, fwd = f.stored(), httpcache.FwdStale
 		}
 		n.serveFill(x, rule, key, f.vary, stale, fwd, 0)
+	case onlyIfCached(x.r) && x.fromPeer && !f.e.Fresh(now):
+		// A new owner asks this previous owner's cache during a hand-off: a
+		// stale object (soft-purged, or expired) would be stored there as
+		// fresh, so it is not handed off; the new owner asks the origin.
+		n.notCached(x, httpcache.FwdStale)
 	case f.e.Fresh(now) || onlyIfCached(x.r):
 		x.status = httpcache.Status{Hit: true}
 		n.respond(x, f.e, f.src, now)
