@@ -53,6 +53,13 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 		}
 		nodes = append(nodes, startNode(t, o, cfg))
 	}
+	waitRings(t, nodes, size)
+	return nodes
+}
+
+// waitRings waits until every node's ring has size members.
+func waitRings(t *testing.T, nodes []*Node, size int) {
+	t.Helper()
 	eventually(t, 10*time.Second, func() bool {
 		for _, n := range nodes {
 			if n.RingMembers() != size {
@@ -61,7 +68,6 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 		}
 		return true
 	})
-	return nodes
 }
 
 // TestMeshOffload is acceptance 1 of the mesh: 100 distinct objects, each
@@ -977,14 +983,7 @@ func TestGossipKeyRotation(t *testing.T) {
 			Fast: true, Join: []string{others[0].GossipAddr()}}}
 		configure(&cfg)
 		nodes[i] = startNode(t, o, cfg)
-		eventually(t, 10*time.Second, func() bool {
-			for _, n := range nodes {
-				if n.RingMembers() != 3 {
-					return false
-				}
-			}
-			return true
-		})
+		waitRings(t, nodes, 3)
 		all := slices.Clone(nodes)
 		live.Store(&all)
 	}

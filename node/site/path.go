@@ -11,8 +11,8 @@ import (
 // merged into one. A path that does not start with "/" is returned as it
 // is. "/static/../dyn/x" becomes "/dyn/x", so it meets the rules of /dyn/.
 func NormalizePath(p string, mergeSlashes bool) string {
-	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, ".") && !strings.Contains(p, "%") && !strings.Contains(p, "//")) {
-		return p // the common case, untouched and unallocated
+	if !strings.HasPrefix(p, "/") || !mayNormalize(p, mergeSlashes) {
+		return p // the common case (/img/logo.png), untouched and unallocated
 	}
 	segs := strings.Split(p[1:], "/")
 	out := make([]string, 0, len(segs))
@@ -36,6 +36,13 @@ func NormalizePath(p string, mergeSlashes bool) string {
 		}
 	}
 	return "/" + strings.Join(out, "/")
+}
+
+// mayNormalize reports whether p may hold a dot segment (every segment
+// follows a slash) or, with mergeSlashes, a run of slashes.
+func mayNormalize(p string, mergeSlashes bool) bool {
+	return strings.Contains(p, "/.") || strings.Contains(p, "/%2e") || strings.Contains(p, "/%2E") ||
+		(mergeSlashes && strings.Contains(p, "//"))
 }
 
 // dots tells a dot segment: 1 for ".", 2 for "..", in any mix of "." and

@@ -37,6 +37,15 @@ func TestNormalizePath(t *testing.T) {
 	}
 }
 
+// The common path (a file with an extension, no dot segment) is returned as
+// it is, without allocating: this runs on every request.
+func TestNormalizePathCommonCase(t *testing.T) {
+	p := "/static/v1.2/app.min.js"
+	if n := testing.AllocsPerRun(100, func() { _ = NormalizePath(p, true) }); n != 0 {
+		t.Errorf("%v allocations for %s", n, p)
+	}
+}
+
 func TestSetPath(t *testing.T) {
 	u := &url.URL{}
 	if err := SetPath(u, "/a%2Fb/x"); err != nil || u.Path != "/a/b/x" || u.EscapedPath() != "/a%2Fb/x" {
