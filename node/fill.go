@@ -363,10 +363,23 @@ func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req origin
 		n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
 		return nil, err
 	}
-	n.metrics.peerFetches.WithLabelValues("ok").Inc()
 	resp.Header.Del("Cache-Status") // the peer's; this node sets its own
+	fetched, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(peer.FetchedField))
+	if n.purges.Predates(key, &cache.Entry{Header: resp.Header, Fetched: fetched, ResponseTime: time.Now()}) {
+		// The peer has not applied a purge this node has: what it sent
+		// predates the purge, so it is neither served nor stored here.
+		origin.DrainClose(resp.Body)
+		n.metrics.peerFetches.WithLabelValues("purged").Inc()
+		n.log.Debug("peer sent a purged object; asking the origin", "peer", name, "key", key)
+		return nil, errPeerPurged
+	}
+	n.metrics.peerFetches.WithLabelValues("ok").Inc()
 	return resp, nil
 }
+
+// errPeerPurged: a peer answered with an object that a purge this node has
+// applied removed.
+var errPeerPurged = errors.New("peer sent an object older than a purge applied here")
 
 // fillJob is one fill: what it fetches, for which site and rule, and the
 // stored response it revalidates, if any.
@@ -476,6 +489,11 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
+	if j.fl.peer != "" && j.dec.Store && n.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}) {
+		// The peer fetched it so soon after a purge applied here that the
+		// clocks cannot tell which came first: served, not stored.
+		j.dec = httpcache.Decision{Reason: "recent-purge"}
+	}
 	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
 		var err error
 		if n.disk != nil && !j.fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk

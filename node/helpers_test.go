@@ -161,6 +161,23 @@ func static(body string, cc string) http.HandlerFunc {
 	}
 }
 
+// labelledValue reads the counter name whose one label has value.
+func labelledValue(t testing.TB, n *Node, name, value string) float64 {
+	t.Helper()
+	mfs, err := n.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == name && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == value {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 // counterValue reads a metric's total (summed over labels) from /metrics.
 func counterValue(t testing.TB, n *Node, name string) float64 {
 	t.Helper()

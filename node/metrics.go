@@ -74,7 +74,7 @@ func newMetrics(store *cache.Memory) *metrics {
 		Name: "meshcdn_origin_server_latency_seconds", Help: "Time to response headers from each origin server.", Buckets: buckets,
 	}, []string{"site", "origin"})
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshcdn_peer_fetches_total", Help: "Fetches this node sent to owners, by result: ok, or failed (the origin was asked instead).",
+		Name: "meshcdn_peer_fetches_total", Help: "Fetches this node sent to owners, by result: ok, failed, or purged (the peer sent an object older than a purge applied here); the origin was asked after failed and purged ones.",
 	}, []string{"result"})
 	m.peerServed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meshcdn_peer_served_total", Help: "Fetches this node answered for other nodes.",

@@ -191,9 +191,9 @@ func TestPurgeLease(t *testing.T) {
 
 // TestPurgeRacesACopy: a node that has applied a purge and then fills from
 // a peer that has not applied it yet (the fan-out is still on its way)
-// serves what the peer sent but does not keep it, so once the purge is
-// everywhere no node holds the old object. Copies carry the time the owner
-// fetched the object from the origin.
+// neither serves nor keeps what the peer sent: it asks the origin, and its
+// Cache-Status and Explain agree that the new response is stored. Copies
+// carry the time the owner fetched the object from the origin.
 func TestPurgeRacesACopy(t *testing.T) {
 	o := newVersionedOrigin(t)
 	nodes := startCluster(t, o.testOrigin, 3, nil)
@@ -224,12 +224,45 @@ func TestPurgeRacesACopy(t *testing.T) {
 
 	purge := &peerv1.PurgeRequest{Id: "race", Keys: keys, From: "test", Issued: timestamppb.Now()}
 	other.purges.Apply(purge) // the owner has not applied it yet
-	if r := do(t, other, "GET", "/r.css"); r.body != "version 1" || !strings.Contains(r.cacheStatus(), "detail=peer-"+ownerName) {
-		t.Fatalf("before the owner applies the purge: %q %s", r.body, r.cacheStatus())
+	before := o.hits.Load()
+	r := do(t, other, "GET", "/r.css")
+	if r.body != "version 2" || strings.Contains(r.cacheStatus(), "detail=peer-") || !strings.Contains(r.cacheStatus(), "stored") {
+		t.Fatalf("%s served its owner's pre-purge object: %q %s", other.Name(), r.body, r.cacheStatus())
 	}
+	if got := o.hits.Load() - before; got != 1 {
+		t.Errorf("origin asked %d times; want 1", got)
+	}
+	if got := labelledValue(t, other, "meshcdn_peer_fetches_total", "purged"); got != 1 {
+		t.Errorf("meshcdn_peer_fetches_total{result=purged} = %v; want 1", got)
+	}
+	ex, err := (adminView{other}).Explain("http://127.0.0.1/r.css", "GET", nil)
+	if err != nil || !ex.Stored || ex.Outcome != "hit" {
+		t.Errorf("explain after a stored fill: %+v %v", ex, err)
+	}
+	if r := do(t, other, "GET", "/r.css"); r.body != "version 2" || !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") {
+		t.Errorf("second request: %q %s", r.body, r.cacheStatus())
+	}
+
+	// The owner applies the purge and fetches anew within Skew of it: a node
+	// that has applied the purge serves that copy but cannot tell it from a
+	// pre-purge one, so it does not store it, and says so.
 	owner.purges.Apply(purge)
-	if r := do(t, other, "GET", "/r.css"); r.body != "version 2" {
-		t.Errorf("%s kept the owner's pre-purge copy: %q %s", other.Name(), r.body, r.cacheStatus())
+	if r := do(t, owner, "GET", "/r.css"); r.body != "version 3" {
+		t.Fatalf("owner after the purge: %q %s", r.body, r.cacheStatus())
+	}
+	var third *Node
+	for _, n := range nodes {
+		if n != owner && n != other {
+			third = n
+		}
+	}
+	third.purges.Apply(purge)
+	r = do(t, third, "GET", "/r.css")
+	if r.body != "version 3" || strings.Contains(r.cacheStatus(), "stored") || !strings.Contains(r.cacheStatus(), "detail=recent-purge") {
+		t.Errorf("%s, a copy fetched just after the purge: %q %s", third.Name(), r.body, r.cacheStatus())
+	}
+	if ex, err := (adminView{third}).Explain("http://127.0.0.1/r.css", "GET", nil); err != nil || ex.Stored {
+		t.Errorf("explain on %s after an unstored fill: %+v %v", third.Name(), ex, err)
 	}
 }
 

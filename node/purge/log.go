@@ -127,8 +127,17 @@ func (l *Log) Since(incarnation, after uint64) (recs []*peerv1.PurgeRecord, more
 
 // Covers reports whether a purge in the log, issued after e was fetched
 // from the origin (within Skew), matches e stored under key: a copy from a
-// peer that had not applied the purge yet.
-func (l *Log) Covers(key string, e *cache.Entry) bool {
+// peer that may not have applied the purge yet.
+func (l *Log) Covers(key string, e *cache.Entry) bool { return l.matches(key, e, Skew) }
+
+// Predates reports whether a purge in the log, issued after e was fetched
+// from the origin by the clocks as they read, matches e stored under key: a
+// copy from a peer that had not applied the purge.
+func (l *Log) Predates(key string, e *cache.Entry) bool { return l.matches(key, e, 0) }
+
+// matches reports whether a purge in the log issued later than margin
+// before e was fetched matches e stored under key.
+func (l *Log) matches(key string, e *cache.Entry, margin time.Duration) bool {
 	fetched := e.FetchedAt()
 	var set *Set
 	l.mu.Lock()
@@ -140,7 +149,7 @@ func (l *Log) Covers(key string, e *cache.Entry) bool {
 		if set == nil {
 			set = NewSet()
 		}
-		set.Add(p)
+		set.AddBound(p, p.GetIssued().AsTime().Add(margin))
 	}
 	l.mu.Unlock()
 	return set != nil && set.Match(key, e)

@@ -184,6 +184,10 @@ func (s *Service) ApplyLogged() int {
 // although it was fetched before e arrived here (see Log.Covers).
 func (s *Service) Covers(key string, e *cache.Entry) bool { return s.records.Covers(key, e) }
 
+// Predates reports whether a purge this node applied was issued after e
+// was fetched from the origin (see Log.Predates).
+func (s *Service) Predates(key string, e *cache.Entry) bool { return s.records.Predates(key, e) }
+
 // Applied returns those of ids this node has applied.
 func (s *Service) Applied(ids []string) []string {
 	var out []string
