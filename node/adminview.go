@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
+
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/purge"
@@ -400,58 +401,49 @@ func countersOf(s *peerv1.StatsResponse) *admin.Counters {
 	return c
 }
 
-// ConfigJSON renders the effective configuration with secrets redacted.
-func (v adminView) ConfigJSON() ([]byte, error) {
+// Config is the node's effective configuration, without its secrets.
+func (v adminView) Config() *adminv1.NodeConfig {
 	c := v.n.cfg
-	type mesh struct {
-		Peer, Gossip            string
-		Join                    []string
-		Region                  string
-		GossipKey               string             `json:",omitempty"`
-		GossipKeys              int                // how many are accepted; the first sends
-		TLS                     *tlsconf.MeshFiles `json:",omitempty"`
-		Insecure                bool               `json:",omitempty"`
-		CopyShare               float64
-		PurgeLease              string
-		HandoffWindow, JoinWave string
-		DrainOnStop             string
+	out := &adminv1.NodeConfig{
+		Name: c.Name, Http: v.n.HTTPAddr(), Metrics: v.n.MetricsAddr(), Admin: v.n.AdminAddr(),
+		AdminInsecure: c.AdminInsecure, MemoryBytes: c.MemoryBytes, MaxObjectSizeBytes: c.MaxObjectSize,
+		CacheDir: c.CacheDir, DiskBytes: c.DiskBytes,
+		FillTimeout: durationpb.New(c.FillTimeout), FillIdleTimeout: durationpb.New(c.FillIdleTimeout),
+		HitForPass: durationpb.New(c.HitForPass), BodyTimeout: durationpb.New(c.BodyTimeout),
+		ShutdownTimeout: durationpb.New(c.ShutdownTimeout), AccessLog: c.AccessLog,
 	}
-	view := struct {
-		Name, HTTP, Metrics, Admin   string
-		AdminToken                   string `json:",omitempty"`
-		Origins                      []string
-		Sites                        int
-		MemoryBytes, MaxObjectSize   int64
-		CacheDir                     string
-		DiskBytes                    int64
-		FillTimeout, FillIdleTimeout string
-		HitForPass, ShutdownTimeout  string
-		AccessLog                    bool
-		Mesh                         *mesh `json:",omitempty"`
-	}{
-		Name: c.Name, HTTP: v.n.HTTPAddr(), Metrics: v.n.MetricsAddr(), Admin: v.n.AdminAddr(),
-		Sites: len(c.Sites), MemoryBytes: c.MemoryBytes, MaxObjectSize: c.MaxObjectSize, CacheDir: c.CacheDir,
-		DiskBytes: c.DiskBytes, FillTimeout: c.FillTimeout.String(), FillIdleTimeout: c.FillIdleTimeout.String(),
-		HitForPass: c.HitForPass.String(), ShutdownTimeout: c.ShutdownTimeout.String(), AccessLog: c.AccessLog,
+	if c.CacheDir == "" {
+		out.DiskBytes = 0
 	}
 	if c.AdminToken != "" {
-		view.AdminToken = "REDACTED"
+		out.AdminAuth = append(out.AdminAuth, "token")
+	}
+	if c.AdminClientCAFile != "" {
+		out.AdminAuth = append(out.AdminAuth, "client-certificate")
 	}
 	for _, o := range c.Origins {
-		view.Origins = append(view.Origins, o.String())
+		out.DefaultOrigins = append(out.DefaultOrigins, o.String())
 	}
-	if v.n.mesh != nil {
-		m := v.n.mesh.Config() // with the defaults in place
-		view.Mesh = &mesh{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
-			CopyShare: m.CopyShare, PurgeLease: m.PurgeLease.String(), HandoffWindow: m.HandoffWindow.String(),
-			JoinWave: m.JoinWave.String(), DrainOnStop: m.DrainOnStop.String()}
-		if len(m.GossipKeys) > 0 {
-			view.Mesh.GossipKey, view.Mesh.GossipKeys = "REDACTED", len(m.GossipKeys)
+	for _, st := range v.n.sites.Sites() {
+		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules())}
+		for _, o := range st.Origins {
+			sc.Origins = append(sc.Origins, fmt.Sprintf("%s weight=%d priority=%d", o.URL, o.Weight, o.Priority))
 		}
-		if m.TLS != (tlsconf.MeshFiles{}) {
-			view.Mesh.TLS = &m.TLS // file names, no secrets
-		}
-		view.Mesh.Insecure = m.Insecure
+		out.Sites = append(out.Sites, sc)
 	}
-	return json.MarshalIndent(view, "", "  ")
+	for _, p := range c.PurgeAllow {
+		out.PurgeAllow = append(out.PurgeAllow, p.String())
+	}
+	if v.n.mesh == nil {
+		return out
+	}
+	m := v.n.mesh.Config() // with the defaults in place
+	out.Mesh = &adminv1.MeshConfig{Peer: v.n.PeerAddr(), Gossip: v.n.GossipAddr(), Join: m.Join, Region: m.Region,
+		GossipKeys: int32(len(m.GossipKeys)), Insecure: m.Insecure, CopyShare: m.CopyShare,
+		PurgeLease: durationpb.New(m.PurgeLease), HandoffWindow: durationpb.New(m.HandoffWindow),
+		JoinWave: durationpb.New(m.JoinWave), DrainOnStop: durationpb.New(m.DrainOnStop)}
+	if t := m.TLS; t != (tlsconf.MeshFiles{}) {
+		out.Mesh.Tls = &adminv1.MeshTLS{CaFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, CaKeyFile: t.CAKeyFile}
+	}
+	return out
 }

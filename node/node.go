@@ -165,7 +165,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.admin != nil {
 		attrs = append(attrs, "admin", n.AdminAddr())
 	}
-	n.log.Info("edge node started", append(attrs, "sites", n.sites.Sites(), "memory", n.cfg.MemoryBytes)...)
+	n.log.Info("edge node started", append(attrs, "sites", len(n.sites.Sites()), "memory", n.cfg.MemoryBytes)...)
 	n.warnInsecure()
 	return nil
 }

@@ -684,6 +684,8 @@ func adminConfig(ctx context.Context, c *adminCall, args []string) error {
 	if stop, err := c.answered(resp, err); stop {
 		return err
 	}
-	_, err = fmt.Fprintf(c.stdout, "# effective configuration of %s (secrets redacted)\n%s\n", resp.GetNode(), resp.GetJson())
-	return err
+	if _, err := fmt.Fprintf(c.stdout, "# effective configuration of %s (secrets are never shown)\n", resp.GetNode()); err != nil {
+		return err
+	}
+	return c.printJSON(resp.GetConfig())
 }

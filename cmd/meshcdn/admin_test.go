@@ -154,7 +154,7 @@ func TestAdminCLI(t *testing.T) {
 	}
 
 	out, _, code = admin(t, "--addr", addr, "config")
-	wantContains(t, "config", out, "effective configuration of n1", `"Name": "n1"`)
+	wantContains(t, "config", out, "effective configuration of n1", `"name": "n1"`, `"memoryBytes": "`)
 	if code != 0 {
 		t.Errorf("config: exit %d", code)
 	}

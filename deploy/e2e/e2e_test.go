@@ -188,21 +188,19 @@ func (c *cluster) secureByDefault(es []edge) {
 	t := c.t
 	t.Helper()
 	for _, e := range es {
-		var cfg struct{ JSON string }
+		var cfg struct {
+			Config struct {
+				Mesh struct {
+					GossipKeys int
+					TLS        struct{ CAFile, CAKeyFile string }
+					Insecure   bool
+				}
+			}
+		}
 		if err := c.grpc(e.admin, "GetConfig", "", &cfg); err != nil {
 			t.Fatal(err)
 		}
-		var mesh struct {
-			Mesh struct {
-				GossipKeys int
-				TLS        struct{ CAFile, CAKeyFile string }
-				Insecure   bool
-			}
-		}
-		if err := json.Unmarshal([]byte(cfg.JSON), &mesh); err != nil {
-			t.Fatal(err)
-		}
-		if m := mesh.Mesh; m.GossipKeys != 1 || m.TLS.CAFile == "" || m.TLS.CAKeyFile == "" || m.Insecure {
+		if m := cfg.Config.Mesh; m.GossipKeys != 1 || m.TLS.CAFile == "" || m.TLS.CAKeyFile == "" || m.Insecure {
 			t.Fatalf("%s runs its mesh with %+v; want one gossip key and mesh TLS", e.name, m)
 		}
 	}

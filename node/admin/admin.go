@@ -59,8 +59,8 @@ type Cluster interface {
 	// Locate places an absolute URL; errors wrap ErrBadURL when the URL is at
 	// fault.
 	Locate(url string, replicas int) (Location, error)
-	// ConfigJSON is the effective configuration, secrets redacted.
-	ConfigJSON() ([]byte, error)
+	// Config is the effective configuration, without secrets.
+	Config() *adminv1.NodeConfig
 	// Purge applies a purge on every member; errors wrap ErrBadURL when a
 	// URL or prefix is at fault.
 	Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (id string, receipts []Receipt, err error)
@@ -362,11 +362,7 @@ func (s *Server) Drain(ctx context.Context, req *adminv1.DrainRequest) (*adminv1
 
 // GetConfig implements adminv1.AdminServiceServer.
 func (s *Server) GetConfig(context.Context, *adminv1.GetConfigRequest) (*adminv1.GetConfigResponse, error) {
-	b, err := s.c.ConfigJSON()
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &adminv1.GetConfigResponse{Node: s.c.Name(), Json: string(b)}, nil
+	return &adminv1.GetConfigResponse{Node: s.c.Name(), Config: s.c.Config()}, nil
 }
 
 // healthService is exempt from authentication, so probes need no token.

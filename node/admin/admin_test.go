@@ -36,7 +36,7 @@ func (c *cluster) Locate(url string, _ int) (Location, error) {
 	}
 	return Location{Site: "www", Key: "www.example.test/a", Owner: "n2"}, nil
 }
-func (c *cluster) ConfigJSON() ([]byte, error) { return []byte(`{"Name":"n1"}`), nil }
+func (c *cluster) Config() *adminv1.NodeConfig { return &adminv1.NodeConfig{Name: "n1"} }
 func (c *cluster) Purge(context.Context, []string, []string, []string, bool) (string, []Receipt, error) {
 	return "0123456789abcdef", []Receipt{{Node: "n1", Applied: true, Removed: 2}}, nil
 }

@@ -3,11 +3,13 @@ package site
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
 // Set finds the site of a request by its Host. It is immutable.
 type Set struct {
+	list     []*Site // in configuration order
 	exact    map[string]*Site
 	wildcard map[string]*Site // "example.com" for "*.example.com"
 	fallback *Site
@@ -17,7 +19,7 @@ type Set struct {
 // defaultOrigins, when given, build a catch-all site for hosts no site names;
 // without them such hosts get 404 and the edge is never an open proxy.
 func NewSet(sites []*Site, defaultOrigins []*url.URL) (*Set, error) {
-	s := &Set{exact: map[string]*Site{}, wildcard: map[string]*Site{}}
+	s := &Set{list: slices.Clone(sites), exact: map[string]*Site{}, wildcard: map[string]*Site{}}
 	for i, st := range sites {
 		for _, h := range st.Hosts {
 			m, name := s.exact, h
@@ -67,14 +69,6 @@ func (s *Set) Lookup(host string) (*Site, bool) {
 // Default returns the catch-all site of the default origins, or nil.
 func (s *Set) Default() *Site { return s.fallback }
 
-// Sites counts the configured sites, not counting the default one.
-func (s *Set) Sites() int {
-	seen := map[*Site]bool{}
-	for _, st := range s.exact {
-		seen[st] = true
-	}
-	for _, st := range s.wildcard {
-		seen[st] = true
-	}
-	return len(seen)
-}
+// Sites returns the configured sites in configuration order, not counting
+// the default one.
+func (s *Set) Sites() []*Site { return slices.Clone(s.list) }

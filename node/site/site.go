@@ -179,6 +179,10 @@ type Site struct {
 	rules  []*Rule
 }
 
+// Rules counts the site's rules, the built-in ones (default-static,
+// default-origin) included.
+func (s *Site) Rules() int { return len(s.rules) }
+
 // Compile validates c and builds the site. Errors name the field, relative to
 // the site (e.g. "rules[2].regex: ...").
 func (c Config) Compile() (*Site, error) {

@@ -416,8 +416,9 @@ type GetConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// node is the name of the node that answered.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// json is the effective configuration as JSON, secrets replaced by "REDACTED".
-	Json          string `protobuf:"bytes,2,opt,name=json,proto3" json:"json,omitempty"`
+	// config is the node's effective configuration, defaults filled in.
+	// Secrets (the admin token, the gossip keys, private keys) are never in it.
+	Config        *NodeConfig `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,9 +460,513 @@ func (x *GetConfigResponse) GetNode() string {
 	return ""
 }
 
-func (x *GetConfigResponse) GetJson() string {
+func (x *GetConfigResponse) GetConfig() *NodeConfig {
 	if x != nil {
-		return x.Json
+		return x.Config
+	}
+	return nil
+}
+
+// NodeConfig is an edge's effective configuration (the YAML's node, origin,
+// sites and mesh sections, with the addresses it actually listens on).
+type NodeConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the node's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// http, metrics and admin are the listeners' addresses ("" when off).
+	Http    string `protobuf:"bytes,2,opt,name=http,proto3" json:"http,omitempty"`
+	Metrics string `protobuf:"bytes,3,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Admin   string `protobuf:"bytes,4,opt,name=admin,proto3" json:"admin,omitempty"`
+	// admin_auth says what an admin call must present: "token",
+	// "client-certificate", both, or nothing on a loopback or insecure listener.
+	AdminAuth []string `protobuf:"bytes,5,rep,name=admin_auth,json=adminAuth,proto3" json:"admin_auth,omitempty"`
+	// admin_insecure is set when the admin listener may be beyond loopback
+	// without authentication.
+	AdminInsecure bool `protobuf:"varint,6,opt,name=admin_insecure,json=adminInsecure,proto3" json:"admin_insecure,omitempty"`
+	// default_origins serve hosts that no site names.
+	DefaultOrigins []string `protobuf:"bytes,7,rep,name=default_origins,json=defaultOrigins,proto3" json:"default_origins,omitempty"`
+	// sites are the configured CDN domains.
+	Sites []*SiteConfig `protobuf:"bytes,8,rep,name=sites,proto3" json:"sites,omitempty"`
+	// memory_bytes is the memory tier's budget; max_object_size_bytes the
+	// largest body kept in memory.
+	MemoryBytes        int64 `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MaxObjectSizeBytes int64 `protobuf:"varint,10,opt,name=max_object_size_bytes,json=maxObjectSizeBytes,proto3" json:"max_object_size_bytes,omitempty"`
+	// cache_dir is the disk tier's directory ("" without one); disk_bytes its
+	// budget.
+	CacheDir  string `protobuf:"bytes,11,opt,name=cache_dir,json=cacheDir,proto3" json:"cache_dir,omitempty"`
+	DiskBytes int64  `protobuf:"varint,12,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// The time bounds of node.fill_timeout, fill_idle_timeout, hit_for_pass,
+	// body_timeout and shutdown_timeout.
+	FillTimeout     *durationpb.Duration `protobuf:"bytes,13,opt,name=fill_timeout,json=fillTimeout,proto3" json:"fill_timeout,omitempty"`
+	FillIdleTimeout *durationpb.Duration `protobuf:"bytes,14,opt,name=fill_idle_timeout,json=fillIdleTimeout,proto3" json:"fill_idle_timeout,omitempty"`
+	HitForPass      *durationpb.Duration `protobuf:"bytes,15,opt,name=hit_for_pass,json=hitForPass,proto3" json:"hit_for_pass,omitempty"`
+	BodyTimeout     *durationpb.Duration `protobuf:"bytes,16,opt,name=body_timeout,json=bodyTimeout,proto3" json:"body_timeout,omitempty"`
+	ShutdownTimeout *durationpb.Duration `protobuf:"bytes,17,opt,name=shutdown_timeout,json=shutdownTimeout,proto3" json:"shutdown_timeout,omitempty"`
+	// access_log is set when every request is logged.
+	AccessLog bool `protobuf:"varint,18,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	// purge_allow lists the networks allowed to send the HTTP PURGE method.
+	PurgeAllow []string `protobuf:"bytes,19,rep,name=purge_allow,json=purgeAllow,proto3" json:"purge_allow,omitempty"`
+	// mesh is unset when the node runs alone.
+	Mesh          *MeshConfig `protobuf:"bytes,20,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeConfig) Reset() {
+	*x = NodeConfig{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeConfig) ProtoMessage() {}
+
+func (x *NodeConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeConfig.ProtoReflect.Descriptor instead.
+func (*NodeConfig) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NodeConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetHttp() string {
+	if x != nil {
+		return x.Http
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetMetrics() string {
+	if x != nil {
+		return x.Metrics
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetAdmin() string {
+	if x != nil {
+		return x.Admin
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetAdminAuth() []string {
+	if x != nil {
+		return x.AdminAuth
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetAdminInsecure() bool {
+	if x != nil {
+		return x.AdminInsecure
+	}
+	return false
+}
+
+func (x *NodeConfig) GetDefaultOrigins() []string {
+	if x != nil {
+		return x.DefaultOrigins
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetSites() []*SiteConfig {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *NodeConfig) GetMaxObjectSizeBytes() int64 {
+	if x != nil {
+		return x.MaxObjectSizeBytes
+	}
+	return 0
+}
+
+func (x *NodeConfig) GetCacheDir() string {
+	if x != nil {
+		return x.CacheDir
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *NodeConfig) GetFillTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.FillTimeout
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetFillIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.FillIdleTimeout
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetHitForPass() *durationpb.Duration {
+	if x != nil {
+		return x.HitForPass
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetBodyTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BodyTimeout
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetShutdownTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ShutdownTimeout
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetAccessLog() bool {
+	if x != nil {
+		return x.AccessLog
+	}
+	return false
+}
+
+func (x *NodeConfig) GetPurgeAllow() []string {
+	if x != nil {
+		return x.PurgeAllow
+	}
+	return nil
+}
+
+func (x *NodeConfig) GetMesh() *MeshConfig {
+	if x != nil {
+		return x.Mesh
+	}
+	return nil
+}
+
+// SiteConfig summarises one site.
+type SiteConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name labels the site in metrics and logs.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// hosts are the site's host names.
+	Hosts []string `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// origins are its origin servers, "URL weight=W priority=P".
+	Origins []string `protobuf:"bytes,3,rep,name=origins,proto3" json:"origins,omitempty"`
+	// rules counts its rules, the built-in default-static and default-origin
+	// rules included.
+	Rules         int32 `protobuf:"varint,4,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteConfig) Reset() {
+	*x = SiteConfig{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteConfig) ProtoMessage() {}
+
+func (x *SiteConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteConfig.ProtoReflect.Descriptor instead.
+func (*SiteConfig) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SiteConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SiteConfig) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *SiteConfig) GetOrigins() []string {
+	if x != nil {
+		return x.Origins
+	}
+	return nil
+}
+
+func (x *SiteConfig) GetRules() int32 {
+	if x != nil {
+		return x.Rules
+	}
+	return 0
+}
+
+// MeshConfig is the mesh section of a node's configuration.
+type MeshConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// peer and gossip are the listeners' addresses.
+	Peer   string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	Gossip string `protobuf:"bytes,2,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	// join lists the gossip seeds.
+	Join []string `protobuf:"bytes,3,rep,name=join,proto3" json:"join,omitempty"`
+	// region is the region the node advertises.
+	Region string `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	// gossip_keys counts the gossip keys accepted (the first sends); 0: gossip
+	// is not encrypted.
+	GossipKeys int32 `protobuf:"varint,5,opt,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	// tls names the mesh TLS files; unset without mesh TLS.
+	Tls *MeshTLS `protobuf:"bytes,6,opt,name=tls,proto3" json:"tls,omitempty"`
+	// insecure is set when the mesh may listen beyond loopback unprotected.
+	Insecure bool `protobuf:"varint,7,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// copy_share is the memory tier's share for copies of other nodes' objects.
+	CopyShare float64 `protobuf:"fixed64,8,opt,name=copy_share,json=copyShare,proto3" json:"copy_share,omitempty"`
+	// The time bounds of mesh.purge_lease, handoff_window, join_wave and
+	// drain_on_stop.
+	PurgeLease    *durationpb.Duration `protobuf:"bytes,9,opt,name=purge_lease,json=purgeLease,proto3" json:"purge_lease,omitempty"`
+	HandoffWindow *durationpb.Duration `protobuf:"bytes,10,opt,name=handoff_window,json=handoffWindow,proto3" json:"handoff_window,omitempty"`
+	JoinWave      *durationpb.Duration `protobuf:"bytes,11,opt,name=join_wave,json=joinWave,proto3" json:"join_wave,omitempty"`
+	DrainOnStop   *durationpb.Duration `protobuf:"bytes,12,opt,name=drain_on_stop,json=drainOnStop,proto3" json:"drain_on_stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshConfig) Reset() {
+	*x = MeshConfig{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshConfig) ProtoMessage() {}
+
+func (x *MeshConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshConfig.ProtoReflect.Descriptor instead.
+func (*MeshConfig) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MeshConfig) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *MeshConfig) GetGossip() string {
+	if x != nil {
+		return x.Gossip
+	}
+	return ""
+}
+
+func (x *MeshConfig) GetJoin() []string {
+	if x != nil {
+		return x.Join
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *MeshConfig) GetGossipKeys() int32 {
+	if x != nil {
+		return x.GossipKeys
+	}
+	return 0
+}
+
+func (x *MeshConfig) GetTls() *MeshTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+func (x *MeshConfig) GetCopyShare() float64 {
+	if x != nil {
+		return x.CopyShare
+	}
+	return 0
+}
+
+func (x *MeshConfig) GetPurgeLease() *durationpb.Duration {
+	if x != nil {
+		return x.PurgeLease
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetHandoffWindow() *durationpb.Duration {
+	if x != nil {
+		return x.HandoffWindow
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetJoinWave() *durationpb.Duration {
+	if x != nil {
+		return x.JoinWave
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetDrainOnStop() *durationpb.Duration {
+	if x != nil {
+		return x.DrainOnStop
+	}
+	return nil
+}
+
+// MeshTLS names the files of a node's mesh identity.
+type MeshTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca_file holds the cluster CA certificates.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// cert_file and key_file are the node's certificate and key, when issued.
+	CertFile string `protobuf:"bytes,2,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	KeyFile  string `protobuf:"bytes,3,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// ca_key_file is the CA key the node signs its own certificate with.
+	CaKeyFile     string `protobuf:"bytes,4,opt,name=ca_key_file,json=caKeyFile,proto3" json:"ca_key_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshTLS) Reset() {
+	*x = MeshTLS{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshTLS) ProtoMessage() {}
+
+func (x *MeshTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshTLS.ProtoReflect.Descriptor instead.
+func (*MeshTLS) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MeshTLS) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *MeshTLS) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *MeshTLS) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
+func (x *MeshTLS) GetCaKeyFile() string {
+	if x != nil {
+		return x.CaKeyFile
 	}
 	return ""
 }
@@ -484,7 +989,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +1001,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +1014,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PurgeRequest) GetUrls() []string {
@@ -553,7 +1058,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +1070,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +1083,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PurgeResponse) GetPurgeId() string {
@@ -612,7 +1117,7 @@ type PurgeReceipt struct {
 
 func (x *PurgeReceipt) Reset() {
 	*x = PurgeReceipt{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +1129,7 @@ func (x *PurgeReceipt) String() string {
 func (*PurgeReceipt) ProtoMessage() {}
 
 func (x *PurgeReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +1142,7 @@ func (x *PurgeReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeReceipt.ProtoReflect.Descriptor instead.
 func (*PurgeReceipt) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PurgeReceipt) GetNode() string {
@@ -679,7 +1184,7 @@ type GetPurgeRequest struct {
 
 func (x *GetPurgeRequest) Reset() {
 	*x = GetPurgeRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +1196,7 @@ func (x *GetPurgeRequest) String() string {
 func (*GetPurgeRequest) ProtoMessage() {}
 
 func (x *GetPurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +1209,7 @@ func (x *GetPurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurgeRequest.ProtoReflect.Descriptor instead.
 func (*GetPurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetPurgeRequest) GetPurgeId() string {
@@ -727,7 +1232,7 @@ type GetPurgeResponse struct {
 
 func (x *GetPurgeResponse) Reset() {
 	*x = GetPurgeResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +1244,7 @@ func (x *GetPurgeResponse) String() string {
 func (*GetPurgeResponse) ProtoMessage() {}
 
 func (x *GetPurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +1257,7 @@ func (x *GetPurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurgeResponse.ProtoReflect.Descriptor instead.
 func (*GetPurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPurgeResponse) GetPurgeId() string {
@@ -778,7 +1283,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1295,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1308,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 // GetStatsResponse has one entry per member and the cluster's totals.
@@ -819,7 +1324,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1336,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1349,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetStatsResponse) GetNodes() []*NodeStats {
@@ -891,7 +1396,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1408,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1421,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeStats) GetNode() string {
@@ -999,7 +1504,7 @@ type TierStats struct {
 
 func (x *TierStats) Reset() {
 	*x = TierStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1516,7 @@ func (x *TierStats) String() string {
 func (*TierStats) ProtoMessage() {}
 
 func (x *TierStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1529,7 @@ func (x *TierStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
 func (*TierStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TierStats) GetTier() string {
@@ -1070,7 +1575,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1587,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1600,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExplainRequest) GetUrl() string {
@@ -1161,7 +1666,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1678,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1691,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExplainResponse) GetSite() string {
@@ -1284,7 +1789,7 @@ type PrefetchRequest struct {
 
 func (x *PrefetchRequest) Reset() {
 	*x = PrefetchRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1801,7 @@ func (x *PrefetchRequest) String() string {
 func (*PrefetchRequest) ProtoMessage() {}
 
 func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1814,7 @@ func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PrefetchRequest) GetUrls() []string {
@@ -1340,7 +1845,7 @@ type PrefetchResponse struct {
 
 func (x *PrefetchResponse) Reset() {
 	*x = PrefetchResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1857,7 @@ func (x *PrefetchResponse) String() string {
 func (*PrefetchResponse) ProtoMessage() {}
 
 func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1870,7 @@ func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PrefetchResponse) GetUrl() string {
@@ -1425,7 +1930,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1942,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1955,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrainRequest) GetNode() string {
@@ -1484,7 +1989,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +2001,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +2014,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -1572,10 +2077,67 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1a\n" +
 	"\breplicas\x18\x04 \x03(\tR\breplicas\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x12\n" +
-	"\x10GetConfigRequest\";\n" +
+	"\x10GetConfigRequest\"i\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\tR\x04json\"f\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
+	"\x06config\x18\x03 \x01(\v2\x1c.meshcdn.admin.v1.NodeConfigR\x06configJ\x04\b\x02\x10\x03R\x04json\"\xd1\x06\n" +
+	"\n" +
+	"NodeConfig\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04http\x18\x02 \x01(\tR\x04http\x12\x18\n" +
+	"\ametrics\x18\x03 \x01(\tR\ametrics\x12\x14\n" +
+	"\x05admin\x18\x04 \x01(\tR\x05admin\x12\x1d\n" +
+	"\n" +
+	"admin_auth\x18\x05 \x03(\tR\tadminAuth\x12%\n" +
+	"\x0eadmin_insecure\x18\x06 \x01(\bR\radminInsecure\x12'\n" +
+	"\x0fdefault_origins\x18\a \x03(\tR\x0edefaultOrigins\x122\n" +
+	"\x05sites\x18\b \x03(\v2\x1c.meshcdn.admin.v1.SiteConfigR\x05sites\x12!\n" +
+	"\fmemory_bytes\x18\t \x01(\x03R\vmemoryBytes\x121\n" +
+	"\x15max_object_size_bytes\x18\n" +
+	" \x01(\x03R\x12maxObjectSizeBytes\x12\x1b\n" +
+	"\tcache_dir\x18\v \x01(\tR\bcacheDir\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\f \x01(\x03R\tdiskBytes\x12<\n" +
+	"\ffill_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\vfillTimeout\x12E\n" +
+	"\x11fill_idle_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0ffillIdleTimeout\x12;\n" +
+	"\fhit_for_pass\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"hitForPass\x12<\n" +
+	"\fbody_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\vbodyTimeout\x12D\n" +
+	"\x10shutdown_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x0fshutdownTimeout\x12\x1d\n" +
+	"\n" +
+	"access_log\x18\x12 \x01(\bR\taccessLog\x12\x1f\n" +
+	"\vpurge_allow\x18\x13 \x03(\tR\n" +
+	"purgeAllow\x120\n" +
+	"\x04mesh\x18\x14 \x01(\v2\x1c.meshcdn.admin.v1.MeshConfigR\x04mesh\"f\n" +
+	"\n" +
+	"SiteConfig\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x18\n" +
+	"\aorigins\x18\x03 \x03(\tR\aorigins\x12\x14\n" +
+	"\x05rules\x18\x04 \x01(\x05R\x05rules\"\xe2\x03\n" +
+	"\n" +
+	"MeshConfig\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x16\n" +
+	"\x06gossip\x18\x02 \x01(\tR\x06gossip\x12\x12\n" +
+	"\x04join\x18\x03 \x03(\tR\x04join\x12\x16\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x1f\n" +
+	"\vgossip_keys\x18\x05 \x01(\x05R\n" +
+	"gossipKeys\x12+\n" +
+	"\x03tls\x18\x06 \x01(\v2\x19.meshcdn.admin.v1.MeshTLSR\x03tls\x12\x1a\n" +
+	"\binsecure\x18\a \x01(\bR\binsecure\x12\x1d\n" +
+	"\n" +
+	"copy_share\x18\b \x01(\x01R\tcopyShare\x12:\n" +
+	"\vpurge_lease\x18\t \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"purgeLease\x12@\n" +
+	"\x0ehandoff_window\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\rhandoffWindow\x126\n" +
+	"\tjoin_wave\x18\v \x01(\v2\x19.google.protobuf.DurationR\bjoinWave\x12=\n" +
+	"\rdrain_on_stop\x18\f \x01(\v2\x19.google.protobuf.DurationR\vdrainOnStop\"z\n" +
+	"\aMeshTLS\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1b\n" +
+	"\tcert_file\x18\x02 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\x03 \x01(\tR\akeyFile\x12\x1e\n" +
+	"\vca_key_file\x18\x04 \x01(\tR\tcaKeyFile\"f\n" +
 	"\fPurgeRequest\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
 	"\bprefixes\x18\x02 \x03(\tR\bprefixes\x12\x12\n" +
@@ -1683,7 +2245,7 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
@@ -1692,58 +2254,75 @@ var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*LocateResponse)(nil),      // 4: meshcdn.admin.v1.LocateResponse
 	(*GetConfigRequest)(nil),    // 5: meshcdn.admin.v1.GetConfigRequest
 	(*GetConfigResponse)(nil),   // 6: meshcdn.admin.v1.GetConfigResponse
-	(*PurgeRequest)(nil),        // 7: meshcdn.admin.v1.PurgeRequest
-	(*PurgeResponse)(nil),       // 8: meshcdn.admin.v1.PurgeResponse
-	(*PurgeReceipt)(nil),        // 9: meshcdn.admin.v1.PurgeReceipt
-	(*GetPurgeRequest)(nil),     // 10: meshcdn.admin.v1.GetPurgeRequest
-	(*GetPurgeResponse)(nil),    // 11: meshcdn.admin.v1.GetPurgeResponse
-	(*GetStatsRequest)(nil),     // 12: meshcdn.admin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),    // 13: meshcdn.admin.v1.GetStatsResponse
-	(*NodeStats)(nil),           // 14: meshcdn.admin.v1.NodeStats
-	(*TierStats)(nil),           // 15: meshcdn.admin.v1.TierStats
-	(*ExplainRequest)(nil),      // 16: meshcdn.admin.v1.ExplainRequest
-	(*ExplainResponse)(nil),     // 17: meshcdn.admin.v1.ExplainResponse
-	(*PrefetchRequest)(nil),     // 18: meshcdn.admin.v1.PrefetchRequest
-	(*PrefetchResponse)(nil),    // 19: meshcdn.admin.v1.PrefetchResponse
-	(*DrainRequest)(nil),        // 20: meshcdn.admin.v1.DrainRequest
-	(*DrainResponse)(nil),       // 21: meshcdn.admin.v1.DrainResponse
-	nil,                         // 22: meshcdn.admin.v1.NodeStats.RequestsEntry
-	nil,                         // 23: meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
+	(*NodeConfig)(nil),          // 7: meshcdn.admin.v1.NodeConfig
+	(*SiteConfig)(nil),          // 8: meshcdn.admin.v1.SiteConfig
+	(*MeshConfig)(nil),          // 9: meshcdn.admin.v1.MeshConfig
+	(*MeshTLS)(nil),             // 10: meshcdn.admin.v1.MeshTLS
+	(*PurgeRequest)(nil),        // 11: meshcdn.admin.v1.PurgeRequest
+	(*PurgeResponse)(nil),       // 12: meshcdn.admin.v1.PurgeResponse
+	(*PurgeReceipt)(nil),        // 13: meshcdn.admin.v1.PurgeReceipt
+	(*GetPurgeRequest)(nil),     // 14: meshcdn.admin.v1.GetPurgeRequest
+	(*GetPurgeResponse)(nil),    // 15: meshcdn.admin.v1.GetPurgeResponse
+	(*GetStatsRequest)(nil),     // 16: meshcdn.admin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),    // 17: meshcdn.admin.v1.GetStatsResponse
+	(*NodeStats)(nil),           // 18: meshcdn.admin.v1.NodeStats
+	(*TierStats)(nil),           // 19: meshcdn.admin.v1.TierStats
+	(*ExplainRequest)(nil),      // 20: meshcdn.admin.v1.ExplainRequest
+	(*ExplainResponse)(nil),     // 21: meshcdn.admin.v1.ExplainResponse
+	(*PrefetchRequest)(nil),     // 22: meshcdn.admin.v1.PrefetchRequest
+	(*PrefetchResponse)(nil),    // 23: meshcdn.admin.v1.PrefetchResponse
+	(*DrainRequest)(nil),        // 24: meshcdn.admin.v1.DrainRequest
+	(*DrainResponse)(nil),       // 25: meshcdn.admin.v1.DrainResponse
+	nil,                         // 26: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 27: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
-	9,  // 1: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	9,  // 2: meshcdn.admin.v1.GetPurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	14, // 3: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
-	14, // 4: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	22, // 5: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
-	15, // 6: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	23, // 7: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	24, // 8: meshcdn.admin.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	0,  // 9: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3,  // 10: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	7,  // 11: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	10, // 12: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
-	18, // 13: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
-	16, // 14: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
-	12, // 15: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	20, // 16: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
-	5,  // 17: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 18: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 19: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	8,  // 20: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	11, // 21: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
-	19, // 22: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
-	17, // 23: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	13, // 24: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	21, // 25: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
-	6,  // 26: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	7,  // 1: meshcdn.admin.v1.GetConfigResponse.config:type_name -> meshcdn.admin.v1.NodeConfig
+	8,  // 2: meshcdn.admin.v1.NodeConfig.sites:type_name -> meshcdn.admin.v1.SiteConfig
+	28, // 3: meshcdn.admin.v1.NodeConfig.fill_timeout:type_name -> google.protobuf.Duration
+	28, // 4: meshcdn.admin.v1.NodeConfig.fill_idle_timeout:type_name -> google.protobuf.Duration
+	28, // 5: meshcdn.admin.v1.NodeConfig.hit_for_pass:type_name -> google.protobuf.Duration
+	28, // 6: meshcdn.admin.v1.NodeConfig.body_timeout:type_name -> google.protobuf.Duration
+	28, // 7: meshcdn.admin.v1.NodeConfig.shutdown_timeout:type_name -> google.protobuf.Duration
+	9,  // 8: meshcdn.admin.v1.NodeConfig.mesh:type_name -> meshcdn.admin.v1.MeshConfig
+	10, // 9: meshcdn.admin.v1.MeshConfig.tls:type_name -> meshcdn.admin.v1.MeshTLS
+	28, // 10: meshcdn.admin.v1.MeshConfig.purge_lease:type_name -> google.protobuf.Duration
+	28, // 11: meshcdn.admin.v1.MeshConfig.handoff_window:type_name -> google.protobuf.Duration
+	28, // 12: meshcdn.admin.v1.MeshConfig.join_wave:type_name -> google.protobuf.Duration
+	28, // 13: meshcdn.admin.v1.MeshConfig.drain_on_stop:type_name -> google.protobuf.Duration
+	13, // 14: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	13, // 15: meshcdn.admin.v1.GetPurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	18, // 16: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
+	18, // 17: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
+	26, // 18: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	19, // 19: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
+	27, // 20: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	28, // 21: meshcdn.admin.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	0,  // 22: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 23: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	11, // 24: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	14, // 25: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
+	22, // 26: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
+	20, // 27: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	16, // 28: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	24, // 29: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
+	5,  // 30: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 31: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 32: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	12, // 33: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	15, // 34: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
+	23, // 35: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	21, // 36: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	17, // 37: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	25, // 38: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
+	6,  // 39: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -1757,7 +2336,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
