@@ -62,8 +62,8 @@ type adminFlags struct {
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f adminFlags
 	fs := flag.NewFlagSet("meshcdn admin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
+	fs.SetOutput(stdout)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage); fs.PrintDefaults() }
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7071", "admin API `address` of any node (env MESHCDN_ADMIN_ADDR)")
 	fs.StringVar(&f.token, "token", "", "bearer `token` for the admin API (env MESHCDN_ADMIN_TOKEN)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "read the token from this `file`")
@@ -72,11 +72,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.key, "key", "", "client key `file`")
 	fs.BoolVar(&f.json, "json", false, "print the API's answer as JSON (prefetch: one object a line)")
 	fs.DurationVar(&f.timeout, "timeout", time.Minute, "give up on a call after this long")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -89,16 +86,15 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.tokenFile != "" {
 		tok, err := node.ReadToken(f.tokenFile)
 		if err != nil {
-			return usageError{fmt.Errorf("--token-file: %w", err)}
+			return usageError{err: fmt.Errorf("--token-file: %w", err)}
 		}
 		f.token = tok
 	}
 	if f.timeout <= 0 {
-		return usageError{errors.New("--timeout: must be positive")}
+		return usageError{err: errors.New("--timeout: must be positive")}
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return usageError{errors.New("admin: a command is required")}
+		return usageError{err: errors.New("admin: a command is required: " + adminCommands)}
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	commands := map[string]func(context.Context, *adminCall, []string) error{
@@ -107,19 +103,27 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	run, ok := commands[cmd]
 	if !ok {
-		return usageError{fmt.Errorf("admin: unknown command %q (members, locate, purge, purge-status, prefetch, stats, explain, drain, config)", cmd)}
+		return usageError{err: fmt.Errorf("admin: unknown command %q (%s)", cmd, adminCommands)}
 	}
 	if slices.ContainsFunc(rest, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
 		fmt.Fprint(stdout, commandUsage(cmd))
 		return nil
 	}
+	return withHelp(callAdmin(ctx, f, run, rest, stdout, stderr), "meshcdn admin "+cmd)
+}
+
+// adminCommands lists the commands of meshcdn admin.
+const adminCommands = "members, locate, purge, purge-status, prefetch, stats, explain, drain, config"
+
+// callAdmin connects to the node at f.addr and runs one admin command.
+func callAdmin(ctx context.Context, f adminFlags, run func(context.Context, *adminCall, []string) error, rest []string, stdout, stderr io.Writer) error {
 	creds, err := f.credentials()
 	if err != nil {
 		return err
 	}
 	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return usageError{fmt.Errorf("--addr: %w", err)}
+		return usageError{err: fmt.Errorf("--addr: %w", err)}
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -136,25 +140,25 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func (f adminFlags) credentials() (credentials.TransportCredentials, error) {
 	if f.cacert == "" {
 		if f.cert != "" || f.key != "" {
-			return nil, usageError{errors.New("--cert and --key need --cacert")}
+			return nil, usageError{err: errors.New("--cert and --key need --cacert")}
 		}
 		return insecure.NewCredentials(), nil
 	}
 	pem, err := os.ReadFile(f.cacert)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--cacert: %w", err)}
+		return nil, usageError{err: fmt.Errorf("--cacert: %w", err)}
 	}
 	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
 	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-		return nil, usageError{fmt.Errorf("--cacert: no PEM certificate in %s", f.cacert)}
+		return nil, usageError{err: fmt.Errorf("--cacert: no PEM certificate in %s", f.cacert)}
 	}
 	if (f.cert == "") != (f.key == "") {
-		return nil, usageError{errors.New("--cert and --key go together")}
+		return nil, usageError{err: errors.New("--cert and --key go together")}
 	}
 	if f.cert != "" {
 		c, err := tls.LoadX509KeyPair(f.cert, f.key)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--cert/--key: %w", err)}
+			return nil, usageError{err: fmt.Errorf("--cert/--key: %w", err)}
 		}
 		cfg.Certificates = []tls.Certificate{c}
 	}
@@ -177,7 +181,7 @@ func (c *adminCall) explainError(err error) error {
 	}
 	switch st.Code() {
 	case codes.InvalidArgument:
-		return usageError{errors.New(st.Message())}
+		return usageError{err: errors.New(st.Message())}
 	case codes.Unauthenticated:
 		return fmt.Errorf("%s: %s (give the node's token with --token, --token-file or MESHCDN_ADMIN_TOKEN)", c.flags.addr, st.Message())
 	case codes.Unavailable:
@@ -211,11 +215,15 @@ func (c *adminCall) table(header string, rows [][]string) error {
 // parseInterleaved parses fs over args, letting flags and positional
 // arguments mix (`purge URL --soft`), and returns the positional ones.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	defer fs.SetOutput(fs.Output())
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, usageError{fmt.Errorf("%s: %w", fs.Name(), err)}
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err: fmt.Errorf("%s: %w", fs.Name(), err)}
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
@@ -251,7 +259,7 @@ func (s *strList) Set(v string) error { *s = append(*s, v); return nil }
 
 func noArgs(name string, args []string) error {
 	if len(args) > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", name, args[0])}
+		return usageError{err: fmt.Errorf("%s: unexpected argument %q", name, args[0])}
 	}
 	return nil
 }
@@ -307,7 +315,7 @@ func adminLocate(ctx context.Context, c *adminCall, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError{errors.New("locate: one URL is required, e.g. meshcdn admin locate http://www.example.com/a.png")}
+		return usageError{err: errors.New("locate: one URL is required, e.g. meshcdn admin locate http://www.example.com/a.png")}
 	}
 	resp, err := c.api.Locate(ctx, &adminv1.LocateRequest{Url: pos[0], Replicas: int32(*replicas)})
 	if stop, err := c.answered(resp, err); stop {
@@ -328,6 +336,9 @@ func adminPurge(ctx context.Context, c *adminCall, args []string) error {
 	urls, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if len(urls)+len(prefixes)+len(tags) == 0 {
+		return usageError{err: errors.New("purge: a URL, --prefix or --tag is required")}
 	}
 	resp, err := c.api.Purge(ctx, &adminv1.PurgeRequest{Urls: urls, Prefixes: prefixes, Tags: tags, Soft: *soft})
 	if err != nil {
@@ -362,7 +373,7 @@ func adminPurge(ctx context.Context, c *adminCall, args []string) error {
 
 func adminPurgeStatus(ctx context.Context, c *adminCall, args []string) error {
 	if len(args) != 1 {
-		return usageError{errors.New("purge-status: one purge id is required (the id purge printed)")}
+		return usageError{err: errors.New("purge-status: one purge id is required (the id purge printed)")}
 	}
 	resp, err := c.api.GetPurge(ctx, &adminv1.GetPurgeRequest{PurgeId: args[0]})
 	if stop, err := c.answered(resp, err); stop {
@@ -398,7 +409,7 @@ func adminPrefetch(ctx context.Context, c *adminCall, args []string) error {
 	if *file != "" {
 		more, err := readURLs(*file)
 		if err != nil {
-			return usageError{fmt.Errorf("prefetch --file: %w", err)}
+			return usageError{err: fmt.Errorf("prefetch --file: %w", err)}
 		}
 		urls = append(urls, more...)
 	}
@@ -445,7 +456,7 @@ func (c *adminCall) prefetchBar(progress string, total int) (*progressBar, error
 	case "never":
 		return nil, nil
 	default:
-		return nil, usageError{fmt.Errorf("prefetch --progress: %q is not auto, always or never", progress)}
+		return nil, usageError{err: fmt.Errorf("prefetch --progress: %q is not auto, always or never", progress)}
 	}
 }
 
@@ -613,13 +624,13 @@ func adminExplain(ctx context.Context, c *adminCall, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError{errors.New("explain: one URL is required, e.g. meshcdn admin explain http://www.example.com/a.png")}
+		return usageError{err: errors.New("explain: one URL is required, e.g. meshcdn admin explain http://www.example.com/a.png")}
 	}
 	req := &adminv1.ExplainRequest{Url: pos[0], Method: *method, Headers: map[string]string{}}
 	for _, h := range hdrs {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok || strings.TrimSpace(name) == "" {
-			return usageError{fmt.Errorf("explain -H: %q is not 'Name: value'", h)}
+			return usageError{err: fmt.Errorf("explain -H: %q is not 'Name: value'", h)}
 		}
 		req.Headers[strings.TrimSpace(name)] = strings.TrimSpace(value)
 	}
@@ -657,7 +668,7 @@ func adminDrain(ctx context.Context, c *adminCall, args []string) error {
 		return err
 	}
 	if len(args) > 1 {
-		return usageError{fmt.Errorf("drain: unexpected argument %q", args[1])}
+		return usageError{err: fmt.Errorf("drain: unexpected argument %q", args[1])}
 	}
 	req := &adminv1.DrainRequest{Wait: *wait}
 	if len(args) == 1 {

@@ -30,41 +30,46 @@ Existing files are never overwritten.
 `
 
 // runCA manages the cluster CA that peers' certificates chain to.
-func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+func runCA(_ context.Context, args []string, stdout, _ io.Writer) error {
+	switch {
+	case len(args) == 0:
+		return usageError{err: errors.New("ca: a command is required: init, issue or gossip-key")}
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
 		fmt.Fprint(stdout, caUsage)
-		if len(args) == 0 {
-			return usageError{errors.New("ca: a command is required: init, issue or gossip-key")}
-		}
 		return nil
 	}
-	fs := flag.NewFlagSet("meshcdn ca "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, caUsage) }
+	return withHelp(caCommand(args[0], args[1:], stdout), "meshcdn ca "+args[0])
+}
+
+// caCommand runs ca init, issue or gossip-key.
+func caCommand(cmd string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("meshcdn ca "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), caUsage) }
 	dir := fs.String("dir", "", "the CA `directory`")
 	validity := fs.Duration("validity", 0, "how long the certificate is valid")
-	switch args[0] {
+	switch cmd {
 	case "init":
 		gossipKey := fs.Bool("gossip-key", false, "also write DIR/gossip.key, a new gossip key")
 		ifAbsent := fs.Bool("if-absent", false, "keep a CA and gossip key already in DIR")
-		if err := parseCAFlags(fs, args[1:]); err != nil {
+		if err := parseCAFlags(fs, args); err != nil {
 			return err
 		}
 		if *dir == "" {
-			return usageError{errors.New("ca init: --dir is required")}
+			return usageError{err: errors.New("ca init: --dir is required")}
 		}
 		return caInit(stdout, *dir, *validity, *gossipKey, *ifAbsent)
 	case "gossip-key":
-		return gossipKeyCommand(stdout, fs, args[1:])
+		return gossipKeyCommand(stdout, fs, args)
 	case "issue":
 		name := fs.String("name", "", "the node's `name` (as in --name of meshcdn edge)")
 		var hosts strList
 		fs.Var(&hosts, "host", "a DNS name or IP `address` of the node (repeatable)")
-		if err := parseCAFlags(fs, args[1:]); err != nil {
+		if err := parseCAFlags(fs, args); err != nil {
 			return err
 		}
 		if *dir == "" || *name == "" {
-			return usageError{errors.New("ca issue: --dir and --name are required")}
+			return usageError{err: errors.New("ca issue: --dir and --name are required")}
 		}
 		path, err := tlsconf.Issue(*dir, *name, hosts, *validity)
 		if err != nil {
@@ -73,7 +78,7 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "certificate for %s written: %s, %s\n", *name, path, filepath.Join(*dir, *name+"-key.pem"))
 		return nil
 	default:
-		return usageError{fmt.Errorf("ca: unknown command %q (want init, issue or gossip-key)", args[0])}
+		return usageError{err: fmt.Errorf("ca: unknown command %q (want init, issue or gossip-key)", cmd), help: "meshcdn ca"}
 	}
 }
 
@@ -117,28 +122,30 @@ func gossipKeyCommand(stdout io.Writer, fs *flag.FlagSet, args []string) error {
 		"use":    {gossip.UseNewestKey, "restart the edges one by one; then: retire"},
 		"retire": {gossip.RetireKeys, "restart the edges one by one: the rotation is done"},
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	pos, err := parseInterleaved(fs, args) // "new --dir D" and "--dir D new" alike
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
 	}
-	if fs.NArg() != 1 {
-		return usageError{errors.New("ca gossip-key: one step is required: new, add, use or retire")}
+	if err != nil {
+		return err
 	}
-	step, ok := steps[fs.Arg(0)]
+	if len(pos) != 1 {
+		return usageError{err: errors.New("ca gossip-key: one step is required: new, add, use or retire")}
+	}
+	name := pos[0]
+	step, ok := steps[name]
 	if !ok {
-		return usageError{fmt.Errorf("ca gossip-key: unknown step %q (want new, add, use or retire)", fs.Arg(0))}
+		return usageError{err: fmt.Errorf("ca gossip-key: unknown step %q (want new, add, use or retire)", name)}
 	}
 	dir := fs.Lookup("dir").Value.String()
 	if dir == "" {
-		return usageError{errors.New("ca gossip-key: --dir is required")}
+		return usageError{err: errors.New("ca gossip-key: --dir is required")}
 	}
 	path := filepath.Join(dir, gossipKeyFile)
 	if err := step.do(path); err != nil {
-		return fmt.Errorf("ca gossip-key %s: %w", fs.Arg(0), err)
+		return fmt.Errorf("ca gossip-key %s: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "%s: %s done; %s\n", path, fs.Arg(0), step.next)
+	fmt.Fprintf(stdout, "%s: %s done; %s\n", path, name, step.next)
 	return nil
 }
 
@@ -150,7 +157,7 @@ func parseCAFlags(fs *flag.FlagSet, args []string) error {
 	}
 	if v := fs.Lookup("validity"); v != nil {
 		if d, _ := time.ParseDuration(v.Value.String()); d < 0 {
-			return usageError{fmt.Errorf("%s --validity: %v is negative", fs.Name(), d)}
+			return usageError{err: fmt.Errorf("%s --validity: %v is negative", fs.Name(), d)}
 		}
 	}
 	return nil

@@ -21,7 +21,7 @@ import (
 // them, and runs until ctx ends (Ctrl-C).
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	setUsage(fs, stdout, "Usage: meshcdn dev [flags]\n\nRuns the demo origin and three meshed edges on 127.0.0.1 (what make run starts); Ctrl-C stops them.\n")
 	originAddr := fs.String("origin-http", "127.0.0.1:8000", "demo origin listen `address`")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "first edge's client listen `address`; the others take the next ports")
 	metricsAddr := fs.String("metrics", "127.0.0.1:9090", "first edge's metrics listen `address`; the others take the next ports")

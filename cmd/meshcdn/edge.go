@@ -98,34 +98,38 @@ func parseFlagsSet(fs *flag.FlagSet, args []string, getenv func(string) string, 
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
-		return usageError{err}
+		return usageError{err: err}
 	}
 	return nil
 }
 
 // parseArgs parses flags only, without positional arguments: a usage error
-// names what is wrong; -h comes back as flag.ErrHelp.
+// names what is wrong; -h prints the usage and comes back as flag.ErrHelp.
 func parseArgs(fs *flag.FlagSet, args []string) error {
-	// The flag package would print the error and the whole usage, burying
-	// the error: run prints the error alone, with a hint; -h the usage.
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{err: fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+// parseFlagsOnly parses the flags up to the first positional argument, as
+// fs.Parse, but the flag package's own output (the error, then the whole
+// usage, burying the error) is left out: run prints the error alone, with a
+// hint; -h prints the usage.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
 	out := fs.Output()
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	fs.SetOutput(out)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			if fs.Usage != nil {
-				fs.Usage()
-			} else {
-				fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
-				fs.PrintDefaults()
-			}
-			return err
-		}
-		return usageError{fmt.Errorf("%w (%s -h lists the flags)", err, fs.Name())}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	case err != nil:
+		return usageError{err: err}
 	}
 	return nil
 }
@@ -133,7 +137,7 @@ func parseArgs(fs *flag.FlagSet, args []string) error {
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+		return nil, usageError{err: fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
@@ -142,7 +146,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+	return nil, usageError{err: fmt.Errorf("--log-format %q: want text or json", format)}
 }
 
 // edgeConfig builds the node configuration: file, then flags over it.
@@ -151,7 +155,7 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	if f.config != "" {
 		c, err := node.LoadFile(f.config)
 		if err != nil {
-			return cfg, usageError{err}
+			return cfg, usageError{err: err}
 		}
 		cfg = c
 	}
@@ -174,17 +178,17 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 		cfg.AccessLog = true
 	}
 	if err := f.meshConfig(&cfg); err != nil {
-		return cfg, usageError{err}
+		return cfg, usageError{err: err}
 	}
 	if err := f.adminConfig(&cfg); err != nil {
-		return cfg, usageError{err}
+		return cfg, usageError{err: err}
 	}
 	if f.origin != "" {
 		cfg.Origins = nil
 		for o := range strings.SplitSeq(f.origin, ",") {
 			u, err := site.ParseOrigin(o)
 			if err != nil {
-				return cfg, usageError{fmt.Errorf("--origin: %w", err)}
+				return cfg, usageError{err: fmt.Errorf("--origin: %w", err)}
 			}
 			cfg.Origins = append(cfg.Origins, u)
 		}
@@ -198,7 +202,7 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 		if f.config != "" {
 			err = fmt.Errorf("%s: %w", f.config, err)
 		}
-		return cfg, usageError{err}
+		return cfg, usageError{err: err}
 	}
 	return cfg, nil
 }
@@ -314,9 +318,9 @@ func setMemoryLimit(cfg node.Config, getenv func(string) string) {
 	cfg.Logger.Info("memory limit set from the memory budget (GOMEMLIMIT overrides it)", "limit", units.Size(limit))
 }
 
-func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	setUsage(fs, stdout, "Usage: meshcdn edge [--config FILE] [flags]\n\nRuns an edge node. Every flag may also come from the environment as MESHCDN_<FLAG>\n(--cache-dir: MESHCDN_CACHE_DIR); flags win over the environment, which wins over the file.\n")
 	var f edgeFlags
 	f.register(fs)
 	f.set = map[string]bool{}
@@ -330,7 +334,7 @@ func runEdge(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) 
 	setMemoryLimit(cfg, os.Getenv)
 	n, err := node.New(cfg)
 	if err != nil {
-		return usageError{err}
+		return usageError{err: err}
 	}
 	// SIGHUP reloads what can change without a restart: the mesh
 	// certificates, for rotation.

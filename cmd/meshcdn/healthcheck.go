@@ -19,7 +19,7 @@ import (
 // not (or not answering).
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	setUsage(fs, stdout, "Usage: meshcdn healthcheck [--addr ADDR] [--path PATH] [--timeout D]\n\nExits 0 if the local node answers its readiness probe with 200 (for container HEALTHCHECKs), 1 if not.\n")
 	addr := fs.String("addr", "", "the node's metrics `address` (default: MESHCDN_METRICS, else "+node.DefaultMetricsAddr+"), on loopback")
 	path := fs.String("path", "/readyz", "`path` to probe")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
@@ -36,20 +36,20 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return usageError{fmt.Errorf("healthcheck --addr: %q is not host:port", a)}
+		return usageError{err: fmt.Errorf("healthcheck --addr: %q is not host:port", a)}
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1" // the node listens on every address: probe loopback
 	}
 	if !strings.HasPrefix(*path, "/") {
-		return usageError{fmt.Errorf("healthcheck --path: %q does not start with /", *path)}
+		return usageError{err: fmt.Errorf("healthcheck --path: %q does not start with /", *path)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	url := "http://" + net.JoinHostPort(host, port) + *path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return usageError{err}
+		return usageError{err: err}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

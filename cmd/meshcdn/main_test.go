@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,22 +147,69 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestUsageOutput: a usage error prints one line naming the problem and a
-// hint to -h, without the usage dump that would bury it (exit 2); -h and
-// --help print the usage (exit 0).
+// TestUsageOutput: every command and subcommand answers -h and --help with
+// its usage on stdout, exit 0, and nothing on stderr; every usage error
+// prints one line naming the problem and a hint to the -h of the command
+// that rejected it, without the usage dump that would bury it (exit 2).
 func TestUsageOutput(t *testing.T) {
-	for _, args := range [][]string{{"edge", "--memory", "12XB"}, {"healthcheck", "--bogus"}, {"edge", "--nope"}} {
-		var stdout, stderr testutil.SyncBuffer
-		code := run(t.Context(), args, &stdout, &stderr)
-		out := stderr.String()
-		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "-h lists the flags") {
-			t.Errorf("%v: exit %d, stderr %q; want one line with a hint to -h", args, code, out)
+	admin := []string{"members", "locate", "purge", "purge-status", "prefetch", "stats", "explain", "drain", "config"}
+	commands := [][]string{{}, {"edge"}, {"origin"}, {"dev"}, {"admin"}, {"healthcheck"}, {"ca"}, {"ca", "init"},
+		{"ca", "issue"}, {"ca", "gossip-key"}, {"ca", "gossip-key", "new"}, {"version"}}
+	for _, c := range admin {
+		commands = append(commands, []string{"admin", c})
+	}
+	for _, cmd := range commands {
+		for _, h := range []string{"-h", "--help"} {
+			args := append(slices.Clone(cmd), h)
+			var stdout, stderr testutil.SyncBuffer
+			code := run(t.Context(), args, &stdout, &stderr)
+			if code != 0 || !strings.Contains(stdout.String(), "Usage") || stderr.String() != "" {
+				t.Errorf("meshcdn %v: exit %d, stdout %q, stderr %q; want the usage on stdout", args, code, stdout.String(), stderr.String())
+			}
 		}
 	}
-	for _, args := range [][]string{{"edge", "-h"}, {"edge", "--help"}, {"healthcheck", "-h"}} {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string // the problem; the hint follows it
+		hint string
+	}{
+		{nil, "a command is required", "meshcdn -h"},
+		{[]string{"nosuch"}, `unknown command "nosuch"`, "meshcdn -h"},
+		{[]string{"version", "extra"}, `unexpected argument "extra"`, "meshcdn version -h"},
+		{[]string{"edge", "--memory", "12XB"}, `invalid size "12XB"`, "meshcdn edge -h"},
+		{[]string{"edge", "--nope"}, "-nope", "meshcdn edge -h"},
+		{[]string{"edge", "--origin", "http://o", "extra"}, `unexpected argument "extra"`, "meshcdn edge -h"},
+		{[]string{"origin", "--latency", "soon"}, "-latency", "meshcdn origin -h"},
+		{[]string{"dev", "extra"}, `unexpected argument "extra"`, "meshcdn dev -h"},
+		{[]string{"healthcheck", "--bogus"}, "-bogus", "meshcdn healthcheck -h"},
+		{[]string{"admin"}, "a command is required: members, locate", "meshcdn admin -h"},
+		{[]string{"admin", "--nope", "members"}, "-nope", "meshcdn admin -h"},
+		{[]string{"admin", "nosuch"}, `unknown command "nosuch"`, "meshcdn admin -h"},
+		{[]string{"admin", "--timeout", "0", "members"}, "--timeout: must be positive", "meshcdn admin -h"},
+		{[]string{"admin", "members", "extra"}, `unexpected argument "extra"`, "meshcdn admin members -h"},
+		{[]string{"admin", "locate"}, "one URL is required", "meshcdn admin locate -h"},
+		{[]string{"admin", "purge"}, "a URL, --prefix or --tag is required", "meshcdn admin purge -h"},
+		{[]string{"admin", "purge", "--nope"}, "-nope", "meshcdn admin purge -h"},
+		{[]string{"admin", "purge-status"}, "one purge id is required", "meshcdn admin purge-status -h"},
+		{[]string{"admin", "prefetch", "--progress", "loud", "http://a/b"}, `"loud"`, "meshcdn admin prefetch -h"},
+		{[]string{"admin", "explain", "-H", "no-colon", "http://a/b"}, "is not 'Name: value'", "meshcdn admin explain -h"},
+		{[]string{"admin", "drain", "a", "b"}, `unexpected argument "b"`, "meshcdn admin drain -h"},
+		{[]string{"admin", "config", "x"}, `unexpected argument "x"`, "meshcdn admin config -h"},
+		{[]string{"ca"}, "a command is required: init, issue or gossip-key", "meshcdn ca -h"},
+		{[]string{"ca", "nosuch"}, `unknown command "nosuch"`, "meshcdn ca -h"},
+		{[]string{"ca", "init"}, "--dir is required", "meshcdn ca init -h"},
+		{[]string{"ca", "init", "--nope"}, "-nope", "meshcdn ca init -h"},
+		{[]string{"ca", "issue", "--dir", dir}, "--dir and --name are required", "meshcdn ca issue -h"},
+		{[]string{"ca", "gossip-key", "--dir", dir}, "one step is required", "meshcdn ca gossip-key -h"},
+		{[]string{"ca", "gossip-key", "--dir", dir, "nosuch"}, `unknown step "nosuch"`, "meshcdn ca gossip-key -h"},
+	} {
 		var stdout, stderr testutil.SyncBuffer
-		if code := run(t.Context(), args, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String()+stderr.String(), "-addr") && !strings.Contains(stdout.String()+stderr.String(), "-memory") {
-			t.Errorf("%v: exit %d, output %q; want the usage", args, code, stdout.String()+stderr.String())
+		code := run(t.Context(), tt.args, &stdout, &stderr)
+		out := stderr.String()
+		want := "(" + tt.hint + " shows the usage)\n"
+		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, tt.want) || !strings.HasSuffix(out, want) || stdout.String() != "" {
+			t.Errorf("meshcdn %v: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q ending %q", tt.args, code, stdout.String(), out, tt.want, want)
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 func runOrigin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn origin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	setUsage(fs, stdout, "Usage: meshcdn origin [--http ADDR] [--dir DIR] [--latency D]\n\nRuns the demo origin: a generated sample site, or the files of DIR.\n")
 	addr := fs.String("http", ":8000", "listen `address`")
 	dir := fs.String("dir", "", "serve files from this `directory` instead of the generated sample site")
 	latency := fs.Duration("latency", 0, "delay added to every request, e.g. 50ms")
@@ -25,7 +25,7 @@ func runOrigin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *dir != "" {
 		if st, err := os.Stat(*dir); err != nil || !st.IsDir() {
-			return usageError{fmt.Errorf("--dir %q is not a directory", *dir)}
+			return usageError{err: fmt.Errorf("--dir %q is not a directory", *dir)}
 		}
 	}
 	ln, err := net.Listen("tcp", *addr)
