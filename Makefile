@@ -29,7 +29,7 @@ CLUSTER := $(COMPOSE) -f deploy/docker-compose.yml -p meshcdn
 .PHONY: help build run test unit fuzz lint bench clean tools proto proto-check image cluster-up cluster-down e2e
 
 help: ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n",$$1,$$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(IMAGE)/$(IMAGE)/' | awk -F':.*## ' '{printf "  %-13s %s\n",$$1,$$2}'
 
 build: ## Static binary bin/meshcdn
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o bin/meshcdn ./cmd/meshcdn
@@ -57,7 +57,7 @@ e2e: image tools ## End-to-end suite on a real docker-compose cluster (needs a D
 	rc=0; MESHCDN_IMAGE=$(IMAGE) MESHCDN_COMPOSE="$(COMPOSE)" $(GO) test -tags e2e -count=1 -v -timeout 15m ./deploy/e2e || rc=$$?; \
 	$(COMPOSE) -f deploy/docker-compose.yml -p meshcdn-e2e down -v --remove-orphans -t 5 >/dev/null 2>&1 || true; exit $$rc
 
-run: build ## Local cluster: demo origin on :8000, edge on :8080 (Ctrl-C stops)
+run: build ## Local cluster: demo origin on :8000, three meshed edges on :8080-:8082 (Ctrl-C stops)
 	./bin/meshcdn dev
 
 test: lint tools unit fuzz ## Lint, every test under the race detector (README grpcurl lines included), brief fuzzing
@@ -74,9 +74,10 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
-lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to date
+lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to date, the README's tables, flags and make targets
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./deploy/e2e
+	$(GO) test -count=1 -run '^(TestREADMEShape|TestFlagsDocumented)$$' ./cmd/meshcdn
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -104,7 +105,7 @@ proto-check: tools ## Fail if buf lint or format complains, or the committed gen
 		cmp -s "$$tmp/proto/$$f" "proto/$$f" || { echo "proto/$$f is stale: run make proto"; exit 1; }; \
 	done
 
-bench: ## Hit-path benchmarks with allocations
+bench: ## Benchmarks with allocations: hits (in process and over loopback), peer fetches, a 3-node purge, a drain hand-off (BENCHTIME=2s)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./node/...
 
 clean: ## Remove build output

@@ -56,3 +56,72 @@ func TestFlagsDocumented(t *testing.T) {
 		t.Errorf("the README documents flags meshcdn edge lacks: %v", extra)
 	}
 }
+
+// TestREADMEShape: every make target the README names exists, and every
+// table renders as one table: a header, its separator, rows of the header's
+// width, a blank line after it (text right after the last row would render
+// as one more row; a blank line inside one splits it in two).
+func TestREADMEShape(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z0-9-]+):`).FindAllStringSubmatch(string(makefile), -1) {
+		targets[m[1]] = true
+	}
+	lines := strings.Split(string(readme), "\n")
+	inline, command := regexp.MustCompile("`make ([a-z0-9-]+)"), regexp.MustCompile(`(?:^|&& |; )make ([a-z0-9-]+)`)
+	inCode := false
+	for i := 0; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "```") {
+			inCode = !inCode
+		}
+		named := inline.FindAllStringSubmatch(lines[i], -1)
+		if inCode {
+			named = command.FindAllStringSubmatch(lines[i], -1)
+		}
+		for _, m := range named {
+			if !targets[m[1]] {
+				t.Errorf("README line %d names `make %s`, which the Makefile lacks", i+1, m[1])
+			}
+		}
+		if inCode || !strings.HasPrefix(lines[i], "|") {
+			continue
+		}
+		start, width := i+1, cells(lines[i])
+		if i+1 >= len(lines) || !regexp.MustCompile(`^\|(\s*:?-+:?\s*\|)+$`).MatchString(lines[i+1]) {
+			t.Errorf("README line %d: a table row without a header and separator above it: %q", start, lines[i])
+		}
+		for i++; i < len(lines) && strings.HasPrefix(lines[i], "|"); i++ {
+			if n := cells(lines[i]); n != width {
+				t.Errorf("README line %d: %d cells in a table of %d: %q", i+1, n, width, lines[i])
+			}
+		}
+		if i < len(lines) && lines[i] != "" {
+			t.Errorf("README line %d: text right after the table of line %d renders as a row: %q", i+1, start, lines[i])
+		}
+		i--
+	}
+}
+
+// cells counts the cells of a markdown table row: the pipes outside code
+// spans and not escaped, less one.
+func cells(row string) int {
+	n, code := 0, false
+	for i := 0; i < len(row); i++ {
+		switch {
+		case row[i] == '`':
+			code = !code
+		case row[i] == '\\' && !code:
+			i++
+		case row[i] == '|' && !code:
+			n++
+		}
+	}
+	return n - 1
+}
