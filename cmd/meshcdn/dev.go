@@ -110,18 +110,19 @@ func printDevHelp(stdout io.Writer, originURL *url.URL, nodes []*node.Node) {
 	for _, n := range nodes {
 		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
 	}
-	edge, edge2 := "http://"+nodes[0].HTTPAddr(), "http://"+nodes[1].HTTPAddr()
+	edge, edge3 := "http://"+nodes[0].HTTPAddr(), "http://"+nodes[2].HTTPAddr()
 	fmt.Fprintf(stdout, `
 Try:
-  curl -si %[2]s/css/site.css | grep -i cache-status   # fwd=uri-miss, then hit
-  curl -si %[2]s/css/site.css | grep -i cache-status
-  curl -si %[3]s/css/site.css | grep -i cache-status   # another edge: from its owner, not the origin
+  curl -si %[2]s/css/site.css | grep -i cache-status   # a miss: edge-1 asks the key's owner
+  curl -si %[2]s/css/site.css | grep -i cache-status   # hit: edge-1 kept a copy
+  curl -si %[3]s/css/site.css | grep -i cache-status   # another edge: from the owner, not the origin
+  curl -s  %[1]s/_origin/stats                          # requests the origin served: 1
+  bin/meshcdn admin --addr %[4]s locate http://127.0.0.1/css/site.css   # the owner
+  bin/meshcdn admin --addr %[4]s members
   curl -si %[2]s/api/time                               # dynamic: never stored
-  curl -s  %[1]s/_origin/stats                          # requests the origin served
   curl -s -r 0-99 %[2]s/media/sample.mp4 | wc -c        # Range from the cache
-  grpcurl -plaintext %[4]s meshcdn.admin.v1.AdminService/ListMembers
 Ctrl-C stops everything.
-`, originURL, edge, edge2, nodes[0].AdminAddr())
+`, originURL, edge, edge3, nodes[0].AdminAddr())
 }
 
 // devEdges is how many edges `meshcdn dev` starts.
