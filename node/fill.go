@@ -91,6 +91,14 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		head = &full
 	}
 	n.respond(x, head, cache.FillBody(fl.fill, head.Size), time.Now())
+	if _, ok := peer.TakeOverFrom(x.r.Context()); ok {
+		// A draining node's offer is taken once the object is stored here
+		// (a fill stores before it ends): the drained node may stop as soon
+		// as its offers are answered.
+		if err := fl.fill.Done(x.r.Context()); err != nil {
+			panic(http.ErrAbortHandler) // not taken
+		}
+	}
 }
 
 // startFill returns the flight of the request's fill, starting one unless

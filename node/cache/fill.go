@@ -307,6 +307,23 @@ func (f *Fill) Wait(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// Done blocks until the fill ends, kept or streamed, and returns its error.
+func (f *Fill) Done(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		done, err, ch := f.done, f.err, f.changed
+		f.mu.Unlock()
+		if done {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
 // Err returns the fill's error once it has been aborted, else nil.
 func (f *Fill) Err() error {
 	f.mu.Lock()
