@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -194,12 +196,32 @@ func (c *adminCall) explainError(err error) error {
 
 // printJSON writes m as indented JSON.
 func (c *adminCall) printJSON(m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := stableJSON(m, "  ")
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.stdout, "%s\n", b)
 	return err
+}
+
+// stableJSON is m in the API's JSON, indented by indent ("" for one line).
+// protojson varies its white space from build to build on purpose; scripts
+// and people get the same bytes from every build.
+func stableJSON(m proto.Message, indent string) ([]byte, error) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return nil, err
+	}
+	if indent == "" {
+		return out.Bytes(), nil
+	}
+	var ind bytes.Buffer
+	err = json.Indent(&ind, out.Bytes(), "", indent)
+	return ind.Bytes(), err
 }
 
 // table writes rows aligned in columns.
@@ -474,7 +496,7 @@ func (c *adminCall) receivePrefetch(stream grpc.ServerStreamingClient[adminv1.Pr
 		}
 		results = append(results, m)
 		if c.flags.json {
-			b, err := protojson.Marshal(m)
+			b, err := stableJSON(m, "")
 			if err != nil {
 				return results, err
 			}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/node"
+	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
 // adminCluster starts three meshed nodes in this process in front of a test
@@ -220,5 +221,20 @@ func TestAdminCommandHelp(t *testing.T) {
 				t.Errorf("admin %s %s: exit %d, %q %q", cmd, h, code, stdout.String(), stderr.String())
 			}
 		}
+	}
+}
+
+// TestStableJSON: --json output is the same bytes from every build
+// (protojson varies its white space between builds on purpose).
+func TestStableJSON(t *testing.T) {
+	m := &adminv1.LocateResponse{Site: "default", Key: "a/b", Owner: "n1", Replicas: []string{"n2"}, Epoch: 3}
+	b, err := stableJSON(m, "  ")
+	want := "{\n  \"site\": \"default\",\n  \"key\": \"a/b\",\n  \"owner\": \"n1\",\n  \"replicas\": [\n    \"n2\"\n  ],\n  \"epoch\": \"3\"\n}"
+	if err != nil || string(b) != want {
+		t.Errorf("indented: %q, %v; want %q", b, err, want)
+	}
+	b, err = stableJSON(m, "")
+	if want := `{"site":"default","key":"a/b","owner":"n1","replicas":["n2"],"epoch":"3"}`; err != nil || string(b) != want {
+		t.Errorf("one line: %q, %v; want %q", b, err, want)
 	}
 }
