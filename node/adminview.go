@@ -411,6 +411,7 @@ func (v adminView) Config() *adminv1.NodeConfig {
 		FillTimeout: durationpb.New(c.FillTimeout), FillIdleTimeout: durationpb.New(c.FillIdleTimeout),
 		HitForPass: durationpb.New(c.HitForPass), BodyTimeout: durationpb.New(c.BodyTimeout),
 		ShutdownTimeout: durationpb.New(c.ShutdownTimeout), AccessLog: c.AccessLog,
+		Https: v.n.HTTPSAddr(), TlsCertFile: c.TLSCertFile,
 	}
 	if c.CacheDir == "" {
 		out.DiskBytes = 0
@@ -425,7 +426,10 @@ func (v adminView) Config() *adminv1.NodeConfig {
 		out.DefaultOrigins = append(out.DefaultOrigins, o.String())
 	}
 	for _, st := range v.n.sites.Sites() {
-		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules())}
+		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules()), Https: st.HTTPS.String(), Hsts: st.HSTS}
+		for _, c := range st.Certificates {
+			sc.Certificates = append(sc.Certificates, c.CertFile)
+		}
 		for _, o := range st.Origins {
 			sc.Origins = append(sc.Origins, fmt.Sprintf("%s weight=%d priority=%d", o.URL, o.Weight, o.Priority))
 		}

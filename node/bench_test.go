@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
@@ -222,4 +224,59 @@ func BenchmarkDrainHandOff(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(objects*b.N)/b.Elapsed().Seconds(), "objects/s")
+}
+
+// BenchmarkHTTPSHit is a hit over HTTPS on loopback, beside the same hit
+// over cleartext HTTP/1.1: on a kept-alive HTTP/1.1 connection, on a
+// kept-alive HTTP/2 one, and on a new connection per request, with a full
+// TLS 1.3 handshake or a resumed one.
+func BenchmarkHTTPSHit(b *testing.B) {
+	cert := testutil.WriteCert(b, b.TempDir(), "bench", []string{"bench.example"}, testutil.CertOptions{})
+	for _, sz := range benchSizes[:2] {
+		body := make([]byte, sz.size)
+		o := newOrigin(b, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+			_, _ = w.Write(body)
+		})
+		n := startNode(b, o, Config{MemoryBytes: 64 << 20, MaxObjectSize: 8 << 20, HTTPSAddr: "127.0.0.1:0",
+			TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile, Logger: slog.New(slog.DiscardHandler)})
+		run := func(name, url string, tr *http.Transport, fresh bool) {
+			client := &http.Client{Transport: tr}
+			b.Cleanup(client.CloseIdleConnections)
+			b.Run(name+"/"+sz.name, func(b *testing.B) {
+				b.SetBytes(int64(sz.size))
+				b.ReportAllocs()
+				for b.Loop() {
+					resp, err := client.Get(url)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if fresh {
+						client.CloseIdleConnections()
+					}
+				}
+			})
+		}
+		tlsTransport := func(protos []string, cache tls.ClientSessionCache) *http.Transport {
+			tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true, ForceAttemptHTTP2: protos[0] == "h2",
+				TLSClientConfig: &tls.Config{RootCAs: cert.Pool, ServerName: "bench.example", NextProtos: protos, ClientSessionCache: cache}}
+			if protos[0] != "h2" {
+				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			}
+			return tr
+		}
+		httpURL, httpsURL := "http://"+n.HTTPAddr()+"/obj.bin", "https://"+n.HTTPSAddr()+"/obj.bin"
+		warm := &http.Client{}
+		if resp, err := warm.Get(httpURL); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		run("http1", httpURL, &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}, false)
+		run("https1", httpsURL, tlsTransport([]string{"http/1.1"}, nil), false)
+		run("https2", httpsURL, tlsTransport([]string{"h2"}, nil), false)
+		run("https-full-handshake", httpsURL, tlsTransport([]string{"http/1.1"}, nil), true)
+		run("https-resumed", httpsURL, tlsTransport([]string{"http/1.1"}, tls.NewLRUClientSessionCache(8)), true)
+	}
 }

@@ -49,6 +49,12 @@ type Config struct {
 	// MetricsAddr serves /metrics, /healthz and /readyz. Default ":9090"; "off"
 	// disables it.
 	MetricsAddr string
+	// HTTPSAddr, when set, serves clients over TLS 1.2 and 1.3 (HTTP/2 and
+	// HTTP/1.1 by ALPN) with the same handler and cache as HTTPAddr.
+	HTTPSAddr string
+	// TLSCertFile and TLSKeyFile are the HTTPS listener's default
+	// certificate: for a server name no site certificate covers, or none.
+	TLSCertFile, TLSKeyFile string
 
 	// Origins is the origin for any Host that no site names. Without it, such
 	// requests get 404: the edge is never an open proxy.
@@ -168,7 +174,7 @@ func (c Config) Validate() error {
 	if (c.AdminCertFile == "") != (c.AdminKeyFile == "") || (c.AdminClientCAFile != "" && c.AdminCertFile == "") {
 		bad("admin_tls", "admin_cert_file and admin_key_file go together, and admin_client_ca_file needs them")
 	}
-	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"metrics", c.MetricsAddr}, {"admin", c.AdminAddr}} {
+	for _, a := range []struct{ field, addr string }{{"http", c.HTTPAddr}, {"https", c.HTTPSAddr}, {"metrics", c.MetricsAddr}, {"admin", c.AdminAddr}} {
 		if a.addr == "" || a.addr == "off" {
 			continue
 		}
@@ -251,6 +257,7 @@ func (c Config) Validate() error {
 		}
 		sites = append(sites, s)
 	}
+	errs = append(errs, c.checkHTTPS(sites)...)
 	if len(errs) == 0 {
 		if _, err := site.NewSet(sites, c.Origins); err != nil {
 			errs = append(errs, err)
@@ -314,6 +321,9 @@ type File struct {
 	Node struct {
 		Name            string         `yaml:"name"`
 		HTTP            string         `yaml:"http"`
+		HTTPS           string         `yaml:"https"`
+		TLSCert         string         `yaml:"tls_cert_file"`
+		TLSKey          string         `yaml:"tls_key_file"`
 		Metrics         string         `yaml:"metrics"`
 		Memory          units.Size     `yaml:"memory"`
 		MaxObjectSize   units.Size     `yaml:"max_object_size"`
@@ -463,6 +473,9 @@ func ParseFile(name string, data []byte) (Config, error) {
 	c := Config{
 		Name:              f.Node.Name,
 		HTTPAddr:          f.Node.HTTP,
+		HTTPSAddr:         f.Node.HTTPS,
+		TLSCertFile:       f.Node.TLSCert,
+		TLSKeyFile:        f.Node.TLSKey,
 		MetricsAddr:       f.Node.Metrics,
 		MemoryBytes:       int64(f.Node.Memory),
 		MaxObjectSize:     int64(f.Node.MaxObjectSize),
@@ -517,4 +530,31 @@ func ParseFile(name string, data []byte) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// checkHTTPS checks that the HTTPS settings agree: certificates and the
+// policies that send clients to HTTPS need an HTTPS listener, which needs a
+// certificate.
+func (c Config) checkHTTPS(sites []*site.Site) []error {
+	var errs []error
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("tls_cert_file and tls_key_file go together"))
+	}
+	certs := c.TLSCertFile != ""
+	for i, s := range sites {
+		certs = certs || len(s.Certificates) > 0
+		if c.HTTPSAddr != "" {
+			continue
+		}
+		if len(s.Certificates) > 0 {
+			errs = append(errs, fmt.Errorf("sites[%d].certificates: no HTTPS listener to serve them: set node.https (--https)", i))
+		}
+		if s.HTTPS != site.HTTPSAllow {
+			errs = append(errs, fmt.Errorf("sites[%d].https: %s sends clients to HTTPS, but there is no HTTPS listener: set node.https (--https)", i, s.HTTPS))
+		}
+	}
+	if c.HTTPSAddr != "" && !certs {
+		errs = append(errs, errors.New("https: the HTTPS listener has no certificate: give tls_cert_file and tls_key_file (--tls-cert, --tls-key) or a site's certificates"))
+	}
+	return errs
 }

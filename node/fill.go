@@ -279,7 +279,7 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 		h.Set("X-Forwarded-For", client)
 	}
 	h.Set("X-Forwarded-Host", r.Host)
-	h.Set("X-Forwarded-Proto", "http")
+	h.Set("X-Forwarded-Proto", clientScheme(r, fromPeer))
 	setValidators(h, stale)
 	return req
 }
@@ -761,4 +761,13 @@ func originErrorText(code int) string {
 	default:
 		return "meshcdn: the origin could not be reached"
 	}
+}
+
+// clientScheme is the scheme the client used: for a peer's request, the one
+// the node that asked saw ("http" or "https", nothing else).
+func clientScheme(r *http.Request, fromPeer bool) string {
+	if r.TLS != nil || (fromPeer && r.Header.Get("X-Forwarded-Proto") == "https") {
+		return "https"
+	}
+	return "http"
 }

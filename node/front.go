@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/edgetls"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/reqguard"
@@ -49,6 +50,15 @@ func (x *exchange) writeHeader(code int) {
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.handlers.Add(1)
 	defer n.handlers.Done()
+	if r.TLS == nil {
+		if st := edgetls.State(r.Context()); st != nil {
+			// HTTP/1.1 over TLS, whose server saw the plaintext reader
+			// reqguard put in front of the TLS connection.
+			shallow := *r
+			shallow.TLS = st
+			r = &shallow
+		}
+	}
 	x := exchange{w: w, r: r, start: time.Now()}
 	if r.Host == "" {
 		// RFC 9112 §3.2: an origin-form request names its host; an empty
@@ -67,6 +77,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.site, x.stats = st, n.siteStats[st]
+	if r.TLS != nil && st.HSTS != "" {
+		x.w = &hstsWriter{ResponseWriter: w, value: st.HSTS}
+	}
 	defer n.observe(&x)
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && reqguard.Ambiguous(r.Context()) {
 		// Content-Length and Transfer-Encoding together: what request
@@ -84,6 +97,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, ok := peer.FromPeer(r.Context()); ok {
 		n.metrics.peerServed.Inc()
 		x.fromPeer = true
+	}
+	if n.httpsPolicy(&x) {
+		return
 	}
 
 	switch r.Method {
@@ -352,11 +368,19 @@ func setEdgeHeaders(h http.Header, code int) {
 
 // edgeError answers with an error the edge itself generates.
 func (n *Node) edgeError(x *exchange, code int, msg string) {
+	n.edgeReply(x, code, msg, nil)
+}
+
+// edgeReply is edgeError with the fields of extra added.
+func (n *Node) edgeReply(x *exchange, code int, msg string, extra http.Header) {
 	h := x.w.Header()
 	closeConn := h.Get("Connection") == "close"
 	clear(h) // nothing of a stored response may leak onto the error
 	if closeConn {
 		h.Set("Connection", "close")
+	}
+	for k, v := range extra {
+		h[k] = v
 	}
 	setEdgeHeaders(h, code)
 	h.Set("Cache-Status", x.status.String())

@@ -192,15 +192,19 @@ func (n *Node) owner(key string) (name, addr string, ok bool) {
 }
 
 // Reload reads again what may change while the node runs: the mesh
-// certificates. New peer connections use them; on an error the ones in use
-// stay.
+// certificates and the HTTPS listener's. New connections use them; a file
+// that does not load leaves the certificate in use.
 func (n *Node) Reload() error {
-	if n.mesh == nil {
-		return nil
+	var errs []error
+	if n.mesh != nil {
+		if err := n.mesh.ReloadTLS(); err != nil {
+			errs = append(errs, err)
+		} else {
+			n.log.Info("mesh certificates reloaded")
+		}
 	}
-	if err := n.mesh.ReloadTLS(); err != nil {
-		return err
+	if n.https != nil {
+		errs = append(errs, n.reloadCerts())
 	}
-	n.log.Info("mesh certificates reloaded")
-	return nil
+	return errors.Join(errs...)
 }

@@ -41,6 +41,7 @@ type Node struct {
 	disk      *cache.Disk   // nil without a cache dir; set in Start
 	mesh      *mesh.Mesh    // nil without a mesh; set in Start
 	metrics   *metrics
+	https     *httpsFront // nil without an HTTPS listener
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -108,6 +109,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.sites = set
+	if n.https, err = n.newHTTPS(sites); err != nil {
+		return nil, err
+	}
 	if fb := set.Default(); fb != nil {
 		sites = append(sites, fb)
 	}
@@ -139,14 +143,20 @@ func (n *Node) Start(ctx context.Context) error {
 	ln = reqguard.Listen(ln)
 	n.httpLn = ln
 	n.httpSrv = n.newHTTPServer()
+	if err := n.bindHTTPS(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if err := n.startMetrics(ctx); err != nil {
 		_ = ln.Close()
+		n.https.stop(ctx)
 		return err
 	}
 	n.startBackground()
 	if err := n.startMeshAndAdmin(ctx); err != nil {
 		n.cancel()
 		_ = ln.Close()
+		n.https.stop(ctx)
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
 		}
@@ -157,8 +167,12 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	n.serveHTTPS()
 	n.ready.Store(true)
 	attrs := []any{"http", ln.Addr().String(), "metrics", n.MetricsAddr()}
+	if n.https != nil {
+		attrs = append(attrs, "https", n.HTTPSAddr())
+	}
 	if n.mesh != nil {
 		attrs = append(attrs, "peer", n.PeerAddr(), "gossip", n.GossipAddr())
 	}
@@ -397,6 +411,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 				_ = n.httpSrv.Close()
 			}
 		}
+		errs = append(errs, n.https.stop(ctx)...)
 		if n.mesh != nil {
 			errs = append(errs, n.mesh.Stop(ctx))
 		}

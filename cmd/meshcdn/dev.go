@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,12 +10,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/demoorigin"
 	"github.com/meshcdn/meshcdn/node"
+	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
 // runDev starts the demo origin and an edge in front of it, prints how to try
@@ -24,6 +27,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	setUsage(fs, stdout, "Usage: meshcdn dev [flags]\n\nRuns the demo origin and three meshed edges on 127.0.0.1 (what make run starts); Ctrl-C stops them.\n")
 	originAddr := fs.String("origin-http", "127.0.0.1:8000", "demo origin listen `address`")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "first edge's client listen `address`; the others take the next ports")
+	httpsAddr := fs.String("https", "127.0.0.1:8443", "first edge's HTTPS listen `address` (a certificate for localhost is made for it), or off; the others take the next ports")
 	metricsAddr := fs.String("metrics", "127.0.0.1:9090", "first edge's metrics listen `address`; the others take the next ports")
 	adminAddr := fs.String("admin", "127.0.0.1:7071", "first edge's gRPC admin listen `address`; the others take the next ports")
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay the demo origin adds to every request")
@@ -48,6 +52,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer wg.Wait()
 
 	originURL := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	pki, err := devPKI(*httpsAddr)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if pki != "" {
+		defer os.RemoveAll(pki)
+	}
+	// One gossip key for the three: every edge then derives the same session
+	// ticket keys, and a client resumes its TLS session on any of them.
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
 	var nodes []*node.Node
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -57,9 +73,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	for i := range devEdges {
-		n, err := startDevEdge(ctx, i, nodes, node.Config{HTTPAddr: offsetPort(*httpAddr, i),
+		cfg := node.Config{HTTPAddr: offsetPort(*httpAddr, i),
 			MetricsAddr: offsetPort(*metricsAddr, i), AdminAddr: offsetPort(*adminAddr, i),
-			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg})
+			Origins: []*url.URL{originURL}, AccessLog: *accessLog, Logger: lg}
+		if pki != "" {
+			cfg.HTTPSAddr = offsetPort(*httpsAddr, i)
+			cfg.TLSCertFile, cfg.TLSKeyFile = filepath.Join(pki, "localhost.pem"), filepath.Join(pki, "localhost-key.pem")
+		}
+		n, err := startDevEdge(ctx, i, nodes, cfg, key)
 		if err != nil {
 			cancel()
 			return err
@@ -73,7 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			break
 		}
 	}
-	printDevHelp(stdout, originURL, nodes)
+	printDevHelp(stdout, originURL, nodes, pki)
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
@@ -88,8 +109,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // startDevEdge starts edge i of the dev cluster with cfg, joined to the
 // first of those already started.
-func startDevEdge(ctx context.Context, i int, started []*node.Node, cfg node.Config) (*node.Node, error) {
-	mesh := &node.MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
+func startDevEdge(ctx context.Context, i int, started []*node.Node, cfg node.Config, gossipKey []byte) (*node.Node, error) {
+	mesh := &node.MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true, GossipKeys: [][]byte{gossipKey}}
 	if i > 0 {
 		mesh.Join = []string{started[0].GossipAddr()}
 	}
@@ -105,10 +126,14 @@ func startDevEdge(ctx context.Context, i int, started []*node.Node, cfg node.Con
 }
 
 // printDevHelp tells how to try the dev cluster.
-func printDevHelp(stdout io.Writer, originURL *url.URL, nodes []*node.Node) {
+func printDevHelp(stdout io.Writer, originURL *url.URL, nodes []*node.Node, pki string) {
 	fmt.Fprintf(stdout, "meshcdn dev cluster is up: a demo origin and %d edges in one mesh.\n  demo origin  %s\n", devEdges, originURL)
 	for _, n := range nodes {
-		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s)\n", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
+		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
+		if a := n.HTTPSAddr(); a != "" {
+			fmt.Fprintf(stdout, ", https %s", a)
+		}
+		fmt.Fprintln(stdout, ")")
 	}
 	edge, edge3 := "http://"+nodes[0].HTTPAddr(), "http://"+nodes[2].HTTPAddr()
 	fmt.Fprintf(stdout, `
@@ -121,8 +146,13 @@ Try:
   bin/meshcdn admin --addr %[4]s members
   curl -si %[2]s/api/time                               # dynamic: never stored
   curl -s -r 0-99 %[2]s/media/sample.mp4 | wc -c        # Range from the cache
-Ctrl-C stops everything.
 `, originURL, edge, edge3, nodes[0].AdminAddr())
+	if a := nodes[0].HTTPSAddr(); a != "" {
+		_, port, _ := net.SplitHostPort(a)
+		fmt.Fprintf(stdout, "  curl -si --cacert %s https://localhost:%s/css/site.css | grep -i cache-status   # HTTPS, HTTP/2\n",
+			filepath.Join(pki, tlsconf.CAFile), port)
+	}
+	fmt.Fprintln(stdout, "Ctrl-C stops everything.")
 }
 
 // devEdges is how many edges `meshcdn dev` starts.
@@ -139,4 +169,26 @@ func offsetPort(addr string, i int) string {
 		return addr
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p+i))
+}
+
+// devPKI makes a throw-away CA and a certificate for localhost and
+// 127.0.0.1 in a new temporary directory, which it returns; "" when the
+// HTTPS listener is off.
+func devPKI(httpsAddr string) (string, error) {
+	if httpsAddr == "off" || httpsAddr == "" {
+		return "", nil
+	}
+	dir, err := os.MkdirTemp("", "meshcdn-dev-pki-")
+	if err != nil {
+		return "", err
+	}
+	if err := tlsconf.InitCA(dir, 0); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("dev certificate: %w", err)
+	}
+	if _, err := tlsconf.Issue(dir, "localhost", []string{"localhost", "127.0.0.1", "::1"}, 0); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("dev certificate: %w", err)
+	}
+	return dir, nil
 }

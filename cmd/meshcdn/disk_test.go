@@ -21,10 +21,10 @@ import (
 
 // edgeProc is `meshcdn edge` running as a child process.
 type edgeProc struct {
-	cmd                         *exec.Cmd
-	http, metric, gossip, admin string
-	mu                          sync.Mutex
-	log                         strings.Builder
+	cmd                                *exec.Cmd
+	http, metric, gossip, admin, https string
+	mu                                 sync.Mutex
+	log                                strings.Builder
 }
 
 // startEdgeProc runs this test binary as `meshcdn edge args...` and waits for
@@ -44,7 +44,7 @@ func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 	}
 	t.Cleanup(func() { p.kill() })
 	started := make(chan [2]string, 1)
-	addrs := regexp.MustCompile(`(gossip|admin)=(\S+)`)
+	addrs := regexp.MustCompile(`(gossip|admin|https)=(\S+)`)
 	go func() {
 		re := regexp.MustCompile(`edge node started.* http=(\S+) metrics=(\S+)`)
 		sc := bufio.NewScanner(stderr)
@@ -54,10 +54,13 @@ func startEdgeProc(t *testing.T, args ...string) *edgeProc {
 			p.mu.Unlock()
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
 				for _, a := range addrs.FindAllStringSubmatch(sc.Text(), -1) {
-					if a[1] == "gossip" {
+					switch a[1] {
+					case "gossip":
 						p.gossip = a[2]
-					} else {
+					case "admin":
 						p.admin = a[2]
+					default:
+						p.https = a[2]
 					}
 				}
 				started <- [2]string{m[1], m[2]}

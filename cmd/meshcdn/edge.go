@@ -24,6 +24,7 @@ import (
 // the environment, which wins over the config file.
 type edgeFlags struct {
 	config, name, http, metrics, origin  string
+	https, tlsCert, tlsKey               string
 	cacheDir                             string
 	peer, gossip, join, region, key      string
 	meshCA, meshCert, meshKey, meshCAKey string
@@ -42,6 +43,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (sites, rules, node settings)")
 	fs.StringVar(&f.name, "name", "", "node name (default: host name)")
 	fs.StringVar(&f.http, "http", "", "client HTTP listen `address` (default "+node.DefaultHTTPAddr+")")
+	fs.StringVar(&f.https, "https", "", "client HTTPS listen `address` (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1); off when empty")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "default certificate `file` of the HTTPS listener (PEM, the chain after the leaf)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "key `file` of --tls-cert")
 	fs.StringVar(&f.metrics, "metrics", "", "metrics and health listen `address`, or off (default "+node.DefaultMetricsAddr+")")
 	fs.StringVar(&f.origin, "origin", "", "origin `URL[,URL...]` for any host no site names")
 	fs.Var(&f.memory, "memory", "memory tier budget, e.g. 256MiB (default 256MiB)")
@@ -161,6 +165,9 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	}
 	override(&cfg.Name, f.name)
 	override(&cfg.HTTPAddr, f.http)
+	override(&cfg.HTTPSAddr, f.https)
+	override(&cfg.TLSCertFile, f.tlsCert)
+	override(&cfg.TLSKeyFile, f.tlsKey)
 	override(&cfg.MetricsAddr, f.metrics)
 	if f.memory != 0 {
 		cfg.MemoryBytes = int64(f.memory)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"io"
 	"net/http"
@@ -26,9 +28,9 @@ func TestDev(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"dev", "--origin-http", "127.0.0.1:0", "--http", "127.0.0.1:0",
-			"--metrics", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
+			"--metrics", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--latency", "0"}, &stdout, &stderr)
 	}()
-	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+) .*admin (\S+)\)\n  edge-2       (http://\S+).*\n  edge-3       (http://\S+)`)
+	re := regexp.MustCompile(`demo origin  (http://\S+)\n  edge-1       (http://\S+) .*admin ([^,\s]+), https \S+\)\n  edge-2       (http://\S+).*\n  edge-3       (http://\S+)`)
 	var m []string
 	deadline := time.Now().Add(10 * time.Second)
 	for m == nil {
@@ -71,6 +73,26 @@ func TestDev(t *testing.T) {
 			}
 		}
 	}
+	// The HTTPS line dev prints: HTTP/2 with the certificate it made.
+	hm := regexp.MustCompile(`curl -si --cacert (\S+) (https://localhost:\d+/\S+)`).FindStringSubmatch(stdout.String())
+	if hm == nil {
+		t.Fatalf("no HTTPS line: %s", stdout.String())
+	}
+	pem, err := os.ReadFile(hm[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(hm[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || resp.Header.Get("Cache-Status") == "" {
+		t.Errorf("dev's HTTPS line: %s %s", resp.Proto, resp.Header.Get("Cache-Status"))
+	}
 	cancel()
 	select {
 	case c := <-code:
@@ -79,6 +101,9 @@ func TestDev(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("dev did not stop")
+	}
+	if _, err := os.Stat(hm[1]); !os.IsNotExist(err) {
+		t.Errorf("dev left its certificates behind: %v", err)
 	}
 }
 

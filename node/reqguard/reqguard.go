@@ -26,6 +26,11 @@ const maxLine = 16 << 10
 // framing. Use ConnContext in the http.Server that serves it.
 func Listen(l net.Listener) net.Listener { return listener{l} }
 
+// Wrap watches one connection as Listen's do: for connections that a
+// listener of another kind accepted (TLS ones, once their handshake is
+// done).
+func Wrap(c net.Conn) net.Conn { return &conn{Conn: c} }
+
 type listener struct{ net.Listener }
 
 func (l listener) Accept() (net.Conn, error) {
@@ -46,6 +51,9 @@ type conn struct {
 	cl, te    bool
 	ambiguous atomic.Bool
 }
+
+// NetConn returns the connection c watches.
+func (c *conn) NetConn() net.Conn { return c.Conn }
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)

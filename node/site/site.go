@@ -58,6 +58,16 @@ type Config struct {
 	// "/dyn/x") before rules, keys and the origin see them, as dot segments
 	// always are. Default true.
 	MergeSlashes *bool `yaml:"merge_slashes"`
+
+	// Certificates are the site's certificates for the HTTPS listener, chosen
+	// by the client's server name (SNI); several may cover one name (an
+	// ECDSA and an RSA one, say).
+	Certificates []CertificateConfig `yaml:"certificates"`
+	// HTTPS says what a request over cleartext HTTP gets: "allow" (default:
+	// served), "redirect" (308 to https) or "only" (403).
+	HTTPS string `yaml:"https"`
+	// HSTS, when set, adds Strict-Transport-Security to HTTPS answers.
+	HSTS *HSTSConfig `yaml:"hsts"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -173,6 +183,9 @@ type Site struct {
 	StaleWhileRevalidate time.Duration
 	StaleIfError         time.Duration
 	MergeSlashes         bool
+	Certificates         []CertificateConfig
+	HTTPS                HTTPSPolicy
+	HSTS                 string // the Strict-Transport-Security value; "" for none
 
 	query  string
 	params []string
@@ -206,6 +219,7 @@ func (c Config) Compile() (*Site, error) {
 		s.Name = s.Hosts[0]
 	}
 	c.compileOrigins(s, fail)
+	c.compileHTTPS(s, fail)
 	switch q := strings.ToLower(c.CacheKey.Query); q {
 	case "", "all", "ignore":
 		s.query = q

@@ -507,7 +507,11 @@ type NodeConfig struct {
 	// purge_allow lists the networks allowed to send the HTTP PURGE method.
 	PurgeAllow []string `protobuf:"bytes,19,rep,name=purge_allow,json=purgeAllow,proto3" json:"purge_allow,omitempty"`
 	// mesh is unset when the node runs alone.
-	Mesh          *MeshConfig `protobuf:"bytes,20,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	Mesh *MeshConfig `protobuf:"bytes,20,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	// https is the HTTPS listener's address ("" when there is none).
+	Https string `protobuf:"bytes,21,opt,name=https,proto3" json:"https,omitempty"`
+	// tls_cert_file is the HTTPS listener's default certificate, if any.
+	TlsCertFile   string `protobuf:"bytes,22,opt,name=tls_cert_file,json=tlsCertFile,proto3" json:"tls_cert_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -682,6 +686,20 @@ func (x *NodeConfig) GetMesh() *MeshConfig {
 	return nil
 }
 
+func (x *NodeConfig) GetHttps() string {
+	if x != nil {
+		return x.Https
+	}
+	return ""
+}
+
+func (x *NodeConfig) GetTlsCertFile() string {
+	if x != nil {
+		return x.TlsCertFile
+	}
+	return ""
+}
+
 // SiteConfig summarises one site.
 type SiteConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -693,7 +711,13 @@ type SiteConfig struct {
 	Origins []string `protobuf:"bytes,3,rep,name=origins,proto3" json:"origins,omitempty"`
 	// rules counts its rules, the built-in default-static and default-origin
 	// rules included.
-	Rules         int32 `protobuf:"varint,4,opt,name=rules,proto3" json:"rules,omitempty"`
+	Rules int32 `protobuf:"varint,4,opt,name=rules,proto3" json:"rules,omitempty"`
+	// certificates are the site's certificate files.
+	Certificates []string `protobuf:"bytes,5,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	// https is what cleartext requests get: allow, redirect or only.
+	Https string `protobuf:"bytes,6,opt,name=https,proto3" json:"https,omitempty"`
+	// hsts is the Strict-Transport-Security value of HTTPS answers, if any.
+	Hsts          string `protobuf:"bytes,7,opt,name=hsts,proto3" json:"hsts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -754,6 +778,27 @@ func (x *SiteConfig) GetRules() int32 {
 		return x.Rules
 	}
 	return 0
+}
+
+func (x *SiteConfig) GetCertificates() []string {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *SiteConfig) GetHttps() string {
+	if x != nil {
+		return x.Https
+	}
+	return ""
+}
+
+func (x *SiteConfig) GetHsts() string {
+	if x != nil {
+		return x.Hsts
+	}
+	return ""
 }
 
 // MeshConfig is the mesh section of a node's configuration.
@@ -2080,7 +2125,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetConfigRequest\"i\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
-	"\x06config\x18\x03 \x01(\v2\x1c.meshcdn.admin.v1.NodeConfigR\x06configJ\x04\b\x02\x10\x03R\x04json\"\xd1\x06\n" +
+	"\x06config\x18\x03 \x01(\v2\x1c.meshcdn.admin.v1.NodeConfigR\x06configJ\x04\b\x02\x10\x03R\x04json\"\x8b\a\n" +
 	"\n" +
 	"NodeConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -2108,13 +2153,18 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"access_log\x18\x12 \x01(\bR\taccessLog\x12\x1f\n" +
 	"\vpurge_allow\x18\x13 \x03(\tR\n" +
 	"purgeAllow\x120\n" +
-	"\x04mesh\x18\x14 \x01(\v2\x1c.meshcdn.admin.v1.MeshConfigR\x04mesh\"f\n" +
+	"\x04mesh\x18\x14 \x01(\v2\x1c.meshcdn.admin.v1.MeshConfigR\x04mesh\x12\x14\n" +
+	"\x05https\x18\x15 \x01(\tR\x05https\x12\"\n" +
+	"\rtls_cert_file\x18\x16 \x01(\tR\vtlsCertFile\"\xb4\x01\n" +
 	"\n" +
 	"SiteConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x18\n" +
 	"\aorigins\x18\x03 \x03(\tR\aorigins\x12\x14\n" +
-	"\x05rules\x18\x04 \x01(\x05R\x05rules\"\xe2\x03\n" +
+	"\x05rules\x18\x04 \x01(\x05R\x05rules\x12\"\n" +
+	"\fcertificates\x18\x05 \x03(\tR\fcertificates\x12\x14\n" +
+	"\x05https\x18\x06 \x01(\tR\x05https\x12\x12\n" +
+	"\x04hsts\x18\a \x01(\tR\x04hsts\"\xe2\x03\n" +
 	"\n" +
 	"MeshConfig\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x16\n" +

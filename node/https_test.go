@@ -1,0 +1,302 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// tlsClient is an HTTPS client that reaches addr whatever the URL's host,
+// trusting pool; protos are its ALPN protocols (HTTP/2 when it lists h2).
+func tlsClient(addr string, pool *x509.CertPool, cfg *tls.Config, protos ...string) *http.Client {
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	cfg.RootCAs = pool
+	cfg.NextProtos = protos
+	tr := &http.Transport{
+		TLSClientConfig: cfg,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		ForceAttemptHTTP2: len(protos) > 0 && protos[0] == "h2",
+	}
+	if !tr.ForceAttemptHTTP2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// get sends a GET and reads the whole answer.
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// TestHTTPS: two sites with certificates of their own on one HTTPS
+// listener: each server name gets its site's certificate, HTTP/2 is chosen
+// by ALPN (HTTP/1.1 when the client offers only that), the second request
+// is a hit, and the same object over cleartext HTTP is the same entry. The
+// origin is told the client's scheme.
+func TestHTTPS(t *testing.T) {
+	var protos sync.Map
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		protos.Store(r.URL.Path, r.Header.Get("X-Forwarded-Proto"))
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "body of "+r.Host+r.URL.Path)
+	})
+	dir := t.TempDir()
+	shop := testutil.WriteCert(t, dir, "shop", []string{"shop.example"}, testutil.CertOptions{})
+	blog := testutil.WriteCert(t, dir, "blog", []string{"*.blog.example", "blog.example"}, testutil.CertOptions{RSA: true})
+	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", Sites: []site.Config{
+		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}},
+		{Hosts: []string{"blog.example", "*.blog.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: blog.CertFile, KeyFile: blog.KeyFile}}},
+	}})
+	pool := x509.NewCertPool()
+	pool.AddCert(shop.Leaf)
+	pool.AddCert(blog.Leaf)
+	h2 := tlsClient(n.HTTPSAddr(), pool, nil, "h2", "http/1.1")
+	h1 := tlsClient(n.HTTPSAddr(), pool, nil, "http/1.1")
+
+	for _, tt := range []struct {
+		host string
+		cert testutil.Cert
+	}{{"shop.example", shop}, {"www.blog.example", blog}} {
+		resp, body := get(t, h2, "https://"+tt.host+"/app.js")
+		if resp.Proto != "HTTP/2.0" || !resp.TLS.PeerCertificates[0].Equal(tt.cert.Leaf) || body != "body of "+tt.host+"/app.js" {
+			t.Fatalf("%s: %s, certificate %v, %q", tt.host, resp.Proto, resp.TLS.PeerCertificates[0].DNSNames, body)
+		}
+		if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
+			t.Errorf("%s first request: %s", tt.host, cs)
+		}
+		resp, _ = get(t, h1, "https://"+tt.host+"/app.js")
+		if resp.Proto != "HTTP/1.1" || resp.Header.Get("Cache-Status") != "meshcdn; hit" {
+			t.Errorf("%s over HTTP/1.1 on TLS: %s %s", tt.host, resp.Proto, resp.Header.Get("Cache-Status"))
+		}
+	}
+	if p, _ := protos.Load("/app.js"); p != "https" {
+		t.Errorf("the origin was told X-Forwarded-Proto %v", p)
+	}
+	// Cleartext HTTP shares the entry: no origin request.
+	before := o.hits.Load()
+	req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/app.js", nil)
+	req.Host = "shop.example"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Cache-Status") != "meshcdn; hit" || o.hits.Load() != before {
+		t.Errorf("over http: %s, origin asked %d more times", resp.Header.Get("Cache-Status"), o.hits.Load()-before)
+	}
+	// An unknown name has no certificate here (no default): the handshake fails.
+	// A connection opened for one site does not reach another.
+	req, _ = http.NewRequest("GET", "https://shop.example/app.js", nil)
+	req.Host = "blog.example"
+	resp, err = h2.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=misdirected") {
+		t.Errorf("Host blog.example on a connection for shop.example: %d %s", resp.StatusCode, resp.Header.Get("Cache-Status"))
+	}
+	var shown int
+	_, err = tlsClient(n.HTTPSAddr(), pool, &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(cs tls.ConnectionState) error {
+		shown += len(cs.PeerCertificates)
+		return nil
+	}}, "h2").Get("https://other.example/")
+	if err == nil || shown != 0 {
+		t.Errorf("a name no certificate covers: %v, %d certificates shown; want a failed handshake and none", err, shown)
+	}
+}
+
+// TestHTTPSPolicy: a redirect site answers cleartext HTTP with 308 to the
+// same URL on https, an only site with 403, and HSTS comes on HTTPS answers
+// alone. TLS 1.1 and below are refused.
+func TestHTTPSPolicy(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "ok")
+	})
+	dir := t.TempDir()
+	cert := testutil.WriteCert(t, dir, "default", []string{"r.example", "o.example", "a.example"}, testutil.CertOptions{})
+	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile,
+		Sites: []site.Config{
+			{Hosts: []string{"r.example"}, Origins: []site.OriginConfig{{URL: o.URL}}, HTTPS: "redirect",
+				HSTS: &site.HSTSConfig{MaxAge: 365 * 86400 * 1e9, IncludeSubdomains: true, Preload: true}},
+			{Hosts: []string{"o.example"}, Origins: []site.OriginConfig{{URL: o.URL}}, HTTPS: "only"},
+			{Hosts: []string{"a.example"}, Origins: []site.OriginConfig{{URL: o.URL}}},
+		}})
+	_, port, _ := net.SplitHostPort(n.HTTPSAddr())
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(host, path string) *http.Response {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+path, nil)
+		req.Host = host
+		resp, err := plain.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := do("R.example:8080", "/a/b.css?x=1&y=2")
+	if want := "https://r.example:" + port + "/a/b.css?x=1&y=2"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want ||
+		resp.Header.Get("Strict-Transport-Security") != "" {
+		t.Errorf("redirect site over http: %d %q (want %q), HSTS %q", resp.StatusCode, resp.Header.Get("Location"), want, resp.Header.Get("Strict-Transport-Security"))
+	}
+	if resp := do("o.example", "/x.css"); resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=https-only") {
+		t.Errorf("only site over http: %d %s", resp.StatusCode, resp.Header.Get("Cache-Status"))
+	}
+	if resp := do("a.example", "/x.css"); resp.StatusCode != http.StatusOK {
+		t.Errorf("allow site over http: %d", resp.StatusCode)
+	}
+	c := tlsClient(n.HTTPSAddr(), cert.Pool, nil, "h2")
+	for _, host := range []string{"r.example", "o.example"} {
+		for range 2 { // a miss, then a hit: HSTS on both
+			resp, _ := get(t, c, "https://"+host+"/x.css")
+			want := ""
+			if host == "r.example" {
+				want = "max-age=31536000; includeSubDomains; preload"
+			}
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Strict-Transport-Security") != want {
+				t.Errorf("%s over https: %d, HSTS %q (want %q)", host, resp.StatusCode, resp.Header.Get("Strict-Transport-Security"), want)
+			}
+		}
+	}
+	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
+		old := tlsClient(n.HTTPSAddr(), cert.Pool, &tls.Config{MinVersion: v, MaxVersion: v}, "http/1.1")
+		if _, err := old.Get("https://a.example/x.css"); err == nil || !strings.Contains(err.Error(), "version") {
+			t.Errorf("%s: %v; want a refused handshake", tls.VersionName(v), err)
+		}
+	}
+}
+
+// TestHTTPSReload: a new certificate is served after a reload by the same
+// process, with no failed request from clients meanwhile; a broken file
+// keeps the certificate in use and raises meshcdn_tls_reload_failing.
+func TestHTTPSReload(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "ok")
+	})
+	dir := t.TempDir()
+	first := testutil.WriteCert(t, dir, "site", []string{"a.example"}, testutil.CertOptions{})
+	second := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{RSA: true})
+	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: first.CertFile, TLSKeyFile: first.KeyFile})
+	pool := x509.NewCertPool() // clients trust both while the certificate changes under them
+	pool.AddCert(first.Leaf)
+	pool.AddCert(second.Leaf)
+	var sent, failed atomic.Int64
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c := tlsClient(n.HTTPSAddr(), pool, nil, "h2") // a new connection each time
+				resp, err := c.Get("https://a.example/x.css")
+				sent.Add(1)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					t.Logf("request failed: %v", err)
+				}
+				if err == nil {
+					resp.Body.Close()
+				}
+				c.CloseIdleConnections()
+			}
+		})
+	}
+	eventually(t, 10*time.Second, func() bool { return sent.Load() > 20 })
+	for _, f := range []struct{ from, to string }{{second.CertFile, first.CertFile}, {second.KeyFile, first.KeyFile}} {
+		b, _ := os.ReadFile(f.from)
+		if err := os.WriteFile(f.to+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f.to+".new", f.to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	mark := sent.Load()
+	eventually(t, 10*time.Second, func() bool { return sent.Load() > mark+20 })
+	cancel()
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed across the reload", failed.Load(), sent.Load())
+	}
+	resp, _ := get(t, tlsClient(n.HTTPSAddr(), pool, nil, "h2"), "https://a.example/x.css")
+	if !resp.TLS.PeerCertificates[0].Equal(second.Leaf) {
+		t.Error("the new certificate is not served after the reload")
+	}
+
+	if err := os.WriteFile(first.KeyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Reload(); err == nil {
+		t.Error("a broken key file reloaded without an error")
+	}
+	resp, _ = get(t, tlsClient(n.HTTPSAddr(), pool, nil, "h2"), "https://a.example/x.css")
+	if !resp.TLS.PeerCertificates[0].Equal(second.Leaf) {
+		t.Error("a broken key file replaced the certificate in use")
+	}
+	if v := counterValue(t, n, "meshcdn_tls_reload_failing"); v != 1 {
+		t.Errorf("meshcdn_tls_reload_failing = %v after a broken file; want 1", v)
+	}
+}
+
+// TestHTTPSResumption: a session begun with one member resumes on another:
+// every member derives the session ticket keys from the gossip key.
+func TestHTTPSResumption(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "ok")
+	})
+	cert := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{})
+	nodes := startCluster(t, o, 2, func(c *Config) {
+		c.HTTPSAddr, c.TLSCertFile, c.TLSKeyFile = "127.0.0.1:0", cert.CertFile, cert.KeyFile
+		c.Mesh.GossipKeys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+	})
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cache := tls.NewLRUClientSessionCache(8)
+		var resumed []bool
+		for _, n := range []*Node{nodes[0], nodes[1], nodes[0]} {
+			c := tlsClient(n.HTTPSAddr(), cert.Pool, &tls.Config{ClientSessionCache: cache, MaxVersion: v}, "h2")
+			resp, _ := get(t, c, "https://a.example/x.css")
+			resumed = append(resumed, resp.TLS.DidResume)
+			c.CloseIdleConnections()
+		}
+		if resumed[0] || !resumed[1] || !resumed[2] {
+			t.Errorf("%s: resumed %v; want a full handshake, then resumption on the other member and back", tls.VersionName(v), resumed)
+		}
+	}
+	if v := counterValue(t, nodes[1], "meshcdn_tls_handshakes_total"); v < 2 {
+		t.Errorf("meshcdn_tls_handshakes_total = %v on the second member", v)
+	}
+}
