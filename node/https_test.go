@@ -300,3 +300,28 @@ func TestHTTPSResumption(t *testing.T) {
 		t.Errorf("meshcdn_tls_handshakes_total = %v on the second member", v)
 	}
 }
+
+// TestHTTPSFraming: HTTP/1.1 over TLS gets the framing checks of cleartext
+// HTTP: Content-Length with Transfer-Encoding is 400 and the connection is
+// closed, so nothing smuggled behind it is read.
+func TestHTTPSFraming(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	cert := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{})
+	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile})
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n.HTTPSAddr(),
+		&tls.Config{RootCAs: cert.Pool, ServerName: "a.example", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(c, "POST /api/x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.example\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := io.ReadAll(c) // until the server closes
+	if got := string(all); !strings.HasPrefix(got, "HTTP/1.1 400") || strings.Count(got, "HTTP/1.1 ") != 1 {
+		t.Errorf("ambiguous framing over TLS answered:\n%s", got)
+	}
+}
