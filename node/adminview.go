@@ -426,7 +426,8 @@ func (v adminView) Config() *adminv1.NodeConfig {
 		out.DefaultOrigins = append(out.DefaultOrigins, o.String())
 	}
 	for _, st := range v.n.sites.Sites() {
-		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules()), Https: st.HTTPS.String(), Hsts: st.HSTS}
+		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules()), Https: st.HTTPS.String(), Hsts: st.HSTS,
+			OriginProtocol: st.OriginProtocol.String()}
 		for _, c := range st.Certificates {
 			sc.Certificates = append(sc.Certificates, c.CertFile)
 		}

@@ -232,6 +232,7 @@ type originRequest struct {
 	personal  httpcache.Request // what the storing decision needs of the request
 	fromPeer  bool              // never forwarded to another peer
 	takeOver  string            // a draining peer offering its stored response: asked first
+	https     bool              // the client used HTTPS (origin_protocol: follow asks over it too)
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end
@@ -279,7 +280,9 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 		h.Set("X-Forwarded-For", client)
 	}
 	h.Set("X-Forwarded-Host", r.Host)
-	h.Set("X-Forwarded-Proto", clientScheme(r, fromPeer))
+	scheme := clientScheme(r, fromPeer)
+	h.Set("X-Forwarded-Proto", scheme)
+	req.https = scheme == "https"
 	setValidators(h, stale)
 	return req
 }
@@ -308,7 +311,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 				return resp, nil
 			}
 			n.counters.originRequests.Add(1)
-			return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
+			return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
 	// This node owns the key. A draining peer that offers it (take-over) and,
@@ -333,7 +336,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 		}
 	}
 	n.counters.originRequests.Add(1)
-	return n.pools[st].Fetch(ctx, req.host, req.pathQuery, req.header)
+	return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
 // handOffBudget bounds the time a miss spends asking previous owners (each

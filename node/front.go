@@ -299,7 +299,7 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	}
 	x.w.Header().Set("Cache-Status", cs.String())
 	r = reqguard.GuardBody(x.w, r, n.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
-	n.pools[x.site].ServeHTTP(rec, r)
+	n.pool(x.site, r.TLS != nil).ServeHTTP(rec, r)
 	x.code, x.ttfb, x.written = rec.code, rec.ttfb, rec.written
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -323,5 +325,47 @@ func TestHTTPSFraming(t *testing.T) {
 	all, _ := io.ReadAll(c) // until the server closes
 	if got := string(all); !strings.HasPrefix(got, "HTTP/1.1 400") || strings.Count(got, "HTTP/1.1 ") != 1 {
 		t.Errorf("ambiguous framing over TLS answered:\n%s", got)
+	}
+}
+
+// TestOriginProtocol: origin_protocol: https asks the origins over https
+// whatever their URLs say, and the origin sees the client's scheme.
+func TestOriginProtocol(t *testing.T) {
+	o := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "over TLS, for "+r.Header.Get("X-Forwarded-Proto"))
+	}))
+	t.Cleanup(o.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(o.Certificate())
+	n := startNode(t, nil, Config{Origin: origin.Config{RootCAs: roots}, Sites: []site.Config{{
+		Hosts: []string{"a.example"}, Origins: []site.OriginConfig{{URL: "http://" + o.Listener.Addr().String()}},
+		OriginProtocol: "https", OriginHost: "origin"}}})
+	r := do(t, n, "GET", "/x.css", "Host", "a.example")
+	if r.body != "over TLS, for http" || !strings.Contains(r.cacheStatus(), "stored") {
+		t.Errorf("origin_protocol: https: %q %s", r.body, r.cacheStatus())
+	}
+}
+
+// TestOriginsFor: the origins a site asks, by origin_protocol and the
+// client's scheme; follow refuses origins with a port.
+func TestOriginsFor(t *testing.T) {
+	for _, tt := range []struct {
+		protocol, scheme, want string
+	}{
+		{"", "https", "http://o.example"}, {"http", "https", "http://o.example"}, {"https", "http", "https://o.example"},
+		{"follow", "http", "http://o.example"}, {"follow", "https", "https://o.example"},
+	} {
+		s, err := site.Config{Hosts: []string{"a.example"}, Origins: []site.OriginConfig{{URL: "http://o.example"}}, OriginProtocol: tt.protocol}.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.OriginsFor(tt.scheme)[0].URL.String(); got != tt.want || s.Origins[0].URL.String() != "http://o.example" {
+			t.Errorf("%s for %s: %s; want %s", tt.protocol, tt.scheme, got, tt.want)
+		}
+	}
+	_, err := site.Config{Hosts: []string{"a.example"}, Origins: []site.OriginConfig{{URL: "http://o.example:8080"}}, OriginProtocol: "follow"}.Compile()
+	if err == nil || !strings.Contains(err.Error(), "origins[0]: http://o.example:8080 names port 8080") {
+		t.Errorf("follow with a port: %v", err)
 	}
 }

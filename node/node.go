@@ -30,18 +30,20 @@ import (
 // Node is one edge node. Create it with New, then Start it and Shutdown it; or
 // Run it. Its methods are safe for concurrent use.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	sites     *site.Set
-	pools     map[*site.Site]*origin.Pool
-	siteStats map[*site.Site]*siteMetrics
-	unknown   *siteMetrics
-	store     *cache.Memory
-	copies    *cache.Memory // copies of objects other nodes own; nil without a mesh
-	disk      *cache.Disk   // nil without a cache dir; set in Start
-	mesh      *mesh.Mesh    // nil without a mesh; set in Start
-	metrics   *metrics
-	https     *httpsFront // nil without an HTTPS listener
+	cfg   Config
+	log   *slog.Logger
+	sites *site.Set
+	pools map[*site.Site]*origin.Pool
+	// httpsPools ask the origins of origin_protocol: follow sites over https.
+	httpsPools map[*site.Site]*origin.Pool
+	siteStats  map[*site.Site]*siteMetrics
+	unknown    *siteMetrics
+	store      *cache.Memory
+	copies     *cache.Memory // copies of objects other nodes own; nil without a mesh
+	disk       *cache.Disk   // nil without a cache dir; set in Start
+	mesh       *mesh.Mesh    // nil without a mesh; set in Start
+	metrics    *metrics
+	https      *httpsFront // nil without an HTTPS listener
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -77,13 +79,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg = cfg.withDefaults()
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("node", cfg.Name),
-		pools:     map[*site.Site]*origin.Pool{},
-		siteStats: map[*site.Site]*siteMetrics{},
-		store:     cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
-		transport: origin.NewTransports(cfg.Origin),
-		flights:   map[string]*flight{},
+		cfg:        cfg,
+		log:        cfg.Logger.With("node", cfg.Name),
+		pools:      map[*site.Site]*origin.Pool{},
+		httpsPools: map[*site.Site]*origin.Pool{},
+		siteStats:  map[*site.Site]*siteMetrics{},
+		store:      cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
+		transport:  origin.NewTransports(cfg.Origin),
+		flights:    map[string]*flight{},
 	}
 	pc := purge.Config{Self: cfg.Name, Store: tiersOf{n}, Logger: n.log}
 	if cfg.Mesh != nil {
@@ -116,11 +119,17 @@ func New(cfg Config) (*Node, error) {
 		sites = append(sites, fb)
 	}
 	for _, s := range sites {
-		p, err := n.newPool(s)
+		p, err := n.newPool(s, s.OriginsFor("http"))
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", s.Name, err)
 		}
 		n.pools[s] = p
+		if s.OriginProtocol == site.OriginFollow {
+			// HTTPS clients' requests go to the origins over https.
+			if n.httpsPools[s], err = n.newPool(s, s.OriginsFor("https")); err != nil {
+				return nil, fmt.Errorf("site %s: %w", s.Name, err)
+			}
+		}
 		n.siteStats[s] = n.metrics.forSite(s.Name)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -290,8 +299,10 @@ func (n *Node) startBackground() {
 			n.checkDisk()
 		})
 	}
-	for _, p := range n.pools {
-		n.wg.Go(func() { p.RunHealth(n.ctx) })
+	for _, pools := range []map[*site.Site]*origin.Pool{n.pools, n.httpsPools} {
+		for _, p := range pools {
+			n.wg.Go(func() { p.RunHealth(n.ctx) })
+		}
 	}
 }
 
@@ -447,7 +458,7 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // newPool builds the origin pool of a site, with its metrics.
-func (n *Node) newPool(s *site.Site) (*origin.Pool, error) {
+func (n *Node) newPool(s *site.Site, origins []site.Origin) (*origin.Pool, error) {
 	cfg := origin.PoolConfig{
 		Host:           s.OriginHost,
 		MaxFails:       s.MaxFails,
@@ -460,11 +471,19 @@ func (n *Node) newPool(s *site.Site) (*origin.Pool, error) {
 	if h := s.Health; h != nil {
 		cfg.Health = &origin.HealthCheck{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}
 	}
-	for _, o := range s.Origins {
+	for _, o := range origins {
 		cfg.Targets = append(cfg.Targets, &origin.Target{URL: o.URL, Weight: o.Weight, Priority: o.Priority})
 	}
 	cfg.Observe = n.metrics.forOrigins(s.Name, cfg.Targets)
 	return origin.NewPool(cfg, n.transport, n.log.With("site", s.Name))
+}
+
+// pool is the origin pool of st for a client that used HTTPS or not.
+func (n *Node) pool(st *site.Site, https bool) *origin.Pool {
+	if p, ok := n.httpsPools[st]; ok && https {
+		return p
+	}
+	return n.pools[st]
 }
 
 // Store exposes the memory tier's counters.

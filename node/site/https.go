@@ -64,6 +64,59 @@ func (p HTTPSPolicy) String() string {
 	}
 }
 
+// OriginProtocol is the scheme a site's origins are asked with.
+type OriginProtocol int
+
+// Origin protocols.
+const (
+	// OriginAsConfigured uses each origin URL's own scheme.
+	OriginAsConfigured OriginProtocol = iota
+	// OriginHTTP asks every origin over http.
+	OriginHTTP
+	// OriginHTTPS asks every origin over https.
+	OriginHTTPS
+	// OriginFollow asks over the scheme the client used.
+	OriginFollow
+)
+
+func (p OriginProtocol) String() string {
+	switch p {
+	case OriginHTTP:
+		return "http"
+	case OriginHTTPS:
+		return "https"
+	case OriginFollow:
+		return "follow"
+	default:
+		return "as-configured"
+	}
+}
+
+// OriginsFor returns the site's origins as a client that used scheme asks
+// them: each URL's own scheme, or the one origin_protocol sets.
+func (s *Site) OriginsFor(scheme string) []Origin {
+	want := ""
+	switch s.OriginProtocol {
+	case OriginHTTP:
+		want = "http"
+	case OriginHTTPS:
+		want = "https"
+	case OriginFollow:
+		want = scheme
+	}
+	if want == "" {
+		return s.Origins
+	}
+	out := make([]Origin, len(s.Origins))
+	for i, o := range s.Origins {
+		u := *o.URL
+		u.Scheme = want
+		o.URL = &u
+		out[i] = o
+	}
+	return out
+}
+
 // minPreload is the shortest max-age the HSTS preload lists accept.
 const minPreload = 365 * 24 * time.Hour
 
@@ -85,6 +138,22 @@ func (c Config) compileHTTPS(s *Site, fail func(field, format string, a ...any))
 		s.HTTPS = HTTPSOnly
 	default:
 		fail("https", "%q is not allow, redirect or only", c.HTTPS)
+	}
+	switch strings.ToLower(c.OriginProtocol) {
+	case "":
+	case "http":
+		s.OriginProtocol = OriginHTTP
+	case "https":
+		s.OriginProtocol = OriginHTTPS
+	case "follow":
+		s.OriginProtocol = OriginFollow
+		for i, o := range s.Origins {
+			if o.URL.Port() != "" {
+				fail(fmt.Sprintf("origins[%d]", i), "%s names port %s, but origin_protocol: follow asks port 80 over http and 443 over https: give the origin without a port", o.URL, o.URL.Port())
+			}
+		}
+	default:
+		fail("origin_protocol", "%q is not http, https or follow", c.OriginProtocol)
 	}
 	if h := c.HSTS; h != nil {
 		age := time.Duration(h.MaxAge)

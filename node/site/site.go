@@ -68,6 +68,9 @@ type Config struct {
 	HTTPS string `yaml:"https"`
 	// HSTS, when set, adds Strict-Transport-Security to HTTPS answers.
 	HSTS *HSTSConfig `yaml:"hsts"`
+	// OriginProtocol overrides the scheme of the origin URLs: "http",
+	// "https" or "follow" (the one the client used). Default: each URL's own.
+	OriginProtocol string `yaml:"origin_protocol"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -186,6 +189,7 @@ type Site struct {
 	Certificates         []CertificateConfig
 	HTTPS                HTTPSPolicy
 	HSTS                 string // the Strict-Transport-Security value; "" for none
+	OriginProtocol       OriginProtocol
 
 	query  string
 	params []string

@@ -717,9 +717,12 @@ type SiteConfig struct {
 	// https is what cleartext requests get: allow, redirect or only.
 	Https string `protobuf:"bytes,6,opt,name=https,proto3" json:"https,omitempty"`
 	// hsts is the Strict-Transport-Security value of HTTPS answers, if any.
-	Hsts          string `protobuf:"bytes,7,opt,name=hsts,proto3" json:"hsts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hsts string `protobuf:"bytes,7,opt,name=hsts,proto3" json:"hsts,omitempty"`
+	// origin_protocol is the scheme the origins are asked with: as-configured,
+	// http, https or follow.
+	OriginProtocol string `protobuf:"bytes,8,opt,name=origin_protocol,json=originProtocol,proto3" json:"origin_protocol,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SiteConfig) Reset() {
@@ -797,6 +800,13 @@ func (x *SiteConfig) GetHttps() string {
 func (x *SiteConfig) GetHsts() string {
 	if x != nil {
 		return x.Hsts
+	}
+	return ""
+}
+
+func (x *SiteConfig) GetOriginProtocol() string {
+	if x != nil {
+		return x.OriginProtocol
 	}
 	return ""
 }
@@ -2155,7 +2165,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"purgeAllow\x120\n" +
 	"\x04mesh\x18\x14 \x01(\v2\x1c.meshcdn.admin.v1.MeshConfigR\x04mesh\x12\x14\n" +
 	"\x05https\x18\x15 \x01(\tR\x05https\x12\"\n" +
-	"\rtls_cert_file\x18\x16 \x01(\tR\vtlsCertFile\"\xb4\x01\n" +
+	"\rtls_cert_file\x18\x16 \x01(\tR\vtlsCertFile\"\xdd\x01\n" +
 	"\n" +
 	"SiteConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -2164,7 +2174,8 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x05rules\x18\x04 \x01(\x05R\x05rules\x12\"\n" +
 	"\fcertificates\x18\x05 \x03(\tR\fcertificates\x12\x14\n" +
 	"\x05https\x18\x06 \x01(\tR\x05https\x12\x12\n" +
-	"\x04hsts\x18\a \x01(\tR\x04hsts\"\xe2\x03\n" +
+	"\x04hsts\x18\a \x01(\tR\x04hsts\x12'\n" +
+	"\x0forigin_protocol\x18\b \x01(\tR\x0eoriginProtocol\"\xe2\x03\n" +
 	"\n" +
 	"MeshConfig\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x16\n" +
