@@ -581,8 +581,9 @@ func testScaleOut(t *testing.T, settle time.Duration, staggered bool) {
 
 // TestPeerForwardingFields: the owner builds the origin request's forwarding
 // fields itself: a peer's forged X-Forwarded-Host or Forwarded never reaches
-// the origin (so cannot shape what the owner stores), and of its
-// X-Forwarded-For only a single address is kept.
+// the origin (so cannot shape what the owner stores), of its X-Forwarded-For
+// only a single address is kept, and of its X-Forwarded-Proto (the scheme
+// its client used) only "https", anything else being "http".
 func TestPeerForwardingFields(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]http.Header{}
@@ -594,13 +595,16 @@ func TestPeerForwardingFields(t *testing.T) {
 		_, _ = io.WriteString(w, "links to https://"+r.Header.Get("X-Forwarded-Host")+"/")
 	})
 	nodes := startCluster(t, o, 2, nil)
-	for _, c := range []struct{ xff, wantXFF string }{{"203.0.113.9", "203.0.113.9"}, {"203.0.113.9, 10.0.0.1", ""}} {
+	for _, c := range []struct{ xff, wantXFF, proto, wantProto string }{
+		{"203.0.113.9", "203.0.113.9", "https", "https"},
+		{"203.0.113.9, 10.0.0.1", "", "javascript", "http"},
+	} {
 		p := ownedBy(t, nodes[0], "n2", fmt.Sprintf("/fwd/%d-", len(c.xff)))
 		req := &peerv1.FetchRequest{Key: nodes[0].sites.Default().CacheKey("127.0.0.1", p, ""), Host: "127.0.0.1",
 			PathQuery: p, From: "n1", Headers: []*peerv1.HeaderField{
 				{Name: "X-Forwarded-Host", Values: []string{"evil.example"}},
 				{Name: "Forwarded", Values: []string{"host=evil.example;proto=https"}},
-				{Name: "X-Forwarded-Proto", Values: []string{"https"}},
+				{Name: "X-Forwarded-Proto", Values: []string{c.proto}},
 				{Name: "X-Forwarded-For", Values: []string{c.xff}},
 			}}
 		resp, err := nodes[0].mesh.Peers().Fetch(t.Context(), nodes[1].PeerAddr(), req)
@@ -613,7 +617,7 @@ func TestPeerForwardingFields(t *testing.T) {
 		h := seen[p]
 		mu.Unlock()
 		if strings.Contains(string(body), "evil") || h.Get("X-Forwarded-Host") != "127.0.0.1" || h.Get("Forwarded") != "" ||
-			h.Get("X-Forwarded-Proto") != "http" || h.Get("X-Forwarded-For") != c.wantXFF || h.Get("Via") != "1.1 meshcdn" {
+			h.Get("X-Forwarded-Proto") != c.wantProto || h.Get("X-Forwarded-For") != c.wantXFF || h.Get("Via") != "1.1 meshcdn" {
 			t.Errorf("X-Forwarded-For %q: the origin saw %v and answered %q", c.xff, h, body)
 		}
 		// What the owner stored is what any client gets.
