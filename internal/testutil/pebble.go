@@ -1,0 +1,172 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Pebble is a running Pebble (Let's Encrypt's ACME test server) with its
+// DNS test server in front of it: names resolve to what AddA says.
+type Pebble struct {
+	// Directory is the ACME directory URL.
+	Directory string
+	// Roots trust Pebble's own HTTPS (its directory), not what it issues.
+	Roots *x509.CertPool
+
+	mgmt, dnsMgmt string
+	client        *http.Client
+	mu            sync.Mutex
+	log           bytes.Buffer
+}
+
+// StartPebble runs bin/pebble and bin/pebble-challtestsrv (bin is the
+// repository's bin directory, where `make tools` puts them) on loopback.
+// Pebble validates HTTP-01 challenges on httpPort of the address a name
+// resolves to, and issues certificates valid for validity. The test is
+// skipped when the binaries are missing.
+func StartPebble(t testing.TB, bin string, httpPort int, validity time.Duration) *Pebble {
+	t.Helper()
+	for _, b := range []string{"pebble", "pebble-challtestsrv"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			t.Skipf("%s/%s is missing: `make tools` installs it (`make test` does)", bin, b)
+		}
+	}
+	dir := t.TempDir()
+	p := &Pebble{}
+	dnsAddr, dnsMgmt, listen, mgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp")
+	p.start(t, filepath.Join(bin, "pebble-challtestsrv"), nil, "-dnsserver", dnsAddr, "-management", dnsMgmt,
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-defaultIPv6", "")
+	cert := WriteCert(t, dir, "pebble", []string{"127.0.0.1", "localhost"}, CertOptions{})
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress": listen, "managementListenAddress": mgmt,
+		"certificate": cert.CertFile, "privateKey": cert.KeyFile,
+		"httpPort": httpPort, "tlsPort": 0, "externalAccountBindingRequired": false,
+		"profiles": map[string]any{"default": map[string]any{"description": "test", "validityPeriod": int(validity / time.Second)}},
+	}}
+	b, _ := json.Marshal(cfg)
+	cfgFile := filepath.Join(dir, "pebble.json")
+	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.start(t, filepath.Join(bin, "pebble"), []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
+		"-config", cfgFile, "-dnsserver", dnsAddr)
+	p.Directory, p.Roots, p.mgmt, p.dnsMgmt = "https://"+listen+"/dir", cert.Pool, mgmt, "http://"+dnsMgmt
+	p.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}}}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := p.client.Get(p.Directory)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble did not answer within 20 s: %v\n%s", err, p.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// start runs one of the servers until the test ends, its output kept.
+func (p *Pebble) start(t testing.TB, path string, env []string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+}
+
+// lockedWriter appends to the Pebble's log.
+type lockedWriter Pebble
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log.Write(b)
+}
+
+// Log is what the servers printed.
+func (p *Pebble) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// AddA makes host resolve to addrs for Pebble's validation.
+func (p *Pebble) AddA(t testing.TB, host string, addrs ...string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"host": host, "addresses": addrs})
+	resp, err := http.Post(p.dnsMgmt+"/add-a", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("add-a %s: %s", host, resp.Status)
+	}
+}
+
+// IssuerRoots trusts the certificates Pebble issues (its root, made anew
+// at every start).
+func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	resp, err := p.client.Get("https://" + p.mgmt + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("pebble's root: %s", b)
+	}
+	return pool
+}
+
+// Orders counts the new orders Pebble logged.
+func (p *Pebble) Orders() int {
+	return strings.Count(p.Log(), "Added order \"")
+}
+
+// FreeAddr is a loopback address with a port free at the time of the call.
+func FreeAddr(t testing.TB, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
