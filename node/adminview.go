@@ -413,6 +413,9 @@ func (v adminView) Config() *adminv1.NodeConfig {
 		ShutdownTimeout: durationpb.New(c.ShutdownTimeout), AccessLog: c.AccessLog,
 		Https: v.n.HTTPSAddr(), TlsCertFile: c.TLSCertFile,
 	}
+	if c.ACME != nil {
+		out.AcmeDirectory = c.ACME.Directory
+	}
 	if c.CacheDir == "" {
 		out.DiskBytes = 0
 	}
@@ -427,7 +430,7 @@ func (v adminView) Config() *adminv1.NodeConfig {
 	}
 	for _, st := range v.n.sites.Sites() {
 		sc := &adminv1.SiteConfig{Name: st.Name, Hosts: st.Hosts, Rules: int32(st.Rules()), Https: st.HTTPS.String(), Hsts: st.HSTS,
-			OriginProtocol: st.OriginProtocol.String()}
+			OriginProtocol: st.OriginProtocol.String(), Acme: st.ACME}
 		for _, c := range st.Certificates {
 			sc.Certificates = append(sc.Certificates, c.CertFile)
 		}

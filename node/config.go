@@ -55,6 +55,9 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile are the HTTPS listener's default
 	// certificate: for a server name no site certificate covers, or none.
 	TLSCertFile, TLSKeyFile string
+	// ACME, when set, is the certificate authority that sites with acme:
+	// true get their certificates from.
+	ACME *ACMEConfig
 
 	// Origins is the origin for any Host that no site names. Without it, such
 	// requests get 404: the edge is never an open proxy.
@@ -319,11 +322,17 @@ func prefixErrors(prefix string, err error) error {
 // flags override what it sets.
 type File struct {
 	Node struct {
-		Name            string         `yaml:"name"`
-		HTTP            string         `yaml:"http"`
-		HTTPS           string         `yaml:"https"`
-		TLSCert         string         `yaml:"tls_cert_file"`
-		TLSKey          string         `yaml:"tls_key_file"`
+		Name    string `yaml:"name"`
+		HTTP    string `yaml:"http"`
+		HTTPS   string `yaml:"https"`
+		TLSCert string `yaml:"tls_cert_file"`
+		TLSKey  string `yaml:"tls_key_file"`
+		ACME    *struct {
+			Directory string `yaml:"directory"`
+			Email     string `yaml:"email"`
+			CAFile    string `yaml:"ca_file"`
+			Dir       string `yaml:"dir"`
+		} `yaml:"acme"`
 		Metrics         string         `yaml:"metrics"`
 		Memory          units.Size     `yaml:"memory"`
 		MaxObjectSize   units.Size     `yaml:"max_object_size"`
@@ -515,6 +524,19 @@ func ParseFile(name string, data []byte) (Config, error) {
 		c.AdminToken = tok
 	}
 	errs = append(errs, f.origins(name, &c)...)
+	if a := f.Node.ACME; a != nil {
+		c.ACME = &ACMEConfig{Directory: a.Directory, Email: a.Email, Dir: a.Dir}
+		if a.CAFile != "" {
+			pem, err := os.ReadFile(a.CAFile)
+			c.ACME.Roots = x509.NewCertPool()
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%s: node.acme.ca_file: %w", name, err))
+			case !c.ACME.Roots.AppendCertsFromPEM(pem):
+				errs = append(errs, fmt.Errorf("%s: node.acme.ca_file: no PEM certificate in %s", name, a.CAFile))
+			}
+		}
+	}
 	if f.Mesh != nil {
 		var err error
 		if c.Mesh, err = f.meshConfig(name); err != nil {
@@ -553,8 +575,44 @@ func (c Config) checkHTTPS(sites []*site.Site) []error {
 			errs = append(errs, fmt.Errorf("sites[%d].https: %s sends clients to HTTPS, but there is no HTTPS listener: set node.https (--https)", i, s.HTTPS))
 		}
 	}
+	acme := false
+	for i, s := range sites {
+		if !s.ACME {
+			continue
+		}
+		acme = true
+		if c.ACME == nil {
+			errs = append(errs, fmt.Errorf("sites[%d].acme: no certificate authority: set node.acme.directory", i))
+		}
+		if c.HTTPSAddr == "" {
+			errs = append(errs, fmt.Errorf("sites[%d].acme: no HTTPS listener to serve the certificate: set node.https (--https)", i))
+		}
+	}
+	if a := c.ACME; a != nil {
+		if u, err := url.Parse(a.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("acme.directory: %q is not an https URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)", a.Directory))
+		}
+		if a.Dir == "" && c.CacheDir == "" {
+			errs = append(errs, errors.New("acme.dir: where the account key and certificates are kept: set it, or a cache_dir (then cache_dir/acme)"))
+		}
+	}
+	certs = certs || acme
 	if c.HTTPSAddr != "" && !certs {
 		errs = append(errs, errors.New("https: the HTTPS listener has no certificate: give tls_cert_file and tls_key_file (--tls-cert, --tls-key) or a site's certificates"))
 	}
 	return errs
+}
+
+// ACMEConfig is the ACME certificate authority of the sites with acme: true.
+type ACMEConfig struct {
+	// Directory is the CA's directory URL (Let's Encrypt:
+	// https://acme-v02.api.letsencrypt.org/directory).
+	Directory string
+	// Email is the account's contact, optional.
+	Email string
+	// Roots, when set, are the only CAs trusted for the ACME server's own
+	// HTTPS (a test CA's); nil trusts the system's.
+	Roots *x509.CertPool
+	// Dir keeps the account key and the certificates. Default: CacheDir/acme.
+	Dir string
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
 
@@ -109,6 +112,15 @@ func TestValidate(t *testing.T) {
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{DrainOnStop: 15 * time.Second}}, "drain_on_stop: 15s is not between 0 and node.shutdown_timeout (15s)"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{TLS: tlsconf.MeshFiles{CAFile: "ca.pem", CAKeyFile: "ca-key.pem", KeyFile: "k.pem"}}}, "mesh.tls: ca_key_file (the node signs its own certificate) excludes cert_file and key_file"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{GossipAddr: "10.0.0.1:7946", PeerAddr: "127.0.0.1:7070"}}, `mesh: gossip "10.0.0.1:7946" listen beyond loopback without a gossip key or mesh TLS`},
+		{Config{HTTPSAddr: ":8443", Sites: []site.Config{acmeSiteConfig}}, "sites[0].acme: no certificate authority: set node.acme.directory"},
+		{Config{ACME: &ACMEConfig{Directory: "https://ca.example/dir", Dir: "/tmp"}, Sites: []site.Config{acmeSiteConfig}}, "sites[0].acme: no HTTPS listener"},
+		{Config{HTTPSAddr: ":8443", ACME: &ACMEConfig{Directory: "http://ca.example/dir", Dir: "/tmp"}, Sites: []site.Config{acmeSiteConfig}}, `acme.directory: "http://ca.example/dir" is not an https URL`},
+		{Config{HTTPSAddr: ":8443", ACME: &ACMEConfig{Directory: "https://ca.example/dir"}, Sites: []site.Config{acmeSiteConfig}}, "acme.dir: where the account key and certificates are kept"},
+		{Config{HTTPSAddr: ":8443", ACME: &ACMEConfig{Directory: "https://ca.example/dir", Dir: "/tmp"},
+			Sites: []site.Config{{Hosts: []string{"*.shop.test"}, Origins: []site.OriginConfig{{URL: "http://o"}}, ACME: true}}},
+			"sites[0].hosts[0]: \"*.shop.test\": acme obtains certificates with the HTTP-01 challenge, which cannot prove a wildcard name"},
+		{Config{HTTPSAddr: ":8443", Origins: mustOrigins(t)}, "https: the HTTPS listener has no certificate"},
+		{Config{Sites: []site.Config{{Hosts: []string{"a.test"}, Origins: []site.OriginConfig{{URL: "http://o"}}, HTTPS: "redirect"}}}, "sites[0].https: redirect sends clients to HTTPS, but there is no HTTPS listener"},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -119,6 +131,9 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// acmeSiteConfig is a site whose certificate comes over ACME.
+var acmeSiteConfig = site.Config{Hosts: []string{"shop.test"}, Origins: []site.OriginConfig{{URL: "http://o"}}, ACME: true}
 
 func TestLoadFileMissing(t *testing.T) {
 	_, err := LoadFile(filepath.Join(t.TempDir(), "nope.yaml"))
@@ -219,5 +234,31 @@ func TestREADMEConfigKeys(t *testing.T) {
 	}
 	for _, err := range unknownKeys(&root, reflect.TypeFor[File]()) {
 		t.Errorf("README example: %v", err)
+	}
+}
+
+// TestACMEFile: node.acme in the file, its ca_file read (and refused when
+// it holds no certificate).
+func TestACMEFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	if err := os.WriteFile(bad, []byte("nothing"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "node:\n  https: \":8443\"\n  acme: {directory: \"https://ca.test/dir\", email: ops@shop.test, dir: " + dir + ", ca_file: %s}\n" +
+		"sites:\n  - {hosts: [shop.test], origins: [\"http://10.0.0.1\"], acme: true}\n"
+	if _, err := ParseFile("edge.yaml", []byte(fmt.Sprintf(yaml, bad))); err == nil || !strings.Contains(err.Error(), "edge.yaml: node.acme.ca_file: no PEM certificate in "+bad) {
+		t.Errorf("a ca_file without a certificate: %v", err)
+	}
+	cert := testutil.WriteCert(t, dir, "ca", []string{"ca.test"}, testutil.CertOptions{})
+	c, err := ParseFile("edge.yaml", []byte(fmt.Sprintf(yaml, cert.CertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.ACME; a == nil || a.Directory != "https://ca.test/dir" || a.Email != "ops@shop.test" || a.Dir != dir || a.Roots == nil || !c.Sites[0].ACME {
+		t.Errorf("node.acme: %+v", c.ACME)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }

@@ -98,7 +98,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.metrics.peerServed.Inc()
 		x.fromPeer = true
 	}
-	if n.httpsPolicy(&x) {
+	if n.serveChallenge(&x) || n.httpsPolicy(&x) {
 		return
 	}
 

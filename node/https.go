@@ -166,6 +166,9 @@ func (n *Node) serveHTTPS() {
 	n.wg.Go(func() { n.serve(h.h2, h.split.H2(), "https") })
 	n.wg.Go(func() { edgetls.KeepTicketKeys(n.ctx, h.cfg, h.secret) })
 	n.wg.Go(n.watchCerts)
+	if n.acme != nil {
+		n.wg.Go(n.runACME)
+	}
 }
 
 // watchCerts reloads the HTTPS certificates when one of their files

@@ -123,9 +123,11 @@ type peerLocal struct{ n *Node }
 
 var _ peer.Local = peerLocal{}
 
-func (l peerLocal) PurgeLocal(req *peerv1.PurgeRequest) int64 { return l.n.purges.Apply(req) }
-func (l peerLocal) LocalStats() *peerv1.StatsResponse         { return l.n.localStats() }
-func (l peerLocal) DrainLocal() error                         { return l.n.drain() }
+func (l peerLocal) PurgeLocal(req *peerv1.PurgeRequest) int64    { return l.n.purges.Apply(req) }
+func (l peerLocal) LocalStats() *peerv1.StatsResponse            { return l.n.localStats() }
+func (l peerLocal) ACMECertificate(name string) ([]byte, []byte) { return l.n.acmeCertificate(name) }
+func (l peerLocal) ACMEChallenge(token string) (string, bool)    { return l.n.acmeChallenge(token) }
+func (l peerLocal) DrainLocal() error                            { return l.n.drain() }
 func (l peerLocal) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
 	return l.n.purges.Page(req)
 }

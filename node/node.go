@@ -44,6 +44,7 @@ type Node struct {
 	mesh       *mesh.Mesh    // nil without a mesh; set in Start
 	metrics    *metrics
 	https      *httpsFront // nil without an HTTPS listener
+	acme       *autoCerts  // nil without ACME sites
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -114,6 +115,11 @@ func New(cfg Config) (*Node, error) {
 	n.sites = set
 	if n.https, err = n.newHTTPS(sites); err != nil {
 		return nil, err
+	}
+	if n.https != nil {
+		if n.acme, err = n.newAutoCerts(sites); err != nil {
+			return nil, err
+		}
 	}
 	if fb := set.Default(); fb != nil {
 		sites = append(sites, fb)

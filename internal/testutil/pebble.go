@@ -32,12 +32,30 @@ type Pebble struct {
 	log           bytes.Buffer
 }
 
+// PebbleOptions shape a Pebble.
+type PebbleOptions struct {
+	// HTTPPort is where Pebble validates HTTP-01 challenges, on the address
+	// a name resolves to.
+	HTTPPort int
+	// Validity is how long the certificates it issues are valid.
+	Validity time.Duration
+	// Listen is its ACME address, and Cert its certificate; by default a
+	// free loopback port and a new certificate (see PebbleAddress).
+	Listen string
+	Cert   *Cert
+}
+
+// PebbleAddress is a Pebble's address and certificate chosen before it
+// starts, so that its clients can be configured first.
+func PebbleAddress(t testing.TB) (listen string, cert Cert) {
+	t.Helper()
+	return FreeAddr(t, "tcp"), WriteCert(t, t.TempDir(), "pebble", []string{"127.0.0.1", "localhost"}, CertOptions{})
+}
+
 // StartPebble runs bin/pebble and bin/pebble-challtestsrv (bin is the
 // repository's bin directory, where `make tools` puts them) on loopback.
-// Pebble validates HTTP-01 challenges on httpPort of the address a name
-// resolves to, and issues certificates valid for validity. The test is
-// skipped when the binaries are missing.
-func StartPebble(t testing.TB, bin string, httpPort int, validity time.Duration) *Pebble {
+// The test is skipped when the binaries are missing.
+func StartPebble(t testing.TB, bin string, o PebbleOptions) *Pebble {
 	t.Helper()
 	for _, b := range []string{"pebble", "pebble-challtestsrv"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
@@ -46,15 +64,19 @@ func StartPebble(t testing.TB, bin string, httpPort int, validity time.Duration)
 	}
 	dir := t.TempDir()
 	p := &Pebble{}
-	dnsAddr, dnsMgmt, listen, mgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp")
+	if o.Listen == "" {
+		l, c := PebbleAddress(t)
+		o.Listen, o.Cert = l, &c
+	}
+	listen, cert := o.Listen, *o.Cert
+	dnsAddr, dnsMgmt, mgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp")
 	p.start(t, filepath.Join(bin, "pebble-challtestsrv"), nil, "-dnsserver", dnsAddr, "-management", dnsMgmt,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-defaultIPv6", "")
-	cert := WriteCert(t, dir, "pebble", []string{"127.0.0.1", "localhost"}, CertOptions{})
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": cert.CertFile, "privateKey": cert.KeyFile,
-		"httpPort": httpPort, "tlsPort": 0, "externalAccountBindingRequired": false,
-		"profiles": map[string]any{"default": map[string]any{"description": "test", "validityPeriod": int(validity / time.Second)}},
+		"httpPort": o.HTTPPort, "tlsPort": 0, "externalAccountBindingRequired": false,
+		"profiles": map[string]any{"default": map[string]any{"description": "test", "validityPeriod": int(o.Validity / time.Second)}},
 	}}
 	b, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "pebble.json")

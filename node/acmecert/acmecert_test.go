@@ -27,7 +27,7 @@ func TestObtain(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	p := testutil.StartPebble(t, "../../bin", port, time.Hour)
+	p := testutil.StartPebble(t, "../../bin", testutil.PebbleOptions{HTTPPort: port, Validity: time.Hour})
 	p.AddA(t, "www.shop.test", "127.0.0.1")
 	p.AddA(t, "shop.test", "127.0.0.1")
 	dir := t.TempDir()

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -50,10 +51,11 @@ type Store struct {
 	// siteOf names the site a host belongs to ("" for none).
 	siteOf func(host string) string
 
-	mu     sync.RWMutex
-	certs  []*Cert            // in configuration order
-	byName map[string][]*Cert // lower-case DNS names, "*.example.com" for wildcards
-	deflt  []*Cert
+	mu      sync.RWMutex
+	certs   []*Cert            // from files, in configuration order
+	managed map[string]*Cert   // by site: obtained over ACME (SetManaged)
+	byName  map[string][]*Cert // lower-case DNS names, "*.example.com" for wildcards
+	deflt   []*Cert
 }
 
 // stamp is what a file looked like when it was read.
@@ -165,11 +167,21 @@ func firstCertificate(data []byte) (*x509.Certificate, error) {
 	}
 }
 
-// install makes certs the ones served.
+// install makes certs, with the managed ones, the ones served.
 func (s *Store) install(certs []*Cert) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.installLocked(certs)
+}
+
+func (s *Store) installLocked(certs []*Cert) {
 	byName := map[string][]*Cert{}
 	var deflt []*Cert
-	for _, c := range certs {
+	all := slices.Clone(certs)
+	for _, site := range slices.Sorted(maps.Keys(s.managed)) {
+		all = append(all, s.managed[site])
+	}
+	for _, c := range all {
 		if c.Site == "" {
 			deflt = append(deflt, c)
 		}
@@ -177,9 +189,28 @@ func (s *Store) install(certs []*Cert) {
 			byName[n] = append(byName[n], c)
 		}
 	}
-	s.mu.Lock()
 	s.certs, s.byName, s.deflt = certs, byName, deflt
-	s.mu.Unlock()
+}
+
+// SetManaged makes a certificate obtained for site (over ACME) one of the
+// site's, in place of the one set before; the site's files come first.
+func (s *Store) SetManaged(site string, certPEM, keyPEM []byte) error {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	c := &Cert{Site: site, Expiry: pair.Leaf.NotAfter, tls: &pair, label: "acme"}
+	for _, n := range pair.Leaf.DNSNames {
+		c.Names = append(c.Names, strings.ToLower(n))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.managed == nil {
+		s.managed = map[string]*Cert{}
+	}
+	s.managed[site] = c
+	s.installLocked(s.certs)
+	return nil
 }
 
 // GetCertificate is tls.Config.GetCertificate: the certificate for the
@@ -267,13 +298,16 @@ func (s *Store) Reload() error {
 	return errors.Join(errs...)
 }
 
-// Certs lists the certificates in use.
+// Certs lists the certificates in use, from files and managed.
 func (s *Store) Certs() []Cert {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Cert, len(s.certs))
-	for i, c := range s.certs {
-		out[i] = *c
+	var out []Cert
+	for _, c := range s.certs {
+		out = append(out, *c)
+	}
+	for _, site := range slices.Sorted(maps.Keys(s.managed)) {
+		out = append(out, *s.managed[site])
 	}
 	return out
 }

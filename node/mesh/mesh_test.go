@@ -27,7 +27,9 @@ func (noLocal) HandOffDone(context.Context) (peer.HandOff, error) {
 func (noLocal) SyncPurges(*peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
 	return &peerv1.SyncPurgesResponse{}
 }
-func (noLocal) AppliedPurges([]string) []string { return nil }
+func (noLocal) AppliedPurges([]string) []string         { return nil }
+func (noLocal) ACMECertificate(string) ([]byte, []byte) { return nil, nil }
+func (noLocal) ACMEChallenge(string) (string, bool)     { return "", false }
 
 // start runs a mesh named name on loopback, joined to seed if any.
 func start(t *testing.T, name string, seed *Mesh, tweak func(*Config)) *Mesh {

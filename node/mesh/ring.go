@@ -11,8 +11,9 @@ import (
 // snapshot is a ring and the rings it replaced, newest first, while their
 // hand-off windows last: where keys were before.
 type snapshot struct {
-	ring *ring.Ring
-	past []pastRing
+	ring  *ring.Ring
+	past  []pastRing
+	since time.Time // when this ring replaced the last one
 }
 
 // pastRing is a ring that another replaced, and until when a new owner asks
@@ -84,7 +85,7 @@ func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string
 // before it whose windows last become the past; or, for a node of the
 // newest join wave that sees members arrive, the rings from before its wave.
 func (m *Mesh) next(old *snapshot, r *ring.Ring, members []gossip.Member, names []string, now time.Time) *snapshot {
-	snap := &snapshot{ring: r}
+	snap := &snapshot{ring: r, since: now}
 	if old != nil {
 		snap.past = append(snap.past, pastRing{ring: old.ring, until: now.Add(m.cfg.HandoffWindow)})
 		for _, p := range old.past {
@@ -221,4 +222,13 @@ func (m *Mesh) HandOffSources(key, offeredBy string) []PeerRef {
 		}
 	}
 	return out
+}
+
+// Settled reports whether the ring has not changed for a join wave (10 s,
+// 300 ms in the fast profile): nodes starting together have found each
+// other, so one member alone owns each key. Work that must happen once
+// for the mesh (an ACME order) waits for it.
+func (m *Mesh) Settled() bool {
+	s := m.ring.Load()
+	return s != nil && time.Since(s.since) >= m.cfg.JoinWave
 }

@@ -92,6 +92,12 @@ type Local interface {
 	SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse
 	// AppliedPurges returns those of ids the node has applied.
 	AppliedPurges(ids []string) []string
+	// ACMECertificate returns the certificate the node obtained for name,
+	// nil when it has none.
+	ACMECertificate(name string) (certPEM, keyPEM []byte)
+	// ACMEChallenge returns the key authorization of a token of an order
+	// the node runs.
+	ACMEChallenge(token string) (string, bool)
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
@@ -139,6 +145,27 @@ func (s *Server) Stats(context.Context, *peerv1.StatsRequest) (*peerv1.StatsResp
 // Purge implements peerv1.PeerServiceServer.
 func (s *Server) Purge(_ context.Context, req *peerv1.PurgeRequest) (*peerv1.PurgeResponse, error) {
 	return &peerv1.PurgeResponse{Removed: s.p.PurgeLocal(req)}, nil
+}
+
+// Certificate implements peerv1.PeerServiceServer.
+func (s *Server) Certificate(_ context.Context, req *peerv1.CertificateRequest) (*peerv1.CertificateResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name is required")
+	}
+	c, k := s.p.ACMECertificate(req.GetName())
+	return &peerv1.CertificateResponse{CertPem: c, KeyPem: k}, nil
+}
+
+// Challenge implements peerv1.PeerServiceServer.
+func (s *Server) Challenge(_ context.Context, req *peerv1.ChallengeRequest) (*peerv1.ChallengeResponse, error) {
+	if req.GetToken() == "" {
+		return nil, status.Error(codes.InvalidArgument, "token is required")
+	}
+	ka, ok := s.p.ACMEChallenge(req.GetToken())
+	if !ok {
+		ka = ""
+	}
+	return &peerv1.ChallengeResponse{KeyAuthorization: ka}, nil
 }
 
 // SyncPurges implements peerv1.PeerServiceServer.
@@ -456,6 +483,34 @@ func (p *Pool) Drain(ctx context.Context, addr, from string, wait bool) (HandOff
 		return HandOff{}, fmt.Errorf("peer %s: %w", addr, err)
 	}
 	return HandOff{Taken: resp.GetHandedOff(), NotTaken: resp.GetNotTaken(), Took: resp.GetTook().AsDuration()}, nil
+}
+
+// Certificate asks the peer at addr for the certificate it obtained for
+// name; nil when it has none yet.
+func (p *Pool) Certificate(ctx context.Context, addr, name string) (certPEM, keyPEM []byte, err error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).Certificate(ctx, &peerv1.CertificateRequest{Name: name})
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp.GetCertPem(), resp.GetKeyPem(), nil
+}
+
+// Challenge asks the peer at addr for the key authorization of an HTTP-01
+// token; "" when it runs no order with that token.
+func (p *Pool) Challenge(ctx context.Context, addr, token string) (string, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return "", err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).Challenge(ctx, &peerv1.ChallengeRequest{Token: token})
+	if err != nil {
+		return "", fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp.GetKeyAuthorization(), nil
 }
 
 // Stats asks the peer at addr for its counters.

@@ -39,6 +39,15 @@ func (l *local) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResp
 	return &peerv1.SyncPurgesResponse{Incarnation: req.GetIncarnation() + 1}
 }
 func (l *local) AppliedPurges(ids []string) []string { return ids[:1] }
+func (l *local) ACMECertificate(name string) ([]byte, []byte) {
+	if name == "shop.test" {
+		return []byte("cert"), []byte("key")
+	}
+	return nil, nil
+}
+func (l *local) ACMEChallenge(token string) (string, bool) {
+	return token + ".thumbprint", token == "tok"
+}
 
 // serve runs a peer server over h on loopback and returns its address and a
 // pool whose fetches wait headTimeout for a head.
@@ -190,6 +199,24 @@ func TestLocalCalls(t *testing.T) {
 	h, err := p.Drain(ctx, addr, "n1", true)
 	if err != nil || !l.drained || h.Taken != 3 || h.NotTaken != 1 || h.Took != time.Second {
 		t.Errorf("Drain: %+v %v drained=%v", h, err, l.drained)
+	}
+	if c, k, err := p.Certificate(ctx, addr, "shop.test"); err != nil || string(c) != "cert" || string(k) != "key" {
+		t.Errorf("Certificate: %q %q %v", c, k, err)
+	}
+	if c, k, err := p.Certificate(ctx, addr, "other.test"); err != nil || c != nil || k != nil {
+		t.Errorf("Certificate of a name without one: %q %q %v", c, k, err)
+	}
+	if _, _, err := p.Certificate(ctx, addr, ""); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Certificate without a name: %v", err)
+	}
+	if ka, err := p.Challenge(ctx, addr, "tok"); err != nil || ka != "tok.thumbprint" {
+		t.Errorf("Challenge: %q %v", ka, err)
+	}
+	if ka, err := p.Challenge(ctx, addr, "other"); err != nil || ka != "" {
+		t.Errorf("Challenge of an unknown token: %q %v", ka, err)
+	}
+	if _, err := p.Challenge(ctx, addr, ""); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Challenge without a token: %v", err)
 	}
 }
 

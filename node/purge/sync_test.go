@@ -81,7 +81,9 @@ func (l local) HandOffDone(context.Context) (peer.HandOff, error) {
 func (l local) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse {
 	return l.s.Page(req)
 }
-func (l local) AppliedPurges(ids []string) []string { return l.s.Applied(ids) }
+func (l local) AppliedPurges(ids []string) []string   { return l.s.Applied(ids) }
+func (local) ACMECertificate(string) ([]byte, []byte) { return nil, nil }
+func (local) ACMEChallenge(string) (string, bool)     { return "", false }
 
 // cluster starts n members that see each other, with lease.
 func cluster(t *testing.T, n int, lease time.Duration) []*member {

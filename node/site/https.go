@@ -155,6 +155,14 @@ func (c Config) compileHTTPS(s *Site, fail func(field, format string, a ...any))
 	default:
 		fail("origin_protocol", "%q is not http, https or follow", c.OriginProtocol)
 	}
+	if c.ACME {
+		s.ACME = true
+		for i, h := range s.Hosts {
+			if strings.HasPrefix(h, "*.") {
+				fail(fmt.Sprintf("hosts[%d]", i), "%q: acme obtains certificates with the HTTP-01 challenge, which cannot prove a wildcard name; give the names, or a certificate file", h)
+			}
+		}
+	}
 	if h := c.HSTS; h != nil {
 		age := time.Duration(h.MaxAge)
 		switch {

@@ -71,6 +71,9 @@ type Config struct {
 	// OriginProtocol overrides the scheme of the origin URLs: "http",
 	// "https" or "follow" (the one the client used). Default: each URL's own.
 	OriginProtocol string `yaml:"origin_protocol"`
+	// ACME obtains a certificate for the site's hosts from the node's ACME
+	// certificate authority (node.acme), one order for the whole mesh.
+	ACME bool `yaml:"acme"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -190,6 +193,7 @@ type Site struct {
 	HTTPS                HTTPSPolicy
 	HSTS                 string // the Strict-Transport-Security value; "" for none
 	OriginProtocol       OriginProtocol
+	ACME                 bool
 
 	query  string
 	params []string

@@ -511,7 +511,10 @@ type NodeConfig struct {
 	// https is the HTTPS listener's address ("" when there is none).
 	Https string `protobuf:"bytes,21,opt,name=https,proto3" json:"https,omitempty"`
 	// tls_cert_file is the HTTPS listener's default certificate, if any.
-	TlsCertFile   string `protobuf:"bytes,22,opt,name=tls_cert_file,json=tlsCertFile,proto3" json:"tls_cert_file,omitempty"`
+	TlsCertFile string `protobuf:"bytes,22,opt,name=tls_cert_file,json=tlsCertFile,proto3" json:"tls_cert_file,omitempty"`
+	// acme_directory is the ACME certificate authority's directory URL, if
+	// any.
+	AcmeDirectory string `protobuf:"bytes,23,opt,name=acme_directory,json=acmeDirectory,proto3" json:"acme_directory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +703,13 @@ func (x *NodeConfig) GetTlsCertFile() string {
 	return ""
 }
 
+func (x *NodeConfig) GetAcmeDirectory() string {
+	if x != nil {
+		return x.AcmeDirectory
+	}
+	return ""
+}
+
 // SiteConfig summarises one site.
 type SiteConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -721,8 +731,10 @@ type SiteConfig struct {
 	// origin_protocol is the scheme the origins are asked with: as-configured,
 	// http, https or follow.
 	OriginProtocol string `protobuf:"bytes,8,opt,name=origin_protocol,json=originProtocol,proto3" json:"origin_protocol,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// acme is set when the site's certificate comes over ACME.
+	Acme          bool `protobuf:"varint,9,opt,name=acme,proto3" json:"acme,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SiteConfig) Reset() {
@@ -809,6 +821,13 @@ func (x *SiteConfig) GetOriginProtocol() string {
 		return x.OriginProtocol
 	}
 	return ""
+}
+
+func (x *SiteConfig) GetAcme() bool {
+	if x != nil {
+		return x.Acme
+	}
+	return false
 }
 
 // MeshConfig is the mesh section of a node's configuration.
@@ -2135,7 +2154,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetConfigRequest\"i\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
-	"\x06config\x18\x03 \x01(\v2\x1c.meshcdn.admin.v1.NodeConfigR\x06configJ\x04\b\x02\x10\x03R\x04json\"\x8b\a\n" +
+	"\x06config\x18\x03 \x01(\v2\x1c.meshcdn.admin.v1.NodeConfigR\x06configJ\x04\b\x02\x10\x03R\x04json\"\xb2\a\n" +
 	"\n" +
 	"NodeConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -2165,7 +2184,8 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"purgeAllow\x120\n" +
 	"\x04mesh\x18\x14 \x01(\v2\x1c.meshcdn.admin.v1.MeshConfigR\x04mesh\x12\x14\n" +
 	"\x05https\x18\x15 \x01(\tR\x05https\x12\"\n" +
-	"\rtls_cert_file\x18\x16 \x01(\tR\vtlsCertFile\"\xdd\x01\n" +
+	"\rtls_cert_file\x18\x16 \x01(\tR\vtlsCertFile\x12%\n" +
+	"\x0eacme_directory\x18\x17 \x01(\tR\racmeDirectory\"\xf1\x01\n" +
 	"\n" +
 	"SiteConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -2175,7 +2195,8 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\fcertificates\x18\x05 \x03(\tR\fcertificates\x12\x14\n" +
 	"\x05https\x18\x06 \x01(\tR\x05https\x12\x12\n" +
 	"\x04hsts\x18\a \x01(\tR\x04hsts\x12'\n" +
-	"\x0forigin_protocol\x18\b \x01(\tR\x0eoriginProtocol\"\xe2\x03\n" +
+	"\x0forigin_protocol\x18\b \x01(\tR\x0eoriginProtocol\x12\x12\n" +
+	"\x04acme\x18\t \x01(\bR\x04acme\"\xe2\x03\n" +
 	"\n" +
 	"MeshConfig\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x16\n" +

@@ -25,6 +25,201 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CertificateRequest names a certificate by the first host of its site.
+type CertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the site's first host name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequest) Reset() {
+	*x = CertificateRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequest) ProtoMessage() {}
+
+func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CertificateResponse carries a certificate; both fields are empty when the
+// node has none for the name yet.
+type CertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cert_pem is the certificate chain, leaf first, PEM-encoded.
+	CertPem []byte `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	// key_pem is its private key, PEM-encoded.
+	KeyPem        []byte `protobuf:"bytes,2,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateResponse) Reset() {
+	*x = CertificateResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateResponse) ProtoMessage() {}
+
+func (x *CertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateResponse.ProtoReflect.Descriptor instead.
+func (*CertificateResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *CertificateResponse) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
+// ChallengeRequest names an HTTP-01 token.
+type ChallengeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the last path segment of /.well-known/acme-challenge/TOKEN.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeRequest) Reset() {
+	*x = ChallengeRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeRequest) ProtoMessage() {}
+
+func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeRequest.ProtoReflect.Descriptor instead.
+func (*ChallengeRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ChallengeRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// ChallengeResponse carries the token's key authorization, empty when the
+// node runs no order with that token.
+type ChallengeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key_authorization is the body the CA expects.
+	KeyAuthorization string `protobuf:"bytes,1,opt,name=key_authorization,json=keyAuthorization,proto3" json:"key_authorization,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ChallengeResponse) Reset() {
+	*x = ChallengeResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeResponse) ProtoMessage() {}
+
+func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeResponse.ProtoReflect.Descriptor instead.
+func (*ChallengeResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ChallengeResponse) GetKeyAuthorization() string {
+	if x != nil {
+		return x.KeyAuthorization
+	}
+	return ""
+}
+
 // PurgeStatusRequest lists purge ids.
 type PurgeStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -36,7 +231,7 @@ type PurgeStatusRequest struct {
 
 func (x *PurgeStatusRequest) Reset() {
 	*x = PurgeStatusRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +243,7 @@ func (x *PurgeStatusRequest) String() string {
 func (*PurgeStatusRequest) ProtoMessage() {}
 
 func (x *PurgeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +256,7 @@ func (x *PurgeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PurgeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PurgeStatusRequest) GetIds() []string {
@@ -82,7 +277,7 @@ type PurgeStatusResponse struct {
 
 func (x *PurgeStatusResponse) Reset() {
 	*x = PurgeStatusResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -94,7 +289,7 @@ func (x *PurgeStatusResponse) String() string {
 func (*PurgeStatusResponse) ProtoMessage() {}
 
 func (x *PurgeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -107,7 +302,7 @@ func (x *PurgeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeStatusResponse.ProtoReflect.Descriptor instead.
 func (*PurgeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PurgeStatusResponse) GetApplied() []string {
@@ -134,7 +329,7 @@ type SyncPurgesRequest struct {
 
 func (x *SyncPurgesRequest) Reset() {
 	*x = SyncPurgesRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +341,7 @@ func (x *SyncPurgesRequest) String() string {
 func (*SyncPurgesRequest) ProtoMessage() {}
 
 func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +354,7 @@ func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesRequest.ProtoReflect.Descriptor instead.
 func (*SyncPurgesRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SyncPurgesRequest) GetIncarnation() uint64 {
@@ -202,7 +397,7 @@ type SyncPurgesResponse struct {
 
 func (x *SyncPurgesResponse) Reset() {
 	*x = SyncPurgesResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +409,7 @@ func (x *SyncPurgesResponse) String() string {
 func (*SyncPurgesResponse) ProtoMessage() {}
 
 func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +422,7 @@ func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesResponse.ProtoReflect.Descriptor instead.
 func (*SyncPurgesResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SyncPurgesResponse) GetIncarnation() uint64 {
@@ -271,7 +466,7 @@ type PurgeRecord struct {
 
 func (x *PurgeRecord) Reset() {
 	*x = PurgeRecord{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +478,7 @@ func (x *PurgeRecord) String() string {
 func (*PurgeRecord) ProtoMessage() {}
 
 func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +491,7 @@ func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRecord.ProtoReflect.Descriptor instead.
 func (*PurgeRecord) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PurgeRecord) GetSeq() uint64 {
@@ -322,7 +517,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +529,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +542,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 // StatsResponse is one node's counters.
@@ -369,7 +564,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +576,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +589,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatsResponse) GetRequests() map[string]int64 {
@@ -449,7 +644,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +656,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +669,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Tier) GetName() string {
@@ -530,7 +725,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +737,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +750,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PurgeRequest) GetId() string {
@@ -618,7 +813,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +825,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +838,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PurgeResponse) GetRemoved() int64 {
@@ -683,7 +878,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +890,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +903,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FetchRequest) GetKey() string {
@@ -780,7 +975,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +987,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +1000,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeaderField) GetName() string {
@@ -842,7 +1037,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1049,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1062,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -968,7 +1163,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1175,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1188,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -1107,7 +1302,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1314,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1327,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -1163,7 +1358,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1370,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1383,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainRequest) GetFrom() string {
@@ -1221,7 +1416,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1428,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1441,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainResponse) GetHandedOff() int64 {
@@ -1274,7 +1469,16 @@ var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n" +
+	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\x12CertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"I\n" +
+	"\x13CertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x02 \x01(\fR\x06keyPem\"(\n" +
+	"\x10ChallengeRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"@\n" +
+	"\x11ChallengeResponse\x12+\n" +
+	"\x11key_authorization\x18\x01 \x01(\tR\x10keyAuthorization\"&\n" +
 	"\x12PurgeStatusRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\"/\n" +
 	"\x13PurgeStatusResponse\x12\x18\n" +
@@ -1367,7 +1571,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"handed_off\x18\x01 \x01(\x03R\thandedOff\x12\x1b\n" +
 	"\tnot_taken\x18\x02 \x01(\x03R\bnotTaken\x12-\n" +
-	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\xfe\x03\n" +
+	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\xb6\x05\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
@@ -1375,7 +1579,9 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x05Stats\x12\x1d.meshcdn.peer.v1.StatsRequest\x1a\x1e.meshcdn.peer.v1.StatsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\n" +
 	"SyncPurges\x12\".meshcdn.peer.v1.SyncPurgesRequest\x1a#.meshcdn.peer.v1.SyncPurgesResponse\"\x03\x90\x02\x01\x12]\n" +
-	"\vPurgeStatus\x12#.meshcdn.peer.v1.PurgeStatusRequest\x1a$.meshcdn.peer.v1.PurgeStatusResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
+	"\vPurgeStatus\x12#.meshcdn.peer.v1.PurgeStatusRequest\x1a$.meshcdn.peer.v1.PurgeStatusResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\vCertificate\x12#.meshcdn.peer.v1.CertificateRequest\x1a$.meshcdn.peer.v1.CertificateResponse\"\x03\x90\x02\x01\x12W\n" +
+	"\tChallenge\x12!.meshcdn.peer.v1.ChallengeRequest\x1a\".meshcdn.peer.v1.ChallengeResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
 var (
@@ -1390,62 +1596,70 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*PurgeStatusRequest)(nil),    // 0: meshcdn.peer.v1.PurgeStatusRequest
-	(*PurgeStatusResponse)(nil),   // 1: meshcdn.peer.v1.PurgeStatusResponse
-	(*SyncPurgesRequest)(nil),     // 2: meshcdn.peer.v1.SyncPurgesRequest
-	(*SyncPurgesResponse)(nil),    // 3: meshcdn.peer.v1.SyncPurgesResponse
-	(*PurgeRecord)(nil),           // 4: meshcdn.peer.v1.PurgeRecord
-	(*StatsRequest)(nil),          // 5: meshcdn.peer.v1.StatsRequest
-	(*StatsResponse)(nil),         // 6: meshcdn.peer.v1.StatsResponse
-	(*Tier)(nil),                  // 7: meshcdn.peer.v1.Tier
-	(*PurgeRequest)(nil),          // 8: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 9: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 10: meshcdn.peer.v1.FetchRequest
-	(*HeaderField)(nil),           // 11: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 12: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 13: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 14: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 15: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 16: meshcdn.peer.v1.DrainResponse
-	nil,                           // 17: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 18: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*CertificateRequest)(nil),    // 0: meshcdn.peer.v1.CertificateRequest
+	(*CertificateResponse)(nil),   // 1: meshcdn.peer.v1.CertificateResponse
+	(*ChallengeRequest)(nil),      // 2: meshcdn.peer.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),     // 3: meshcdn.peer.v1.ChallengeResponse
+	(*PurgeStatusRequest)(nil),    // 4: meshcdn.peer.v1.PurgeStatusRequest
+	(*PurgeStatusResponse)(nil),   // 5: meshcdn.peer.v1.PurgeStatusResponse
+	(*SyncPurgesRequest)(nil),     // 6: meshcdn.peer.v1.SyncPurgesRequest
+	(*SyncPurgesResponse)(nil),    // 7: meshcdn.peer.v1.SyncPurgesResponse
+	(*PurgeRecord)(nil),           // 8: meshcdn.peer.v1.PurgeRecord
+	(*StatsRequest)(nil),          // 9: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 10: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 11: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 12: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 13: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 14: meshcdn.peer.v1.FetchRequest
+	(*HeaderField)(nil),           // 15: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 16: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 17: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 18: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 19: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 20: meshcdn.peer.v1.DrainResponse
+	nil,                           // 21: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 22: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	4,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
-	19, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
-	8,  // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
-	17, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	18, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
-	7,  // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	19, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
-	11, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	13, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	14, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	11, // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	19, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	20, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	20, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	20, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	20, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	20, // 16: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	10, // 17: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	8,  // 18: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	15, // 19: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	5,  // 20: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	2,  // 21: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	0,  // 22: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
-	12, // 23: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	9,  // 24: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	16, // 25: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	6,  // 26: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	3,  // 27: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	1,  // 28: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
+	8,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
+	23, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	12, // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
+	21, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	22, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	11, // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	23, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	15, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	17, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	18, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	15, // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	23, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	24, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	24, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	24, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	24, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	24, // 16: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	14, // 17: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	12, // 18: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	19, // 19: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	9,  // 20: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	6,  // 21: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	4,  // 22: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	0,  // 23: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
+	2,  // 24: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
+	16, // 25: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	13, // 26: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	20, // 27: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	10, // 28: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	7,  // 29: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	5,  // 30: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	1,  // 31: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
+	3,  // 32: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -1456,7 +1670,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[12].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[16].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1467,7 +1681,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,8 @@ const (
 	PeerService_Stats_FullMethodName       = "/meshcdn.peer.v1.PeerService/Stats"
 	PeerService_SyncPurges_FullMethodName  = "/meshcdn.peer.v1.PeerService/SyncPurges"
 	PeerService_PurgeStatus_FullMethodName = "/meshcdn.peer.v1.PeerService/PurgeStatus"
+	PeerService_Certificate_FullMethodName = "/meshcdn.peer.v1.PeerService/Certificate"
+	PeerService_Challenge_FullMethodName   = "/meshcdn.peer.v1.PeerService/Challenge"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -57,6 +59,14 @@ type PeerServiceClient interface {
 	SyncPurges(ctx context.Context, in *SyncPurgesRequest, opts ...grpc.CallOption) (*SyncPurgesResponse, error)
 	// PurgeStatus tells which of the given purges this node has applied.
 	PurgeStatus(ctx context.Context, in *PurgeStatusRequest, opts ...grpc.CallOption) (*PurgeStatusResponse, error)
+	// Certificate returns the certificate and private key this node obtained
+	// over ACME for a site whose orders it owns, so that every member serves
+	// the one certificate the CA issued. Only for members: the peer listener
+	// speaks mutual TLS with the cluster CA.
+	Certificate(ctx context.Context, in *CertificateRequest, opts ...grpc.CallOption) (*CertificateResponse, error)
+	// Challenge answers an HTTP-01 token of an ACME order this node runs,
+	// for a member the CA's validation reached instead.
+	Challenge(ctx context.Context, in *ChallengeRequest, opts ...grpc.CallOption) (*ChallengeResponse, error)
 }
 
 type peerServiceClient struct {
@@ -136,6 +146,26 @@ func (c *peerServiceClient) PurgeStatus(ctx context.Context, in *PurgeStatusRequ
 	return out, nil
 }
 
+func (c *peerServiceClient) Certificate(ctx context.Context, in *CertificateRequest, opts ...grpc.CallOption) (*CertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CertificateResponse)
+	err := c.cc.Invoke(ctx, PeerService_Certificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerServiceClient) Challenge(ctx context.Context, in *ChallengeRequest, opts ...grpc.CallOption) (*ChallengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChallengeResponse)
+	err := c.cc.Invoke(ctx, PeerService_Challenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -164,6 +194,14 @@ type PeerServiceServer interface {
 	SyncPurges(context.Context, *SyncPurgesRequest) (*SyncPurgesResponse, error)
 	// PurgeStatus tells which of the given purges this node has applied.
 	PurgeStatus(context.Context, *PurgeStatusRequest) (*PurgeStatusResponse, error)
+	// Certificate returns the certificate and private key this node obtained
+	// over ACME for a site whose orders it owns, so that every member serves
+	// the one certificate the CA issued. Only for members: the peer listener
+	// speaks mutual TLS with the cluster CA.
+	Certificate(context.Context, *CertificateRequest) (*CertificateResponse, error)
+	// Challenge answers an HTTP-01 token of an ACME order this node runs,
+	// for a member the CA's validation reached instead.
+	Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -191,6 +229,12 @@ func (UnimplementedPeerServiceServer) SyncPurges(context.Context, *SyncPurgesReq
 }
 func (UnimplementedPeerServiceServer) PurgeStatus(context.Context, *PurgeStatusRequest) (*PurgeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PurgeStatus not implemented")
+}
+func (UnimplementedPeerServiceServer) Certificate(context.Context, *CertificateRequest) (*CertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Certificate not implemented")
+}
+func (UnimplementedPeerServiceServer) Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Challenge not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -314,6 +358,42 @@ func _PeerService_PurgeStatus_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_Certificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Certificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Certificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Certificate(ctx, req.(*CertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PeerService_Challenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChallengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Challenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Challenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Challenge(ctx, req.(*ChallengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +420,14 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PurgeStatus",
 			Handler:    _PeerService_PurgeStatus_Handler,
+		},
+		{
+			MethodName: "Certificate",
+			Handler:    _PeerService_Certificate_Handler,
+		},
+		{
+			MethodName: "Challenge",
+			Handler:    _PeerService_Challenge_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
