@@ -1,12 +1,10 @@
 package node
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -42,23 +40,11 @@ func TestACMEMesh(t *testing.T) {
 			HTTPSAddr: ip + ":0", MetricsAddr: "off", CacheDir: t.TempDir(),
 			ACME:   &ACMEConfig{Directory: "https://" + listen + "/dir", Roots: pebbleCert.Pool, Email: "ops@shop.test"},
 			Sites:  []site.Config{{Hosts: []string{"shop.test", "www.shop.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, ACME: true}},
-			Mesh:   &MeshConfig{PeerAddr: ip + ":0", GossipAddr: ip + ":0", Fast: true},
-			Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
+			Mesh:   &MeshConfig{PeerAddr: ip + ":0", GossipAddr: ip + ":0", Fast: true}}
 		if i > 0 {
 			cfg.Mesh.Join = []string{nodes[0].GossipAddr()}
 		}
-		n, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = n.Shutdown(ctx)
-		})
+		n := startNode(t, nil, cfg)
 		nodes = append(nodes, n)
 	}
 	waitRings(t, nodes, 3)

@@ -45,7 +45,9 @@ func startNode(t testing.TB, o *testOrigin, cfg Config) *Node {
 	if o != nil {
 		cfg.Origins = append(cfg.Origins, o.url(t))
 	}
-	cfg.HTTPAddr = "127.0.0.1:0"
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
 	if cfg.MetricsAddr == "" {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}
