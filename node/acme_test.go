@@ -38,9 +38,9 @@ func TestACMEMesh(t *testing.T) {
 		ip := fmt.Sprintf("127.0.0.%d", i+2)
 		cfg := Config{Name: fmt.Sprintf("n%d", i+1), HTTPAddr: net.JoinHostPort(ip, strconv.Itoa(port)),
 			HTTPSAddr: ip + ":0", MetricsAddr: "off", CacheDir: t.TempDir(),
-			ACME:   &ACMEConfig{Directory: "https://" + listen + "/dir", Roots: pebbleCert.Pool, Email: "ops@shop.test"},
-			Sites:  []site.Config{{Hosts: []string{"shop.test", "www.shop.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, ACME: true}},
-			Mesh:   &MeshConfig{PeerAddr: ip + ":0", GossipAddr: ip + ":0", Fast: true}}
+			ACME:  &ACMEConfig{Directory: "https://" + listen + "/dir", Roots: pebbleCert.Pool, Email: "ops@shop.test"},
+			Sites: []site.Config{{Hosts: []string{"shop.test", "www.shop.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, ACME: true}},
+			Mesh:  &MeshConfig{PeerAddr: ip + ":0", GossipAddr: ip + ":0", Fast: true}}
 		if i > 0 {
 			cfg.Mesh.Join = []string{nodes[0].GossipAddr()}
 		}
