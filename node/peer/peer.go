@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -147,10 +149,16 @@ func (s *Server) Purge(_ context.Context, req *peerv1.PurgeRequest) (*peerv1.Pur
 	return &peerv1.PurgeResponse{Removed: s.p.PurgeLocal(req)}, nil
 }
 
-// Certificate implements peerv1.PeerServiceServer.
-func (s *Server) Certificate(_ context.Context, req *peerv1.CertificateRequest) (*peerv1.CertificateResponse, error) {
+// Certificate implements peerv1.PeerServiceServer. A private key goes only
+// to a caller that proved itself a member with a certificate of the
+// cluster CA, or that calls from this host: never in the clear across a
+// network, even with mesh.insecure.
+func (s *Server) Certificate(ctx context.Context, req *peerv1.CertificateRequest) (*peerv1.CertificateResponse, error) {
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name is required")
+	}
+	if !provenOrLocal(ctx) {
+		return nil, status.Error(codes.PermissionDenied, "certificates go only to members with mesh TLS, or over loopback")
 	}
 	c, k := s.p.ACMECertificate(req.GetName())
 	return &peerv1.CertificateResponse{CertPem: c, KeyPem: k}, nil
@@ -746,4 +754,18 @@ func (b *streamBody) receive() error {
 func (b *streamBody) Close() error {
 	b.cancel()
 	return nil
+}
+
+// provenOrLocal reports whether the caller of ctx showed a certificate the
+// server verified (mesh TLS), or calls over loopback.
+func provenOrLocal(ctx context.Context) bool {
+	p, ok := grpcpeer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	return err == nil && ap.Addr().IsLoopback()
 }

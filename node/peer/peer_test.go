@@ -3,6 +3,8 @@ package peer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -13,6 +15,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -296,5 +300,28 @@ func TestUnresponsivePeer(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "late" {
 		t.Errorf("a slow but live peer: %q", b)
+	}
+}
+
+// TestCertificateOnlyToMembers: a private key goes to a caller with a
+// verified certificate or over loopback, never to a stranger on the network
+// (mesh.insecure included).
+func TestCertificateOnlyToMembers(t *testing.T) {
+	s := NewServer(http.NotFoundHandler(), &local{}, slog.New(slog.DiscardHandler))
+	for _, tt := range []struct {
+		p    *grpcpeer.Peer
+		want codes.Code
+	}{
+		{&grpcpeer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("10.0.0.7"), Port: 40000}}, codes.PermissionDenied},
+		{&grpcpeer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3"), Port: 40000}}, codes.OK},
+		{&grpcpeer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("10.0.0.7"), Port: 40000},
+			AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}}}, codes.OK},
+		{&grpcpeer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("10.0.0.7"), Port: 40000}, AuthInfo: credentials.TLSInfo{}}, codes.PermissionDenied},
+	} {
+		ctx := grpcpeer.NewContext(t.Context(), tt.p)
+		_, err := s.Certificate(ctx, &peerv1.CertificateRequest{Name: "shop.test"})
+		if status.Code(err) != tt.want {
+			t.Errorf("from %v (%T): %v; want %v", tt.p.Addr, tt.p.AuthInfo, err, tt.want)
+		}
 	}
 }
