@@ -72,6 +72,21 @@ func StartPebble(t testing.TB, bin string, o PebbleOptions) *Pebble {
 	dnsAddr, dnsMgmt, mgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp")
 	p.start(t, filepath.Join(bin, "pebble-challtestsrv"), nil, "-dnsserver", dnsAddr, "-management", dnsMgmt,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-defaultIPv6", "")
+	// Pebble's validation resolves names over the DNS test server's TCP
+	// port: it must listen before Pebble validates anything.
+	p.waitFor(t, "the DNS test server", func() bool {
+		c, err := net.DialTimeout("tcp", dnsAddr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		resp, err := http.Get("http://" + dnsMgmt + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": cert.CertFile, "privateKey": cert.KeyFile,
@@ -87,21 +102,27 @@ func StartPebble(t testing.TB, bin string, o PebbleOptions) *Pebble {
 		"-config", cfgFile, "-dnsserver", dnsAddr)
 	p.Directory, p.Roots, p.mgmt, p.dnsMgmt = "https://"+listen+"/dir", cert.Pool, mgmt, "http://"+dnsMgmt
 	p.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}}}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	p.waitFor(t, "pebble", func() bool {
 		resp, err := p.client.Get(p.Directory)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// waitFor polls up until it holds, for at most 20 s.
+func (p *Pebble) waitFor(t testing.TB, what string, up func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !up() {
 		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not answer within 20 s: %v\n%s", err, p.Log())
+			t.Fatalf("%s did not answer within 20 s:\n%s", what, p.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return p
 }
 
 // start runs one of the servers until the test ends, its output kept.
@@ -174,16 +195,25 @@ func (p *Pebble) Orders() int {
 	return strings.Count(p.Log(), "Added order \"")
 }
 
-// FreeAddr is a loopback address with a port free at the time of the call.
+// FreeAddr is a loopback address with a port free at the time of the
+// call: for TCP, or for "udp" for both UDP and TCP (as a DNS server needs).
 func FreeAddr(t testing.TB, network string) string {
 	t.Helper()
 	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		for range 50 {
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := c.LocalAddr().String()
+			l, err := net.Listen("tcp", addr)
+			c.Close()
+			if err == nil {
+				l.Close()
+				return addr
+			}
 		}
-		defer c.Close()
-		return c.LocalAddr().String()
+		t.Fatal("no port free for both UDP and TCP")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
