@@ -40,7 +40,8 @@ type acmeSite struct {
 	hosts []string
 }
 
-// acmeKey is the ring key whose owner orders name's certificate.
+// acmeKey is the key whose owner on the ring over every region orders
+// name's certificate.
 func acmeKey(name string) string { return "acme/" + name }
 
 // newAutoCerts sets up ACME for the sites that ask for it, nil when none
@@ -119,7 +120,7 @@ func (n *Node) acmeSite(s acmeSite) {
 	have, retry := a.certs[s.name], a.retry[s.name]
 	a.mu.Unlock()
 	now := time.Now()
-	owner, addr, remote := n.owner(acmeKey(s.name))
+	owner, addr, remote := n.globalOwner(acmeKey(s.name))
 	if remote {
 		// Another member orders: take its certificate when it is newer.
 		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
@@ -247,7 +248,7 @@ func (n *Node) serveChallenge(x *exchange) bool {
 	if acmecert.ValidToken(token) {
 		ka, found = n.acme.mgr.ChallengeResponse(token)
 		if !found {
-			if _, addr, remote := n.owner(acmeKey(x.site.Hosts[0])); remote {
+			if _, addr, remote := n.globalOwner(acmeKey(x.site.Hosts[0])); remote {
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 				ka, _ = n.mesh.Peers().Challenge(ctx, addr, token)
 				cancel()

@@ -154,6 +154,10 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 			}
 		}
 		loc.Epoch = n.mesh.Epoch()
+		loc.Region = n.mesh.Region()
+		if shield := n.shieldFor(st); shield != "" && shield != loc.Region {
+			loc.ShieldOwner, _, _ = n.mesh.OwnerIn(shield, key)
+		}
 	}
 	return loc, nil
 }

@@ -364,6 +364,7 @@ type File struct {
 		Gossip        string         `yaml:"gossip"`
 		Join          []string       `yaml:"join"`
 		Region        string         `yaml:"region"`
+		ShieldRegion  string         `yaml:"shield_region"`
 		GossipKey     string         `yaml:"gossip_key"`
 		GossipKeyFile string         `yaml:"gossip_key_file"`
 		Insecure      bool           `yaml:"insecure"`
@@ -417,7 +418,7 @@ func parseList[T any](name, field string, items []string, parse func(string) (T,
 // meshConfig is the file's mesh section.
 func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	m := f.Mesh
-	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region,
+	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region, ShieldRegion: m.ShieldRegion,
 		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
 		DrainOnStop: time.Duration(m.DrainOnStop), Insecure: m.Insecure,
 		TLS: tlsconf.MeshFiles{CAFile: m.TLS.CAFile, CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile, CAKeyFile: m.TLS.CAKeyFile}}

@@ -232,6 +232,7 @@ type originRequest struct {
 	personal  httpcache.Request // what the storing decision needs of the request
 	fromPeer  bool              // never forwarded to another peer
 	takeOver  string            // a draining peer offering its stored response: asked first
+	peerFrom  string            // the member that asked, for a peer's request
 	https     bool              // the client used HTTPS (origin_protocol: follow asks over it too)
 }
 
@@ -274,6 +275,7 @@ func fillRequest(r *http.Request, stale *stored) originRequest {
 			client = ip.String()
 		}
 		req.fromPeer = true
+		req.peerFrom, _ = peer.FromPeer(r.Context())
 		req.takeOver, _ = peer.TakeOverFrom(r.Context())
 	}
 	if client != "" {
@@ -335,8 +337,55 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			origin.DrainClose(resp.Body)
 		}
 	}
+	if resp := n.fetchShield(ctx, fl, st, key, req); resp != nil {
+		return resp, nil
+	}
 	n.counters.originRequests.Add(1)
 	return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
+}
+
+// fetchShield asks the key's owner in the site's shield region, when this
+// node, the key's owner in another region, should: not for a request that
+// came from another region (a shield fetch is never passed on). nil means
+// the origin, after a failure that fetchShield counts.
+func (n *Node) fetchShield(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) *http.Response {
+	shield := n.shieldFor(st)
+	if shield == "" || shield == n.mesh.Region() {
+		return nil
+	}
+	if req.fromPeer {
+		if r, ok := n.mesh.RegionOf(req.peerFrom); !ok || r != n.mesh.Region() {
+			return nil
+		}
+	}
+	name, addr, ok := n.mesh.OwnerIn(shield, key)
+	if !ok {
+		n.metrics.shieldFetches.WithLabelValues("no-member").Inc()
+		return nil
+	}
+	resp, err := n.fetchPeer(ctx, name, addr, key, req, false)
+	if err != nil {
+		n.metrics.shieldFetches.WithLabelValues("failed").Inc()
+		return nil
+	}
+	n.metrics.shieldFetches.WithLabelValues("ok").Inc()
+	fl.peer, fl.fetched = name, popFetched(resp.Header)
+	return resp
+}
+
+// shieldFor is the shield region of st ("" for none).
+func (n *Node) shieldFor(st *site.Site) string {
+	if n.mesh == nil {
+		return ""
+	}
+	s := st.ShieldRegion
+	if s == "" {
+		s = n.cfg.Mesh.ShieldRegion
+	}
+	if s == "none" {
+		return ""
+	}
+	return s
 }
 
 // handOffBudget bounds the time a miss spends asking previous owners (each

@@ -97,11 +97,11 @@ func (n *Node) registerMeshMetrics() {
 			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(count()) })
 	}
 	n.metrics.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_members", Help: "Members of this node's current ring."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_members", Help: "Members of the ring of this node's region: each owns keys there."},
 			func() float64 { return float64(n.RingMembers()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_owned_share", Help: "Share of the ring's partitions this node owns."},
 			func() float64 { return m.Ring().Shares()[n.cfg.Name] }),
-		n.metrics.peerFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs,
+		n.metrics.peerFetches, n.metrics.shieldFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs,
 		handedOff("taken", func() uint64 { t, _ := m.HandedOff(); return t }),
 		handedOff("failed", func() uint64 { _, f := m.HandedOff(); return f }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_purges_caught_up_total",
@@ -191,6 +191,15 @@ func (n *Node) owner(key string) (name, addr string, ok bool) {
 		return "", "", false
 	}
 	return n.mesh.Owner(key)
+}
+
+// globalOwner is owner over the members of every region: for work done once
+// for the whole mesh.
+func (n *Node) globalOwner(key string) (name, addr string, ok bool) {
+	if n.mesh == nil {
+		return "", "", false
+	}
+	return n.mesh.GlobalOwner(key)
 }
 
 // Reload reads again what may change while the node runs: the mesh

@@ -25,6 +25,7 @@ type metrics struct {
 	targetErrors   *prometheus.CounterVec
 	targetLatency  *prometheus.HistogramVec
 	peerFetches    *prometheus.CounterVec
+	shieldFetches  *prometheus.CounterVec
 	peerServed     prometheus.Counter
 	peerBytes      prometheus.Counter
 	handoffs       prometheus.Counter
@@ -73,6 +74,9 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.targetLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_origin_server_latency_seconds", Help: "Time to response headers from each origin server.", Buckets: buckets,
 	}, []string{"site", "origin"})
+	m.shieldFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_shield_fetches_total", Help: "Fills this node, a key's owner outside the shield region, asked of the key's owner in the shield region, by result: ok, failed or no-member (the origin was asked instead).",
+	}, []string{"result"})
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshcdn_peer_fetches_total", Help: "Fetches this node sent to owners, by result: ok, failed, or purged (the peer sent an object older than a purge applied here); the origin was asked after failed and purged ones.",
 	}, []string{"result"})

@@ -344,7 +344,8 @@ func adminLocate(ctx context.Context, c *adminCall, args []string) error {
 		return err
 	}
 	return c.table("FIELD\tVALUE", [][]string{
-		{"site", resp.GetSite()}, {"key", resp.GetKey()}, {"owner", resp.GetOwner()},
+		{"site", resp.GetSite()}, {"key", resp.GetKey()}, {"region", dash(resp.GetRegion())}, {"owner", resp.GetOwner()},
+		{"shield owner", dash(resp.GetShieldOwner())},
 		{"replicas", dash(strings.Join(resp.GetReplicas(), ", "))}, {"ring epoch", fmt.Sprint(resp.GetEpoch())},
 	})
 }

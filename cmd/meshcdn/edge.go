@@ -27,6 +27,7 @@ type edgeFlags struct {
 	https, tlsCert, tlsKey               string
 	cacheDir                             string
 	peer, gossip, join, region, key      string
+	shieldRegion                         string
 	meshCA, meshCert, meshKey, meshCAKey string
 	keyFile                              string
 	meshInsecure                         bool
@@ -55,7 +56,8 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.peer, "peer", "", "gRPC peer listen `address` (default :7070)")
 	fs.StringVar(&f.gossip, "gossip", "", "gossip listen `address`, TCP and UDP (default :7946); off runs the node alone")
 	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
-	fs.StringVar(&f.region, "region", "", "region advertised to the other nodes")
+	fs.StringVar(&f.region, "region", "", "this node's region: a key has one owner per region")
+	fs.StringVar(&f.shieldRegion, "shield-region", "", "the region in front of the origin: other regions fill from its owners first (none: each region asks the origin)")
 	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption keys, base64 of 16, 24 or 32 bytes each, comma-separated: the first sends, all are accepted")
 	fs.StringVar(&f.meshCA, "mesh-ca", "", "cluster CA certificate `file`: peers must show a certificate it signed")
 	fs.StringVar(&f.meshCert, "mesh-cert", "", "this node's certificate `file` for mutual TLS between peers (meshcdn ca issue)")
@@ -275,6 +277,9 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	}
 	if f.region != "" {
 		m.Region = f.region
+	}
+	if f.shieldRegion != "" {
+		m.ShieldRegion = f.shieldRegion
 	}
 	override(&m.TLS.CAFile, f.meshCA)
 	override(&m.TLS.CertFile, f.meshCert)

@@ -29,9 +29,10 @@ type MemberInfo struct {
 
 // Location is where a URL's object lives.
 type Location struct {
-	Site, Key, Owner string
-	Replicas         []string
-	Epoch            uint64
+	Site, Key, Owner    string
+	Region, ShieldOwner string
+	Replicas            []string
+	Epoch               uint64
 }
 
 // ErrBadURL is wrapped by Cluster.Locate for a URL it cannot place.
@@ -163,7 +164,8 @@ func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch}, nil
+	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch,
+		Region: loc.Region, ShieldOwner: loc.ShieldOwner}, nil
 }
 
 // GetPurge implements adminv1.AdminServiceServer.

@@ -17,8 +17,13 @@ type Config struct {
 	GossipAddr string
 	// Join lists gossip seeds (host:port, or a DNS name resolving to many).
 	Join []string
-	// Region is advertised to the other nodes.
+	// Region is advertised to the other nodes. Each key has one owner in
+	// each region: a node fills a miss from its own region's owner.
 	Region string
+	// ShieldRegion, when set, is the region in front of the origin: the
+	// owner of a key in any other region fills from the owner in the shield
+	// region before the origin. "none" (or empty) asks the origin.
+	ShieldRegion string
 	// GossipKeys encrypt gossip (each 16, 24 or 32 bytes): the first is used
 	// to send, all are accepted, so keys rotate by rolling restarts (see
 	// gossip.Config.Keys).

@@ -74,6 +74,7 @@ type Mesh struct {
 	gossip   *gossip.Gossip
 	ring     atomic.Pointer[snapshot]
 	addrs    atomic.Pointer[map[string]string] // member → peer address
+	regions  atomic.Pointer[regionRings]
 	epoch    atomic.Uint64
 	peers    *peer.Pool
 	tls      *tlsconf.Mesh // nil: cleartext between peers

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"log/slog"
 	"slices"
 	"time"
 
@@ -36,7 +37,8 @@ func (m *Mesh) Rebuild() {
 	if len(members) == 0 || m.ctx.Err() != nil {
 		return // shutting down
 	}
-	names, addrs := m.ringMembers(members)
+	names, addrs, byRegion := m.ringMembers(members)
+	m.regions.Store(newRegionRings(byRegion, m.cfg.Ring, m.log))
 	if len(names) == 0 {
 		return // every member drains: keep the last ring
 	}
@@ -61,24 +63,30 @@ func (m *Mesh) Rebuild() {
 	m.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
 }
 
-// ringMembers returns the names of the members that own keys and the peer
-// address of every member. Draining members own nothing but still answer:
-// the new owners of their keys ask them before the origin. With mesh TLS,
-// a member that has not proven its name is left out of both.
-func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string) {
+// ringMembers returns the names of the members of this node's region that
+// own keys, the peer address of every member, and the owners of every
+// region by region. Draining members own nothing but still answer: the new
+// owners of their keys ask them before the origin. With mesh TLS, a member
+// that has not proven its name is left out of all three.
+func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string, map[string][]string) {
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
+	byRegion := map[string][]string{}
 	for _, mem := range members {
 		if !m.trusted(mem.Name, mem.Meta.PeerAddr) {
 			m.check(mem.Name, mem.Meta.PeerAddr) // until then it owns nothing and is asked nothing
 			continue
 		}
 		addrs[mem.Name] = mem.Meta.PeerAddr
-		if !mem.Meta.Draining && (mem.Name != m.self.Name || !m.draining.Load()) {
+		if mem.Meta.Draining || (mem.Name == m.self.Name && m.draining.Load()) {
+			continue
+		}
+		byRegion[mem.Meta.Region] = append(byRegion[mem.Meta.Region], mem.Name)
+		if mem.Meta.Region == m.cfg.Region {
 			names = append(names, mem.Name)
 		}
 	}
-	return names, addrs
+	return names, addrs, byRegion
 }
 
 // next is the snapshot that replaces old with r: old's ring and the rings
@@ -231,4 +239,73 @@ func (m *Mesh) HandOffSources(key, offeredBy string) []PeerRef {
 func (m *Mesh) Settled() bool {
 	s := m.ring.Load()
 	return s != nil && time.Since(s.since) >= m.cfg.JoinWave
+}
+
+// regionRings are the rings of every region, and one over all of them.
+type regionRings struct {
+	byRegion map[string]*ring.Ring
+	all      *ring.Ring
+}
+
+// newRegionRings builds the rings of members, by region.
+func newRegionRings(members map[string][]string, cfg ring.Config, log *slog.Logger) *regionRings {
+	rr := &regionRings{byRegion: map[string]*ring.Ring{}}
+	var all []string
+	for region, names := range members {
+		all = append(all, names...)
+		r, err := ring.New(names, cfg)
+		if err != nil {
+			log.Error("region ring not built", "region", region, "err", err)
+			continue
+		}
+		rr.byRegion[region] = r
+	}
+	if r, err := ring.New(all, cfg); err == nil && len(all) > 0 {
+		rr.all = r
+	}
+	return rr
+}
+
+// Region is this node's region ("" when none is set).
+func (m *Mesh) Region() string { return m.cfg.Region }
+
+// OwnerIn returns the member of region that owns key and its address; ok
+// is false when region has no member, or this node is the owner.
+func (m *Mesh) OwnerIn(region, key string) (name, addr string, ok bool) {
+	rr := m.regions.Load()
+	if rr == nil || rr.byRegion[region] == nil {
+		return "", "", false
+	}
+	return m.peerOf(rr.byRegion[region], key)
+}
+
+// GlobalOwner returns the member of any region that owns key on a ring over
+// all regions (for work done once for the whole mesh, such as an ACME
+// order) and its address; ok is false when this node owns it.
+func (m *Mesh) GlobalOwner(key string) (name, addr string, ok bool) {
+	rr := m.regions.Load()
+	if rr == nil || rr.all == nil {
+		return "", "", false
+	}
+	return m.peerOf(rr.all, key)
+}
+
+// peerOf returns the owner of key on r, unless it is this node.
+func (m *Mesh) peerOf(r *ring.Ring, key string) (name, addr string, ok bool) {
+	o, found := r.Owner(key)
+	if !found || o == m.self.Name {
+		return "", "", false
+	}
+	a := (*m.addrs.Load())[o]
+	return o, a, a != ""
+}
+
+// RegionOf is the region a member advertises.
+func (m *Mesh) RegionOf(name string) (string, bool) {
+	for _, g := range m.gossip.Members() {
+		if g.Name == name {
+			return g.Meta.Region, true
+		}
+	}
+	return "", false
 }

@@ -71,6 +71,9 @@ type Config struct {
 	// OriginProtocol overrides the scheme of the origin URLs: "http",
 	// "https" or "follow" (the one the client used). Default: each URL's own.
 	OriginProtocol string `yaml:"origin_protocol"`
+	// ShieldRegion overrides mesh.shield_region for the site; "none" asks
+	// the origin from every region.
+	ShieldRegion string `yaml:"shield_region"`
 	// ACME obtains a certificate for the site's hosts from the node's ACME
 	// certificate authority (node.acme), one order for the whole mesh.
 	ACME bool `yaml:"acme"`
@@ -194,6 +197,7 @@ type Site struct {
 	HSTS                 string // the Strict-Transport-Security value; "" for none
 	OriginProtocol       OriginProtocol
 	ACME                 bool
+	ShieldRegion         string // "" follows the mesh's; "none" for none
 
 	query  string
 	params []string
@@ -228,6 +232,7 @@ func (c Config) Compile() (*Site, error) {
 	}
 	c.compileOrigins(s, fail)
 	c.compileHTTPS(s, fail)
+	s.ShieldRegion = strings.TrimSpace(c.ShieldRegion)
 	switch q := strings.ToLower(c.CacheKey.Query); q {
 	case "", "all", "ignore":
 		s.query = q

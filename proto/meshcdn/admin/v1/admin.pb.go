@@ -304,7 +304,12 @@ type LocateResponse struct {
 	// replicas are the next members for the key, after the owner.
 	Replicas []string `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// epoch counts the ring changes this node has seen.
-	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// region is the region of the node asked, whose owner is named.
+	Region string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	// shield_owner is the key's owner in the site's shield region, which the
+	// owner fills from before the origin; empty without one.
+	ShieldOwner   string `protobuf:"bytes,7,opt,name=shield_owner,json=shieldOwner,proto3" json:"shield_owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +377,20 @@ func (x *LocateResponse) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *LocateResponse) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *LocateResponse) GetShieldOwner() string {
+	if x != nil {
+		return x.ShieldOwner
+	}
+	return ""
 }
 
 // GetConfigRequest takes no arguments.
@@ -2144,13 +2163,15 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\tR\aversion\"=\n" +
 	"\rLocateRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
-	"\breplicas\x18\x02 \x01(\x05R\breplicas\"~\n" +
+	"\breplicas\x18\x02 \x01(\x05R\breplicas\"\xb9\x01\n" +
 	"\x0eLocateResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1a\n" +
 	"\breplicas\x18\x04 \x03(\tR\breplicas\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x12\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\x12!\n" +
+	"\fshield_owner\x18\a \x01(\tR\vshieldOwner\"\x12\n" +
 	"\x10GetConfigRequest\"i\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
