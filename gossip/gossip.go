@@ -45,6 +45,10 @@ type Meta struct {
 	// Draining is set by Drain: the node owns no keys any more but still
 	// answers, so the others can take its objects over from it.
 	Draining bool `json:"d,omitempty"`
+	// Ready is set while the node takes client traffic (its /readyz), and
+	// Load is its client requests in flight: for whoever sends it users.
+	Ready bool `json:"ok,omitempty"`
+	Load  int  `json:"ld,omitempty"`
 }
 
 // metaV1 leads the encoded metadata, so the format can change later.
@@ -480,6 +484,17 @@ func (g *Gossip) Drain(timeout time.Duration) error {
 		return errors.New("gossip: drain after shutdown")
 	}
 	return g.updateMeta(timeout, func(m *Meta) { m.Draining = true })
+}
+
+// SetStatus advertises whether this node takes client traffic and its
+// requests in flight, waiting up to timeout for the update to spread.
+func (g *Gossip) SetStatus(ready bool, load int, timeout time.Duration) error {
+	g.lifecycle.Lock()
+	defer g.lifecycle.Unlock()
+	if g.ml == nil || g.stopped.Load() {
+		return errors.New("gossip: status after shutdown")
+	}
+	return g.updateMeta(timeout, func(m *Meta) { m.Ready, m.Load = ready, load })
 }
 
 // updateMeta changes this node's metadata and spreads it, waiting up to

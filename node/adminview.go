@@ -114,14 +114,14 @@ func (v adminView) Members() []admin.MemberInfo {
 	n := v.n
 	if n.mesh == nil {
 		return []admin.MemberInfo{{Name: n.cfg.Name, State: "alive", HTTPAddr: n.HTTPAddr(), AdminAddr: n.AdminAddr(),
-			Version: n.cfg.Version, OwnedShare: 1, Self: true}}
+			Version: n.cfg.Version, OwnedShare: 1, Self: true, Ready: n.notReady() == "", Load: int(n.inflight.Load())}}
 	}
-	shares := n.mesh.Ring().Shares()
+	shares := n.mesh.RegionShares()
 	var out []admin.MemberInfo
 	for _, m := range n.mesh.Members() {
 		out = append(out, admin.MemberInfo{Name: m.Name, State: m.State, Region: m.Region, HTTPAddr: m.HTTPAddr,
 			PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr, Version: m.Version,
-			OwnedShare: shares[m.Name], Self: m.Self})
+			OwnedShare: shares[m.Name], Self: m.Self, Ready: m.Ready, Load: m.Load})
 	}
 	return out
 }

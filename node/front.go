@@ -50,6 +50,8 @@ func (x *exchange) writeHeader(code int) {
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.handlers.Add(1)
 	defer n.handlers.Done()
+	n.inflight.Add(1)
+	defer n.inflight.Add(-1)
 	if r.TLS == nil {
 		if st := edgetls.State(r.Context()); st != nil {
 			// HTTP/1.1 over TLS, whose server saw the plaintext reader

@@ -219,3 +219,42 @@ func (n *Node) Reload() error {
 	}
 	return errors.Join(errs...)
 }
+
+// advertise keeps this node's readiness and requests in flight in its
+// gossip metadata, for whoever sends it users, until the node stops. The
+// load is sent again when it moved by a fifth (or 2), so gossip does not
+// carry every request.
+func (n *Node) advertise() {
+	every := time.Second
+	if n.cfg.Mesh.Fast {
+		every = 100 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	sent, lastReady, lastLoad := false, false, 0
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ready, load := n.notReady() == "", int(n.inflight.Load())
+		if sent && ready == lastReady && !loadMoved(lastLoad, load) {
+			continue
+		}
+		if err := n.mesh.SetStatus(ready, load); err != nil {
+			n.log.Debug("status not advertised", "err", err)
+			continue
+		}
+		sent, lastReady, lastLoad = true, ready, load
+	}
+}
+
+// loadMoved reports whether a load moved enough from was to be sent again.
+func loadMoved(was, now int) bool {
+	d := now - was
+	if d < 0 {
+		d = -d
+	}
+	return d >= max(2, was/5) || (now == 0) != (was == 0)
+}

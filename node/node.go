@@ -43,8 +43,9 @@ type Node struct {
 	disk       *cache.Disk   // nil without a cache dir; set in Start
 	mesh       *mesh.Mesh    // nil without a mesh; set in Start
 	metrics    *metrics
-	https      *httpsFront // nil without an HTTPS listener
-	acme       *autoCerts  // nil without ACME sites
+	https      *httpsFront  // nil without an HTTPS listener
+	acme       *autoCerts   // nil without ACME sites
+	inflight   atomic.Int64 // client and peer requests being answered
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -331,6 +332,7 @@ func (n *Node) startMeshAndAdmin(ctx context.Context) error {
 		if err := n.startMesh(ctx); err != nil {
 			return err
 		}
+		n.wg.Go(n.advertise)
 	}
 	if n.adminLn != nil {
 		n.serveAdmin(adminCfg)

@@ -151,3 +151,44 @@ func TestShieldUnreachable(t *testing.T) {
 		t.Errorf("%v fills fell back to the origin; want 20 counted", fallbacks)
 	}
 }
+
+// TestAdvertisedStatus: a member advertises in gossip whether it takes
+// client traffic and its requests in flight; the others see both in their
+// member lists (and ListMembers shows them).
+func TestAdvertisedStatus(t *testing.T) {
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	nodes := startCluster(t, o, 2, nil)
+	seen := func(name string) (ready bool, load int) {
+		for _, m := range (adminView{nodes[0]}).Members() {
+			if m.Name == name {
+				return m.Ready, m.Load
+			}
+		}
+		return false, -1
+	}
+	b := nodes[1].Name()
+	eventually(t, 10*time.Second, func() bool { r, l := seen(b); return r && l == 0 })
+	done := make(chan struct{})
+	for range 3 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			doMaybe(t, nodes[1], "POST", "/slow")
+		}()
+	}
+	eventually(t, 10*time.Second, func() bool { _, l := seen(b); return l >= 2 })
+	close(release)
+	for range 3 {
+		<-done
+	}
+	eventually(t, 10*time.Second, func() bool { _, l := seen(b); return l == 0 })
+	if _, err := (adminView{nodes[0]}).Drain(t.Context(), b, false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { r, _ := seen(b); return !r })
+}

@@ -304,10 +304,14 @@ func adminMembers(ctx context.Context, c *adminCall, args []string) error {
 		if m.GetState() != "failed" {
 			share = fmt.Sprintf("%.1f%%", 100*m.GetOwnedShare())
 		}
-		rows = append(rows, []string{name, m.GetState(), dash(m.GetRegion()), dash(m.GetHttpAddr()), dash(m.GetAdminAddr()),
-			dash(m.GetVersion()), share})
+		ready := "no"
+		if m.GetReady() {
+			ready = "yes"
+		}
+		rows = append(rows, []string{name, m.GetState(), ready, fmt.Sprint(m.GetLoad()), dash(m.GetRegion()), dash(m.GetHttpAddr()),
+			dash(m.GetAdminAddr()), dash(m.GetVersion()), share})
 	}
-	return c.table("NAME\tSTATE\tREGION\tHTTP\tADMIN\tVERSION\tOWNS", rows)
+	return c.table("NAME\tSTATE\tREADY\tLOAD\tREGION\tHTTP\tADMIN\tVERSION\tOWNS", rows)
 }
 
 // answered handles what every command does with an answer: on an error, or

@@ -24,7 +24,8 @@ import (
 type MemberInfo struct {
 	Name, State, Region, HTTPAddr, PeerAddr, GossipAddr, AdminAddr, Version string
 	OwnedShare                                                              float64
-	Self                                                                    bool
+	Self, Ready                                                             bool
+	Load                                                                    int
 }
 
 // Location is where a URL's object lives.
@@ -144,7 +145,7 @@ func (s *Server) ListMembers(context.Context, *adminv1.ListMembersRequest) (*adm
 	for _, m := range append(s.c.Members(), s.c.Failed()...) {
 		resp.Members = append(resp.Members, &adminv1.Member{Name: m.Name, State: m.State, Region: m.Region,
 			HttpAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr,
-			Version: m.Version, OwnedShare: m.OwnedShare, Self: m.Self})
+			Version: m.Version, OwnedShare: m.OwnedShare, Self: m.Self, Ready: m.Ready, Load: int32(m.Load)})
 	}
 	return resp, nil
 }

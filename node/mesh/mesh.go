@@ -247,6 +247,8 @@ type Member struct {
 	HTTPAddr, PeerAddr, GossipAddr, AdminAddr string
 	Version                                   string
 	Self                                      bool
+	Ready                                     bool // takes client traffic
+	Load                                      int  // client requests in flight
 }
 
 // Members lists the live members, this node included, with their state:
@@ -265,7 +267,7 @@ func (m *Mesh) Members() []Member {
 		}
 		out = append(out, Member{Name: g.Name, State: state, Region: g.Meta.Region, HTTPAddr: g.Meta.HTTPAddr,
 			PeerAddr: g.Meta.PeerAddr, GossipAddr: g.Addr, AdminAddr: g.Meta.AdminAddr, Version: g.Meta.Version,
-			Self: g.Name == m.self.Name})
+			Self: g.Name == m.self.Name, Ready: g.Meta.Ready, Load: g.Meta.Load})
 	}
 	return out
 }
@@ -293,4 +295,10 @@ func (m *Mesh) Alone() bool {
 		}
 	}
 	return others == 0
+}
+
+// SetStatus advertises whether this node takes client traffic and its
+// requests in flight.
+func (m *Mesh) SetStatus(ready bool, load int) error {
+	return m.gossip.SetStatus(ready, load, m.cfg.LeaveTimeout)
 }

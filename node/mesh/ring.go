@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -308,4 +309,15 @@ func (m *Mesh) RegionOf(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// RegionShares is each member's share of the ring of its region.
+func (m *Mesh) RegionShares() map[string]float64 {
+	out := map[string]float64{}
+	if rr := m.regions.Load(); rr != nil {
+		for _, r := range rr.byRegion {
+			maps.Copy(out, r.Shares())
+		}
+	}
+	return out
 }

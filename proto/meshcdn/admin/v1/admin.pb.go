@@ -132,7 +132,11 @@ type Member struct {
 	// admin_addr is the node's admin listener, empty when it has none.
 	AdminAddr string `protobuf:"bytes,9,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
 	// version is the meshcdn version the node runs.
-	Version       string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
+	// ready is set while the node takes client traffic, as it advertises.
+	Ready bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	// load is the node's client requests in flight, as it advertises.
+	Load          int32 `protobuf:"varint,12,opt,name=load,proto3" json:"load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +239,20 @@ func (x *Member) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *Member) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *Member) GetLoad() int32 {
+	if x != nil {
+		return x.Load
+	}
+	return 0
 }
 
 // LocateRequest names a URL.
@@ -2145,7 +2163,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x1cmeshcdn/admin/v1/admin.proto\x12\x10meshcdn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\"\x14\n" +
 	"\x12ListMembersRequest\"I\n" +
 	"\x13ListMembersResponse\x122\n" +
-	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\x93\x02\n" +
+	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\xbd\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2160,7 +2178,9 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"admin_addr\x18\t \x01(\tR\tadminAddr\x12\x18\n" +
 	"\aversion\x18\n" +
-	" \x01(\tR\aversion\"=\n" +
+	" \x01(\tR\aversion\x12\x14\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\x12\x12\n" +
+	"\x04load\x18\f \x01(\x05R\x04load\"=\n" +
 	"\rLocateRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\"\xb9\x01\n" +
