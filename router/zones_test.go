@@ -75,3 +75,52 @@ func TestZonesErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPick: a region's own edges first (least loaded first), else its
+// fallbacks in order, else the nearest region with edges, else any.
+func TestPick(t *testing.T) {
+	z, err := ParseZones([]byte(zonesJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edges := []Edge{
+		{Name: "hz1", Region: "hangzhou", Load: 5}, {Name: "hz2", Region: "hangzhou", Load: 1},
+		{Name: "fra1", Region: "frankfurt"}, {Name: "va1", Region: "virginia"},
+	}
+	names := func(es []Edge) string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	without := func(region string) []Edge {
+		var out []Edge
+		for _, e := range edges {
+			if e.Region != region {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		edges  []Edge
+		region string
+		n      int
+		want   string
+		from   string
+	}{
+		{edges, "hangzhou", 2, "hz2,hz1", "hangzhou"},
+		{edges, "hangzhou", 1, "hz2", "hangzhou"},
+		{without("hangzhou"), "hangzhou", 2, "fra1", "frankfurt"}, // its fallback
+		{edges, "special", 2, "hz2,hz1", "hangzhou"},              // no edges of its own: first fallback
+		{without("frankfurt"), "frankfurt", 2, "va1", "virginia"}, // no fallback: nearest with edges
+		{edges[3:], "nowhere", 2, "va1", "virginia"},              // unknown region: any
+		{nil, "hangzhou", 2, "", ""},
+	} {
+		got, from := Pick(z, tt.edges, tt.region, tt.n)
+		if names(got) != tt.want || from != tt.from {
+			t.Errorf("Pick(%s) = %s from %q; want %s from %q", tt.region, names(got), from, tt.want, tt.from)
+		}
+	}
+}
