@@ -480,8 +480,8 @@ func (g *Gossip) notifyMsg(b []byte) {
 func (g *Gossip) Drain(timeout time.Duration) error {
 	g.lifecycle.Lock()
 	defer g.lifecycle.Unlock()
-	if g.ml == nil || g.stopped.Load() {
-		return errors.New("gossip: drain after shutdown")
+	if g.ml == nil || g.stopped.Load() || g.left.Load() {
+		return errors.New("gossip: drain after leaving") // memberlist would panic
 	}
 	return g.updateMeta(timeout, func(m *Meta) { m.Draining = true })
 }
@@ -491,8 +491,9 @@ func (g *Gossip) Drain(timeout time.Duration) error {
 func (g *Gossip) SetStatus(ready bool, load int, timeout time.Duration) error {
 	g.lifecycle.Lock()
 	defer g.lifecycle.Unlock()
-	if g.ml == nil || g.stopped.Load() {
-		return errors.New("gossip: status after shutdown")
+	if g.ml == nil || g.stopped.Load() || g.left.Load() {
+		// memberlist no longer knows this node after a leave: it would panic.
+		return errors.New("gossip: status after leaving")
 	}
 	return g.updateMeta(timeout, func(m *Meta) { m.Ready, m.Load = ready, load })
 }

@@ -163,11 +163,25 @@ func TestDrain(t *testing.T) {
 	default:
 		t.Error("no change signal for the drain")
 	}
+	if err := b.SetStatus(true, 3, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	_ = b.Shutdown()
 	eventually(t, 5*time.Second, "n2 gone", func() bool { return names(a) == "n1" })
+	// memberlist reaps the node that left (itself) after GossipToTheDeadTime
+	// (2 s in the fast profile); a metadata update then would dereference
+	// nil inside it. Updates are refused from the leave on, past the reaping.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := b.SetStatus(false, 0, time.Second); err == nil {
+			t.Fatal("SetStatus after Leave: no error")
+		}
+	}
+	if err := b.Drain(time.Second); err == nil {
+		t.Error("Drain after Leave: no error")
+	}
+	_ = b.Shutdown()
 	if a.Failures() != 0 {
 		t.Errorf("a drained node's leave counted as a failure")
 	}
