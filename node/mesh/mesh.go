@@ -172,8 +172,7 @@ func (m *Mesh) loop() {
 		case <-m.gossip.Changed():
 		case <-m.recheck:
 		}
-		m.Rebuild()
-		if m.self.Changed != nil {
+		if m.Rebuild() && m.self.Changed != nil {
 			m.self.Changed()
 		}
 	}

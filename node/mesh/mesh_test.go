@@ -151,7 +151,21 @@ func TestRingHistory(t *testing.T) {
 			}
 		}
 	}
-	a.Rebuild() // as on a metadata change
+	// A member's status (load, readiness) changes its metadata, not the
+	// rings: nothing is rebuilt and nobody is told of a change.
+	regions := a.regions.Load()
+	if err := b.SetStatus(true, 7); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(a.Members(), func(m Member) bool { return m.Name == "b" && m.Load == 7 }); {
+		if time.Now().After(deadline) {
+			t.Fatal("b's status did not reach a within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a.Rebuild() || a.regions.Load() != regions {
+		t.Error("a metadata change rebuilt the rings or reported a change")
+	}
 	if a.Epoch() != epoch+1 {
 		t.Errorf("epoch %d after one ring change and a metadata change, from %d", a.Epoch(), epoch)
 	}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshcdn/meshcdn/gossip"
@@ -30,38 +31,48 @@ type pastRing struct {
 // before anybody asks for it.
 const maxPastRings = 3
 
-// Rebuild swaps in a ring over the current members and closes the peer
-// connections of members that left. A change of metadata alone keeps the
-// ring and its history. The ring loop calls it on every membership change.
-func (m *Mesh) Rebuild() {
+// Rebuild swaps in the rings over the current members and closes the peer
+// connections of members that left, and reports whether the members, their
+// addresses or a ring changed. A change of metadata alone (a member's load,
+// advertised every few seconds) keeps the rings and their history and
+// builds nothing. The ring loop calls it on every gossip change.
+func (m *Mesh) Rebuild() bool {
 	members := m.gossip.Members()
 	if len(members) == 0 || m.ctx.Err() != nil {
-		return // shutting down
+		return false // shutting down
 	}
 	names, addrs, byRegion := m.ringMembers(members)
-	m.regions.Store(newRegionRings(byRegion, m.cfg.Ring, m.log))
+	changed := false
+	if old := m.addrs.Load(); old == nil || !maps.Equal(*old, addrs) {
+		if old != nil {
+			for name, addr := range *old {
+				if addrs[name] != addr {
+					m.peers.Close(addr)
+				}
+			}
+		}
+		m.addrs.Store(&addrs)
+		changed = true
+	}
+	if rr := m.regions.Load(); rr == nil || !maps.EqualFunc(rr.members, byRegion, slices.Equal) {
+		m.regions.Store(newRegionRings(byRegion, m.cfg.Ring, m.log))
+		changed = true
+	}
 	if len(names) == 0 {
-		return // every member drains: keep the last ring
+		return changed // every member drains: keep the last ring
+	}
+	old := m.ring.Load()
+	if old != nil && slices.Equal(old.ring.Members(), names) {
+		return changed // a member's metadata changed, not the ring
 	}
 	r, err := ring.New(names, m.cfg.Ring)
 	if err != nil {
 		m.log.Error("ring not rebuilt", "members", len(names), "err", err)
-		return
-	}
-	if old := m.addrs.Load(); old != nil {
-		for name, addr := range *old {
-			if addrs[name] != addr {
-				m.peers.Close(addr)
-			}
-		}
-	}
-	m.addrs.Store(&addrs)
-	old := m.ring.Load()
-	if old != nil && slices.Equal(old.ring.Members(), r.Members()) {
-		return // a member's metadata changed, not the ring
+		return changed
 	}
 	m.ring.Store(m.next(old, r, members, names, time.Now()))
 	m.log.Info("ring rebuilt", "members", len(names), "epoch", m.epoch.Add(1))
+	return true
 }
 
 // ringMembers returns the names of the members of this node's region that
@@ -73,6 +84,7 @@ func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
 	byRegion := map[string][]string{}
+	slices.SortFunc(members, func(a, b gossip.Member) int { return strings.Compare(a.Name, b.Name) })
 	for _, mem := range members {
 		if !m.trusted(mem.Name, mem.Meta.PeerAddr) {
 			m.check(mem.Name, mem.Meta.PeerAddr) // until then it owns nothing and is asked nothing
@@ -233,24 +245,27 @@ func (m *Mesh) HandOffSources(key, offeredBy string) []PeerRef {
 	return out
 }
 
-// Settled reports whether the ring has not changed for a join wave (10 s,
-// 300 ms in the fast profile): nodes starting together have found each
-// other, so one member alone owns each key. Work that must happen once
-// for the mesh (an ACME order) waits for it.
+// Settled reports whether no ring (this region's, any other region's, the
+// one over all regions) has changed for a join wave (10 s, 300 ms in the
+// fast profile): nodes starting together have found each other, so one
+// member alone owns each key. Work that must happen once for the mesh (an
+// ACME order) waits for it.
 func (m *Mesh) Settled() bool {
-	s := m.ring.Load()
-	return s != nil && time.Since(s.since) >= m.cfg.JoinWave
+	s, rr := m.ring.Load(), m.regions.Load()
+	return s != nil && rr != nil && time.Since(s.since) >= m.cfg.JoinWave && time.Since(rr.since) >= m.cfg.JoinWave
 }
 
 // regionRings are the rings of every region, and one over all of them.
 type regionRings struct {
+	members  map[string][]string // by region, sorted: what they were built of
 	byRegion map[string]*ring.Ring
 	all      *ring.Ring
+	since    time.Time // when they were built
 }
 
 // newRegionRings builds the rings of members, by region.
 func newRegionRings(members map[string][]string, cfg ring.Config, log *slog.Logger) *regionRings {
-	rr := &regionRings{byRegion: map[string]*ring.Ring{}}
+	rr := &regionRings{members: members, byRegion: map[string]*ring.Ring{}, since: time.Now()}
 	var all []string
 	for region, names := range members {
 		all = append(all, names...)
