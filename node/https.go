@@ -18,9 +18,13 @@ import (
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
-// CertCheck is how often the HTTPS listener's certificate files are looked
-// at for changes (SIGHUP reloads at once).
-var CertCheck = 10 * time.Second
+// certCheck is how often the HTTPS listener's certificate files are looked
+// at for changes (SIGHUP reloads at once); fastCertCheck with the fast
+// gossip profile.
+const (
+	certCheck     = 10 * time.Second
+	fastCertCheck = 100 * time.Millisecond
+)
 
 // handshakeTimeout bounds a client's TLS handshake.
 const handshakeTimeout = 10 * time.Second
@@ -174,7 +178,11 @@ func (n *Node) serveHTTPS() {
 // watchCerts reloads the HTTPS certificates when one of their files
 // changes, until the node stops.
 func (n *Node) watchCerts() {
-	t := time.NewTicker(CertCheck)
+	every := certCheck
+	if n.cfg.Mesh != nil && n.cfg.Mesh.Fast {
+		every = fastCertCheck
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -238,7 +246,7 @@ func (n *Node) HTTPSAddr() string {
 func (n *Node) httpsPolicy(x *exchange) bool {
 	r, st := x.r, x.site
 	if r.TLS != nil {
-		if sni := r.TLS.ServerName; sni != "" {
+		if sni := r.TLS.ServerName; sni != "" && sni != r.Host { // Host is normalised: usually equal
 			if other, _ := n.sites.Lookup(sni); other != st {
 				x.status = httpcache.Status{Detail: "misdirected"}
 				n.edgeError(x, http.StatusMisdirectedRequest, "meshcdn: this connection was opened for "+strconv.Quote(sni)+", another site: open one for this host")

@@ -372,3 +372,40 @@ func TestOriginsFor(t *testing.T) {
 		t.Errorf("follow with a port: %v", err)
 	}
 }
+
+// TestHTTPSReloadOnChange: a certificate file that changes is served
+// without a SIGHUP (the files are looked at every 10 s, 100 ms in the fast
+// profile).
+func TestHTTPSReloadOnChange(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	dir := t.TempDir()
+	first := testutil.WriteCert(t, dir, "site", []string{"a.example"}, testutil.CertOptions{})
+	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: first.CertFile, TLSKeyFile: first.KeyFile,
+		Mesh: &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}})
+	second := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{})
+	pool := x509.NewCertPool()
+	pool.AddCert(first.Leaf)
+	pool.AddCert(second.Leaf)
+	for _, f := range [][2]string{{second.KeyFile, first.KeyFile}, {second.CertFile, first.CertFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1]+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f[1]+".new", f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool {
+		c := tlsClient(n.HTTPSAddr(), pool, nil, "h2")
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("https://a.example/x.css")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.TLS.PeerCertificates[0].Equal(second.Leaf)
+	})
+}

@@ -1,30 +1,22 @@
 package router
 
-import (
-	"net/netip"
-	"sync/atomic"
-)
+import "net/netip"
 
 // Locator places a client in a region: by the coverage-zone file, then by
 // GeoIP to the nearest region, then in the default region.
 type Locator struct {
-	zones atomic.Pointer[Zones]
+	zones *Zones
 	geo   *GeoIP // nil without a database
 	deflt string
 }
 
 // NewLocator locates by zones, then geo (may be nil), then deflt.
 func NewLocator(zones *Zones, geo *GeoIP, deflt string) *Locator {
-	l := &Locator{geo: geo, deflt: deflt}
-	l.zones.Store(zones)
-	return l
+	return &Locator{zones: zones, geo: geo, deflt: deflt}
 }
 
-// SetZones replaces the coverage-zone file (after a reload).
-func (l *Locator) SetZones(z *Zones) { l.zones.Store(z) }
-
 // Zones is the coverage-zone file in use.
-func (l *Locator) Zones() *Zones { return l.zones.Load() }
+func (l *Locator) Zones() *Zones { return l.zones }
 
 // How a client was located.
 const (
@@ -35,7 +27,7 @@ const (
 
 // Locate returns the region of a client address and how it was found.
 func (l *Locator) Locate(addr netip.Addr) (region, how string) {
-	z := l.zones.Load()
+	z := l.zones
 	if r, ok := z.Locate(addr); ok {
 		return r, ByZone
 	}
