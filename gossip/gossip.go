@@ -49,6 +49,9 @@ type Meta struct {
 	// Load is its client requests in flight: for whoever sends it users.
 	Ready bool `json:"ok,omitempty"`
 	Load  int  `json:"ld,omitempty"`
+	// Router marks a member that sends users to edges and owns nothing: it
+	// is in no ring and is asked for nothing.
+	Router bool `json:"rt,omitempty"`
 }
 
 // metaV1 leads the encoded metadata, so the format can change later.

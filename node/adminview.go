@@ -114,14 +114,18 @@ func (v adminView) Members() []admin.MemberInfo {
 	n := v.n
 	if n.mesh == nil {
 		return []admin.MemberInfo{{Name: n.cfg.Name, State: "alive", HTTPAddr: n.HTTPAddr(), AdminAddr: n.AdminAddr(),
-			Version: n.cfg.Version, OwnedShare: 1, Self: true, Ready: n.notReady() == "", Load: int(n.inflight.Load())}}
+			Version: n.cfg.Version, OwnedShare: 1, Self: true, Ready: n.notReady() == "", Load: int(n.inflight.Load()), Role: "edge"}}
 	}
 	shares := n.mesh.RegionShares()
 	var out []admin.MemberInfo
-	for _, m := range n.mesh.Members() {
+	for _, m := range append(n.mesh.Members(), n.mesh.Routers()...) {
+		role := "edge"
+		if m.Router {
+			role = "router"
+		}
 		out = append(out, admin.MemberInfo{Name: m.Name, State: m.State, Region: m.Region, HTTPAddr: m.HTTPAddr,
 			PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr, Version: m.Version,
-			OwnedShare: shares[m.Name], Self: m.Self, Ready: m.Ready, Load: m.Load})
+			OwnedShare: shares[m.Name], Self: m.Self, Ready: m.Ready, Load: m.Load, Role: role})
 	}
 	return out
 }
@@ -193,6 +197,9 @@ func (v adminView) Drain(ctx context.Context, name string, wait bool) (admin.Dra
 		return d, err
 	}
 	for _, m := range v.Members() {
+		if m.Name == name && m.Role == "router" {
+			return admin.Drained{}, fmt.Errorf("%w: %q is a router, which owns nothing to drain", admin.ErrNotEdge, name)
+		}
 		if m.Name == name {
 			if !wait {
 				var cancel context.CancelFunc
@@ -370,7 +377,7 @@ func storeConditions(rule *site.Rule, p string, h http.Header) []string {
 // Stats gathers every member's counters.
 func (v adminView) Stats(ctx context.Context) []admin.NodeStats {
 	n := v.n
-	members := v.Members()
+	members := slices.DeleteFunc(v.Members(), func(m admin.MemberInfo) bool { return m.Role == "router" })
 	out := make([]admin.NodeStats, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {

@@ -301,17 +301,17 @@ func adminMembers(ctx context.Context, c *adminCall, args []string) error {
 			name += " *"
 		}
 		share := "-"
-		if m.GetState() != "failed" {
+		if m.GetState() != "failed" && m.GetRole() != "router" {
 			share = fmt.Sprintf("%.1f%%", 100*m.GetOwnedShare())
 		}
 		ready := "no"
 		if m.GetReady() {
 			ready = "yes"
 		}
-		rows = append(rows, []string{name, m.GetState(), ready, fmt.Sprint(m.GetLoad()), dash(m.GetRegion()), dash(m.GetHttpAddr()),
+		rows = append(rows, []string{name, dash(m.GetRole()), m.GetState(), ready, fmt.Sprint(m.GetLoad()), dash(m.GetRegion()), dash(m.GetHttpAddr()),
 			dash(m.GetAdminAddr()), dash(m.GetVersion()), share})
 	}
-	return c.table("NAME\tSTATE\tREADY\tLOAD\tREGION\tHTTP\tADMIN\tVERSION\tOWNS", rows)
+	return c.table("NAME\tROLE\tSTATE\tREADY\tLOAD\tREGION\tHTTP\tADMIN\tVERSION\tOWNS", rows)
 }
 
 // answered handles what every command does with an answer: on an error, or

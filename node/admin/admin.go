@@ -26,6 +26,9 @@ type MemberInfo struct {
 	OwnedShare                                                              float64
 	Self, Ready                                                             bool
 	Load                                                                    int
+	// Role is "edge", or "router" for a member that sends users to edges
+	// and owns nothing.
+	Role string
 }
 
 // Location is where a URL's object lives.
@@ -49,6 +52,10 @@ type Drained struct {
 
 // ErrNoMember is wrapped by Cluster.Drain for a name no member has.
 var ErrNoMember = errors.New("no such member")
+
+// ErrNotEdge is wrapped by Cluster.Drain for a member that is not an edge
+// (a router, which owns nothing).
+var ErrNotEdge = errors.New("not an edge")
 
 // Cluster is what the admin service needs from the node.
 type Cluster interface {
@@ -145,7 +152,7 @@ func (s *Server) ListMembers(context.Context, *adminv1.ListMembersRequest) (*adm
 	for _, m := range append(s.c.Members(), s.c.Failed()...) {
 		resp.Members = append(resp.Members, &adminv1.Member{Name: m.Name, State: m.State, Region: m.Region,
 			HttpAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr, AdminAddr: m.AdminAddr,
-			Version: m.Version, OwnedShare: m.OwnedShare, Self: m.Self, Ready: m.Ready, Load: int32(m.Load)})
+			Version: m.Version, OwnedShare: m.OwnedShare, Self: m.Self, Ready: m.Ready, Load: int32(m.Load), Role: m.Role})
 	}
 	return resp, nil
 }
@@ -350,7 +357,7 @@ func nodeStats(name string, s *Counters) *adminv1.NodeStats {
 // Drain implements adminv1.AdminServiceServer.
 func (s *Server) Drain(ctx context.Context, req *adminv1.DrainRequest) (*adminv1.DrainResponse, error) {
 	d, err := s.c.Drain(ctx, req.GetNode(), req.GetWait())
-	if errors.Is(err, ErrNoMember) {
+	if errors.Is(err, ErrNoMember) || errors.Is(err, ErrNotEdge) {
 		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
 	}
 	if err != nil {

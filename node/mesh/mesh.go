@@ -61,6 +61,11 @@ type Self struct {
 	Changed func()
 	// Logger receives the mesh's logs. Nil discards them.
 	Logger *slog.Logger
+	// Router makes the node a member that owns nothing: it is in no ring,
+	// takes no peer calls (its peer listener proves its name and answers
+	// health checks only) and only watches the edges. Handler, Local and
+	// Store are unused then.
+	Router bool
 }
 
 // Mesh is a node's running membership of the mesh. Create it with New,
@@ -129,11 +134,13 @@ func (m *Mesh) Start(ctx context.Context) error {
 		return err
 	}
 	m.grpc = grpc.NewServer(opts...)
-	peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.log.With("component", "peer")))
 	m.health = health.NewServer()
 	healthpb.RegisterHealthServer(m.grpc, m.health)
 	reflection.Register(m.grpc)
-	m.health.SetServingStatus(peerv1.PeerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if !m.self.Router {
+		peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.log.With("component", "peer")))
+		m.health.SetServingStatus(peerv1.PeerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
 	m.wg.Go(func() {
 		if err := m.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			m.log.Error("peer listener failed", "err", err)
@@ -142,7 +149,8 @@ func (m *Mesh) Start(ctx context.Context) error {
 	g, err := gossip.New(gossip.Config{
 		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Keys: m.cfg.GossipKeys, Fast: m.cfg.Fast,
 		Meta: gossip.Meta{HTTPAddr: Advertised(m.self.HTTPAddr), PeerAddr: Advertised(ln.Addr().String()),
-			AdminAddr: Advertised(m.self.AdminAddr), Region: m.cfg.Region, Version: m.self.Version, Started: m.started.UnixMilli()},
+			AdminAddr: Advertised(m.self.AdminAddr), Region: m.cfg.Region, Version: m.self.Version, Started: m.started.UnixMilli(),
+			Router: m.self.Router},
 		Logger: m.log.With("component", "gossip"),
 	})
 	if err == nil {
@@ -248,13 +256,23 @@ type Member struct {
 	Self                                      bool
 	Ready                                     bool // takes client traffic
 	Load                                      int  // client requests in flight
+	Router                                    bool // owns nothing; sends users to edges
 }
 
-// Members lists the live members, this node included, with their state:
-// alive, leaving or draining.
-func (m *Mesh) Members() []Member {
+// Members lists the live edges, this node included, with their state:
+// alive, leaving, draining or untrusted. Routers are not among them: they
+// own nothing and are asked for nothing (see Routers).
+func (m *Mesh) Members() []Member { return m.members(false) }
+
+// Routers lists the live routers, in the form of Members.
+func (m *Mesh) Routers() []Member { return m.members(true) }
+
+func (m *Mesh) members(routers bool) []Member {
 	var out []Member
 	for _, g := range m.gossip.Members() {
+		if g.Meta.Router != routers {
+			continue
+		}
 		state := "alive"
 		switch {
 		case g.Meta.Leaving:
@@ -266,7 +284,7 @@ func (m *Mesh) Members() []Member {
 		}
 		out = append(out, Member{Name: g.Name, State: state, Region: g.Meta.Region, HTTPAddr: g.Meta.HTTPAddr,
 			PeerAddr: g.Meta.PeerAddr, GossipAddr: g.Addr, AdminAddr: g.Meta.AdminAddr, Version: g.Meta.Version,
-			Self: g.Name == m.self.Name, Ready: g.Meta.Ready, Load: g.Meta.Load})
+			Self: g.Name == m.self.Name, Ready: g.Meta.Ready, Load: g.Meta.Load, Router: g.Meta.Router})
 	}
 	return out
 }
@@ -289,7 +307,7 @@ func (m *Mesh) Alone() bool {
 	}
 	others := 0
 	for _, g := range m.gossip.Members() {
-		if g.Name != m.self.Name && m.trusted(g.Name, g.Meta.PeerAddr) {
+		if g.Name != m.self.Name && !g.Meta.Router && m.trusted(g.Name, g.Meta.PeerAddr) {
 			others++
 		}
 	}

@@ -78,8 +78,9 @@ func (m *Mesh) Rebuild() bool {
 // ringMembers returns the names of the members of this node's region that
 // own keys, the peer address of every member, and the owners of every
 // region by region. Draining members own nothing but still answer: the new
-// owners of their keys ask them before the origin. With mesh TLS, a member
-// that has not proven its name is left out of all three.
+// owners of their keys ask them before the origin. Routers are in none of
+// the three. With mesh TLS, a member that has not proven its name is left
+// out of all three.
 func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string, map[string][]string) {
 	names := make([]string, 0, len(members))
 	addrs := make(map[string]string, len(members))
@@ -88,6 +89,9 @@ func (m *Mesh) ringMembers(members []gossip.Member) ([]string, map[string]string
 	for _, mem := range members {
 		if !m.trusted(mem.Name, mem.Meta.PeerAddr) {
 			m.check(mem.Name, mem.Meta.PeerAddr) // until then it owns nothing and is asked nothing
+			continue
+		}
+		if mem.Meta.Router {
 			continue
 		}
 		addrs[mem.Name] = mem.Meta.PeerAddr

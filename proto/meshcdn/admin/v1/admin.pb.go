@@ -136,7 +136,10 @@ type Member struct {
 	// ready is set while the node takes client traffic, as it advertises.
 	Ready bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
 	// load is the node's client requests in flight, as it advertises.
-	Load          int32 `protobuf:"varint,12,opt,name=load,proto3" json:"load,omitempty"`
+	Load int32 `protobuf:"varint,12,opt,name=load,proto3" json:"load,omitempty"`
+	// role is "edge", or "router" for a meshcdn router: it sends users to
+	// edges, owns nothing (owned_share 0) and is asked for nothing.
+	Role          string `protobuf:"bytes,13,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -253,6 +256,13 @@ func (x *Member) GetLoad() int32 {
 		return x.Load
 	}
 	return 0
+}
+
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
 }
 
 // LocateRequest names a URL.
@@ -2163,7 +2173,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\x1cmeshcdn/admin/v1/admin.proto\x12\x10meshcdn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\"\x14\n" +
 	"\x12ListMembersRequest\"I\n" +
 	"\x13ListMembersResponse\x122\n" +
-	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\xbd\x02\n" +
+	"\amembers\x18\x01 \x03(\v2\x18.meshcdn.admin.v1.MemberR\amembers\"\xd1\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2180,7 +2190,8 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\n" +
 	" \x01(\tR\aversion\x12\x14\n" +
 	"\x05ready\x18\v \x01(\bR\x05ready\x12\x12\n" +
-	"\x04load\x18\f \x01(\x05R\x04load\"=\n" +
+	"\x04load\x18\f \x01(\x05R\x04load\x12\x12\n" +
+	"\x04role\x18\r \x01(\tR\x04role\"=\n" +
 	"\rLocateRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\"\xb9\x01\n" +
