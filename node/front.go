@@ -62,6 +62,26 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	x := exchange{w: w, r: r, start: time.Now()}
+	if host, path, ok, err := site.Routed(r.Host, r.URL.EscapedPath()); err != nil {
+		x.stats, x.status = n.unknown, httpcache.Status{Detail: "bad-routed-host"}
+		n.edgeError(&x, http.StatusBadRequest, "meshcdn: "+err.Error())
+		n.observe(&x)
+		return
+	} else if ok {
+		// The router sent the user here by address: serve the host it named.
+		c := new(http.Request)
+		*c = *r
+		u := *r.URL
+		c.URL, c.Host = &u, host
+		if err := site.SetPath(c.URL, path); err != nil {
+			x.stats, x.status = n.unknown, httpcache.Status{Detail: "bad-path"}
+			n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
+			n.observe(&x)
+			return
+		}
+		c.RequestURI = c.URL.RequestURI()
+		r, x.r = c, c
+	}
 	if r.Host == "" {
 		// RFC 9112 §3.2: an origin-form request names its host; an empty
 		// one selects no site and must not share an entry.
