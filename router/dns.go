@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -17,7 +18,8 @@ import (
 type DNS struct {
 	// Domains are the names answered, lower case, fully qualified.
 	Domains []string
-	Locator *Locator
+	// Locator returns the locator in force (the zones may reload).
+	Locator func() *Locator
 	// Edges lists the healthy edges.
 	Edges func() []Edge
 	// Answers is how many edges an answer names (default 2); TTL their
@@ -57,7 +59,9 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if q.Qtype != dns.TypeA && q.Qtype != dns.TypeAAAA {
 		return // the name exists, with no record of this type
 	}
-	region, how := d.Locator.Locate(client)
+	start := time.Now()
+	loc := d.Locator()
+	region, how := loc.Locate(client)
 	n := d.Answers
 	if n <= 0 {
 		n = 2
@@ -66,7 +70,11 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if ttl == 0 {
 		ttl = 30
 	}
-	edges, from := Pick(d.Locator.Zones(), d.Edges(), region, n)
+	edges, from := Pick(loc.Zones(), d.Edges(), region, n)
+	if len(edges) == 0 {
+		// No healthy edge anywhere: a resolver asks another server.
+		m.Rcode = dns.RcodeServerFailure
+	}
 	for _, e := range edges {
 		host, _, err := net.SplitHostPort(e.HTTPAddr)
 		if err != nil {
@@ -90,7 +98,12 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		d.Observe("dns", from, how)
 	}
 	if d.Log != nil {
-		d.Log.Debug("dns answer", "client", client, "located", how, "region", region, "served_from", from, "answers", len(m.Answer))
+		names := make([]string, len(edges))
+		for i, e := range edges {
+			names[i] = e.Name
+		}
+		d.Log.Debug("route", "method", "dns", "client", client, "located", how, "region", region, "served_from", from,
+			"edges", names, "latency", time.Since(start))
 	}
 }
 

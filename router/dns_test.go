@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // serveDNS runs d on a loopback UDP port until the test ends.
@@ -72,7 +74,7 @@ func TestDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := OpenGeoIP(writeGeoIP(t, map[string][2]float64{"198.51.100.0/24": {48.86, 2.35}}))
+	g, err := OpenGeoIP(testutil.WriteGeoIP(t, map[string][2]float64{"198.51.100.0/24": {48.86, 2.35}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,8 @@ func TestDNS(t *testing.T) {
 		{Name: "fra1", Region: "frankfurt", HTTPAddr: "127.0.0.21:80"}, {Name: "fra2", Region: "frankfurt", HTTPAddr: "127.0.0.22:80"}}
 	var mu sync.Mutex
 	var seen []string
-	d := &DNS{Domains: []string{"www.example.test."}, Locator: NewLocator(z, g, "frankfurt"), Answers: 3,
+	loc := NewLocator(z, g, "frankfurt")
+	d := &DNS{Domains: []string{"www.example.test."}, Locator: func() *Locator { return loc }, Answers: 3,
 		Edges: func() []Edge { return edges }, Observe: func(method, region, how string) {
 			mu.Lock()
 			seen = append(seen, region+"/"+how)

@@ -10,6 +10,17 @@ type Edge struct {
 	Name, Region, HTTPAddr string
 	// Load is its client requests in flight.
 	Load int
+	// State is its membership state: alive, draining, leaving or
+	// untrusted; Ready is set while it takes client traffic.
+	State string
+	Ready bool
+}
+
+// Healthy reports whether users may be sent to e: alive (not draining,
+// leaving or unproven), ready, with an HTTP address, and fewer than maxLoad
+// requests in flight (maxLoad 0: no limit).
+func (e Edge) Healthy(maxLoad int) bool {
+	return e.State == "alive" && e.Ready && e.HTTPAddr != "" && (maxLoad <= 0 || e.Load < maxLoad)
 }
 
 // Pick returns up to n edges for a client of region, least loaded first,
