@@ -238,7 +238,7 @@ func (c Config) Validate() error {
 		if err := m.TLS.Check(); err != nil {
 			bad("mesh.tls", "%v", err)
 		}
-		if risk := meshRisk(m); risk != "" && !m.Insecure {
+		if risk := MeshRisk(m); risk != "" && !m.Insecure {
 			bad("mesh", "%s: anyone who reaches them could join the cluster, purge it and feed it bodies. "+
 				"Give a gossip key (--gossip-key or --gossip-key-file) and mesh TLS (--mesh-ca with --mesh-cert and --mesh-key, "+
 				"or with --mesh-ca-key); meshcdn ca init makes them. Or listen on 127.0.0.1, run alone with --gossip off, "+
@@ -269,9 +269,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// meshRisk says what a mesh listening beyond loopback lacks, or "" when it
+// MeshRisk says what a mesh listening beyond loopback lacks, or "" when it
 // listens on loopback only or has both a gossip key and mesh TLS.
-func meshRisk(m *MeshConfig) string {
+func MeshRisk(m *MeshConfig) string {
 	d := m.WithDefaults()
 	var exposed, missing []string
 	if !loopback(d.GossipAddr) {
@@ -360,23 +360,18 @@ type File struct {
 		CAFile         string         `yaml:"ca_file"`
 	} `yaml:"origin"`
 	Mesh *struct {
-		Peer          string         `yaml:"peer"`
-		Gossip        string         `yaml:"gossip"`
-		Join          []string       `yaml:"join"`
-		Region        string         `yaml:"region"`
-		ShieldRegion  string         `yaml:"shield_region"`
-		GossipKey     string         `yaml:"gossip_key"`
-		GossipKeyFile string         `yaml:"gossip_key_file"`
-		Insecure      bool           `yaml:"insecure"`
-		PurgeLease    units.Duration `yaml:"purge_lease"`
-		HandoffWindow units.Duration `yaml:"handoff_window"`
-		DrainOnStop   units.Duration `yaml:"drain_on_stop"`
-		TLS           struct {
-			CAFile    string `yaml:"ca_file"`
-			CertFile  string `yaml:"cert_file"`
-			KeyFile   string `yaml:"key_file"`
-			CAKeyFile string `yaml:"ca_key_file"`
-		} `yaml:"tls"`
+		Peer          string            `yaml:"peer"`
+		Gossip        string            `yaml:"gossip"`
+		Join          []string          `yaml:"join"`
+		Region        string            `yaml:"region"`
+		ShieldRegion  string            `yaml:"shield_region"`
+		GossipKey     string            `yaml:"gossip_key"`
+		GossipKeyFile string            `yaml:"gossip_key_file"`
+		Insecure      bool              `yaml:"insecure"`
+		PurgeLease    units.Duration    `yaml:"purge_lease"`
+		HandoffWindow units.Duration    `yaml:"handoff_window"`
+		DrainOnStop   units.Duration    `yaml:"drain_on_stop"`
+		TLS           tlsconf.MeshFiles `yaml:"tls"`
 	} `yaml:"mesh"`
 	Sites []site.Config `yaml:"sites"`
 }
@@ -421,7 +416,7 @@ func (f *File) meshConfig(name string) (*MeshConfig, error) {
 	mc := &MeshConfig{PeerAddr: m.Peer, GossipAddr: m.Gossip, Join: m.Join, Region: m.Region, ShieldRegion: m.ShieldRegion,
 		PurgeLease: time.Duration(m.PurgeLease), HandoffWindow: time.Duration(m.HandoffWindow),
 		DrainOnStop: time.Duration(m.DrainOnStop), Insecure: m.Insecure,
-		TLS: tlsconf.MeshFiles{CAFile: m.TLS.CAFile, CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile, CAKeyFile: m.TLS.CAKeyFile}}
+		TLS: m.TLS}
 	if m.GossipKey != "" && m.GossipKeyFile != "" {
 		return mc, fmt.Errorf("%s: mesh.gossip_key and mesh.gossip_key_file exclude each other", name)
 	}

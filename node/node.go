@@ -204,7 +204,7 @@ func (n *Node) Start(ctx context.Context) error {
 // listener is reachable beyond loopback.
 func (n *Node) warnInsecure() {
 	if m := n.cfg.Mesh; m != nil {
-		if risk := meshRisk(m); risk != "" {
+		if risk := MeshRisk(m); risk != "" {
 			n.log.Warn("mesh.insecure: "+risk+"; anyone who reaches them can join the cluster, purge it and feed it bodies", "opt-out", "mesh.insecure")
 		}
 	}

@@ -23,21 +23,18 @@ import (
 // MESHCDN_<NAME> (upper case, - as _); a flag on the command line wins over
 // the environment, which wins over the config file.
 type edgeFlags struct {
-	config, name, http, metrics, origin  string
-	https, tlsCert, tlsKey               string
-	cacheDir                             string
-	peer, gossip, join, region, key      string
-	shieldRegion                         string
-	meshCA, meshCert, meshKey, meshCAKey string
-	keyFile                              string
-	meshInsecure                         bool
-	admin, adminToken, adminTokenFile    string
-	adminCert, adminKey, adminClientCA   string
-	adminInsecure                        bool
-	memory, maxObject, disk              units.Size
-	accessLog                            bool
-	logFormat, logLevel                  string
-	set                                  map[string]bool // flags given on the command line or in the environment
+	config, name, http, metrics, origin string
+	https, tlsCert, tlsKey              string
+	cacheDir                            string
+	region, shieldRegion                string
+	meshFlags
+	admin, adminToken, adminTokenFile  string
+	adminCert, adminKey, adminClientCA string
+	adminInsecure                      bool
+	memory, maxObject, disk            units.Size
+	accessLog                          bool
+	logFormat, logLevel                string
+	set                                map[string]bool // flags given on the command line or in the environment
 }
 
 func (f *edgeFlags) register(fs *flag.FlagSet) {
@@ -53,18 +50,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.maxObject, "max-object-size", "largest body the memory tier stores (default: memory/8)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "disk tier `directory` (off when empty); survives restarts")
 	fs.Var(&f.disk, "disk", "disk tier budget, e.g. 10GiB (default 1GiB)")
-	fs.StringVar(&f.peer, "peer", "", "gRPC peer listen `address` (default :7070)")
-	fs.StringVar(&f.gossip, "gossip", "", "gossip listen `address`, TCP and UDP (default :7946); off runs the node alone")
-	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
+	f.meshFlags.register(fs, "; off runs the node alone")
 	fs.StringVar(&f.region, "region", "", "this node's region: a key has one owner per region")
 	fs.StringVar(&f.shieldRegion, "shield-region", "", "the region in front of the origin: other regions fill from its owners first (none: each region asks the origin)")
-	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption keys, base64 of 16, 24 or 32 bytes each, comma-separated: the first sends, all are accepted")
-	fs.StringVar(&f.meshCA, "mesh-ca", "", "cluster CA certificate `file`: peers must show a certificate it signed")
-	fs.StringVar(&f.meshCert, "mesh-cert", "", "this node's certificate `file` for mutual TLS between peers (meshcdn ca issue)")
-	fs.StringVar(&f.meshKey, "mesh-key", "", "this node's key `file` for mutual TLS between peers")
-	fs.StringVar(&f.meshCAKey, "mesh-ca-key", "", "the cluster CA's key `file`, instead of --mesh-cert and --mesh-key: the node signs its own certificate")
-	fs.StringVar(&f.keyFile, "gossip-key-file", "", "read the gossip keys from this `file` (one per line, the first sends)")
-	fs.BoolVar(&f.meshInsecure, "mesh-insecure", false, "allow gossip and peer listeners beyond loopback without a gossip key and mesh TLS")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:7071", "gRPC admin listen `address`, or off")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` required on admin calls (health excepted)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
@@ -260,13 +248,41 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 	if cfg.Mesh == nil {
 		cfg.Mesh = &node.MeshConfig{}
 	}
-	m := cfg.Mesh
-	if f.peer != "" {
-		m.PeerAddr = f.peer
+	if f.region != "" {
+		cfg.Mesh.Region = f.region
 	}
-	if f.gossip != "" {
-		m.GossipAddr = f.gossip
+	if f.shieldRegion != "" {
+		cfg.Mesh.ShieldRegion = f.shieldRegion
 	}
+	return f.meshFlags.apply(cfg.Mesh)
+}
+
+// meshFlags are the flags of a mesh member, edge or router.
+type meshFlags struct {
+	peer, gossip, join, key              string
+	meshCA, meshCert, meshKey, meshCAKey string
+	keyFile                              string
+	meshInsecure                         bool
+}
+
+// register adds the mesh flags to fs; gossipOff says what --gossip off does.
+func (f *meshFlags) register(fs *flag.FlagSet, gossipOff string) {
+	fs.StringVar(&f.peer, "peer", "", "gRPC peer listen `address` (default :7070)")
+	fs.StringVar(&f.gossip, "gossip", "", "gossip listen `address`, TCP and UDP (default :7946)"+gossipOff)
+	fs.StringVar(&f.join, "join", "", "gossip seeds `host:port[,...]`; a DNS name joins every address it resolves to")
+	fs.StringVar(&f.key, "gossip-key", "", "gossip encryption keys, base64 of 16, 24 or 32 bytes each, comma-separated: the first sends, all are accepted")
+	fs.StringVar(&f.meshCA, "mesh-ca", "", "cluster CA certificate `file`: peers must show a certificate it signed")
+	fs.StringVar(&f.meshCert, "mesh-cert", "", "this node's certificate `file` for mutual TLS between peers (meshcdn ca issue)")
+	fs.StringVar(&f.meshKey, "mesh-key", "", "this node's key `file` for mutual TLS between peers")
+	fs.StringVar(&f.meshCAKey, "mesh-ca-key", "", "the cluster CA's key `file`, instead of --mesh-cert and --mesh-key: the node signs its own certificate")
+	fs.StringVar(&f.keyFile, "gossip-key-file", "", "read the gossip keys from this `file` (one per line, the first sends)")
+	fs.BoolVar(&f.meshInsecure, "mesh-insecure", false, "allow gossip and peer listeners beyond loopback without a gossip key and mesh TLS")
+}
+
+// apply sets the flags given over m.
+func (f *meshFlags) apply(m *node.MeshConfig) error {
+	override(&m.PeerAddr, f.peer)
+	override(&m.GossipAddr, f.gossip)
 	if f.join != "" {
 		m.Join = nil
 		for s := range strings.SplitSeq(f.join, ",") {
@@ -274,12 +290,6 @@ func (f *edgeFlags) meshConfig(cfg *node.Config) error {
 				m.Join = append(m.Join, s)
 			}
 		}
-	}
-	if f.region != "" {
-		m.Region = f.region
-	}
-	if f.shieldRegion != "" {
-		m.ShieldRegion = f.shieldRegion
 	}
 	override(&m.TLS.CAFile, f.meshCA)
 	override(&m.TLS.CertFile, f.meshCert)

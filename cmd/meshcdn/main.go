@@ -3,6 +3,7 @@
 //
 //	meshcdn edge    [--config FILE] [flags]   run an edge node
 //	meshcdn origin  [--http ADDR] [--dir DIR] run the demo origin
+//	meshcdn router  --zones FILE --domain NAME  send users to the nearest healthy edges
 //	meshcdn dev                               demo origin + 3 edges on 127.0.0.1
 //	meshcdn admin   [--addr ADDR] COMMAND     the admin API's client
 //	meshcdn healthcheck                       probe the local node's /readyz
@@ -36,6 +37,9 @@ Usage:
   meshcdn edge    [--config FILE] [flags]   run an edge node (meshcdn edge -h for flags)
   meshcdn origin  [--http ADDR] [--dir DIR] [--latency D]
                                             run the demo origin
+  meshcdn router  --zones FILE --domain NAME [flags]
+                                            send users to healthy edges of the nearest region
+                                            (DNS and HTTP 302; meshcdn router -h)
   meshcdn dev                               run the demo origin and three meshed edges on 127.0.0.1
   meshcdn admin   [--addr ADDR] COMMAND     operate the cluster: members, locate, purge, prefetch,
                                             stats, explain, drain, config (meshcdn admin -h)
@@ -52,7 +56,7 @@ Every command prints its usage with -h or --help.
 // failure, 2 usage or configuration error).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return report(stderr, "", usageError{err: errors.New("a command is required: edge, origin, dev, admin, healthcheck, ca or version")})
+		return report(stderr, "", usageError{err: errors.New("a command is required: edge, router, origin, dev, admin, healthcheck, ca or version")})
 	}
 	var err error
 	cmd, rest := args[0], args[1:]
@@ -65,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDev(ctx, rest, stdout, stderr)
 	case "admin":
 		err = runAdmin(ctx, rest, stdout, stderr)
+	case "router":
+		err = runRouter(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, rest, stdout, stderr)
 	case "ca":

@@ -16,12 +16,14 @@ import (
 // either the node's certificate and key (from meshcdn ca issue) or the
 // CA's key, with which the node issues its own certificate.
 type MeshFiles struct {
-	CAFile, CertFile, KeyFile string
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 	// CAKeyFile, instead of CertFile and KeyFile, makes the node sign its
 	// own certificate, in memory, for its name: for nodes whose names are
 	// not known in advance (replicas of a scaled service). Every node that
 	// holds the CA key can make members.
-	CAKeyFile string
+	CAKeyFile string `yaml:"ca_key_file"`
 }
 
 // Check reports what is missing from files; zero files are no mesh TLS.
