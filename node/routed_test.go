@@ -11,7 +11,7 @@ import (
 
 // TestRoutedPath: a user the router sends to an edge by address
 // (http://EDGE/_host/HOST/PATH) gets HOST's PATH from the one entry every
-// edge keys it under, and the origin sees the site's host and the clean
+// edge keys it under (also when it kept HOST in its Host header), and the origin sees the site's host and the clean
 // path; a request by the site's own name is never rewritten, and a routed
 // path naming no host name is refused before any cache or origin work.
 func TestRoutedPath(t *testing.T) {
@@ -34,7 +34,12 @@ func TestRoutedPath(t *testing.T) {
 	if r := do(t, n, "GET", "/v/a%20b.mp4?x=1", "Host", "www.example.test"); !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") {
 		t.Errorf("the same object by the site's name: %q; want the routed request's entry", r.cacheStatus())
 	}
-	// By its own name, a site's /_host/ path is a path like any other.
+	// A client that kept the site's Host across the redirect is served the
+	// same; by its own name, a site's /_host/ path naming another host is a
+	// path like any other.
+	if r := do(t, n, "GET", "/_host/www.example.test/v/a%20b.mp4?x=1", "Host", "www.example.test"); !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") {
+		t.Errorf("routed, with the site's Host: %q", r.cacheStatus())
+	}
 	if r := do(t, n, "GET", "/_host/other.test/x.css", "Host", "www.example.test"); r.body != "body of www.example.test/_host/other.test/x.css" {
 		t.Errorf("by name: %q", r.body)
 	}

@@ -15,21 +15,23 @@ const RoutedPrefix = "/_host/"
 // ErrRoutedHost is a routed path whose host is not a host name.
 var ErrRoutedHost = errors.New("the host of a /_host/ path is not a host name")
 
-// Routed splits a routed request: when the Host the client sent is an IP
-// address (an edge's own address, as the router gives it) and the escaped
-// path starts with RoutedPrefix, it returns the host named in the path and
-// the rest of the path. ok is false for any other request, which is served
-// as it is: a site reached by its name never sees its paths rewritten.
+// Routed splits a routed request: when the escaped path starts with
+// RoutedPrefix and the Host the client sent is an IP address (an edge's own
+// address, as the router gives it) or the host the path names (a client
+// that kept the Host header across the redirect), it returns the host named
+// in the path and the rest of the path. ok is false for any other request,
+// which is served as it is: a site reached by its name never sees its
+// paths rewritten to another host.
 func Routed(reqHost, escapedPath string) (host, path string, ok bool, err error) {
 	if !strings.HasPrefix(escapedPath, RoutedPrefix) {
 		return "", "", false, nil
 	}
-	h := NormalizeHost(reqHost)
-	if _, perr := netip.ParseAddr(strings.Trim(h, "[]")); perr != nil {
-		return "", "", false, nil
-	}
 	name, rest, _ := strings.Cut(escapedPath[len(RoutedPrefix):], "/")
 	name = strings.ToLower(name)
+	h := NormalizeHost(reqHost)
+	if _, perr := netip.ParseAddr(strings.Trim(h, "[]")); perr != nil && h != name {
+		return "", "", false, nil
+	}
 	if !hostName(name) {
 		return "", "", false, ErrRoutedHost
 	}
