@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/internal/yamlkeys"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
@@ -464,7 +465,7 @@ func ParseFile(name string, data []byte) (Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
-	if errs := unknownKeys(&root, reflect.TypeFor[File]()); len(errs) > 0 {
+	if errs := yamlkeys.Unknown(&root, reflect.TypeFor[File]()); len(errs) > 0 {
 		for i, e := range errs {
 			errs[i] = fmt.Errorf("%s: %w", name, e)
 		}

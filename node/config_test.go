@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/internal/yamlkeys"
 	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
 )
@@ -232,7 +233,7 @@ func TestREADMEConfigKeys(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(example), &root); err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range unknownKeys(&root, reflect.TypeFor[File]()) {
+	for _, err := range yamlkeys.Unknown(&root, reflect.TypeFor[File]()) {
 		t.Errorf("README example: %v", err)
 	}
 }

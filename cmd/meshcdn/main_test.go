@@ -216,7 +216,7 @@ func TestVersion(t *testing.T) {
 // that rejected it, without the usage dump that would bury it (exit 2).
 func TestUsageOutput(t *testing.T) {
 	admin := []string{"members", "locate", "purge", "purge-status", "prefetch", "stats", "explain", "drain", "config"}
-	commands := [][]string{{}, {"edge"}, {"origin"}, {"dev"}, {"admin"}, {"healthcheck"}, {"ca"}, {"ca", "init"},
+	commands := [][]string{{}, {"edge"}, {"router"}, {"origin"}, {"dev"}, {"admin"}, {"healthcheck"}, {"ca"}, {"ca", "init"},
 		{"ca", "issue"}, {"ca", "gossip-key"}, {"ca", "gossip-key", "new"}, {"version"}}
 	for _, c := range admin {
 		commands = append(commands, []string{"admin", c})
@@ -244,6 +244,9 @@ func TestUsageOutput(t *testing.T) {
 		{[]string{"edge", "--nope"}, "-nope", "meshcdn edge -h"},
 		{[]string{"edge", "--origin", "http://o", "extra"}, `unexpected argument "extra"`, "meshcdn edge -h"},
 		{[]string{"origin", "--latency", "soon"}, "-latency", "meshcdn origin -h"},
+		{[]string{"router", "--nope"}, "-nope", "meshcdn router -h"},
+		{[]string{"router", "--zones", "z.json", "extra"}, `unexpected argument "extra"`, "meshcdn router -h"},
+		{[]string{"router", "--name", "r", "--gossip", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--dns", "off"}, "zones: a coverage-zone file is required", "meshcdn router -h"},
 		{[]string{"dev", "extra"}, `unexpected argument "extra"`, "meshcdn dev -h"},
 		{[]string{"healthcheck", "--bogus"}, "-bogus", "meshcdn healthcheck -h"},
 		{[]string{"admin"}, "a command is required: members, locate", "meshcdn admin -h"},

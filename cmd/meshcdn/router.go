@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/internal/yamlkeys"
 	"github.com/meshcdn/meshcdn/node"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -106,6 +108,16 @@ func (f *routerFlags) routerConfig() (router.Config, node.MeshConfig, string, er
 		b, err := os.ReadFile(f.config)
 		if err != nil {
 			return router.Config{}, node.MeshConfig{}, "", err
+		}
+		var root yaml.Node
+		if err := yaml.Unmarshal(b, &root); err != nil {
+			return router.Config{}, node.MeshConfig{}, "", fmt.Errorf("%s: %w", f.config, err)
+		}
+		if errs := yamlkeys.Unknown(&root, reflect.TypeFor[routerFile]()); len(errs) > 0 {
+			for i, e := range errs {
+				errs[i] = fmt.Errorf("%s: %w", f.config, e)
+			}
+			return router.Config{}, node.MeshConfig{}, "", errors.Join(errs...)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
 )
@@ -310,5 +312,79 @@ func TestRouter(t *testing.T) {
 	if logs := router.logs(); !strings.Contains(logs, "msg=route method=dns client=10.1.7.0 located=zone region=a") ||
 		!strings.Contains(logs, "msg=route method=http client=127.0.0.2 located=zone region=a served_from=a") {
 		t.Errorf("the router's decision log lacks lines:\n%s", logs)
+	}
+}
+
+// TestRouterConfigErrors: every mistake is named, with the file's name when
+// it comes from one; an exposed mesh without its protections is refused as
+// an edge's is.
+func TestRouterConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	zones := filepath.Join(dir, "zones.json")
+	if err := os.WriteFile(zones, []byte(routeZones), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "router.yaml")
+	if err := os.WriteFile(bad, []byte("router:\n  zones: "+zones+"\n  dns: off\n  nope: 1\n  dommains: [a.test]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	local := []string{"router", "--name", "r", "--gossip", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "off", "--http", "127.0.0.1:0"}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"router", "--name", "r", "--zones", zones, "--dns", "off"}, `mesh: gossip ":7946" and peer ":7070" listen beyond loopback without a gossip key or mesh TLS`},
+		{append(local, "--zones", zones, "--dns", "127.0.0.1:0"), "domain: a DNS listener needs at least one domain"},
+		{append(local, "--zones", zones, "--domain", "a b.test"), `domain: "a b.test" is not a domain name`},
+		{append(local, "--zones", zones, "--dns", "off", "--trust-proxy", "10.0.0.0/33"), `trust-proxy: "10.0.0.0/33" is not a CIDR`},
+		{append(local, "--zones", zones, "--dns", "off", "--default-region", "c"), `default region: "c" is not a region of`},
+		{append(local, "--zones", filepath.Join(dir, "none.json"), "--dns", "off"), "none.json: no such file"},
+		{append(local, "--zones", bad, "--dns", "off"), "not a coverage-zone file"},
+		{append(local, "--config", bad), "router.yaml: line 4: router.nope is not a setting\n" + bad + ": line 5: router.dommains is not a setting (did you mean domains?)"},
+		{append(local, "--zones", zones, "--dns", "off", "--gossip-key", "c2hvcnQ="), "--gossip-key"},
+	} {
+		var stdout, stderr testutil.SyncBuffer
+		if c := run(t.Context(), tt.args, &stdout, &stderr); c != 2 || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, c, stderr.String(), tt.want)
+		}
+	}
+}
+
+// TestDeployedRouterConfigs: the router configurations the compose cluster
+// and the Kubernetes manifests ship load as the router reads them, with
+// the mesh secrets of `meshcdn ca init --gossip-key` where they mount them.
+func TestDeployedRouterConfigs(t *testing.T) {
+	dir := t.TempDir()
+	mesh := filepath.Join(dir, "mesh")
+	var stdout, stderr testutil.SyncBuffer
+	if c := run(t.Context(), []string{"ca", "init", "--dir", mesh, "--gossip-key"}, &stdout, &stderr); c != 0 {
+		t.Fatalf("ca init: %s", stderr.String())
+	}
+	compose, err := os.ReadFile("../../deploy/router.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8s, err := os.ReadFile("../../deploy/kubernetes/router.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct{ Data map[string]string }
+	if err := yaml.NewDecoder(bytes.NewReader(k8s)).Decode(&cm); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"compose": string(compose), "kubernetes": cm.Data["router.yaml"]} {
+		file := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(file, []byte(strings.ReplaceAll(content, "/etc/meshcdn/mesh/", mesh+"/")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f := routerFlags{config: file}
+		cfg, m, _, err := f.routerConfig()
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if len(cfg.Domains) == 0 || cfg.DNSAddr == "" || cfg.HTTPAddr == "" || m.TLS.CAKeyFile == "" || len(m.GossipKeys) != 1 || len(m.Join) != 1 {
+			t.Errorf("%s: %+v %+v", name, cfg, m)
+		}
 	}
 }

@@ -1,4 +1,7 @@
-package node
+// Package yamlkeys finds the keys of a YAML configuration file that no
+// setting takes, with messages that name the key's line, its section and
+// the nearest valid key.
+package yamlkeys
 
 import (
 	"fmt"
@@ -8,11 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// unknownKeys reports each key of the YAML document root that no field of
+// Unknown reports each key of the YAML document root that no field of
 // t (through its yaml tags) takes, naming its line, its section and the
 // nearest valid key: "line 3: node.memmory is not a setting (did you mean
 // memory?)". The decoder's own message names Go types instead.
-func unknownKeys(root *yaml.Node, t reflect.Type) []error {
+func Unknown(root *yaml.Node, t reflect.Type) []error {
 	var errs []error
 	var walk func(n *yaml.Node, t reflect.Type, path string)
 	walk = func(n *yaml.Node, t reflect.Type, path string) {
