@@ -43,7 +43,7 @@ image: ## Container image $(IMAGE): FROM scratch around the static binary
 	cp /etc/ssl/certs/ca-certificates.crt $(BIN)/image/
 	docker build -q -f deploy/Dockerfile -t $(IMAGE) $(BIN)/image
 
-cluster-up: image ## docker-compose cluster: demo origin + 3 edges, mesh CA and gossip key made at the first start (ports 8080-8089, admin 7071-7080 on 127.0.0.1)
+cluster-up: image ## docker-compose cluster: demo origin, regions a (the shield) and b of 2 edges each, the router (DNS 127.0.0.1:5353, HTTP :8090)
 	@test -n "$(COMPOSE)" || { echo "make cluster-up needs docker compose or docker-compose"; exit 1; }
 	MESHCDN_IMAGE=$(IMAGE) $(CLUSTER) up -d
 	$(CLUSTER) ps

@@ -23,6 +23,7 @@ import (
 	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
+	"github.com/meshcdn/meshcdn/router"
 )
 
 // meshDir is where the deployments mount the cluster CA and gossip key.
@@ -90,13 +91,14 @@ func TestComposeFile(t *testing.T) {
 	}
 	var compose struct {
 		Services map[string]struct {
-			Command   []string
-			Scale     int
-			Ports     []string
-			Volumes   []string
-			DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
-			Health    *struct{ Test []string }              `yaml:"healthcheck"`
-			Grace     string                                `yaml:"stop_grace_period"`
+			Command     []string
+			Scale       int
+			Environment map[string]string
+			Ports       []string
+			Volumes     []string
+			DependsOn   map[string]struct{ Condition string } `yaml:"depends_on"`
+			Health      *struct{ Test []string }              `yaml:"healthcheck"`
+			Grace       string                                `yaml:"stop_grace_period"`
 		}
 		Volumes map[string]any
 	}
@@ -110,25 +112,51 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("a command in the header lacks -p meshcdn: %s", strings.TrimSpace(l))
 		}
 	}
-	edge, origin, init := compose.Services["edge"], compose.Services["origin"], compose.Services["mesh-init"]
-	if edge.Scale != 3 {
-		t.Errorf("edge scale %d, want 3 by default", edge.Scale)
+	origin, init := compose.Services["origin"], compose.Services["mesh-init"]
+	// Two regions of two edges, one service each, sharing edge.yaml: region
+	// a from the file (the shield), b from the environment.
+	if cfg.Mesh == nil || cfg.Mesh.Region != "a" || cfg.Mesh.ShieldRegion != "a" {
+		t.Errorf("edge.yaml: region and shield region %+v; want a and a", cfg.Mesh)
 	}
-	// Every replica publishes its client and admin port from a range.
-	for _, p := range []string{port(t, cfg.HTTPAddr), port(t, cfg.AdminAddr)} {
-		ranged := slices.ContainsFunc(edge.Ports, func(s string) bool {
-			host, ok := strings.CutSuffix(s, ":"+p)
-			return ok && strings.Contains(host, "-") // e.g. 127.0.0.1:${MESHCDN_HTTP_PORTS:-8080-8089}
-		})
-		if !ranged {
-			t.Errorf("edge port %s is not published from a range: %v", p, edge.Ports)
+	if got := compose.Services["edge-b"].Environment["MESHCDN_REGION"]; got != "b" {
+		t.Errorf("edge-b's MESHCDN_REGION is %q; want b", got)
+	}
+	for _, name := range []string{"edge", "edge-b"} {
+		edge := compose.Services[name]
+		if edge.Scale != 2 {
+			t.Errorf("%s scale %d, want 2 by default", name, edge.Scale)
 		}
-	}
-	if !slices.Contains(edge.Volumes, "./edge.yaml:/etc/meshcdn/edge.yaml:ro") || !slices.Contains(edge.Command, "/etc/meshcdn/edge.yaml") {
-		t.Errorf("edge.yaml is not mounted read-only where the command reads it: %v %v", edge.Volumes, edge.Command)
-	}
-	if edge.DependsOn["origin"].Condition != "service_healthy" || origin.Health == nil {
-		t.Error("edges do not wait for a healthy origin")
+		// Every replica publishes its client and admin port from a range.
+		for _, p := range []string{port(t, cfg.HTTPAddr), port(t, cfg.AdminAddr)} {
+			ranged := slices.ContainsFunc(edge.Ports, func(s string) bool {
+				host, ok := strings.CutSuffix(s, ":"+p)
+				return ok && strings.Contains(host, "-") // e.g. 127.0.0.1:${MESHCDN_HTTP_PORTS:-8080-8089}
+			})
+			if !ranged {
+				t.Errorf("%s port %s is not published from a range: %v", name, p, edge.Ports)
+			}
+		}
+		if !slices.Contains(edge.Volumes, "./edge.yaml:/etc/meshcdn/edge.yaml:ro") || !slices.Contains(edge.Command, "/etc/meshcdn/edge.yaml") {
+			t.Errorf("%s: edge.yaml is not mounted read-only where the command reads it: %v %v", name, edge.Volumes, edge.Command)
+		}
+		if edge.DependsOn["origin"].Condition != "service_healthy" || origin.Health == nil {
+			t.Errorf("%s does not wait for a healthy origin", name)
+		}
+		for _, v := range edge.Volumes {
+			if src, _, ok := strings.Cut(v, ":"); !ok || src == "" {
+				t.Errorf("%s volume %q is anonymous: it outlives a scale-in", name, v)
+			}
+		}
+		// mesh-init makes the CA and gossip key in the mesh volume once,
+		// before any edge starts; the edges read them there.
+		if !slices.Contains(edge.Volumes, "mesh:"+meshDir+":ro") || edge.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s does not read the mesh secrets mesh-init made: %+v", name, edge)
+		}
+		// Docker kills an edge only after its own shutdown bound, which
+		// includes the drain before it stops.
+		if grace, err := time.ParseDuration(edge.Grace); err != nil || grace <= shutdownTimeout(cfg) {
+			t.Errorf("%s stop_grace_period %q is not above the shutdown timeout %v", name, edge.Grace, shutdownTimeout(cfg))
+		}
 	}
 	// The edges' origin is the origin service on the port it listens on, and
 	// they join each other through the edge service's name.
@@ -144,26 +172,30 @@ func TestComposeFile(t *testing.T) {
 	if cfg.CacheDir != "/var/cache/meshcdn" {
 		t.Errorf("cache_dir %q, want /var/cache/meshcdn", cfg.CacheDir)
 	}
-	for _, v := range edge.Volumes {
-		if src, _, ok := strings.Cut(v, ":"); !ok || src == "" {
-			t.Errorf("edge volume %q is anonymous: it outlives a scale-in", v)
-		}
-	}
 	if dockerfile, err := os.ReadFile("Dockerfile"); err != nil || regexp.MustCompile(`(?m)^VOLUME`).Match(dockerfile) {
 		t.Errorf("the Dockerfile declares a VOLUME (or cannot be read: %v): every container leaves an anonymous volume", err)
 	}
-	// mesh-init makes the CA and gossip key in the mesh volume once, before
-	// any edge starts; the edges read them there.
 	if _, ok := compose.Volumes["mesh"]; !ok ||
 		!slices.Equal(init.Command, []string{"ca", "init", "--dir", meshDir, "--gossip-key", "--if-absent"}) ||
-		!slices.Contains(init.Volumes, "mesh:"+meshDir) || !slices.Contains(edge.Volumes, "mesh:"+meshDir+":ro") ||
-		edge.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
-		t.Errorf("the mesh secrets are not made by mesh-init in the mesh volume before the edges start: %+v %+v", init, edge)
+		!slices.Contains(init.Volumes, "mesh:"+meshDir) {
+		t.Errorf("the mesh secrets are not made by mesh-init in the mesh volume: %+v", init)
 	}
-	// Docker kills an edge only after its own shutdown bound, which includes
-	// the drain before it stops.
-	if grace, err := time.ParseDuration(edge.Grace); err != nil || grace <= shutdownTimeout(cfg) {
-		t.Errorf("edge stop_grace_period %q is not above the shutdown timeout %v", edge.Grace, shutdownTimeout(cfg))
+	// The router reads router.yaml and the zone file where they are mounted,
+	// after mesh-init, and publishes its DNS (UDP and TCP) and HTTP ports.
+	rt := compose.Services["router"]
+	if !slices.Equal(rt.Command, []string{"router", "--config", "/etc/meshcdn/router.yaml"}) ||
+		!slices.Contains(rt.Volumes, "./router.yaml:/etc/meshcdn/router.yaml:ro") ||
+		!slices.Contains(rt.Volumes, "./zones.json:/etc/meshcdn/zones.json:ro") ||
+		!slices.Contains(rt.Volumes, "mesh:"+meshDir+":ro") || rt.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
+		t.Errorf("router: %+v", rt)
+	}
+	for _, want := range []string{":53/udp", ":53/tcp", ":80"} {
+		if !slices.ContainsFunc(rt.Ports, func(p string) bool { return strings.HasSuffix(p, want) }) {
+			t.Errorf("the router does not publish %s: %v", want, rt.Ports)
+		}
+	}
+	if _, err := router.LoadZones("zones.json"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -175,22 +207,24 @@ func shutdownTimeout(cfg node.Config) time.Duration {
 	return cfg.ShutdownTimeout
 }
 
+// manifest is one Kubernetes object of deploy/kubernetes.
+type manifest struct {
+	Kind     string
+	Metadata struct{ Name string }
+	Data     map[string]string
+	Spec     yaml.Node
+}
+
 func TestKubernetesManifests(t *testing.T) {
-	type object struct {
-		Kind     string
-		Metadata struct{ Name string }
-		Data     map[string]string
-		Spec     yaml.Node
-	}
-	var objs []object
-	for _, f := range []string{"configmap.yaml", "services.yaml", "statefulset.yaml"} {
+	var objs []manifest
+	for _, f := range []string{"configmap.yaml", "services.yaml", "statefulset.yaml", "router.yaml"} {
 		raw, err := os.ReadFile(filepath.Join("kubernetes", f))
 		if err != nil {
 			t.Fatal(err)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		for {
-			var o object
+			var o manifest
 			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
 				break
 			} else if err != nil {
@@ -199,7 +233,7 @@ func TestKubernetesManifests(t *testing.T) {
 			objs = append(objs, o)
 		}
 	}
-	find := func(kind, name string) *object {
+	find := func(kind, name string) *manifest {
 		for i, o := range objs {
 			if o.Kind == kind && o.Metadata.Name == name {
 				return &objs[i]
@@ -309,5 +343,121 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if !mounted(cfg.CacheDir) || !slices.Contains(c.Args, "/etc/meshcdn/edge.yaml") || !mounted("/etc/meshcdn/edge.yaml") {
 		t.Errorf("the cache dir %s or the config file is not mounted: %+v %v", cfg.CacheDir, c.VolumeMounts, c.Args)
+	}
+	kubernetesRouter(t, cfg, find)
+}
+
+// kubernetesRouter checks the router's manifests: its configuration's
+// listeners are the container's ports and the Service's targets, its zones
+// name the edges' region, it joins through the edges' headless Service and
+// reads the mesh Secret as they do.
+func kubernetesRouter(t *testing.T, edgeCfg node.Config, find func(kind, name string) *manifest) {
+	t.Helper()
+	cm := find("ConfigMap", "meshcdn-router")
+	var rc struct {
+		Router struct {
+			DNS, HTTP, Metrics, Zones string
+			DefaultRegion             string `yaml:"default_region"`
+		}
+		Mesh struct {
+			Gossip, Peer string
+			Join         []string
+		}
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["router.yaml"]), &rc); err != nil {
+		t.Fatal(err)
+	}
+	z, err := router.ParseZones([]byte(cm.Data["zones.json"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := z.Region(edgeCfg.Mesh.Region); !ok || rc.Router.DefaultRegion != edgeCfg.Mesh.Region {
+		t.Errorf("the router's zones and default region %q do not name the edges' region %q", rc.Router.DefaultRegion, edgeCfg.Mesh.Region)
+	}
+	if len(rc.Mesh.Join) != 1 || rc.Mesh.Join[0] != "meshcdn-edge-peers:"+port(t, edgeCfg.Mesh.GossipAddr) {
+		t.Errorf("the router does not join through the edges' headless Service: %v", rc.Mesh.Join)
+	}
+	var dep struct {
+		Template struct {
+			Spec struct {
+				Containers []struct {
+					Args  []string
+					Ports []struct {
+						Name          string
+						ContainerPort int `yaml:"containerPort"`
+					}
+					Readiness struct {
+						HTTPGet struct{ Path, Port string } `yaml:"httpGet"`
+					} `yaml:"readinessProbe"`
+					VolumeMounts []struct {
+						Name      string
+						MountPath string `yaml:"mountPath"`
+					} `yaml:"volumeMounts"`
+				}
+				Volumes []struct {
+					Name      string
+					ConfigMap *struct{ Name string } `yaml:"configMap"`
+					Secret    *struct {
+						SecretName  string `yaml:"secretName"`
+						DefaultMode int    `yaml:"defaultMode"`
+					}
+				}
+			}
+		}
+	}
+	if err := find("Deployment", "meshcdn-router").Spec.Decode(&dep); err != nil {
+		t.Fatal(err)
+	}
+	if len(dep.Template.Spec.Containers) != 1 {
+		t.Fatalf("router deployment: %+v", dep)
+	}
+	c := dep.Template.Spec.Containers[0]
+	ports := map[string]string{}
+	for _, p := range c.Ports {
+		ports[p.Name] = ":" + strconv.Itoa(p.ContainerPort)
+	}
+	for name, addr := range map[string]string{"dns-udp": rc.Router.DNS, "dns-tcp": rc.Router.DNS, "http": rc.Router.HTTP,
+		"metrics": rc.Router.Metrics, "peer": rc.Mesh.Peer, "gossip-tcp": rc.Mesh.Gossip, "gossip-udp": rc.Mesh.Gossip} {
+		if port(t, ports[name]) != port(t, addr) {
+			t.Errorf("router container port %s is %q, its configuration listens on %s", name, ports[name], addr)
+		}
+	}
+	if c.Readiness.HTTPGet.Path != "/readyz" || c.Readiness.HTTPGet.Port != "metrics" {
+		t.Errorf("router readiness: %+v", c.Readiness)
+	}
+	mountOf := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mountOf[m.MountPath] = m.Name
+	}
+	cfgVol, meshVol := mountOf[filepath.Dir(rc.Router.Zones)], mountOf[meshDir]
+	if !slices.Contains(c.Args, filepath.Join(filepath.Dir(rc.Router.Zones), "router.yaml")) {
+		t.Errorf("the router reads %v; its ConfigMap is mounted at %s", c.Args, filepath.Dir(rc.Router.Zones))
+	}
+	for _, v := range dep.Template.Spec.Volumes {
+		switch v.Name {
+		case cfgVol:
+			if v.ConfigMap == nil || v.ConfigMap.Name != "meshcdn-router" {
+				t.Errorf("volume %s is not the ConfigMap meshcdn-router: %+v", v.Name, v)
+			}
+		case meshVol:
+			if v.Secret == nil || v.Secret.SecretName != "meshcdn-mesh" || v.Secret.DefaultMode != 0o440 {
+				t.Errorf("volume %s is not the Secret meshcdn-mesh with mode 0440: %+v", v.Name, v)
+			}
+		}
+	}
+	var svc struct {
+		Ports []struct {
+			Name       string
+			Port       int
+			TargetPort string `yaml:"targetPort"`
+		}
+	}
+	if err := find("Service", "meshcdn-router").Spec.Decode(&svc); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range svc.Ports {
+		if _, ok := ports[p.TargetPort]; !ok {
+			t.Errorf("Service port %s targets %q, which the container does not name", p.Name, p.TargetPort)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,12 +27,16 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 const (
 	project = "meshcdn-e2e"
 	token   = "e2e-token"
 	objects = 200
+	// The router's published DNS (UDP and TCP) and HTTP ports.
+	routerDNSPort, routerHTTPPort = "15353", "18090"
 )
 
 // cluster drives one compose project.
@@ -63,7 +68,9 @@ func newCluster(t *testing.T) *cluster {
 		compose: append(cmd, "-f", filepath.Join(root, "deploy", "docker-compose.yml"), "-p", project),
 		env: append(os.Environ(), "MESHCDN_IMAGE="+image, "MESHCDN_ADMIN_TOKEN="+token,
 			// Ports apart from `make cluster-up`'s, so both may run.
-			"MESHCDN_ORIGIN_PORT=18000", "MESHCDN_HTTP_PORTS=18080-18099", "MESHCDN_ADMIN_PORTS=17071-17090")}
+			"MESHCDN_ORIGIN_PORT=18000", "MESHCDN_HTTP_PORTS=18080-18089", "MESHCDN_ADMIN_PORTS=17071-17080",
+			"MESHCDN_B_HTTP_PORTS=18100-18109", "MESHCDN_B_ADMIN_PORTS=17081-17090",
+			"MESHCDN_DNS_PORT="+routerDNSPort, "MESHCDN_ROUTER_PORT="+routerHTTPPort, "MESHCDN_ROUTER_METRICS_PORT=19090")}
 	if _, err := os.Stat(c.grpcurl); err != nil {
 		t.Fatalf("%s is missing: `make tools` installs it", c.grpcurl)
 	}
@@ -108,25 +115,34 @@ func (c *cluster) down() {
 // edge is one edge container.
 type edge struct {
 	id, name    string // container id; name is its host name, the node's name
+	service     string // edge (region a, the shield) or edge-b (region b)
 	number      int    // the replica's number in compose
 	http, admin string // published 127.0.0.1:port addresses
+	ip          string // its address on the cluster's network
 }
 
-// edges lists the running edge containers with their published ports.
+// edgeServices are the compose services of edges: regions a and b.
+var edgeServices = []string{"edge", "edge-b"}
+
+// edges lists the running edge containers of both regions with their
+// published ports.
 func (c *cluster) edges() []edge {
 	c.t.Helper()
 	var out []edge
-	for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", "edge")) {
-		state := strings.Fields(c.run(time.Minute, "docker", "inspect", "-f",
-			`{{.State.Running}} {{.Config.Hostname}} {{index .Config.Labels "com.docker.compose.container-number"}}`, id))
-		if len(state) != 3 || state[0] != "true" {
-			continue
+	for _, service := range edgeServices {
+		for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", service)) {
+			state := strings.Fields(c.run(time.Minute, "docker", "inspect", "-f",
+				`{{.State.Running}} {{.Config.Hostname}} {{index .Config.Labels "com.docker.compose.container-number"}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`, id))
+			if len(state) != 4 || state[0] != "true" {
+				continue
+			}
+			number, err := strconv.Atoi(state[2])
+			if err != nil {
+				c.t.Fatalf("container %s: replica number %q: %v", id, state[2], err)
+			}
+			out = append(out, edge{id: id, name: state[1], service: service, number: number, http: c.port(id, "8080"),
+				admin: c.port(id, "7071"), ip: state[3]})
 		}
-		number, err := strconv.Atoi(state[2])
-		if err != nil {
-			c.t.Fatalf("container %s: replica number %q: %v", id, state[2], err)
-		}
-		out = append(out, edge{id: id, name: state[1], number: number, http: c.port(id, "8080"), admin: c.port(id, "7071")})
 	}
 	slices.SortFunc(out, func(a, b edge) int { return strings.Compare(a.name, b.name) })
 	return out
@@ -161,10 +177,13 @@ func (c *cluster) grpc(adminAddr, method, data string, into any) error {
 }
 
 type memberList struct {
-	Members []struct{ Name, State string }
+	Members []struct {
+		Name, State, Role string
+		OwnedShare        float64
+	}
 }
 
-// alive lists the alive members a node reports.
+// alive lists the alive edges a node reports.
 func (c *cluster) alive(e edge) ([]string, error) {
 	var ml memberList
 	if err := c.grpc(e.admin, "ListMembers", "", &ml); err != nil {
@@ -172,7 +191,7 @@ func (c *cluster) alive(e edge) ([]string, error) {
 	}
 	var names []string
 	for _, m := range ml.Members {
-		if m.State == "alive" {
+		if m.State == "alive" && m.Role == "edge" {
 			names = append(names, m.Name)
 		}
 	}
@@ -232,6 +251,104 @@ func (c *cluster) secureByDefault(es []edge) {
 	}
 }
 
+// router checks the router against the edges of both regions: DNS for a
+// client subnet of each region's zone (deploy/zones.json) names that
+// region's edges, other names are refused; an HTTP client nothing places
+// is sent to an edge of the default region a, by the routed path that
+// keeps the site's host, and following the redirect serves the object;
+// the edges list the router as a member that owns nothing.
+func (c *cluster) router(es []edge) {
+	t := c.t
+	t.Helper()
+	ips := map[string][]string{}
+	for _, e := range es {
+		region := map[string]string{"edge": "a", "edge-b": "b"}[e.service]
+		ips[region] = append(ips[region], e.ip)
+	}
+	for _, l := range ips {
+		slices.Sort(l)
+	}
+	for _, q := range []struct{ subnet, region string }{{"10.1.0.0/24", "a"}, {"10.2.0.0/24", "b"}} {
+		waitFor(t, time.Minute, "DNS for "+q.subnet+" to name region "+q.region+"'s edges", func() string {
+			rcode, got, err := askDNS("www.example.test.", q.subnet)
+			if err != nil {
+				return err.Error()
+			}
+			if !slices.Equal(got, ips[q.region]) {
+				return fmt.Sprintf("%s: %v; want %v", rcode, got, ips[q.region])
+			}
+			return ""
+		})
+	}
+	if rcode, _, err := askDNS("other.example.", "10.1.0.0/24"); err != nil || rcode != "REFUSED" {
+		t.Errorf("another name: %s %v; want REFUSED", rcode, err)
+	}
+	noRedirect := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+routerHTTPPort+"/css/site.css?router=1", nil)
+	req.Host = "www.example.test"
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !slices.ContainsFunc(ips["a"], func(ip string) bool {
+		return loc == "http://"+ip+":8080/_host/www.example.test/css/site.css?router=1"
+	}) {
+		t.Fatalf("router: %d, Location %q; want an edge of region a (%v)", resp.StatusCode, loc, ips["a"])
+	}
+	resp, err = client.Get(loc)
+	if err != nil {
+		t.Fatalf("following the redirect from the host: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(body) == 0 {
+		t.Fatalf("following the redirect: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	var ml memberList
+	if err := c.grpc(es[0].admin, "ListMembers", "", &ml); err != nil {
+		t.Fatal(err)
+	}
+	routers := 0
+	for _, m := range ml.Members {
+		if m.Role == "router" {
+			routers++
+			if m.OwnedShare != 0 {
+				t.Errorf("the router owns %v of the ring", m.OwnedShare)
+			}
+		}
+	}
+	if routers != 1 {
+		t.Errorf("%s lists %d routers: %+v", es[0].name, routers, ml.Members)
+	}
+}
+
+// askDNS asks the router's published DNS port for the A records of name
+// with an EDNS Client Subnet, over UDP.
+func askDNS(name, subnet string) (rcode string, ips []string, err error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	_, n, err := net.ParseCIDR(subnet)
+	if err != nil {
+		return "", nil, err
+	}
+	ones, _ := n.Mask.Size()
+	o := m.SetEdns0(1232, false).IsEdns0()
+	o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(ones), Address: n.IP})
+	r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, "127.0.0.1:"+routerDNSPort)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ips = append(ips, a.A.String())
+		}
+	}
+	slices.Sort(ips)
+	return dns.RcodeToString[r.Rcode], ips, nil
+}
+
 // waitFor polls cond until it returns "" or the deadline passes, then fails
 // with what it last reported.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() string) {
@@ -277,11 +394,16 @@ func (c *cluster) waitMembers(d time.Duration, want int) []edge {
 	return es
 }
 
-// waitHealthy waits until docker reports every edge healthy (its /readyz).
+// waitHealthy waits until docker reports every edge and the router healthy
+// (their /readyz).
 func (c *cluster) waitHealthy(d time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, d, "every edge healthy", func() string {
-		for _, id := range strings.Fields(c.composeRun(time.Minute, "ps", "-q", "edge")) {
+	waitFor(c.t, d, "every edge and the router healthy", func() string {
+		var ids []string
+		for _, service := range append(slices.Clone(edgeServices), "router") {
+			ids = append(ids, strings.Fields(c.composeRun(time.Minute, "ps", "-q", service))...)
+		}
+		for _, id := range ids {
 			h := strings.TrimSpace(c.run(time.Minute, "docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id))
 			if h != "running healthy" {
 				return id[:12] + ": " + h
@@ -387,15 +509,18 @@ func TestCluster(t *testing.T) {
 		t.Logf("--- %s (%v)", name, time.Since(start).Round(100*time.Millisecond))
 	}
 
-	step("1. cluster up; every node lists every member")
+	step("1. cluster up (regions a and b, two edges each; the router); every edge lists every member")
 	c.composeRun(5*time.Minute, "up", "-d")
-	es := c.waitMembers(2*time.Minute, 3)
+	es := c.waitMembers(2*time.Minute, 4)
 	c.waitHealthy(time.Minute)
 
 	step("1b. secure by default: gossip encrypted, peers on mutual TLS; a node without the gossip key never joins")
 	c.secureByDefault(es)
 
-	step("2. offload: 200 objects through every node, the origin asked once each")
+	step("1c. the router: DNS and HTTP send each region's clients to its edges; it owns nothing")
+	c.router(es)
+
+	step("2. offload: 200 objects through every edge of both regions, the origin asked once each (region a shields b)")
 	base := originRequests(t)
 	requestAll(t, es, nil)
 	if got := originRequests(t) - base; got != objects {
@@ -443,7 +568,7 @@ func TestCluster(t *testing.T) {
 			if err != nil {
 				return err.Error()
 			}
-			if len(got) != 2 || slices.Contains(got, victim.name) {
+			if len(got) != len(survivors) || slices.Contains(got, victim.name) {
 				return fmt.Sprintf("%s lists %v", e.name, got)
 			}
 		}
@@ -464,7 +589,7 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("%d requests failed, the first: %v", failed.Load(), firstErr.Load())
 	}
 	c.composeRun(2*time.Minute, "up", "-d") // the killed edge starts again, with its disk
-	es = c.waitMembers(2*time.Minute, 3)
+	es = c.waitMembers(2*time.Minute, 4)
 	c.waitHealthy(time.Minute)
 
 	step("4. a disconnected edge never serves an object purged meanwhile")
@@ -517,7 +642,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("%s served the purged object from before the purge: %s, Age %d", cut.name, resp.Header.Get("Cache-Status"), age)
 		}
 	}
-	es = c.waitMembers(2*time.Minute, 3)
+	es = c.waitMembers(2*time.Minute, 4)
 	waitFor(t, time.Minute, cut.name+" to apply the purge from the others' logs", func() string {
 		var st struct {
 			Nodes []struct {
@@ -537,12 +662,12 @@ func TestCluster(t *testing.T) {
 		return ""
 	})
 
-	step("5. scale out to 5 edges: no more origin requests for what is cached")
+	step("5. scale region a out to 5 edges: no more origin requests for what is cached")
 	skip := map[string]bool{purged: true}
 	requestAll(t, es, skip) // the restarted edge's copies, after step 3
 	base = originRequests(t)
 	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=5")
-	es = c.waitMembers(2*time.Minute, 5)
+	es = c.waitMembers(2*time.Minute, 7)
 	c.waitHealthy(time.Minute)
 	requestAll(t, es, skip)
 	if got := originRequests(t) - base; got != 0 {
@@ -569,14 +694,14 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("%s owns %d of the objects", restarted.name, len(owned))
 	}
 	c.run(2*time.Minute, "docker", "stop", "-t", "10", restarted.id)
-	es = c.waitMembers(2*time.Minute, 4)
+	es = c.waitMembers(2*time.Minute, 6)
 	purgedAtStop := owned[0]
 	purgeAt = time.Now()
 	if err := c.grpc(es[0].admin, "Purge", `{"urls":["http://127.0.0.1`+purgedAtStop+`"]}`, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.run(2*time.Minute, "docker", "start", restarted.id)
-	es = c.waitMembers(2*time.Minute, 5)
+	es = c.waitMembers(2*time.Minute, 7)
 	c.waitHealthy(time.Minute)
 	for _, e := range es {
 		if e.id == restarted.id {
@@ -604,11 +729,20 @@ func TestCluster(t *testing.T) {
 	t.Logf("the restarted edge served %d objects from disk and refilled the one purged while it was stopped", len(owned)-1)
 	skip[purgedAtStop] = true
 
-	step("7. drain two edges, then scale in to 3: no origin requests for what is cached")
+	step("7. drain two edges of region a, then scale it in to 3: no origin requests for what is cached")
 	// Compose removes the highest-numbered replicas. Objects of their own,
 	// requested through them alone, are held by their owners and by them.
-	slices.SortFunc(es, func(a, b edge) int { return a.number - b.number })
-	staying, leaving := es[:3], es[3:]
+	var staying, leaving []edge
+	for _, e := range es {
+		if e.service == "edge" && e.number > 3 {
+			leaving = append(leaving, e)
+		} else {
+			staying = append(staying, e)
+		}
+	}
+	if len(leaving) != 2 {
+		t.Fatalf("replicas 4 and 5 of region a: %+v", leaving)
+	}
 	var held []string
 	for i := range objects / 2 {
 		held = append(held, fmt.Sprintf("/css/site.css?held=%d", i))
@@ -651,7 +785,7 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("the origin served %d of %d objects again after the drain; the drained edges should have handed them off", got, len(held))
 	}
 	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=3")
-	es = c.waitMembers(2*time.Minute, 3)
+	es = c.waitMembers(2*time.Minute, 5)
 	for _, e := range es {
 		if !slices.ContainsFunc(staying, func(s edge) bool { return s.id == e.id }) {
 			t.Fatalf("compose kept %s (replica %d), not one of the undrained edges", e.name, e.number)
