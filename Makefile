@@ -7,7 +7,7 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 # Fuzz targets run briefly by `make test` (package:FuzzName).
-FUZZ_TARGETS := ./node/httpcache:FuzzParseCacheControl ./node/httpcache:FuzzParseRange ./node/site:FuzzCacheKey
+FUZZ_TARGETS := ./node/httpcache:FuzzParseCacheControl ./node/httpcache:FuzzParseRange ./node/site:FuzzCacheKey ./node/access:FuzzCheck
 # An execution count, not a duration: a duration races Go's fuzz coordinator
 # (golang/go#75804, fixed in Go 1.27) and fails spuriously on a loaded machine.
 FUZZTIME ?= 100000x

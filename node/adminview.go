@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshcdn/meshcdn/node/access"
 	"github.com/meshcdn/meshcdn/node/admin"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -271,7 +272,7 @@ func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
 		n.log.Info("prefetch: the owner did not answer; filling through this node", "url", raw, "owner", name, "err", err)
 		p.Node = n.cfg.Name
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	req, err := http.NewRequestWithContext(withOperator(ctx), http.MethodGet, raw, nil)
 	if err != nil {
 		p.Error = err.Error()
 		return p
@@ -311,24 +312,49 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 // effects: no fill, no promotion, no peer call.
 func (v adminView) Explain(raw, method string, header map[string]string) (admin.Explanation, error) {
 	n := v.n
+	h := http.Header{}
+	for k, val := range header {
+		h.Set(k, val)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return admin.Explanation{}, fmt.Errorf("%w: %q is not an absolute URL", admin.ErrBadURL, raw)
+	}
+	var ex admin.Explanation
+	if st, ok := n.sites.Lookup(u.Host); ok && st.Access != nil {
+		ex.AccessRules = st.Access.Describe()
+		d := st.Access.Judge(&access.Request{Path: u.EscapedPath(), RawQuery: u.RawQuery, Header: h, Now: time.Now()})
+		switch {
+		case d.Reason != "":
+			ex.Access = fmt.Sprintf("%d %s", d.Status, d.Reason)
+		case d.Signed:
+			ex.Access = "signed"
+			if err := site.SetPath(u, d.Path); err != nil {
+				return admin.Explanation{}, fmt.Errorf("%w: %v", admin.ErrBadURL, err)
+			}
+			u.RawQuery = d.RawQuery
+			raw = u.String()
+		default:
+			ex.Access = "allowed"
+		}
+	}
 	loc, err := v.Locate(raw, 0)
 	if err != nil {
 		return admin.Explanation{}, err
 	}
-	u, _ := url.Parse(raw)
 	st, _ := n.sites.Lookup(u.Host)
 	if err := site.SetPath(u, site.NormalizePath(u.EscapedPath(), st.MergeSlashes)); err != nil {
 		return admin.Explanation{}, fmt.Errorf("%w: %v", admin.ErrBadURL, err)
 	}
 	rule := st.Classify(u.Path)
-	ex := admin.Explanation{Site: loc.Site, Rule: rule.Name, Action: rule.Action.String(), Key: loc.Key, Owner: loc.Owner}
+	ex.Site, ex.Rule, ex.Action, ex.Key, ex.Owner = loc.Site, rule.Name, rule.Action.String(), loc.Key, loc.Owner
+	if ex.Access != "" && ex.Access != "allowed" && ex.Access != "signed" {
+		ex.Outcome = "denied"
+		return ex, nil
+	}
 	if (method != http.MethodGet && method != http.MethodHead) || rule.Action == site.ActionBypass {
 		ex.Outcome = "bypass"
 		return ex, nil
-	}
-	h := http.Header{}
-	for k, val := range header {
-		h.Set(k, val)
 	}
 	ex.StoreConditions = storeConditions(rule, u.Path, h)
 	now := time.Now()

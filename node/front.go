@@ -111,6 +111,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.edgeError(&x, http.StatusBadRequest, "meshcdn: a request may not carry both Content-Length and Transfer-Encoding")
 		return
 	}
+	orig := r // as the client sent it: what a signature signs
 	if r, ok = normalize(r, st); !ok {
 		n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
 		return
@@ -120,9 +121,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.metrics.peerServed.Inc()
 		x.fromPeer = true
 	}
-	if n.serveChallenge(&x) || n.httpsPolicy(&x) {
+	if n.serveChallenge(&x) || n.httpsPolicy(&x) || !n.checkAccess(&x, orig) {
 		return
 	}
+	r = x.r
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:

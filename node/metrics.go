@@ -33,6 +33,8 @@ type metrics struct {
 	purgesCaughtUp prometheus.Counter
 	ttfb           *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
+	accessDenied   *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
 }
 
 // siteMetrics holds one site's resolved series, so the hot path does no label
@@ -101,7 +103,14 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meshcdn_request_duration_seconds", Help: "Time from request to the end of the response.", Buckets: buckets,
 	}, []string{"cache_status"})
+	m.accessDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_access_denied_total", Help: "Requests refused with 403 by a site's access rules, by reason: auth-missing, auth-expired, auth-mismatch, ip-denied, referer-denied, user-agent-denied.",
+	}, []string{"site", "reason"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_rate_limited_total", Help: "Requests refused with 429 by a site's rate limit.",
+	}, []string{"site"})
 	m.reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
+		m.accessDenied, m.rateLimited,
 		m.targetRequests, m.targetErrors, m.targetLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

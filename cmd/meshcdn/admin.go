@@ -684,6 +684,12 @@ func adminExplain(ctx context.Context, c *adminCall, args []string) error {
 	for _, cond := range resp.GetStoreConditions() {
 		rows = append(rows, []string{"needs", cond}) // what a response must have to be stored
 	}
+	if resp.GetAccess() != "" {
+		rows = append(rows, []string{"access", resp.GetAccess()})
+	}
+	for _, r := range resp.GetAccessRules() {
+		rows = append(rows, []string{"access rule", r})
+	}
 	return c.table("FIELD\tVALUE", rows)
 }
 

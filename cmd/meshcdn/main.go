@@ -6,6 +6,7 @@
 //	meshcdn router  --zones FILE --domain NAME  send users to the nearest healthy edges
 //	meshcdn dev                               demo origin + 3 edges on 127.0.0.1
 //	meshcdn admin   [--addr ADDR] COMMAND     the admin API's client
+//	meshcdn sign    --type T --key K URL      print a signed URL (Alibaba Cloud CDN types A, B, C, F)
 //	meshcdn healthcheck                       probe the local node's /readyz
 //	meshcdn ca      init|issue|gossip-key ... the cluster CA, node certificates, gossip keys
 //	meshcdn version
@@ -43,6 +44,8 @@ Usage:
   meshcdn dev                               run the demo origin and three meshed edges on 127.0.0.1
   meshcdn admin   [--addr ADDR] COMMAND     operate the cluster: members, locate, purge, prefetch,
                                             stats, explain, drain, config (meshcdn admin -h)
+  meshcdn sign    --type A|B|C|F --key KEY URL
+                                            print URL signed as a site's url_auth checks it
   meshcdn healthcheck [--addr ADDR]         exit 0 if the local node is ready (for container HEALTHCHECKs)
   meshcdn ca      init|issue|gossip-key --dir DIR ...
                                             create the cluster CA and gossip key, sign node certificates
@@ -56,7 +59,7 @@ Every command prints its usage with -h or --help.
 // failure, 2 usage or configuration error).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return report(stderr, "", usageError{err: errors.New("a command is required: edge, router, origin, dev, admin, healthcheck, ca or version")})
+		return report(stderr, "", usageError{err: errors.New("a command is required: edge, router, origin, dev, admin, sign, healthcheck, ca or version")})
 	}
 	var err error
 	cmd, rest := args[0], args[1:]
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runAdmin(ctx, rest, stdout, stderr)
 	case "router":
 		err = runRouter(ctx, rest, stdout, stderr)
+	case "sign":
+		err = runSign(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, rest, stdout, stderr)
 	case "ca":

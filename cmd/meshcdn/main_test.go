@@ -216,7 +216,7 @@ func TestVersion(t *testing.T) {
 // that rejected it, without the usage dump that would bury it (exit 2).
 func TestUsageOutput(t *testing.T) {
 	admin := []string{"members", "locate", "purge", "purge-status", "prefetch", "stats", "explain", "drain", "config"}
-	commands := [][]string{{}, {"edge"}, {"router"}, {"origin"}, {"dev"}, {"admin"}, {"healthcheck"}, {"ca"}, {"ca", "init"},
+	commands := [][]string{{}, {"edge"}, {"router"}, {"sign"}, {"origin"}, {"dev"}, {"admin"}, {"healthcheck"}, {"ca"}, {"ca", "init"},
 		{"ca", "issue"}, {"ca", "gossip-key"}, {"ca", "gossip-key", "new"}, {"version"}}
 	for _, c := range admin {
 		commands = append(commands, []string{"admin", c})
@@ -245,6 +245,10 @@ func TestUsageOutput(t *testing.T) {
 		{[]string{"edge", "--origin", "http://o", "extra"}, `unexpected argument "extra"`, "meshcdn edge -h"},
 		{[]string{"origin", "--latency", "soon"}, "-latency", "meshcdn origin -h"},
 		{[]string{"router", "--nope"}, "-nope", "meshcdn router -h"},
+		{[]string{"sign", "--type", "A", "--key", "k3y-k3y-k3y"}, "one URL is required", "meshcdn sign -h"},
+		{[]string{"sign", "--type", "D", "--key", "k3y-k3y-k3y", "http://a/b"}, `url_auth.type: "D" is not A, B, C or F`, "meshcdn sign -h"},
+		{[]string{"sign", "--type", "A", "--key", "k3y-k3y-k3y", "/b"}, `"/b" is not an absolute http or https URL`, "meshcdn sign -h"},
+		{[]string{"sign", "--type", "A", "--key", "k3y-k3y-k3y", "--time", "soon", "http://a/b"}, `--time "soon"`, "meshcdn sign -h"},
 		{[]string{"router", "--zones", "z.json", "extra"}, `unexpected argument "extra"`, "meshcdn router -h"},
 		{[]string{"router", "--name", "r", "--gossip", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--dns", "off"}, "zones: a coverage-zone file is required", "meshcdn router -h"},
 		{[]string{"dev", "extra"}, `unexpected argument "extra"`, "meshcdn dev -h"},

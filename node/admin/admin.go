@@ -118,6 +118,8 @@ type Explanation struct {
 	AgeSeconds, TTLSeconds         int64
 	TTLSource, Outcome             string
 	StoreConditions                []string
+	AccessRules                    []string
+	Access                         string
 }
 
 // Progress reports one prefetched URL.
@@ -283,7 +285,7 @@ func (s *Server) Explain(_ context.Context, req *adminv1.ExplainRequest) (*admin
 	}
 	return &adminv1.ExplainResponse{Site: e.Site, Rule: e.Rule, Action: e.Action, Key: e.Key, Owner: e.Owner,
 		Stored: e.Stored, Tier: e.Tier, AgeSeconds: e.AgeSeconds, TtlSeconds: e.TTLSeconds, TtlSource: e.TTLSource,
-		Outcome: e.Outcome, StoreConditions: e.StoreConditions}, nil
+		Outcome: e.Outcome, StoreConditions: e.StoreConditions, AccessRules: e.AccessRules, Access: e.Access}, nil
 }
 
 // GetStats implements adminv1.AdminServiceServer.

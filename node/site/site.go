@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/access"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 )
 
@@ -77,6 +78,10 @@ type Config struct {
 	// ACME obtains a certificate for the site's hosts from the node's ACME
 	// certificate authority (node.acme), one order for the whole mesh.
 	ACME bool `yaml:"acme"`
+
+	// Access is the site's access control: url_auth, referer, ip,
+	// user_agent and rate_limit, decided before any cache or origin work.
+	Access access.Config `yaml:",inline"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -197,7 +202,8 @@ type Site struct {
 	HSTS                 string // the Strict-Transport-Security value; "" for none
 	OriginProtocol       OriginProtocol
 	ACME                 bool
-	ShieldRegion         string // "" follows the mesh's; "none" for none
+	ShieldRegion         string         // "" follows the mesh's; "none" for none
+	Access               *access.Policy // nil: every request may be served
 
 	query  string
 	params []string
@@ -232,6 +238,11 @@ func (c Config) Compile() (*Site, error) {
 	}
 	c.compileOrigins(s, fail)
 	c.compileHTTPS(s, fail)
+	if p, err := c.Access.Compile(); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.Access = p
+	}
 	s.ShieldRegion = strings.TrimSpace(c.ShieldRegion)
 	switch q := strings.ToLower(c.CacheKey.Query); q {
 	case "", "all", "ignore":

@@ -1774,15 +1774,25 @@ type ExplainResponse struct {
 	TtlSource string `protobuf:"bytes,10,opt,name=ttl_source,json=ttlSource,proto3" json:"ttl_source,omitempty"`
 	// outcome is what the request would get here: hit, stale (served stale or
 	// revalidated), peer (fetched from the owner), miss (from the origin),
-	// bypass (dynamic, or not GET/HEAD) or pass (recently uncacheable).
+	// bypass (dynamic, or not GET/HEAD), pass (recently uncacheable) or
+	// denied (refused by the site's access rules: see access).
 	Outcome string `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	// store_conditions lists what a response to this request must have to be
 	// stored, beyond RFC 9111, because of the request or the rule; each starts
 	// with the Cache-Status detail a response without it gets ("cookie: ...",
 	// "content-type-mismatch: ...").
 	StoreConditions []string `protobuf:"bytes,12,rep,name=store_conditions,json=storeConditions,proto3" json:"store_conditions,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// access_rules lists the site's access rules (url_auth, referer, ip,
+	// user_agent, rate_limit), empty when it has none.
+	AccessRules []string `protobuf:"bytes,13,rep,name=access_rules,json=accessRules,proto3" json:"access_rules,omitempty"`
+	// access is what they say of this URL and these headers: "allowed",
+	// "signed" (valid; key, owner and the rest are those of the URL without
+	// its signing parts) or the refusal ("403 auth-expired", ...). The client
+	// address list and the rate limit depend on the client and are not
+	// judged; outcome is then "denied".
+	Access        string `protobuf:"bytes,14,opt,name=access,proto3" json:"access,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainResponse) Reset() {
@@ -1897,6 +1907,20 @@ func (x *ExplainResponse) GetStoreConditions() []string {
 		return x.StoreConditions
 	}
 	return nil
+}
+
+func (x *ExplainResponse) GetAccessRules() []string {
+	if x != nil {
+		return x.AccessRules
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetAccess() string {
+	if x != nil {
+		return x.Access
+	}
+	return ""
 }
 
 // PrefetchRequest lists URLs to fill.
@@ -2318,7 +2342,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2-.meshcdn.admin.v1.ExplainRequest.HeadersEntryR\aheaders\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x03\n" +
 	"\x0fExplainResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -2335,7 +2359,9 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"ttl_source\x18\n" +
 	" \x01(\tR\tttlSource\x12\x18\n" +
 	"\aoutcome\x18\v \x01(\tR\aoutcome\x12)\n" +
-	"\x10store_conditions\x18\f \x03(\tR\x0fstoreConditions\"%\n" +
+	"\x10store_conditions\x18\f \x03(\tR\x0fstoreConditions\x12!\n" +
+	"\faccess_rules\x18\r \x03(\tR\vaccessRules\x12\x16\n" +
+	"\x06access\x18\x0e \x01(\tR\x06access\"%\n" +
 	"\x0fPrefetchRequest\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\"\x9f\x01\n" +
 	"\x10PrefetchResponse\x12\x10\n" +
