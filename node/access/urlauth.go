@@ -147,8 +147,7 @@ func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQ
 		if err != nil {
 			return "", "", AuthMismatch
 		}
-		signed := path + "-" + parts[0] + "-" + parts[1] + "-" + parts[2] + "-"
-		return a.verify(parts[3], time.Unix(ts, 0), now, func(key []byte) string { return signed + string(key) }, path, rest)
+		return a.verify(parts[3], time.Unix(ts, 0), now, false, path, rest, path, "-", parts[0], "-", parts[1], "-", parts[2], "-")
 	case 'B':
 		// /YYYYMMDDHHMM/md5hash/path
 		ts, hash, rest, ok := splitSigned(path, 12)
@@ -159,7 +158,7 @@ func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQ
 		if err != nil {
 			return "", "", AuthMismatch
 		}
-		return a.verify(hash, at, now, func(key []byte) string { return string(key) + ts + rest }, rest, rawQuery)
+		return a.verify(hash, at, now, true, rest, rawQuery, ts, rest)
 	case 'C':
 		if a.queryFormOfC {
 			hash, q1, ok1 := takeParam(rawQuery, a.param)
@@ -189,7 +188,7 @@ func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQ
 		if err != nil {
 			return "", "", AuthMismatch
 		}
-		return a.verify(hash, time.Unix(n, 0), now, func(key []byte) string { return string(key) + path + ts }, path, q2)
+		return a.verify(hash, time.Unix(n, 0), now, true, path, q2, path, ts)
 	}
 }
 
@@ -199,19 +198,42 @@ func (a *urlAuth) verifyHex(hash, hexTS, path, rest string, now time.Time) (stri
 	if err != nil {
 		return "", "", AuthMismatch
 	}
-	return a.verify(hash, time.Unix(n, 0), now, func(key []byte) string { return string(key) + path + hexTS }, path, rest)
+	return a.verify(hash, time.Unix(n, 0), now, true, path, rest, path, hexTS)
 }
 
 // verify compares hash with the MD5 of what each key signs (in constant
-// time), then the time: a URL past signedAt + TTL is expired.
-func (a *urlAuth) verify(hash string, signedAt, now time.Time, signs func(key []byte) string, path, rawQuery string) (string, string, string) {
-	got := []byte(strings.ToLower(hash))
+// time): the key, then pieces, or pieces then the key; then the time: a URL
+// past signedAt + TTL is expired. path and rawQuery are what it returns when
+// both hold.
+func (a *urlAuth) verify(hash string, signedAt, now time.Time, keyFirst bool, path, rawQuery string, pieces ...string) (string, string, string) {
+	if len(hash) != 32 {
+		return "", "", AuthMismatch
+	}
+	var got [32]byte
+	for i := range 32 {
+		c := hash[i]
+		if 'A' <= c && c <= 'F' {
+			c += 'a' - 'A'
+		}
+		got[i] = c
+	}
 	match := false
+	var buf [512]byte
 	for _, k := range a.keys {
-		sum := md5.Sum([]byte(signs(k)))
+		b := buf[:0]
+		if keyFirst {
+			b = append(b, k...)
+		}
+		for _, p := range pieces {
+			b = append(b, p...)
+		}
+		if !keyFirst {
+			b = append(b, k...)
+		}
+		sum := md5.Sum(b)
 		var want [32]byte
 		hex.Encode(want[:], sum[:])
-		if subtle.ConstantTimeCompare(got, want[:]) == 1 {
+		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
 			match = true
 		}
 	}
