@@ -23,8 +23,15 @@ import (
 func fromAddr(t *testing.T, n *Node, from, method, path string, hdr ...string) response {
 	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{DialContext: d.DialContext}
+	tr := &http.Transport{DialContext: d.DialContext, DisableCompression: true}
 	defer tr.CloseIdleConnections()
+	return doWith(t, tr, n, method, path, hdr...)
+}
+
+// doWith sends one request to the node through tr: header pairs, "Host"
+// setting the Host, empty values left out.
+func doWith(t *testing.T, tr *http.Transport, n *Node, method, path string, hdr ...string) response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+n.HTTPAddr()+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +41,9 @@ func fromAddr(t *testing.T, n *Node, from, method, path string, hdr ...string) r
 			req.Host = hdr[i+1]
 			continue
 		}
-		req.Header.Set(hdr[i], hdr[i+1])
+		if hdr[i+1] != "" {
+			req.Header.Add(hdr[i], hdr[i+1])
+		}
 	}
 	resp, err := tr.RoundTrip(req)
 	if err != nil {

@@ -36,6 +36,9 @@ type exchange struct {
 	written  int64
 	status   httpcache.Status
 	fromPeer bool // another node's fetch: counted apart from client traffic
+	// coding is the content coding the edge encodes the response in ("" for
+	// none: see negotiateCoding); key is the request's cache key then.
+	coding, key string
 }
 
 // writeHeader sends the status line once and records time to first byte.
@@ -143,6 +146,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
 		return
 	}
+	n.negotiateCoding(&x)
 	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
 	n.serveCacheable(&x, rule, key)
 }
@@ -177,6 +181,12 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 // while it is refreshed, or through a fill.
 func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	now := time.Now()
+	if x.coding != "" {
+		if n.serveCompressedHit(x, key, now) {
+			return
+		}
+		x.key = key
+	}
 	f := n.lookup(key, x.r.Header, now, serving)
 	if f.pass {
 		if onlyIfCached(x.r) {

@@ -21,7 +21,7 @@ type MeshConfig = mesh.Config
 // ring loop, then the purge sync loop.
 func (n *Node) startMesh(ctx context.Context) error {
 	n.mesh = mesh.New(*n.cfg.Mesh, mesh.Self{Name: n.cfg.Name, Version: n.cfg.Version, HTTPAddr: n.HTTPAddr(),
-		AdminAddr: n.AdminAddr(), Handler: n, Local: peerLocal{n}, Store: n.store,
+		AdminAddr: n.AdminAddr(), Handler: n, Local: peerLocal{n}, Store: ownStore{n.store},
 		Changed: n.purges.Kick, // a member that joined may know purges this node missed
 		Logger:  n.log})
 	if err := n.mesh.Start(ctx); err != nil {

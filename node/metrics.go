@@ -16,25 +16,27 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	requests       *prometheus.CounterVec
-	bytesServed    *prometheus.CounterVec
-	originRequests *prometheus.CounterVec
-	originErrors   *prometheus.CounterVec
-	coalesced      prometheus.Counter
-	targetRequests *prometheus.CounterVec
-	targetErrors   *prometheus.CounterVec
-	targetLatency  *prometheus.HistogramVec
-	peerFetches    *prometheus.CounterVec
-	shieldFetches  *prometheus.CounterVec
-	peerServed     prometheus.Counter
-	peerBytes      prometheus.Counter
-	handoffs       prometheus.Counter
-	handedOff      *prometheus.CounterVec
-	purgesCaughtUp prometheus.Counter
-	ttfb           *prometheus.HistogramVec
-	duration       *prometheus.HistogramVec
-	accessDenied   *prometheus.CounterVec
-	rateLimited    *prometheus.CounterVec
+	requests         *prometheus.CounterVec
+	bytesServed      *prometheus.CounterVec
+	originRequests   *prometheus.CounterVec
+	originErrors     *prometheus.CounterVec
+	coalesced        prometheus.Counter
+	targetRequests   *prometheus.CounterVec
+	targetErrors     *prometheus.CounterVec
+	targetLatency    *prometheus.HistogramVec
+	peerFetches      *prometheus.CounterVec
+	shieldFetches    *prometheus.CounterVec
+	peerServed       prometheus.Counter
+	peerBytes        prometheus.Counter
+	handoffs         prometheus.Counter
+	handedOff        *prometheus.CounterVec
+	purgesCaughtUp   prometheus.Counter
+	ttfb             *prometheus.HistogramVec
+	duration         *prometheus.HistogramVec
+	accessDenied     *prometheus.CounterVec
+	rateLimited      *prometheus.CounterVec
+	compressed       *prometheus.CounterVec
+	compressionSaved *prometheus.CounterVec
 }
 
 // siteMetrics holds one site's resolved series, so the hot path does no label
@@ -109,8 +111,14 @@ func newMetrics(store *cache.Memory) *metrics {
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshcdn_rate_limited_total", Help: "Requests refused with 429 by a site's rate limit.",
 	}, []string{"site"})
+	m.compressed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_compressed_responses_total", Help: "Responses the edge sent encoded (compressed as they went out, or a compressed variant it stored), by site and coding.",
+	}, []string{"site", "coding"})
+	m.compressionSaved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_compression_saved_bytes_total", Help: "Bytes the edge's compression kept off the wire: the representations' lengths less their encodings'.",
+	}, []string{"site"})
 	m.reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
-		m.accessDenied, m.rateLimited,
+		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved,
 		m.targetRequests, m.targetErrors, m.targetLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

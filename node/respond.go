@@ -27,9 +27,18 @@ var (
 // client's preconditions (304/412) and Range (206/416) from it.
 func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
 	w, r := x.w, x.r
+	cp := x.site.Compression
+	compressible := cp != nil && !x.fromPeer && cp.Compressible(meta.Status, meta.Header, src.Size())
+	if compressible && x.coding != "" {
+		n.respondCompressed(x, meta, src, now)
+		return
+	}
 	h := w.Header()
 	for k, v := range meta.Header {
 		h[k] = v // shared, never modified: changes below replace whole slices
+	}
+	if compressible {
+		addVary(h, "Accept-Encoding") // other clients get it encoded
 	}
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	if x.fromPeer {

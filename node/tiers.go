@@ -138,7 +138,10 @@ func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, cache.Bo
 
 // invalidate drops everything stored under key, in every tier.
 func (n *Node) invalidate(key string) bool {
-	ok := n.store.Invalidate(key)
+	ok := n.invalidateCodings(key)
+	if n.store.Invalidate(key) {
+		ok = true
+	}
 	if n.copies != nil && n.copies.Invalidate(key) {
 		ok = true
 	}

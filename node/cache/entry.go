@@ -52,6 +52,10 @@ type Entry struct {
 	// ETag and LastModified are the validators, kept parsed for the hit path.
 	ETag         string
 	LastModified time.Time
+
+	// Uncompressed is, for a compressed variant the edge made itself, the
+	// length of the representation it compressed; 0 for any other entry.
+	Uncompressed int64
 }
 
 // FetchedAt is when the response came from the origin, as far as the

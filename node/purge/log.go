@@ -220,6 +220,7 @@ func (s *Set) Empty() bool {
 // Match reports whether e, stored under key, is purged by the set. It is a
 // cache.Match.
 func (s *Set) Match(key string, e *cache.Entry) bool {
+	key = cache.BaseKey(key) // a compressed variant goes with its representation
 	t := e.FetchedAt()
 	if t.Before(s.Before) {
 		return true

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/access"
+	"github.com/meshcdn/meshcdn/node/compress"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 )
 
@@ -82,6 +83,9 @@ type Config struct {
 	// Access is the site's access control: url_auth, referer, ip,
 	// user_agent and rate_limit, decided before any cache or origin work.
 	Access access.Config `yaml:",inline"`
+	// Compression, when set, makes the edge compress text the origin sends
+	// uncompressed (gzip and Brotli by default) and keep the encodings.
+	Compression *compress.Config `yaml:"compression"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -202,8 +206,9 @@ type Site struct {
 	HSTS                 string // the Strict-Transport-Security value; "" for none
 	OriginProtocol       OriginProtocol
 	ACME                 bool
-	ShieldRegion         string         // "" follows the mesh's; "none" for none
-	Access               *access.Policy // nil: every request may be served
+	ShieldRegion         string           // "" follows the mesh's; "none" for none
+	Access               *access.Policy   // nil: every request may be served
+	Compression          *compress.Policy // nil: the edge compresses nothing
 
 	query  string
 	params []string
@@ -242,6 +247,11 @@ func (c Config) Compile() (*Site, error) {
 		errs = append(errs, err)
 	} else {
 		s.Access = p
+	}
+	if c.Compression != nil {
+		p, err := c.Compression.Compile()
+		errs = append(errs, err)
+		s.Compression = p
 	}
 	s.ShieldRegion = strings.TrimSpace(c.ShieldRegion)
 	switch q := strings.ToLower(c.CacheKey.Query); q {
