@@ -84,6 +84,10 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"edge.yaml: sites[0].rules[0].regex: error parsing regexp", `edge.yaml: sites[0].rules[1].action: "keep" is not cache or bypass`}},
 		{"sites:\n  - hosts: []\n", []string{"edge.yaml: sites[0].hosts: at least one host", "edge.yaml: sites[0].origins: at least one origin"}},
 		{"sites: 5\n", []string{"edge.yaml:", "cannot unmarshal"}},
+		{"sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    url_auth: {type: E, key: 1234567890abcdef}\n    referer: {allow: [a.com], deny: [b.com]}\n    rate_limit: {requests: 5, per: 0s}\n    compression: {types: [text]}\n",
+			[]string{`edge.yaml: sites[0].url_auth.type: "E" is not A, B, C or F`, "sites[0].referer: allow and deny exclude each other",
+				"sites[0].rate_limit: requests (5) and per (0s) must be positive", `sites[0].compression.types[0]: "text" is not a media type`}},
+		{"sites:\n  - hosts: [a.com]\n    url_auth: {tpye: A}\n", []string{"line 3: sites[0].url_auth.tpye is not a setting (did you mean type?)"}},
 	}
 	for _, tt := range tests {
 		_, err := ParseFile("edge.yaml", []byte(tt.yaml))
