@@ -106,7 +106,7 @@ proto-check: tools ## Fail if buf lint or format complains, or the committed gen
 		cmp -s "$$tmp/proto/$$f" "proto/$$f" || { echo "proto/$$f is stale: run make proto"; exit 1; }; \
 	done
 
-bench: ## Benchmarks with allocations: hits (in process and over loopback), peer fetches, a 3-node purge, a drain hand-off (BENCHTIME=2s)
+bench: ## Benchmarks with allocations: hits (in process, over loopback, signed, compressed), peer fetches, a 3-node purge, a drain hand-off (BENCHTIME=2s)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./node/...
 
 clean: ## Remove build output
