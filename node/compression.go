@@ -30,7 +30,8 @@ func (n *Node) negotiateCoding(x *exchange) {
 	if !x.fromPeer && r.Header.Get("Range") == "" && !compress.NoTransform(r.Header) {
 		x.coding = cp.Negotiate(r.Header.Values("Accept-Encoding"))
 	}
-	if _, ok := r.Header["Accept-Encoding"]; ok {
+	if ae, ok := r.Header["Accept-Encoding"]; ok {
+		x.clientAE = ae
 		c := new(http.Request)
 		*c = *r
 		c.Header = r.Header.Clone()

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -311,5 +312,34 @@ func BenchmarkCompressedHit(b *testing.B) {
 				n.ServeHTTP(w, req)
 			}
 		})
+	}
+}
+
+// TestCompressionPassThrough: a compressing site's request that goes to the
+// origin after all (the key proved uncacheable) carries the client's
+// Accept-Encoding, so the origin may encode as it would without the edge;
+// a fill, for the cache, is asked without it.
+func TestCompressionPassThrough(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "private")
+		w.Header().Set("Content-Type", "text/css")
+		_, _ = w.Write(stylesheet())
+	})
+	n := startNode(t, nil, compressionSite(o, t, compress.Config{}))
+	for range 2 {
+		r := rawDo(t, n, "GET", "/account.css", "Host", "www.example.test", "Accept-Encoding", "br, gzip")
+		if r.StatusCode != 200 {
+			t.Fatalf("status %d", r.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != "" || seen[1] != "br, gzip" {
+		t.Errorf("the origin saw Accept-Encoding %q; want none on the fill, the client's on the pass", seen)
 	}
 }

@@ -37,8 +37,11 @@ type exchange struct {
 	status   httpcache.Status
 	fromPeer bool // another node's fetch: counted apart from client traffic
 	// coding is the content coding the edge encodes the response in ("" for
-	// none: see negotiateCoding); key is the request's cache key then.
+	// none: see negotiateCoding); key is the request's cache key then;
+	// clientAE is the client's Accept-Encoding, which negotiateCoding took
+	// out of r, for a request that goes to the origin after all.
 	coding, key string
+	clientAE    []string
 }
 
 // writeHeader sends the status line once and records time to first byte.
@@ -328,6 +331,15 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	// off the heap on every path.
 	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
 	r := x.r
+	if x.clientAE != nil {
+		// A compressing site's request, passed through after all: the
+		// origin may encode for the client as it would have without the edge.
+		c := new(http.Request)
+		*c = *r
+		c.Header = r.Header.Clone()
+		c.Header["Accept-Encoding"] = x.clientAE
+		r = c
+	}
 	if invalidate {
 		r = r.WithContext(withInvalidation(r.Context(), n, x.site, r))
 	}
