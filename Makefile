@@ -27,7 +27,7 @@ IMAGE   ?= meshcdn:dev
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; elif command -v docker-compose >/dev/null; then echo docker-compose; fi)
 CLUSTER := $(COMPOSE) -f deploy/docker-compose.yml -p meshcdn
 
-.PHONY: help build run test unit fuzz lint bench clean tools proto proto-check image cluster-up cluster-down e2e
+.PHONY: help build run test unit fuzz lint bench bench-compare clean tools proto proto-check image cluster-up cluster-down e2e
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(IMAGE)/$(IMAGE)/' | awk -F':.*## ' '{printf "  %-13s %s\n",$$1,$$2}'
@@ -67,6 +67,7 @@ unit: ## go test -race ./..., then the memory-bound tests without the race detec
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run '^(TestLargeObjectFromDisk|TestLargeObjectThroughPeer)$$' ./node
 	$(GO) test -count=1 -run '^TestMemoryBudget$$' ./cmd/meshcdn
+	cd bench && $(GO) test -count=1 ./...
 
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 	@for t in $(FUZZ_TARGETS); do \
@@ -78,6 +79,7 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 100000x)
 lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to date, the README's tables, flags and make targets
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./deploy/e2e
+	cd bench && $(GO) vet ./...
 	$(GO) test -count=1 -run '^(TestREADMEShape|TestFlagsDocumented)$$' ./cmd/meshcdn
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -108,6 +110,20 @@ proto-check: tools ## Fail if buf lint or format complains, or the committed gen
 
 bench: ## Benchmarks with allocations: hits (in process, over loopback, signed, compressed), peer fetches, a 3-node purge, a drain hand-off (BENCHTIME=2s)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./node/...
+
+# The comparison's own tools, from Debian's packages when missing (as root,
+# or through sudo).
+COMPARE_PACKAGES := nginx:nginx-light varnishd:varnish wrk:wrk
+
+bench-compare: build ## meshcdn beside nginx proxy_cache and Varnish on loopback (about 5 minutes): table and plots in bench/results/
+	@missing=""; for p in $(COMPARE_PACKAGES); do command -v $${p%%:*} >/dev/null || PATH="$$PATH:/usr/sbin" command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing from Debian's packages"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; }; \
+	fi
+	cd bench && PATH="$$PATH:/usr/sbin" $(GO) run ./compare --meshcdn $(BIN)/meshcdn --out results
 
 clean: ## Remove build output
 	rm -rf bin

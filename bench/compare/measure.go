@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// work is one load the comparison puts on every server.
+type work struct {
+	name, path string
+	https      bool
+}
+
+var works = []work{
+	{"hit 1 KiB", "/obj/1k.bin", false},
+	{"hit 100 KiB", "/obj/100k.bin", false},
+	{"hit 1 MiB", "/obj/1m.bin", false},
+	{"pass-through 1 KiB", "/pass/1k.bin", false},
+	{"HTTPS hit 1 KiB", "/obj/1k.bin", true},
+}
+
+// sample is one wrk run.
+type sample struct {
+	rps, p99ms, cpuPerReqUS float64
+}
+
+// results is everything measured, by work and server.
+type results struct {
+	servers []string
+	samples map[string]map[string][]sample // work → server → samples
+	herd    map[string]herdResult
+	purge   map[string]time.Duration
+	rss     map[string]int64
+	origin  time.Duration // the origin's own transfer time of a herd object
+}
+
+type herdResult struct {
+	fetches int
+	over    time.Duration // the last client's completion beyond the origin's transfer time
+}
+
+func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*results, error) {
+	res := &results{samples: map[string]map[string][]sample{}, herd: map[string]herdResult{},
+		purge: map[string]time.Duration{}, rss: map[string]int64{}}
+	for _, t := range e.targets {
+		res.servers = append(res.servers, t.name)
+	}
+	// Warm every server: each object fetched twice, so the next is a hit.
+	for _, t := range e.targets {
+		for _, w := range works {
+			u, _ := t.path(w.path)
+			for range 2 {
+				if err := fetch(u); err != nil {
+					return nil, fmt.Errorf("warming %s: %w", t.name, err)
+				}
+			}
+		}
+	}
+	for rep := range reps {
+		for _, w := range works {
+			for i := range e.targets {
+				t := e.targets[(i+rep)%len(e.targets)] // a different server goes first in each repetition
+				if w.https && t.https == "" {
+					continue // no HTTPS listener
+				}
+				u, _ := t.path(w.path)
+				if w.https {
+					u = t.https + w.path
+				}
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				before := cpuSeconds(t.procs)
+				s, reqs, err := runWrk(ctx, u, dur, conns)
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s: %w", w.name, t.name, err)
+				}
+				s.cpuPerReqUS = (cpuSeconds(t.procs) - before) / float64(max(reqs, 1)) * 1e6
+				if res.samples[w.name] == nil {
+					res.samples[w.name] = map[string][]sample{}
+				}
+				res.samples[w.name][t.name] = append(res.samples[w.name][t.name], s)
+				log.Printf("rep %d/%d  %-20s %-8s %10.0f req/s  p99 %6.2f ms  %6.1f µs CPU/req", rep+1, reps, w.name, t.name, s.rps, s.p99ms, s.cpuPerReqUS)
+			}
+		}
+	}
+	var err error
+	if res.origin, err = timeFetch(fmt.Sprintf("http://127.0.0.1:%d/herd/reference.bin", originPort)); err != nil {
+		return nil, err
+	}
+	for i, t := range e.targets {
+		h, err := herd(e, t, herdTargets[i])
+		if err != nil {
+			return nil, err
+		}
+		res.herd[t.name] = h
+		log.Printf("herd %-8s %d origin fetch(es), last client %v after the origin's own transfer (%v)", t.name, h.fetches, h.over, res.origin)
+	}
+	for _, t := range e.targets {
+		if t.purge == nil {
+			continue
+		}
+		d, err := t.purge(ctx, "/obj/1m.bin")
+		if err != nil {
+			return nil, fmt.Errorf("purge at %s: %w", t.name, err)
+		}
+		res.purge[t.name] = d
+	}
+	for _, t := range e.targets {
+		res.rss[t.name] = peakRSS(t.procs)
+	}
+	return res, nil
+}
+
+var insecure = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableCompression: true}}
+
+func fetch(u string) error {
+	resp, err := insecure.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: status %d", u, resp.StatusCode)
+	}
+	return nil
+}
+
+func timeFetch(u string) (time.Duration, error) {
+	start := time.Now()
+	err := fetch(u)
+	return time.Since(start), err
+}
+
+var (
+	wrkRPS  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkReqs = regexp.MustCompile(`(\d+) requests in`)
+	wrkP99  = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)`)
+	wrkErrs = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`)
+)
+
+// runWrk runs wrk with one thread against u.
+func runWrk(ctx context.Context, u string, dur time.Duration, conns int) (sample, int64, error) {
+	out, err := exec.CommandContext(ctx, "wrk", "-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(dur.Seconds())),
+		"--latency", u).CombinedOutput()
+	if err != nil {
+		return sample{}, 0, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	return parseWrk(string(out))
+}
+
+// parseWrk reads wrk's report (run with --latency): requests per second,
+// the 99th percentile latency and the requests made. Errors of any kind
+// fail the run: a server that answers errors fast is not fast.
+func parseWrk(s string) (sample, int64, error) {
+	if m := wrkErrs.FindString(s); m != "" {
+		return sample{}, 0, fmt.Errorf("wrk saw errors: %s", m)
+	}
+	rps, p99, reqs := wrkRPS.FindStringSubmatch(s), wrkP99.FindStringSubmatch(s), wrkReqs.FindStringSubmatch(s)
+	if rps == nil || p99 == nil || reqs == nil {
+		return sample{}, 0, fmt.Errorf("wrk's output: %s", s)
+	}
+	var smp sample
+	smp.rps, _ = strconv.ParseFloat(rps[1], 64)
+	smp.p99ms, _ = strconv.ParseFloat(p99[1], 64)
+	switch p99[2] {
+	case "us":
+		smp.p99ms /= 1000
+	case "s":
+		smp.p99ms *= 1000
+	}
+	n, _ := strconv.ParseInt(reqs[1], 10, 64)
+	return smp, n, nil
+}
+
+// herd sends 200 clients at once at a cold 1 MiB object the origin sends
+// at 4 MB/s, and counts the origin's fetches of it.
+func herd(e *env, t *target, name string) (herdResult, error) {
+	path := "/herd/" + name + ".bin"
+	u, _ := t.path(path)
+	const clients = 200
+	tr := &http.Transport{MaxConnsPerHost: clients, MaxIdleConnsPerHost: clients, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: time.Minute}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	go0 := make(chan struct{})
+	for range clients {
+		wg.Go(func() {
+			<-go0
+			resp, err := c.Get(u)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // the goroutines are parked on go0
+	start := time.Now()
+	close(go0)
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	for err := range errs {
+		return herdResult{}, fmt.Errorf("herd at %s: %w", t.name, err)
+	}
+	n, err := originFetches(e, path)
+	if err != nil {
+		return herdResult{}, err
+	}
+	ref, err := timeFetch(fmt.Sprintf("http://127.0.0.1:%d/herd/reference.bin", originPort))
+	if err != nil {
+		return herdResult{}, err
+	}
+	return herdResult{fetches: n, over: took - ref}, nil
+}
+
+// originFetches counts the origin's access log lines for path.
+func originFetches(e *env, path string) (int, error) {
+	f, err := os.Open(filepath.Join(filepath.Dir(e.origin.log), "origin-access.log"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), " "+path+" ") {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+// purgeMethod purges with the HTTP PURGE method (Varnish's VCL above).
+func purgeMethod(base string) func(context.Context, string) (time.Duration, error) {
+	return func(ctx context.Context, path string) (time.Duration, error) {
+		req, _ := http.NewRequestWithContext(ctx, "PURGE", base+path, nil)
+		start := time.Now()
+		resp, err := insecure.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("PURGE: %d", resp.StatusCode)
+		}
+		return time.Since(start), nil
+	}
+}
+
+// adminPurge purges through a node's admin API, which answers once every
+// member applied it (or its lease ran out).
+func adminPurge(bin string, n *meshNode) func(context.Context, string) (time.Duration, error) {
+	return func(ctx context.Context, path string) (time.Duration, error) {
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, bin, "admin", "--addr", n.admin, "purge", "http://127.0.0.1"+path).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("%v: %s", err, out)
+		}
+		return time.Since(start), nil
+	}
+}
+
+// nonOwner sends each path to a node of the mesh that does not own it.
+func nonOwner(bin string, mesh []*meshNode) func(string) (string, bool) {
+	var mu sync.Mutex
+	chosen := map[string]string{}
+	return func(p string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if u, ok := chosen[p]; ok {
+			return u, true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		o, err := owner(ctx, bin, mesh[0], "http://127.0.0.1"+p)
+		if err != nil {
+			log.Printf("mesh: %v; asking m1", err)
+			return mesh[0].http + p, false
+		}
+		for _, n := range mesh {
+			if n.name != o {
+				chosen[p] = n.http + p
+				return chosen[p], true
+			}
+		}
+		return mesh[0].http + p, false
+	}
+}
+
+// waitRing waits until every node of the mesh lists the three.
+func waitRing(bin string, mesh []*meshNode) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range mesh {
+		for {
+			out, _ := exec.Command(bin, "admin", "--addr", n.admin, "members").CombinedOutput()
+			if strings.Count(string(out), " alive ") >= 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the mesh did not form: %s", out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}

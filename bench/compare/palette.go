@@ -1,0 +1,11 @@
+package main
+
+import "image/color"
+
+// palette colours the servers' bars.
+var palette = []color.Color{
+	color.RGBA{0x55, 0x55, 0x55, 0xff}, // nginx
+	color.RGBA{0x8e, 0x44, 0xad, 0xff}, // varnish
+	color.RGBA{0x21, 0x7a, 0xbe, 0xff}, // meshcdn
+	color.RGBA{0x27, 0xae, 0x60, 0xff}, // mesh
+}
