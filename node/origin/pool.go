@@ -100,8 +100,12 @@ func NewPool(cfg PoolConfig, rt http.RoundTripper, log *slog.Logger) (*Pool, err
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:      p,
-		FlushInterval:  -1, // dynamic responses (event streams, progress) flow as they come
+		Transport: p,
+		// A response of unknown length or an event stream is flushed after
+		// every write, so it flows as it comes; one with a Content-Length is
+		// written through the server's buffer, in one write for a small one
+		// (header and body), not a flush per write.
+		FlushInterval:  0,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ModifyResponse: cfg.ModifyResponse,
 		ErrorHandler:   cfg.ErrorHandler,
