@@ -44,7 +44,8 @@ type results struct {
 	herd    map[string]herdResult
 	purge   map[string]time.Duration
 	rss     map[string]int64
-	origin  time.Duration // the origin's own transfer time of a herd object
+	perByte map[string]map[string]float64 // server → object size → resident bytes per cached byte
+	origin  time.Duration                 // the origin's own transfer time of a herd object
 }
 
 type herdResult struct {
@@ -54,7 +55,7 @@ type herdResult struct {
 
 func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*results, error) {
 	res := &results{samples: map[string]map[string][]sample{}, herd: map[string]herdResult{},
-		purge: map[string]time.Duration{}, rss: map[string]int64{}}
+		purge: map[string]time.Duration{}, rss: map[string]int64{}, perByte: map[string]map[string]float64{}}
 	for _, t := range e.targets {
 		res.servers = append(res.servers, t.name)
 	}
@@ -121,6 +122,17 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 	}
 	for _, t := range e.targets {
 		res.rss[t.name] = peakRSS(t.procs)
+	}
+	for _, t := range e.targets {
+		if t.name != "meshcdn" && t.name != "varnish" {
+			continue // nginx caches on disk; the mesh is three nodes
+		}
+		m, err := memoryPerByte(t)
+		if err != nil {
+			return nil, err
+		}
+		res.perByte[t.name] = m
+		log.Printf("memory %-8s %v resident bytes per cached byte", t.name, m)
 	}
 	return res, nil
 }
@@ -328,4 +340,61 @@ func waitRing(bin string, mesh []*meshNode) error {
 		}
 	}
 	return nil
+}
+
+// rss is the sum of the resident sizes of every process of ps.
+func rss(ps []*proc) int64 {
+	var total int64
+	for _, p := range ps {
+		for _, pid := range p.pids() {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(b)) {
+				if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+					kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+					total += kb << 10
+				}
+			}
+		}
+	}
+	return total
+}
+
+// memSizes are the object sizes of the memory measurement, with how many
+// distinct objects (32 MiB of each) are cached.
+var memSizes = []struct {
+	name, path string
+	size, n    int
+}{{"1 KiB", "/obj/1k.bin", 1 << 10, 32 << 10}, {"100 KiB", "/obj/100k.bin", 100 << 10, 328}, {"1 MiB", "/obj/1m.bin", 1 << 20, 32}}
+
+// memoryPerByte caches 32 MiB of distinct objects of each size (the query
+// string makes them distinct) and returns the growth of the server's
+// resident memory per cached byte.
+func memoryPerByte(t *target) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, m := range memSizes {
+		before := rss(t.procs)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < m.n; i += 8 {
+					u, _ := t.path(fmt.Sprintf("%s?mem=%d", m.path, i))
+					if err := fetch(u); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			return nil, fmt.Errorf("memory fill at %s: %w", t.name, err)
+		}
+		out[m.name] = float64(rss(t.procs)-before) / float64(m.size*m.n)
+	}
+	return out, nil
 }

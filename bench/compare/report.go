@@ -69,6 +69,22 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 		}
 		fmt.Fprintf(&b, "| %s | %d | %+.3f s | %s | %.0f MiB |\n", srv, h.fetches, h.over.Seconds(), purge, float64(res.rss[srv])/(1<<20))
 	}
+	b.WriteString("\nResident memory per cached byte: the growth of the server's resident set while 32 MiB of distinct objects of one size are cached (nginx caches on disk: not comparable).\n\n| server |")
+	for _, m := range memSizes {
+		b.WriteString(" " + m.name + " |")
+	}
+	b.WriteString("\n|---|---|---|---|\n")
+	for _, srv := range res.servers {
+		per, ok := res.perByte[srv]
+		if !ok {
+			continue
+		}
+		b.WriteString("| " + srv + " |")
+		for _, m := range memSizes {
+			fmt.Fprintf(&b, " %.2f |", per[m.name])
+		}
+		b.WriteString("\n")
+	}
 	table := b.String()
 	fmt.Print("\n" + table)
 	if err := os.WriteFile(filepath.Join(out, "compare.md"), []byte(table), 0o644); err != nil {
