@@ -3,7 +3,9 @@ package node
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -49,5 +51,29 @@ func TestBypassStreams(t *testing.T) {
 	rest, _ := io.ReadAll(br)
 	if string(rest) != "\ndata: two\n\n" {
 		t.Errorf("the rest: %q", rest)
+	}
+}
+
+// BenchmarkPassThrough is an uncacheable 1 KiB response through the edge's
+// bypass proxy to an origin on loopback (keep-alive), in process.
+func BenchmarkPassThrough(b *testing.B) {
+	body := make([]byte, 1<<10)
+	o := newOrigin(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Length", "1024")
+		_, _ = w.Write(body)
+	})
+	n := startNode(b, nil, Config{Logger: slog.New(slog.DiscardHandler), Sites: []site.Config{{Hosts: []string{"app.example"},
+		Origins: []site.OriginConfig{{URL: o.url(b).String()}}, Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	req := httptest.NewRequest("GET", "http://app.example/api/x", nil)
+	w := &discard{h: http.Header{}}
+	n.ServeHTTP(w, req)
+	if w.n != 1024 {
+		b.Fatalf("%d bytes: %v", w.n, w.h)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		n.ServeHTTP(w, req)
 	}
 }
