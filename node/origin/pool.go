@@ -144,7 +144,11 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	var errs []error
 	t := p.pick(nil)
 	for attempt := 0; t != nil; attempt++ {
-		out := req.Clone(req.Context())
+		// A shallow copy: the transport reads the header and never changes
+		// it, and req is already the caller's own (the bypass proxy's copy of
+		// the client's request, or a fill's), so it is not cloned again.
+		out := new(http.Request)
+		*out = *req
 		out.URL = &url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: t.URL.Path + req.URL.Path,
 			RawQuery: req.URL.RawQuery}
 		if req.URL.RawPath != "" {
