@@ -24,6 +24,13 @@ import (
 // via is this hop's Via entry (RFC 9110 §7.6.3).
 const via = "1.1 " + httpcache.CacheName
 
+// Header values of the pass-through shared by every response: net/http
+// only reads them.
+var (
+	viaValue = []string{via}
+	ageZero  = []string{"0"}
+)
+
 // exchange is one client request as the front sees it.
 type exchange struct {
 	w        http.ResponseWriter
@@ -355,9 +362,13 @@ func (n *Node) modifyBypass(resp *http.Response) error {
 		return err // the origin answered a body it did not get whole: the client's error, not this
 	}
 	httpcache.DropTargeted(resp.Header)
-	resp.Header["Via"] = []string{joinVia(resp.Header["Via"])}
+	if prev := resp.Header["Via"]; len(prev) == 0 {
+		resp.Header["Via"] = viaValue
+	} else {
+		resp.Header["Via"] = []string{joinVia(prev)}
+	}
 	if _, ok := resp.Header["Age"]; !ok {
-		resp.Header["Age"] = []string{"0"}
+		resp.Header["Age"] = ageZero
 	}
 	if inv, ok := invalidationFrom(resp.Request.Context()); ok && resp.StatusCode < 400 {
 		inv.apply(resp)
