@@ -170,7 +170,7 @@ error_log {{.Dir}}/origin-error.log warn;
 events { worker_connections 8192; }
 http {
   access_log {{.Dir}}/origin-access.log;
-  sendfile on; tcp_nopush on; keepalive_requests 100000;
+  sendfile on; keepalive_requests 100000;
   default_type application/octet-stream;
   server {
     listen 127.0.0.1:{{.Port}} reuseport backlog=4096;
@@ -182,6 +182,9 @@ http {
 }
 `
 
+// nginxConf is nginx proxy_cache as an operator would set it up. tcp_nopush
+// (Debian's default) is left off: with it, its cache hits of 100 KiB stalled
+// for 40 ms each on loopback (1,350 requests/s against 30,800 without).
 const nginxConf = `worker_processes 2;
 daemon off;
 pid {{.Dir}}/nginx.pid;
@@ -189,7 +192,7 @@ error_log {{.Dir}}/nginx-error.log warn;
 events { worker_connections 8192; }
 http {
   access_log off;
-  sendfile on; tcp_nopush on; keepalive_requests 100000;
+  sendfile on; keepalive_requests 100000;
   proxy_cache_path {{.Dir}}/nginx-cache levels=1:2 keys_zone=c:64m max_size=2g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:{{.Origin}}; keepalive 128; }
   server {
