@@ -25,9 +25,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
+
+// quick skips the herd, purge and memory measurements.
+var quick bool
 
 func main() {
 	bin := flag.String("meshcdn", "bin/meshcdn", "the meshcdn binary")
@@ -35,7 +40,12 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "each wrk run")
 	reps := flag.Int("reps", 3, "interleaved repetitions of every measurement")
 	conns := flag.Int("connections", 50, "wrk connections")
+	only := flag.String("only", "", "run only the works whose name contains this (and skip the herd, purge and memory measurements): for experiments")
 	flag.Parse()
+	if *only != "" {
+		works = slices.DeleteFunc(works, func(w work) bool { return !strings.Contains(w.name, *only) })
+		quick = true
+	}
 	log.SetFlags(0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
