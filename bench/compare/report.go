@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -37,10 +38,9 @@ func field(ss []sample, f func(sample) float64) []float64 {
 // report writes the table (printed too), the raw samples and the plots.
 func report(res *results, out string, dur time.Duration, reps, conns int) error {
 	var b strings.Builder
-	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Medians of %d interleaved runs of `wrk -t1 -c%d -d%v` per cell on %s; ratios are to nginx "+
+	fmt.Fprintf(&b, "Medians of %d interleaved runs of `wrk -t1 -c%d -d%v` per cell on %d cores shared by wrk and the servers; ratios are to nginx "+
 		"(requests per second; CPU time of the server's processes per request). meshcdn is one node; mesh is a "+
-		"3-node mesh whose requests land on a node that does not own the object.\n\n", reps, conns, dur, host)
+		"3-node mesh whose requests land on a node that does not own the object.\n\n", reps, conns, dur, runtime.NumCPU())
 	b.WriteString("| work | server | requests/s | × nginx | spread (min–max) | p99 | CPU per request | × nginx |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range works {
 		byServer := res.samples[w.name]
