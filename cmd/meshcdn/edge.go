@@ -338,18 +338,7 @@ func setMemoryLimit(cfg node.Config, getenv func(string) string) {
 	limit := memoryLimit(budget)
 	debug.SetMemoryLimit(limit)
 	cfg.Logger.Info("memory limit set from the memory budget (GOMEMLIMIT overrides it)", "limit", units.Size(limit))
-	if getenv("GOGC") == "" {
-		// Under the limit, the collector may wait for the heap to grow to
-		// five times what is live: a node with little in its cache collects
-		// a fifth as often (about 10% more pass-through requests per
-		// second, measured with make bench-compare), and the limit still
-		// bounds the heap.
-		debug.SetGCPercent(gcPercent)
-	}
 }
-
-// gcPercent is GOGC under the memory limit, unless GOGC is set.
-const gcPercent = 400
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)

@@ -3,17 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
-	"github.com/meshcdn/meshcdn/node"
 )
 
 // TestMemoryBudget: an edge process with a 256 MiB memory budget, sent
@@ -73,21 +70,5 @@ func TestMemoryBudget(t *testing.T) {
 				t.Errorf("peak RSS %d MiB over %d MiB", peak>>20, bound>>20)
 			}
 		})
-	}
-}
-
-// TestGCPercent: under the memory limit the collector runs at gcPercent,
-// unless GOGC says otherwise.
-func TestGCPercent(t *testing.T) {
-	limit, percent := debug.SetMemoryLimit(-1), debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetMemoryLimit(limit); debug.SetGCPercent(percent) })
-	cfg := node.Config{Logger: slog.New(slog.DiscardHandler)}
-	setMemoryLimit(cfg, func(string) string { return "" })
-	if got := debug.SetGCPercent(100); got != gcPercent {
-		t.Errorf("GOGC %d under the limit; want %d", got, gcPercent)
-	}
-	setMemoryLimit(cfg, func(k string) string { return map[string]string{"GOGC": "150"}[k] })
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GOGC set: the collector's percent changed to %d", got)
 	}
 }
