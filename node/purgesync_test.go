@@ -196,7 +196,12 @@ func TestPurgeLease(t *testing.T) {
 // carry the time the owner fetched the object from the origin.
 func TestPurgeRacesACopy(t *testing.T) {
 	o := newVersionedOrigin(t)
-	nodes := startCluster(t, o.testOrigin, 3, nil)
+	// A long purge lease: on a loaded machine a sync round late by more
+	// than the default 2 s made the owner revalidate its object (it could
+	// not vouch for its purge log), so n1 got the origin's new version from
+	// it (served, not stored, rightly) instead of racing the copy this test
+	// is about.
+	nodes := startCluster(t, o.testOrigin, 3, func(c *Config) { c.Mesh.PurgeLease = time.Minute })
 	keys, _, err := nodes[0].purgeKeys([]string{"http://127.0.0.1/r.css"}, nil)
 	if err != nil {
 		t.Fatal(err)
