@@ -125,6 +125,11 @@ type Config struct {
 	Keys [][]byte
 	// Meta is advertised to the others.
 	Meta Meta
+	// PushPull, when set, is how often the node exchanges its whole view of
+	// the cluster with a random member (memberlist's default: 30 s, LAN).
+	// Updates also spread by gossip; a full exchange mends what gossip lost,
+	// such as a member's metadata sent mostly to members that had died.
+	PushPull time.Duration
 	// Fast uses timings for tests on loopback (failures detected in about a
 	// second) instead of memberlist's LAN defaults.
 	Fast bool
@@ -221,6 +226,9 @@ func splitPort(addr string) (string, int, error) {
 // Start binds the gossip sockets and starts joining the seeds in the background.
 func (g *Gossip) Start(ctx context.Context) error {
 	mc := memberlist.DefaultLANConfig()
+	if g.cfg.PushPull > 0 {
+		mc.PushPullInterval = g.cfg.PushPull
+	}
 	if g.cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
 		mc.ProbeInterval = 200 * time.Millisecond

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -290,8 +291,18 @@ func TestRouter(t *testing.T) {
 	var last []string
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _, _ := admin(t, "--addr", b1.admin, "members")
-			t.Logf("last answer for a's clients %v; b1's members:\n%s\na3's log:\n%s\nthe router's log:\n%s", last, out, a3.logs(), router.logs())
+			// t.Context() has ended by now: the calls get a context of their own.
+			var out, errb bytes.Buffer
+			run(context.Background(), []string{"admin", "--addr", b1.admin, "members"}, &out, &errb)
+			ready := "no answer"
+			if r, err := http.Get(a3.metric + "/readyz"); err == nil {
+				b, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				ready = fmt.Sprintf("%d %s", r.StatusCode, b)
+			}
+			t.Logf("last answer for a's clients %v; router: %v edges, %v healthy; a3's /readyz: %s; b1's members:\n%s%s\na3's log:\n%s\nthe router's log:\n%s",
+				last, router.metricValue(t, "meshcdn_router_edges"), router.metricValue(t, "meshcdn_router_healthy_edges"), ready,
+				out.String(), errb.String(), a3.logs(), router.logs())
 		}
 	})
 	waitFor(t, 30*time.Second, "DNS answers a's clients with a's edge again", func() bool {

@@ -147,7 +147,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 		}
 	})
 	g, err := gossip.New(gossip.Config{
-		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Keys: m.cfg.GossipKeys, Fast: m.cfg.Fast,
+		Name: m.self.Name, BindAddr: m.cfg.GossipAddr, Join: m.cfg.Join, Keys: m.cfg.GossipKeys, Fast: m.cfg.Fast, PushPull: m.pushPull(),
 		Meta: gossip.Meta{HTTPAddr: Advertised(m.self.HTTPAddr), PeerAddr: Advertised(ln.Addr().String()),
 			AdminAddr: Advertised(m.self.AdminAddr), Region: m.cfg.Region, Version: m.self.Version, Started: m.started.UnixMilli(),
 			Router: m.self.Router},
@@ -184,6 +184,23 @@ func (m *Mesh) loop() {
 			m.self.Changed()
 		}
 	}
+}
+
+// routerPushPull is how often a router exchanges its whole view of the
+// cluster with a member: an edge's readiness and load reach it by gossip,
+// and an update gossip lost (sent mostly to members that had just died,
+// say) would otherwise wait for memberlist's 30 s exchange. A router
+// sends users by that view, and one exchange every 5 s costs a member
+// little.
+const routerPushPull = 5 * time.Second
+
+// pushPull is the node's full-state exchange interval: the default, but a
+// router's.
+func (m *Mesh) pushPull() time.Duration {
+	if m.self.Router && !m.cfg.Fast {
+		return routerPushPull
+	}
+	return 0
 }
 
 // Advertised turns a bound address into one others can dial: an unspecified
