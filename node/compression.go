@@ -78,7 +78,7 @@ func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body,
 	}
 	delete(enc.Header, "Content-Length")
 	enc.Header["Content-Encoding"] = []string{coding}
-	addVary(enc.Header, "Accept-Encoding")
+	addVary(enc.Header)
 	if enc.ETag != "" {
 		enc.Header["Etag"] = []string{enc.ETag}
 	}
@@ -177,16 +177,26 @@ func (f *flushingWriter) FlushError() error {
 
 func (f *flushingWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
-// addVary adds field to h's Vary unless it is there (or Vary is "*").
-func addVary(h http.Header, field string) {
-	for _, line := range h["Vary"] {
+// varyAE is the Vary value of a compressible response that had none,
+// shared by every such response: net/http only reads it.
+var varyAE = []string{"Accept-Encoding"}
+
+// addVary adds Accept-Encoding to h's Vary unless it is there (or Vary is
+// "*"). The common case, no Vary at all, allocates nothing.
+func addVary(h http.Header) {
+	prev := h["Vary"]
+	if len(prev) == 0 {
+		h["Vary"] = varyAE
+		return
+	}
+	for _, line := range prev {
 		for f := range strings.SplitSeq(line, ",") {
-			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, field) {
+			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, "Accept-Encoding") {
 				return
 			}
 		}
 	}
-	h["Vary"] = append(append([]string(nil), h["Vary"]...), field)
+	h["Vary"] = append(append([]string(nil), prev...), "Accept-Encoding")
 }
 
 // invalidateCodings drops the compressed variants of key from memory.

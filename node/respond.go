@@ -38,7 +38,7 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 		h[k] = v // shared, never modified: changes below replace whole slices
 	}
 	if compressible {
-		addVary(h, "Accept-Encoding") // other clients get it encoded
+		addVary(h) // other clients get it encoded
 	}
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	if x.fromPeer {
