@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/internal/gcfloor"
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -340,6 +341,26 @@ func setMemoryLimit(cfg node.Config, getenv func(string) string) {
 	cfg.Logger.Info("memory limit set from the memory budget (GOMEMLIMIT overrides it)", "limit", units.Size(limit))
 }
 
+// gcFloor is the heap the collector lets grow before it runs, however
+// little is live: the 64 MiB memoryLimit allows for everything beside the
+// cache. Without it a node with a small live heap collected 80 times a
+// second under 40,000 hits a second (GOGC's 4 MiB minimum goal).
+const gcFloor = 64 << 20
+
+// startGCFloor starts the collector's floor, unless GOGC is set (which
+// then wins). The caller stops it.
+func startGCFloor(log *slog.Logger, getenv func(string) string) *gcfloor.Floor {
+	if getenv("GOGC") != "" {
+		log.Info("collector percentage from GOGC", "GOGC", getenv("GOGC"))
+		return nil
+	}
+	f := gcfloor.Start(gcFloor)
+	if f != nil {
+		log.Info("collector floor set (GOGC overrides it)", "floor", units.Size(gcFloor), "gogc", f.Percent())
+	}
+	return f
+}
+
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)
 	setUsage(fs, stdout, "Usage: meshcdn edge [--config FILE] [flags]\n\nRuns an edge node. Every flag may also come from the environment as MESHCDN_<FLAG>\n(--cache-dir: MESHCDN_CACHE_DIR); flags win over the environment, which wins over the file.\n")
@@ -354,6 +375,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	setMemoryLimit(cfg, os.Getenv)
+	defer startGCFloor(cfg.Logger, os.Getenv).Stop()
 	n, err := node.New(cfg)
 	if err != nil {
 		return usageError{err: err}

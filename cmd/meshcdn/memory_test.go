@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,5 +73,29 @@ func TestMemoryBudget(t *testing.T) {
 				t.Errorf("peak RSS %d MiB over %d MiB", peak>>20, bound>>20)
 			}
 		})
+	}
+}
+
+// TestGCFloor: an edge raises GOGC while little is live, unless GOGC is
+// set, and gives the percentage back when it stops.
+func TestGCFloor(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	if f := startGCFloor(log, func(string) string { return "200" }); f != nil {
+		f.Stop()
+		t.Fatal("a floor with GOGC set")
+	}
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	runtime.GC()
+	f := startGCFloor(log, func(string) string { return "" })
+	if f == nil {
+		t.Fatal("no floor without GOGC")
+	}
+	if p := f.Percent(); p <= 100 {
+		t.Errorf("GOGC %d with a small live heap; want it raised", p)
+	}
+	f.Stop()
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Errorf("GOGC %d after the edge stopped; want 100", p)
 	}
 }
