@@ -115,7 +115,7 @@ bench: ## Benchmarks with allocations: hits (in process, over loopback, signed, 
 # or through sudo).
 COMPARE_PACKAGES := nginx:nginx-light varnishd:varnish wrk:wrk
 
-bench-compare: build ## meshcdn beside nginx proxy_cache and Varnish on loopback (about 5 minutes): table and plots in bench/results/
+bench-compare: build ## meshcdn beside nginx proxy_cache, Varnish and a bare net/http server on loopback (about 7 minutes): table and plots in bench/results/
 	@missing=""; for p in $(COMPARE_PACKAGES); do command -v $${p%%:*} >/dev/null || PATH="$$PATH:/usr/sbin" command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from Debian's packages"; \

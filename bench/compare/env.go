@@ -14,6 +14,7 @@ type target struct {
 	procs       []*proc                       // whose CPU and memory count
 	path        func(p string) (string, bool) // the URL of a path, on the node a request lands on
 	purge       func(ctx context.Context, path string) (time.Duration, error)
+	reference   bool // Go's HTTP stack without a cache: hits and pass-through only
 }
 
 // env is every process the comparison started.
@@ -112,6 +113,14 @@ func startAll(bin, dir string) (*env, error) {
 	if err := waitRing(bin, mesh); err != nil {
 		return fail(err)
 	}
-	e.targets = []*target{nginxT, varnishT, singleT, meshT}
+	ref, err := startReference(dir)
+	if err != nil {
+		return fail(err)
+	}
+	e.all = append(e.all, ref)
+	refT := &target{name: "net/http", http: fmt.Sprintf("http://127.0.0.1:%d", referencePort),
+		https: fmt.Sprintf("https://127.0.0.1:%d", referencePort+tlsOffset), procs: []*proc{ref}, reference: true}
+	refT.path = same(refT.http)
+	e.targets = []*target{nginxT, varnishT, singleT, meshT, refT}
 	return e, nil
 }

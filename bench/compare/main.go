@@ -1,4 +1,5 @@
-// Command compare measures meshcdn beside nginx proxy_cache and Varnish on
+// Command compare measures meshcdn beside nginx proxy_cache, Varnish and a
+// bare net/http server (the reference: Go's HTTP stack without a cache) on
 // loopback, all behind one nginx origin, with wrk: hits of 1 KiB, 100 KiB
 // and 1 MiB, uncacheable pass-through, HTTPS hits, a thundering herd on a
 // cold object and a purge. It prints a markdown table of medians over
@@ -41,7 +42,16 @@ func main() {
 	reps := flag.Int("reps", 3, "interleaved repetitions of every measurement")
 	conns := flag.Int("connections", 50, "wrk connections")
 	only := flag.String("only", "", "run only the works whose name contains this (and skip the herd, purge and memory measurements): for experiments")
+	reference := flag.String("reference", "", "serve the net/http reference from this directory (the comparison starts it so)")
 	flag.Parse()
+	if *reference != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := serveReference(ctx, *reference); err != nil {
+			log.Fatalf("reference: %v", err)
+		}
+		return
+	}
 	if *only != "" {
 		works = slices.DeleteFunc(works, func(w work) bool { return !strings.Contains(w.name, *only) })
 		quick = true
@@ -64,7 +74,7 @@ func run(ctx context.Context, bin, out string, dur time.Duration, reps, conns in
 		return fmt.Errorf("the meshcdn binary: %w", err)
 	}
 	for _, p := range []int{originPort, nginxPort, varnishPort, meshcdnPort, meshPort, meshPort + 1, meshPort + 2,
-		nginxPort + tlsOffset, meshcdnPort + tlsOffset} {
+		nginxPort + tlsOffset, meshcdnPort + tlsOffset, referencePort, referencePort + tlsOffset} {
 		if err := portFree(p); err != nil {
 			return err
 		}
@@ -96,7 +106,7 @@ func run(ctx context.Context, bin, out string, dur time.Duration, reps, conns in
 		return err
 	}
 	defer env.stop()
-	log.Printf("servers up: origin, nginx proxy_cache, Varnish, meshcdn (one node), meshcdn (3-node mesh)")
+	log.Printf("servers up: origin, nginx proxy_cache, Varnish, meshcdn (one node), meshcdn (3-node mesh), the net/http reference")
 	res, err := measure(ctx, env, dur, reps, conns)
 	if err != nil {
 		return err

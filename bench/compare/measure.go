@@ -106,6 +106,9 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 		return nil, err
 	}
 	for i, t := range e.targets {
+		if t.reference {
+			continue
+		}
 		h, err := herd(e, t, herdTargets[i])
 		if err != nil {
 			return nil, err
@@ -124,7 +127,9 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 		res.purge[t.name] = d
 	}
 	for _, t := range e.targets {
-		res.rss[t.name] = peakRSS(t.procs)
+		if !t.reference {
+			res.rss[t.name] = peakRSS(t.procs)
+		}
 	}
 	for _, t := range e.targets {
 		if t.name != "meshcdn" && t.name != "varnish" {

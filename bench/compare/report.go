@@ -40,7 +40,8 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 	var b strings.Builder
 	fmt.Fprintf(&b, "Medians of %d interleaved runs of `wrk -t1 -c%d -d%v` per cell on %d cores shared by wrk and the servers; ratios are to nginx "+
 		"(requests per second; CPU time of the server's processes per request). meshcdn is one node; mesh is a "+
-		"3-node mesh whose requests land on a node that does not own the object.\n\n", reps, conns, dur, runtime.NumCPU())
+		"3-node mesh whose requests land on a node that does not own the object; net/http is Go's own HTTP stack with no cache "+
+		"(hits from memory, httputil.ReverseProxy for the pass-through): what any server built on it reaches here.\n\n", reps, conns, dur, runtime.NumCPU())
 	b.WriteString("| work | server | requests/s | × nginx | spread (min–max) | p99 | CPU per request | × nginx |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range works {
 		byServer := res.samples[w.name]
@@ -62,7 +63,10 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 	fmt.Fprintf(&b, "\nThundering herd: 200 clients at once on a cold 1 MiB object the origin sends at 4 MB/s (its own transfer: %v).\n\n", res.origin.Round(time.Millisecond))
 	b.WriteString("| server | origin fetches | last client after the origin's transfer | purge (answered) | peak RSS |\n|---|---|---|---|---|\n")
 	for _, srv := range res.servers {
-		h := res.herd[srv]
+		h, ok := res.herd[srv]
+		if !ok {
+			continue // the reference caches nothing
+		}
 		purge := "n/a"
 		if d, ok := res.purge[srv]; ok {
 			purge = d.Round(100 * time.Microsecond).String()
@@ -129,12 +133,14 @@ func plotRatios(res *results, path string) error {
 		names = append(names, w.name)
 	}
 	width := vg.Points(14)
+	top := 1.0
 	for i, srv := range res.servers {
 		vals := make(plotter.Values, len(works))
 		for j, w := range works {
 			base := median(field(res.samples[w.name]["nginx"], func(s sample) float64 { return s.rps }))
 			if ss := res.samples[w.name][srv]; len(ss) > 0 && base > 0 {
 				vals[j] = median(field(ss, func(s sample) float64 { return s.rps })) / base
+				top = max(top, vals[j])
 			}
 		}
 		bars, err := plotter.NewBarChart(vals, width)
@@ -149,5 +155,9 @@ func plotRatios(res *results, path string) error {
 	}
 	p.Legend.Top = true
 	p.NominalX(names...)
+	// Room for the outer bars of the first and last groups, and for the
+	// legend above the tallest bar.
+	p.X.Min, p.X.Max = -0.6, float64(len(works))-0.4
+	p.Y.Min, p.Y.Max = 0, top*1.35
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
 }

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The reference is Go's own HTTP stack with nothing of a cache in it: a
+// net/http server that answers /obj/ from memory, read once at start, and
+// passes /pass/ to the origin through httputil.ReverseProxy. Its row shows
+// what any server built on net/http reaches on the machine, beside nginx.
+const referencePort = 18607 // and its HTTPS listener at + tlsOffset
+
+// startReference runs the reference in a process of its own (this program,
+// re-executed with --reference), so its CPU and memory are counted apart.
+func startReference(dir string) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	p, err := start(dir, "reference", self, "--reference", dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/obj/1k.bin", referencePort), 10*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// serveReference is the reference process: dir holds the origin's files and
+// the certificate.
+func serveReference(ctx context.Context, dir string) error {
+	objects := map[string][]byte{}
+	entries, err := os.ReadDir(filepath.Join(dir, "www", "obj"))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, "www", "obj", e.Name()))
+		if err != nil {
+			return err
+		}
+		objects["/obj/"+e.Name()] = b
+	}
+	origin, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", originPort))
+	proxy := httputil.NewSingleHostReverseProxy(origin)
+	proxy.Transport = &http.Transport{MaxIdleConnsPerHost: 128, DisableCompression: true}
+	modified := []string{time.Now().UTC().Format(http.TimeFormat)}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/pass/") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		b, ok := objects[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		hdr := w.Header()
+		hdr["Content-Type"] = []string{"application/octet-stream"}
+		hdr["Cache-Control"] = []string{"public, max-age=86400"}
+		hdr["Last-Modified"] = modified
+		hdr["Content-Length"] = []string{strconv.Itoa(len(b))}
+		_, _ = w.Write(b)
+	})
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		return err
+	}
+	plain := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", referencePort), Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	secure := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", referencePort+tlsOffset), Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	errc := make(chan error, 2)
+	for _, s := range []*http.Server{plain, secure} {
+		ln, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return err
+		}
+		go func() {
+			if s == secure {
+				errc <- s.ServeTLS(ln, "", "")
+				return
+			}
+			errc <- s.Serve(ln)
+		}()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(plain.Shutdown(sctx), secure.Shutdown(sctx))
+}
