@@ -14,6 +14,7 @@ package reqguard
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"sync/atomic"
 )
@@ -54,6 +55,17 @@ type conn struct {
 
 // NetConn returns the connection c watches.
 func (c *conn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom hands a response body to the connection itself: writes are not
+// watched, and a TCP connection sends a file's pages with sendfile instead of
+// copying them through a buffer (net/http's ResponseWriter uses it for a body
+// copied from an *os.File, the disk tier's).
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)

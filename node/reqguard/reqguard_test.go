@@ -107,3 +107,25 @@ func TestMalformedChunkedBody(t *testing.T) {
 		t.Errorf("bare-LF chunks: %v; want ErrBadBody", err)
 	}
 }
+
+// TestReadFromWithoutSendfile: a watched connection that cannot take a
+// reader itself (a pipe, a TLS connection) still gets every byte.
+func TestReadFromWithoutSendfile(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	got := make(chan []byte, 1)
+	go func() { p, _ := io.ReadAll(b); got <- p }()
+	c := Wrap(a)
+	n, err := c.(io.ReaderFrom).ReadFrom(io.LimitReader(zeros{}, 100_000))
+	a.Close()
+	if err != nil || n != 100_000 {
+		t.Fatalf("ReadFrom: %d, %v", n, err)
+	}
+	if p := <-got; len(p) != 100_000 {
+		t.Errorf("the peer read %d bytes; want 100000", len(p))
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
