@@ -27,7 +27,7 @@ IMAGE   ?= meshcdn:dev
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; elif command -v docker-compose >/dev/null; then echo docker-compose; fi)
 CLUSTER := $(COMPOSE) -f deploy/docker-compose.yml -p meshcdn
 
-.PHONY: help build run test unit fuzz lint bench bench-compare clean tools proto proto-check image cluster-up cluster-down e2e
+.PHONY: help build run test browser unit fuzz lint bench bench-compare clean tools proto proto-check image cluster-up cluster-down e2e
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/$$(IMAGE)/$(IMAGE)/' | awk -F':.*## ' '{printf "  %-13s %s\n",$$1,$$2}'
@@ -61,7 +61,17 @@ e2e: image tools ## End-to-end suite on a real docker-compose cluster (needs a D
 run: build ## Local cluster: demo origin on :8000, three meshed edges on :8080-:8082 (Ctrl-C stops)
 	./bin/meshcdn dev
 
-test: lint tools unit fuzz ## Lint, every test under the race detector (README grpcurl lines included), brief fuzzing
+test: lint tools browser unit fuzz ## Lint, every test under the race detector (README grpcurl lines included, the status page in headless Chromium), brief fuzzing
+
+# The status page's test drives headless Chromium: Debian's package when it
+# is missing (as root, or through sudo).
+browser: ## Install Chromium from Debian's packages when missing (the status page's browser test)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || { \
+		echo "installing chromium from Debian's packages"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium || \
+		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; }
+
 
 unit: ## go test -race ./..., then the memory-bound tests without the race detector
 	$(GO) test -race -count=1 -timeout 8m ./...

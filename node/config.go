@@ -97,6 +97,14 @@ type Config struct {
 	// AdminAddr serves the gRPC AdminService (with health and reflection).
 	// Empty: no admin listener (`meshcdn edge` defaults to 127.0.0.1:7071).
 	AdminAddr string
+	// StatusToken, when set, opens the status page (/status, /status.json)
+	// of a metrics listener beyond loopback, as the admin token does too;
+	// StatusPublic opens it to anyone. On loopback it is open.
+	StatusToken  string
+	StatusPublic bool
+	// StatusInterval is how often the status page samples the counters
+	// (default 2s; it keeps 150 samples).
+	StatusInterval time.Duration
 	// AdminToken, when set, is required as "authorization: Bearer <token>" on
 	// every admin call but health checks.
 	AdminToken string
@@ -348,6 +356,8 @@ type File struct {
 		Admin           string         `yaml:"admin"`
 		AdminTokenFile  string         `yaml:"admin_token_file"`
 		AdminInsecure   bool           `yaml:"admin_insecure"`
+		StatusTokenFile string         `yaml:"status_token_file"`
+		StatusPublic    bool           `yaml:"status_public"`
 		AdminCert       string         `yaml:"admin_cert_file"`
 		AdminKey        string         `yaml:"admin_key_file"`
 		AdminClientCA   string         `yaml:"admin_client_ca_file"`
@@ -495,6 +505,7 @@ func ParseFile(name string, data []byte) (Config, error) {
 		AccessLog:         f.Node.AccessLog,
 		AdminAddr:         f.Node.Admin,
 		AdminInsecure:     f.Node.AdminInsecure,
+		StatusPublic:      f.Node.StatusPublic,
 		AdminCertFile:     f.Node.AdminCert,
 		AdminKeyFile:      f.Node.AdminKey,
 		AdminClientCAFile: f.Node.AdminClientCA,
@@ -519,6 +530,13 @@ func ParseFile(name string, data []byte) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: node.admin_token_file: %w", name, err))
 		}
 		c.AdminToken = tok
+	}
+	if f.Node.StatusTokenFile != "" {
+		tok, err := ReadToken(f.Node.StatusTokenFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: node.status_token_file: %w", name, err))
+		}
+		c.StatusToken = tok
 	}
 	errs = append(errs, f.origins(name, &c)...)
 	if a := f.Node.ACME; a != nil {

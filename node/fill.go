@@ -308,10 +308,12 @@ func setValidators(h http.Header, stale *stored) {
 func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
+			n.statsOf(st).counts.peer.Add(1)
 			if resp, err := n.fetchPeer(ctx, name, addr, key, req, false); err == nil {
 				fl.peer, fl.copy, fl.fetched = name, true, popFetched(resp.Header)
 				return resp, nil
 			}
+			n.statsOf(st).counts.origin.Add(1)
 			n.counters.originRequests.Add(1)
 			return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
@@ -340,6 +342,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	if resp := n.fetchShield(ctx, fl, st, key, req); resp != nil {
 		return resp, nil
 	}
+	n.statsOf(st).counts.origin.Add(1)
 	n.counters.originRequests.Add(1)
 	return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 }
@@ -363,6 +366,7 @@ func (n *Node) fetchShield(ctx context.Context, fl *flight, st *site.Site, key s
 		n.metrics.shieldFetches.WithLabelValues("no-member").Inc()
 		return nil
 	}
+	n.statsOf(st).counts.peer.Add(1)
 	resp, err := n.fetchPeer(ctx, name, addr, key, req, false)
 	if err != nil {
 		n.metrics.shieldFetches.WithLabelValues("failed").Inc()

@@ -333,6 +333,7 @@ func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
 func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	x.status = cs
 	x.stats.originPass.Inc()
+	x.stats.counts.origin.Add(1)
 	n.counters.originRequests.Add(1)
 	// The recorder copies what it needs instead of pointing at x, which keeps x
 	// off the heap on every path.
@@ -488,6 +489,12 @@ func (n *Node) observe(x *exchange) {
 	x.stats.requests[l].Inc()
 	n.counters.requests[l].Add(1)
 	n.counters.bytes[l].Add(x.written)
+	x.stats.counts.requests.Add(1)
+	x.stats.counts.bytes.Add(x.written)
+	if l == httpcache.LabelHit || l == httpcache.LabelServedStale {
+		x.stats.counts.hits.Add(1)
+		x.stats.counts.hitBytes.Add(x.written)
+	}
 	x.stats.duration[l].Observe(d.Seconds())
 	if x.code != 0 {
 		x.stats.ttfb[l].Observe(x.ttfb.Seconds())

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,13 @@ type siteMetrics struct {
 	originFill  prometheus.Counter
 	originPass  prometheus.Counter
 	originError prometheus.Counter
+	// counts are the site's totals as the status page samples them.
+	counts siteCounts
+}
+
+// siteCounts are a site's totals since the node started.
+type siteCounts struct {
+	requests, hits, bytes, hitBytes, origin, peer atomic.Int64
 }
 
 func newMetrics(store *cache.Memory) *metrics {

@@ -25,6 +25,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/status"
 )
 
 // Node is one edge node. Create it with New, then Start it and Shutdown it; or
@@ -38,14 +39,18 @@ type Node struct {
 	httpsPools map[*site.Site]*origin.Pool
 	siteStats  map[*site.Site]*siteMetrics
 	unknown    *siteMetrics
-	store      *cache.Memory
-	copies     *cache.Memory // copies of objects other nodes own; nil without a mesh
-	disk       *cache.Disk   // nil without a cache dir; set in Start
-	mesh       *mesh.Mesh    // nil without a mesh; set in Start
-	metrics    *metrics
-	https      *httpsFront  // nil without an HTTPS listener
-	acme       *autoCerts   // nil without ACME sites
-	inflight   atomic.Int64 // client and peer requests being answered
+	// originStats are the origin servers' totals for the status page;
+	// filled by New, read-only after.
+	originStats []*originStat
+	status      *status.Recorder
+	store       *cache.Memory
+	copies      *cache.Memory // copies of objects other nodes own; nil without a mesh
+	disk        *cache.Disk   // nil without a cache dir; set in Start
+	mesh        *mesh.Mesh    // nil without a mesh; set in Start
+	metrics     *metrics
+	https       *httpsFront  // nil without an HTTPS listener
+	acme        *autoCerts   // nil without ACME sites
+	inflight    atomic.Int64 // client and peer requests being answered
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -175,6 +180,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.https.stop(ctx)
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
+			n.status.Close()
 		}
 		if n.adminLn != nil {
 			_ = n.adminLn.Close()
@@ -264,8 +270,8 @@ func (n *Node) newHTTPServer() *http.Server {
 	}
 }
 
-// startMetrics binds the metrics listener and serves /metrics, /healthz and
-// /readyz on it, unless it is off.
+// startMetrics binds the metrics listener and serves /metrics, /healthz,
+// /readyz and the status page on it, unless it is off.
 func (n *Node) startMetrics(ctx context.Context) error {
 	if n.cfg.MetricsAddr == "off" {
 		return nil
@@ -285,6 +291,11 @@ func (n *Node) startMetrics(ctx context.Context) error {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	n.status = status.NewRecorder(&statusView{n: n}, n.cfg.StatusInterval, 0)
+	page := n.status.Handler(n.statusOptions(mln.Addr().String()))
+	mux.Handle("GET /status", page)
+	mux.Handle("GET /status.json", page)
+	n.status.Start()
 	n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.wg.Go(func() { n.serve(n.metricsSrv, mln, "metrics") })
@@ -440,6 +451,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.handlers.Wait()
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
+			n.status.Close()
 		}
 		n.wg.Wait()
 		n.store.Close()
@@ -482,7 +494,7 @@ func (n *Node) newPool(s *site.Site, origins []site.Origin) (*origin.Pool, error
 	for _, o := range origins {
 		cfg.Targets = append(cfg.Targets, &origin.Target{URL: o.URL, Weight: o.Weight, Priority: o.Priority})
 	}
-	cfg.Observe = n.metrics.forOrigins(s.Name, cfg.Targets)
+	cfg.Observe = n.observeOrigin(s.Name, cfg.Targets, n.metrics.forOrigins(s.Name, cfg.Targets))
 	return origin.NewPool(cfg, n.transport, n.log.With("site", s.Name))
 }
 

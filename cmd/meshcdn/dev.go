@@ -129,7 +129,7 @@ func startDevEdge(ctx context.Context, i int, started []*node.Node, cfg node.Con
 func printDevHelp(stdout io.Writer, originURL *url.URL, nodes []*node.Node, pki string) {
 	fmt.Fprintf(stdout, "meshcdn dev cluster is up: a demo origin and %d edges in one mesh.\n  demo origin  %s\n", devEdges, originURL)
 	for _, n := range nodes {
-		fmt.Fprintf(stdout, "  %s       http://%s   (metrics http://%s/metrics, admin %s", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
+		fmt.Fprintf(stdout, "  %s       http://%s   (status http://%s/status, metrics /metrics, admin %s", n.Name(), n.HTTPAddr(), n.MetricsAddr(), n.AdminAddr())
 		if a := n.HTTPSAddr(); a != "" {
 			fmt.Fprintf(stdout, ", https %s", a)
 		}

@@ -32,6 +32,8 @@ type edgeFlags struct {
 	admin, adminToken, adminTokenFile  string
 	adminCert, adminKey, adminClientCA string
 	adminInsecure                      bool
+	statusToken, statusTokenFile       string
+	statusPublic                       bool
 	memory, maxObject, disk            units.Size
 	accessLog                          bool
 	logFormat, logLevel                string
@@ -61,6 +63,9 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminKey, "admin-key", "", "key `file` of --admin-cert")
 	fs.StringVar(&f.adminClientCA, "admin-client-ca", "", "require admin clients to show a certificate this CA `file` signed")
 	fs.BoolVar(&f.adminInsecure, "admin-insecure", false, "allow an admin listener beyond loopback without a token")
+	fs.StringVar(&f.statusToken, "status-token", "", "`token` that opens the status page of a metrics listener beyond loopback (the admin token opens it too)")
+	fs.StringVar(&f.statusTokenFile, "status-token-file", "", "read the status token from this `file`")
+	fs.BoolVar(&f.statusPublic, "status-public", false, "serve the status page beyond loopback without a token")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -226,6 +231,19 @@ func (f *edgeFlags) adminConfig(cfg *node.Config) error {
 	}
 	if f.adminInsecure {
 		cfg.AdminInsecure = true
+	}
+	if f.statusTokenFile != "" {
+		tok, err := node.ReadToken(f.statusTokenFile)
+		if err != nil {
+			return fmt.Errorf("--status-token-file: %w", err)
+		}
+		cfg.StatusToken = tok
+	}
+	if f.statusToken != "" {
+		cfg.StatusToken = f.statusToken
+	}
+	if f.statusPublic {
+		cfg.StatusPublic = true
 	}
 	override(&cfg.AdminCertFile, f.adminCert)
 	override(&cfg.AdminKeyFile, f.adminKey)

@@ -298,6 +298,10 @@ func (s *Store) Reload() error {
 	return errors.Join(errs...)
 }
 
+// Managed reports whether c was obtained over ACME (SetManaged) rather than
+// read from files.
+func (c Cert) Managed() bool { return c.label == "acme" }
+
 // Certs lists the certificates in use, from files and managed.
 func (s *Store) Certs() []Cert {
 	s.mu.RLock()

@@ -12,6 +12,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -274,6 +275,14 @@ type Member struct {
 	Ready                                     bool // takes client traffic
 	Load                                      int  // client requests in flight
 	Router                                    bool // owns nothing; sends users to edges
+}
+
+// Certificate is the node's mesh certificate; nil without mesh TLS.
+func (m *Mesh) Certificate() *x509.Certificate {
+	if m.tls == nil {
+		return nil
+	}
+	return m.tls.Leaf()
 }
 
 // Members lists the live edges, this node included, with their state:

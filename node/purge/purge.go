@@ -108,6 +108,9 @@ type Receipt struct {
 	Applied bool
 	Removed int64
 	Error   string
+	// Late is set (by CheckLate) for a member that had not applied the
+	// purge when it was issued and has applied it since.
+	Late bool
 }
 
 // Service applies, fans out and syncs purges for one node. Its methods are
@@ -120,6 +123,7 @@ type Service struct {
 	gen      atomic.Uint64 // bumped by every purge; fills that saw it change store nothing
 	caughtUp atomic.Uint64
 	sync     syncState
+	issued   issued
 }
 
 // New returns a service; Start runs its sync loop.
@@ -253,7 +257,10 @@ func (s *Service) Issue(ctx context.Context, keys, prefixes, tags []string, soft
 	apply(false)
 	if s.cfg.Mesh != nil {
 		receipts = append(receipts, s.failedReceipts(catchUpNote)...)
+		s.issued.put(req.GetId(), receipts)
 		s.fence(ctx, receipts)
+	} else {
+		s.issued.put(req.GetId(), receipts)
 	}
 	return req.GetId(), receipts
 }

@@ -188,6 +188,23 @@ func (m *Mesh) certificate(name string) (cert tls.Certificate, renewAt time.Time
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf.NotBefore.Add(life * 2 / 3), nil
 }
 
+// Leaf is the certificate the node proves itself with; nil if it cannot be
+// parsed.
+func (m *Mesh) Leaf() *x509.Certificate {
+	c := m.cert.Load()
+	if c == nil || len(c.Certificate) == 0 {
+		return nil
+	}
+	if c.Leaf != nil {
+		return c.Leaf
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
+}
+
 // ServerConfig is the peer listener's TLS: TLS 1.3, and only clients with
 // a certificate of the cluster CA.
 func (m *Mesh) ServerConfig() *tls.Config {
