@@ -302,6 +302,9 @@ func MeshRisk(m *MeshConfig) string {
 }
 
 // loopback reports whether addr listens on loopback only.
+// Loopback reports whether addr listens on a loopback address only.
+func Loopback(addr string) bool { return loopback(addr) }
+
 func loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

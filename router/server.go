@@ -19,6 +19,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshcdn/meshcdn/internal/statuspage"
 )
 
 // Source is the mesh as the router sees it: the edges gossip knows, with
@@ -72,6 +74,11 @@ type Config struct {
 	Key func(host, escapedPath, rawQuery string) string
 	// Logger receives the router's logs; a decision per answer at Debug.
 	Logger *slog.Logger
+	// Name is the router's name, on its status page.
+	Name string
+	// StatusAccess says who may read the status page (/status,
+	// /status.json) on the metrics listener.
+	StatusAccess statuspage.Access
 }
 
 // DefaultMaxLoad is Config.MaxLoad's default.
@@ -155,6 +162,8 @@ type Server struct {
 	zonesSum []byte // the zone file's content in force
 	probeMu  sync.Mutex
 	failures map[string]int // HTTP address → connects failed in a row
+	decided  decisions
+	started  time.Time
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -173,7 +182,7 @@ func New(cfg Config, src Source) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	s := &Server{cfg: cfg, src: src, log: cfg.Logger, reg: prometheus.NewRegistry(), failures: map[string]int{}}
+	s := &Server{cfg: cfg, src: src, log: cfg.Logger, reg: prometheus.NewRegistry(), failures: map[string]int{}, started: time.Now()}
 	b, err := os.ReadFile(cfg.Zones)
 	if err != nil {
 		return nil, fmt.Errorf("zones: %w", err)
@@ -365,6 +374,9 @@ func (s *Server) Start(ctx context.Context) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("GET /readyz", s.readyz)
+		page := s.statusHandler()
+		mux.Handle("GET /status", page)
+		mux.Handle("GET /status.json", page)
 		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		s.serve(s.metricsSrv, s.metLn)
 	}
@@ -441,6 +453,7 @@ func addrOf(ln net.Listener) string {
 
 // observe counts an answer.
 func (s *Server) observe(method, region, how string) {
+	s.decided.add(region, time.Now())
 	if region == "" {
 		s.metrics.noEdge.WithLabelValues(method).Inc()
 		return

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcdn/meshcdn/gossip"
+	"github.com/meshcdn/meshcdn/internal/statuspage"
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/internal/yamlkeys"
 	"github.com/meshcdn/meshcdn/node"
@@ -42,6 +43,8 @@ type routerFile struct {
 		TTL           units.Duration `yaml:"ttl"`
 		MaxLoad       int            `yaml:"max_load"`
 		Probe         units.Duration `yaml:"probe"`
+		StatusToken   string         `yaml:"status_token_file"`
+		StatusPublic  bool           `yaml:"status_public"`
 	} `yaml:"router"`
 	Mesh struct {
 		Peer          string            `yaml:"peer"`
@@ -77,6 +80,8 @@ type routerFlags struct {
 	answers, maxLoad                 int
 	ttl, probe                       time.Duration
 	logFormat, logLevel              string
+	statusToken, statusTokenFile     string
+	statusPublic                     bool
 	meshFlags
 }
 
@@ -95,6 +100,9 @@ func (f *routerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.ttl, "ttl", 0, "DNS answers' time to live (default 30s)")
 	fs.IntVar(&f.maxLoad, "max-load", 0, fmt.Sprintf("requests in flight beyond which an edge gets no more users (default %d; -1: no limit)", router.DefaultMaxLoad))
 	fs.DurationVar(&f.probe, "probe", 0, "how often the router connects to each edge's HTTP address: two failures in a row and it gets no users (default 1s; negative: off)")
+	fs.StringVar(&f.statusToken, "status-token", "", "`token` that opens the status page of a metrics listener beyond loopback")
+	fs.StringVar(&f.statusTokenFile, "status-token-file", "", "read the status token from this `file`")
+	fs.BoolVar(&f.statusPublic, "status-public", false, "serve the status page beyond loopback without a token")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug (a line per answer), info, warn or error")
 	f.meshFlags.register(fs, "")
@@ -178,6 +186,10 @@ func (f *routerFlags) routerConfig() (router.Config, node.MeshConfig, string, er
 	if f.probe != 0 {
 		cfg.Probe = f.probe
 	}
+	cfg.Name = name
+	if err := f.statusAccess(&cfg, r.StatusToken, r.StatusPublic); err != nil {
+		errs = append(errs, err)
+	}
 	m := node.MeshConfig{PeerAddr: fm.Peer, GossipAddr: fm.Gossip, Join: fm.Join, Insecure: fm.Insecure,
 		TLS: fm.TLS}
 	switch {
@@ -251,6 +263,28 @@ func (s *meshSource) Owner(region, key string) (string, bool) {
 	return name, ok
 }
 
+// statusAccess says who may read the router's status page: anyone on a
+// loopback metrics listener or with status_public, else the holders of the
+// status token (file's, then the flags').
+func (f *routerFlags) statusAccess(cfg *router.Config, tokenFile string, public bool) error {
+	override(&tokenFile, f.statusTokenFile)
+	a := statuspage.Access{Open: node.Loopback(cfg.MetricsAddr) || public || f.statusPublic,
+		Settings: "--status-token-file; --status-public serves it to anyone"}
+	tok := f.statusToken
+	if tok == "" && tokenFile != "" {
+		t, err := node.ReadToken(tokenFile)
+		if err != nil {
+			return fmt.Errorf("status token file: %w", err)
+		}
+		tok = t
+	}
+	if tok != "" {
+		a.Tokens = []string{tok}
+	}
+	cfg.StatusAccess = a
+	return nil
+}
+
 func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn router", flag.ContinueOnError)
 	setUsage(fs, stdout, "Usage: meshcdn router --zones FILE --domain NAME [--join SEEDS] [flags]\n\n"+
@@ -274,6 +308,14 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		log.Warn("mesh.insecure: "+risk+"; anyone who reaches them can join the cluster and tell the router where to send users", "opt-out", "mesh.insecure")
 	}
 	cfg.Logger = log
+	if cfg.MetricsAddr != "" && !node.Loopback(cfg.MetricsAddr) {
+		switch {
+		case f.statusPublic || (cfg.StatusAccess.Open && len(cfg.StatusAccess.Tokens) == 0):
+			log.Warn("the status page is served to anyone who reaches the metrics listener (status_public)", "addr", cfg.MetricsAddr)
+		case len(cfg.StatusAccess.Tokens) == 0:
+			log.Warn("the status page is refused: the metrics listener is beyond loopback and no status token is set", "addr", cfg.MetricsAddr)
+		}
+	}
 	src := &meshSource{}
 	r, err := router.New(cfg, src)
 	if err != nil {

@@ -322,6 +322,31 @@ func (c *cluster) router(es []edge) {
 	if routers != 1 {
 		t.Errorf("%s lists %d routers: %+v", es[0].name, routers, ml.Members)
 	}
+	// Its status page, on the published metrics port: the token the compose
+	// file sets opens it; without it the browser is asked for one.
+	status := "http://127.0.0.1:19090/status.json"
+	if resp, err := http.Get(status); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the router's status page without the token: %v %v; want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	sreq, _ := http.NewRequest("GET", status, nil)
+	sreq.SetBasicAuth("", "meshcdn-dev-token")
+	resp, err = http.DefaultClient.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		Regions []struct {
+			Name       string   `json:"name"`
+			AnswerWith []string `json:"answer_with"`
+		} `json:"regions"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || len(page.Regions) != 2 || len(page.Regions[0].AnswerWith) == 0 || len(page.Regions[1].AnswerWith) == 0 {
+		t.Errorf("the router's status.json: %d %v %+v; want regions a and b, each answered with its edges", resp.StatusCode, err, page)
+	}
 }
 
 // askDNS asks the router's published DNS port for the A records of name

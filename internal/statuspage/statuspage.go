@@ -27,6 +27,40 @@ var css string
 //go:embed page.js
 var js string
 
+//go:embed shell.html
+var shell string
+
+// Parse makes a page's template: the shared shell (head, header, the
+// refreshed main element, footer, script) around the page's own
+// definitions of "title", "header", "meta" (the line under the header) and
+// "main", with Funcs and funcs.
+func Parse(page string, funcs template.FuncMap) *template.Template {
+	return template.Must(template.Must(template.New("page").Funcs(Funcs()).Funcs(funcs).Parse(shell)).Parse(page))
+}
+
+// Handler serves GET /status (the page; ?part=main is the part the
+// page's script refreshes) and GET /status.json from what data returns,
+// to those access allows.
+func Handler(access Access, t *template.Template, data func(r *http.Request) any) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		if !access.Allowed(w, r) {
+			return
+		}
+		name := "page"
+		if r.URL.Query().Get("part") == "main" {
+			name = "main"
+		}
+		WriteHTML(w, t, name, data(r))
+	})
+	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
+		if access.Allowed(w, r) {
+			WriteJSON(w, data(r))
+		}
+	})
+	return mux
+}
+
 // contentPolicy allows the page's one style sheet and one script, and
 // connections to its own origin; nothing else.
 var contentPolicy = fmt.Sprintf("default-src 'none'; style-src '%s'; script-src '%s'; connect-src 'self'; img-src data:; "+
@@ -50,7 +84,7 @@ func Funcs() template.FuncMap {
 		"num":     num,
 		"size":    size,
 		"ago":     ago,
-		"spark":   spark,
+		"spark":   Spark,
 		"ratios":  ratios,
 	}
 }
@@ -173,8 +207,8 @@ func ago(now, t time.Time) string {
 
 const sparkW, sparkH = 240.0, 40.0
 
-// spark draws values as an inline SVG line scaled to their maximum.
-func spark(vs []float64) template.HTML {
+// Spark draws values as an inline SVG line scaled to their maximum.
+func Spark(vs []float64) template.HTML {
 	top := 0.0
 	for _, v := range vs {
 		top = max(top, v)

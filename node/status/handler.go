@@ -14,9 +14,7 @@ import (
 //go:embed page.html
 var pageHTML string
 
-var pageTmpl = template.Must(template.New("page").Funcs(statuspage.Funcs()).Funcs(template.FuncMap{
-	"regions": byRegion,
-}).Parse(pageHTML))
+var pageTmpl = statuspage.Parse(pageHTML, template.FuncMap{"regions": byRegion})
 
 // Options say who may read the page.
 type Options = statuspage.Access
@@ -24,23 +22,7 @@ type Options = statuspage.Access
 // Handler serves GET /status (HTML; ?part=main is the part the page's
 // script refreshes) and GET /status.json.
 func (r *Recorder) Handler(o Options) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, req *http.Request) {
-		if !o.Allowed(w, req) {
-			return
-		}
-		name := "page"
-		if req.URL.Query().Get("part") == "main" {
-			name = "main"
-		}
-		statuspage.WriteHTML(w, pageTmpl, name, r.Page(req.Context(), time.Now()))
-	})
-	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, req *http.Request) {
-		if o.Allowed(w, req) {
-			statuspage.WriteJSON(w, r.Page(req.Context(), time.Now()))
-		}
-	})
-	return mux
+	return statuspage.Handler(o, pageTmpl, func(req *http.Request) any { return r.Page(req.Context(), time.Now()) })
 }
 
 // region is the members of one region, for the page.
