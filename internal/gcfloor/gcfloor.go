@@ -106,6 +106,9 @@ func (f *Floor) arm() {
 }
 
 // update sets the percentage for the live heap the last collection found.
+// A collection that ran while the program allocated fast counts what was
+// allocated meanwhile as live too, so the estimate errs high: the floor
+// then gives way for a cycle, never the other way round.
 func (f *Floor) update() {
 	metrics.Read(f.sample[:])
 	live := uint64(0)
