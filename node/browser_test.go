@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,16 +81,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members := evaluate[int](t, ctx, `document.querySelectorAll("#members tr.member").length`)
-	ratio := text(t, ctx, "#hit-ratio")
-	if !strings.Contains(title, "n1") || members != 3 || ratio != "–" {
-		t.Fatalf("before traffic: title %q, %d member rows, hit ratio %q; want n1's page, 3, –", title, members, ratio)
-	}
-	for _, name := range []string{"n1", "n2", "n3"} {
-		a, err := chromedp.Run(ctx, chromedp.AttributeValue(`#members tr[data-name="`+name+`"]`, "data-state"))
-		if err != nil || a.Value != "alive" {
-			t.Errorf("member %s: state %q, %v", name, a.Value, err)
-		}
+	st := readPage(t, ctx)
+	slices.Sort(st.Members) // the page lists them by region
+	if !strings.Contains(title, "n1") || !slices.Equal(st.Members, []string{"n1=alive", "n2=alive", "n3=alive"}) || st.Ratio != "–" {
+		t.Fatalf("before traffic: title %q, members %v, hit ratio %q; want n1's page, n1 to n3 alive, –", title, st.Members, st.Ratio)
 	}
 	evaluate[string](t, ctx, `window.loadedOnce = "yes"`)
 
@@ -105,26 +100,23 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The page refreshes itself: the same document (the mark set on it is
-	// still there) shows the new hit ratio and the site.
+	// still there) shows the new hit ratio, the site and the purge.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ratio = text(t, ctx, "#hit-ratio")
-		mark := evaluate[string](t, ctx, `window.loadedOnce || ""`)
-		site := evaluate[string](t, ctx, `(document.querySelector('#sites tr[data-site="www"]') || {}).textContent || ""`)
-		if mark != "yes" {
+		st = readPage(t, ctx)
+		if st.Mark != "yes" {
 			t.Fatal("the page was reloaded; it should refresh in place")
 		}
-		purged := evaluate[int](t, ctx, `document.querySelectorAll("#purges .receipt.ok").length`)
-		if ratio == "75.0%" && strings.Contains(site, "75.0%") && purged == 3 {
+		if st.Ratio == "75.0%" && strings.Contains(st.Site, "75.0%") && st.Receipts == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("hit ratio on the page %q (site row %q), %d purge receipts, 30 s after 40 requests (30 of them hits) and a purge; want 75.0%%, 3", ratio, site, purged)
+			t.Fatalf("the page 30 s after 40 requests (30 of them hits) and a purge: %+v; want a hit ratio of 75.0%% there and in the site's row, 3 receipts", st)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if live := text(t, ctx, "#live"); !strings.HasPrefix(live, "live") {
-		t.Errorf("the live indicator says %q", live)
+	if !strings.HasPrefix(st.Live, "live") {
+		t.Errorf("the live indicator says %q", st.Live)
 	}
 
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -160,12 +152,30 @@ func evaluate[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
-// text is the visible text of the element sel selects.
-func text(t *testing.T, ctx context.Context, sel string) string {
+// pageState is what the test reads off the status page.
+type pageState struct {
+	Ratio    string   `json:"ratio"`    // the hit ratio figure
+	Site     string   `json:"site"`     // the www site's row
+	Receipts int      `json:"receipts"` // purge receipts shown as applied
+	Members  []string `json:"members"`  // name=state of each member row
+	Live     string   `json:"live"`     // the live indicator
+	Mark     string   `json:"mark"`     // set by the test on the document
+}
+
+// readPage reads the page in one evaluation: the page's script swaps its
+// main element every two seconds, and a script runs whole, never in the
+// middle of another.
+func readPage(t *testing.T, ctx context.Context) pageState {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Text(sel))
-	if err != nil {
-		t.Fatalf("text of %s: %v", sel, err)
-	}
-	return strings.TrimSpace(v)
+	return evaluate[pageState](t, ctx, `(() => {
+		const text = s => ((document.querySelector(s) || {}).textContent || "").trim();
+		return {
+			ratio: text("#hit-ratio"),
+			site: text('#sites tr[data-site="www"]'),
+			receipts: document.querySelectorAll("#purges .receipt.ok").length,
+			members: [...document.querySelectorAll("#members tr.member")].map(r => r.dataset.name + "=" + r.dataset.state),
+			live: text("#live"),
+			mark: window.loadedOnce || "",
+		};
+	})()`)
 }
