@@ -383,9 +383,17 @@ func TestDeployedRouterConfigs(t *testing.T) {
 	if err := yaml.NewDecoder(bytes.NewReader(k8s)).Decode(&cm); err != nil {
 		t.Fatal(err)
 	}
+	admin := filepath.Join(dir, "admin")
+	if err := os.MkdirAll(admin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(admin, "token"), []byte("the-admin-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, content := range map[string]string{"compose": string(compose), "kubernetes": cm.Data["router.yaml"]} {
 		file := filepath.Join(dir, name+".yaml")
-		if err := os.WriteFile(file, []byte(strings.ReplaceAll(content, "/etc/meshcdn/mesh/", mesh+"/")), 0o600); err != nil {
+		content = strings.NewReplacer("/etc/meshcdn/mesh/", mesh+"/", "/etc/meshcdn/admin/", admin+"/").Replace(content)
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		f := routerFlags{config: file}
@@ -396,6 +404,9 @@ func TestDeployedRouterConfigs(t *testing.T) {
 		}
 		if len(cfg.Domains) == 0 || cfg.DNSAddr == "" || cfg.HTTPAddr == "" || m.TLS.CAKeyFile == "" || len(m.GossipKeys) != 1 || len(m.Join) != 1 {
 			t.Errorf("%s: %+v %+v", name, cfg, m)
+		}
+		if name == "kubernetes" && (cfg.StatusAccess.Open || !slices.Equal(cfg.StatusAccess.Tokens, []string{"the-admin-token"})) {
+			t.Errorf("kubernetes: the status page's access %+v; want the admin token's", cfg.StatusAccess)
 		}
 	}
 }
