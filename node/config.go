@@ -301,8 +301,7 @@ func MeshRisk(m *MeshConfig) string {
 	return fmt.Sprintf("%s listen beyond loopback without %s", strings.Join(exposed, " and "), strings.Join(missing, " or "))
 }
 
-// loopback reports whether addr listens on loopback only.
-// Loopback reports whether addr listens on a loopback address only.
+// Loopback reports whether addr listens on loopback only.
 func Loopback(addr string) bool { return loopback(addr) }
 
 func loopback(addr string) bool {

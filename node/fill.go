@@ -308,13 +308,11 @@ func setValidators(h http.Header, stale *stored) {
 func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
-			n.statsOf(st).counts.peer.Add(1)
-			if resp, err := n.fetchPeer(ctx, name, addr, key, req, false); err == nil {
+			if resp, err := n.fetchPeer(ctx, st, name, addr, key, req, false); err == nil {
 				fl.peer, fl.copy, fl.fetched = name, true, popFetched(resp.Header)
 				return resp, nil
 			}
 			n.statsOf(st).counts.origin.Add(1)
-			n.counters.originRequests.Add(1)
 			return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
@@ -327,7 +325,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			if time.Since(start) > handOffBudget {
 				break // the previous owners are slow to answer: the origin
 			}
-			resp, err := n.fetchPeer(ctx, p.Name, p.Addr, key, req, true)
+			resp, err := n.fetchPeer(ctx, st, p.Name, p.Addr, key, req, true)
 			if err != nil {
 				continue
 			}
@@ -343,7 +341,6 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 		return resp, nil
 	}
 	n.statsOf(st).counts.origin.Add(1)
-	n.counters.originRequests.Add(1)
 	return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
@@ -366,8 +363,7 @@ func (n *Node) fetchShield(ctx context.Context, fl *flight, st *site.Site, key s
 		n.metrics.shieldFetches.WithLabelValues("no-member").Inc()
 		return nil
 	}
-	n.statsOf(st).counts.peer.Add(1)
-	resp, err := n.fetchPeer(ctx, name, addr, key, req, false)
+	resp, err := n.fetchPeer(ctx, st, name, addr, key, req, false)
 	if err != nil {
 		n.metrics.shieldFetches.WithLabelValues("failed").Inc()
 		return nil
@@ -414,13 +410,13 @@ func (fl *flight) fetchedAt(respTime time.Time) time.Time {
 }
 
 // fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
-func (n *Node) fetchPeer(ctx context.Context, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
+func (n *Node) fetchPeer(ctx context.Context, st *site.Site, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
 	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
 		Epoch: n.mesh.Epoch(), CacheOnly: cacheOnly}
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
-	n.counters.peerFetches.Add(1)
+	n.statsOf(st).counts.peer.Add(1)
 	resp, err := n.mesh.Peers().Fetch(ctx, addr, pr)
 	if err != nil {
 		n.metrics.peerFetches.WithLabelValues("failed").Inc()

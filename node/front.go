@@ -334,7 +334,6 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	x.status = cs
 	x.stats.originPass.Inc()
 	x.stats.counts.origin.Add(1)
-	n.counters.originRequests.Add(1)
 	// The recorder copies what it needs instead of pointing at x, which keeps x
 	// off the heap on every path.
 	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}

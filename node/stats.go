@@ -7,19 +7,28 @@ import (
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
-// counters are the node's totals for the admin API (Prometheus has the same
-// and more, by site).
+// counters are the node's totals by cache status for the admin API
+// (Prometheus has the same and more, by site). Origin requests and peer
+// fetches are counted by site only (siteCounts) and summed here.
 type counters struct {
-	requests       [len(httpcache.Labels)]atomic.Int64
-	bytes          [len(httpcache.Labels)]atomic.Int64
-	originRequests atomic.Int64
-	peerFetches    atomic.Int64
+	requests [len(httpcache.Labels)]atomic.Int64
+	bytes    [len(httpcache.Labels)]atomic.Int64
+}
+
+// originAndPeer sums the sites' origin requests and peer fetches.
+func (n *Node) originAndPeer() (origin, peer int64) {
+	for _, m := range n.siteStats {
+		origin += m.counts.origin.Load()
+		peer += m.counts.peer.Load()
+	}
+	return origin + n.unknown.counts.origin.Load(), peer + n.unknown.counts.peer.Load()
 }
 
 // localStats is this node's counters, as the peer protocol carries them.
 func (n *Node) localStats() *peerv1.StatsResponse {
+	origin, peer := n.originAndPeer()
 	s := &peerv1.StatsResponse{Requests: map[string]int64{}, Bytes: map[string]int64{},
-		OriginRequests: n.counters.originRequests.Load(), PeerFetches: n.counters.peerFetches.Load()}
+		OriginRequests: origin, PeerFetches: peer}
 	for i, l := range httpcache.Labels {
 		s.Requests[l] = n.counters.requests[i].Load()
 		s.Bytes[l] = n.counters.bytes[i].Load()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcdn/meshcdn/internal/statuspage"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -59,20 +60,10 @@ func (n *Node) observeOrigin(siteName string, targets []*origin.Target, next fun
 // at addr: anyone on loopback or with StatusPublic; elsewhere the holders of
 // the status or the admin token.
 func (n *Node) statusOptions(addr string) status.Options {
-	o := status.Options{Open: loopback(addr) || n.cfg.StatusPublic,
-		Settings: "--status-token-file or --admin-token-file; --status-public serves it to anyone"}
-	for _, t := range []string{n.cfg.StatusToken, n.cfg.AdminToken} {
-		if t != "" {
-			o.Tokens = append(o.Tokens, t)
-		}
-	}
-	switch {
-	case n.cfg.StatusPublic && !loopback(addr):
-		n.log.Warn("the status page is served to anyone who reaches the metrics listener (status_public)", "addr", addr)
-	case !o.Open && len(o.Tokens) == 0:
-		n.log.Warn("the status page is refused: the metrics listener is beyond loopback and no status or admin token is set", "addr", addr)
-	}
-	return o
+	a := statuspage.NewAccess(loopback(addr) || n.cfg.StatusPublic,
+		"--status-token-file or --admin-token-file; --status-public serves it to anyone", n.cfg.StatusToken, n.cfg.AdminToken)
+	a.Warn(n.log, addr, !loopback(addr))
+	return a
 }
 
 // statusView is the node as its status page sees it.

@@ -219,28 +219,14 @@ func (f *edgeFlags) adminConfig(cfg *node.Config) error {
 	case cfg.AdminAddr == "" || f.set["admin"]:
 		cfg.AdminAddr = f.admin
 	}
-	if f.adminTokenFile != "" {
-		tok, err := node.ReadToken(f.adminTokenFile)
-		if err != nil {
-			return fmt.Errorf("--admin-token-file: %w", err)
-		}
-		cfg.AdminToken = tok
-	}
-	if f.adminToken != "" {
-		cfg.AdminToken = f.adminToken
+	if err := tokenFlags(&cfg.AdminToken, f.adminToken, f.adminTokenFile, "admin-token-file"); err != nil {
+		return err
 	}
 	if f.adminInsecure {
 		cfg.AdminInsecure = true
 	}
-	if f.statusTokenFile != "" {
-		tok, err := node.ReadToken(f.statusTokenFile)
-		if err != nil {
-			return fmt.Errorf("--status-token-file: %w", err)
-		}
-		cfg.StatusToken = tok
-	}
-	if f.statusToken != "" {
-		cfg.StatusToken = f.statusToken
+	if err := tokenFlags(&cfg.StatusToken, f.statusToken, f.statusTokenFile, "status-token-file"); err != nil {
+		return err
 	}
 	if f.statusPublic {
 		cfg.StatusPublic = true
@@ -248,6 +234,20 @@ func (f *edgeFlags) adminConfig(cfg *node.Config) error {
 	override(&cfg.AdminCertFile, f.adminCert)
 	override(&cfg.AdminKeyFile, f.adminKey)
 	override(&cfg.AdminClientCAFile, f.adminClientCA)
+	return nil
+}
+
+// tokenFlags applies a token's flags over *dst: the first line of the file
+// the flag named fileFlag gives, then the token given itself.
+func tokenFlags(dst *string, token, file, fileFlag string) error {
+	if file != "" {
+		tok, err := node.ReadToken(file)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", fileFlag, err)
+		}
+		*dst = tok
+	}
+	override(dst, token)
 	return nil
 }
 

@@ -265,23 +265,21 @@ func (s *meshSource) Owner(region, key string) (string, bool) {
 
 // statusAccess says who may read the router's status page: anyone on a
 // loopback metrics listener or with status_public, else the holders of the
-// status token (file's, then the flags').
+// status token (the file's setting, then the flags').
 func (f *routerFlags) statusAccess(cfg *router.Config, tokenFile string, public bool) error {
-	override(&tokenFile, f.statusTokenFile)
-	a := statuspage.Access{Open: node.Loopback(cfg.MetricsAddr) || public || f.statusPublic,
-		Settings: "--status-token-file; --status-public serves it to anyone"}
-	tok := f.statusToken
-	if tok == "" && tokenFile != "" {
+	var tok string
+	if tokenFile != "" && f.statusTokenFile == "" {
 		t, err := node.ReadToken(tokenFile)
 		if err != nil {
-			return fmt.Errorf("status token file: %w", err)
+			return fmt.Errorf("router.status_token_file: %w", err)
 		}
 		tok = t
 	}
-	if tok != "" {
-		a.Tokens = []string{tok}
+	if err := tokenFlags(&tok, f.statusToken, f.statusTokenFile, "status-token-file"); err != nil {
+		return err
 	}
-	cfg.StatusAccess = a
+	cfg.StatusAccess = statuspage.NewAccess(node.Loopback(cfg.MetricsAddr) || public || f.statusPublic,
+		"--status-token-file; --status-public serves it to anyone", tok)
 	return nil
 }
 
@@ -308,14 +306,7 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		log.Warn("mesh.insecure: "+risk+"; anyone who reaches them can join the cluster and tell the router where to send users", "opt-out", "mesh.insecure")
 	}
 	cfg.Logger = log
-	if cfg.MetricsAddr != "" && !node.Loopback(cfg.MetricsAddr) {
-		switch {
-		case f.statusPublic || (cfg.StatusAccess.Open && len(cfg.StatusAccess.Tokens) == 0):
-			log.Warn("the status page is served to anyone who reaches the metrics listener (status_public)", "addr", cfg.MetricsAddr)
-		case len(cfg.StatusAccess.Tokens) == 0:
-			log.Warn("the status page is refused: the metrics listener is beyond loopback and no status token is set", "addr", cfg.MetricsAddr)
-		}
-	}
+	cfg.StatusAccess.Warn(log, cfg.MetricsAddr, cfg.MetricsAddr != "" && !node.Loopback(cfg.MetricsAddr))
 	src := &meshSource{}
 	r, err := router.New(cfg, src)
 	if err != nil {

@@ -55,7 +55,7 @@ func Start(floor uint64) *Floor {
 	if active != nil {
 		return nil
 	}
-	base := debug.SetGCPercent(100)
+	base := debug.SetGCPercent(100) // there is no getter: set, then put back
 	debug.SetGCPercent(base)
 	if base < 0 {
 		return nil

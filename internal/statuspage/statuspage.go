@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"math"
 	"net/http"
 	"slices"
@@ -133,6 +134,31 @@ type Access struct {
 	// Settings names, for the refusal, what opens the page when it is
 	// neither open nor has a token.
 	Settings string
+}
+
+// NewAccess is who may read a page: anyone when open, else the holders of
+// tokens (empty ones are left out); settings name what opens a refused
+// page.
+func NewAccess(open bool, settings string, tokens ...string) Access {
+	a := Access{Open: open, Settings: settings}
+	for _, t := range tokens {
+		if t != "" {
+			a.Tokens = append(a.Tokens, t)
+		}
+	}
+	return a
+}
+
+// Warn logs, for a page on a listener beyond loopback (exposed), that it is
+// served to anyone or refused to everyone.
+func (a Access) Warn(log *slog.Logger, addr string, exposed bool) {
+	switch {
+	case !exposed:
+	case a.Open:
+		log.Warn("the status page is served to anyone who reaches its listener (status_public)", "addr", addr)
+	case len(a.Tokens) == 0:
+		log.Warn("the status page is refused: its listener is beyond loopback and no token is set ("+a.Settings+")", "addr", addr)
+	}
 }
 
 // Allowed checks the request's credentials and answers it when they fail.
