@@ -1,6 +1,7 @@
 package statuspage
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,29 @@ func TestFormats(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%q; want %q", c.got, c.want)
 		}
+	}
+}
+
+func TestAccessWarn(t *testing.T) {
+	for _, c := range []struct {
+		a       Access
+		exposed bool
+		want    string
+	}{
+		{NewAccess(true, "s"), true, "served to anyone"},
+		{NewAccess(true, "s", "tok"), true, "served to anyone"},
+		{NewAccess(false, "--status-token-file", "", ""), true, "refused"},
+		{NewAccess(false, "s", "tok"), true, ""},
+		{NewAccess(true, "s"), false, ""},
+		{NewAccess(false, "s"), false, ""},
+	} {
+		var b strings.Builder
+		c.a.Warn(slog.New(slog.NewTextHandler(&b, nil)), "10.0.0.1:9090", c.exposed)
+		if got := b.String(); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%+v, exposed %v: logged %q; want %q", c.a, c.exposed, got, c.want)
+		}
+	}
+	if a := NewAccess(false, "s", "", "tok", ""); len(a.Tokens) != 1 {
+		t.Errorf("empty tokens kept: %q", a.Tokens)
 	}
 }
