@@ -11,6 +11,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,13 +42,13 @@ const (
 
 // cluster drives one compose project.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	compose []string // the compose command and its file and project flags
 	env     []string
 	grpcurl string
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +377,7 @@ func askDNS(name, subnet string) (rcode string, ips []string, err error) {
 
 // waitFor polls cond until it returns "" or the deadline passes, then fails
 // with what it last reported.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() string) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -448,11 +449,64 @@ func get(e edge, path string) (*http.Response, string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if cs := resp.Header.Get("Cache-Status"); err == nil && !strings.Contains(cs, "; hit") {
+		forwarded.Lock()
+		forwarded.lines = append(forwarded.lines, fmt.Sprintf("%s at %s: %s", path, e.name, cs))
+		forwarded.Unlock()
+	}
 	return resp, string(b), err
 }
 
+// forwarded lists the responses that the edge's cache did not answer (their
+// Cache-Status), so that a failed count of origin requests can say which
+// requests went forward: to the origin, or to a peer (detail=peer-NAME),
+// which may have asked the origin.
+var forwarded struct {
+	sync.Mutex
+	lines []string
+}
+
+// originMark is a point of the test: the origin's count of requests then,
+// and how many responses had gone forward.
+type originMark struct {
+	requests int64
+	fwd      int
+}
+
+func markOrigin(t testing.TB) originMark {
+	t.Helper()
+	forwarded.Lock()
+	n := len(forwarded.lines)
+	forwarded.Unlock()
+	return originMark{requests: originRequests(t), fwd: n}
+}
+
+// served is how many requests the origin served since m.
+func (m originMark) served(t testing.TB) int64 {
+	t.Helper()
+	return originRequests(t) - m.requests
+}
+
+// forwarded says which responses went forward since m.
+func (m originMark) forwarded() string {
+	forwarded.Lock()
+	defer forwarded.Unlock()
+	lines := slices.Clone(forwarded.lines[m.fwd:])
+	// Those that went to the origin first, then those a peer answered.
+	slices.SortStableFunc(lines, func(a, b string) int {
+		return cmp.Compare(strings.Count(a, "detail=peer-"), strings.Count(b, "detail=peer-"))
+	})
+	if len(lines) == 0 {
+		return "; no response went forward"
+	}
+	if len(lines) > 20 {
+		lines = append(lines[:20:20], fmt.Sprintf("and %d more", len(lines)-20))
+	}
+	return "; forwarded:\n\t" + strings.Join(lines, "\n\t")
+}
+
 // originRequests is the demo origin's own count of the requests it served.
-func originRequests(t *testing.T) int64 {
+func originRequests(t testing.TB) int64 {
 	t.Helper()
 	resp, err := client.Get("http://127.0.0.1:18000/_origin/stats")
 	if err != nil {
@@ -470,7 +524,7 @@ func objectPath(i int) string { return fmt.Sprintf("/css/site.css?v=%d", i) }
 
 // requestAll fetches every object through every edge and fails on any
 // error.
-func requestAll(t *testing.T, es []edge, skip map[string]bool) {
+func requestAll(t testing.TB, es []edge, skip map[string]bool) {
 	t.Helper()
 	var paths []string
 	for i := range objects {
@@ -483,7 +537,7 @@ func requestAll(t *testing.T, es []edge, skip map[string]bool) {
 
 // request fetches every path through every edge, the edges in parallel, and
 // fails on any error.
-func request(t *testing.T, es []edge, paths []string) {
+func request(t testing.TB, es []edge, paths []string) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(es))
@@ -511,14 +565,61 @@ func request(t *testing.T, es []edge, paths []string) {
 	}
 }
 
-func TestCluster(t *testing.T) {
+// recorder keeps a test's failure messages, so that they can be repeated
+// after the cluster's logs: the end of a failed run's output says what
+// failed.
+type recorder struct {
+	*testing.T
+	mu       sync.Mutex
+	failures []string
+}
+
+func (r *recorder) note(msg string) {
+	r.mu.Lock()
+	r.failures = append(r.failures, msg)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Error(args ...any) {
+	r.T.Helper()
+	r.note(fmt.Sprint(args...))
+	r.T.Error(args...)
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.T.Helper()
+	r.note(fmt.Sprintf(format, args...))
+	r.T.Errorf(format, args...)
+}
+
+func (r *recorder) Fatal(args ...any) {
+	r.T.Helper()
+	r.note(fmt.Sprint(args...))
+	r.T.Fatal(args...)
+}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.T.Helper()
+	r.note(fmt.Sprintf(format, args...))
+	r.T.Fatalf(format, args...)
+}
+
+func TestCluster(tt *testing.T) {
+	t := &recorder{T: tt}
 	c := newCluster(t)
-	c.down() // a clean state, whatever an earlier run left
+	c.down()           // a clean state, whatever an earlier run left
+	var current string // the step under way
 	t.Cleanup(func() {
 		if t.Failed() {
 			// The warnings and errors, and the peer fetches that fell back to
 			// the origin (logged at debug: MESHCDN_LOG_LEVEL=debug shows them).
-			out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--no-color")...)
+			// MESHCDN_E2E_LOGS names a file for the whole of the logs.
+			out, _ := c.try(time.Minute, c.compose[0], append(slices.Clone(c.compose[1:]), "logs", "--no-color", "--timestamps")...)
+			if f := os.Getenv("MESHCDN_E2E_LOGS"); f != "" {
+				if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+					t.Log(err)
+				}
+			}
 			var notable []string
 			for l := range strings.Lines(out) {
 				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "peer fetch failed") {
@@ -526,11 +627,15 @@ func TestCluster(t *testing.T) {
 				}
 			}
 			t.Logf("cluster log lines of note (%d):\n%s", len(notable), strings.Join(notable[max(0, len(notable)-80):], ""))
+			t.mu.Lock()
+			t.Logf("failed in step %s:\n%s", current, strings.Join(t.failures, "\n"))
+			t.mu.Unlock()
 		}
 		c.down()
 	})
 	start := time.Now()
 	step := func(name string) {
+		current = name
 		t.Logf("--- %s (%v)", name, time.Since(start).Round(100*time.Millisecond))
 	}
 
@@ -546,10 +651,10 @@ func TestCluster(t *testing.T) {
 	c.router(es)
 
 	step("2. offload: 200 objects through every edge of both regions, the origin asked once each (region a shields b)")
-	base := originRequests(t)
+	base := markOrigin(t)
 	requestAll(t, es, nil)
-	if got := originRequests(t) - base; got != objects {
-		t.Fatalf("the origin served %d requests for %d objects requested through %d nodes", got, objects, len(es))
+	if got := base.served(t); got != objects {
+		t.Fatalf("the origin served %d requests for %d objects requested through %d nodes%s", got, objects, len(es), base.forwarded())
 	}
 
 	step("3. docker kill an edge under load at the others: no failed request")
@@ -690,13 +795,13 @@ func TestCluster(t *testing.T) {
 	step("5. scale region a out to 5 edges: no more origin requests for what is cached")
 	skip := map[string]bool{purged: true}
 	requestAll(t, es, skip) // the restarted edge's copies, after step 3
-	base = originRequests(t)
+	base = markOrigin(t)
 	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=5")
 	es = c.waitMembers(2*time.Minute, 7)
 	c.waitHealthy(time.Minute)
 	requestAll(t, es, skip)
-	if got := originRequests(t) - base; got != 0 {
-		t.Fatalf("the origin served %d more requests after the scale-out; hand-off should have answered them", got)
+	if got := base.served(t); got != 0 {
+		t.Fatalf("the origin served %d more requests after the scale-out; hand-off should have answered them%s", got, base.forwarded())
 	}
 
 	step("6. docker stop of an edge, a purge meanwhile, docker start: its disk objects are served without the origin, the purged one is not")
@@ -733,21 +838,21 @@ func TestCluster(t *testing.T) {
 			restarted = e
 		}
 	}
-	base = originRequests(t)
+	base = markOrigin(t)
 	for _, p := range owned[1:] {
 		resp, _, err := get(restarted, p)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%s at the restarted %s: %v", p, restarted.name, err)
 		}
 	}
-	if got := originRequests(t) - base; got != 0 {
-		t.Fatalf("the restarted edge asked the origin %d times for %d objects it held on disk", got, len(owned)-1)
+	if got := base.served(t); got != 0 {
+		t.Fatalf("the restarted edge asked the origin %d times for %d objects it held on disk%s", got, len(owned)-1, base.forwarded())
 	}
 	resp, _, err := get(restarted, purgedAtStop)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("%s at the restarted %s: %v", purgedAtStop, restarted.name, err)
 	}
-	if age, _ := strconv.Atoi(resp.Header.Get("Age")); originRequests(t)-base != 1 || time.Duration(age)*time.Second > time.Since(purgeAt)+time.Second {
+	if age, _ := strconv.Atoi(resp.Header.Get("Age")); base.served(t) != 1 || time.Duration(age)*time.Second > time.Since(purgeAt)+time.Second {
 		t.Fatalf("the restarted edge served %s, purged while it was stopped, from before the purge: %s, Age %s",
 			purgedAtStop, resp.Header.Get("Cache-Status"), resp.Header.Get("Age"))
 	}
@@ -772,10 +877,10 @@ func TestCluster(t *testing.T) {
 	for i := range objects / 2 {
 		held = append(held, fmt.Sprintf("/css/site.css?held=%d", i))
 	}
-	base = originRequests(t)
+	base = markOrigin(t)
 	request(t, leaving, held)
-	if got := originRequests(t) - base; got != int64(len(held)) {
-		t.Fatalf("the origin served %d requests for %d new objects", got, len(held))
+	if got := base.served(t); got != int64(len(held)) {
+		t.Fatalf("the origin served %d requests for %d new objects%s", got, len(held), base.forwarded())
 	}
 	for _, e := range leaving {
 		var d struct {
@@ -804,10 +909,10 @@ func TestCluster(t *testing.T) {
 		}
 		return ""
 	})
-	base = originRequests(t)
+	base = markOrigin(t)
 	request(t, staying, held)
-	if got := originRequests(t) - base; got != 0 {
-		t.Fatalf("the origin served %d of %d objects again after the drain; the drained edges should have handed them off", got, len(held))
+	if got := base.served(t); got != 0 {
+		t.Fatalf("the origin served %d of %d objects again after the drain; the drained edges should have handed them off%s", got, len(held), base.forwarded())
 	}
 	c.composeRun(5*time.Minute, "up", "-d", "--scale", "edge=3")
 	es = c.waitMembers(2*time.Minute, 5)
@@ -818,8 +923,8 @@ func TestCluster(t *testing.T) {
 	}
 	request(t, es, held)
 	requestAll(t, es, skip)
-	if got := originRequests(t) - base; got != 0 {
-		t.Fatalf("the origin served %d requests after the scale-in", got)
+	if got := base.served(t); got != 0 {
+		t.Fatalf("the origin served %d requests after the scale-in%s", got, base.forwarded())
 	}
 
 	step("8. done: the cluster is torn down with its volumes")
