@@ -745,7 +745,7 @@ func TestUntrustedMemberOwnsNothing(t *testing.T) {
 	peerv1.RegisterPeerServiceServer(srv, peer.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=86400")
 		_, _ = w.Write([]byte("poisoned"))
-	}), nil, slog.New(slog.DiscardHandler)))
+	}), nil, nil, slog.New(slog.DiscardHandler)))
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	g, err := gossip.New(gossip.Config{Name: "impostor", BindAddr: "127.0.0.1:0", Join: []string{nodes[0].GossipAddr()}, Fast: true,

@@ -57,7 +57,7 @@ func BenchmarkPeerFetch(b *testing.B) {
 					b.Fatal(err)
 				}
 				s := grpc.NewServer(peer.ServerOptions(serverTLS)...)
-				peerv1.RegisterPeerServiceServer(s, peer.NewServer(h, noLocal{}, slog.New(slog.DiscardHandler)))
+				peerv1.RegisterPeerServiceServer(s, peer.NewServer(h, noLocal{}, nil, slog.New(slog.DiscardHandler)))
 				done := make(chan struct{})
 				go func() { defer close(done); _ = s.Serve(ln) }()
 				p := peer.NewPool(10*time.Second, clientTLS)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/peer"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
+	"github.com/meshcdn/meshcdn/ring"
 )
 
 const (
@@ -75,36 +77,107 @@ func (m *Mesh) HandedOff() (taken, notTaken uint64) { return m.offered.Load(), m
 // offerHottest offers the hottest objects of the memory tier to their new
 // owners, which take them from this node's cache (FetchRequest.take_over),
 // so they stay in the cluster when this node goes, even if nobody asks for
-// them before. It returns how the offers went once every one has an answer
-// or ctx ends.
+// them before. A member that drains too refuses what it is offered, since it
+// would leave with it; those objects go to their owners among the members
+// that stay, which this node may not have heard of yet (two members drained
+// together). It returns how the offers went once every one has an answer or
+// ctx ends.
 func (m *Mesh) offerHottest(ctx context.Context) peer.HandOff {
 	start := time.Now()
-	var taken, failed atomic.Int64
+	var taken, notTaken int64
+	offers := m.offers()
+	var draining []string // members that refused offers because they drain
+	for round := 1; len(offers) > 0; round++ {
+		t, n, refused := m.offerAll(ctx, offers)
+		taken, notTaken = taken+t, notTaken+n
+		if len(refused) == 0 {
+			break
+		}
+		for _, o := range refused {
+			if !slices.Contains(draining, o.name) {
+				draining = append(draining, o.name)
+			}
+		}
+		if round == maxOfferRounds || ctx.Err() != nil {
+			notTaken += int64(len(refused))
+			break
+		}
+		var lost int
+		offers, lost = m.reroute(refused, draining)
+		notTaken += int64(lost)
+	}
+	m.offered.Add(uint64(taken))
+	m.declined.Add(uint64(notTaken))
+	h := peer.HandOff{Taken: taken, NotTaken: notTaken, Took: time.Since(start)}
+	m.log.Info("handed objects off to their new owners", "taken", h.Taken, "not_taken", h.NotTaken,
+		"took", h.Took.Round(time.Millisecond), "draining_too", draining)
+	return h
+}
+
+// maxOfferRounds bounds how many times a drain offers objects again after
+// members refused them because they drain too.
+const maxOfferRounds = 3
+
+// offerAll sends offers, handOffParallel at a time, and returns how many
+// were taken and not taken, and those refused by a member that drains. It
+// returns once every offer sent has its answer; those not sent before ctx
+// ended count as not taken.
+func (m *Mesh) offerAll(ctx context.Context, offers []anOffer) (taken, notTaken int64, refused []anOffer) {
+	var took, failed atomic.Int64
+	var mu sync.Mutex
 	sem := make(chan struct{}, handOffParallel)
 	var wg sync.WaitGroup
-	report := func() peer.HandOff { // once every offer has its answer
-		wg.Wait()
-		return peer.HandOff{Taken: taken.Load(), NotTaken: failed.Load(), Took: time.Since(start)}
-	}
-	for _, o := range m.offers() {
+	for i, o := range offers {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return report()
+			wg.Wait()
+			return took.Load(), failed.Load() + int64(len(offers)-i), refused
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if m.offer(ctx, o.name, o.addr, o.req) {
-				taken.Add(1)
-			} else {
+			switch err := m.offer(ctx, o); {
+			case err == nil:
+				took.Add(1)
+			case peer.IsDraining(err):
+				mu.Lock()
+				refused = append(refused, o)
+				mu.Unlock()
+			default:
 				failed.Add(1)
+				m.log.Debug("hand-off not taken", "peer", o.name, "key", o.req.GetKey(), "err", err)
 			}
 		})
 	}
-	h := report()
-	m.log.Info("handed objects off to their new owners", "taken", h.Taken, "not_taken", h.NotTaken,
-		"took", h.Took.Round(time.Millisecond))
-	return h
+	wg.Wait()
+	return took.Load(), failed.Load(), refused
+}
+
+// reroute points offers at the keys' owners on this node's ring without the
+// members in draining, and tells how many have no owner left.
+func (m *Mesh) reroute(offers []anOffer, draining []string) ([]anOffer, int) {
+	names := slices.DeleteFunc(m.Ring().Members(), func(name string) bool {
+		return name == m.self.Name || slices.Contains(draining, name)
+	})
+	if len(names) == 0 {
+		return nil, len(offers)
+	}
+	r, err := ring.New(names, m.cfg.Ring)
+	if err != nil {
+		m.log.Warn("hand-off: no ring without the members that drain", "err", err)
+		return nil, len(offers)
+	}
+	addrs := *m.addrs.Load()
+	var out []anOffer
+	for _, o := range offers {
+		name, _ := r.Owner(o.req.GetKey())
+		if addrs[name] == "" {
+			continue
+		}
+		o.name, o.addr = name, addrs[name]
+		out = append(out, o)
+	}
+	return out, len(offers) - len(out)
 }
 
 // anOffer is one take-over request and the member it goes to.
@@ -139,24 +212,21 @@ func (m *Mesh) offers() []anOffer {
 	return out
 }
 
-// offer sends one take-over request and reports whether the owner took the
+// offer sends one take-over request; nil means the owner took the
 // response.
-func (m *Mesh) offer(ctx context.Context, name, addr string, req *peerv1.FetchRequest) bool {
-	resp, err := m.peers.Fetch(ctx, addr, req)
-	if err == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err == nil && (resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout) {
-			err = errNotTaken
-		}
-	}
+func (m *Mesh) offer(ctx context.Context, o anOffer) error {
+	resp, err := m.peers.Fetch(ctx, o.addr, o.req)
 	if err != nil {
-		m.declined.Add(1)
-		m.log.Debug("hand-off not taken", "peer", name, "key", req.GetKey(), "err", err)
-		return false
+		return err
 	}
-	m.offered.Add(1)
-	return true
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
+		return errNotTaken
+	}
+	return nil
 }
 
 // errNotTaken is an offer the new owner answered with an edge error.

@@ -139,7 +139,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 	healthpb.RegisterHealthServer(m.grpc, m.health)
 	reflection.Register(m.grpc)
 	if !m.self.Router {
-		peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.log.With("component", "peer")))
+		peerv1.RegisterPeerServiceServer(m.grpc, peer.NewServer(m.self.Handler, m.self.Local, m.Draining, m.log.With("component", "peer")))
 		m.health.SetServingStatus(peerv1.PeerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 	m.wg.Go(func() {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,12 @@ func (noLocal) ACMEChallenge(string) (string, bool)     { return "", false }
 // start runs a mesh named name on loopback, joined to seed if any.
 func start(t *testing.T, name string, seed *Mesh, tweak func(*Config)) *Mesh {
 	t.Helper()
+	return startWith(t, name, seed, tweak, nil)
+}
+
+// startWith is start with the node's Self changed by self, if set.
+func startWith(t *testing.T, name string, seed *Mesh, tweak func(*Config), self func(*Self)) *Mesh {
+	t.Helper()
 	cfg := Config{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Fast: true}
 	if seed != nil {
 		cfg.Join = []string{seed.GossipAddr()}
@@ -43,8 +50,12 @@ func start(t *testing.T, name string, seed *Mesh, tweak func(*Config)) *Mesh {
 	}
 	store := cache.NewMemory(1 << 20)
 	t.Cleanup(store.Close)
-	m := New(cfg, Self{Name: name, HTTPAddr: "127.0.0.1:1", Handler: http.NotFoundHandler(), Local: noLocal{},
-		Store: store, Logger: slog.New(slog.DiscardHandler)})
+	me := Self{Name: name, HTTPAddr: "127.0.0.1:1", Handler: http.NotFoundHandler(), Local: noLocal{},
+		Store: store, Logger: slog.New(slog.DiscardHandler)}
+	if self != nil {
+		self(&me)
+	}
+	m := New(cfg, me)
 	if err := m.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -215,4 +226,62 @@ func TestJoinWave(t *testing.T) {
 	if took == 0 {
 		t.Fatal("c owns none of 300 keys")
 	}
+}
+
+// Two members drained together (a scale-in by two) must not hand objects
+// to each other: a draining member refuses offers, and the member that
+// offered them offers them again to their owners among the members that
+// stay, before it has heard that the other drains.
+func TestDrainPastDrainingMember(t *testing.T) {
+	var mu sync.Mutex
+	took := map[string][]string{} // key: the members that took it over
+	taker := func(s *Self) {
+		name := s.Name
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := peer.TakeOverFrom(r.Context()); ok {
+				mu.Lock()
+				took[r.Host+r.URL.RequestURI()] = append(took[r.Host+r.URL.RequestURI()], name)
+				mu.Unlock()
+			}
+		})
+	}
+	a := startWith(t, "a", nil, nil, taker)
+	b := startWith(t, "b", a, nil, taker)
+	c := startWith(t, "c", a, nil, taker)
+	d := startWith(t, "d", a, nil, taker)
+	converged(t, 4, a, b, c, d)
+	now := time.Now()
+	ks := keys(200)
+	for _, k := range ks {
+		c.self.Store.(*cache.Memory).Put(k, &cache.Entry{Status: 200, Body: []byte("x"), Size: 1, ResponseTime: now, TTL: time.Hour})
+	}
+	// d drains, and nobody has heard of it yet: every ring still has it.
+	d.draining.Store(true)
+	if !c.Drain(true) {
+		t.Fatal("c drains already")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	h, err := c.HandOffDone(ctx)
+	if err != nil || h.Taken != int64(len(ks)) || h.NotTaken != 0 {
+		t.Fatalf("c's hand-off: %+v %v; want all %d objects taken", h, err, len(ks))
+	}
+	stay, err := ring.New([]string{"a", "b"}, ring.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toD int
+	for _, k := range ks {
+		if owner(a, k) == "d" {
+			toD++
+		}
+		want, _ := stay.Owner(k)
+		if got := took[k]; !slices.Equal(got, []string{want}) {
+			t.Errorf("%s taken over by %v; want %s, its owner once c and d are gone", k, got, want)
+		}
+	}
+	if toD == 0 {
+		t.Fatal("d owns none of the keys: the test shows nothing")
+	}
+	t.Logf("%d of %d objects offered past d", toD, len(ks))
 }

@@ -106,17 +106,24 @@ type Local interface {
 // Purge and Stats calls through Local.
 type Server struct {
 	peerv1.UnimplementedPeerServiceServer
-	h   http.Handler
-	p   Local
-	log *slog.Logger
+	h        http.Handler
+	p        Local
+	draining func() bool
+	log      *slog.Logger
 }
 
 var _ peerv1.PeerServiceServer = (*Server)(nil)
 
-// NewServer returns a server that answers through h and p.
-func NewServer(h http.Handler, p Local, log *slog.Logger) *Server {
-	return &Server{h: h, p: p, log: log}
+// NewServer returns a server that answers through h and p. While draining
+// (nil: never) reports true, it refuses take-over offers (see IsDraining).
+func NewServer(h http.Handler, p Local, draining func() bool, log *slog.Logger) *Server {
+	return &Server{h: h, p: p, draining: draining, log: log}
 }
+
+// IsDraining reports whether err is a peer's refusal of a take-over offer
+// because it drains too: it owns no keys, and what it took would leave
+// with it.
+func IsDraining(err error) bool { return status.Code(err) == codes.FailedPrecondition }
 
 // HandOff is how a draining node's offers of its objects went.
 type HandOff struct {
@@ -196,6 +203,9 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 	if req.GetTakeOver() {
 		if req.GetFrom() == "" || req.GetCacheOnly() {
 			return status.Error(codes.InvalidArgument, "take_over needs from and excludes cache_only")
+		}
+		if s.draining != nil && s.draining() {
+			return status.Error(codes.FailedPrecondition, "take_over refused: this member drains and owns no keys")
 		}
 		ctx = context.WithValue(ctx, takeOverKey{}, req.GetFrom())
 		method = http.MethodHead

@@ -62,7 +62,7 @@ func serve(t *testing.T, h http.Handler, l Local, headTimeout time.Duration) (st
 		t.Fatal(err)
 	}
 	s := grpc.NewServer(ServerOptions(nil)...)
-	peerv1.RegisterPeerServiceServer(s, NewServer(h, l, slog.New(slog.DiscardHandler)))
+	peerv1.RegisterPeerServiceServer(s, NewServer(h, l, nil, slog.New(slog.DiscardHandler)))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Serve(ln) }()
 	p := NewPool(headTimeout, nil)
@@ -307,7 +307,7 @@ func TestUnresponsivePeer(t *testing.T) {
 // verified certificate or over loopback, never to a stranger on the network
 // (mesh.insecure included).
 func TestCertificateOnlyToMembers(t *testing.T) {
-	s := NewServer(http.NotFoundHandler(), &local{}, slog.New(slog.DiscardHandler))
+	s := NewServer(http.NotFoundHandler(), &local{}, nil, slog.New(slog.DiscardHandler))
 	for _, tt := range []struct {
 		p    *grpcpeer.Peer
 		want codes.Code

@@ -103,7 +103,7 @@ func cluster(t *testing.T, n int, lease time.Duration) []*member {
 			t.Fatal(err)
 		}
 		s := grpc.NewServer()
-		peerv1.RegisterPeerServiceServer(s, peer.NewServer(http.NotFoundHandler(), local{m.svc}, slog.New(slog.DiscardHandler)))
+		peerv1.RegisterPeerServiceServer(s, peer.NewServer(http.NotFoundHandler(), local{m.svc}, nil, slog.New(slog.DiscardHandler)))
 		done := make(chan struct{})
 		go func() { defer close(done); _ = s.Serve(ln) }()
 		m.addr, m.stop = ln.Addr().String(), sync.OnceFunc(func() { s.Stop(); <-done })

@@ -870,7 +870,10 @@ type FetchRequest struct {
 	// take_over offers the peer, the key's new owner, the sender's stored
 	// response (the sender drains): unless it holds a usable one already, the
 	// peer fills the key as its owner, asking the sender's cache first, and
-	// answers with the response head alone (as to HEAD).
+	// answers with the response head alone (as to HEAD). A peer that drains
+	// too refuses the offer with FAILED_PRECONDITION: it owns no keys, and
+	// the sender offers the response to the key's owner among the members
+	// that stay.
 	TakeOver      bool `protobuf:"varint,8,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
