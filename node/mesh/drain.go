@@ -100,14 +100,14 @@ func (m *Mesh) offerHottest(ctx context.Context) peer.HandOff {
 		}
 		if round == maxOfferRounds || ctx.Err() != nil {
 			notTaken += int64(len(refused))
+			m.declined.Add(uint64(len(refused)))
 			break
 		}
 		var lost int
 		offers, lost = m.reroute(refused, draining)
 		notTaken += int64(lost)
+		m.declined.Add(uint64(lost))
 	}
-	m.offered.Add(uint64(taken))
-	m.declined.Add(uint64(notTaken))
 	h := peer.HandOff{Taken: taken, NotTaken: notTaken, Took: time.Since(start)}
 	m.log.Info("handed objects off to their new owners", "taken", h.Taken, "not_taken", h.NotTaken,
 		"took", h.Took.Round(time.Millisecond), "draining_too", draining)
@@ -119,9 +119,9 @@ func (m *Mesh) offerHottest(ctx context.Context) peer.HandOff {
 const maxOfferRounds = 3
 
 // offerAll sends offers, handOffParallel at a time, and returns how many
-// were taken and not taken, and those refused by a member that drains. It
-// returns once every offer sent has its answer; those not sent before ctx
-// ended count as not taken.
+// were taken and not taken (counted as they are answered), and those
+// refused by a member that drains. It returns once every offer sent has its
+// answer; those not sent before ctx ended count as not taken.
 func (m *Mesh) offerAll(ctx context.Context, offers []anOffer) (taken, notTaken int64, refused []anOffer) {
 	var took, failed atomic.Int64
 	var mu sync.Mutex
@@ -132,6 +132,7 @@ func (m *Mesh) offerAll(ctx context.Context, offers []anOffer) (taken, notTaken 
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
+			m.declined.Add(uint64(len(offers) - i))
 			return took.Load(), failed.Load() + int64(len(offers)-i), refused
 		}
 		wg.Go(func() {
@@ -139,12 +140,14 @@ func (m *Mesh) offerAll(ctx context.Context, offers []anOffer) (taken, notTaken 
 			switch err := m.offer(ctx, o); {
 			case err == nil:
 				took.Add(1)
+				m.offered.Add(1)
 			case peer.IsDraining(err):
 				mu.Lock()
 				refused = append(refused, o)
 				mu.Unlock()
 			default:
 				failed.Add(1)
+				m.declined.Add(1)
 				m.log.Debug("hand-off not taken", "peer", o.name, "key", o.req.GetKey(), "err", err)
 			}
 		})

@@ -266,6 +266,9 @@ func TestDrainPastDrainingMember(t *testing.T) {
 	if err != nil || h.Taken != int64(len(ks)) || h.NotTaken != 0 {
 		t.Fatalf("c's hand-off: %+v %v; want all %d objects taken", h, err, len(ks))
 	}
+	if taken, notTaken := c.HandedOff(); taken != uint64(len(ks)) || notTaken != 0 {
+		t.Errorf("c counts %d offers taken and %d not; want %d and 0", taken, notTaken, len(ks))
+	}
 	stay, err := ring.New([]string{"a", "b"}, ring.Config{})
 	if err != nil {
 		t.Fatal(err)
