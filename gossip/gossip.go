@@ -522,11 +522,20 @@ func (g *Gossip) updateMeta(timeout time.Duration, change func(*Meta)) error {
 		return err
 	}
 	g.meta.meta.Store(&b)
+	start := time.Now()
 	if err := g.ml.UpdateNode(timeout); err != nil {
+		if timeout > 0 && time.Since(start) >= timeout {
+			return fmt.Errorf("%w within %v", ErrNotSpread, timeout) // only the wait ended
+		}
 		return fmt.Errorf("gossip: spreading metadata: %w", err)
 	}
 	return nil
 }
+
+// ErrNotSpread reports a metadata update that memberlist had not sent to
+// enough members when the wait for it ended: it stays queued and spreads
+// by gossip, and in the next full exchange at the latest.
+var ErrNotSpread = errors.New("gossip: metadata update queued but not yet spread")
 
 // Shutdown stops the join loop and closes the sockets, without announcing
 // anything (call Leave first for a graceful exit); a Leave in progress ends

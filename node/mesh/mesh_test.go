@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/peer"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
@@ -165,8 +167,8 @@ func TestRingHistory(t *testing.T) {
 	// A member's status (load, readiness) changes its metadata, not the
 	// rings: nothing is rebuilt and nobody is told of a change.
 	regions := a.regions.Load()
-	if err := b.SetStatus(true, 7); err != nil {
-		t.Fatal(err)
+	if err := b.SetStatus(true, 7); err != nil && !errors.Is(err, gossip.ErrNotSpread) {
+		t.Fatal(err) // a wait cut short (a loaded machine) still spreads: checked next
 	}
 	for deadline := time.Now().Add(5 * time.Second); !slices.ContainsFunc(a.Members(), func(m Member) bool { return m.Name == "b" && m.Load == 7 }); {
 		if time.Now().After(deadline) {
