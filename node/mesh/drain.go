@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/peer"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 	"github.com/meshcdn/meshcdn/ring"
@@ -39,7 +40,10 @@ func (m *Mesh) Drain(offers bool) bool {
 	// Announce in the background: the caller's answer must not wait for the
 	// update to spread.
 	m.wg.Go(func() {
-		if err := m.gossip.Drain(m.cfg.LeaveTimeout); err != nil {
+		switch err := m.gossip.Drain(m.cfg.LeaveTimeout); {
+		case errors.Is(err, gossip.ErrNotSpread):
+			m.log.Info("draining: announced, still spreading", "waited", m.cfg.LeaveTimeout)
+		case err != nil:
 			m.log.Warn("draining: not announced", "err", err)
 		}
 		if offers {
