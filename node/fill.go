@@ -109,7 +109,7 @@ func (n *Node) startFill(x *exchange, rule *site.Rule, key string, vary []string
 	return n.joinFlight(fkey, func() *flight {
 		fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
 		// The fill goroutine must not hold x.
-		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, stale), stale: stale}
+		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale}
 		n.wg.Go(func() { n.runFill(j) })
 		return fl
 	})
@@ -243,11 +243,14 @@ type originRequest struct {
 // node's to build, for a peer's request too: nothing a peer sends in them (a
 // forged X-Forwarded-Host, say) shapes what this node stores. Of a peer's
 // X-Forwarded-For only a single address, the client's as the first node saw
-// it, is kept.
-func fillRequest(r *http.Request, stale *stored) originRequest {
+// it, is kept. Fields that would make the origin serve another resource
+// under this key (site.ReroutingFields) are dropped unless the site
+// forwards them.
+func fillRequest(r *http.Request, st *site.Site, stale *stored) originRequest {
 	_, fromPeer := peer.FromPeer(r.Context())
 	h := r.Header.Clone()
 	httpcache.RemoveHopByHop(h)
+	st.DropRerouting(h)
 	for _, f := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
 		"If-Unmodified-Since", "Cache-Control", "Pragma", "Forwarded", "X-Forwarded-For",
 		"X-Forwarded-Host", "X-Forwarded-Proto"} {

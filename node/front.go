@@ -338,13 +338,18 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	// off the heap on every path.
 	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
 	r := x.r
-	if x.clientAE != nil {
+	if x.clientAE != nil || x.site.Rerouting(r.Header) {
 		// A compressing site's request, passed through after all: the
-		// origin may encode for the client as it would have without the edge.
+		// origin may encode for the client as it would have without the
+		// edge. Fields that re-route a request inside the origin are
+		// dropped, as from a fill's.
 		c := new(http.Request)
 		*c = *r
 		c.Header = r.Header.Clone()
-		c.Header["Accept-Encoding"] = x.clientAE
+		if x.clientAE != nil {
+			c.Header["Accept-Encoding"] = x.clientAE
+		}
+		x.site.DropRerouting(c.Header)
 		r = c
 	}
 	if invalidate {

@@ -317,3 +317,62 @@ func TestEmptyHost(t *testing.T) {
 	}
 	wantHits(t, o, 0)
 }
+
+// TestReroutingFields: fields that an origin framework obeys as a second
+// request line (IIS's X-Original-URL, the X-HTTP-Method family) never
+// reach the origin, through a fill or a bypass, so one client cannot store
+// another path's page under a key every client shares; a site that needs
+// one names it in forward_headers.
+func TestReroutingFields(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if v := r.Header.Get("X-Original-URL"); v != "" {
+			p = v // as IIS URL Rewrite and Symfony route
+		}
+		mu.Lock()
+		for _, f := range site.ReroutingFields {
+			if v := r.Header.Get(f); v != "" {
+				seen = append(seen, f+": "+v)
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Type", "text/css")
+		_, _ = io.WriteString(w, "page "+p)
+	})
+	sites := []site.Config{
+		{Hosts: []string{"www.example.test"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+			Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}},
+		{Hosts: []string{"iis.example.test"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+			ForwardHeaders: []string{"X-Original-URL"}},
+	}
+	nodes := startCluster(t, nil, 2, func(c *Config) { c.Sites = sites })
+	attack := []string{"Host", "www.example.test", "X-Original-URL", "/admin/secret", "X-Rewrite-URL", "/admin/secret",
+		"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "PUT", "X-Method-Override", "PATCH"}
+	for i, n := range nodes { // the owner's fill and the other node's peer request
+		p := fmt.Sprintf("/public%d.css", i)
+		do(t, n, "GET", p, attack...)
+		for _, m := range nodes {
+			if r := do(t, m, "GET", p, "Host", "www.example.test"); r.body != "page "+p {
+				t.Errorf("%s at %s after a re-routing request: %q", p, m.Name(), r.body)
+			}
+		}
+	}
+	do(t, nodes[0], "POST", "/api/x", attack...)
+	mu.Lock()
+	if len(seen) != 0 {
+		t.Errorf("the origin saw %v", seen)
+	}
+	seen = nil
+	mu.Unlock()
+	if r := do(t, nodes[0], "GET", "/old.css", "Host", "iis.example.test", "X-Original-URL", "/new.css", "X-HTTP-Method-Override", "DELETE"); r.body != "page /new.css" {
+		t.Errorf("forward_headers: X-Original-URL: %q", r.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(seen, []string{"X-Original-Url: /new.css"}) {
+		t.Errorf("forward_headers [X-Original-URL]: the origin saw %v", seen)
+	}
+}

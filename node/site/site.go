@@ -86,6 +86,10 @@ type Config struct {
 	// Compression, when set, makes the edge compress text the origin sends
 	// uncompressed (gzip and Brotli by default) and keep the encodings.
 	Compression *compress.Config `yaml:"compression"`
+	// ForwardHeaders names re-routing fields (see ReroutingFields) that
+	// the site's origin needs and that the edge forwards all the same; by
+	// default every one of them is dropped from origin and peer requests.
+	ForwardHeaders []string `yaml:"forward_headers"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -210,9 +214,10 @@ type Site struct {
 	Access               *access.Policy   // nil: every request may be served
 	Compression          *compress.Policy // nil: the edge compresses nothing
 
-	query  string
-	params []string
-	rules  []*Rule
+	query   string
+	params  []string
+	rules   []*Rule
+	forward []string // the re-routing fields forwarded to origins all the same
 }
 
 // Rules counts the site's rules, the built-in ones (default-static,
@@ -243,6 +248,7 @@ func (c Config) Compile() (*Site, error) {
 	}
 	c.compileOrigins(s, fail)
 	c.compileHTTPS(s, fail)
+	c.compileForwardHeaders(s, fail)
 	if p, err := c.Access.Compile(); err != nil {
 		errs = append(errs, err)
 	} else {
