@@ -114,7 +114,7 @@ func newMetrics(store *cache.Memory) *metrics {
 		Name: "meshcdn_request_duration_seconds", Help: "Time from request to the end of the response.", Buckets: buckets,
 	}, []string{"cache_status"})
 	m.accessDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshcdn_access_denied_total", Help: "Requests refused with 403 by a site's access rules, by reason: auth-missing, auth-expired, auth-mismatch, ip-denied, referer-denied, user-agent-denied.",
+		Name: "meshcdn_access_denied_total", Help: "Requests refused with 403 by a site's access rules, by reason: auth-missing, auth-expired, auth-mismatch, auth-duplicate, ip-denied, referer-denied, user-agent-denied.",
 	}, []string{"site", "reason"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshcdn_rate_limited_total", Help: "Requests refused with 429 by a site's rate limit.",

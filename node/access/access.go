@@ -118,6 +118,7 @@ type Request struct {
 type Decision struct {
 	// Reason is empty when the request may be served; else why not (the
 	// detail of its Cache-Status): AuthMissing, AuthExpired, AuthMismatch,
+	// AuthDuplicate,
 	// DeniedIP, DeniedReferer, DeniedUserAgent or RateLimited.
 	Reason string
 	// Status is 403, or 429 for RateLimited; 0 when allowed.

@@ -1,6 +1,7 @@
 package access
 
 import (
+	"encoding/hex"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -96,6 +97,18 @@ func TestURLAuthVectors(t *testing.T) {
 			}
 			if d := check(p, tt.missing, tt.signedAt); d.Reason != AuthMissing {
 				t.Errorf("no signature: %+v", d)
+			}
+			// A signing parameter twice, after a valid signature or before it,
+			// also percent-encoded: refused, so no second one reaches the
+			// cache key or the origin.
+			if u, _ := url.Parse(tt.signed); u.RawQuery != "" {
+				first, _, _ := strings.Cut(u.RawQuery, "=")
+				enc := strings.Replace(first, first[:1], "%"+strings.ToUpper(hex.EncodeToString([]byte(first[:1]))), 1)
+				for _, dup := range []string{tt.signed + "&" + first + "=x", u.Path + "?" + first + "=x&" + u.RawQuery, tt.signed + "&" + enc + "=y"} {
+					if d := check(p, dup, tt.signedAt); d.Reason != AuthDuplicate || d.Status != 403 {
+						t.Errorf("%s: %+v; want %s", dup, d, AuthDuplicate)
+					}
+				}
 			}
 			// Sign, with the primary key, makes what the check accepts.
 			u, _ := url.Parse("http://cdn.example.com" + tt.clean)

@@ -47,6 +47,10 @@ const (
 	AuthMissing  = "auth-missing"
 	AuthExpired  = "auth-expired"
 	AuthMismatch = "auth-mismatch"
+	// AuthDuplicate refuses a URL that carries a signing parameter twice:
+	// only one can be checked, and the other would reach the cache key and
+	// the origin, so one signature would open any number of entries.
+	AuthDuplicate = "auth-duplicate"
 )
 
 // urlAuth is a compiled URLAuthConfig.
@@ -135,9 +139,9 @@ func (c URLAuthConfig) compile() (*urlAuth, error) {
 func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQuery, reason string) {
 	switch a.typ {
 	case 'A':
-		v, rest, ok := takeParam(rawQuery, a.param)
-		if !ok {
-			return "", "", AuthMissing
+		v, rest, why := takeParam(rawQuery, a.param)
+		if why != "" {
+			return "", "", why
 		}
 		parts := strings.Split(v, "-")
 		if len(parts) != 4 {
@@ -161,10 +165,9 @@ func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQ
 		return a.verify(hash, at, now, true, rest, rawQuery, ts, rest)
 	case 'C':
 		if a.queryFormOfC {
-			hash, q1, ok1 := takeParam(rawQuery, a.param)
-			hexTS, q2, ok2 := takeParam(q1, a.timeParam)
-			if !ok1 || !ok2 {
-				return "", "", AuthMissing
+			hash, hexTS, q2, why := takeParams(rawQuery, a.param, a.timeParam)
+			if why != "" {
+				return "", "", why
 			}
 			return a.verifyHex(hash, hexTS, path, q2, now)
 		}
@@ -175,10 +178,9 @@ func (a *urlAuth) check(path, rawQuery string, now time.Time) (cleanPath, cleanQ
 		}
 		return a.verifyHex(hash, hexTS, rest, rawQuery, now)
 	default: // 'F'
-		hash, q1, ok1 := takeParam(rawQuery, a.param)
-		ts, q2, ok2 := takeParam(q1, a.timeParam)
-		if !ok1 || !ok2 {
-			return "", "", AuthMissing
+		hash, ts, q2, why := takeParams(rawQuery, a.param, a.timeParam)
+		if why != "" {
+			return "", "", why
 		}
 		base := 10
 		if a.hexTime {
@@ -246,25 +248,56 @@ func (a *urlAuth) verify(hash string, signedAt, now time.Time, keyFirst bool, pa
 	return path, rawQuery, ""
 }
 
-// takeParam finds the first parameter name in a raw query and returns its
-// value (unescaped) and the query without it.
-func takeParam(rawQuery, name string) (value, rest string, ok bool) {
+// takeParam finds the parameter name in a raw query and returns its value
+// (unescaped) and the query without it. A parameter whose name unescapes
+// to name counts as name (origins decode names), and a query that holds it
+// more than once is refused (reason AuthDuplicate).
+func takeParam(rawQuery, name string) (value, rest, reason string) {
 	if rawQuery == "" {
-		return "", "", false
+		return "", "", AuthMissing
 	}
 	parts := strings.Split(rawQuery, "&")
+	found := -1
 	for i, p := range parts {
 		k, v, _ := strings.Cut(p, "=")
 		if k != name {
-			continue
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
+				continue
+			}
+		}
+		if found >= 0 {
+			return "", "", AuthDuplicate
 		}
 		uv, err := url.QueryUnescape(v)
 		if err != nil {
-			return "", "", false
+			return "", "", AuthMismatch
 		}
-		return uv, strings.Join(append(parts[:i:i], parts[i+1:]...), "&"), true
+		found, value = i, uv
 	}
-	return "", "", false
+	if found < 0 {
+		return "", "", AuthMissing
+	}
+	return value, strings.Join(append(parts[:found:found], parts[found+1:]...), "&"), ""
+}
+
+// takeParams takes the hash and time parameters of the query forms of C
+// and F. Of two reasons to refuse, a duplicate parameter is named first,
+// then a missing one.
+func takeParams(rawQuery, hashParam, timeParam string) (hash, ts, rest, reason string) {
+	hash, q1, why1 := takeParam(rawQuery, hashParam)
+	if why1 != "" {
+		q1 = rawQuery // the time parameter is still looked at, for its reason
+	}
+	ts, rest, why2 := takeParam(q1, timeParam)
+	for _, r := range []string{AuthDuplicate, AuthMissing} {
+		if why1 == r || why2 == r {
+			return "", "", "", r
+		}
+	}
+	if why1 != "" || why2 != "" {
+		return "", "", "", AuthMismatch
+	}
+	return hash, ts, rest, ""
 }
 
 // splitSigned splits type B's /TIMESTAMP/HASH/rest, the timestamp of n

@@ -99,7 +99,7 @@ func TestCompileErrors(t *testing.T) {
 		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{Action: "cache"}}}, []string{"rules[0]: needs path_prefix, extensions or regex"}},
 		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{PathPrefix: "x", Action: "store"}}}, []string{`rules[0].path_prefix: "x" must start with /`, `rules[0].action: "store" is not cache or bypass`}},
 		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{}, {Regex: "(", Action: "cache"}}}, []string{"rules[0].action: required", "rules[1].regex: error parsing regexp"}},
-		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{PathPrefix: "/", Action: "bypass", TTL: 5}}}, []string{"rules[0].ttl: a bypass rule stores nothing"}},		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, ForwardHeaders: []string{"x-original-url", "Cookie"}}, []string{`forward_headers[1]: "Cookie" is forwarded anyway; only X-Original-Url, X-Rewrite-Url`}},
+		{Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, Rules: []RuleConfig{{PathPrefix: "/", Action: "bypass", TTL: 5}}}, []string{"rules[0].ttl: a bypass rule stores nothing"}}, {Config{Hosts: []string{"a"}, Origins: []OriginConfig{{URL: "http://o"}}, ForwardHeaders: []string{"x-original-url", "Cookie"}}, []string{`forward_headers[1]: "Cookie" is forwarded anyway; only X-Original-Url, X-Rewrite-Url`}},
 	}
 	for i, tt := range tests {
 		_, err := tt.c.Compile()
