@@ -75,6 +75,17 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	x := exchange{w: w, r: r, start: time.Now()}
+	if r.ProtoMajor == 1 {
+		if why := reqguard.Faulty(r.Context()); why != "" {
+			// What request smuggling sends: nothing of it is served or
+			// forwarded, and RFC 9112 §6.1 says to close the connection.
+			x.stats, x.status = n.unknown, httpcache.Status{Detail: "ambiguous-framing"}
+			w.Header().Set("Connection", "close")
+			n.edgeError(&x, http.StatusBadRequest, "meshcdn: the request's framing is faulty: "+why)
+			n.observe(&x)
+			return
+		}
+	}
 	if host, path, ok, err := site.Routed(r.Host, r.URL.EscapedPath()); err != nil {
 		x.stats, x.status = n.unknown, httpcache.Status{Detail: "bad-routed-host"}
 		n.edgeError(&x, http.StatusBadRequest, "meshcdn: "+err.Error())
@@ -116,14 +127,6 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.w = &hstsWriter{ResponseWriter: w, value: st.HSTS}
 	}
 	defer n.observe(&x)
-	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && reqguard.Ambiguous(r.Context()) {
-		// Content-Length and Transfer-Encoding together: what request
-		// smuggling sends. RFC 9112 §6.1: close the connection after answering.
-		x.status = httpcache.Status{Detail: "ambiguous-framing"}
-		w.Header().Set("Connection", "close")
-		n.edgeError(&x, http.StatusBadRequest, "meshcdn: a request may not carry both Content-Length and Transfer-Encoding")
-		return
-	}
 	orig := r // as the client sent it: what a signature signs
 	if r, ok = normalize(r, st); !ok {
 		n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")

@@ -181,6 +181,20 @@ func TestRequestFraming(t *testing.T) {
 	if got := testutil.RawHTTP(t, n.HTTPAddr(), smuggle, 2); len(got) != 1 || got[0] != "400 Bad Request" {
 		t.Errorf("CL+TE: %v; want 400 and the connection closed", got)
 	}
+	// HTTP/1.0 with both (net/http drops a 1.0 request's Transfer-Encoding
+	// and reads by Content-Length), and codings other than one chunked line.
+	for _, raw := range []string{
+		"POST /api/a10 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+			"GET /smuggled10.css HTTP/1.0\r\nHost: x\r\n\r\n",
+		"GET /a10.css HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /api/a11 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" +
+			"GET /smuggled11.css HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /api/a11 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x-unknown\r\n\r\n0\r\n\r\n",
+	} {
+		if got := testutil.RawHTTP(t, n.HTTPAddr(), raw, 2); len(got) != 1 || got[0] != "400 Bad Request" {
+			t.Errorf("%q: %v; want 400 and the connection closed", raw, got)
+		}
+	}
 	if got := testutil.RawHTTP(t, n.HTTPAddr(), "POST /api/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 1); len(got) != 1 || got[0] != "400 Bad Request" {
 		t.Errorf("bare-LF chunks: %v; want 400", got)
 	}
@@ -222,7 +236,7 @@ func TestRequestFraming(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, s := range seen {
-		if strings.Contains(s, "smuggled") || strings.Contains(s, "/api/a") {
+		if strings.Contains(s, "smuggled") || strings.Contains(s, "/api/a") || strings.Contains(s, "a10") {
 			t.Errorf("the origin saw %q", s)
 		}
 	}

@@ -1,19 +1,26 @@
 // Package reqguard holds the limits on client requests that net/http leaves
-// to its users: HTTP/1.1 framing that RFC 9112 says to answer by closing the
+// to its users: HTTP/1 framing that RFC 9112 says to answer by closing the
 // connection, and a bound on reading a request body.
 //
-// net/http accepts a request that carries both Content-Length and
-// Transfer-Encoding, processes it by the Transfer-Encoding and drops the
-// Content-Length field before a handler sees it; RFC 9112 §6.1 says the
-// connection must be closed after the response, since such a request is
-// what request smuggling sends. Listen notes, per connection, every header
-// section that carries both, so the handler can refuse the request and
-// close the connection.
+// net/http frames some requests in ways RFC 9112 forbids a server to rely
+// on. A request that carries both Content-Length and Transfer-Encoding is
+// processed by the Transfer-Encoding, and its Content-Length is dropped
+// before a handler sees it; an HTTP/1.0 request's Transfer-Encoding is
+// dropped and its body read by Content-Length. Both are what request
+// smuggling sends, and RFC 9112 §6.1 says to treat the framing as faulty
+// and close the connection. Listen notes, per connection, the first header
+// section whose framing is faulty, so the handler can refuse the request
+// and close the connection (Faulty). A Transfer-Encoding other than one
+// "chunked" line in HTTP/1.1 net/http refuses itself, with a canned 501 on
+// the connection; RFC 9112 §6.3 asks for 400 when chunked is not the final
+// coding, so the connection answers 400 instead, one answer for every
+// faulty framing.
 package reqguard
 
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -43,14 +50,19 @@ func (l listener) Accept() (net.Conn, error) {
 }
 
 // conn scans what the server reads for HTTP/1 header sections. Reads come
-// from the server's one reading goroutine; ambiguous is read by handlers.
+// from the server's one reading goroutine; faulty and refusedTE are read by
+// handlers and writes.
 type conn struct {
 	net.Conn
 	line      []byte
 	skipping  bool // inside a line longer than maxLine
 	inHeader  bool
-	cl, te    bool
-	ambiguous atomic.Bool
+	http10    bool // the section's request line says HTTP/1.0
+	cl        bool
+	te        int  // Transfer-Encoding lines
+	chunked   bool // the last one is exactly "chunked"
+	faulty    atomic.Pointer[string]
+	refusedTE atomic.Bool // net/http will refuse a section's Transfer-Encoding (501)
 }
 
 // NetConn returns the connection c watches.
@@ -69,10 +81,31 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && !c.ambiguous.Load() {
+	if n > 0 && c.faulty.Load() == nil {
 		c.scan(p[:n])
 	}
 	return n, err
+}
+
+// unsupportedTE is how net/http's answer to a Transfer-Encoding it refuses
+// begins, written to the connection in one write before it closes it.
+var unsupportedTE = []byte("HTTP/1.1 501 Not Implemented\r\n")
+
+// badFraming replaces that answer.
+var badFraming = func() []byte {
+	const msg = "meshcdn: the request's Transfer-Encoding is not accepted (one chunked line only)\n"
+	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Connection: close\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+}()
+
+func (c *conn) Write(p []byte) (int, error) {
+	if c.refusedTE.Load() && bytes.HasPrefix(p, unsupportedTE) && bytes.HasSuffix(p, []byte("Unsupported transfer encoding")) {
+		if _, err := c.Conn.Write(badFraming); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *conn) scan(b []byte) {
@@ -107,25 +140,41 @@ func (c *conn) add(b []byte) {
 func (c *conn) endLine(l []byte) {
 	switch {
 	case !c.inHeader:
-		if requestLine(l) {
-			c.inHeader, c.cl, c.te = true, false, false
+		if ok, http10 := requestLine(l); ok {
+			c.inHeader, c.http10, c.cl, c.te, c.chunked = true, http10, false, 0, false
 		}
 	case len(l) == 0:
-		if c.cl && c.te {
-			c.ambiguous.Store(true)
-		}
 		c.inHeader = false
+		switch {
+		case c.te > 0 && c.http10:
+			c.fault("Transfer-Encoding in an HTTP/1.0 request")
+		case c.te > 0 && c.cl:
+			c.fault("both Content-Length and Transfer-Encoding")
+		}
+		if c.te > 0 && !c.http10 && (c.te > 1 || !c.chunked) {
+			c.refusedTE.Store(true)
+		}
 	case fieldIs(l, "content-length"):
 		c.cl = true
 	case fieldIs(l, "transfer-encoding"):
-		c.te = true
+		c.te++
+		v := bytes.TrimSpace(l[len("transfer-encoding")+1:])
+		c.chunked = bytes.EqualFold(v, []byte("chunked"))
 	}
 }
 
-// requestLine reports whether l looks like "METHOD target HTTP/1.x".
-func requestLine(l []byte) bool {
-	sp := bytes.IndexByte(l, ' ')
-	return sp > 0 && bytes.HasPrefix(l[bytes.LastIndexByte(l, ' ')+1:], []byte("HTTP/1."))
+func (c *conn) fault(why string) {
+	c.faulty.CompareAndSwap(nil, &why)
+}
+
+// requestLine reports whether l looks like "METHOD target HTTP/1.x", and
+// whether x is 0.
+func requestLine(l []byte) (ok, http10 bool) {
+	version := l[bytes.LastIndexByte(l, ' ')+1:]
+	if bytes.IndexByte(l, ' ') <= 0 || !bytes.HasPrefix(version, []byte("HTTP/1.")) {
+		return false, false
+	}
+	return true, string(version) == "HTTP/1.0"
 }
 
 // fieldIs reports whether the field line l is named name (lower case).
@@ -145,9 +194,18 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// Ambiguous reports whether the connection of a request's context has
-// carried a header section with both Content-Length and Transfer-Encoding.
-func Ambiguous(ctx context.Context) bool {
+// Faulty says why the framing of a header section that the connection of
+// a request's context carried is faulty (RFC 9112 §6.1): Content-Length
+// with Transfer-Encoding, or Transfer-Encoding in HTTP/1.0; "" when none
+// was. A connection that carried one is answered 400 and closed, the
+// requests read before it on that connection included.
+func Faulty(ctx context.Context) string {
 	c, ok := ctx.Value(connKey{}).(*conn)
-	return ok && c.ambiguous.Load()
+	if !ok {
+		return ""
+	}
+	if why := c.faulty.Load(); why != nil {
+		return *why
+	}
+	return ""
 }

@@ -28,7 +28,7 @@ func serve(t *testing.T, h http.HandlerFunc) string {
 
 func TestAmbiguousFraming(t *testing.T) {
 	addr := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TransferEncoding) > 0 && Ambiguous(r.Context()) {
+		if Faulty(r.Context()) != "" {
 			w.Header().Set("Connection", "close")
 			w.WriteHeader(http.StatusBadRequest)
 			return
@@ -46,6 +46,29 @@ func TestAmbiguousFraming(t *testing.T) {
 		"POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 3\r\n\r\nabc"
 	if got := testutil.RawHTTP(t, addr, plain, 2); len(got) != 2 || got[0] != "200 OK" || got[1] != "200 OK" {
 		t.Errorf("TE, then CL: %v", got)
+	}
+	// RFC 9112 §6.1 and §6.3 for HTTP/1.0 and 1.1: every framing but one
+	// chunked Transfer-Encoding line (in 1.1) or a Content-Length alone is
+	// 400, and the connection is closed, so the pipelined request after it
+	// is never read.
+	for _, tt := range []struct{ version, fields string }{
+		{"1.0", "Transfer-Encoding: chunked\r\n"},
+		{"1.0", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"},
+		{"1.0", "Transfer-Encoding: identity\r\nContent-Length: 5\r\n"},
+		{"1.0", "Transfer-Encoding: x-unknown\r\n"},
+		{"1.0", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"},
+		{"1.1", "Transfer-Encoding: identity\r\n"},
+		{"1.1", "Transfer-Encoding: identity\r\nContent-Length: 5\r\n"},
+		{"1.1", "Transfer-Encoding: x-unknown\r\n"},
+		{"1.1", "Transfer-Encoding: gzip, chunked\r\n"},
+		{"1.1", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"},
+		{"1.1", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"},
+	} {
+		raw := "POST /a HTTP/" + tt.version + "\r\nHost: x\r\nConnection: keep-alive\r\n" + tt.fields + "\r\n0\r\n\r\n" +
+			"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+		if got := testutil.RawHTTP(t, addr, raw, 2); len(got) != 1 || got[0] != "400 Bad Request" {
+			t.Errorf("HTTP/%s with %q: %v; want one 400, then the connection closed", tt.version, tt.fields, got)
+		}
 	}
 	// A body that mentions the fields is no header section.
 	body := "x-content-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"
