@@ -120,7 +120,7 @@ func (n *Node) startFill(x *exchange, rule *site.Rule, key string, vary []string
 func (n *Node) fillFailed(x *exchange, stale *stored, fwd httpcache.Fwd, err error) {
 	if x.r.Context().Err() != nil {
 		x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
-		return
+		clientGone()
 	}
 	code, detail := originErrorStatus(err)
 	if n.serveStaleOnError(x, stale, code) {

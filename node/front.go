@@ -409,7 +409,7 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
-		return // the client left
+		clientGone()
 	}
 	if rec, ok := w.(*recorder); ok {
 		rec.stats.originError.Inc()
@@ -419,6 +419,14 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 	setEdgeHeaders(w.Header(), code)
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(originErrorText(code) + "\n"))
+}
+
+// clientGone ends a handler whose client left before anything was written
+// to it. Returning would let net/http send an empty 200 that looks complete
+// to whatever still reads the connection; the connection (or HTTP/2 stream)
+// is reset instead.
+func clientGone() {
+	panic(http.ErrAbortHandler)
 }
 
 // setEdgeHeaders sets the fields of a response the edge generates itself.

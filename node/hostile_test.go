@@ -390,3 +390,58 @@ func TestReroutingFields(t *testing.T) {
 		t.Errorf("forward_headers [X-Original-URL]: the origin saw %v", seen)
 	}
 }
+
+// TestHalfClose: a client that shuts its side of the connection after
+// sending its request (RFC 9112 §9.6: a half-close is not an abort), as
+// `nc -N` and some scripted clients do, gets the whole response on a miss,
+// a bypass and a POST, never an empty one that looks complete.
+func TestHalfClose(t *testing.T) {
+	halfClosed := make(chan struct{}, 1)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		select {
+		case <-halfClosed:
+		case <-time.After(10 * time.Second):
+		}
+		// Time for the edge to read the client's EOF before this answers:
+		// without the fix, the edge gives up on the client meanwhile.
+		select {
+		case <-r.Context().Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Type", "text/css")
+		_, _ = io.WriteString(w, "answer to "+r.Method+" "+r.URL.Path+" "+string(body))
+	})
+	n := startNode(t, o, Config{Sites: []site.Config{{Hosts: []string{"www.example.test"},
+		Origins: []site.OriginConfig{{URL: o.url(t).String()}}, Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	for _, tt := range []struct{ name, raw, want string }{
+		{"miss", "GET /a.css HTTP/1.1\r\nHost: www.example.test\r\n\r\n", "answer to GET /a.css "},
+		{"bypass", "GET /api/x HTTP/1.1\r\nHost: www.example.test\r\n\r\n", "answer to GET /api/x "},
+		{"post", "POST /api/form HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 5\r\n\r\nhello", "answer to POST /api/form hello"},
+	} {
+		c, err := net.DialTimeout("tcp", n.HTTPAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, tt.raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		halfClosed <- struct{}{}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("%s: %v; want the response", tt.name, err)
+			c.Close()
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || string(body) != tt.want || resp.Header.Get("Cache-Status") == "" {
+			t.Errorf("%s: %d %q (%v), Cache-Status %q; want 200 %q", tt.name, resp.StatusCode, body, err, resp.Header.Get("Cache-Status"), tt.want)
+		}
+		c.Close()
+	}
+}

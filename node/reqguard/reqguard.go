@@ -23,7 +23,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxLine is the longest line scanned; longer ones (a body, an oversized
@@ -54,6 +57,10 @@ func (l listener) Accept() (net.Conn, error) {
 // handlers and writes.
 type conn struct {
 	net.Conn
+	mu       sync.Mutex
+	deadline time.Time     // the read deadline, as last set
+	wake     chan struct{} // closed when the read deadline changes or the connection closes
+	closed   bool
 	line      []byte
 	skipping  bool // inside a line longer than maxLine
 	inHeader  bool
@@ -84,7 +91,81 @@ func (c *conn) Read(p []byte) (int, error) {
 	if n > 0 && c.faulty.Load() == nil {
 		c.scan(p[:n])
 	}
+	if n == 0 && err == io.EOF && len(p) == 1 {
+		return 0, c.holdEOF()
+	}
 	return n, err
+}
+
+// holdEOF keeps the end of a client's stream from net/http while it serves
+// a request. The server reads one byte at a time only while a handler runs
+// (connReader.backgroundRead, which watches for the client leaving), and an
+// EOF there cancels the request's context: a client that half-closes its
+// side after sending the request, as RFC 9112 §9.6 allows, would get an
+// empty response that looks complete. The EOF is held until the server
+// aborts that read when the handler is done (it sets a read deadline in the
+// past) or the connection closes; a client that has really gone is noticed
+// by the writes that fail. The server's next read, of the next request,
+// gets the EOF.
+func (c *conn) holdEOF() error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return net.ErrClosed
+		}
+		d := c.deadline
+		wake := make(chan struct{})
+		c.wake = wake
+		c.mu.Unlock()
+		if d.IsZero() {
+			<-wake
+			continue
+		}
+		wait := time.Until(d)
+		if wait <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-wake:
+			t.Stop()
+		case <-t.C:
+			return os.ErrDeadlineExceeded
+		}
+	}
+}
+
+// wakeLocked ends a holdEOF's wait, for it to look again.
+func (c *conn) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.wakeLocked()
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.wakeLocked()
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.wakeLocked()
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // unsupportedTE is how net/http's answer to a Transfer-Encoding it refuses
