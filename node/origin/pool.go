@@ -173,6 +173,11 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		d := time.Since(start)
 		var next *Target
 		switch {
+		case err != nil && req.Context().Err() != nil:
+			// The caller gave up (a client that left a pass-through, say):
+			// nothing is known of the origin, so nothing counts against it.
+			release()
+			return nil, fmt.Errorf("origin %s: %w", t.Name(), err)
 		case err != nil:
 			p.failed(t, err)
 			p.observe(t, d, 0, err)

@@ -267,3 +267,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A request its caller cancels (a client that left) does not count against
+// the origin: clients that hang up cannot eject it.
+func TestCancelledRequestsDoNotEject(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	slow := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	target := slow.target(1)
+	p := newPool(t, PoolConfig{Targets: []*Target{target}, MaxFails: 2, Backoff: time.Hour})
+	for range 4 {
+		ctx, cancel := context.WithCancel(t.Context())
+		go func() {
+			<-arrived
+			cancel()
+		}()
+		if _, err := p.Fetch(ctx, "www.example.test", "/a.css", http.Header{}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("a cancelled fetch: %v", err)
+		}
+		cancel()
+	}
+	if !target.Up(time.Now()) || target.fails.Load() != 0 {
+		t.Errorf("cancelled requests counted against the origin: up %v, %d failures", target.Up(time.Now()), target.fails.Load())
+	}
+}
