@@ -49,7 +49,7 @@ func (n *Node) serveCompressedHit(x *exchange, key string, now time.Time) bool {
 	}
 	n.compressed(x, f.e.Uncompressed, f.e.Size)
 	x.coding = "" // it is encoded already
-	x.status = hitStatus
+	x.status = hitStatusOf(f.e)
 	n.respond(x, f.e, f.src, now)
 	return true
 }

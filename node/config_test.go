@@ -88,6 +88,11 @@ func TestConfigErrors(t *testing.T) {
 			[]string{`edge.yaml: sites[0].url_auth.type: "E" is not A, B, C or F`, "sites[0].referer: allow and deny exclude each other",
 				"sites[0].rate_limit: requests (5) and per (0s) must be positive", `sites[0].compression.types[0]: "text" is not a media type`}},
 		{"sites:\n  - hosts: [a.com]\n    url_auth: {tpye: A}\n", []string{"line 3: sites[0].url_auth.tpye is not a setting (did you mean type?)"}},
+		{"sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    heuristic: {factor: 2, max: 500d}\n",
+			[]string{"sites[0].heuristic.factor: 2 is not above 0 and at most 1", "sites[0].heuristic.max: 12000h0m0s is not between 1s and 365d"}},
+		{"sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    heuristic: sometimes\n", []string{`line 4: heuristic: "sometimes" is neither off nor a mapping`}},
+		{"sites:\n  - hosts: [a.com]\n    heuristic: {factr: 0.2}\n", []string{"line 3: sites[0].heuristic.factr is not a setting (did you mean factor?)"}},
+		{"sites:\n  - hosts: [a.com]\n    origins: [\"http://o\"]\n    forward_headers: [Cookie]\n", []string{`sites[0].forward_headers[0]: "Cookie" is forwarded anyway`}},
 	}
 	for _, tt := range tests {
 		_, err := ParseFile("edge.yaml", []byte(tt.yaml))

@@ -35,6 +35,7 @@ type flight struct {
 	stored    bool   // the response is being stored
 	shareable bool   // waiters other than the leader may be given the response
 	reason    string // why it is not stored
+	heuristic bool   // stored with a heuristic freshness lifetime
 	// background marks a refresh nobody waits for (stale-while-revalidate): a
 	// response that will not be stored is not read at all.
 	background bool
@@ -138,6 +139,8 @@ func (fl *flight) status(leader bool) httpcache.Status {
 		s.Detail = fl.reason
 	case fl.peer != "":
 		s.Detail = "peer-" + fl.peer
+	case fl.stored && fl.heuristic:
+		s.Detail = httpcache.DetailHeuristic
 	}
 	return s
 }
@@ -608,6 +611,7 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 func (n *Node) publish(j *fillJob) {
 	fl := j.fl
 	fl.stored, fl.shareable, fl.reason = j.dec.Store, j.dec.Store, j.dec.Reason
+	fl.heuristic = j.dec.Source == httpcache.SourceHeuristic
 	hint := 0
 	if j.dec.Store && j.bodyLength > 0 {
 		hint = int(j.bodyLength)
@@ -771,6 +775,7 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	v := httpcache.ValidatorsOf(merged)
 	e.ETag, e.LastModified = v.ETag, v.LastModified
 	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
+	fl.heuristic = dec.Source == httpcache.SourceHeuristic
 	if !dec.Store {
 		n.invalidate(key)
 	}

@@ -232,7 +232,7 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		// fresh, so it is not handed off; the new owner asks the origin.
 		n.notCached(x, httpcache.FwdStale)
 	case f.e.Fresh(now) || onlyIfCached(x.r):
-		x.status = httpcache.Status{Hit: true}
+		x.status = hitStatusOf(f.e)
 		n.respond(x, f.e, f.src, now)
 	default:
 		n.serveStale(x, rule, key, f, now)

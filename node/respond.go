@@ -18,10 +18,21 @@ import (
 
 // Shared header values of the hit path. net/http only reads them.
 var (
-	hitStatus         = httpcache.Status{Hit: true}
-	hitStatusValue    = []string{hitStatus.String()}
-	acceptRangesValue = []string{"bytes"}
+	hitStatus               = httpcache.Status{Hit: true}
+	hitStatusValue          = []string{hitStatus.String()}
+	heuristicHitStatus      = httpcache.Status{Hit: true, Detail: httpcache.DetailHeuristic}
+	heuristicHitStatusValue = []string{heuristicHitStatus.String()}
+	acceptRangesValue       = []string{"bytes"}
 )
+
+// hitStatusOf is the Cache-Status of a fresh hit on e: a freshness the
+// edge guessed (RFC 9111 §4.2.2) says so.
+func hitStatusOf(e *cache.Entry) httpcache.Status {
+	if e.TTLSource == string(httpcache.SourceHeuristic) {
+		return heuristicHitStatus
+	}
+	return hitStatus
+}
 
 // respond sends a stored or arriving response to the client, answering the
 // client's preconditions (304/412) and Range (206/416) from it.
@@ -46,9 +57,12 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	} else {
 		httpcache.DropTargeted(h) // the edge's directives, not the client's; peers decide by them too
 	}
-	if x.status == hitStatus {
+	switch x.status {
+	case hitStatus:
 		h["Cache-Status"] = hitStatusValue
-	} else {
+	case heuristicHitStatus:
+		h["Cache-Status"] = heuristicHitStatusValue
+	default:
 		h["Cache-Status"] = []string{x.status.String()}
 	}
 	if n.answerPreconditions(x, meta) {

@@ -1,10 +1,14 @@
 package node
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/node/site"
 )
 
 // TestTargetedCacheControl (RFC 9213): Meshcdn-Cache-Control, else
@@ -121,5 +125,53 @@ func TestQualifiedNoCacheFields(t *testing.T) {
 	wantStatus(t, again, "meshcdn; hit")
 	if again.Header.Get("X-Token") != "" || again.Header.Get("X-User") != "" || again.body != "page" {
 		t.Errorf("a reused response kept the named fields: %v", again.Header)
+	}
+}
+
+// TestHeuristicFreshness (RFC 9111 §4.2.2): a response with Last-Modified
+// and no explicit freshness is stored for 10% of its age since
+// Last-Modified by default, under any rule that caches (the default-origin
+// rule too), and Cache-Status says the freshness was guessed; a site sets
+// its own factor, or turns it off (static rules' too). Without
+// Last-Modified the default-origin rule stores nothing.
+func TestHeuristicFreshness(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		switch r.URL.Path {
+		case "/doc", "/style.css":
+			w.Header().Set("Last-Modified", now.Add(-24*time.Hour).UTC().Format(http.TimeFormat))
+		case "/young":
+			// 10% of 500 s is 50 s, and it is 100 s old already.
+			w.Header().Set("Last-Modified", now.Add(-500*time.Second).UTC().Format(http.TimeFormat))
+			w.Header().Set("Age", "100")
+		}
+		w.Header().Set("Content-Type", "text/css")
+		_, _ = io.WriteString(w, "body of "+r.URL.Path)
+	})
+	siteFor := func(host string, h *site.HeuristicConfig) site.Config {
+		return site.Config{Hosts: []string{host}, Origins: []site.OriginConfig{{URL: o.url(t).String()}}, Heuristic: h}
+	}
+	n := startNode(t, nil, Config{Sites: []site.Config{
+		siteFor("default.example.test", nil),
+		siteFor("factor.example.test", &site.HeuristicConfig{Factor: 0.5}),
+		siteFor("off.example.test", &site.HeuristicConfig{Off: true}),
+	}})
+	for _, c := range []struct {
+		host, path   string
+		first, again string // Cache-Status
+	}{
+		{"default.example.test", "/doc", "meshcdn; fwd=uri-miss; fwd-status=200; stored; detail=heuristic", "meshcdn; hit; detail=heuristic"},
+		{"default.example.test", "/young", "meshcdn; fwd=uri-miss; fwd-status=200; stored; detail=heuristic", "meshcdn; fwd=stale; fwd-status=200; stored; detail=heuristic"},
+		{"default.example.test", "/nolm", "meshcdn; fwd=uri-miss; fwd-status=200; detail=no-freshness", "meshcdn; fwd=bypass; detail=hit-for-pass"},
+		{"factor.example.test", "/young", "meshcdn; fwd=uri-miss; fwd-status=200; stored; detail=heuristic", "meshcdn; hit; detail=heuristic"},
+		{"off.example.test", "/doc", "meshcdn; fwd=uri-miss; fwd-status=200; detail=no-freshness", "meshcdn; fwd=bypass; detail=hit-for-pass"},
+		{"off.example.test", "/style.css", "meshcdn; fwd=uri-miss; fwd-status=200; detail=no-freshness", "meshcdn; fwd=bypass; detail=hit-for-pass"},
+	} {
+		for i, want := range []string{c.first, c.again} {
+			r := do(t, n, "GET", c.path, "Host", c.host)
+			if r.cacheStatus() != want || r.body != "body of "+c.path {
+				t.Errorf("%s%s, request %d: Cache-Status %q, body %q; want %q", c.host, c.path, i+1, r.cacheStatus(), r.body, want)
+			}
+		}
 	}
 }

@@ -7,11 +7,50 @@ import (
 	"time"
 )
 
-// Heuristic freshness bounds: min(max(HeuristicMin, 10% of (Date − Last-Modified)), HeuristicMax).
-const (
-	HeuristicMin = 10 * time.Second
-	HeuristicMax = time.Hour
-)
+// HeuristicMin is the heuristic freshness of a static rule's response
+// without Last-Modified, and the least a static rule's response gets.
+const HeuristicMin = 10 * time.Second
+
+// Heuristic is the heuristic freshness (RFC 9111 §4.2.2) a response gets
+// when neither the rule nor the origin gives one: Factor of the time since
+// its Last-Modified, at most Max, as Traffic Server's and Squid's
+// last-modified factor. A zero Factor gives none.
+type Heuristic struct {
+	Factor float64
+	Max    time.Duration
+	// Static, for the rules that treat a request as static, gives a
+	// response at least HeuristicMin, also one without Last-Modified.
+	Static bool
+}
+
+// DefaultHeuristic is a site's heuristic freshness unless it sets its own:
+// 10% of the time since Last-Modified, at most a day.
+var DefaultHeuristic = Heuristic{Factor: 0.1, Max: 24 * time.Hour}
+
+// Lifetime is the heuristic freshness lifetime of a response with header
+// h; ok is false when it gets none.
+func (hp Heuristic) Lifetime(h http.Header) (ttl time.Duration, ok bool) {
+	if hp.Factor <= 0 {
+		return 0, false
+	}
+	lm, err := http.ParseTime(h.Get("Last-Modified"))
+	if err != nil {
+		if hp.Static {
+			return min(HeuristicMin, hp.Max), true
+		}
+		return 0, false
+	}
+	date, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		date = time.Now()
+	}
+	ttl = time.Duration(float64(date.Sub(lm)) * hp.Factor)
+	if hp.Static {
+		ttl = max(ttl, HeuristicMin)
+	}
+	ttl = min(ttl, hp.Max)
+	return ttl, ttl > 0
+}
 
 // Policy is what the site's matched rule says about a cacheable request.
 type Policy struct {
@@ -20,9 +59,9 @@ type Policy struct {
 	// FollowOrigin makes the origin's explicit freshness win over TTL; TTL then only
 	// applies when the origin gives none.
 	FollowOrigin bool
-	// Heuristic allows heuristic freshness when neither TTL nor the origin gives
-	// one. Static rules set it; "leave it to the origin" does not.
-	Heuristic bool
+	// Heuristic is the freshness a response gets when neither TTL nor the
+	// origin gives one (the site's, Static for static rules).
+	Heuristic Heuristic
 	// CheckType stores a response the origin gives no freshness only when
 	// its Content-Type fits the path's extension (TypeFits): a personal page
 	// behind /account/x.css is not shared (web cache deception).
@@ -133,8 +172,10 @@ func Decide(status int, h http.Header, cc Directives, rq Request, p Policy) Deci
 		}
 		return Decision{Store: true, TTL: max(explicit, 0), Source: src}
 	}
-	if p.Heuristic && (heuristicStatus(status) || cc.Public) {
-		return Decision{Store: true, TTL: HeuristicLifetime(h), Source: SourceHeuristic}
+	if heuristicStatus(status) || cc.Public {
+		if ttl, ok := p.Heuristic.Lifetime(h); ok {
+			return Decision{Store: true, TTL: ttl, Source: SourceHeuristic}
+		}
 	}
 	if !heuristicStatus(status) {
 		return Decision{Reason: "uncacheable-status"}
@@ -168,20 +209,6 @@ func explicitLifetime(h http.Header, cc Directives) (time.Duration, Source) {
 		date = time.Now()
 	}
 	return t.Sub(date), SourceExpires
-}
-
-// HeuristicLifetime is min(max(10s, 10% of (Date − Last-Modified)), 1h). Without a
-// Last-Modified it is the 10s floor.
-func HeuristicLifetime(h http.Header) time.Duration {
-	lm, err := http.ParseTime(h.Get("Last-Modified"))
-	if err != nil {
-		return HeuristicMin
-	}
-	date, err := http.ParseTime(h.Get("Date"))
-	if err != nil {
-		date = time.Now()
-	}
-	return min(max(HeuristicMin, date.Sub(lm)/10), HeuristicMax)
 }
 
 func seconds(n int64) time.Duration { return time.Duration(n) * time.Second }

@@ -24,7 +24,7 @@ func FuzzParseCacheControl(f *testing.F) {
 			}
 		}
 		h := http.Header{"Cache-Control": {s}}
-		dec := Decide(200, h, d, Request{}, Policy{Heuristic: true})
+		dec := Decide(200, h, d, Request{}, Policy{Heuristic: DefaultHeuristic})
 		if dec.Store && dec.TTL < 0 {
 			t.Fatalf("negative TTL %v from %q", dec.TTL, s)
 		}

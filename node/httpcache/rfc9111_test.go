@@ -8,9 +8,10 @@ import (
 
 var (
 	date    = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	static  = Policy{Heuristic: true}
-	origin  = Policy{}
-	checked = Policy{Heuristic: true, CheckType: true}
+	static  = Policy{Heuristic: Heuristic{Factor: 0.1, Max: time.Hour, Static: true}}
+	origin  = Policy{} // heuristic: off
+	dflt    = Policy{Heuristic: DefaultHeuristic}
+	checked = Policy{Heuristic: Heuristic{Factor: 0.1, Max: time.Hour, Static: true}, CheckType: true}
 )
 
 func hdr(kv ...string) http.Header {
@@ -62,7 +63,19 @@ func TestDecide(t *testing.T) {
 		{"heuristic floor 10s", 200, hdr("Last-Modified", at(-time.Minute)), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
 		{"heuristic cap 1h", 200, hdr("Last-Modified", at(-1000*time.Hour)), Request{}, static, true, time.Hour, SourceHeuristic, ""},
 		{"heuristic without Last-Modified", 200, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
-		{"no heuristic outside static rules", 200, hdr("Last-Modified", at(-100*time.Minute)), Request{}, origin, false, 0, "", "no-freshness"},
+		{"no heuristic when off", 200, hdr("Last-Modified", at(-100*time.Minute)), Request{}, origin, false, 0, "", "no-freshness"},
+		{"default heuristic from Last-Modified", 200, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, true, 144 * time.Minute, SourceHeuristic, ""},
+		{"default heuristic cap 1d", 200, hdr("Last-Modified", at(-1000*time.Hour)), Request{}, dflt, true, 24 * time.Hour, SourceHeuristic, ""},
+		{"default heuristic needs Last-Modified", 200, hdr(), Request{}, dflt, false, 0, "", "no-freshness"},
+		{"default heuristic, Last-Modified after Date", 200, hdr("Last-Modified", at(time.Hour)), Request{}, dflt, false, 0, "", "no-freshness"},
+		{"default heuristic 204", 204, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, true, 144 * time.Minute, SourceHeuristic, ""},
+		{"default heuristic 410", 410, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, true, 144 * time.Minute, SourceHeuristic, ""},
+		{"default heuristic 501", 501, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, true, 144 * time.Minute, SourceHeuristic, ""},
+		{"no heuristic for 201", 201, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, false, 0, "", "uncacheable-status"},
+		{"no heuristic for 503", 503, hdr("Last-Modified", at(-24*time.Hour)), Request{}, dflt, false, 0, "", "uncacheable-status"},
+		{"599 with public gets heuristic", 599, hdr("Last-Modified", at(-24*time.Hour), "Cache-Control", "public"), Request{}, dflt, true, 144 * time.Minute, SourceHeuristic, ""},
+		{"heuristic factor", 200, hdr("Last-Modified", at(-time.Hour)), Request{}, Policy{Heuristic: Heuristic{Factor: 0.5, Max: time.Hour}}, true, 30 * time.Minute, SourceHeuristic, ""},
+		{"default heuristic, cookie without permission", 200, hdr("Last-Modified", at(-24*time.Hour)), Request{Cookie: true}, dflt, false, 0, "", "cookie"},
 		{"heuristic 404", 404, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
 		{"heuristic 301", 301, hdr(), Request{}, static, true, 10 * time.Second, SourceHeuristic, ""},
 		{"no heuristic for 302", 302, hdr(), Request{}, static, false, 0, "", "uncacheable-status"},
@@ -72,13 +85,13 @@ func TestDecide(t *testing.T) {
 		{"206 never stored", 206, hdr("Cache-Control", "max-age=60"), Request{}, origin, false, 0, "", "uncacheable-status"},
 		{"304 never stored", 304, hdr("Cache-Control", "max-age=60"), Request{}, origin, false, 0, "", "uncacheable-status"},
 		{"1xx never stored", 103, hdr(), Request{}, static, false, 0, "", "uncacheable-status"},
-		{"rule TTL overrides origin", 200, hdr("Cache-Control", "max-age=5"), Request{}, Policy{TTL: time.Hour, Heuristic: true}, true, time.Hour, SourceRule, ""},
+		{"rule TTL overrides origin", 200, hdr("Cache-Control", "max-age=5"), Request{}, Policy{TTL: time.Hour, Heuristic: DefaultHeuristic}, true, time.Hour, SourceRule, ""},
 		{"rule TTL when origin is silent", 200, hdr(), Request{}, Policy{TTL: time.Hour}, true, time.Hour, SourceRule, ""},
 		{"follow origin: origin wins", 200, hdr("Cache-Control", "max-age=5"), Request{}, Policy{TTL: time.Hour, FollowOrigin: true}, true, 5 * time.Second, SourceMaxAge, ""},
 		{"follow origin: TTL as fallback", 200, hdr(), Request{}, Policy{TTL: time.Hour, FollowOrigin: true}, true, time.Hour, SourceRule, ""},
 		{"origin no-store beats rule TTL", 200, hdr("Cache-Control", "no-store"), Request{}, Policy{TTL: time.Hour}, false, 0, "", "no-store"},
 		{"origin max-age=0 beats rule TTL", 200, hdr("Cache-Control", "max-age=0"), Request{}, Policy{TTL: time.Hour}, false, 0, "", "no-cache"},
-		{"rule TTL not for 500", 500, hdr(), Request{}, Policy{TTL: time.Hour, Heuristic: true}, false, 0, "", "uncacheable-status"},
+		{"rule TTL not for 500", 500, hdr(), Request{}, Policy{TTL: time.Hour, Heuristic: DefaultHeuristic}, false, 0, "", "uncacheable-status"},
 		{"Vary star", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept, *"), Request{}, origin, false, 0, "", "vary-star"},
 		{"Vary on a field is fine", 200, hdr("Cache-Control", "max-age=60", "Vary", "Accept-Encoding"), Request{}, origin, true, time.Minute, SourceMaxAge, ""},
 		{"Set-Cookie not shared", 200, hdr("Cache-Control", "max-age=60", "Set-Cookie", "sid=1"), Request{}, static, false, 0, "", "set-cookie"},

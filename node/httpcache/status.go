@@ -31,6 +31,10 @@ type Status struct {
 	Detail    string
 }
 
+// DetailHeuristic is the detail of a response whose freshness lifetime
+// the cache guessed from its Last-Modified (RFC 9111 §4.2.2).
+const DetailHeuristic = "heuristic"
+
 // Precomputed values for the hot path.
 const statusHit = CacheName + "; hit"
 

@@ -57,10 +57,10 @@ func (l listener) Accept() (net.Conn, error) {
 // handlers and writes.
 type conn struct {
 	net.Conn
-	mu       sync.Mutex
-	deadline time.Time     // the read deadline, as last set
-	wake     chan struct{} // closed when the read deadline changes or the connection closes
-	closed   bool
+	mu        sync.Mutex
+	deadline  time.Time     // the read deadline, as last set
+	wake      chan struct{} // closed when the read deadline changes or the connection closes
+	closed    bool
 	line      []byte
 	skipping  bool // inside a line longer than maxLine
 	inHeader  bool

@@ -86,6 +86,10 @@ type Config struct {
 	// Compression, when set, makes the edge compress text the origin sends
 	// uncompressed (gzip and Brotli by default) and keep the encodings.
 	Compression *compress.Config `yaml:"compression"`
+	// Heuristic is the freshness of responses that neither a rule's ttl
+	// nor the origin gives one: {factor, max} (default 0.1 of the time
+	// since Last-Modified, at most 1d), or off.
+	Heuristic *HeuristicConfig `yaml:"heuristic"`
 	// ForwardHeaders names re-routing fields (see ReroutingFields) that
 	// the site's origin needs and that the edge forwards all the same; by
 	// default every one of them is dropped from origin and peer requests.
@@ -108,7 +112,7 @@ type RuleConfig struct {
 	Extensions []string `yaml:"extensions"`
 	Regex      string   `yaml:"regex"`
 	// Action is "cache" (static: stored, with heuristic freshness when the origin
-	// is silent) or "bypass" (dynamic: straight to the origin, never stored, never
+	// is silent, at least 10s also without Last-Modified) or "bypass" (dynamic: straight to the origin, never stored, never
 	// coalesced).
 	Action string `yaml:"action"`
 	// TTL overrides the origin's freshness for "cache" rules. The origin's
@@ -132,8 +136,9 @@ type Action int
 
 // Actions.
 const (
-	// ActionOrigin caches by the origin's headers alone (no heuristic): the
-	// default for anything no rule matches.
+	// ActionOrigin caches by the origin's headers, and the site's heuristic
+	// freshness for a response with Last-Modified: the default for anything
+	// no rule matches.
 	ActionOrigin Action = iota
 	// ActionCache treats the request as static.
 	ActionCache
@@ -184,10 +189,11 @@ var StaticExtensions = []string{
 	"pdf", "zip", "gz", "tgz", "bz2", "xz", "zst", "7z", "rar", "tar",
 }
 
+// The built-in rules; each site has copies with its heuristic freshness.
 var (
-	defaultStatic = &Rule{Name: "default-static", Action: ActionCache,
-		Policy: httpcache.Policy{Heuristic: true, CheckType: true}, exts: StaticExtensions}
-	fallbackRule = &Rule{Name: "default-origin", Action: ActionOrigin}
+	defaultStatic = Rule{Name: "default-static", Action: ActionCache,
+		Policy: httpcache.Policy{CheckType: true}, exts: StaticExtensions}
+	fallbackRule = Rule{Name: "default-origin", Action: ActionOrigin}
 )
 
 // Site is a compiled site. It is immutable.
@@ -284,9 +290,18 @@ func (c Config) Compile() (*Site, error) {
 		s.rules = append(s.rules, r)
 	}
 	if c.DefaultRules == nil || *c.DefaultRules {
-		s.rules = append(s.rules, defaultStatic)
+		r := defaultStatic
+		s.rules = append(s.rules, &r)
 	}
-	s.rules = append(s.rules, fallbackRule)
+	fb := fallbackRule
+	s.rules = append(s.rules, &fb)
+	heuristic := c.compileHeuristic(fail)
+	for _, r := range s.rules {
+		if r.Action != ActionBypass {
+			r.Policy.Heuristic = heuristic
+			r.Policy.Heuristic.Static = r.Action == ActionCache
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -323,7 +338,7 @@ func (rc RuleConfig) compile(name string) (*Rule, error) {
 	switch rc.Action {
 	case "cache":
 		r.Action = ActionCache
-		r.Policy = httpcache.Policy{TTL: time.Duration(rc.TTL), FollowOrigin: rc.FollowOrigin, Heuristic: true,
+		r.Policy = httpcache.Policy{TTL: time.Duration(rc.TTL), FollowOrigin: rc.FollowOrigin,
 			CheckType: rc.CheckContentType == nil || *rc.CheckContentType, IgnoreCookie: rc.IgnoreCookie}
 	case "bypass":
 		r.Action = ActionBypass
@@ -368,5 +383,5 @@ func (s *Site) Classify(p string) *Rule {
 			return r
 		}
 	}
-	return fallbackRule
+	return s.rules[len(s.rules)-1] // default-origin matches every path
 }

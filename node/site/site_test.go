@@ -5,6 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshcdn/meshcdn/node/httpcache"
 )
 
 func mustCompile(t *testing.T, c Config) *Site {
@@ -186,4 +190,31 @@ func sameMultiset(qa, qb string) bool {
 		}
 	}
 	return true
+}
+
+// TestHeuristicConfig: "heuristic: off" turns heuristic freshness off for
+// every rule; a mapping sets the factor and bound of every caching rule,
+// static ones keeping their floor; the default is 10% and a day.
+func TestHeuristicConfig(t *testing.T) {
+	for _, tt := range []struct {
+		yaml   string
+		static httpcache.Heuristic
+		origin httpcache.Heuristic
+	}{
+		{"hosts: [a]\norigins: [http://o]\n", httpcache.Heuristic{Factor: 0.1, Max: 24 * time.Hour, Static: true}, httpcache.DefaultHeuristic},
+		{"hosts: [a]\norigins: [http://o]\nheuristic: off\n", httpcache.Heuristic{Static: true}, httpcache.Heuristic{}},
+		{"hosts: [a]\norigins: [http://o]\nheuristic: {factor: 0.2, max: 2h}\n", httpcache.Heuristic{Factor: 0.2, Max: 2 * time.Hour, Static: true}, httpcache.Heuristic{Factor: 0.2, Max: 2 * time.Hour}},
+	} {
+		var c Config
+		if err := yaml.Unmarshal([]byte(tt.yaml), &c); err != nil {
+			t.Fatal(err)
+		}
+		s := mustCompile(t, c)
+		if got := s.Classify("/a.css").Policy.Heuristic; got != tt.static {
+			t.Errorf("%q: the static rule's heuristic %+v; want %+v", tt.yaml, got, tt.static)
+		}
+		if got := s.Classify("/page").Policy.Heuristic; got != tt.origin {
+			t.Errorf("%q: the default-origin rule's heuristic %+v; want %+v", tt.yaml, got, tt.origin)
+		}
+	}
 }
