@@ -27,9 +27,16 @@ import (
 
 // Defaults of Config's zero fields.
 const (
-	DefaultHTTPAddr        = ":8080"
-	DefaultMetricsAddr     = ":9090"
-	DefaultMemory          = 256 << 20
+	DefaultHTTPAddr    = ":8080"
+	DefaultMetricsAddr = ":9090"
+	DefaultMemory      = 256 << 20
+	// DefaultMaxConnectionsPerIP is max_connections_per_ip's default.
+	DefaultMaxConnectionsPerIP = 256
+	// connectionBytes is the memory budget max_connections allows a client
+	// connection by default (an idle one holds about 50 KB: buffers, a
+	// goroutine, TLS state), and minMaxConnections its least.
+	connectionBytes        = 64 << 10
+	minMaxConnections      = 1024
 	DefaultDisk            = 1 << 30
 	DefaultFillTimeout     = 10 * time.Minute
 	DefaultFillIdleTimeout = 30 * time.Second
@@ -77,6 +84,14 @@ type Config struct {
 	CacheDir string
 	// DiskBytes is the disk tier's budget. Default 1 GiB.
 	DiskBytes int64
+	// MaxConnections bounds the client connections open at once, HTTP and
+	// HTTPS together; past it the longest-idle one is closed to make room,
+	// or, with none idle, the new one at once. Default: one per 64 KiB of
+	// MemoryBytes, at least 1024 (4096 for the default budget).
+	MaxConnections int
+	// MaxConnectionsPerIP bounds the client connections of one address, in
+	// the same way. Default 256.
+	MaxConnectionsPerIP int
 	// FillTimeout bounds a whole fill, and FillIdleTimeout the silence between
 	// two reads of its body. Defaults 10m and 30s.
 	FillTimeout     time.Duration
@@ -141,6 +156,12 @@ func (c Config) withDefaults() Config {
 	if c.MemoryBytes == 0 {
 		c.MemoryBytes = DefaultMemory
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = max(minMaxConnections, int(c.MemoryBytes/connectionBytes))
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
 	if c.MaxObjectSize == 0 {
 		c.MaxObjectSize = c.MemoryBytes / 8
 	}
@@ -196,6 +217,12 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryBytes < 0 {
 		bad("memory", "must not be negative")
+	}
+	if c.MaxConnections < 0 {
+		bad("max_connections", "must not be negative")
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		bad("max_connections_per_ip", "must not be negative")
 	}
 	if c.DiskBytes < 0 {
 		bad("disk", "must not be negative")
@@ -346,6 +373,8 @@ type File struct {
 		} `yaml:"acme"`
 		Metrics         string         `yaml:"metrics"`
 		Memory          units.Size     `yaml:"memory"`
+		MaxConns        int            `yaml:"max_connections"`
+		MaxConnsPerIP   int            `yaml:"max_connections_per_ip"`
 		MaxObjectSize   units.Size     `yaml:"max_object_size"`
 		CacheDir        string         `yaml:"cache_dir"`
 		Disk            units.Size     `yaml:"disk"`
@@ -489,29 +518,31 @@ func ParseFile(name string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	c := Config{
-		Name:              f.Node.Name,
-		HTTPAddr:          f.Node.HTTP,
-		HTTPSAddr:         f.Node.HTTPS,
-		TLSCertFile:       f.Node.TLSCert,
-		TLSKeyFile:        f.Node.TLSKey,
-		MetricsAddr:       f.Node.Metrics,
-		MemoryBytes:       int64(f.Node.Memory),
-		MaxObjectSize:     int64(f.Node.MaxObjectSize),
-		CacheDir:          f.Node.CacheDir,
-		DiskBytes:         int64(f.Node.Disk),
-		FillTimeout:       time.Duration(f.Node.FillTimeout),
-		FillIdleTimeout:   time.Duration(f.Node.FillIdleTimeout),
-		HitForPass:        time.Duration(f.Node.HitForPass),
-		BodyTimeout:       time.Duration(f.Node.BodyTimeout),
-		ShutdownTimeout:   time.Duration(f.Node.ShutdownTimeout),
-		AccessLog:         f.Node.AccessLog,
-		AdminAddr:         f.Node.Admin,
-		AdminInsecure:     f.Node.AdminInsecure,
-		StatusPublic:      f.Node.StatusPublic,
-		AdminCertFile:     f.Node.AdminCert,
-		AdminKeyFile:      f.Node.AdminKey,
-		AdminClientCAFile: f.Node.AdminClientCA,
-		Sites:             f.Sites,
+		Name:                f.Node.Name,
+		HTTPAddr:            f.Node.HTTP,
+		HTTPSAddr:           f.Node.HTTPS,
+		TLSCertFile:         f.Node.TLSCert,
+		TLSKeyFile:          f.Node.TLSKey,
+		MetricsAddr:         f.Node.Metrics,
+		MemoryBytes:         int64(f.Node.Memory),
+		MaxConnections:      f.Node.MaxConns,
+		MaxConnectionsPerIP: f.Node.MaxConnsPerIP,
+		MaxObjectSize:       int64(f.Node.MaxObjectSize),
+		CacheDir:            f.Node.CacheDir,
+		DiskBytes:           int64(f.Node.Disk),
+		FillTimeout:         time.Duration(f.Node.FillTimeout),
+		FillIdleTimeout:     time.Duration(f.Node.FillIdleTimeout),
+		HitForPass:          time.Duration(f.Node.HitForPass),
+		BodyTimeout:         time.Duration(f.Node.BodyTimeout),
+		ShutdownTimeout:     time.Duration(f.Node.ShutdownTimeout),
+		AccessLog:           f.Node.AccessLog,
+		AdminAddr:           f.Node.Admin,
+		AdminInsecure:       f.Node.AdminInsecure,
+		StatusPublic:        f.Node.StatusPublic,
+		AdminCertFile:       f.Node.AdminCert,
+		AdminKeyFile:        f.Node.AdminKey,
+		AdminClientCAFile:   f.Node.AdminClientCA,
+		Sites:               f.Sites,
 		Origin: origin.Config{
 			DialTimeout:    time.Duration(f.Origin.ConnectTimeout),
 			HeaderTimeout:  time.Duration(f.Origin.HeaderTimeout),

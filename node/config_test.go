@@ -117,6 +117,8 @@ func TestValidate(t *testing.T) {
 		{Config{Origins: mustOrigins(t), HTTPAddr: "8080"}, `http: "8080" is not host:port`},
 		{Config{Origins: mustOrigins(t), MemoryBytes: 1 << 20, MaxObjectSize: 2 << 20}, "max_object_size: 2.0MiB exceeds the memory budget 1.0MiB"},
 		{Config{Origins: mustOrigins(t), FillTimeout: -1}, "fill_timeout: must not be negative"},
+		{Config{Origins: mustOrigins(t), MaxConnections: -1, MaxConnectionsPerIP: -5}, "max_connections: must not be negative"},
+		{Config{Origins: mustOrigins(t), MaxConnectionsPerIP: -5}, "max_connections_per_ip: must not be negative"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{PurgeLease: time.Millisecond}}, "purge_lease: 1ms is not between 100ms and 1m"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{HandoffWindow: 2 * time.Hour}}, "handoff_window: 2h0m0s is not between 1s and 1h"},
 		{Config{Origins: mustOrigins(t), Mesh: &MeshConfig{DrainOnStop: 15 * time.Second}}, "drain_on_stop: 15s is not between 0 and node.shutdown_timeout (15s)"},

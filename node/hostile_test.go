@@ -2,8 +2,10 @@ package node
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -443,5 +445,132 @@ func TestHalfClose(t *testing.T) {
 			t.Errorf("%s: %d %q (%v), Cache-Status %q; want 200 %q", tt.name, resp.StatusCode, body, err, resp.Header.Get("Cache-Status"), tt.want)
 		}
 		c.Close()
+	}
+}
+
+// TestConnectionLimits: idle connections cannot pile up on a node. An
+// address at max_connections_per_ip makes room by losing its longest-idle
+// connection; with all of its connections busy its next one is closed at
+// once, while other addresses are served; at max_connections the same
+// holds for all addresses together. The metrics count both, a warning is
+// logged, and the defaults follow the memory budget.
+func TestConnectionLimits(t *testing.T) {
+	if c := (Config{}).withDefaults(); c.MaxConnections != 4096 || c.MaxConnectionsPerIP != 256 {
+		t.Errorf("defaults: max_connections %d, per ip %d; want 4096 and 256", c.MaxConnections, c.MaxConnectionsPerIP)
+	}
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/hold") {
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	var logs testutil.SyncBuffer
+	n := startNode(t, nil, Config{MaxConnections: 6, MaxConnectionsPerIP: 3,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Sites: []site.Config{{Hosts: []string{"www.example.test"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+			Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	defer close(release)
+	type conn struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	dial := func(from string) conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", n.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		return conn{c, bufio.NewReader(c)}
+	}
+	send := func(c conn, path string) {
+		if _, err := io.WriteString(c.c, "GET "+path+" HTTP/1.1\r\nHost: www.example.test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(c conn, path string) string {
+		send(c, path)
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	closed := func(c conn) bool {
+		_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.br.ReadByte()
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	idle := func(want int) {
+		t.Helper()
+		eventually(t, 5*time.Second, func() bool { return n.conns.Idle() == want })
+	}
+	// 127.0.0.2: three idle connections, then a fourth closes the first.
+	var a []conn
+	for i := range 3 {
+		a = append(a, dial("127.0.0.2"))
+		if got := get(a[i], "/x.css"); got != "ok" {
+			t.Fatalf("connection %d of 127.0.0.2: %q", i, got)
+		}
+		idle(i + 1)
+	}
+	fourth := dial("127.0.0.2")
+	if got := get(fourth, "/x.css"); got != "ok" {
+		t.Fatalf("a fourth connection of 127.0.0.2 with idle ones: %q", got)
+	}
+	if !closed(a[0]) {
+		t.Error("the longest-idle connection of 127.0.0.2 was not closed for its fourth")
+	}
+	// Its three connections busy: its next is closed at once; another
+	// address is served.
+	for _, c := range []conn{a[1], a[2], fourth} {
+		send(c, "/api/hold")
+	}
+	for range 2 {
+		send(dial("127.0.0.3"), "/api/hold")
+	}
+	eventually(t, 5*time.Second, func() bool { return n.conns.Open() == 5 && n.conns.Idle() == 0 })
+	if c := dial("127.0.0.2"); !closed(c) {
+		t.Error("a connection past max_connections_per_ip with none idle was not closed at once")
+	}
+	// The node's sixth connection, idle, makes room for a seventh; with all
+	// six busy, the next is closed at once.
+	sixth := dial("127.0.0.4")
+	if got := get(sixth, "/x.css"); got != "ok" {
+		t.Fatalf("127.0.0.4: %q", got)
+	}
+	idle(1)
+	seventh := dial("127.0.0.5")
+	if got := get(seventh, "/x.css"); got != "ok" {
+		t.Fatalf("127.0.0.5 at max_connections with an idle one: %q", got)
+	}
+	if !closed(sixth) {
+		t.Error("the idle connection was not closed for a new one at max_connections")
+	}
+	send(seventh, "/api/hold")
+	eventually(t, 5*time.Second, func() bool { return n.conns.Open() == 6 && n.conns.Idle() == 0 })
+	if c := dial("127.0.0.6"); !closed(c) {
+		t.Error("a connection past max_connections with none idle was not closed at once")
+	}
+	for _, w := range []struct {
+		name, reason string
+		want         float64
+	}{
+		{"meshcdn_connections_refused_total", "max_connections_per_ip", 1},
+		{"meshcdn_connections_refused_total", "max_connections", 1},
+		{"meshcdn_connections_idle_closed_total", "max_connections_per_ip", 1},
+		{"meshcdn_connections_idle_closed_total", "max_connections", 1},
+	} {
+		if v := seriesValue(t, n, w.name, map[string]string{"reason": w.reason}); v != w.want {
+			t.Errorf("%s{reason=%s} = %v; want %v", w.name, w.reason, v, w.want)
+		}
+	}
+	if !strings.Contains(logs.String(), "connection limit reached") {
+		t.Errorf("no warning logged: %q", logs.String())
 	}
 }

@@ -144,7 +144,7 @@ func (n *Node) bindHTTPS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.split = edgetls.NewSplit(ln, h.cfg, reqguard.Wrap, handshakeTimeout)
+	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, reqguard.Wrap, handshakeTimeout)
 	h.h1 = n.newHTTPServer()
 	h.h1.Protocols = new(http.Protocols)
 	h.h1.Protocols.SetHTTP1(true)

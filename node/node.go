@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/connlimit"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/purge"
@@ -39,6 +40,7 @@ type Node struct {
 	httpsPools map[*site.Site]*origin.Pool
 	siteStats  map[*site.Site]*siteMetrics
 	unknown    *siteMetrics
+	conns      *connlimit.Limiter // client connections: max_connections, max_connections_per_ip
 	// originStats are the origin servers' totals for the status page;
 	// filled by New, read-only after.
 	originStats []*originStat
@@ -101,6 +103,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.purges = purge.New(pc)
 	n.metrics = newMetrics(n.store)
+	n.conns = n.newConnLimiter()
 	if b := copyBudget(cfg); b > 0 {
 		n.copies = cache.NewMemory(b)
 		n.metrics.registerTier("copies", n.copies.Stats)
@@ -161,7 +164,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ln = reqguard.Listen(ln)
+	ln = reqguard.Listen(n.conns.Listen(ln))
 	n.httpLn = ln
 	n.httpSrv = n.newHTTPServer()
 	if err := n.bindHTTPS(ctx); err != nil {
@@ -266,6 +269,7 @@ func (n *Node) newHTTPServer() *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ConnContext:       reqguard.ConnContext,
+		ConnState:         n.conns.ConnState,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 }

@@ -35,6 +35,7 @@ type edgeFlags struct {
 	statusToken, statusTokenFile       string
 	statusPublic                       bool
 	memory, maxObject, disk            units.Size
+	maxConns, maxConnsPerIP            int
 	accessLog                          bool
 	logFormat, logLevel                string
 	set                                map[string]bool // flags given on the command line or in the environment
@@ -51,6 +52,8 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.origin, "origin", "", "origin `URL[,URL...]` for any host no site names")
 	fs.Var(&f.memory, "memory", "memory tier budget, e.g. 256MiB (default 256MiB)")
 	fs.Var(&f.maxObject, "max-object-size", "largest body the memory tier stores (default: memory/8)")
+	fs.IntVar(&f.maxConns, "max-connections", 0, "client connections open at once, HTTP and HTTPS together; past it idle ones are closed first (default: memory/64KiB, at least 1024)")
+	fs.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 0, "client connections of one address (default 256)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "disk tier `directory` (off when empty); survives restarts")
 	fs.Var(&f.disk, "disk", "disk tier budget, e.g. 10GiB (default 1GiB)")
 	f.meshFlags.register(fs, "; off runs the node alone")
@@ -170,6 +173,12 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	}
 	if f.maxObject != 0 {
 		cfg.MaxObjectSize = int64(f.maxObject)
+	}
+	if f.maxConns != 0 {
+		cfg.MaxConnections = f.maxConns
+	}
+	if f.maxConnsPerIP != 0 {
+		cfg.MaxConnectionsPerIP = f.maxConnsPerIP
 	}
 	if f.cacheDir != "" {
 		cfg.CacheDir = f.cacheDir

@@ -1,0 +1,264 @@
+// Package connlimit bounds the client connections a node holds: in all,
+// and per client address. Every open connection costs memory (buffers, a
+// goroutine, TLS state), and an idle keep-alive connection holds it for the
+// server's idle timeout, so a client that opens connections and sends
+// nothing could otherwise hold as many as it likes.
+//
+// A Limiter wraps the client listeners. A connection past a limit makes
+// room by closing the connection that has been idle the longest (between
+// two requests, as net/http's ConnState reports; one of the same address
+// for the per-address limit), as nginx reuses idle keep-alive connections
+// under pressure; when none is idle, the new connection is closed at once.
+// Closing an idle keep-alive connection is what HTTP clients expect of a
+// server: they retry on a new one.
+package connlimit
+
+import (
+	"container/list"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+)
+
+// Why a connection was refused.
+const (
+	ReasonTotal = "max_connections"
+	ReasonPerIP = "max_connections_per_ip"
+)
+
+// Config is a Limiter's limits and hooks.
+type Config struct {
+	// Max is how many client connections may be open at once, on every
+	// listener together; 0 or less means no limit.
+	Max int
+	// PerIP is how many of them one client address may hold; 0 or less
+	// means no limit.
+	PerIP int
+	// Refused, when set, is told of each connection closed at once, with
+	// the reason (ReasonTotal or ReasonPerIP). It must not block.
+	Refused func(reason string)
+	// IdleClosed, when set, is told of each idle connection closed to make
+	// room. It must not block.
+	IdleClosed func(reason string)
+}
+
+// Limiter counts connections and closes what the limits do not allow. It
+// is safe for concurrent use.
+type Limiter struct {
+	cfg  Config
+	mu   sync.Mutex
+	open int
+	ips  map[netip.Addr]*client
+	idle list.List // *conn, longest idle first
+}
+
+// client is what one address holds.
+type client struct {
+	open int
+	idle list.List // *conn, longest idle first
+}
+
+// New returns a Limiter with cfg's limits.
+func New(cfg Config) *Limiter {
+	return &Limiter{cfg: cfg, ips: make(map[netip.Addr]*client)}
+}
+
+// Open is how many connections are open.
+func (l *Limiter) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open
+}
+
+// Idle is how many open connections are idle between two requests.
+func (l *Limiter) Idle() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.idle.Len()
+}
+
+// Listen returns ln with each accepted connection counted, and closed at
+// once when the limits allow it no room.
+func (l *Limiter) Listen(ln net.Listener) net.Listener { return listener{ln, l} }
+
+type listener struct {
+	net.Listener
+	l *Limiter
+}
+
+func (ln listener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if tc := ln.l.admit(c); tc != nil {
+			return tc, nil
+		}
+	}
+}
+
+// admit counts c, making room when it can, or closes it and returns nil.
+func (l *Limiter) admit(c net.Conn) net.Conn {
+	ip := addrOf(c.RemoteAddr())
+	var victims []*conn
+	var victimReason string
+	l.mu.Lock()
+	cl := l.ips[ip]
+	if cl == nil {
+		cl = &client{}
+	}
+	reason := ""
+	if l.cfg.PerIP > 0 && cl.open >= l.cfg.PerIP {
+		if v := front(&cl.idle); v != nil {
+			victims, victimReason = append(victims, v), ReasonPerIP
+			l.forgetLocked(v)
+		} else {
+			reason = ReasonPerIP
+		}
+	}
+	if reason == "" && l.cfg.Max > 0 && l.open-len(victims) >= l.cfg.Max {
+		if v := front(&l.idle); v != nil {
+			victims, victimReason = append(victims, v), ReasonTotal
+			l.forgetLocked(v)
+		} else {
+			reason = ReasonTotal
+		}
+	}
+	var tc *conn
+	if reason == "" {
+		tc = &conn{Conn: c, l: l, ip: ip}
+		if cl.open == 0 {
+			l.ips[ip] = cl
+		}
+		cl.open++
+		l.open++
+	}
+	l.mu.Unlock()
+	for _, v := range victims {
+		_ = v.Conn.Close()
+		if l.cfg.IdleClosed != nil {
+			l.cfg.IdleClosed(victimReason)
+		}
+	}
+	if tc == nil {
+		_ = c.Close()
+		if l.cfg.Refused != nil {
+			l.cfg.Refused(reason)
+		}
+		return nil
+	}
+	return tc
+}
+
+func front(idle *list.List) *conn {
+	if e := idle.Front(); e != nil {
+		return e.Value.(*conn)
+	}
+	return nil
+}
+
+// forgetLocked stops counting c: it was closed, or is being closed.
+func (l *Limiter) forgetLocked(c *conn) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	l.setIdleLocked(c, false)
+	l.open--
+	if cl := l.ips[c.ip]; cl != nil {
+		if cl.open--; cl.open == 0 {
+			delete(l.ips, c.ip)
+		}
+	}
+}
+
+func (l *Limiter) setIdleLocked(c *conn, idle bool) {
+	switch {
+	case idle && c.idleAt == nil && !c.gone:
+		c.idleAt = l.idle.PushBack(c)
+		c.ipIdleAt = l.ips[c.ip].idle.PushBack(c)
+	case !idle && c.idleAt != nil:
+		l.idle.Remove(c.idleAt)
+		l.ips[c.ip].idle.Remove(c.ipIdleAt)
+		c.idleAt, c.ipIdleAt = nil, nil
+	}
+}
+
+// ConnState is http.Server.ConnState for servers of Listen's connections
+// (directly, or under TLS and other wrappers that have a NetConn method):
+// it learns which connections are idle between two requests.
+func (l *Limiter) ConnState(c net.Conn, s http.ConnState) {
+	var idle bool
+	switch s {
+	case http.StateIdle:
+		idle = true
+	case http.StateActive, http.StateHijacked:
+	default:
+		return
+	}
+	tc := unwrap(c)
+	if tc == nil || tc.l != l {
+		return
+	}
+	l.mu.Lock()
+	l.setIdleLocked(tc, idle)
+	l.mu.Unlock()
+}
+
+// unwrap finds the limiter's connection under wrappers such as tls.Conn.
+func unwrap(c net.Conn) *conn {
+	for range 8 {
+		if tc, ok := c.(*conn); ok {
+			return tc
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = w.NetConn()
+	}
+	return nil
+}
+
+// conn is a counted connection. Its fields other than Conn are guarded by
+// the limiter's mutex.
+type conn struct {
+	net.Conn
+	l                *Limiter
+	ip               netip.Addr
+	gone             bool
+	idleAt, ipIdleAt *list.Element
+}
+
+// NetConn returns the connection c counts.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom hands a body to the connection itself, so that a TCP
+// connection sends a file with sendfile.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+func (c *conn) Close() error {
+	c.l.mu.Lock()
+	c.l.forgetLocked(c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
