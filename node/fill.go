@@ -765,6 +765,11 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	// The stored response is what the origin confirmed: what the request
 	// that revalidated it carried (a Cookie) does not make it personal.
 	dec := httpcache.Decide(stale.e.Status, merged, cc, httpcache.Request{Authorized: j.req.personal.Authorized}, j.rule.Policy)
+	if dec.Store && n.purges.Gen() != j.gen {
+		// A purge ran while the origin was asked: it may have removed
+		// this entry, which the 304 must not put back. Served, not stored.
+		dec = httpcache.Decision{Reason: "recent-purge"}
+	}
 	e := *stale.e
 	e.Header = merged
 	e.ResponseTime = respTime

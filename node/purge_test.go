@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -181,4 +183,48 @@ func TestHTTPPurgeMethod(t *testing.T) {
 		t.Errorf("PURGE from a network not allowed: %d %q", r.StatusCode, r.body)
 	}
 	wantStatus(t, do(t, closed, "GET", "/p.css"), "meshcdn; hit")
+}
+
+// TestPurgeDuringRevalidation: a purge that lands while a stale entry's
+// revalidation is at the origin wins over the 304 that answers it: the
+// entry is not put back, and the next client gets the origin's new version.
+func TestPurgeDuringRevalidation(t *testing.T) {
+	asked, answer := make(chan struct{}, 1), make(chan struct{})
+	var version atomic.Int64
+	version.Store(1)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		v := version.Load()
+		w.Header().Set("ETag", fmt.Sprintf(`"v%d"`, v))
+		w.Header().Set("Cache-Control", "max-age=600")
+		if r.Header.Get("If-None-Match") != "" {
+			asked <- struct{}{}
+			<-answer
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if v == 1 {
+			w.Header().Set("Age", "700") // stored stale: the next request revalidates
+		}
+		fmt.Fprintf(w, "version %d", v)
+	})
+	n := startNode(t, o, Config{})
+	if r := do(t, n, "GET", "/r.css"); r.body != "version 1" {
+		t.Fatalf("first: %q", r.body)
+	}
+	done := make(chan response, 1)
+	go func() { done <- doMaybe(t, n, "GET", "/r.css") }()
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stale entry was not revalidated")
+	}
+	if r := do(t, n, "PURGE", "/r.css"); r.StatusCode != http.StatusOK {
+		t.Fatalf("PURGE: %d %s", r.StatusCode, r.body)
+	}
+	version.Store(2) // what the purge announced: the origin changed
+	close(answer)
+	<-done
+	if r := do(t, n, "GET", "/r.css"); r.body != "version 2" {
+		t.Errorf("after the purge: %q (Cache-Status %q); want the origin's new version", r.body, r.cacheStatus())
+	}
 }
