@@ -40,7 +40,9 @@ func TestThunderingHerd(t *testing.T) {
 		}
 		_, _ = w.Write(obj[64<<10:])
 	})
-	n := startNode(t, o, Config{})
+	// The herd comes from one address, on a connection each: past the
+	// default max_connections_per_ip, as behind a proxy.
+	n := startNode(t, o, Config{MaxConnectionsPerIP: 2 * clients})
 
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0, DisableCompression: true}
 	defer tr.CloseIdleConnections()

@@ -267,7 +267,7 @@ func fieldIs(l []byte, name string) bool {
 type connKey struct{}
 
 // ConnContext is http.Server.ConnContext for a server on Listen's
-// listener: it lets Ambiguous find the request's connection.
+// listener: it lets Faulty find the request's connection.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	if gc, ok := c.(*conn); ok {
 		return context.WithValue(ctx, connKey{}, gc)
