@@ -43,8 +43,11 @@ type flight struct {
 	// reports that it is the key's owner, so this node keeps a copy only.
 	peer string
 	copy bool
-	// fetched is when the peer's response came from the origin.
+	// fetched is when the peer's response came from the origin; vouched
+	// the purges the peer applied before it had the response (see
+	// purge.Log.Vouch).
 	fetched time.Time
+	vouched []string
 	// late reports a fill answered by what another fill stored just before
 	// this one started (see runFill): every reader was collapsed into that.
 	late bool
@@ -315,7 +318,8 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 	if !req.fromPeer {
 		if name, addr, ok := n.owner(key); ok {
 			if resp, err := n.fetchPeer(ctx, st, name, addr, key, req, false); err == nil {
-				fl.peer, fl.copy, fl.fetched = name, true, popFetched(resp.Header)
+				fl.fromPeer(name, resp)
+				fl.copy = true
 				return resp, nil
 			}
 			n.statsOf(st).counts.origin.Add(1)
@@ -337,7 +341,7 @@ func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string,
 			}
 			if resp.StatusCode != http.StatusGatewayTimeout {
 				n.metrics.handoffs.Inc()
-				fl.peer, fl.fetched = p.Name, popFetched(resp.Header)
+				fl.fromPeer(p.Name, resp)
 				return resp, nil
 			}
 			origin.DrainClose(resp.Body)
@@ -375,7 +379,7 @@ func (n *Node) fetchShield(ctx context.Context, fl *flight, st *site.Site, key s
 		return nil
 	}
 	n.metrics.shieldFetches.WithLabelValues("ok").Inc()
-	fl.peer, fl.fetched = name, popFetched(resp.Header)
+	fl.fromPeer(name, resp)
 	return resp
 }
 
@@ -398,12 +402,17 @@ func (n *Node) shieldFor(st *site.Site) string {
 // within peer.CacheOnlyTimeout) before it goes to the origin.
 const handOffBudget = time.Second
 
-// popFetched removes the peer's fetch time from h and returns it (zero when
-// the peer sent none).
-func popFetched(h http.Header) time.Time {
-	t, _ := time.Parse(time.RFC3339Nano, h.Get(peer.FetchedField))
+// fromPeer records that fl's response came from the peer name, and takes
+// what the peer service added to it out of its header: when the peer
+// fetched it from the origin (zero when it did not say), and the purges it
+// vouches for.
+func (fl *flight) fromPeer(name string, resp *http.Response) {
+	h := resp.Header
+	fl.peer = name
+	fl.fetched, _ = time.Parse(time.RFC3339Nano, h.Get(peer.FetchedField))
+	fl.vouched = h.Values(peer.VouchedField)
 	h.Del(peer.FetchedField)
-	return t
+	h.Del(peer.VouchedField)
 }
 
 // fetchedAt is when a fill's response came from the origin: when it arrived
@@ -431,7 +440,7 @@ func (n *Node) fetchPeer(ctx context.Context, st *site.Site, name, addr, key str
 	}
 	resp.Header.Del("Cache-Status") // the peer's; this node sets its own
 	fetched, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(peer.FetchedField))
-	if n.purges.Predates(key, &cache.Entry{Header: resp.Header, Fetched: fetched, ResponseTime: time.Now()}) {
+	if n.purges.Predates(key, &cache.Entry{Header: resp.Header, Fetched: fetched, ResponseTime: time.Now()}, resp.Header.Values(peer.VouchedField)) {
 		// The peer has not applied a purge this node has: what it sent
 		// predates the purge, so it is neither served nor stored here.
 		origin.DrainClose(resp.Body)
@@ -555,9 +564,10 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
-	if j.fl.peer != "" && j.dec.Store && n.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}) {
+	if j.fl.peer != "" && j.dec.Store && n.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}, j.fl.vouched) {
 		// The peer fetched it so soon after a purge applied here that the
-		// clocks cannot tell which came first: served, not stored.
+		// clocks cannot tell which came first, and it does not vouch for
+		// having applied the purge before: served, not stored.
 		j.dec = httpcache.Decision{Reason: "recent-purge"}
 	}
 	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
@@ -675,7 +685,7 @@ func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64,
 // that a purge may have overtaken is served but not stored.
 func (n *Node) commit(j *fillJob, total int64) {
 	fl := j.fl
-	if (n.purges.Gen() != j.gen || (fl.peer != "" && n.purges.Covers(j.key, j.head))) && (j.dec.Store || j.disk != nil) {
+	if (n.purges.Gen() != j.gen || (fl.peer != "" && n.purges.Covers(j.key, j.head, fl.vouched))) && (j.dec.Store || j.disk != nil) {
 		// A purge ran meanwhile, or a peer sent what an applied purge
 		// removed (it had not applied the purge yet): the body may predate
 		// the purge; serve it, store nothing.

@@ -44,8 +44,8 @@ type exchange struct {
 	status   httpcache.Status
 	fromPeer bool // another node's fetch: counted apart from client traffic
 	// coding is the content coding the edge encodes the response in ("" for
-	// none: see negotiateCoding); key is the request's cache key then;
-	// clientAE is the client's Accept-Encoding, which negotiateCoding took
+	// none: see negotiateCoding); key is the request's cache key, for a
+	// request the cache may answer; clientAE is the client's Accept-Encoding, which negotiateCoding took
 	// out of r, for a request that goes to the origin after all.
 	coding, key string
 	clientAE    []string
@@ -194,11 +194,9 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 // while it is refreshed, or through a fill.
 func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	now := time.Now()
-	if x.coding != "" {
-		if n.serveCompressedHit(x, key, now) {
-			return
-		}
-		x.key = key
+	x.key = key
+	if x.coding != "" && n.serveCompressedHit(x, key, now) {
+		return
 	}
 	f := n.lookup(key, x.r.Header, now, serving)
 	if f.pass {

@@ -248,9 +248,10 @@ func TestPurgeRacesACopy(t *testing.T) {
 		t.Errorf("second request: %q %s", r.body, r.cacheStatus())
 	}
 
-	// The owner applies the purge and fetches anew within Skew of it: a node
-	// that has applied the purge serves that copy but cannot tell it from a
-	// pre-purge one, so it does not store it, and says so.
+	// The owner applies the purge and fetches anew within Skew of it: the
+	// clocks alone cannot tell that copy from a pre-purge one, but the
+	// owner vouches for having applied the purge before it fetched, so a
+	// node that has applied the purge keeps the copy.
 	owner.purges.Apply(purge)
 	if r := do(t, owner, "GET", "/r.css"); r.body != "version 3" {
 		t.Fatalf("owner after the purge: %q %s", r.body, r.cacheStatus())
@@ -263,11 +264,58 @@ func TestPurgeRacesACopy(t *testing.T) {
 	}
 	third.purges.Apply(purge)
 	r = do(t, third, "GET", "/r.css")
-	if r.body != "version 3" || strings.Contains(r.cacheStatus(), "stored") || !strings.Contains(r.cacheStatus(), "detail=recent-purge") {
+	if r.body != "version 3" || r.cacheStatus() != "meshcdn; fwd=uri-miss; fwd-status=200; stored; detail=peer-"+owner.Name() {
 		t.Errorf("%s, a copy fetched just after the purge: %q %s", third.Name(), r.body, r.cacheStatus())
 	}
-	if ex, err := (adminView{third}).Explain("http://127.0.0.1/r.css", "GET", nil); err != nil || ex.Stored {
-		t.Errorf("explain on %s after an unstored fill: %+v %v", third.Name(), ex, err)
+	if r := do(t, third, "GET", "/r.css"); r.body != "version 3" || r.cacheStatus() != "meshcdn; hit" {
+		t.Errorf("%s after keeping the copy: %q %s", third.Name(), r.body, r.cacheStatus())
+	}
+}
+
+// TestCopiesAfterPurge: after a purge through the cluster, the owner
+// refills the object at once (within the clocks' allowance of the purge),
+// and every other node keeps its copy of the new version again: one peer
+// fetch, then hits, not a fetch from the owner on every request for as
+// long as the object lives.
+func TestCopiesAfterPurge(t *testing.T) {
+	o := newVersionedOrigin(t)
+	nodes := startCluster(t, o.testOrigin, 3, nil)
+	keys, _, err := nodes[0].purgeKeys([]string{"http://127.0.0.1/r.css"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerName, _ := nodes[0].mesh.Ring().Owner(keys[0])
+	var owner *Node
+	var others []*Node
+	for _, n := range nodes {
+		if n.Name() == ownerName {
+			owner = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	for _, n := range nodes {
+		do(t, n, "GET", "/r.css")
+	}
+	if r := do(t, others[0], "PURGE", "/r.css"); r.StatusCode != http.StatusOK {
+		t.Fatalf("PURGE: %d %s", r.StatusCode, r.body)
+	}
+	if r := do(t, owner, "GET", "/r.css"); r.body != "version 2" {
+		t.Fatalf("the owner after the purge: %q %s", r.body, r.cacheStatus())
+	}
+	for _, n := range others {
+		r := do(t, n, "GET", "/r.css")
+		if r.body != "version 2" || r.cacheStatus() != "meshcdn; fwd=uri-miss; fwd-status=200; stored; detail=peer-"+owner.Name() {
+			t.Errorf("%s after the purge: %q %s; want the owner's new version, kept", n.Name(), r.body, r.cacheStatus())
+		}
+		for range 3 {
+			if r := do(t, n, "GET", "/r.css"); r.body != "version 2" || r.cacheStatus() != "meshcdn; hit" {
+				t.Errorf("%s again: %q %s; want a hit on its copy", n.Name(), r.body, r.cacheStatus())
+			}
+		}
+	}
+	if got := o.hits.Load(); got != 2 {
+		t.Errorf("the origin was asked %d times; want 2 (before and after the purge)", got)
 	}
 }
 

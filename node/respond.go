@@ -54,6 +54,11 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	if x.fromPeer {
 		h[peer.FetchedField] = []string{meta.FetchedAt().Format(time.RFC3339Nano)}
+		if v := n.purges.Vouch(x.key, meta); len(v) > 0 {
+			h[peer.VouchedField] = v
+		} else {
+			delete(h, peer.VouchedField) // only this node's word counts
+		}
 	} else {
 		httpcache.DropTargeted(h) // the edge's directives, not the client's; peers decide by them too
 	}

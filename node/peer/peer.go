@@ -79,6 +79,10 @@ func FromPeer(ctx context.Context) (string, bool) {
 // it returns. It never reaches an HTTP client.
 const FetchedField = "Meshcdn-Fetched"
 
+// VouchedField carries, the same way, the ids of the purges the sending
+// node vouches for (ResponseHead.vouched_purges), one per field line.
+const VouchedField = "Meshcdn-Vouched-Purges"
+
 // Local is what the server needs of its node besides the HTTP handler.
 type Local interface {
 	// PurgeLocal applies a purge to the node alone.
@@ -325,6 +329,8 @@ func (w *streamWriter) WriteHeader(code int) {
 		}
 		w.header.Del(FetchedField)
 	}
+	head.VouchedPurges = w.header.Values(VouchedField)
+	w.header.Del(VouchedField)
 	for _, v := range w.header.Values("Vary") {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
@@ -630,6 +636,10 @@ func (p *Pool) Fetch(ctx context.Context, addr string, req *peerv1.FetchRequest)
 	}
 	if t := head.GetResponseTime(); t != nil {
 		resp.Header.Set(FetchedField, t.AsTime().Format(time.RFC3339Nano))
+	}
+	resp.Header.Del(VouchedField) // only the head says
+	if v := head.GetVouchedPurges(); len(v) > 0 {
+		resp.Header[VouchedField] = v
 	}
 	body := &streamBody{stream: stream, cancel: cancel, sum: sha256.New()}
 	// Read ahead one chunk and the message after it: a body of one chunk (most

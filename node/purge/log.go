@@ -3,6 +3,7 @@ package purge
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ type Log struct {
 	incarnation uint64
 	next        uint64 // seq of the next record; the first is 1
 	records     []*peerv1.PurgeRecord
+	applied     []time.Time // when each record was added here, by this node's clock
 	items       int
 	ids         map[string]bool
 	dropped     time.Time // latest issue time among dropped records
@@ -68,12 +70,13 @@ func (l *Log) Add(p *peerv1.PurgeRequest) bool {
 	}
 	l.ids[p.GetId()] = true
 	l.records = append(l.records, &peerv1.PurgeRecord{Seq: l.next, Purge: p})
+	l.applied = append(l.applied, time.Now())
 	l.next++
 	l.items += items(p)
 	for len(l.records) > logRecords || (l.items > logItems && len(l.records) > 1) {
 		old := l.records[0].GetPurge()
 		l.records[0] = nil
-		l.records = l.records[1:]
+		l.records, l.applied = l.records[1:], l.applied[1:]
 		l.items -= items(old)
 		delete(l.ids, old.GetId())
 		if t := old.GetIssued().AsTime(); t.After(l.dropped) {
@@ -127,24 +130,40 @@ func (l *Log) Since(incarnation, after uint64) (recs []*peerv1.PurgeRecord, more
 
 // Covers reports whether a purge in the log, issued after e was fetched
 // from the origin (within Skew), matches e stored under key: a copy from a
-// peer that may not have applied the purge yet.
-func (l *Log) Covers(key string, e *cache.Entry) bool { return l.matches(key, e, Skew) }
+// peer that may not have applied the purge yet. Purges the peer vouched
+// for (see Vouch) are passed over.
+func (l *Log) Covers(key string, e *cache.Entry, vouched []string) bool {
+	return l.matches(key, e, Skew, vouched)
+}
 
 // Predates reports whether a purge in the log, issued after e was fetched
 // from the origin by the clocks as they read, matches e stored under key: a
-// copy from a peer that had not applied the purge.
-func (l *Log) Predates(key string, e *cache.Entry) bool { return l.matches(key, e, 0) }
+// copy from a peer that had not applied the purge. Purges the peer vouched
+// for are passed over.
+func (l *Log) Predates(key string, e *cache.Entry, vouched []string) bool {
+	return l.matches(key, e, 0, vouched)
+}
+
+// recent reports whether a purge issued at issued may concern what was
+// fetched at fetched: records are in about issue order, so once one is not,
+// the older ones are not either.
+func recent(issued, fetched time.Time) bool {
+	return !issued.Add(Skew + time.Minute).Before(fetched)
+}
 
 // matches reports whether a purge in the log issued later than margin
-// before e was fetched matches e stored under key.
-func (l *Log) matches(key string, e *cache.Entry, margin time.Duration) bool {
+// before e was fetched, and not vouched for, matches e stored under key.
+func (l *Log) matches(key string, e *cache.Entry, margin time.Duration, vouched []string) bool {
 	fetched := e.FetchedAt()
 	var set *Set
 	l.mu.Lock()
 	for i := len(l.records) - 1; i >= 0; i-- {
 		p := l.records[i].GetPurge()
-		if p.GetIssued().AsTime().Add(Skew + time.Minute).Before(fetched) {
-			break // records are in about issue order: the rest are older
+		if !recent(p.GetIssued().AsTime(), fetched) {
+			break
+		}
+		if slices.Contains(vouched, p.GetId()) {
+			continue
 		}
 		if set == nil {
 			set = NewSet()
@@ -153,6 +172,42 @@ func (l *Log) matches(key string, e *cache.Entry, margin time.Duration) bool {
 	}
 	l.mu.Unlock()
 	return set != nil && set.Match(key, e)
+}
+
+// Vouch returns the ids of the purges in the log that match e stored under
+// key and that this node applied before e's response arrived here, recent
+// enough that another node may still be wary of them (see matches). A node
+// stores no response that a purge overtook (the purge generation is checked
+// when a fill or revalidation is kept), so e was fetched after each of them
+// took effect here: whoever receives e from this node need not suspect it
+// of predating them, whatever the clocks say.
+func (l *Log) Vouch(key string, e *cache.Entry) []string {
+	fetched := e.FetchedAt()
+	var ids []string
+	var set *Set
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.records) - 1; i >= 0; i-- {
+		p := l.records[i].GetPurge()
+		if !recent(p.GetIssued().AsTime(), fetched) {
+			break
+		}
+		if !l.applied[i].Before(e.ResponseTime) {
+			continue
+		}
+		if set == nil {
+			set = NewSet()
+		} else {
+			clear(set.keys)
+			clear(set.prefixes)
+			clear(set.tags)
+		}
+		set.AddBound(p, Forever)
+		if set.Match(key, e) {
+			ids = append(ids, p.GetId())
+		}
+	}
+	return ids
 }
 
 // Has reports whether the log holds a purge with id.

@@ -3,6 +3,7 @@ package purge
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -146,15 +147,55 @@ func TestFutureIssueTimeIsBounded(t *testing.T) {
 		}
 	}
 	later := &cache.Entry{ResponseTime: time.Now().Add(time.Minute)}
-	if l.Covers("h/a", later) {
+	if l.Covers("h/a", later, nil) {
 		t.Error("an object fetched after a future-dated purge arrived is taken for purged")
 	}
-	if !l.Covers("h/a", &cache.Entry{ResponseTime: now.Add(-time.Minute)}) {
+	if !l.Covers("h/a", &cache.Entry{ResponseTime: now.Add(-time.Minute)}, nil) {
 		t.Error("an object fetched before the purge is not covered")
 	}
 	skewed := now.Add(Skew / 2)
 	l.Add(purgeAt("skewed", skewed, "h/c"))
 	if got := l.All()[2].GetPurge().GetIssued().AsTime(); !got.Equal(skewed) {
 		t.Errorf("a purge within the clock skew was moved to %v", got)
+	}
+}
+
+// TestVouch: a node vouches for the purges of an object that it applied
+// before the object's response arrived, and only those that match it;
+// whoever it vouches to passes them over, whatever the clocks say, and
+// still heeds the others.
+func TestVouch(t *testing.T) {
+	owner, asker := NewLog(), NewLog()
+	issued := time.Now()
+	p := purgeAt("p1", issued, "h/a")
+	other := purgeAt("p2", issued, "h/b")
+	for _, l := range []*Log{owner, asker} {
+		l.Add(p)
+		l.Add(other)
+	}
+	// The owner refilled h/a right after applying p1: within the clock
+	// allowance, so by the clocks alone the asker cannot order them.
+	refilled := &cache.Entry{ResponseTime: time.Now().Add(time.Millisecond)}
+	if !asker.Covers("h/a", refilled, nil) {
+		t.Fatal("a copy fetched within Skew of a purge is not suspected without a voucher")
+	}
+	vouched := owner.Vouch("h/a", refilled)
+	if !slices.Equal(vouched, []string{"p1"}) {
+		t.Fatalf("vouched %v; want [p1]", vouched)
+	}
+	if asker.Covers("h/a", refilled, vouched) || asker.Predates("h/a", refilled, vouched) {
+		t.Error("a vouched purge still refuses the copy")
+	}
+	// An object whose response arrived before the owner applied the purge
+	// is not vouched for.
+	before := &cache.Entry{ResponseTime: issued.Add(-time.Second)}
+	if v := owner.Vouch("h/a", before); len(v) != 0 {
+		t.Errorf("vouched %v for a response older than the purge", v)
+	}
+	// A purge the owner has not applied is still heeded.
+	late := purgeAt("p3", time.Now(), "h/a")
+	asker.Add(late)
+	if !asker.Covers("h/a", &cache.Entry{ResponseTime: time.Now()}, owner.Vouch("h/a", refilled)) {
+		t.Error("a purge the owner never applied was passed over")
 	}
 }

@@ -184,13 +184,23 @@ func (s *Service) ApplyLogged() int {
 	return s.applyLate(l)
 }
 
-// Covers reports whether an applied purge removes e stored under key
-// although it was fetched before e arrived here (see Log.Covers).
-func (s *Service) Covers(key string, e *cache.Entry) bool { return s.records.Covers(key, e) }
+// Covers reports whether an applied purge, other than those vouched for,
+// removes e stored under key although it was fetched before e arrived here
+// (see Log.Covers).
+func (s *Service) Covers(key string, e *cache.Entry, vouched []string) bool {
+	return s.records.Covers(key, e, vouched)
+}
 
-// Predates reports whether a purge this node applied was issued after e
-// was fetched from the origin (see Log.Predates).
-func (s *Service) Predates(key string, e *cache.Entry) bool { return s.records.Predates(key, e) }
+// Predates reports whether a purge this node applied, other than those
+// vouched for, was issued after e was fetched from the origin (see
+// Log.Predates).
+func (s *Service) Predates(key string, e *cache.Entry, vouched []string) bool {
+	return s.records.Predates(key, e, vouched)
+}
+
+// Vouch returns the purges matching e under key that this node applied
+// before e arrived (see Log.Vouch), for the nodes it sends e to.
+func (s *Service) Vouch(key string, e *cache.Entry) []string { return s.records.Vouch(key, e) }
 
 // Applied returns those of ids this node has applied.
 func (s *Service) Applied(ids []string) []string {

@@ -1159,7 +1159,12 @@ type ResponseHead struct {
 	// stale_if_error: see stale_while_revalidate.
 	StaleIfError *durationpb.Duration `protobuf:"bytes,13,opt,name=stale_if_error,json=staleIfError,proto3" json:"stale_if_error,omitempty"`
 	// cache_status is the peer's own Cache-Status for the response.
-	CacheStatus   string `protobuf:"bytes,14,opt,name=cache_status,json=cacheStatus,proto3" json:"cache_status,omitempty"`
+	CacheStatus string `protobuf:"bytes,14,opt,name=cache_status,json=cacheStatus,proto3" json:"cache_status,omitempty"`
+	// vouched_purges are the ids of the purges that match the response and
+	// that the peer applied before the response reached it: it was fetched
+	// after they took effect there, so the receiver need not take it for
+	// older than them, whatever the clocks say.
+	VouchedPurges []string `protobuf:"bytes,15,rep,name=vouched_purges,json=vouchedPurges,proto3" json:"vouched_purges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1290,6 +1295,13 @@ func (x *ResponseHead) GetCacheStatus() string {
 		return x.CacheStatus
 	}
 	return ""
+}
+
+func (x *ResponseHead) GetVouchedPurges() []string {
+	if x != nil {
+		return x.VouchedPurges
+	}
+	return nil
 }
 
 // ResponseEnd closes a complete body.
@@ -1545,7 +1557,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04head\x18\x01 \x01(\v2\x1d.meshcdn.peer.v1.ResponseHeadH\x00R\x04head\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x120\n" +
 	"\x03end\x18\x03 \x01(\v2\x1c.meshcdn.peer.v1.ResponseEndH\x00R\x03endB\x05\n" +
-	"\x03msg\"\xd2\x04\n" +
+	"\x03msg\"\xf9\x04\n" +
 	"\fResponseHead\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x126\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1c.meshcdn.peer.v1.HeaderFieldR\aheaders\x12\x12\n" +
@@ -1563,7 +1575,8 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\bno_stale\x18\v \x01(\bR\anoStale\x12O\n" +
 	"\x16stale_while_revalidate\x18\f \x01(\v2\x19.google.protobuf.DurationR\x14staleWhileRevalidate\x12?\n" +
 	"\x0estale_if_error\x18\r \x01(\v2\x19.google.protobuf.DurationR\fstaleIfError\x12!\n" +
-	"\fcache_status\x18\x0e \x01(\tR\vcacheStatus\"9\n" +
+	"\fcache_status\x18\x0e \x01(\tR\vcacheStatus\x12%\n" +
+	"\x0evouched_purges\x18\x0f \x03(\tR\rvouchedPurges\"9\n" +
 	"\vResponseEnd\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"6\n" +
