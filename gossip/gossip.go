@@ -368,6 +368,15 @@ func (g *Gossip) Members() []Member {
 	return out
 }
 
+// Has reports whether name is a live member (alive or suspect; not left,
+// failed or never seen), this node included.
+func (g *Gossip) Has(name string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.members[name]
+	return ok
+}
+
 // JoinTried reports whether the first attempt to join the seeds has ended,
 // successful or not; true at once without seeds. Changed is signalled when
 // it becomes true.

@@ -146,9 +146,10 @@ func TestREADMEGrpcurlTLS(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name  string
+		role  tlsconf.Role
 		hosts []string
-	}{{"admin-api", []string{"127.0.0.1"}}, {"admin", nil}} {
-		if _, err := tlsconf.Issue(pki, c.name, c.hosts, 0); err != nil {
+	}{{"admin-api", tlsconf.RoleServer, []string{"127.0.0.1"}}, {"admin", tlsconf.RoleAdmin, nil}} {
+		if _, err := tlsconf.Issue(pki, c.name, c.role, c.hosts, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

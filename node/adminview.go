@@ -60,8 +60,10 @@ func (n *Node) serveAdmin(tlsCfg *tls.Config) {
 }
 
 // adminTLS is the admin listener's TLS, nil without an admin certificate:
-// the node's admin certificate and, with a client CA, only clients with a
-// certificate it signed.
+// the node's admin certificate and, with a client CA, only clients with an
+// admin certificate it signed (meshcdn ca issue --role admin): when the
+// client CA is the cluster CA, a member's certificate, which every node
+// holds, opens nothing here.
 func adminTLS(c Config) (*tls.Config, error) {
 	if c.AdminCertFile == "" {
 		return nil, nil
@@ -81,6 +83,16 @@ func adminTLS(c Config) (*tls.Config, error) {
 			return nil, fmt.Errorf("node: admin client CA %s: no PEM certificate", c.AdminClientCAFile)
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("admin: no client certificate")
+			}
+			if _, ok := tlsconf.AdminName(cs.PeerCertificates[0]); !ok {
+				return fmt.Errorf("admin: the client certificate of %q is no admin certificate (meshcdn ca issue --role admin)",
+					cs.PeerCertificates[0].Subject.CommonName)
+			}
+			return nil
+		}
 	}
 	return cfg, nil
 }

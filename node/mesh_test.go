@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -95,7 +96,7 @@ func withMeshTLSIn(t *testing.T, dir string) func(*Config) {
 		}
 	}
 	return func(c *Config) {
-		if _, err := tlsconf.Issue(dir, c.Name, []string{"127.0.0.1"}, 0); err != nil {
+		if _, err := tlsconf.Issue(dir, c.Name, tlsconf.RoleMember, []string{"127.0.0.1"}, 0); err != nil {
 			t.Fatal(err)
 		}
 		c.Mesh.TLS = tlsconf.MeshFiles{CAFile: filepath.Join(dir, tlsconf.CAFile),
@@ -655,7 +656,7 @@ func TestPeerPortRefusesStrangers(t *testing.T) {
 	if err := tlsconf.InitCA(other, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tlsconf.Issue(other, "n1", nil, 0); err != nil {
+	if _, err := tlsconf.Issue(other, "n1", tlsconf.RoleMember, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	stranger, err := tls.LoadX509KeyPair(filepath.Join(other, "n1.pem"), filepath.Join(other, "n1-key.pem"))
@@ -741,22 +742,7 @@ func TestUntrustedMemberOwnsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	peerv1.RegisterPeerServiceServer(srv, peer.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=86400")
-		_, _ = w.Write([]byte("poisoned"))
-	}), nil, nil, slog.New(slog.DiscardHandler)))
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	g, err := gossip.New(gossip.Config{Name: "impostor", BindAddr: "127.0.0.1:0", Join: []string{nodes[0].GossipAddr()}, Fast: true,
-		Meta: gossip.Meta{PeerAddr: ln.Addr().String(), HTTPAddr: "127.0.0.1:1", Started: time.Now().Add(-time.Hour).UnixMilli()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = g.Shutdown() })
+	startImpostor(t, "impostor", ln, nodes[0].GossipAddr())
 	ac, _ := adminClient(t, nodes[0].AdminAddr())
 	eventually(t, 10*time.Second, func() bool {
 		r, err := ac.ListMembers(t.Context(), &adminv1.ListMembersRequest{})
@@ -821,7 +807,7 @@ func TestCertificateRotation(t *testing.T) {
 	certs := withMeshTLSIn(t, oldCA)
 	nodes := startCluster(t, o, 3, certs)
 	load := clientLoad(t, nodes, "/rot/", 300, "")
-	if _, err := tlsconf.Issue(oldCA, "n1-old", nil, 0); err != nil { // for the end
+	if _, err := tlsconf.Issue(oldCA, "n1-old", tlsconf.RoleMember, nil, 0); err != nil { // for the end
 		t.Fatal(err)
 	}
 	newCA := t.TempDir()
@@ -846,7 +832,7 @@ func TestCertificateRotation(t *testing.T) {
 	reloadAll("both CAs")
 	// 2. New certificates from the new CA.
 	for _, n := range nodes {
-		if _, err := tlsconf.Issue(newCA, n.Name(), nil, 0); err != nil {
+		if _, err := tlsconf.Issue(newCA, n.Name(), tlsconf.RoleMember, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range [][2]string{{n.Name() + ".pem", n.cfg.Mesh.TLS.CertFile}, {n.Name() + "-key.pem", n.cfg.Mesh.TLS.KeyFile}} {
@@ -930,7 +916,7 @@ func TestSelfSignedMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := tlsconf.Issue(next, "n1", nil, 0); err != nil {
+	if _, err := tlsconf.Issue(next, "n1", tlsconf.RoleMember, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"n1.pem", "n1-key.pem"} {
@@ -1033,4 +1019,208 @@ func TestViaOncePerCDN(t *testing.T) {
 			t.Errorf("Via %q (%s)", v, r.cacheStatus())
 		}
 	}
+}
+
+// TestCertificateRoles is acceptance 2 of the certificate roles. On a
+// running 3-node cluster with mutual TLS and admin listeners that trust the
+// cluster CA: a certificate of the cluster CA for a name that is no member,
+// an admin certificate, a server certificate and the certificate of a
+// member that left are each refused on the peer port for every PeerService
+// method, and none of those calls changes anything; a member's certificate
+// is refused on the admin port, an admin certificate is served there; a
+// gossip member that proves itself with an admin or a server certificate
+// owns nothing and is listed as untrusted; a member's call that names no
+// caller speaks for its certificate's member; the members keep serving.
+func TestCertificateRoles(t *testing.T) {
+	o := newOrigin(t, static("x", "public, max-age=600"))
+	pki := t.TempDir()
+	certs := withMeshTLSIn(t, pki)
+	for _, c := range []struct {
+		name  string
+		role  tlsconf.Role
+		hosts []string
+	}{{"outsider", tlsconf.RoleMember, nil}, {"ops", tlsconf.RoleAdmin, nil}, {"www", tlsconf.RoleServer, []string{"127.0.0.1"}}} {
+		if _, err := tlsconf.Issue(pki, c.name, c.role, c.hosts, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := startCluster(t, o, 3, func(c *Config) {
+		certs(c)
+		c.AdminAddr = "127.0.0.1:0"
+		c.AdminCertFile, c.AdminKeyFile = filepath.Join(pki, "www.pem"), filepath.Join(pki, "www-key.pem")
+		c.AdminClientCAFile = filepath.Join(pki, tlsconf.CAFile)
+	})
+	load := clientLoad(t, nodes[:2], "/during/", 50, "x")
+	roots := x509.NewCertPool()
+	caPEM, err := os.ReadFile(filepath.Join(pki, tlsconf.CAFile))
+	if err != nil || !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA: %v", err)
+	}
+	creds := func(name string) credentials.TransportCredentials {
+		c, err := tls.LoadX509KeyPair(filepath.Join(pki, name+".pem"), filepath.Join(pki, name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A member's name is no DNS name: the client checks nothing of the
+		// server here, the server checks the client.
+		return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{c}, InsecureSkipVerify: true})
+	}
+	// every PeerService method, as one caller: the errors they got.
+	every := func(creds credentials.TransportCredentials, from string) map[string]error {
+		conn, err := grpc.NewClient(nodes[0].PeerAddr(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		pc := peerv1.NewPeerServiceClient(conn)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		errs := map[string]error{}
+		stream, err := pc.Fetch(ctx, &peerv1.FetchRequest{Key: "127.0.0.1/x.js", Host: "127.0.0.1", PathQuery: "/x.js", From: from})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		errs["Fetch"] = err
+		_, errs["Purge"] = pc.Purge(ctx, &peerv1.PurgeRequest{Id: "by-" + from, KeyPrefixes: []string{""}, From: from, Issued: timestamppb.Now()})
+		_, errs["Drain"] = pc.Drain(ctx, &peerv1.DrainRequest{From: from})
+		_, errs["Stats"] = pc.Stats(ctx, &peerv1.StatsRequest{})
+		_, errs["SyncPurges"] = pc.SyncPurges(ctx, &peerv1.SyncPurgesRequest{})
+		_, errs["PurgeStatus"] = pc.PurgeStatus(ctx, &peerv1.PurgeStatusRequest{Ids: []string{"x"}})
+		_, errs["Certificate"] = pc.Certificate(ctx, &peerv1.CertificateRequest{Name: "127.0.0.1"})
+		_, errs["Challenge"] = pc.Challenge(ctx, &peerv1.ChallengeRequest{Token: "x"})
+		if n := len(peerv1.PeerService_ServiceDesc.Methods) + len(peerv1.PeerService_ServiceDesc.Streams); len(errs) != n {
+			t.Fatalf("called %d methods of %d", len(errs), n)
+		}
+		return errs
+	}
+	refused := func(who string, errs map[string]error) {
+		t.Helper()
+		for m, err := range errs {
+			if c := status.Code(err); c != codes.PermissionDenied && c != codes.Unavailable && c != codes.Unauthenticated {
+				t.Errorf("%s: %s answered (%v)", who, m, err)
+			}
+		}
+	}
+	refused("a cluster certificate for a name that is no member", every(creds("outsider"), ""))
+	refused("... naming a member in from", every(creds("outsider"), "n2"))
+	refused("an admin certificate", every(creds("ops"), "ops"))
+	refused("a server certificate", every(creds("www"), "www"))
+	if errs := every(creds("outsider"), ""); status.Code(errs["Stats"]) != codes.PermissionDenied ||
+		!strings.Contains(errs["Stats"].Error(), `"outsider" is not a current member`) {
+		t.Errorf("the outsider's Stats: %v; want PermissionDenied naming it", errs["Stats"])
+	}
+	// A member's call: a from that names another member is refused, an
+	// empty one speaks for the certificate's member (Drain relays need it).
+	conn, err := grpc.NewClient(nodes[0].PeerAddr(), grpc.WithTransportCredentials(creds("n2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := peerv1.NewPeerServiceClient(conn)
+	if _, err := pc.Purge(t.Context(), &peerv1.PurgeRequest{Id: "as-n3", Keys: []string{"127.0.0.1/y.js"}, From: "n3", Issued: timestamppb.Now()}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("n2's certificate naming n3: %v; want PermissionDenied", err)
+	}
+	if _, err := pc.Stats(t.Context(), &peerv1.StatsRequest{}); err != nil {
+		t.Errorf("n2's Stats: %v", err)
+	}
+	stream, err := pc.Fetch(t.Context(), &peerv1.FetchRequest{Key: "127.0.0.1/z.js", Host: "127.0.0.1", PathQuery: "/z.js", TakeOver: true})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) == codes.InvalidArgument {
+		t.Errorf("a take-over offer without from from n2: %v; want it to speak for n2", err)
+	}
+	_ = conn.Close()
+	// Nothing the refused calls asked for happened.
+	for _, n := range nodes {
+		if n.mesh.Draining() || n.RingMembers() != 3 {
+			t.Errorf("%s: draining %v, %d ring members after refused calls", n.Name(), n.mesh.Draining(), n.RingMembers())
+		}
+	}
+	if applied := nodes[0].purges.Applied([]string{"by-", "by-n2", "by-ops", "by-www", "as-n3"}); len(applied) != 0 {
+		t.Errorf("refused purges applied: %v", applied)
+	}
+	// The admin port, trusting the cluster CA, takes admin certificates only.
+	admin := func(name string) error {
+		c, err := tls.LoadX509KeyPair(filepath.Join(pki, name+".pem"), filepath.Join(pki, name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(nodes[0].AdminAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
+			&tls.Config{Certificates: []tls.Certificate{c}, RootCAs: roots, ServerName: "127.0.0.1"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, err = adminv1.NewAdminServiceClient(conn).ListMembers(ctx, &adminv1.ListMembersRequest{})
+		return err
+	}
+	if err := admin("n1"); err == nil {
+		t.Error("a member's certificate opened the admin port")
+	}
+	if err := admin("ops"); err != nil {
+		t.Errorf("an admin certificate on the admin port: %v", err)
+	}
+	// Gossip members proving themselves with an admin or a server
+	// certificate of the cluster CA own nothing.
+	for _, name := range []string{"ops", "www"} {
+		c, err := tls.LoadX509KeyPair(filepath.Join(pki, name+".pem"), filepath.Join(pki, name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{c}, ClientAuth: tls.RequireAnyClientCert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startImpostor(t, name, ln, nodes[0].GossipAddr())
+	}
+	eventually(t, 10*time.Second, func() bool {
+		untrusted := 0
+		for _, m := range nodes[0].mesh.Members() {
+			if (m.Name == "ops" || m.Name == "www") && m.State == "untrusted" {
+				untrusted++
+			}
+		}
+		return untrusted == 2
+	})
+	for _, n := range nodes {
+		if n.RingMembers() != 3 {
+			t.Errorf("%s's ring has %d members with the impostors", n.Name(), n.RingMembers())
+		}
+	}
+	// A member that left is no member: its certificate opens nothing.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := nodes[2].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 })
+	refused("the certificate of a member that left", every(creds("n3"), "n3"))
+	if failed, sent := load(); failed != 0 || sent == 0 {
+		t.Errorf("%d of %d client requests failed meanwhile", failed, sent)
+	}
+}
+
+// startImpostor runs, until the test ends, a peer service on ln that
+// answers every fetch with its own body, and a gossip member called name
+// that joins at seed with an old start time and ln as its peer address.
+func startImpostor(t *testing.T, name string, ln net.Listener, seed string) {
+	t.Helper()
+	srv := grpc.NewServer()
+	peerv1.RegisterPeerServiceServer(srv, peer.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		_, _ = w.Write([]byte("poisoned"))
+	}), nil, nil, slog.New(slog.DiscardHandler)))
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	g, err := gossip.New(gossip.Config{Name: name, BindAddr: "127.0.0.1:0", Join: []string{seed}, Fast: true,
+		Meta: gossip.Meta{PeerAddr: ln.Addr().String(), HTTPAddr: "127.0.0.1:1", Started: time.Now().Add(-time.Hour).UnixMilli()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
 }

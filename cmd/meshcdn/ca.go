@@ -18,10 +18,13 @@ const caUsage = `Usage:
       create the cluster CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600); default validity 87600h (10 years);
       --gossip-key also writes DIR/gossip.key, a new gossip encryption key (0600);
       --if-absent keeps a CA (and gossip key) already in DIR and exits 0
-  meshcdn ca issue --dir DIR --name NAME [--host HOST]... [--validity D]
-      sign a certificate for node NAME (its name in the SAN peers check; each HOST, a DNS name or an IP
-      address, as a further SAN; usable as client and server): DIR/NAME.pem and DIR/NAME-key.pem (0600);
-      default validity 8760h (1 year), never past the CA's
+  meshcdn ca issue --dir DIR --name NAME [--role member|admin|server] [--host HOST]... [--validity D]
+      sign a certificate: DIR/NAME.pem and DIR/NAME-key.pem (0600); default validity 8760h (1 year),
+      never past the CA's. Each HOST, a DNS name or an IP address, is a SAN. The role says what it opens:
+        member (default)  node NAME of the mesh (its name in the SAN peers check; client and server):
+                          the peer port, while NAME is a current member
+        admin             operator NAME's client certificate: the admin port (--admin-client-ca); no HOST
+        server            an HTTPS server's certificate for its HOSTs (at least one): nothing else
   meshcdn ca gossip-key --dir DIR new|add|use|retire
       the gossip key file DIR/gossip.key (one key per line, the first sends, all are accepted):
       new writes one with a new key; rotation is add (a new key, accepted), use (it sends), retire
@@ -62,20 +65,25 @@ func caCommand(cmd string, args []string, stdout io.Writer) error {
 	case "gossip-key":
 		return gossipKeyCommand(stdout, fs, args)
 	case "issue":
-		name := fs.String("name", "", "the node's `name` (as in --name of meshcdn edge)")
+		name := fs.String("name", "", "the node's `name` (as in --name of meshcdn edge), or the operator's or server's")
+		roleName := fs.String("role", string(tlsconf.RoleMember), "what the certificate is for: member (a node), admin (an operator's client) or server (HTTPS)")
 		var hosts strList
-		fs.Var(&hosts, "host", "a DNS name or IP `address` of the node (repeatable)")
+		fs.Var(&hosts, "host", "a DNS name or IP `address` of the node or server (repeatable)")
 		if err := parseCAFlags(fs, args); err != nil {
 			return err
 		}
 		if *dir == "" || *name == "" {
 			return usageError{err: errors.New("ca issue: --dir and --name are required")}
 		}
-		path, err := tlsconf.Issue(*dir, *name, hosts, *validity)
+		role, err := tlsconf.ParseRole(*roleName)
+		if err != nil {
+			return usageError{err: fmt.Errorf("ca issue: --%w", err)}
+		}
+		path, err := tlsconf.Issue(*dir, *name, role, hosts, *validity)
 		if err != nil {
 			return fmt.Errorf("ca issue: %w", err)
 		}
-		fmt.Fprintf(stdout, "certificate for %s written: %s, %s\n", *name, path, filepath.Join(*dir, *name+"-key.pem"))
+		fmt.Fprintf(stdout, "%s certificate for %s written: %s, %s\n", role, *name, path, filepath.Join(*dir, *name+"-key.pem"))
 		return nil
 	default:
 		return usageError{err: fmt.Errorf("ca: unknown command %q (want init, issue or gossip-key)", cmd), help: "meshcdn ca"}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -79,6 +80,31 @@ func TestCACommands(t *testing.T) {
 	if name, ok := tlsconf.MemberName(pair.Leaf); !ok || name != "edge-1" || len(pair.Leaf.IPAddresses) != 1 {
 		t.Errorf("certificate names %q %v, IPs %v", name, ok, pair.Leaf.IPAddresses)
 	}
+	// The other roles: an operator's client certificate, an HTTPS server's.
+	for _, c := range []struct{ role, name, host string }{{"admin", "alice", ""}, {"server", "www", "www.example.test"}} {
+		args := []string{"issue", "--dir", dir, "--role", c.role, "--name", c.name}
+		if c.host != "" {
+			args = append(args, "--host", c.host)
+		}
+		if code, out, errs := runCode(args...); code != 0 || !strings.HasPrefix(out, c.role+" certificate for "+c.name) {
+			t.Fatalf("issue --role %s: %d %q %q", c.role, code, out, errs)
+		}
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, c.name+".pem"), filepath.Join(dir, c.name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, member := tlsconf.MemberName(pair.Leaf)
+		admin, isAdmin := tlsconf.AdminName(pair.Leaf)
+		eku := pair.Leaf.ExtKeyUsage
+		switch {
+		case member:
+			t.Errorf("a %s certificate names a member", c.role)
+		case c.role == "admin" && (!isAdmin || admin != "alice" || len(eku) != 1 || eku[0] != x509.ExtKeyUsageClientAuth):
+			t.Errorf("the admin certificate: name %q %v, usages %v", admin, isAdmin, eku)
+		case c.role == "server" && (isAdmin || len(eku) != 1 || eku[0] != x509.ExtKeyUsageServerAuth || pair.Leaf.DNSNames[0] != c.host):
+			t.Errorf("the server certificate: usages %v, names %v", eku, pair.Leaf.DNSNames)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		code int
@@ -96,6 +122,9 @@ func TestCACommands(t *testing.T) {
 		{[]string{"init", "--dir", dir}, 1, "already exists"},
 		{[]string{"issue", "--dir", dir, "--name", "edge-1"}, 1, "already exists"},
 		{[]string{"issue", "--dir", dir, "--name", "x", "--host", "a b"}, 1, "not a DNS name or an IP address"},
+		{[]string{"issue", "--dir", dir, "--name", "x", "--role", "root"}, 2, `--role "root": want member, admin or server`},
+		{[]string{"issue", "--dir", dir, "--name", "x", "--role", "server"}, 1, "a server certificate needs the hosts it serves (--host)"},
+		{[]string{"issue", "--dir", dir, "--name", "x", "--role", "admin", "--host", "a.test"}, 1, "an admin certificate is a client's: it takes no hosts"},
 	} {
 		code, _, errs := runCode(c.args...)
 		if code != c.code || !strings.Contains(errs, c.want) {
@@ -116,8 +145,8 @@ func TestCACommands(t *testing.T) {
 func TestAdminCLIOverTLS(t *testing.T) {
 	pki := t.TempDir()
 	var errb bytes.Buffer
-	for _, args := range [][]string{{"init", "--dir", pki}, {"issue", "--dir", pki, "--name", "api", "--host", "127.0.0.1"},
-		{"issue", "--dir", pki, "--name", "ops"}} {
+	for _, args := range [][]string{{"init", "--dir", pki}, {"issue", "--dir", pki, "--role", "server", "--name", "api", "--host", "127.0.0.1"},
+		{"issue", "--dir", pki, "--role", "admin", "--name", "ops"}} {
 		if code := run(t.Context(), append([]string{"ca"}, args...), io.Discard, &errb); code != 0 {
 			t.Fatalf("ca %v: %s", args, errb.String())
 		}

@@ -186,7 +186,7 @@ func devPKI(httpsAddr string) (string, error) {
 		_ = os.RemoveAll(dir)
 		return "", fmt.Errorf("dev certificate: %w", err)
 	}
-	if _, err := tlsconf.Issue(dir, "localhost", []string{"localhost", "127.0.0.1", "::1"}, 0); err != nil {
+	if _, err := tlsconf.Issue(dir, "localhost", tlsconf.RoleServer, []string{"localhost", "127.0.0.1", "::1"}, 0); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", fmt.Errorf("dev certificate: %w", err)
 	}

@@ -64,7 +64,7 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read the admin token from this `file`")
 	fs.StringVar(&f.adminCert, "admin-cert", "", "certificate `file`: the admin listener speaks TLS")
 	fs.StringVar(&f.adminKey, "admin-key", "", "key `file` of --admin-cert")
-	fs.StringVar(&f.adminClientCA, "admin-client-ca", "", "require admin clients to show a certificate this CA `file` signed")
+	fs.StringVar(&f.adminClientCA, "admin-client-ca", "", "require admin clients to show an admin certificate (meshcdn ca issue --role admin) this CA `file` signed")
 	fs.BoolVar(&f.adminInsecure, "admin-insecure", false, "allow an admin listener beyond loopback without a token")
 	fs.StringVar(&f.statusToken, "status-token", "", "`token` that opens the status page of a metrics listener beyond loopback (the admin token opens it too)")
 	fs.StringVar(&f.statusTokenFile, "status-token-file", "", "read the status token from this `file`")

@@ -28,7 +28,7 @@ func BenchmarkPeerFetch(b *testing.B) {
 	}
 	ids := map[string]*tlsconf.Mesh{}
 	for _, name := range []string{"owner", "asker"} {
-		if _, err := tlsconf.Issue(dir, name, nil, 0); err != nil {
+		if _, err := tlsconf.Issue(dir, name, tlsconf.RoleMember, nil, 0); err != nil {
 			b.Fatal(err)
 		}
 		id, err := tlsconf.LoadMesh(tlsconf.MeshFiles{CAFile: filepath.Join(dir, tlsconf.CAFile),

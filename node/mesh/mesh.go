@@ -78,6 +78,7 @@ type Mesh struct {
 	log  *slog.Logger
 
 	gossip   *gossip.Gossip
+	view     atomic.Pointer[gossip.Gossip] // gossip, for the peer server's checks, which may run before Start returns
 	ring     atomic.Pointer[snapshot]
 	addrs    atomic.Pointer[map[string]string] // member → peer address
 	regions  atomic.Pointer[regionRings]
@@ -164,6 +165,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 		return fmt.Errorf("mesh: %w", err)
 	}
 	m.gossip = g
+	m.view.Store(g)
 	m.Rebuild()
 	m.wg.Go(m.loop)
 	if m.tls != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -11,14 +12,17 @@ import (
 	"google.golang.org/grpc/credentials"
 	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
+	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
 // startTLS loads the node's mesh identity when configured, makes the peer
-// pool, and returns the peer server's options: mutual TLS, and the check
-// that a call's from field names the caller.
+// pool, and returns the peer server's options: mutual TLS, and the checks
+// of every call (see authorize and claim).
 func (m *Mesh) startTLS() ([]grpc.ServerOption, error) {
 	if m.cfg.TLS == (tlsconf.MeshFiles{}) {
 		m.peers = peer.NewPool(m.cfg.PeerTimeout, nil)
@@ -31,7 +35,7 @@ func (m *Mesh) startTLS() ([]grpc.ServerOption, error) {
 	m.tls = id
 	m.peers = peer.NewPool(m.cfg.PeerTimeout, m.clientTLS)
 	return append(peer.ServerOptions(id.ServerConfig()),
-		grpc.ChainUnaryInterceptor(checkFromUnary), grpc.ChainStreamInterceptor(checkFromStream)), nil
+		grpc.ChainUnaryInterceptor(m.checkUnary), grpc.ChainStreamInterceptor(m.checkStream)), nil
 }
 
 // ReloadTLS reads the mesh certificate files again (for SIGHUP): new
@@ -77,47 +81,89 @@ func (m *Mesh) clientTLS(addr string) (*tls.Config, error) {
 	return nil, fmt.Errorf("%w: no member is known at this address", tlsconf.ErrNotMember)
 }
 
-// from is a peer request that names the member sending it.
-type from interface{ GetFrom() string }
+// peerService is the prefix of the PeerService's methods: only current
+// members may call them.
+var peerService = "/" + peerv1.PeerService_ServiceDesc.ServiceName + "/"
 
-// callerMatches refuses a call whose from field names another member than
-// the caller's verified certificate.
-func callerMatches(ctx context.Context, req any) error {
-	f, ok := req.(from)
-	if !ok || f.GetFrom() == "" {
-		return nil
-	}
+// authorize checks a call to the peer port under mesh TLS. The TLS
+// handshake has verified a member certificate of the cluster CA; a
+// PeerService call must also come from a current member of this node's
+// gossip view (alive or suspect, draining or leaving; not one that left,
+// failed or was never seen), so a certificate issued to a name that is no
+// member, or to one that left, opens nothing. It returns the caller's name.
+func (m *Mesh) authorize(ctx context.Context, method string) (string, error) {
 	p, ok := grpcpeer.FromContext(ctx)
 	if !ok {
-		return status.Error(codes.Unauthenticated, "no caller")
+		return "", status.Error(codes.Unauthenticated, "no caller")
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return status.Error(codes.Unauthenticated, "not over TLS")
+		return "", status.Error(codes.Unauthenticated, "not over TLS")
 	}
-	if name, _ := tlsconf.PeerName(info.State); name != f.GetFrom() {
-		return status.Errorf(codes.PermissionDenied, "from %q: the caller's certificate names %q", f.GetFrom(), name)
+	name, ok := tlsconf.PeerName(info.State)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "the caller's certificate names no member")
+	}
+	if !strings.HasPrefix(method, peerService) {
+		return name, nil // health and reflection: any member certificate
+	}
+	if g := m.view.Load(); g == nil || !g.Has(name) {
+		return "", status.Errorf(codes.PermissionDenied, "%q is not a current member of this node's cluster view", name)
+	}
+	return name, nil
+}
+
+// claim checks the from field of a request against the caller's name: a
+// request may only speak for its caller, and one that names nobody speaks
+// for it.
+func claim(req any, caller string) error {
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	r := msg.ProtoReflect()
+	fd := r.Descriptor().Fields().ByName("from")
+	if fd == nil || fd.Kind() != protoreflect.StringKind || fd.IsList() {
+		return nil
+	}
+	switch from := r.Get(fd).String(); from {
+	case caller:
+	case "":
+		r.Set(fd, protoreflect.ValueOfString(caller))
+	default:
+		return status.Errorf(codes.PermissionDenied, "from %q: the caller's certificate names %q", from, caller)
 	}
 	return nil
 }
 
-func checkFromUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := callerMatches(ctx, req); err != nil {
+func (m *Mesh) checkUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	caller, err := m.authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	if err := claim(req, caller); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
 }
 
-func checkFromStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return h(srv, &checkedStream{ServerStream: ss})
+func (m *Mesh) checkStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	caller, err := m.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return h(srv, &checkedStream{ServerStream: ss, caller: caller})
 }
 
 // checkedStream checks the from field of each message it receives.
-type checkedStream struct{ grpc.ServerStream }
+type checkedStream struct {
+	grpc.ServerStream
+	caller string
+}
 
 func (s *checkedStream) RecvMsg(msg any) error {
 	if err := s.ServerStream.RecvMsg(msg); err != nil {
 		return err
 	}
-	return callerMatches(s.Context(), msg)
+	return claim(msg, s.caller)
 }

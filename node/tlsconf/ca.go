@@ -1,8 +1,14 @@
 // Package tlsconf holds the certificates of a meshcdn cluster. Its cluster
-// CA signs one certificate per node: the node's name travels in a URI
-// subject alternative name (urn:meshcdn:member:NAME) that peers check, its
-// hosts and IPs in further SANs, and each certificate serves both as client
-// and as server, so one file pair gives a node mutual TLS with every peer.
+// CA signs certificates of three roles, and each opens only what its role
+// allows:
+//   - member: a node's certificate. Its name travels in a URI subject
+//     alternative name (urn:meshcdn:member:NAME) that peers check, its
+//     hosts and IPs in further SANs, and it serves both as client and as
+//     server, so one file pair gives a node mutual TLS with every peer.
+//   - admin: an operator's client certificate for the admin API
+//     (urn:meshcdn:admin:NAME, client authentication only).
+//   - server: a certificate for HTTPS (server authentication only, its
+//     hosts as SANs, no meshcdn name).
 //
 // Everything here uses the standard library's crypto: ECDSA P-256 keys,
 // PEM files, keys written with mode 0600.
@@ -40,8 +46,36 @@ const (
 	DefaultNodeValidity = 365 * 24 * time.Hour
 )
 
-// memberPrefix leads the URI SAN that names a member.
-const memberPrefix = "urn:meshcdn:member:"
+// memberPrefix leads the URI SAN that names a member, adminPrefix the one
+// that names an operator.
+const (
+	memberPrefix = "urn:meshcdn:member:"
+	adminPrefix  = "urn:meshcdn:admin:"
+)
+
+// Role is what a certificate of the cluster CA is for.
+type Role string
+
+// Roles.
+const (
+	// RoleMember is a node of the mesh: the peer port accepts it, for a
+	// current member of that name.
+	RoleMember Role = "member"
+	// RoleAdmin is an operator: the admin port accepts it when its client
+	// CA is the cluster CA.
+	RoleAdmin Role = "admin"
+	// RoleServer is an HTTPS server's certificate: it opens nothing.
+	RoleServer Role = "server"
+)
+
+// ParseRole reads a role's name.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(strings.ToLower(strings.TrimSpace(s))); r {
+	case RoleMember, RoleAdmin, RoleServer:
+		return r, nil
+	}
+	return "", fmt.Errorf("role %q: want member, admin or server", s)
+}
 
 // ErrExists is returned when a file to be written is already there: keys
 // are never overwritten.
@@ -86,13 +120,16 @@ func InitCA(dir string, validity time.Duration) error {
 	return writePair(certPath, keyPath, der, key)
 }
 
-// Issue signs a certificate for member name with the CA in dir, for the
-// given hosts (DNS names or IP addresses) besides the name, valid for
+// Issue signs a certificate of role for name with the CA in dir, for the
+// given hosts (DNS names or IP addresses; besides the name), valid for
 // validity (0: DefaultNodeValidity), and writes NAME.pem and NAME-key.pem
 // there. It returns the certificate's path. It refuses to overwrite.
-func Issue(dir, name string, hosts []string, validity time.Duration) (string, error) {
+func Issue(dir, name string, role Role, hosts []string, validity time.Duration) (string, error) {
 	if !validName.MatchString(name) {
 		return "", fmt.Errorf("name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return "", err
 	}
 	ca, caKey, err := LoadCA(dir)
 	if err != nil {
@@ -102,16 +139,16 @@ func Issue(dir, name string, hosts []string, validity time.Duration) (string, er
 	if err := absent(certPath, keyPath); err != nil {
 		return "", err
 	}
-	der, key, err := sign(ca, caKey, name, hosts, validity)
+	der, key, err := sign(ca, caKey, name, role, hosts, validity)
 	if err != nil {
 		return "", err
 	}
 	return certPath, writePair(certPath, keyPath, der, key)
 }
 
-// sign makes a key and a member certificate for name signed by ca, valid
+// sign makes a key and a certificate of role for name signed by ca, valid
 // for validity (0: DefaultNodeValidity) but never past the CA.
-func sign(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, hosts []string, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+func sign(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, role Role, hosts []string, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
 	if !validName.MatchString(name) {
 		return nil, nil, fmt.Errorf("name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
@@ -125,8 +162,24 @@ func sign(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, hosts []st
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{memberURI(name)},
+	}
+	switch role {
+	case RoleMember:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.URIs = []*url.URL{roleURI(memberPrefix, name)}
+	case RoleAdmin:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		tmpl.URIs = []*url.URL{roleURI(adminPrefix, name)}
+		if len(hosts) > 0 {
+			return nil, nil, errors.New("an admin certificate is a client's: it takes no hosts")
+		}
+	case RoleServer:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		if len(hosts) == 0 {
+			return nil, nil, errors.New("a server certificate needs the hosts it serves (--host)")
+		}
+	default:
+		return nil, nil, fmt.Errorf("role %q: want member, admin or server", role)
 	}
 	if tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter // a certificate never outlives its CA
@@ -206,17 +259,23 @@ func loadSigner(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey,
 
 // MemberName returns the member name a certificate was issued for, from its
 // URI SAN; ok is false for a certificate that names no member.
-func MemberName(c *x509.Certificate) (string, bool) {
+func MemberName(c *x509.Certificate) (string, bool) { return roleName(c, memberPrefix) }
+
+// AdminName returns the operator an admin certificate was issued for; ok
+// is false for a certificate of another role.
+func AdminName(c *x509.Certificate) (string, bool) { return roleName(c, adminPrefix) }
+
+func roleName(c *x509.Certificate, prefix string) (string, bool) {
 	for _, u := range c.URIs {
-		if name, ok := strings.CutPrefix(u.String(), memberPrefix); ok && validName.MatchString(name) {
+		if name, ok := strings.CutPrefix(u.String(), prefix); ok && validName.MatchString(name) {
 			return name, true
 		}
 	}
 	return "", false
 }
 
-func memberURI(name string) *url.URL {
-	u, _ := url.Parse(memberPrefix + name) // name is checked by the caller
+func roleURI(prefix, name string) *url.URL {
+	u, _ := url.Parse(prefix + name) // name is checked by the caller
 	return u
 }
 

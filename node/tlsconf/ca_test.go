@@ -23,7 +23,7 @@ func mustInit(t *testing.T) string {
 
 func mustIssue(t *testing.T, dir, name string, hosts ...string) tls.Certificate {
 	t.Helper()
-	if _, err := Issue(dir, name, hosts, 0); err != nil {
+	if _, err := Issue(dir, name, RoleMember, hosts, 0); err != nil {
 		t.Fatal(err)
 	}
 	c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
@@ -80,10 +80,10 @@ func TestInitAndIssue(t *testing.T) {
 	if st, _ := os.Stat(filepath.Join(dir, "edge-1-key.pem")); st.Mode().Perm() != 0o600 {
 		t.Errorf("node key mode %v", st.Mode())
 	}
-	if _, err := Issue(dir, "edge-1", nil, 0); !errors.Is(err, ErrExists) {
+	if _, err := Issue(dir, "edge-1", RoleMember, nil, 0); !errors.Is(err, ErrExists) {
 		t.Errorf("issuing twice: %v; want ErrExists", err)
 	}
-	if _, err := Issue(dir, "long", nil, 2*DefaultCAValidity); err != nil {
+	if _, err := Issue(dir, "long", RoleMember, nil, 2*DefaultCAValidity); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ = os.ReadFile(filepath.Join(dir, "long.pem"))
@@ -103,12 +103,12 @@ func TestIssueErrors(t *testing.T) {
 		{"a b", "", "name"},
 		{"ok", "not a host!", "host"},
 	} {
-		_, err := Issue(dir, c.name, []string{c.host}, 0)
+		_, err := Issue(dir, c.name, RoleMember, []string{c.host}, 0)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Issue(%q, %q): %v; want an error about the %s", c.name, c.host, err, c.want)
 		}
 	}
-	if _, err := Issue(t.TempDir(), "n1", nil, 0); err == nil || !strings.Contains(err.Error(), "meshcdn ca init") {
+	if _, err := Issue(t.TempDir(), "n1", RoleMember, nil, 0); err == nil || !strings.Contains(err.Error(), "meshcdn ca init") {
 		t.Errorf("without a CA: %v", err)
 	}
 }

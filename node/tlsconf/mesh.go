@@ -176,7 +176,7 @@ func (m *Mesh) certificate(name string) (cert tls.Certificate, renewAt time.Time
 	if err != nil {
 		return cert, renewAt, fmt.Errorf("mesh CA key: %w", err)
 	}
-	der, key, err := sign(ca, caKey, name, nil, SelfIssuedValidity)
+	der, key, err := sign(ca, caKey, name, RoleMember, nil, SelfIssuedValidity)
 	if err != nil {
 		return cert, renewAt, fmt.Errorf("mesh certificate for %s: %w", name, err)
 	}
