@@ -45,8 +45,9 @@ type exchange struct {
 	fromPeer bool // another node's fetch: counted apart from client traffic
 	// coding is the content coding the edge encodes the response in ("" for
 	// none: see negotiateCoding); key is the request's cache key, for a
-	// request the cache may answer; clientAE is the client's Accept-Encoding, which negotiateCoding took
-	// out of r, for a request that goes to the origin after all.
+	// request the cache may answer; clientAE is the client's
+	// Accept-Encoding, which negotiateCoding took out of r, for a request
+	// that goes to the origin after all.
 	coding, key string
 	clientAE    []string
 }
