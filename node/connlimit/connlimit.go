@@ -14,7 +14,6 @@
 package connlimit
 
 import (
-	"container/list"
 	"io"
 	"net"
 	"net/http"
@@ -51,13 +50,13 @@ type Limiter struct {
 	mu   sync.Mutex
 	open int
 	ips  map[netip.Addr]*client
-	idle list.List // *conn, longest idle first
+	idle idleList // longest idle first
 }
 
 // client is what one address holds.
 type client struct {
 	open int
-	idle list.List // *conn, longest idle first
+	idle idleList // longest idle first
 }
 
 // New returns a Limiter with cfg's limits.
@@ -76,7 +75,7 @@ func (l *Limiter) Open() int {
 func (l *Limiter) Idle() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.idle.Len()
+	return l.idle.n
 }
 
 // Listen returns ln with each accepted connection counted, and closed at
@@ -108,11 +107,11 @@ func (l *Limiter) admit(c net.Conn) net.Conn {
 	l.mu.Lock()
 	cl := l.ips[ip]
 	if cl == nil {
-		cl = &client{}
+		cl = &client{idle: idleList{perIP: true}}
 	}
 	reason := ""
 	if l.cfg.PerIP > 0 && cl.open >= l.cfg.PerIP {
-		if v := front(&cl.idle); v != nil {
+		if v := cl.idle.head; v != nil {
 			victims, victimReason = append(victims, v), ReasonPerIP
 			l.forgetLocked(v)
 		} else {
@@ -120,7 +119,7 @@ func (l *Limiter) admit(c net.Conn) net.Conn {
 		}
 	}
 	if reason == "" && l.cfg.Max > 0 && l.open-len(victims) >= l.cfg.Max {
-		if v := front(&l.idle); v != nil {
+		if v := l.idle.head; v != nil {
 			victims, victimReason = append(victims, v), ReasonTotal
 			l.forgetLocked(v)
 		} else {
@@ -153,13 +152,6 @@ func (l *Limiter) admit(c net.Conn) net.Conn {
 	return tc
 }
 
-func front(idle *list.List) *conn {
-	if e := idle.Front(); e != nil {
-		return e.Value.(*conn)
-	}
-	return nil
-}
-
 // forgetLocked stops counting c: it was closed, or is being closed.
 func (l *Limiter) forgetLocked(c *conn) {
 	if c.gone {
@@ -177,14 +169,62 @@ func (l *Limiter) forgetLocked(c *conn) {
 
 func (l *Limiter) setIdleLocked(c *conn, idle bool) {
 	switch {
-	case idle && c.idleAt == nil && !c.gone:
-		c.idleAt = l.idle.PushBack(c)
-		c.ipIdleAt = l.ips[c.ip].idle.PushBack(c)
-	case !idle && c.idleAt != nil:
-		l.idle.Remove(c.idleAt)
-		l.ips[c.ip].idle.Remove(c.ipIdleAt)
-		c.idleAt, c.ipIdleAt = nil, nil
+	case idle && !c.idle && !c.gone:
+		c.idle = true
+		l.idle.push(c)
+		l.ips[c.ip].idle.push(c)
+	case !idle && c.idle:
+		c.idle = false
+		l.idle.remove(c)
+		l.ips[c.ip].idle.remove(c)
 	}
+}
+
+// idleList is a list of idle connections threaded through the connections
+// themselves, so that a connection going idle and active again, as it does
+// with every request, costs no allocation. A connection is in two: the
+// limiter's (its links all) and its address's (same).
+type idleList struct {
+	head, tail *conn
+	n          int
+	perIP      bool // the list of an address: it uses the links same
+}
+
+// links are a connection's neighbours in one idleList.
+type links struct{ prev, next *conn }
+
+func (il *idleList) of(c *conn) *links {
+	if il.perIP {
+		return &c.same
+	}
+	return &c.all
+}
+
+func (il *idleList) push(c *conn) {
+	*il.of(c) = links{prev: il.tail}
+	if il.tail == nil {
+		il.head = c
+	} else {
+		il.of(il.tail).next = c
+	}
+	il.tail = c
+	il.n++
+}
+
+func (il *idleList) remove(c *conn) {
+	l := il.of(c)
+	if l.prev == nil {
+		il.head = l.next
+	} else {
+		il.of(l.prev).next = l.next
+	}
+	if l.next == nil {
+		il.tail = l.prev
+	} else {
+		il.of(l.next).prev = l.prev
+	}
+	*l = links{}
+	il.n--
 }
 
 // ConnState is http.Server.ConnState for servers of Listen's connections
@@ -227,10 +267,11 @@ func unwrap(c net.Conn) *conn {
 // the limiter's mutex.
 type conn struct {
 	net.Conn
-	l                *Limiter
-	ip               netip.Addr
-	gone             bool
-	idleAt, ipIdleAt *list.Element
+	l         *Limiter
+	ip        netip.Addr
+	gone      bool
+	idle      bool
+	all, same links // in the limiter's idle list, and in its address's
 }
 
 // NetConn returns the connection c counts.

@@ -3,8 +3,10 @@ package connlimit
 import (
 	"bufio"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -73,7 +75,7 @@ func waitIdle(t *testing.T, l *Limiter, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		l.mu.Lock()
-		idle := l.idle.Len()
+		idle := l.idle.n
 		l.mu.Unlock()
 		if idle == n {
 			return
@@ -203,5 +205,44 @@ func TestTotal(t *testing.T) {
 	}
 	if body, err := dial(t, "127.0.0.7", addr).get("/"); body != "ok" {
 		t.Errorf("after the others closed: %q %v", body, err)
+	}
+}
+
+// TestIdleList: the intrusive lists keep idle connections oldest first
+// through pushes and removals anywhere, each list on its own links.
+func TestIdleList(t *testing.T) {
+	var all idleList
+	same := idleList{perIP: true}
+	conns := make([]*conn, 50)
+	for i := range conns {
+		conns[i] = &conn{}
+	}
+	var model []*conn // the order both lists must have
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		c := conns[rng.IntN(len(conns))]
+		if i := slices.Index(model, c); i >= 0 {
+			all.remove(c)
+			same.remove(c)
+			model = slices.Delete(model, i, i+1)
+		} else {
+			all.push(c)
+			same.push(c)
+			model = append(model, c)
+		}
+		for _, il := range []*idleList{&all, &same} {
+			var got []*conn
+			for c := il.head; c != nil; c = il.of(c).next {
+				got = append(got, c)
+			}
+			var back []*conn
+			for c := il.tail; c != nil; c = il.of(c).prev {
+				back = append(back, c)
+			}
+			slices.Reverse(back)
+			if !slices.Equal(got, model) || !slices.Equal(back, model) || il.n != len(model) {
+				t.Fatalf("list (perIP %v) holds %d forward, %d backward, n %d; want %d in order", il.perIP, len(got), len(back), il.n, len(model))
+			}
+		}
 	}
 }
