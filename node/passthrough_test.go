@@ -2,13 +2,20 @@ package node
 
 import (
 	"bufio"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -75,5 +82,65 @@ func BenchmarkPassThrough(b *testing.B) {
 	for b.Loop() {
 		clear(w.h)
 		n.ServeHTTP(w, req)
+	}
+}
+
+// TestWebSocketPassThrough: WebSocket connections (an HTTP/1.1 Upgrade)
+// pass through the edge to the origin as dynamic requests, over HTTP and
+// over HTTPS to a site with HSTS: six at once, each echoing messages both
+// ways while they stay open, every one counted against the connection
+// limits.
+func TestWebSocketPassThrough(t *testing.T) {
+	origin := httptest.NewServer(websocket.Handler(func(ws *websocket.Conn) {
+		_, _ = io.Copy(ws, ws) // echo
+	}))
+	t.Cleanup(origin.Close)
+	ou, _ := url.Parse(origin.URL)
+	cert := testutil.WriteCert(t, t.TempDir(), "ws", []string{"ws.example"}, testutil.CertOptions{})
+	n := startNode(t, nil, Config{Origins: []*url.URL{ou}, HTTPSAddr: "127.0.0.1:0", TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile,
+		Sites: []site.Config{{Hosts: []string{"ws.example"}, Origins: []site.OriginConfig{{URL: origin.URL}},
+			HSTS: &site.HSTSConfig{MaxAge: units.Duration(24 * time.Hour)}}}})
+	var conns []*websocket.Conn
+	for i := range 5 {
+		cfg, err := websocket.NewConfig("ws://"+n.HTTPAddr()+"/chat", "http://www.example.test/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := websocket.DialConfig(cfg)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		conns = append(conns, ws)
+	}
+	tc, err := tls.Dial("tcp", n.HTTPSAddr(), &tls.Config{RootCAs: cert.Pool, ServerName: "ws.example", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := websocket.NewConfig("wss://ws.example/chat", "https://ws.example/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wss, err := websocket.NewClient(cfg, tc)
+	if err != nil {
+		t.Fatalf("over HTTPS: %v", err)
+	}
+	t.Cleanup(func() { wss.Close() })
+	conns = append(conns, wss)
+	for round := range 2 {
+		for i, ws := range conns {
+			_ = ws.SetDeadline(time.Now().Add(10 * time.Second))
+			msg := fmt.Sprintf("message %d from client %d", round, i)
+			if err := websocket.Message.Send(ws, msg); err != nil {
+				t.Fatalf("client %d sending: %v", i, err)
+			}
+			var got string
+			if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+				t.Fatalf("client %d: echo %q (%v); want %q", i, got, err, msg)
+			}
+		}
+	}
+	if open := n.conns.Open(); open != len(conns) {
+		t.Errorf("%d client connections counted; want the %d upgraded ones", open, len(conns))
 	}
 }

@@ -192,14 +192,14 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 				next = p.pick(t)
 			}
 			if next == nil {
-				resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+				resp.Body = withRelease(resp.Body, release)
 				return resp, nil
 			}
 			DrainClose(resp.Body)
 		default:
 			p.succeeded(t)
 			p.observe(t, d, resp.StatusCode, nil)
-			resp.Body = &releaseBody{ReadCloser: resp.Body, release: release}
+			resp.Body = withRelease(resp.Body, release)
 			return resp, nil
 		}
 		t = next
@@ -302,6 +302,25 @@ func (b *releaseBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.release()
 	return err
+}
+
+// releaseConn is releaseBody for the body of a 101 (Switching Protocols)
+// response: the upgraded connection itself, which the pass-through writes
+// to as well (a WebSocket). It holds its slot while the connection lasts.
+type releaseConn struct {
+	releaseBody
+	w io.Writer
+}
+
+func (b *releaseConn) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+// withRelease wraps body so that closing it frees the slot, keeping it
+// writable when it is an upgraded connection.
+func withRelease(body io.ReadCloser, release func()) io.ReadCloser {
+	if rwc, ok := body.(io.ReadWriteCloser); ok {
+		return &releaseConn{releaseBody{ReadCloser: rwc, release: release}, rwc}
+	}
+	return &releaseBody{ReadCloser: body, release: release}
 }
 
 func idempotent(method string) bool {
