@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./node/httpcache:FuzzParseCacheControl ./node/httpcache:FuzzPars
 # (golang/go#75804, fixed in Go 1.27) and fails spuriously on a loaded machine.
 FUZZTIME ?= 100000x
 BENCHTIME ?= 2s
-# buf, grpcurl, protoc-gen-go-grpc and Pebble (the ACME test server, with its
+# buf, grpcurl, protoc-gen-go-grpc, h2spec (HTTP/2 conformance) and Pebble (the ACME test server, with its
 # DNS test server) are pinned by tools/go.mod (a module of
 # their own, so they share one build of their common dependencies and none of
 # them reaches the product's go.mod); protoc-gen-go is built from the
@@ -94,14 +94,14 @@ lint: proto-check ## go vet, gofmt, buf lint and format, generated code up to da
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null | grep -v '\.pb\.go$$' || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-tools: $(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go $(BIN)/pebble ## Install buf, grpcurl, the protoc plugins and Pebble (pinned) into bin/
+tools: $(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go $(BIN)/pebble $(BIN)/h2spec ## Install buf, grpcurl, the protoc plugins, Pebble and h2spec (pinned) into bin/
 
 # Built without optimisation: they read a few small files, and it cuts a
 # fresh machine's build by a quarter.
-$(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/pebble $(BIN)/pebble-challtestsrv &: tools/go.mod tools/go.sum
+$(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/pebble $(BIN)/pebble-challtestsrv $(BIN)/h2spec &: tools/go.mod tools/go.sum
 	cd tools && CGO_ENABLED=0 GOBIN=$(BIN) $(GO) install -trimpath -gcflags='all=-N -l' \
 		-ldflags='-s -w -X main.version=$(GRPCURL_VERSION)' tool
-	touch $(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/pebble $(BIN)/pebble-challtestsrv
+	touch $(BIN)/buf $(BIN)/grpcurl $(BIN)/protoc-gen-go-grpc $(BIN)/pebble $(BIN)/pebble-challtestsrv $(BIN)/h2spec
 $(BIN)/protoc-gen-go: go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
 

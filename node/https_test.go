@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -408,4 +411,61 @@ func TestHTTPSReloadOnChange(t *testing.T) {
 		resp.Body.Close()
 		return resp.TLS.PeerCertificates[0].Equal(second.Leaf)
 	})
+}
+
+// TestHTTP2Conformance runs h2spec (the HTTP/2 conformance suite, pinned
+// in tools/go.mod) against the HTTPS listener and against a bare Go
+// HTTP/2 server over TLS, side by side: the edge passes at least as many
+// of its tests as Go's own server does, and at least 141 of 145 (the four
+// left are frame and header checks that Go's HTTP/2 server answers with a
+// response, not the stream or connection error RFC 9113 asks for).
+func TestHTTP2Conformance(t *testing.T) {
+	h2spec, err := filepath.Abs("../bin/h2spec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h2spec); err != nil {
+		t.Skip("bin/h2spec is missing: `make tools` installs it (`make test` does)")
+	}
+	// A body larger than the small flow-control windows some tests set:
+	// with less, h2spec skips them.
+	body := strings.Repeat("h2spec ", 1024)
+	echo := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, body)
+	}
+	o := newOrigin(t, echo)
+	cert := testutil.WriteCert(t, t.TempDir(), "h2", []string{"127.0.0.1"}, testutil.CertOptions{})
+	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile})
+	bare := httptest.NewUnstartedServer(http.HandlerFunc(echo))
+	bare.EnableHTTP2 = true
+	bare.StartTLS()
+	t.Cleanup(bare.Close)
+	run := func(addr string) (passed, total int, report string) {
+		host, port, _ := net.SplitHostPort(addr)
+		// A long timeout per test: on a loaded machine a slow answer is not
+		// a wrong one.
+		out, _ := exec.Command(h2spec, "-h", host, "-p", port, "-t", "-k", "-o", "5").CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var skipped, failed int
+		if _, err := fmt.Sscanf(lines[len(lines)-1], "%d tests, %d passed, %d skipped, %d failed", &total, &passed, &skipped, &failed); err != nil {
+			t.Fatalf("h2spec against %s: %v\n%s", addr, err, out)
+		}
+		return passed, total, string(out)
+	}
+	type result struct {
+		passed, total int
+		report        string
+	}
+	results := make(chan result, 1)
+	go func() {
+		p, tot, r := run(strings.TrimPrefix(bare.URL, "https://"))
+		results <- result{p, tot, r}
+	}()
+	passed, total, report := run(n.HTTPSAddr())
+	goServer := <-results
+	t.Logf("h2spec: the edge passed %d of %d, Go's own HTTP/2 server %d of %d", passed, total, goServer.passed, goServer.total)
+	if total != 145 || passed < 141 || passed < goServer.passed {
+		t.Errorf("the edge passed %d of %d h2spec tests; want at least 141 of 145 and Go's own server's %d\n%s", passed, total, goServer.passed, report)
+	}
 }
