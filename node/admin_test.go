@@ -35,13 +35,7 @@ import (
 // cluster" section, verbatim but for the address, against a live 3-node
 // cluster, and checks what each prints.
 func TestREADMEGrpcurl(t *testing.T) {
-	grpcurl, err := filepath.Abs("../bin/grpcurl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(grpcurl); err != nil {
-		t.Skip("bin/grpcurl is missing: `make tools` installs it (`make test` does)")
-	}
+	grpcurl := tool(t, "grpcurl")
 	lines := readmeLines(t, "grpcurl examples")
 	if len(lines) < 6 {
 		t.Fatalf("found %d grpcurl lines in the README", len(lines))
@@ -129,13 +123,7 @@ func readmeLines(t *testing.T, section string) []string {
 // over TLS with client certificates, with certificates made as the README
 // says; a client without a certificate, or in cleartext, is refused.
 func TestREADMEGrpcurlTLS(t *testing.T) {
-	grpcurl, err := filepath.Abs("../bin/grpcurl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(grpcurl); err != nil {
-		t.Skip("bin/grpcurl is missing: `make tools` installs it (`make test` does)")
-	}
+	grpcurl := tool(t, "grpcurl")
 	lines := readmeLines(t, "grpcurl TLS examples")
 	if len(lines) < 2 {
 		t.Fatalf("found %d grpcurl TLS lines in the README", len(lines))

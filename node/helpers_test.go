@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,4 +204,18 @@ func counterValue(t testing.TB, n *Node, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// tool returns the path of a tool that `make tools` builds into bin/, and
+// skips the test when it is missing.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs("../bin/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("bin/%s is missing: `make tools` installs it (`make test` does)", name)
+	}
+	return p
 }

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -420,13 +419,7 @@ func TestHTTPSReloadOnChange(t *testing.T) {
 // left are frame and header checks that Go's HTTP/2 server answers with a
 // response, not the stream or connection error RFC 9113 asks for).
 func TestHTTP2Conformance(t *testing.T) {
-	h2spec, err := filepath.Abs("../bin/h2spec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(h2spec); err != nil {
-		t.Skip("bin/h2spec is missing: `make tools` installs it (`make test` does)")
-	}
+	h2spec := tool(t, "h2spec")
 	// A body larger than the small flow-control windows some tests set:
 	// with less, h2spec skips them.
 	body := strings.Repeat("h2spec ", 1024)
