@@ -1,8 +1,14 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 const wrkOutput = `Running 5s test @ http://127.0.0.1:18601/obj/1k.bin
@@ -36,5 +42,37 @@ func TestParseWrk(t *testing.T) {
 func TestMedian(t *testing.T) {
 	if median([]float64{3, 1, 2}) != 2 || median([]float64{4, 1, 3, 2}) != 2.5 || median(nil) != 0 {
 		t.Error("median")
+	}
+}
+
+// TestFastReference: the fasthttp reference answers an object from memory
+// with the header fields the net/http reference sends, 404 for another
+// path, and passes /pass/ to a real origin and back.
+func TestFastReference(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "origin answers "+r.URL.Path+" for "+r.Header.Get("X-Forwarded-For"))
+	}))
+	t.Cleanup(origin.Close)
+	h := fastReferenceHandler(map[string][]byte{"/obj/1k.bin": []byte("object")}, strings.TrimPrefix(origin.URL, "http://"))
+	get := func(path string) *fasthttp.Response {
+		var c fasthttp.RequestCtx
+		c.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.ParseIP("127.0.0.9"), Port: 1}, nil)
+		c.Request.SetRequestURI(path)
+		c.Request.Header.SetHost("127.0.0.1")
+		h(&c)
+		r := &fasthttp.Response{}
+		c.Response.CopyTo(r)
+		return r
+	}
+	r := get("/obj/1k.bin")
+	if r.StatusCode() != 200 || string(r.Body()) != "object" || string(r.Header.Peek("Cache-Control")) != "public, max-age=86400" ||
+		len(r.Header.Peek("Last-Modified")) == 0 {
+		t.Errorf("an object: %d %q, %s", r.StatusCode(), r.Body(), r.Header.String())
+	}
+	if r := get("/obj/none"); r.StatusCode() != 404 {
+		t.Errorf("a missing object: %d", r.StatusCode())
+	}
+	if r := get("/pass/x"); r.StatusCode() != 200 || string(r.Body()) != "origin answers /pass/x for 127.0.0.9" {
+		t.Errorf("the pass-through: %d %q", r.StatusCode(), r.Body())
 	}
 }

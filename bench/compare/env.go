@@ -113,14 +113,20 @@ func startAll(bin, dir string) (*env, error) {
 	if err := waitRing(bin, mesh); err != nil {
 		return fail(err)
 	}
-	ref, err := startReference(dir)
-	if err != nil {
-		return fail(err)
+	e.targets = []*target{nginxT, varnishT, singleT, meshT}
+	for _, r := range []struct {
+		stack string
+		port  int
+	}{{"net/http", referencePort}, {"fasthttp", fastReferencePort}} {
+		ref, err := startReference(dir, r.stack, r.port)
+		if err != nil {
+			return fail(err)
+		}
+		e.all = append(e.all, ref)
+		t := &target{name: r.stack, http: fmt.Sprintf("http://127.0.0.1:%d", r.port),
+			https: fmt.Sprintf("https://127.0.0.1:%d", r.port+tlsOffset), procs: []*proc{ref}, reference: true}
+		t.path = same(t.http)
+		e.targets = append(e.targets, t)
 	}
-	e.all = append(e.all, ref)
-	refT := &target{name: "net/http", http: fmt.Sprintf("http://127.0.0.1:%d", referencePort),
-		https: fmt.Sprintf("https://127.0.0.1:%d", referencePort+tlsOffset), procs: []*proc{ref}, reference: true}
-	refT.path = same(refT.http)
-	e.targets = []*target{nginxT, varnishT, singleT, meshT, refT}
 	return e, nil
 }

@@ -1,6 +1,6 @@
-// Command compare measures meshcdn beside nginx proxy_cache, Varnish and a
-// bare net/http server (the reference: Go's HTTP stack without a cache) on
-// loopback, all behind one nginx origin, with wrk: hits of 1 KiB, 100 KiB
+// Command compare measures meshcdn beside nginx proxy_cache, Varnish and
+// bare net/http and fasthttp servers (the references: Go's HTTP stacks
+// without a cache) on loopback, all behind one nginx origin, with wrk: hits of 1 KiB, 100 KiB
 // and 1 MiB, uncacheable pass-through, HTTPS hits, a thundering herd on a
 // cold object and a purge. It prints a markdown table of medians over
 // interleaved repetitions, with ratios to nginx, the spread, CPU time per
@@ -42,13 +42,18 @@ func main() {
 	reps := flag.Int("reps", 3, "interleaved repetitions of every measurement")
 	conns := flag.Int("connections", 50, "wrk connections")
 	only := flag.String("only", "", "run only the works whose name contains this (and skip the herd, purge and memory measurements): for experiments")
-	reference := flag.String("reference", "", "serve the net/http reference from this directory (the comparison starts it so)")
+	reference := flag.String("reference", "", "serve a reference from this directory (the comparison starts them so)")
+	stack := flag.String("stack", "net/http", "the reference's HTTP stack: net/http or fasthttp")
 	flag.Parse()
 	if *reference != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := serveReference(ctx, *reference); err != nil {
-			log.Fatalf("reference: %v", err)
+		serve := serveReference
+		if *stack == "fasthttp" {
+			serve = serveFastReference
+		}
+		if err := serve(ctx, *reference); err != nil {
+			log.Fatalf("reference (%s): %v", *stack, err)
 		}
 		return
 	}
@@ -74,7 +79,8 @@ func run(ctx context.Context, bin, out string, dur time.Duration, reps, conns in
 		return fmt.Errorf("the meshcdn binary: %w", err)
 	}
 	for _, p := range []int{originPort, nginxPort, varnishPort, meshcdnPort, meshPort, meshPort + 1, meshPort + 2,
-		nginxPort + tlsOffset, meshcdnPort + tlsOffset, referencePort, referencePort + tlsOffset} {
+		nginxPort + tlsOffset, meshcdnPort + tlsOffset, referencePort, referencePort + tlsOffset,
+		fastReferencePort, fastReferencePort + tlsOffset} {
 		if err := portFree(p); err != nil {
 			return err
 		}
@@ -106,7 +112,7 @@ func run(ctx context.Context, bin, out string, dur time.Duration, reps, conns in
 		return err
 	}
 	defer env.stop()
-	log.Printf("servers up: origin, nginx proxy_cache, Varnish, meshcdn (one node), meshcdn (3-node mesh), the net/http reference")
+	log.Printf("servers up: origin, nginx proxy_cache, Varnish, meshcdn (one node), meshcdn (3-node mesh), the net/http and fasthttp references")
 	res, err := measure(ctx, env, dur, reps, conns)
 	if err != nil {
 		return err

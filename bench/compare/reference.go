@@ -22,18 +22,19 @@ import (
 // what any server built on net/http reaches on the machine, beside nginx.
 const referencePort = 18607 // and its HTTPS listener at + tlsOffset
 
-// startReference runs the reference in a process of its own (this program,
-// re-executed with --reference), so its CPU and memory are counted apart.
-func startReference(dir string) (*proc, error) {
+// startReference runs a reference (stack net/http or fasthttp) in a
+// process of its own (this program, re-executed with --reference and
+// --stack), so its CPU and memory are counted apart.
+func startReference(dir, stack string, port int) (*proc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(dir, "reference", self, "--reference", dir)
+	p, err := start(dir, "reference-"+strings.ReplaceAll(stack, "/", ""), self, "--reference", dir, "--stack", stack)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/obj/1k.bin", referencePort), 10*time.Second); err != nil {
+	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/obj/1k.bin", port), 10*time.Second); err != nil {
 		p.stop()
 		return nil, err
 	}
@@ -43,17 +44,9 @@ func startReference(dir string) (*proc, error) {
 // serveReference is the reference process: dir holds the origin's files and
 // the certificate.
 func serveReference(ctx context.Context, dir string) error {
-	objects := map[string][]byte{}
-	entries, err := os.ReadDir(filepath.Join(dir, "www", "obj"))
+	objects, err := readObjects(dir)
 	if err != nil {
 		return err
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, "www", "obj", e.Name()))
-		if err != nil {
-			return err
-		}
-		objects["/obj/"+e.Name()] = b
 	}
 	origin, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", originPort))
 	proxy := httputil.NewSingleHostReverseProxy(origin)
@@ -80,22 +73,33 @@ func serveReference(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	plain := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", referencePort), Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	secure := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", referencePort+tlsOffset), Handler: h, ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	plain := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	secure := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	return runReference(ctx, referencePort, func(ln net.Listener, overTLS bool) error {
+		if overTLS {
+			return secure.ServeTLS(ln, "", "")
+		}
+		return plain.Serve(ln)
+	}, func(ctx context.Context) error {
+		return errors.Join(plain.Shutdown(ctx), secure.Shutdown(ctx))
+	})
+}
+
+// runReference listens on a reference's HTTP port and its HTTPS port,
+// serves each (serve is told which) until one fails or ctx ends, then
+// shuts the servers down.
+func runReference(ctx context.Context, port int, serve func(ln net.Listener, overTLS bool) error, shutdown func(context.Context) error) error {
 	errc := make(chan error, 2)
-	for _, s := range []*http.Server{plain, secure} {
-		ln, err := net.Listen("tcp", s.Addr)
+	for _, secure := range []bool{false, true} {
+		p := port
+		if secure {
+			p += tlsOffset
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			return err
 		}
-		go func() {
-			if s == secure {
-				errc <- s.ServeTLS(ln, "", "")
-				return
-			}
-			errc <- s.Serve(ln)
-		}()
+		go func() { errc <- serve(ln, secure) }()
 	}
 	select {
 	case err := <-errc:
@@ -104,5 +108,5 @@ func serveReference(ctx context.Context, dir string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return errors.Join(plain.Shutdown(sctx), secure.Shutdown(sctx))
+	return shutdown(sctx)
 }

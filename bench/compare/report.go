@@ -41,7 +41,8 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 	fmt.Fprintf(&b, "Medians of %d interleaved runs of `wrk -t1 -c%d -d%v` per cell on %d cores shared by wrk and the servers; ratios are to nginx "+
 		"(requests per second; CPU time of the server's processes per request). meshcdn is one node; mesh is a "+
 		"3-node mesh whose requests land on a node that does not own the object; net/http is Go's own HTTP stack with no cache "+
-		"(hits from memory, httputil.ReverseProxy for the pass-through): what any server built on it reaches here.\n\n", reps, conns, dur, runtime.NumCPU())
+		"(hits from memory, httputil.ReverseProxy for the pass-through): what any server built on it reaches here; fasthttp is "+
+		"the same on github.com/valyala/fasthttp (a HostClient for the pass-through).\n\n", reps, conns, dur, runtime.NumCPU())
 	b.WriteString("| work | server | requests/s | × nginx | spread (min–max) | p99 | CPU per request | × nginx |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range works {
 		byServer := res.samples[w.name]
