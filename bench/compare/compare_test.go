@@ -76,3 +76,26 @@ func TestFastReference(t *testing.T) {
 		t.Errorf("the pass-through: %d %q", r.StatusCode(), r.Body())
 	}
 }
+
+const h2loadOutput = `starting benchmark...
+finished in 5.00s, 10234.60 req/s, 1.23MB/s
+requests: 51173 total, 51223 started, 51173 done, 51173 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 51173 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 11.97MB (12552563) total, 181.95KB (186312) headers (space savings 95.61%), 11.53MB (12089107) data
+`
+
+func TestParseH2load(t *testing.T) {
+	s, n, err := parseH2load(h2loadOutput)
+	if err != nil || s.rps != 10234.60 || s.p99ms != -1 || n != 51173 {
+		t.Errorf("%+v %d %v", s, n, err)
+	}
+	for _, bad := range []string{
+		strings.Replace(h2loadOutput, "0 failed", "3 failed", 1),
+		strings.Replace(h2loadOutput, "0 5xx", "12 5xx", 1),
+		"h2load: connection refused",
+	} {
+		if _, _, err := parseH2load(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

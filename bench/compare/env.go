@@ -15,6 +15,7 @@ type target struct {
 	path        func(p string) (string, bool) // the URL of a path, on the node a request lands on
 	purge       func(ctx context.Context, path string) (time.Duration, error)
 	reference   bool // Go's HTTP stack without a cache: hits and pass-through only
+	h2          bool // its HTTPS listener speaks HTTP/2
 }
 
 // env is every process the comparison started.
@@ -99,12 +100,12 @@ func startAll(bin, dir string) (*env, error) {
 		return func(p string) (string, bool) { return base + p, true }
 	}
 	nginxT := &target{name: "nginx", http: fmt.Sprintf("http://127.0.0.1:%d", nginxPort),
-		https: fmt.Sprintf("https://127.0.0.1:%d", nginxPort+tlsOffset), procs: []*proc{ngx}}
+		https: fmt.Sprintf("https://127.0.0.1:%d", nginxPort+tlsOffset), procs: []*proc{ngx}, h2: true}
 	nginxT.path = same(nginxT.http)
 	varnishT := &target{name: "varnish", http: fmt.Sprintf("http://127.0.0.1:%d", varnishPort), procs: []*proc{vrn}}
 	varnishT.path = same(varnishT.http)
 	varnishT.purge = purgeMethod(varnishT.http)
-	singleT := &target{name: "meshcdn", http: single.http, https: single.https, procs: []*proc{single.proc}}
+	singleT := &target{name: "meshcdn", http: single.http, https: single.https, procs: []*proc{single.proc}, h2: true}
 	singleT.path = same(single.http)
 	singleT.purge = adminPurge(bin, single)
 	meshT := &target{name: "mesh", procs: []*proc{mesh[0].proc, mesh[1].proc, mesh[2].proc}}
@@ -124,7 +125,8 @@ func startAll(bin, dir string) (*env, error) {
 		}
 		e.all = append(e.all, ref)
 		t := &target{name: r.stack, http: fmt.Sprintf("http://127.0.0.1:%d", r.port),
-			https: fmt.Sprintf("https://127.0.0.1:%d", r.port+tlsOffset), procs: []*proc{ref}, reference: true}
+			https: fmt.Sprintf("https://127.0.0.1:%d", r.port+tlsOffset), procs: []*proc{ref}, reference: true,
+			h2: r.stack == "net/http"} // fasthttp speaks HTTP/1.1 only
 		t.path = same(t.http)
 		e.targets = append(e.targets, t)
 	}

@@ -5,7 +5,7 @@
 // cold object and a purge. It prints a markdown table of medians over
 // interleaved repetitions, with ratios to nginx, the spread, CPU time per
 // request and peak memory, and writes it with plots to its output
-// directory. `make bench-compare` runs it; it needs nginx, varnishd and wrk
+// directory. `make bench-compare` runs it; it needs nginx, varnishd, wrk and h2load
 // (Debian's packages) and stops exactly the processes it started.
 package main
 
@@ -70,7 +70,7 @@ func main() {
 }
 
 func run(ctx context.Context, bin, out string, dur time.Duration, reps, conns int) error {
-	for _, tool := range []string{"nginx", "varnishd", "wrk"} {
+	for _, tool := range []string{"nginx", "varnishd", "wrk", "h2load"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is not installed (make bench-compare installs Debian's packages)", tool)
 		}

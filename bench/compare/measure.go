@@ -18,18 +18,20 @@ import (
 	"time"
 )
 
-// work is one load the comparison puts on every server.
+// work is one load the comparison puts on every server: over HTTPS with
+// https, and over HTTP/2 (h2load instead of wrk) with h2 as well.
 type work struct {
 	name, path string
-	https      bool
+	https, h2  bool
 }
 
 var works = []work{
-	{"hit 1 KiB", "/obj/1k.bin", false},
-	{"hit 100 KiB", "/obj/100k.bin", false},
-	{"hit 1 MiB", "/obj/1m.bin", false},
-	{"pass-through 1 KiB", "/pass/1k.bin", false},
-	{"HTTPS hit 1 KiB", "/obj/1k.bin", true},
+	{"hit 1 KiB", "/obj/1k.bin", false, false},
+	{"hit 100 KiB", "/obj/100k.bin", false, false},
+	{"hit 1 MiB", "/obj/1m.bin", false, false},
+	{"pass-through 1 KiB", "/pass/1k.bin", false, false},
+	{"HTTPS hit 1 KiB", "/obj/1k.bin", true, false},
+	{"HTTP/2 hit 1 KiB", "/obj/1k.bin", true, true},
 }
 
 // sample is one wrk run.
@@ -74,8 +76,8 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 		for _, w := range works {
 			for i := range e.targets {
 				t := e.targets[(i+rep)%len(e.targets)] // a different server goes first in each repetition
-				if w.https && t.https == "" {
-					continue // no HTTPS listener
+				if w.https && t.https == "" || w.h2 && !t.h2 {
+					continue // no HTTPS listener, or no HTTP/2 on it
 				}
 				u, _ := t.path(w.path)
 				if w.https {
@@ -85,7 +87,11 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 					return nil, err
 				}
 				before := cpuSeconds(t.procs)
-				s, reqs, err := runWrk(ctx, u, dur, conns)
+				run := runWrk
+				if w.h2 {
+					run = runH2load
+				}
+				s, reqs, err := run(ctx, u, dur, conns)
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", w.name, t.name, err)
 				}
@@ -206,6 +212,41 @@ func parseWrk(s string) (sample, int64, error) {
 	case "s":
 		smp.p99ms *= 1000
 	}
+	n, _ := strconv.ParseInt(reqs[1], 10, 64)
+	return smp, n, nil
+}
+
+// runH2load loads u over HTTP/2 with h2load for dur: conns connections of
+// one stream each, as wrk's.
+func runH2load(ctx context.Context, u string, dur time.Duration, conns int) (sample, int64, error) {
+	out, err := exec.CommandContext(ctx, "h2load", "-t1", fmt.Sprintf("-c%d", conns), "-m1",
+		fmt.Sprintf("-D%d", int(dur.Seconds())), u).CombinedOutput()
+	if err != nil {
+		return sample{}, 0, fmt.Errorf("h2load: %v: %s", err, out)
+	}
+	return parseH2load(string(out))
+}
+
+var (
+	h2RPS      = regexp.MustCompile(`finished in [0-9.]+m?s, ([0-9.]+) req/s`)
+	h2Requests = regexp.MustCompile(`requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	h2Statuses = regexp.MustCompile(`status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
+)
+
+// parseH2load reads h2load's report: requests per second and the requests
+// that succeeded. It gives no percentiles (p99 is -1: not measured). A run
+// with failed, errored or timed-out requests, or answers other than 2xx,
+// fails.
+func parseH2load(s string) (sample, int64, error) {
+	rps, reqs, st := h2RPS.FindStringSubmatch(s), h2Requests.FindStringSubmatch(s), h2Statuses.FindStringSubmatch(s)
+	if rps == nil || reqs == nil || st == nil {
+		return sample{}, 0, fmt.Errorf("h2load's output: %s", s)
+	}
+	if reqs[2] != "0" || reqs[3] != "0" || reqs[4] != "0" || st[1] != "0" || st[2] != "0" || st[3] != "0" {
+		return sample{}, 0, fmt.Errorf("h2load saw errors: %s; %s", reqs[0], st[0])
+	}
+	smp := sample{p99ms: -1}
+	smp.rps, _ = strconv.ParseFloat(rps[1], 64)
 	n, _ := strconv.ParseInt(reqs[1], 10, 64)
 	return smp, n, nil
 }

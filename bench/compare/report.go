@@ -42,7 +42,8 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 		"(requests per second; CPU time of the server's processes per request). meshcdn is one node; mesh is a "+
 		"3-node mesh whose requests land on a node that does not own the object; net/http is Go's own HTTP stack with no cache "+
 		"(hits from memory, httputil.ReverseProxy for the pass-through): what any server built on it reaches here; fasthttp is "+
-		"the same on github.com/valyala/fasthttp (a HostClient for the pass-through).\n\n", reps, conns, dur, runtime.NumCPU())
+		"the same on github.com/valyala/fasthttp (a HostClient for the pass-through). HTTP/2 hits are measured with `h2load` "+
+		"instead of wrk, with as many connections of one stream each.\n\n", reps, conns, dur, runtime.NumCPU())
 	b.WriteString("| work | server | requests/s | × nginx | spread (min–max) | p99 | CPU per request | × nginx |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range works {
 		byServer := res.samples[w.name]
@@ -56,9 +57,12 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 			}
 			rps := field(ss, func(s sample) float64 { return s.rps })
 			cpu := median(field(ss, func(s sample) float64 { return s.cpuPerReqUS }))
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.0f–%.0f | %.2f ms | %.1f µs | %.2f |\n", w.name, srv, median(rps),
-				median(rps)/base, slices.Min(rps), slices.Max(rps), median(field(ss, func(s sample) float64 { return s.p99ms })),
-				cpu, cpu/baseCPU)
+			p99 := "n/a" // h2load reports no percentiles
+			if m := median(field(ss, func(s sample) float64 { return s.p99ms })); m >= 0 {
+				p99 = fmt.Sprintf("%.2f ms", m)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.0f–%.0f | %s | %.1f µs | %.2f |\n", w.name, srv, median(rps),
+				median(rps)/base, slices.Min(rps), slices.Max(rps), p99, cpu, cpu/baseCPU)
 		}
 	}
 	fmt.Fprintf(&b, "\nThundering herd: 200 clients at once on a cold 1 MiB object the origin sends at 4 MB/s (its own transfer: %v).\n\n", res.origin.Round(time.Millisecond))

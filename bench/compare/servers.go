@@ -197,7 +197,7 @@ http {
   upstream origin { server 127.0.0.1:{{.Origin}}; keepalive 128; }
   server {
     listen 127.0.0.1:{{.Port}} reuseport backlog=4096;
-    listen 127.0.0.1:{{.TLSPort}} ssl reuseport backlog=4096;
+    listen 127.0.0.1:{{.TLSPort}} ssl http2 reuseport backlog=4096;
     ssl_certificate {{.Dir}}/cert.pem;
     ssl_certificate_key {{.Dir}}/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
