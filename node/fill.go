@@ -561,6 +561,7 @@ func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error
 // decide sets the job's storage decision (RFC 9111 and the rule's policy,
 // the memory and disk tiers' bounds) and builds the response's head.
 func (n *Node) decide(j *fillJob, resp *http.Response) {
+	httpcache.DropInvalidTargeted(resp.Header)      // ignored, so neither stored nor passed on
 	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
@@ -771,6 +772,7 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	// the shared response it confirms (which would then not be stored).
 	delete(h, "Set-Cookie")
 	merged := httpcache.UpdateStored(stale.e.Header, h)
+	httpcache.DropInvalidTargeted(merged)
 	cc := httpcache.ResponseDirectives(merged)
 	// The stored response is what the origin confirmed: what the request
 	// that revalidated it carried (a Cookie) does not make it personal.

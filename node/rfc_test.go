@@ -26,6 +26,13 @@ func TestTargetedCacheControl(t *testing.T) {
 			w.Header().Set("CDN-Cache-Control", "no-store")
 		case strings.HasPrefix(r.URL.Path, "/cdn/"):
 			w.Header().Set("CDN-Cache-Control", "max-age=600")
+		case strings.HasPrefix(r.URL.Path, "/malformed/"):
+			w.Header().Set("CDN-Cache-Control", "max-age=10000, &&&&&") // no Structured Field
+		case strings.HasPrefix(r.URL.Path, "/mistyped/"):
+			w.Header().Set("CDN-Cache-Control", `max-age="10000"`) // a string where an integer belongs
+		case strings.HasPrefix(r.URL.Path, "/fallback/"):
+			w.Header().Set("Meshcdn-Cache-Control", "max-age=-5")
+			w.Header().Set("CDN-Cache-Control", "max-age=600")
 		}
 		_, _ = w.Write([]byte("x"))
 	})
@@ -37,6 +44,11 @@ func TestTargetedCacheControl(t *testing.T) {
 		{"/own/a.css", "Meshcdn-Cache-Control", "Cdn-Cache-Control", true},
 		{"/cdn/a.css", "Cdn-Cache-Control", "", true},
 		{"/plain/a.css", "", "", false},
+		// An invalid targeted field is ignored (RFC 9213 §2.1): the next
+		// one, else Cache-Control, decides.
+		{"/malformed/a.css", "", "", false},
+		{"/mistyped/a.css", "", "", false},
+		{"/fallback/a.css", "Cdn-Cache-Control", "", true},
 	} {
 		do(t, n, "GET", c.path)
 		r := do(t, n, "GET", c.path)
@@ -53,8 +65,8 @@ func TestTargetedCacheControl(t *testing.T) {
 			t.Errorf("%s: %s, which the edge did not use, was dropped", c.path, c.keep)
 		}
 	}
-	if hits.Load() != 4 {
-		t.Errorf("the origin served %d requests; want 4 (two stored, one twice)", hits.Load())
+	if hits.Load() != 9 {
+		t.Errorf("the origin served %d requests; want 9 (three stored, three twice)", hits.Load())
 	}
 }
 

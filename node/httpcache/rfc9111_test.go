@@ -212,3 +212,39 @@ func TestTypeFits(t *testing.T) {
 		}
 	}
 }
+
+// TestValidTargeted: a targeted field is used only when it is a valid
+// Structured Fields Dictionary with Cache-Control's types (RFC 9213 §2.1);
+// an invalid one is ignored, for the next targeted field or Cache-Control.
+func TestValidTargeted(t *testing.T) {
+	for v, want := range map[string]bool{
+		"max-age=600": true,
+		"max-age=600, stale-while-revalidate=30, must-revalidate": true,
+		`no-cache="set-cookie", s-maxage=10`:                      true,
+		"private, no-store":                                       true,
+		"max-age=600, x-vendor=abc":                               true, // unknown directives: any type
+		"":                                                        false,
+		"max-age=10000, &&&&&":                                    false,
+		`max-age="10000"`:                                         false,
+		"max-age=-5":                                              false,
+		"max-age=1.5":                                             false,
+		"no-store=5":                                              false,
+		"public=?0":                                               false,
+		"no-cache=(a b)":                                          false,
+	} {
+		if got := ValidTargeted([]string{v}); got != want {
+			t.Errorf("ValidTargeted(%q) = %v; want %v", v, got, want)
+		}
+	}
+	h := http.Header{"Meshcdn-Cache-Control": {"max-age=-5"}, "Cdn-Cache-Control": {"max-age=600"}, "Cache-Control": {"no-store"}}
+	if d := ResponseDirectives(h); d.MaxAge != 600 || d.NoStore {
+		t.Errorf("an invalid first targeted field: max-age %d, no-store %v; want the second's", d.MaxAge, d.NoStore)
+	}
+	DropInvalidTargeted(h)
+	if _, ok := h["Meshcdn-Cache-Control"]; ok || h.Get("Cdn-Cache-Control") != "max-age=600" {
+		t.Errorf("after DropInvalidTargeted: %v", h)
+	}
+	if d := ResponseDirectives(http.Header{"Cdn-Cache-Control": {`max-age="10000"`}, "Cache-Control": {"no-store"}}); !d.NoStore {
+		t.Error("an invalid only targeted field was not ignored for Cache-Control")
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dunglas/httpsfv"
 )
 
 // TargetedFields are the targeted cache-control fields (RFC 9213) the edge
@@ -17,15 +19,58 @@ import (
 var TargetedFields = []string{"Meshcdn-Cache-Control", "Cdn-Cache-Control"}
 
 // ResponseDirectives parses the directives that govern how the edge stores
-// and serves a response: those of the first targeted field present, else
+// and serves a response: those of the first valid targeted field, else
 // Cache-Control's.
 func ResponseDirectives(h http.Header) Directives {
 	for _, f := range TargetedFields {
-		if lines, ok := h[f]; ok {
+		if lines, ok := h[f]; ok && ValidTargeted(lines) {
 			return ParseCacheControl(http.Header{"Cache-Control": lines})
 		}
 	}
 	return ParseCacheControl(h)
+}
+
+// ValidTargeted reports whether lines are a valid targeted field value
+// (RFC 9213 §2.1): a non-empty Structured Fields Dictionary (RFC 8941)
+// whose directives have the types Cache-Control gives them, a non-negative
+// Integer for the delta-seconds ones, true for the bare ones, true or a
+// String of field names for no-cache and private. A cache ignores any
+// other, as if it were absent.
+func ValidTargeted(lines []string) bool {
+	d, err := httpsfv.UnmarshalDictionary(lines)
+	if err != nil || len(d.Names()) == 0 {
+		return false
+	}
+	for _, name := range d.Names() {
+		m, _ := d.Get(name)
+		item, ok := m.(httpsfv.Item)
+		switch name {
+		case "max-age", "s-maxage", "stale-while-revalidate", "stale-if-error":
+			if n, isInt := item.Value.(int64); !ok || !isInt || n < 0 {
+				return false
+			}
+		case "no-store", "public", "must-revalidate", "proxy-revalidate", "no-transform", "immutable", "must-understand":
+			if !ok || item.Value != true {
+				return false
+			}
+		case "no-cache", "private":
+			if _, isString := item.Value.(string); !ok || item.Value != true && !isString {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// DropInvalidTargeted removes the targeted fields that are not valid (a
+// cache ignores them), before a response is stored: what remains first is
+// the field the edge decided by, which DropTargeted finds without parsing.
+func DropInvalidTargeted(h http.Header) {
+	for _, f := range TargetedFields {
+		if lines, ok := h[f]; ok && !ValidTargeted(lines) {
+			delete(h, f)
+		}
+	}
 }
 
 // DropTargeted removes the targeted field the edge used from a response
