@@ -149,6 +149,7 @@ type Gossip struct {
 	mu       sync.Mutex
 	members  map[string]Member
 	failed   map[string]time.Time // members gone without a leave, and when
+	gone     map[string]time.Time // members gone, with or without a leave, and when
 	leaving  map[string]time.Time // members that told us directly they leave, and when
 	failures atomic.Uint64        // failures seen since Start
 
@@ -202,7 +203,7 @@ func New(cfg Config) (*Gossip, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	g := &Gossip{cfg: cfg, meta: &delegate{}, log: lg, changed: make(chan struct{}, 1),
-		members: map[string]Member{}, failed: map[string]time.Time{}, leaving: map[string]time.Time{}}
+		members: map[string]Member{}, failed: map[string]time.Time{}, leaving: map[string]time.Time{}, gone: map[string]time.Time{}}
 	g.meta.meta.Store(&meta)
 	g.meta.onMsg = g.notifyMsg
 	if len(cfg.Join) == 0 {
@@ -369,12 +370,17 @@ func (g *Gossip) Members() []Member {
 }
 
 // Has reports whether name is a live member (alive or suspect; not left,
-// failed or never seen), this node included.
-func (g *Gossip) Has(name string) bool {
+// failed or never seen), this node included, or one that went away (left
+// or failed) less than within ago: a member taken for dead by a stale or
+// false report is back before that, and what it sends meanwhile is its own.
+func (g *Gossip) Has(name string, within time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	_, ok := g.members[name]
-	return ok
+	if _, ok := g.members[name]; ok {
+		return true
+	}
+	at, ok := g.gone[name]
+	return ok && time.Since(at) < within
 }
 
 // JoinTried reports whether the first attempt to join the seeds has ended,
@@ -580,6 +586,13 @@ func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 		g.failures.Add(1)
 	}
 	delete(g.members, n.Name)
+	now := time.Now()
+	g.gone[n.Name] = now
+	for name, at := range g.gone {
+		if now.Sub(at) > time.Hour {
+			delete(g.gone, name) // bounded: only recent departures matter
+		}
+	}
 	g.mu.Unlock()
 	g.poke()
 }
@@ -594,6 +607,7 @@ func (g *Gossip) put(n *memberlist.Node) {
 	g.mu.Lock()
 	g.members[n.Name] = m
 	delete(g.failed, n.Name)
+	delete(g.gone, n.Name)
 	g.mu.Unlock()
 	g.poke()
 }

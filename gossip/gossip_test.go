@@ -316,6 +316,11 @@ func TestLeaveNotice(t *testing.T) {
 	if a.Failures() != before || len(a.Failed()) != 0 {
 		t.Errorf("a member that gave notice counted as failed: %d %v", a.Failures()-before, a.Failed())
 	}
+	// Has tells a member that went away within the grace from one that went
+	// longer ago, and from one never seen.
+	if !a.Has("n1", 0) || !a.Has("n2", time.Hour) || a.Has("n2", 0) || a.Has("n3", time.Hour) {
+		t.Errorf("Has: n1 %v, n2 within an hour %v, n2 within 0 %v, n3 %v", a.Has("n1", 0), a.Has("n2", time.Hour), a.Has("n2", 0), a.Has("n3", time.Hour))
+	}
 }
 
 // TestJoinFailureLogged: seeds that do not resolve or answer are reported at

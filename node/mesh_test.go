@@ -1026,7 +1026,9 @@ func TestViaOncePerCDN(t *testing.T) {
 // cluster CA: a certificate of the cluster CA for a name that is no member,
 // an admin certificate, a server certificate and the certificate of a
 // member that left are each refused on the peer port for every PeerService
-// method, and none of those calls changes anything; a member's certificate
+// method (the one that left once it has been gone longer than the grace
+// against false reports of a death), and none of those calls changes
+// anything; a member's certificate
 // is refused on the admin port, an admin certificate is served there; a
 // gossip member that proves itself with an admin or a server certificate
 // owns nothing and is listed as untrusted; a member's call that names no
@@ -1196,6 +1198,17 @@ func TestCertificateRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 })
+	// Past the grace a member gets against a false report of its death
+	// (2 s with these timings), read-only first, then every method.
+	eventually(t, 10*time.Second, func() bool {
+		conn, err := grpc.NewClient(nodes[0].PeerAddr(), grpc.WithTransportCredentials(creds("n3")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = peerv1.NewPeerServiceClient(conn).Stats(t.Context(), &peerv1.StatsRequest{})
+		return status.Code(err) == codes.PermissionDenied
+	})
 	refused("the certificate of a member that left", every(creds("n3"), "n3"))
 	if failed, sent := load(); failed != 0 || sent == 0 {
 		t.Errorf("%d of %d client requests failed meanwhile", failed, sent)

@@ -88,9 +88,10 @@ var peerService = "/" + peerv1.PeerService_ServiceDesc.ServiceName + "/"
 // authorize checks a call to the peer port under mesh TLS. The TLS
 // handshake has verified a member certificate of the cluster CA; a
 // PeerService call must also come from a current member of this node's
-// gossip view (alive or suspect, draining or leaving; not one that left,
-// failed or was never seen), so a certificate issued to a name that is no
-// member, or to one that left, opens nothing. It returns the caller's name.
+// gossip view (alive or suspect, draining or leaving; not one that was
+// never seen, nor one that left or failed longer than goneGrace ago), so a
+// certificate issued to a name that is no member, or to one that left,
+// opens nothing. It returns the caller's name.
 func (m *Mesh) authorize(ctx context.Context, method string) (string, error) {
 	p, ok := grpcpeer.FromContext(ctx)
 	if !ok {
@@ -107,10 +108,22 @@ func (m *Mesh) authorize(ctx context.Context, method string) (string, error) {
 	if !strings.HasPrefix(method, peerService) {
 		return name, nil // health and reflection: any member certificate
 	}
-	if g := m.view.Load(); g == nil || !g.Has(name) {
+	if g := m.view.Load(); g == nil || !g.Has(name, m.goneGrace()) {
 		return "", status.Errorf(codes.PermissionDenied, "%q is not a current member of this node's cluster view", name)
 	}
 	return name, nil
+}
+
+// goneGrace is how long a member that went away (left or failed) may still
+// call: a restarted member can be reported dead by a stale record of its
+// previous life, which it refutes within seconds, and its calls (for a
+// hand-off, a purge log) must not fail meanwhile. A member that really
+// left is refused once it has passed.
+func (m *Mesh) goneGrace() time.Duration {
+	if m.cfg.Fast {
+		return 2 * time.Second
+	}
+	return 30 * time.Second
 }
 
 // claim checks the from field of a request against the caller's name: a
