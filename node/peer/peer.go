@@ -328,8 +328,10 @@ func (w *streamWriter) WriteHeader(code int) {
 			head.ResponseTime = timestamppb.New(t)
 		}
 		w.header.Del(FetchedField)
+		// The node's own answer to a peer sets both fields; vouchers
+		// without a fetch time came from elsewhere (an origin's header).
+		head.VouchedPurges = w.header.Values(VouchedField)
 	}
-	head.VouchedPurges = w.header.Values(VouchedField)
 	w.header.Del(VouchedField)
 	for _, v := range w.header.Values("Vary") {
 		for f := range strings.SplitSeq(v, ",") {

@@ -145,19 +145,21 @@ func (c *conn) wakeLocked() {
 }
 
 func (c *conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.deadline = t
-	c.wakeLocked()
-	c.mu.Unlock()
+	c.noteDeadline(t)
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *conn) SetDeadline(t time.Time) error {
+	c.noteDeadline(t)
+	return c.Conn.SetDeadline(t)
+}
+
+// noteDeadline records a new read deadline for holdEOF, and wakes it.
+func (c *conn) noteDeadline(t time.Time) {
 	c.mu.Lock()
 	c.deadline = t
 	c.wakeLocked()
 	c.mu.Unlock()
-	return c.Conn.SetDeadline(t)
 }
 
 func (c *conn) Close() error {
