@@ -1,0 +1,590 @@
+package origin
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Config tunes the connections to origins. Zero fields take their defaults.
+type Config struct {
+	// DialTimeout bounds a TCP connect and, for https, the TLS handshake.
+	// Default 10s.
+	DialTimeout time.Duration
+	// HeaderTimeout bounds the wait for response headers once the request
+	// is sent. Default 30s.
+	HeaderTimeout time.Duration
+	// MaxIdlePerHost is the keep-alive pool size per origin server (and TLS
+	// server name). Default 64.
+	MaxIdlePerHost int
+	// RootCAs verifies https origins. Nil: the system's roots.
+	RootCAs *x509.CertPool
+}
+
+func (c Config) withDefaults() Config {
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 30 * time.Second
+	}
+	if c.MaxIdlePerHost <= 0 {
+		c.MaxIdlePerHost = 64
+	}
+	return c
+}
+
+// idleTimeout closes a keep-alive origin connection unused for this long.
+const idleTimeout = 90 * time.Second
+
+// maxTLSNames bounds the connection pools kept per TLS server name (a
+// wildcard site may see many names); past it, a request gets a connection
+// of its own, closed after it.
+const maxTLSNames = 1024
+
+// Transports carries all origin traffic over HTTP/1.1 on fasthttp's client
+// connections: a keep-alive pool per origin server, and for https one per
+// server name, so a connection verified for one name is never reused for
+// another. It is an http.RoundTripper: the pools' fills and the bypass
+// proxy send through it, response bodies stream as they arrive, and
+// request bodies are streamed to the origin, never buffered whole.
+type Transports struct {
+	cfg    Config
+	dialer net.Dialer
+	mu     sync.Mutex
+	hosts  map[hostKey]*fasthttp.HostClient
+	names  int // https pools, bounded by maxTLSNames
+}
+
+// hostKey names one connection pool: the server's address and, for https,
+// the server name verified.
+type hostKey struct {
+	addr string
+	name string // "" for plain http
+}
+
+// NewTransports returns the origin transports.
+func NewTransports(cfg Config) *Transports {
+	cfg = cfg.withDefaults()
+	return &Transports{cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		hosts: map[hostKey]*fasthttp.HostClient{}}
+}
+
+type sniKey struct{}
+
+// WithServerName asks for an https request to present name as SNI and to
+// verify the origin's certificate against it.
+func WithServerName(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, sniKey{}, name)
+}
+
+// CloseIdleConnections closes every idle origin connection.
+func (ts *Transports) CloseIdleConnections() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, hc := range ts.hosts {
+		hc.CloseIdleConnections()
+	}
+}
+
+// host returns the connection pool for req's server, creating it; owned
+// reports that the pool is the request's alone (past maxTLSNames).
+func (ts *Transports) host(req *http.Request) (hc *fasthttp.HostClient, owned bool, err error) {
+	u := req.URL
+	var k hostKey
+	switch u.Scheme {
+	case "http":
+		k.addr = withPort(u.Host, "80")
+	case "https":
+		k.addr = withPort(u.Host, "443")
+		k.name, _ = req.Context().Value(sniKey{}).(string)
+		if k.name == "" {
+			k.name = u.Hostname()
+		}
+	default:
+		return nil, false, fmt.Errorf("unsupported scheme %q", u.Scheme)
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if hc, ok := ts.hosts[k]; ok {
+		return hc, false, nil
+	}
+	hc = ts.newHost(k)
+	if k.name != "" && ts.names >= maxTLSNames {
+		return hc, true, nil
+	}
+	if k.name != "" {
+		ts.names++
+	}
+	ts.hosts[k] = hc
+	return hc, false, nil
+}
+
+// newHost is the pool of one origin server. Its connections are dialled
+// (and for https, handshaken) within DialTimeout; the pool's own request
+// methods are not used (see exchange), only its connections.
+func (ts *Transports) newHost(k hostKey) *fasthttp.HostClient {
+	var tlsCfg *tls.Config
+	if k.name != "" {
+		tlsCfg = &tls.Config{ServerName: k.name, RootCAs: ts.cfg.RootCAs, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"}}
+	}
+	timeout := ts.cfg.DialTimeout
+	return &fasthttp.HostClient{
+		Addr: k.addr,
+		Dial: func(addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			c, err := ts.dialer.DialContext(ctx, "tcp", addr)
+			if err != nil || tlsCfg == nil {
+				return c, err
+			}
+			tc := tls.Client(c, tlsCfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = c.Close()
+				return nil, err
+			}
+			return tc, nil
+		},
+		MaxConns:            1 << 20, // the pools' max_origin_requests is the limit
+		MaxIdleConnDuration: idleTimeout,
+		ReadBufferSize:      16 << 10,
+		WriteBufferSize:     16 << 10,
+	}
+}
+
+// withPort adds port to a host without one.
+func withPort(host, port string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// RoundTrip sends req (its URL names the origin server) and returns the
+// response once its header is in; the body streams from the connection
+// and must be closed. A request with no body that fails on a kept-alive
+// connection before any answer (the origin closed it meanwhile) is sent
+// once more on a new one.
+func (ts *Transports) RoundTrip(req *http.Request) (*http.Response, error) {
+	hc, owned, err := ts.host(req)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	freq := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(freq)
+	if err := buildRequest(freq, req); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		resp, reused, err := ts.exchange(req.Context(), hc, owned, freq, req)
+		if err == nil {
+			return resp, nil
+		}
+		if attempt > 0 || !reused || hasBody(req) || !retryable(err) || req.Context().Err() != nil {
+			closeBody(req)
+			return nil, err
+		}
+	}
+}
+
+// closeBody closes a request body the transport will not send, as
+// http.RoundTripper requires.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// buildRequest writes req into freq: the request line with the target as
+// given (never normalised: the cache key and the origin see one path), the
+// Host, the fields as they are, and the body as a stream.
+func buildRequest(freq *fasthttp.Request, req *http.Request) error {
+	h := &freq.Header
+	h.DisableNormalizing()
+	h.SetNoDefaultContentType(true)
+	h.SetMethod(req.Method)
+	uri := req.URL.RequestURI()
+	if req.URL.Opaque == "" && !strings.HasPrefix(uri, "/") && req.Method != http.MethodOptions {
+		return fmt.Errorf("request target %q is not in origin form", uri)
+	}
+	h.SetRequestURI(uri)
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	h.SetHost(host)
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding":
+			continue // set from req's own fields
+		}
+		for _, v := range vs {
+			if v == "" && k == "User-Agent" {
+				continue // the bypass proxy's way of asking for none
+			}
+			h.Add(k, v)
+		}
+	}
+	if req.Close {
+		h.SetConnectionClose()
+	}
+	switch {
+	case hasBody(req) && req.ContentLength > 0:
+		h.SetContentLength(int(req.ContentLength))
+	case hasBody(req):
+		h.SetContentLength(-1) // chunked
+	case req.ContentLength > 0:
+		return errors.New("request has a Content-Length but no body")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		h.SetContentLength(0)
+	}
+	return nil
+}
+
+// hasBody reports whether req has a body to send.
+func hasBody(req *http.Request) bool {
+	return req.Body != nil && req.Body != http.NoBody
+}
+
+// retryable reports whether err is what a kept-alive connection the origin
+// closed meanwhile fails with.
+func retryable(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// longAgo is a deadline in the past: set on a connection, it ends the
+// reads and writes in progress at once.
+var longAgo = time.Unix(1, 0)
+
+// exchange sends freq on a connection of hc and reads the response header.
+// ctx's end interrupts it, and later the body's reads. reused reports that
+// the connection had served a request before.
+func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, req *http.Request) (resp *http.Response, reused bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, context.Cause(ctx)
+	}
+	cc, err := hc.AcquireConn(0, owned)
+	if err != nil {
+		return nil, false, fmt.Errorf("connect %s: %w", hc.Addr, err)
+	}
+	conn := cc.Conn()
+	reused = !cc.LastUseTime().IsZero() // set when a request released it
+	x := &exchangeState{hc: hc, conn: conn, ctx: ctx,
+		put:  func() { hc.ReleaseConn(cc) },
+		drop: func() { hc.CloseConn(cc) },
+		keep: !owned && hc.IdleConnsCount() < ts.cfg.MaxIdlePerHost}
+	x.stop = context.AfterFunc(ctx, func() {
+		x.cancelled.Store(true)
+		_ = conn.SetDeadline(longAgo)
+	})
+	fail := func(err error) (*http.Response, bool, error) {
+		x.stop()
+		x.drop()
+		if _, serr := x.sendDone(); serr != nil {
+			err = serr // the request body failed first: that is why
+		}
+		if x.cancelled.Load() {
+			return nil, reused, fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		return nil, reused, err
+	}
+	bw := hc.AcquireWriter(conn)
+	_, err = bw.Write(freq.Header.Header())
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		hc.ReleaseWriter(bw)
+		return fail(fmt.Errorf("send request: %w", err))
+	}
+	if hasBody(req) {
+		// The body goes out as it comes, while the origin may already
+		// answer (it need not read all of it first).
+		x.sent = make(chan error, 1)
+		go func() {
+			err := sendBody(bw, req.Body, req.ContentLength)
+			hc.ReleaseWriter(bw)
+			x.sent <- err
+			if err != nil {
+				_ = conn.SetDeadline(longAgo) // the origin got a part: nothing more on this connection
+			}
+		}()
+	} else {
+		hc.ReleaseWriter(bw)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
+	x.br = hc.AcquireReader(conn)
+	fresp := fasthttp.AcquireResponse()
+	fresp.Header.SetNoDefaultContentType(true)
+	fresp.Header.DisableNormalizing()
+	fresp.StreamBody = true
+	fresp.SkipBody = req.Method == http.MethodHead
+	if err := fresp.ReadLimitBody(x.br, 0); err != nil {
+		fasthttp.ReleaseResponse(fresp)
+		hc.ReleaseReader(x.br)
+		if (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, fasthttp.ErrTimeout)) && !x.cancelled.Load() {
+			err = &headerTimeout{after: ts.cfg.HeaderTimeout, err: err}
+		}
+		return fail(fmt.Errorf("read response: %w", err))
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	x.resp = fresp
+	return x.response(req), reused, nil
+}
+
+// headerTimeout: the origin sent no response header in time. It is a
+// net.Error whose Timeout is true.
+type headerTimeout struct {
+	after time.Duration
+	err   error
+}
+
+func (e *headerTimeout) Error() string   { return fmt.Sprintf("no response header within %s", e.after) }
+func (e *headerTimeout) Unwrap() error   { return e.err }
+func (e *headerTimeout) Timeout() bool   { return true }
+func (e *headerTimeout) Temporary() bool { return false }
+
+// exchangeState is one request on one connection, from the response
+// header to the end of its body.
+type exchangeState struct {
+	hc        *fasthttp.HostClient
+	conn      net.Conn
+	ctx       context.Context
+	put, drop func() // return the connection to its pool; close it
+	keep      bool   // the connection may go back to its pool
+	br        *bufio.Reader
+	resp      *fasthttp.Response
+	stop      func() bool // ends the watch on ctx; false once ctx ended
+	cancelled atomic.Bool
+	sent      chan error // the request body's sender, when there is one
+}
+
+// sendDone reports whether the request body's sender (if any) has ended,
+// and its error. The sender is not waited for: one still reading a slow
+// client's body ends when the connection it writes to is closed, or when
+// the client's body ends, which the front that received it ensures.
+func (x *exchangeState) sendDone() (bool, error) {
+	if x.sent == nil {
+		return true, nil
+	}
+	select {
+	case err := <-x.sent:
+		x.sent <- err // for a later call
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// sendBody writes a request body to the origin as it is read, flushing
+// every piece: Content-Length bytes exactly, or chunks when size is
+// unknown (-1).
+func sendBody(bw *bufio.Writer, body io.ReadCloser, size int64) error {
+	defer body.Close()
+	buf := copyBuffers.Get()
+	defer copyBuffers.Put(buf)
+	var sent int64
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if size > 0 && sent+int64(n) > size {
+				return fmt.Errorf("request body longer than its Content-Length %d", size)
+			}
+			var err error
+			if size > 0 {
+				_, err = bw.Write(buf[:n])
+			} else {
+				_, err = fmt.Fprintf(bw, "%x\r\n", n)
+				if err == nil {
+					_, err = bw.Write(buf[:n])
+				}
+				if err == nil {
+					_, err = bw.WriteString("\r\n")
+				}
+			}
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				return fmt.Errorf("send request body: %w", err)
+			}
+			sent += int64(n)
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("read request body: %w", rerr)
+		}
+	}
+	if size > 0 && sent != size {
+		return fmt.Errorf("request body ended after %d of its %d bytes: %w", sent, size, io.ErrUnexpectedEOF)
+	}
+	if size <= 0 {
+		if _, err := bw.WriteString("0\r\n\r\n"); err != nil {
+			return fmt.Errorf("send request body: %w", err)
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("send request body: %w", err)
+		}
+	}
+	return nil
+}
+
+// response turns the fasthttp response into an http.Response whose body
+// reads the connection.
+func (x *exchangeState) response(req *http.Request) *http.Response {
+	fr := x.resp
+	code := fr.StatusCode()
+	hr := &http.Response{
+		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
+		StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        make(http.Header, fr.Header.Len()),
+		ContentLength: -1,
+		Request:       req,
+		Close:         fr.ConnectionClose() && code != http.StatusSwitchingProtocols,
+	}
+	for k, v := range fr.Header.All() {
+		name := string(k)
+		switch {
+		case name == "Transfer-Encoding":
+			hr.TransferEncoding = []string{"chunked"}
+			continue
+		case name == "Connection" && strings.EqualFold(string(v), "close"):
+			continue
+		}
+		hr.Header[name] = append(hr.Header[name], string(v))
+	}
+	if cl := fr.Header.ContentLength(); cl >= 0 {
+		hr.ContentLength = int64(cl)
+	}
+	switch {
+	case code == http.StatusSwitchingProtocols:
+		// The connection is the body now, both ways (a WebSocket); it
+		// never goes back to the pool.
+		hr.ContentLength = 0
+		x.stop()
+		hr.Body = &upgraded{r: io.MultiReader(x.br, x.conn), conn: x.conn, done: func() {
+			fasthttp.ReleaseResponse(fr)
+			x.hc.ReleaseReader(x.br)
+			x.drop()
+		}}
+	case fr.BodyStream() == nil:
+		if req.Method != http.MethodHead {
+			hr.ContentLength = 0
+		}
+		hr.Body = http.NoBody
+		x.release(true)
+	default:
+		if len(fr.Header.PeekTrailerKeys()) > 0 {
+			hr.Trailer = http.Header{}
+		}
+		hr.Body = &streamBody{x: x, trailer: hr.Trailer}
+	}
+	return hr
+}
+
+// release returns the connection to its pool when the response was read
+// whole and the connection may carry another, else closes it.
+func (x *exchangeState) release(whole bool) {
+	live := x.stop() // false once ctx ended: the connection's deadline is spoilt
+	if !whole {
+		_ = x.conn.SetDeadline(longAgo) // a sender still writing stops
+	}
+	done, serr := x.sendDone()
+	reuse := whole && live && done && serr == nil && x.keep && !x.resp.ConnectionClose()
+	if x.resp.BodyStream() != nil {
+		_ = x.resp.CloseBodyStream()
+	}
+	fasthttp.ReleaseResponse(x.resp)
+	x.hc.ReleaseReader(x.br)
+	if reuse {
+		x.put()
+	} else {
+		x.drop()
+	}
+}
+
+// streamBody is a response body read from the connection as it arrives.
+// Close may come while a Read is in progress (from another goroutine): it
+// ends that read first.
+type streamBody struct {
+	x       *exchangeState
+	trailer http.Header
+	mu      sync.Mutex // held by Read
+	eof     bool
+	closed  atomic.Bool
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return 0, errors.New("origin: read on a closed body")
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.x.resp.BodyStream().Read(p)
+	switch {
+	case errors.Is(err, io.EOF):
+		b.eof = true
+		b.x.resp.Header.VisitAllTrailer(func(k []byte) {
+			if b.trailer != nil {
+				b.trailer[string(k)] = []string{string(b.x.resp.Header.PeekBytes(k))}
+			}
+		})
+		return n, io.EOF
+	case err != nil && b.x.cancelled.Load():
+		return n, fmt.Errorf("%w (%w)", context.Cause(b.x.ctx), err)
+	case err != nil:
+		return n, fmt.Errorf("origin: read body: %w", err)
+	}
+	return n, nil
+}
+
+func (b *streamBody) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	_ = b.x.conn.SetReadDeadline(longAgo) // a Read in progress ends now
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.x.release(b.eof)
+	return nil
+}
+
+// upgraded is the body of a 101 response: the connection itself, which
+// the bypass proxy reads and writes.
+type upgraded struct {
+	r    io.Reader
+	conn net.Conn
+	once sync.Once
+	done func()
+}
+
+func (u *upgraded) Read(p []byte) (int, error)  { return u.r.Read(p) }
+func (u *upgraded) Write(p []byte) (int, error) { return u.conn.Write(p) }
+func (u *upgraded) Close() error {
+	u.once.Do(u.done)
+	return nil
+}
