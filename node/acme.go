@@ -3,17 +3,14 @@ package node
 import (
 	"context"
 	"errors"
-	"net/http"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/node/acmecert"
-	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -234,32 +231,18 @@ func (n *Node) acmeChallenge(token string) (string, bool) {
 	return n.acme.mgr.ChallengeResponse(token)
 }
 
-// serveChallenge answers the CA's HTTP-01 request for an ACME site's token,
-// from this node's order or from the member that runs it, and reports
-// whether the request was one.
-func (n *Node) serveChallenge(x *exchange) bool {
-	r := x.r
-	token, ok := strings.CutPrefix(r.URL.Path, acmecert.ChallengePrefix)
-	if !ok || n.acme == nil || !x.site.ACME || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		return false
+// challenge is the pipeline's Challenge: the key authorization of a token
+// of an ACME site's order, from this node's order or from the member that
+// runs it.
+func (n *Node) challenge(ctx context.Context, st *site.Site, token string) (string, bool) {
+	if ka, found := n.acme.mgr.ChallengeResponse(token); found {
+		return ka, true
 	}
-	x.status = httpcache.Status{Detail: "acme-challenge"}
-	ka, found := "", false
-	if acmecert.ValidToken(token) {
-		ka, found = n.acme.mgr.ChallengeResponse(token)
-		if !found {
-			if _, addr, remote := n.globalOwner(acmeKey(x.site.Hosts[0])); remote {
-				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-				ka, _ = n.mesh.Peers().Challenge(ctx, addr, token)
-				cancel()
-				found = ka != ""
-			}
-		}
+	if _, addr, remote := n.globalOwner(acmeKey(st.Hosts[0])); remote {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ka, _ := n.mesh.Peers().Challenge(ctx, addr, token)
+		return ka, ka != ""
 	}
-	if !found {
-		n.edgeError(x, http.StatusNotFound, "meshcdn: no ACME order here has this token")
-		return true
-	}
-	n.edgeReply(x, http.StatusOK, ka, http.Header{"Cache-Control": {"no-store"}})
-	return true
+	return "", false
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/access"
 	"github.com/meshcdn/meshcdn/node/admin"
+	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/tlsconf"
@@ -127,7 +128,7 @@ func (v adminView) Members() []admin.MemberInfo {
 	n := v.n
 	if n.mesh == nil {
 		return []admin.MemberInfo{{Name: n.cfg.Name, State: "alive", HTTPAddr: n.HTTPAddr(), AdminAddr: n.AdminAddr(),
-			Version: n.cfg.Version, OwnedShare: 1, Self: true, Ready: n.notReady() == "", Load: int(n.inflight.Load()), Role: "edge"}}
+			Version: n.cfg.Version, OwnedShare: 1, Self: true, Ready: n.notReady() == "", Load: int(n.pl.Inflight()), Role: "edge"}}
 	}
 	shares := n.mesh.RegionShares()
 	var out []admin.MemberInfo
@@ -172,7 +173,7 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 		}
 		loc.Epoch = n.mesh.Epoch()
 		loc.Region = n.mesh.Region()
-		if shield := n.shieldFor(st); shield != "" && shield != loc.Region {
+		if shield := n.pl.ShieldFor(st); shield != "" && shield != loc.Region {
 			loc.ShieldOwner, _, _ = n.mesh.OwnerIn(shield, key)
 		}
 	}
@@ -284,7 +285,7 @@ func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
 		n.log.Info("prefetch: the owner did not answer; filling through this node", "url", raw, "owner", name, "err", err)
 		p.Node = n.cfg.Name
 	}
-	req, err := http.NewRequestWithContext(withOperator(ctx), http.MethodGet, raw, nil)
+	req, err := http.NewRequestWithContext(pipeline.WithOperator(ctx), http.MethodGet, raw, nil)
 	if err != nil {
 		p.Error = err.Error()
 		return p
@@ -370,13 +371,13 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 	}
 	ex.StoreConditions = storeConditions(rule, u.Path, h)
 	now := time.Now()
-	f := n.lookup(loc.Key, h, now, explaining)
-	if f.pass {
+	f := n.pl.Peek(loc.Key, h, now)
+	if f.Pass {
 		ex.Outcome = "pass"
 		return ex, nil
 	}
-	e := f.e
-	ex.Tier = f.tier
+	e := f.Entry
+	ex.Tier = f.Tier
 	switch {
 	case e != nil:
 		ex.Stored = true

@@ -7,14 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/meshcdn/meshcdn/node/httpcache"
 )
 
 // TestThunderingHerd sends 1,000 concurrent cold requests for one 1 MiB object.
@@ -210,29 +207,5 @@ func TestPrivateResponseIsNotShared(t *testing.T) {
 	close(release)
 	if a, b := <-first, <-second; a.body != "for alice" || b.body != "for bob" {
 		t.Errorf("alice got %q, bob got %q", a.body, b.body)
-	}
-}
-
-// TestFillJustAfterAnotherStored: a request that missed the store, then
-// starts its fill just after another fill for the key stored its response and
-// left the flight table, is answered from the store, not by the origin. (In
-// a cluster, three nodes asking one owner at once hit this window about once
-// per twenty cold objects.)
-func TestFillJustAfterAnotherStored(t *testing.T) {
-	o := newOrigin(t, static("body", "max-age=600"))
-	n := startNode(t, o, Config{})
-	do(t, n, "GET", "/late.css") // the other fill: stored, and gone from the flight table
-	wantHits(t, o, 1)
-
-	// The second request's lookup missed before the store had the object;
-	// it reaches the fill path now.
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "http://127.0.0.1/late.css", nil)
-	st, _ := n.sites.Lookup(req.Host)
-	x := exchange{w: rec, r: req, site: st, stats: n.siteStats[st], start: time.Now()}
-	n.serveFill(&x, st.Classify(req.URL.Path), st.CacheKey(req.Host, req.URL.EscapedPath(), ""), nil, nil, httpcache.FwdURIMiss, 0)
-	wantHits(t, o, 1)
-	if rec.Code != 200 || rec.Body.String() != "body" || !x.status.Collapsed {
-		t.Errorf("%d %q, status %s; want the stored body, collapsed", rec.Code, rec.Body.String(), x.status)
 	}
 }

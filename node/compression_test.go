@@ -343,3 +343,15 @@ func TestCompressionPassThrough(t *testing.T) {
 		t.Errorf("the origin saw Accept-Encoding %q; want none on the fill, the client's on the pass", seen)
 	}
 }
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	m, err := c.w.Write(p)
+	c.n += int64(m)
+	return m, err
+}

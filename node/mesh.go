@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/purge"
@@ -24,7 +25,9 @@ func (n *Node) startMesh(ctx context.Context) error {
 		AdminAddr: n.AdminAddr(), Handler: n, Local: peerLocal{n}, Store: ownStore{n.store},
 		Changed: n.purges.Kick, // a member that joined may know purges this node missed
 		Logger:  n.log})
+	n.pl.SetMesh(n.mesh)
 	if err := n.mesh.Start(ctx); err != nil {
+		n.pl.SetMesh(nil)
 		n.mesh = nil
 		return fmt.Errorf("node: %w", err)
 	}
@@ -96,12 +99,12 @@ func (n *Node) registerMeshMetrics() {
 			Help:        "Stored responses a draining node offered to their new owners, by result: taken, or failed.",
 			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(count()) })
 	}
+	n.metrics.reg.MustRegister(n.pl.MeshCollectors()...)
 	n.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_members", Help: "Members of the ring of this node's region: each owns keys there."},
 			func() float64 { return float64(n.RingMembers()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_ring_owned_share", Help: "Share of the ring's partitions this node owns."},
 			func() float64 { return m.Ring().Shares()[n.cfg.Name] }),
-		n.metrics.peerFetches, n.metrics.shieldFetches, n.metrics.peerServed, n.metrics.peerBytes, n.metrics.handoffs,
 		handedOff("taken", func() uint64 { t, _ := m.HandedOff(); return t }),
 		handedOff("failed", func() uint64 { _, f := m.HandedOff(); return f }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshcdn_purges_caught_up_total",
@@ -238,7 +241,7 @@ func (n *Node) advertise() {
 			return
 		case <-t.C:
 		}
-		ready, load := n.notReady() == "", int(n.inflight.Load())
+		ready, load := n.notReady() == "", int(n.pl.Inflight())
 		if sent && ready == lastReady && !loadMoved(lastLoad, load) {
 			continue
 		}
@@ -257,4 +260,19 @@ func loadMoved(was, now int) bool {
 		d = -d
 	}
 	return d >= max(2, was/5) || (now == 0) != (was == 0)
+}
+
+// ownStore is the memory tier as the mesh offers it when the node drains:
+// the compressed variants stay behind (the new owner makes its own).
+type ownStore struct{ *cache.Memory }
+
+func (s ownStore) Hottest(limit int) []string {
+	keys := s.Memory.Hottest(limit)
+	out := keys[:0]
+	for _, k := range keys {
+		if cache.BaseKey(k) == k {
+			out = append(out, k)
+		}
+	}
+	return out
 }

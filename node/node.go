@@ -23,6 +23,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/connlimit"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -38,8 +39,6 @@ type Node struct {
 	pools map[*site.Site]*origin.Pool
 	// httpsPools ask the origins of origin_protocol: follow sites over https.
 	httpsPools map[*site.Site]*origin.Pool
-	siteStats  map[*site.Site]*siteMetrics
-	unknown    *siteMetrics
 	conns      *connlimit.Limiter // client connections: max_connections, max_connections_per_ip
 	// originStats are the origin servers' totals for the status page;
 	// filled by New, read-only after.
@@ -50,9 +49,9 @@ type Node struct {
 	disk        *cache.Disk   // nil without a cache dir; set in Start
 	mesh        *mesh.Mesh    // nil without a mesh; set in Start
 	metrics     *metrics
-	https       *httpsFront  // nil without an HTTPS listener
-	acme        *autoCerts   // nil without ACME sites
-	inflight    atomic.Int64 // client and peer requests being answered
+	https       *httpsFront // nil without an HTTPS listener
+	acme        *autoCerts  // nil without ACME sites
+	pl          *pipeline.Pipeline
 
 	admin       *grpc.Server // nil without an admin listener
 	adminLn     net.Listener
@@ -60,18 +59,10 @@ type Node struct {
 	transport   *origin.Transports
 
 	purges *purge.Service
-	// diskChecked is set once the disk tier's index is complete and the purge
-	// log has been applied to it; until then disk objects are revalidated.
-	diskChecked atomic.Bool
-	counters    counters
 
-	flightsMu sync.Mutex
-	flights   map[string]*flight
-
-	ctx      context.Context // ends at Shutdown; fills derive from it
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // server loops and fills
-	handlers sync.WaitGroup // client requests in progress
+	ctx    context.Context // ends at Shutdown
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // server loops and background work
 
 	httpSrv, metricsSrv *http.Server
 	httpLn, metricsLn   net.Listener
@@ -92,10 +83,8 @@ func New(cfg Config) (*Node, error) {
 		log:        cfg.Logger.With("node", cfg.Name),
 		pools:      map[*site.Site]*origin.Pool{},
 		httpsPools: map[*site.Site]*origin.Pool{},
-		siteStats:  map[*site.Site]*siteMetrics{},
 		store:      cache.NewMemory(cfg.MemoryBytes - copyBudget(cfg)),
 		transport:  origin.NewTransports(cfg.Origin),
-		flights:    map[string]*flight{},
 	}
 	pc := purge.Config{Self: cfg.Name, Store: tiersOf{n}, Logger: n.log}
 	if cfg.Mesh != nil {
@@ -108,7 +97,6 @@ func New(cfg Config) (*Node, error) {
 		n.copies = cache.NewMemory(b)
 		n.metrics.registerTier("copies", n.copies.Stats)
 	}
-	n.unknown = n.metrics.forSite("-")
 	var sites []*site.Site
 	for _, sc := range cfg.Sites {
 		s, err := sc.Compile()
@@ -130,6 +118,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	n.pl = n.newPipeline()
 	if fb := set.Default(); fb != nil {
 		sites = append(sites, fb)
 	}
@@ -145,7 +134,6 @@ func New(cfg Config) (*Node, error) {
 				return nil, fmt.Errorf("site %s: %w", s.Name, err)
 			}
 		}
-		n.siteStats[s] = n.metrics.forSite(s.Name)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
@@ -233,6 +221,7 @@ func (n *Node) openDisk() error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.disk = d
+	n.pl.SetDisk(d)
 	n.metrics.registerTier("disk", d.Stats)
 	n.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_full",
@@ -249,7 +238,7 @@ func (n *Node) openDisk() error {
 	n.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_disk_ready",
 		Help: "1 once the disk tier's index is complete and checked against the purge log; until then disk objects are revalidated."},
 		func() float64 {
-			if n.diskChecked.Load() {
+			if n.pl.DiskChecked() {
 				return 1
 			}
 			return 0
@@ -361,7 +350,7 @@ func (n *Node) checkDisk() {
 	if removed := n.purges.ApplyLogged(); removed > 0 {
 		n.log.Info("purges applied to disk objects indexed late", "removed", removed)
 	}
-	n.diskChecked.Store(true)
+	n.pl.MarkDiskChecked()
 }
 
 // listen binds the TCP listener that serves what.
@@ -388,7 +377,7 @@ func (n *Node) notReady() string {
 	switch {
 	case !n.ready.Load():
 		return "starting, draining or shutting down"
-	case n.disk != nil && !n.diskChecked.Load():
+	case n.disk != nil && !n.pl.DiskChecked():
 		return "indexing the disk tier"
 	case !n.purges.Ready():
 		return "catching up on purges"
@@ -450,9 +439,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, n.mesh.Stop(ctx))
 		}
 		n.stopAdmin(ctx)
-		n.cancel() // fills stop; handlers still waiting on them return
+		n.cancel()
+		n.pl.Close() // fills stop; handlers still waiting on them return
 		n.purges.Stop()
-		n.handlers.Wait()
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
 			n.status.Close()
@@ -489,8 +478,8 @@ func (n *Node) newPool(s *site.Site, origins []site.Origin) (*origin.Pool, error
 		Backoff:        s.Backoff,
 		MaxConcurrent:  s.MaxOriginRequests,
 		QueueTimeout:   s.QueueTimeout,
-		ModifyResponse: n.modifyBypass,
-		ErrorHandler:   n.bypassError,
+		ModifyResponse: n.pl.ModifyBypass,
+		ErrorHandler:   n.pl.BypassError,
 	}
 	if h := s.Health; h != nil {
 		cfg.Health = &origin.HealthCheck{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}
@@ -512,3 +501,38 @@ func (n *Node) pool(st *site.Site, https bool) *origin.Pool {
 
 // Store exposes the memory tier's counters.
 func (n *Node) Store() cache.Stats { return n.store.Stats() }
+
+// newPipeline builds the request path over the node's tiers, pools, purge
+// log and listeners.
+func (n *Node) newPipeline() *pipeline.Pipeline {
+	c := n.cfg
+	pc := pipeline.Config{Name: c.Name, Logger: n.log, Sites: n.sites, Pool: n.pool, Store: n.store, Copies: n.copies,
+		Purges: n.purges, Registry: n.metrics.reg, FillTimeout: c.FillTimeout, FillIdleTimeout: c.FillIdleTimeout,
+		HitForPass: c.HitForPass, BodyTimeout: c.BodyTimeout, MaxObjectSize: c.MaxObjectSize, DiskBytes: c.DiskBytes,
+		PurgeAllow: c.PurgeAllow, AccessLog: c.AccessLog,
+		Purge: func(ctx context.Context, urls []string) (string, []purge.Receipt, error) {
+			return n.purge(ctx, urls, nil, nil, false)
+		}}
+	if c.Mesh != nil {
+		pc.ShieldRegion = c.Mesh.ShieldRegion
+	}
+	if n.https != nil {
+		pc.HTTPSAddr = n.HTTPSAddr
+	}
+	if n.acme != nil {
+		pc.Challenge = n.challenge
+	}
+	return pipeline.New(pc)
+}
+
+// ServeHTTP answers a client's request (see package pipeline).
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) { n.pl.ServeHTTP(w, r) }
+
+// tiersOf is every tier of the node as one store, for purges.
+type tiersOf struct{ n *Node }
+
+var _ purge.Store = tiersOf{}
+
+func (t tiersOf) Invalidate(key string) bool { return t.n.pl.Invalidate(key) }
+
+func (t tiersOf) Purge(match cache.Match, soft bool) int { return t.n.pl.Purge(match, soft) }

@@ -12,19 +12,10 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/statuspage"
 	"github.com/meshcdn/meshcdn/node/origin"
+	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/purge"
-	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/status"
 )
-
-// statsOf is a site's metrics; the catch-all's for a site the node does not
-// serve.
-func (n *Node) statsOf(st *site.Site) *siteMetrics {
-	if s, ok := n.siteStats[st]; ok {
-		return s
-	}
-	return n.unknown
-}
 
 // originStat is one origin server's totals for the status page.
 type originStat struct {
@@ -84,22 +75,16 @@ const (
 
 func (v *statusView) Counters() status.Counters {
 	c := status.Counters{Sites: map[string]status.SiteCounters{}}
-	add := func(name string, m *siteMetrics) {
+	v.n.pl.EachSite(func(name string, m *pipeline.SiteCounts) {
 		s := c.Sites[name]
-		s.Requests += m.counts.requests.Load()
-		s.Hits += m.counts.hits.Load()
-		s.Bytes += m.counts.bytes.Load()
-		s.HitBytes += m.counts.hitBytes.Load()
-		s.OriginRequests += m.counts.origin.Load()
-		s.PeerFetches += m.counts.peer.Load()
+		s.Requests += m.Requests.Load()
+		s.Hits += m.Hits.Load()
+		s.Bytes += m.Bytes.Load()
+		s.HitBytes += m.HitBytes.Load()
+		s.OriginRequests += m.Origin.Load()
+		s.PeerFetches += m.Peer.Load()
 		c.Sites[name] = s
-	}
-	for st, m := range v.n.siteStats {
-		add(st.Name, m)
-	}
-	if v.n.unknown.counts.requests.Load() > 0 {
-		add("-", v.n.unknown)
-	}
+	})
 	return c
 }
 

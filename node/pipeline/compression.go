@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"io"
@@ -21,7 +21,7 @@ var codings = []string{compress.Brotli, compress.Zstd, compress.Gzip}
 // field is removed, so the cache and the origin deal in the identity
 // representation alone (one entry, one origin request, for every client).
 // A Range request, or one that says no-transform, gets the identity.
-func (n *Node) negotiateCoding(x *exchange) {
+func (pl *Pipeline) negotiateCoding(x *exchange) {
 	cp := x.site.Compression
 	r := x.r
 	if cp == nil {
@@ -42,23 +42,23 @@ func (n *Node) negotiateCoding(x *exchange) {
 
 // serveCompressedHit answers from the stored compressed variant of key in
 // the request's coding, when this node holds a fresh one.
-func (n *Node) serveCompressedHit(x *exchange, key string, now time.Time) bool {
-	f := n.lookup(cache.CodingKey(key, x.coding), x.r.Header, now, memoryOnly)
-	if f.e == nil || !f.e.Fresh(now) || n.suspect(f.e, nil, now) {
+func (pl *Pipeline) serveCompressedHit(x *exchange, key string, now time.Time) bool {
+	f := pl.lookup(cache.CodingKey(key, x.coding), x.r.Header, now, memoryOnly)
+	if f.e == nil || !f.e.Fresh(now) || pl.suspect(f.e, nil, now) {
 		return false
 	}
-	n.compressed(x, f.e.Uncompressed, f.e.Size)
+	pl.compressed(x, f.e.Uncompressed, f.e.Size)
 	x.coding = "" // it is encoded already
 	x.status = hitStatusOf(f.e)
-	n.respond(x, f.e, f.src, now)
+	pl.respond(x, f.e, f.src, now)
 	return true
 }
 
 // compressed counts a compressed response and the bytes it saved.
-func (n *Node) compressed(x *exchange, identity, encoded int64) {
-	n.metrics.compressed.WithLabelValues(x.site.Name, x.coding).Inc()
+func (pl *Pipeline) compressed(x *exchange, identity, encoded int64) {
+	pl.metrics.compressed.WithLabelValues(x.site.Name, x.coding).Inc()
 	if identity > encoded {
-		n.metrics.compressionSaved.WithLabelValues(x.site.Name).Add(float64(identity - encoded))
+		pl.metrics.compressionSaved.WithLabelValues(x.site.Name).Add(float64(identity - encoded))
 	}
 }
 
@@ -68,7 +68,7 @@ func (n *Node) compressed(x *exchange, identity, encoded int64) {
 // fresh and the encoding fits in the memory tier's object bound. Memory per
 // response is the encoder's (see compress.NewWriter) plus, while storing,
 // the encoded bytes up to that bound.
-func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
+func (pl *Pipeline) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
 	coding := x.coding
 	enc := *meta
 	enc.ETag = compress.WeakETag(meta.ETag)
@@ -89,11 +89,11 @@ func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body,
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	httpcache.DropTargeted(h)
 	h["Cache-Status"] = []string{x.status.String()}
-	if n.answerPreconditions(x, &enc) {
+	if pl.answerPreconditions(x, &enc) {
 		return
 	}
 	if err := src.Err(); err != nil {
-		n.abort(x, err)
+		pl.abort(x, err)
 		return
 	}
 	x.writeHeader(http.StatusOK)
@@ -101,7 +101,7 @@ func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body,
 		return
 	}
 	store := (x.status.Hit || x.status.Stored) && meta.Fresh(now)
-	limit := min(n.cfg.MaxObjectSize, x.site.Compression.MaxSize())
+	limit := min(pl.cfg.MaxObjectSize, x.site.Compression.MaxSize())
 	var kept *boundedBuffer
 	out := io.Writer(x.w)
 	if store {
@@ -111,21 +111,21 @@ func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body,
 	cw := &countingWriter{w: out}
 	zw, err := compress.NewWriter(coding, cw)
 	if err != nil {
-		n.abort(x, err)
+		pl.abort(x, err)
 		return
 	}
-	gen := n.purges.Gen()
+	gen := pl.purges.Gen()
 	read, err := src.Copy(x.r.Context(), zw, &flushingWriter{ResponseWriter: x.w, enc: zw}, 0, -1)
 	if err == nil {
 		err = zw.Close()
 	}
 	x.written = cw.n
 	if err != nil {
-		n.abort(x, err)
+		pl.abort(x, err)
 		return
 	}
-	n.compressed(x, read, cw.n)
-	if !store || kept.over || n.purges.Gen() != gen {
+	pl.compressed(x, read, cw.n)
+	if !store || kept.over || pl.purges.Gen() != gen {
 		return // too large to keep, or a purge ran meanwhile
 	}
 	enc.Body, enc.Size, enc.Uncompressed = kept.b, int64(len(kept.b)), read
@@ -134,10 +134,10 @@ func (n *Node) respondCompressed(x *exchange, meta *cache.Entry, src cache.Body,
 	enc.Vary = httpcache.VaryFields(enc.Header)
 	enc.VaryKey = httpcache.SecondaryKey(enc.Vary, x.r.Header)
 	ck := cache.CodingKey(x.key, coding)
-	if _, _, theirs := n.owner(x.key); !theirs {
-		n.store.Put(ck, &enc)
-	} else if n.copies != nil {
-		n.copies.Put(ck, &enc) // another node owns the representation: a copy
+	if _, _, theirs := pl.owner(x.key); !theirs {
+		pl.store.Put(ck, &enc)
+	} else if pl.copies != nil {
+		pl.copies.Put(ck, &enc) // another node owns the representation: a copy
 	}
 }
 
@@ -200,30 +200,15 @@ func addVary(h http.Header) {
 }
 
 // invalidateCodings drops the compressed variants of key from memory.
-func (n *Node) invalidateCodings(key string) bool {
+func (pl *Pipeline) invalidateCodings(key string) bool {
 	ok := false
 	for _, c := range codings {
-		if n.store.Invalidate(cache.CodingKey(key, c)) {
+		if pl.store.Invalidate(cache.CodingKey(key, c)) {
 			ok = true
 		}
-		if n.copies != nil && n.copies.Invalidate(cache.CodingKey(key, c)) {
+		if pl.copies != nil && pl.copies.Invalidate(cache.CodingKey(key, c)) {
 			ok = true
 		}
 	}
 	return ok
-}
-
-// ownStore is the memory tier as the mesh offers it when the node drains:
-// the compressed variants stay behind (the new owner makes its own).
-type ownStore struct{ *cache.Memory }
-
-func (s ownStore) Hottest(limit int) []string {
-	keys := s.Memory.Hottest(limit)
-	out := keys[:0]
-	for _, k := range keys {
-		if cache.BaseKey(k) == k {
-			out = append(out, k)
-		}
-	}
-	return out
 }

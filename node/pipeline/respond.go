@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"crypto/rand"
@@ -36,12 +36,12 @@ func hitStatusOf(e *cache.Entry) httpcache.Status {
 
 // respond sends a stored or arriving response to the client, answering the
 // client's preconditions (304/412) and Range (206/416) from it.
-func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
+func (pl *Pipeline) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
 	w, r := x.w, x.r
 	cp := x.site.Compression
 	compressible := cp != nil && !x.fromPeer && cp.Compressible(meta.Status, meta.Header, src.Size())
 	if compressible && x.coding != "" {
-		n.respondCompressed(x, meta, src, now)
+		pl.respondCompressed(x, meta, src, now)
 		return
 	}
 	h := w.Header()
@@ -54,7 +54,7 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	h["Age"] = []string{httpcache.AgeValue(meta.Age(now))}
 	if x.fromPeer {
 		h[peer.FetchedField] = []string{meta.FetchedAt().Format(time.RFC3339Nano)}
-		if v := n.purges.Vouch(x.key, meta); len(v) > 0 {
+		if v := pl.purges.Vouch(x.key, meta); len(v) > 0 {
 			h[peer.VouchedField] = v
 		} else {
 			delete(h, peer.VouchedField) // only this node's word counts
@@ -70,19 +70,19 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	default:
 		h["Cache-Status"] = []string{x.status.String()}
 	}
-	if n.answerPreconditions(x, meta) {
+	if pl.answerPreconditions(x, meta) {
 		return
 	}
 	if err := src.Err(); err != nil {
 		// The fill broke before anything was sent: say so plainly.
-		n.abort(x, err)
+		pl.abort(x, err)
 		return
 	}
 	size := src.Size()
 	if meta.Status == http.StatusOK {
 		h["Accept-Ranges"] = acceptRangesValue
 		var done bool
-		if src, size, done = n.answerRange(x, meta, src, size); done {
+		if src, size, done = pl.answerRange(x, meta, src, size); done {
 			return
 		}
 	}
@@ -96,17 +96,17 @@ func (n *Node) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.
 	m, err := src.Copy(r.Context(), w, w, 0, -1)
 	x.written = m
 	if err != nil {
-		n.abort(x, err)
+		pl.abort(x, err)
 	}
 }
 
 // answerPreconditions answers the client's conditional request from meta
 // (304 or 412) and reports whether it did.
-func (n *Node) answerPreconditions(x *exchange, meta *cache.Entry) bool {
+func (pl *Pipeline) answerPreconditions(x *exchange, meta *cache.Entry) bool {
 	switch httpcache.CheckPreconditions(x.r.Method, x.r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) {
 	case http.StatusNotModified:
 		if meta.Status == http.StatusOK {
-			n.notModified(x, meta)
+			pl.notModified(x, meta)
 			return true
 		}
 	case http.StatusPreconditionFailed:
@@ -121,7 +121,7 @@ func (n *Node) answerPreconditions(x *exchange, meta *cache.Entry) bool {
 // 416) and reports done. Otherwise the whole representation is to be sent:
 // src and size come back, completed when a range needed the length of a
 // body still arriving.
-func (n *Node) answerRange(x *exchange, meta *cache.Entry, src cache.Body, size int64) (cache.Body, int64, bool) {
+func (pl *Pipeline) answerRange(x *exchange, meta *cache.Entry, src cache.Body, size int64) (cache.Body, int64, bool) {
 	rng := x.r.Header.Get("Range")
 	if rng != "" && size < 0 { // a fill without Content-Length: ranges need the length
 		b, err := src.Complete(x.r.Context())
@@ -129,7 +129,7 @@ func (n *Node) answerRange(x *exchange, meta *cache.Entry, src cache.Body, size 
 		case errors.Is(err, cache.ErrStreamed):
 			return src, size, false // not stored, so never whole here: send it all (RFC 9110 §14.2)
 		case err != nil:
-			n.abort(x, err)
+			pl.abort(x, err)
 			return src, size, true
 		default:
 			src, size = cache.Bytes(b), int64(len(b))
@@ -147,16 +147,16 @@ func (n *Node) answerRange(x *exchange, meta *cache.Entry, src cache.Body, size 
 		h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 		x.writeHeader(http.StatusRequestedRangeNotSatisfiable)
 	case err == nil && len(ranges) == 1:
-		n.sendRange(x, src, ranges[0], size)
+		pl.sendRange(x, src, ranges[0], size)
 	case err == nil:
-		n.sendMultipart(x, meta, src, ranges, size)
+		pl.sendMultipart(x, meta, src, ranges, size)
 	default:
 		return src, size, false // malformed or too many ranges: the whole representation
 	}
 	return src, size, true
 }
 
-func (n *Node) sendRange(x *exchange, src cache.Body, rg httpcache.Range, size int64) {
+func (pl *Pipeline) sendRange(x *exchange, src cache.Body, rg httpcache.Range, size int64) {
 	h := x.w.Header()
 	h["Content-Range"] = []string{rg.ContentRange(size)}
 	h["Content-Length"] = []string{strconv.FormatInt(rg.Length, 10)}
@@ -167,12 +167,12 @@ func (n *Node) sendRange(x *exchange, src cache.Body, rg httpcache.Range, size i
 	m, err := src.Copy(x.r.Context(), x.w, x.w, rg.Start, rg.Length)
 	x.written = m
 	if err != nil {
-		n.abort(x, err)
+		pl.abort(x, err)
 	}
 }
 
 // sendMultipart answers several ranges with multipart/byteranges (RFC 9110 §14.6).
-func (n *Node) sendMultipart(x *exchange, meta *cache.Entry, src cache.Body, ranges []httpcache.Range, size int64) {
+func (pl *Pipeline) sendMultipart(x *exchange, meta *cache.Entry, src cache.Body, ranges []httpcache.Range, size int64) {
 	var rnd [12]byte
 	_, _ = rand.Read(rnd[:])
 	boundary := "meshcdn-" + hex.EncodeToString(rnd[:])
@@ -198,7 +198,7 @@ func (n *Node) sendMultipart(x *exchange, meta *cache.Entry, src cache.Body, ran
 		}
 		if err != nil {
 			x.written = cw.n
-			n.abort(x, err)
+			pl.abort(x, err)
 			return
 		}
 	}
@@ -208,7 +208,7 @@ func (n *Node) sendMultipart(x *exchange, meta *cache.Entry, src cache.Body, ran
 
 // notModified answers a client's successful conditional GET with 304, keeping
 // the fields RFC 9110 §15.4.5 requires.
-func (n *Node) notModified(x *exchange, meta *cache.Entry) {
+func (pl *Pipeline) notModified(x *exchange, meta *cache.Entry) {
 	h := x.w.Header()
 	for k := range h {
 		switch k {
@@ -228,16 +228,16 @@ func (n *Node) notModified(x *exchange, meta *cache.Entry) {
 // abort ends a response whose body cannot be completed. Once the header is out
 // the connection (or HTTP/2 stream) is reset, so the client never takes a cut
 // body for a complete one.
-func (n *Node) abort(x *exchange, err error) {
+func (pl *Pipeline) abort(x *exchange, err error) {
 	if x.r.Context().Err() != nil {
 		return // the client left; nothing to tell it
 	}
 	x.status.Detail = "aborted"
 	x.status.Stored = false // a broken body is never stored
-	n.log.Debug("response aborted", "host", x.r.Host, "path", x.r.URL.Path, "err", err)
+	pl.log.Debug("response aborted", "host", x.r.Host, "path", x.r.URL.Path, "err", err)
 	if x.code == 0 {
 		code, _ := originErrorStatus(err)
-		n.originError(x, code)
+		pl.originError(x, code)
 		return
 	}
 	panic(http.ErrAbortHandler)

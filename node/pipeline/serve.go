@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"context"
@@ -61,11 +61,11 @@ func (x *exchange) writeHeader(code int) {
 
 // ServeHTTP is the client-facing front: find the site, classify the request,
 // then serve it from the cache, through a fill, or straight from the origin.
-func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	n.handlers.Add(1)
-	defer n.handlers.Done()
-	n.inflight.Add(1)
-	defer n.inflight.Add(-1)
+func (pl *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	pl.handlers.Add(1)
+	defer pl.handlers.Done()
+	pl.inflight.Add(1)
+	defer pl.inflight.Add(-1)
 	if r.TLS == nil {
 		if st := edgetls.State(r.Context()); st != nil {
 			// HTTP/1.1 over TLS, whose server saw the plaintext reader
@@ -80,17 +80,17 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if why := reqguard.Faulty(r.Context()); why != "" {
 			// What request smuggling sends: nothing of it is served or
 			// forwarded, and RFC 9112 §6.1 says to close the connection.
-			x.stats, x.status = n.unknown, httpcache.Status{Detail: "ambiguous-framing"}
+			x.stats, x.status = pl.unknown, httpcache.Status{Detail: "ambiguous-framing"}
 			w.Header().Set("Connection", "close")
-			n.edgeError(&x, http.StatusBadRequest, "meshcdn: the request's framing is faulty: "+why)
-			n.observe(&x)
+			pl.edgeError(&x, http.StatusBadRequest, "meshcdn: the request's framing is faulty: "+why)
+			pl.observe(&x)
 			return
 		}
 	}
 	if host, path, ok, err := site.Routed(r.Host, r.URL.EscapedPath()); err != nil {
-		x.stats, x.status = n.unknown, httpcache.Status{Detail: "bad-routed-host"}
-		n.edgeError(&x, http.StatusBadRequest, "meshcdn: "+err.Error())
-		n.observe(&x)
+		x.stats, x.status = pl.unknown, httpcache.Status{Detail: "bad-routed-host"}
+		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: "+err.Error())
+		pl.observe(&x)
 		return
 	} else if ok {
 		// The router sent the user here by address: serve the host it named.
@@ -99,9 +99,9 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u := *r.URL
 		c.URL, c.Host = &u, host
 		if err := site.SetPath(c.URL, path); err != nil {
-			x.stats, x.status = n.unknown, httpcache.Status{Detail: "bad-path"}
-			n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
-			n.observe(&x)
+			x.stats, x.status = pl.unknown, httpcache.Status{Detail: "bad-path"}
+			pl.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
+			pl.observe(&x)
 			return
 		}
 		c.RequestURI = c.URL.RequestURI()
@@ -110,35 +110,35 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Host == "" {
 		// RFC 9112 §3.2: an origin-form request names its host; an empty
 		// one selects no site and must not share an entry.
-		x.stats, x.status = n.unknown, httpcache.Status{Detail: "no-host"}
-		n.edgeError(&x, http.StatusBadRequest, "meshcdn: the request has an empty Host")
-		n.observe(&x)
+		x.stats, x.status = pl.unknown, httpcache.Status{Detail: "no-host"}
+		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: the request has an empty Host")
+		pl.observe(&x)
 		return
 	}
-	st, ok := n.sites.Lookup(r.Host)
+	st, ok := pl.sites.Lookup(r.Host)
 	if !ok {
-		x.stats = n.unknown
+		x.stats = pl.unknown
 		x.status = httpcache.Status{Detail: "unknown-host"}
-		n.edgeError(&x, http.StatusNotFound, "meshcdn: no site is configured for host "+strconv.Quote(truncate(r.Host, 200)))
-		n.observe(&x)
+		pl.edgeError(&x, http.StatusNotFound, "meshcdn: no site is configured for host "+strconv.Quote(truncate(r.Host, 200)))
+		pl.observe(&x)
 		return
 	}
-	x.site, x.stats = st, n.siteStats[st]
+	x.site, x.stats = st, pl.siteStats[st]
 	if r.TLS != nil && st.HSTS != "" {
 		x.w = &hstsWriter{ResponseWriter: w, value: st.HSTS}
 	}
-	defer n.observe(&x)
+	defer pl.observe(&x)
 	orig := r // as the client sent it: what a signature signs
 	if r, ok = normalize(r, st); !ok {
-		n.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
+		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
 		return
 	}
 	x.r = r
 	if _, ok := peer.FromPeer(r.Context()); ok {
-		n.metrics.peerServed.Inc()
+		pl.metrics.peerServed.Inc()
 		x.fromPeer = true
 	}
-	if n.serveChallenge(&x) || n.httpsPolicy(&x) || !n.checkAccess(&x, orig) {
+	if pl.serveChallenge(&x) || pl.httpsPolicy(&x) || !pl.checkAccess(&x, orig) {
 		return
 	}
 	r = x.r
@@ -146,23 +146,23 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case "PURGE":
-		n.servePurge(&x)
+		pl.servePurge(&x)
 		return
 	case http.MethodOptions, http.MethodTrace, "PRI":
-		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
+		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
 		return
 	default:
-		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, true)
+		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, true)
 		return
 	}
 	rule := st.Classify(r.URL.Path)
 	if rule.Action == site.ActionBypass || r.Header.Get("Upgrade") != "" {
-		n.bypass(&x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
+		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
 		return
 	}
-	n.negotiateCoding(&x)
+	pl.negotiateCoding(&x)
 	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
-	n.serveCacheable(&x, rule, key)
+	pl.serveCacheable(&x, rule, key)
 }
 
 // normalize returns r as the rest of the edge sees it, the same for every
@@ -193,19 +193,19 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 
 // serveCacheable serves a GET or HEAD the cache may answer: a hit, stale
 // while it is refreshed, or through a fill.
-func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
+func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) {
 	now := time.Now()
 	x.key = key
-	if x.coding != "" && n.serveCompressedHit(x, key, now) {
+	if x.coding != "" && pl.serveCompressedHit(x, key, now) {
 		return
 	}
-	f := n.lookup(key, x.r.Header, now, serving)
+	f := pl.lookup(key, x.r.Header, now, serving)
 	if f.pass {
 		if onlyIfCached(x.r) {
-			n.notCached(x, httpcache.FwdBypass)
+			pl.notCached(x, httpcache.FwdBypass)
 			return
 		}
-		n.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
+		pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
 		return
 	}
 	fwd := httpcache.FwdURIMiss
@@ -213,77 +213,77 @@ func (n *Node) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		fwd = httpcache.FwdVary
 	}
 	switch {
-	case f.e == nil || n.suspect(f.e, f.de, now):
+	case f.e == nil || pl.suspect(f.e, f.de, now):
 		// A miss; or the node may have missed a purge of this object: ask the origin.
 		if onlyIfCached(x.r) {
 			// RFC 9111 5.2.1.7; also how a new owner asks a previous owner's cache.
-			n.notCached(x, fwd)
+			pl.notCached(x, fwd)
 			return
 		}
 		var stale *stored
 		if f.e != nil {
 			stale, fwd = f.stored(), httpcache.FwdStale
 		}
-		n.serveFill(x, rule, key, f.vary, stale, fwd, 0)
+		pl.serveFill(x, rule, key, f.vary, stale, fwd, 0)
 	case onlyIfCached(x.r) && x.fromPeer && !f.e.Fresh(now):
 		// A new owner asks this previous owner's cache during a hand-off: a
 		// stale object (soft-purged, or expired) would be stored there as
 		// fresh, so it is not handed off; the new owner asks the origin.
-		n.notCached(x, httpcache.FwdStale)
+		pl.notCached(x, httpcache.FwdStale)
 	case f.e.Fresh(now) || onlyIfCached(x.r):
 		x.status = hitStatusOf(f.e)
-		n.respond(x, f.e, f.src, now)
+		pl.respond(x, f.e, f.src, now)
 	default:
-		n.serveStale(x, rule, key, f, now)
+		pl.serveStale(x, rule, key, f, now)
 	}
 }
 
 // serveStale serves a stored response past its freshness: at once while a
 // background fill refreshes it (stale-while-revalidate), else through a
 // revalidating fill.
-func (n *Node) serveStale(x *exchange, rule *site.Rule, key string, f held, now time.Time) {
+func (pl *Pipeline) serveStale(x *exchange, rule *site.Rule, key string, f held, now time.Time) {
 	stale := f.stored()
 	if window := swrWindow(f.e, x.site); !f.e.NoStale && f.e.Staleness(now) < window {
-		n.refreshInBackground(x, rule, key, f.vary, stale)
+		pl.refreshInBackground(x, rule, key, f.vary, stale)
 		x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
-		n.respond(x, f.e, f.src, now)
+		pl.respond(x, f.e, f.src, now)
 		return
 	}
-	n.serveFill(x, rule, key, f.vary, stale, httpcache.FwdStale, 0)
+	pl.serveFill(x, rule, key, f.vary, stale, httpcache.FwdStale, 0)
 }
 
 // notCached answers a request that forbids going upstream (only-if-cached)
 // and that the store cannot answer.
-func (n *Node) notCached(x *exchange, fwd httpcache.Fwd) {
+func (pl *Pipeline) notCached(x *exchange, fwd httpcache.Fwd) {
 	x.status = httpcache.Status{Fwd: fwd, Detail: "only-if-cached"}
-	n.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
+	pl.edgeError(x, http.StatusGatewayTimeout, "meshcdn: not in the cache (only-if-cached)")
 }
 
 // suspect reports whether e may have been purged without this node knowing:
 // it comes from a disk index not yet checked against the purge log, or the
 // node's purge log is out of step with the cluster and e was fetched before
 // the purge lease (see purge.Service.Suspect).
-func (n *Node) suspect(e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
-	if de != nil && !n.diskChecked.Load() {
+func (pl *Pipeline) suspect(e *cache.Entry, de *cache.DiskEntry, now time.Time) bool {
+	if de != nil && !pl.diskChecked.Load() {
 		return true
 	}
-	return n.purges.Suspect(e.FetchedAt(), now)
+	return pl.purges.Suspect(e.FetchedAt(), now)
 }
 
 // servePurge handles the HTTP PURGE method (Varnish's convention): the target
 // URL is purged on every node, for clients of the allowed networks only.
-func (n *Node) servePurge(x *exchange) {
+func (pl *Pipeline) servePurge(x *exchange) {
 	x.status = httpcache.Status{Fwd: httpcache.FwdMethod, Detail: "purge"}
 	ip, err := netip.ParseAddr(clientIP(x.r))
-	allowed := err == nil && slices.ContainsFunc(n.cfg.PurgeAllow, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
+	allowed := err == nil && slices.ContainsFunc(pl.cfg.PurgeAllow, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
 	if !allowed {
-		n.edgeError(x, http.StatusForbidden, "meshcdn: PURGE is not allowed from "+clientIP(x.r))
+		pl.edgeError(x, http.StatusForbidden, "meshcdn: PURGE is not allowed from "+clientIP(x.r))
 		return
 	}
 	target := "http://" + x.r.Host + x.r.URL.RequestURI()
-	id, receipts, err := n.purge(x.r.Context(), []string{target}, nil, nil, false)
+	id, receipts, err := pl.cfg.Purge(x.r.Context(), []string{target})
 	if err != nil {
-		n.edgeError(x, http.StatusBadRequest, "meshcdn: "+err.Error())
+		pl.edgeError(x, http.StatusBadRequest, "meshcdn: "+err.Error())
 		return
 	}
 	var b strings.Builder
@@ -332,10 +332,10 @@ func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
 // bypass proxies the request to the origin without the cache. Unsafe methods
 // (invalidate) drop what is stored for the target URI and the Location and
 // Content-Location of a successful response (RFC 9111 §4.4).
-func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
+func (pl *Pipeline) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 	x.status = cs
 	x.stats.originPass.Inc()
-	x.stats.counts.origin.Add(1)
+	x.stats.counts.Origin.Add(1)
 	// The recorder copies what it needs instead of pointing at x, which keeps x
 	// off the heap on every path.
 	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
@@ -355,16 +355,16 @@ func (n *Node) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
 		r = c
 	}
 	if invalidate {
-		r = r.WithContext(withInvalidation(r.Context(), n, x.site, r))
+		r = r.WithContext(withInvalidation(r.Context(), pl, x.site, r))
 	}
 	x.w.Header().Set("Cache-Status", cs.String())
-	r = reqguard.GuardBody(x.w, r, n.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
-	n.pool(x.site, r.TLS != nil).ServeHTTP(rec, r)
+	r = reqguard.GuardBody(x.w, r, pl.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
+	pl.cfg.Pool(x.site, r.TLS != nil).ServeHTTP(rec, r)
 	x.code, x.ttfb, x.written = rec.code, rec.ttfb, rec.written
 }
 
-// modifyBypass runs on every bypassed origin response.
-func (n *Node) modifyBypass(resp *http.Response) error {
+// ModifyBypass runs on every bypassed origin response.
+func (pl *Pipeline) ModifyBypass(resp *http.Response) error {
 	if err := reqguard.BodyError(resp.Request.Context()); err != nil {
 		return err // the origin answered a body it did not get whole: the client's error, not this
 	}
@@ -383,8 +383,8 @@ func (n *Node) modifyBypass(resp *http.Response) error {
 	return nil
 }
 
-// bypassError answers a bypassed request whose origin could not be reached.
-func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
+// BypassError answers a bypassed request whose origin could not be reached.
+func (pl *Pipeline) BypassError(w http.ResponseWriter, r *http.Request, err error) {
 	if berr := reqguard.BodyError(r.Context()); berr != nil {
 		err = berr // also when the server cancelled the request on the body's read deadline
 	}
@@ -398,7 +398,7 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 		case errors.Is(err, reqguard.ErrShortBody):
 			msg = "meshcdn: the request body ended before its length"
 		}
-		n.log.Debug("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
+		pl.log.Debug("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
 		setEdgeHeaders(w.Header(), code)
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
@@ -413,7 +413,7 @@ func (n *Node) bypassError(w http.ResponseWriter, r *http.Request, err error) {
 	if rec, ok := w.(*recorder); ok {
 		rec.stats.originError.Inc()
 	}
-	n.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	pl.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
 	code, _ := originErrorStatus(err)
 	setEdgeHeaders(w.Header(), code)
 	w.WriteHeader(code)
@@ -439,12 +439,12 @@ func setEdgeHeaders(h http.Header, code int) {
 }
 
 // edgeError answers with an error the edge itself generates.
-func (n *Node) edgeError(x *exchange, code int, msg string) {
-	n.edgeReply(x, code, msg, nil)
+func (pl *Pipeline) edgeError(x *exchange, code int, msg string) {
+	pl.edgeReply(x, code, msg, nil)
 }
 
 // edgeReply is edgeError with the fields of extra added.
-func (n *Node) edgeReply(x *exchange, code int, msg string, extra http.Header) {
+func (pl *Pipeline) edgeReply(x *exchange, code int, msg string, extra http.Header) {
 	h := x.w.Header()
 	closeConn := h.Get("Connection") == "close"
 	clear(h) // nothing of a stored response may leak onto the error
@@ -463,7 +463,7 @@ func (n *Node) edgeReply(x *exchange, code int, msg string, extra http.Header) {
 
 // invalidation is what an unsafe request will invalidate once its response is in.
 type invalidation struct {
-	n    *Node
+	pl   *Pipeline
 	site *site.Site
 	host string
 	base *url.URL
@@ -488,26 +488,26 @@ func (inv invalidation) drop(u *url.URL) {
 		}
 		host = u.Host
 	}
-	if inv.n.invalidate(inv.site.CacheKey(host, u.EscapedPath(), u.RawQuery)) {
-		inv.n.log.Debug("invalidated by unsafe method", "host", host, "path", u.Path)
+	if inv.pl.invalidate(inv.site.CacheKey(host, u.EscapedPath(), u.RawQuery)) {
+		inv.pl.log.Debug("invalidated by unsafe method", "host", host, "path", u.Path)
 	}
 }
 
 // observe records the finished exchange in metrics and the access log.
-func (n *Node) observe(x *exchange) {
+func (pl *Pipeline) observe(x *exchange) {
 	if x.fromPeer {
 		return // counted in meshcdn_peer_served_total; client metrics stay client-only
 	}
 	d := time.Since(x.start)
 	l := x.status.Label()
 	x.stats.requests[l].Inc()
-	n.counters.requests[l].Add(1)
-	n.counters.bytes[l].Add(x.written)
-	x.stats.counts.requests.Add(1)
-	x.stats.counts.bytes.Add(x.written)
+	pl.counters.requests[l].Add(1)
+	pl.counters.bytes[l].Add(x.written)
+	x.stats.counts.Requests.Add(1)
+	x.stats.counts.Bytes.Add(x.written)
 	if l == httpcache.LabelHit || l == httpcache.LabelServedStale {
-		x.stats.counts.hits.Add(1)
-		x.stats.counts.hitBytes.Add(x.written)
+		x.stats.counts.Hits.Add(1)
+		x.stats.counts.HitBytes.Add(x.written)
 	}
 	x.stats.duration[l].Observe(d.Seconds())
 	if x.code != 0 {
@@ -516,12 +516,12 @@ func (n *Node) observe(x *exchange) {
 	if x.written > 0 {
 		x.stats.bytes.Add(float64(x.written))
 	}
-	if n.cfg.AccessLog {
+	if pl.cfg.AccessLog {
 		site := "-"
 		if x.site != nil {
 			site = x.site.Name
 		}
-		n.log.Info("request", "client", clientIP(x.r), "method", x.r.Method, "host", x.r.Host,
+		pl.log.Info("request", "client", clientIP(x.r), "method", x.r.Method, "host", x.r.Host,
 			"uri", x.r.RequestURI, "status", x.code, "bytes", x.written, "cache", l.String(),
 			"site", site, "duration", d)
 	}
@@ -585,9 +585,9 @@ type invalidationKey struct{}
 
 // withInvalidation marks an unsafe request's context so that its origin
 // response invalidates what it names.
-func withInvalidation(ctx context.Context, n *Node, st *site.Site, r *http.Request) context.Context {
+func withInvalidation(ctx context.Context, pl *Pipeline, st *site.Site, r *http.Request) context.Context {
 	base := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	return context.WithValue(ctx, invalidationKey{}, invalidation{n: n, site: st, host: r.Host, base: base})
+	return context.WithValue(ctx, invalidationKey{}, invalidation{pl: pl, site: st, host: r.Host, base: base})
 }
 
 func invalidationFrom(ctx context.Context) (invalidation, bool) {

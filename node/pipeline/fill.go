@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"context"
@@ -59,17 +59,17 @@ type flight struct {
 // serveFill joins the fill for key, starting one if none is in flight, and
 // streams it to the client as it arrives. vary names the key's known Vary
 // fields; stale is the stored response to revalidate, if any.
-func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, depth int) {
-	fl, leader := n.startFill(x, rule, key, vary, stale, fwd, false)
+func (pl *Pipeline) serveFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, depth int) {
+	fl, leader := pl.startFill(x, rule, key, vary, stale, fwd, false)
 	if !leader {
-		n.metrics.coalesced.Inc()
+		pl.metrics.coalesced.Inc()
 	}
 	head, err := fl.fill.Head(x.r.Context())
 	if err != nil {
-		n.fillFailed(x, stale, fwd, err)
+		pl.fillFailed(x, stale, fwd, err)
 		return
 	}
-	if head.Status >= 500 && n.serveStaleOnError(x, stale, head.Status) {
+	if head.Status >= 500 && pl.serveStaleOnError(x, stale, head.Status) {
 		if leader && !fl.shareable {
 			fl.fill.Abandon()
 		}
@@ -77,12 +77,12 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 	}
 	if !leader && !fl.shareable {
 		// Not storable, so possibly personal: this client asks the origin itself.
-		n.bypass(x, httpcache.Status{Fwd: fwd, FwdStatus: head.Status, Detail: fl.reason}, false)
+		pl.bypass(x, httpcache.Status{Fwd: fwd, FwdStatus: head.Status, Detail: fl.reason}, false)
 		return
 	}
 	if !leader && httpcache.SecondaryKey(head.Vary, x.r.Header) != head.VaryKey && depth == 0 {
 		// The response varies on a field in which this request differs.
-		n.serveFill(x, rule, key, head.Vary, nil, httpcache.FwdVary, depth+1)
+		pl.serveFill(x, rule, key, head.Vary, nil, httpcache.FwdVary, depth+1)
 		return
 	}
 	if leader && !fl.shareable {
@@ -94,7 +94,7 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 		full.Header = fl.leaderHeader
 		head = &full
 	}
-	n.respond(x, head, cache.FillBody(fl.fill, head.Size), time.Now())
+	pl.respond(x, head, cache.FillBody(fl.fill, head.Size), time.Now())
 	if _, ok := peer.TakeOverFrom(x.r.Context()); ok {
 		// A draining node's offer is taken once the object is stored here
 		// (a fill stores before it ends): the drained node may stop as soon
@@ -108,30 +108,30 @@ func (n *Node) serveFill(x *exchange, rule *site.Rule, key string, vary []string
 // startFill returns the flight of the request's fill, starting one unless
 // one is in flight; leader reports whether it started it. A background fill
 // refreshes a stale entry nobody waits for.
-func (n *Node) startFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool) (*flight, bool) {
+func (pl *Pipeline) startFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool) (*flight, bool) {
 	fkey := flightKey(key, vary, x.r.Header)
-	return n.joinFlight(fkey, func() *flight {
+	return pl.joinFlight(fkey, func() *flight {
 		fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
 		// The fill goroutine must not hold x.
 		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale}
-		n.wg.Go(func() { n.runFill(j) })
+		pl.wg.Go(func() { pl.runFill(j) })
 		return fl
 	})
 }
 
 // fillFailed answers a client whose fill failed before its head: stale when
 // allowed, else an edge error.
-func (n *Node) fillFailed(x *exchange, stale *stored, fwd httpcache.Fwd, err error) {
+func (pl *Pipeline) fillFailed(x *exchange, stale *stored, fwd httpcache.Fwd, err error) {
 	if x.r.Context().Err() != nil {
 		x.status = httpcache.Status{Fwd: fwd, Detail: "client-gone"}
 		clientGone()
 	}
 	code, detail := originErrorStatus(err)
-	if n.serveStaleOnError(x, stale, code) {
+	if pl.serveStaleOnError(x, stale, code) {
 		return
 	}
 	x.status = httpcache.Status{Fwd: fwd, Detail: detail}
-	n.originError(x, code)
+	pl.originError(x, code)
 }
 
 // status is the Cache-Status of a response served from fl.
@@ -159,14 +159,14 @@ func flightKey(key string, vary []string, req http.Header) string {
 
 // refreshInBackground starts the fill that refreshes a stale entry served by
 // stale-while-revalidate, unless one is already in flight: one refresh per key.
-func (n *Node) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *stored) {
-	n.startFill(x, rule, key, vary, stale, httpcache.FwdStale, true)
+func (pl *Pipeline) refreshInBackground(x *exchange, rule *site.Rule, key string, vary []string, stale *stored) {
+	pl.startFill(x, rule, key, vary, stale, httpcache.FwdStale, true)
 }
 
 // serveStaleOnError serves stale in place of an origin failure (code: the
 // origin's 5xx, or the edge's 502/503/504), when its stale-if-error window
 // allows. It reports whether it did.
-func (n *Node) serveStaleOnError(x *exchange, stale *stored, code int) bool {
+func (pl *Pipeline) serveStaleOnError(x *exchange, stale *stored, code int) bool {
 	now := time.Now()
 	if stale == nil || stale.e.NoStale {
 		return false
@@ -179,7 +179,7 @@ func (n *Node) serveStaleOnError(x *exchange, stale *stored, code int) bool {
 		return false
 	}
 	x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, FwdStatus: code, Detail: "stale-if-error"}
-	n.respond(x, stale.e, stale.src, now)
+	pl.respond(x, stale.e, stale.src, now)
 	return true
 }
 
@@ -199,33 +199,33 @@ func originErrorStatus(err error) (int, string) {
 
 // joinFlight returns the flight for fkey, creating it with start if there is
 // none; leader reports whether this call created it.
-func (n *Node) joinFlight(fkey string, start func() *flight) (fl *flight, leader bool) {
-	n.flightsMu.Lock()
-	defer n.flightsMu.Unlock()
-	if fl, ok := n.flights[fkey]; ok {
+func (pl *Pipeline) joinFlight(fkey string, start func() *flight) (fl *flight, leader bool) {
+	pl.flightsMu.Lock()
+	defer pl.flightsMu.Unlock()
+	if fl, ok := pl.flights[fkey]; ok {
 		return fl, false
 	}
 	fl = start()
-	n.flights[fkey] = fl
+	pl.flights[fkey] = fl
 	return fl, true
 }
 
 // endFlight removes fl from the flight table, unless a newer flight already
 // took its place.
-func (n *Node) endFlight(fkey string, fl *flight) {
-	n.flightsMu.Lock()
-	if n.flights[fkey] == fl {
-		delete(n.flights, fkey)
+func (pl *Pipeline) endFlight(fkey string, fl *flight) {
+	pl.flightsMu.Lock()
+	if pl.flights[fkey] == fl {
+		delete(pl.flights, fkey)
 	}
-	n.flightsMu.Unlock()
+	pl.flightsMu.Unlock()
 }
 
 // finish ends fl. It leaves the flight table first, so no request can join a
 // flight that has ended: one arriving later finds the stored entry (stored
 // before finish), or starts a new fill, for instance after an unsafe method
 // invalidated what this fill stored.
-func (n *Node) finish(fkey string, fl *flight, err error) {
-	n.endFlight(fkey, fl)
+func (pl *Pipeline) finish(fkey string, fl *flight, err error) {
+	pl.endFlight(fkey, fl)
 	fl.fill.Finish(err)
 }
 
@@ -314,83 +314,83 @@ func setValidators(h http.Header, stale *stored) {
 // fetch gets the response for a fill: from the key's owner when another node
 // owns it (unless the request itself came from a peer: the owner never
 // forwards), else, or when the owner fails, from the origin.
-func (n *Node) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
+func (pl *Pipeline) fetch(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) (*http.Response, error) {
 	if !req.fromPeer {
-		if name, addr, ok := n.owner(key); ok {
-			if resp, err := n.fetchPeer(ctx, st, name, addr, key, req, false); err == nil {
+		if name, addr, ok := pl.owner(key); ok {
+			if resp, err := pl.fetchPeer(ctx, st, name, addr, key, req, false); err == nil {
 				fl.fromPeer(name, resp)
 				fl.copy = true
 				return resp, nil
 			}
-			n.statsOf(st).counts.origin.Add(1)
-			return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
+			pl.statsOf(st).counts.Origin.Add(1)
+			return pl.cfg.Pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 		}
 	}
 	// This node owns the key. A draining peer that offers it (take-over) and,
 	// right after ring changes, its previous owners may still hold it: ask
 	// their caches before the origin.
-	if n.mesh != nil && req.header.Get("If-None-Match") == "" {
+	if pl.mesh != nil && req.header.Get("If-None-Match") == "" {
 		start := time.Now()
-		for _, p := range n.mesh.HandOffSources(key, req.takeOver) {
+		for _, p := range pl.mesh.HandOffSources(key, req.takeOver) {
 			if time.Since(start) > handOffBudget {
 				break // the previous owners are slow to answer: the origin
 			}
-			resp, err := n.fetchPeer(ctx, st, p.Name, p.Addr, key, req, true)
+			resp, err := pl.fetchPeer(ctx, st, p.Name, p.Addr, key, req, true)
 			if err != nil {
 				continue
 			}
 			if resp.StatusCode != http.StatusGatewayTimeout {
-				n.metrics.handoffs.Inc()
+				pl.metrics.handoffs.Inc()
 				fl.fromPeer(p.Name, resp)
 				return resp, nil
 			}
 			origin.DrainClose(resp.Body)
 		}
 	}
-	if resp := n.fetchShield(ctx, fl, st, key, req); resp != nil {
+	if resp := pl.fetchShield(ctx, fl, st, key, req); resp != nil {
 		return resp, nil
 	}
-	n.statsOf(st).counts.origin.Add(1)
-	return n.pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
+	pl.statsOf(st).counts.Origin.Add(1)
+	return pl.cfg.Pool(st, req.https).Fetch(ctx, req.host, req.pathQuery, req.header)
 }
 
 // fetchShield asks the key's owner in the site's shield region, when this
 // node, the key's owner in another region, should: not for a request that
 // came from another region (a shield fetch is never passed on). nil means
 // the origin, after a failure that fetchShield counts.
-func (n *Node) fetchShield(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) *http.Response {
-	shield := n.shieldFor(st)
-	if shield == "" || shield == n.mesh.Region() {
+func (pl *Pipeline) fetchShield(ctx context.Context, fl *flight, st *site.Site, key string, req originRequest) *http.Response {
+	shield := pl.ShieldFor(st)
+	if shield == "" || shield == pl.mesh.Region() {
 		return nil
 	}
 	if req.fromPeer {
-		if r, ok := n.mesh.RegionOf(req.peerFrom); !ok || r != n.mesh.Region() {
+		if r, ok := pl.mesh.RegionOf(req.peerFrom); !ok || r != pl.mesh.Region() {
 			return nil
 		}
 	}
-	name, addr, ok := n.mesh.OwnerIn(shield, key)
+	name, addr, ok := pl.mesh.OwnerIn(shield, key)
 	if !ok {
-		n.metrics.shieldFetches.WithLabelValues("no-member").Inc()
+		pl.metrics.shieldFetches.WithLabelValues("no-member").Inc()
 		return nil
 	}
-	resp, err := n.fetchPeer(ctx, st, name, addr, key, req, false)
+	resp, err := pl.fetchPeer(ctx, st, name, addr, key, req, false)
 	if err != nil {
-		n.metrics.shieldFetches.WithLabelValues("failed").Inc()
+		pl.metrics.shieldFetches.WithLabelValues("failed").Inc()
 		return nil
 	}
-	n.metrics.shieldFetches.WithLabelValues("ok").Inc()
+	pl.metrics.shieldFetches.WithLabelValues("ok").Inc()
 	fl.fromPeer(name, resp)
 	return resp
 }
 
-// shieldFor is the shield region of st ("" for none).
-func (n *Node) shieldFor(st *site.Site) string {
-	if n.mesh == nil {
+// ShieldFor is the shield region of st ("" for none).
+func (pl *Pipeline) ShieldFor(st *site.Site) string {
+	if pl.mesh == nil {
 		return ""
 	}
 	s := st.ShieldRegion
 	if s == "" {
-		s = n.cfg.Mesh.ShieldRegion
+		s = pl.cfg.ShieldRegion
 	}
 	if s == "none" {
 		return ""
@@ -425,30 +425,30 @@ func (fl *flight) fetchedAt(respTime time.Time) time.Time {
 }
 
 // fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
-func (n *Node) fetchPeer(ctx context.Context, st *site.Site, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
-	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: n.cfg.Name,
-		Epoch: n.mesh.Epoch(), CacheOnly: cacheOnly}
+func (pl *Pipeline) fetchPeer(ctx context.Context, st *site.Site, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
+	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: pl.cfg.Name,
+		Epoch: pl.mesh.Epoch(), CacheOnly: cacheOnly}
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
-	n.statsOf(st).counts.peer.Add(1)
-	resp, err := n.mesh.Peers().Fetch(ctx, addr, pr)
+	pl.statsOf(st).counts.Peer.Add(1)
+	resp, err := pl.mesh.Peers().Fetch(ctx, addr, pr)
 	if err != nil {
-		n.metrics.peerFetches.WithLabelValues("failed").Inc()
-		n.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
+		pl.metrics.peerFetches.WithLabelValues("failed").Inc()
+		pl.log.Debug("peer fetch failed; asking the origin", "peer", name, "key", key, "err", err)
 		return nil, err
 	}
 	resp.Header.Del("Cache-Status") // the peer's; this node sets its own
 	fetched, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(peer.FetchedField))
-	if n.purges.Predates(key, &cache.Entry{Header: resp.Header, Fetched: fetched, ResponseTime: time.Now()}, resp.Header.Values(peer.VouchedField)) {
+	if pl.purges.Predates(key, &cache.Entry{Header: resp.Header, Fetched: fetched, ResponseTime: time.Now()}, resp.Header.Values(peer.VouchedField)) {
 		// The peer has not applied a purge this node has: what it sent
 		// predates the purge, so it is neither served nor stored here.
 		origin.DrainClose(resp.Body)
-		n.metrics.peerFetches.WithLabelValues("purged").Inc()
-		n.log.Debug("peer sent a purged object; asking the origin", "peer", name, "key", key)
+		pl.metrics.peerFetches.WithLabelValues("purged").Inc()
+		pl.log.Debug("peer sent a purged object; asking the origin", "peer", name, "key", key)
 		return nil, errPeerPurged
 	}
-	n.metrics.peerFetches.WithLabelValues("ok").Inc()
+	pl.metrics.peerFetches.WithLabelValues("ok").Inc()
 	return resp, nil
 }
 
@@ -481,51 +481,51 @@ type fillJob struct {
 // store, fetch, a revalidation or a decision on what to store, publish the
 // head, copy the body, commit. It runs detached from any client: only the
 // node's shutdown, FillTimeout and FillIdleTimeout end it early.
-func (n *Node) runFill(j *fillJob) {
-	defer n.endFlight(j.fkey, j.fl) // on every path, even a panic
-	ctx, cancel := context.WithTimeoutCause(n.ctx, n.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
+func (pl *Pipeline) runFill(j *fillJob) {
+	defer pl.endFlight(j.fkey, j.fl) // on every path, even a panic
+	ctx, cancel := context.WithTimeoutCause(pl.ctx, pl.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
 	defer cancel()
 	ictx, icancel := context.WithCancelCause(ctx)
 	defer icancel(nil)
-	j.idle = time.AfterFunc(n.cfg.FillIdleTimeout, func() { icancel(errIdle) })
+	j.idle = time.AfterFunc(pl.cfg.FillIdleTimeout, func() { icancel(errIdle) })
 	defer j.idle.Stop()
 
-	if j.stale == nil && n.answerLate(j) {
+	if j.stale == nil && pl.answerLate(j) {
 		return
 	}
-	resp, err := n.fetchFill(ictx, j)
+	resp, err := pl.fetchFill(ictx, j)
 	if err != nil {
-		n.finish(j.fkey, j.fl, err)
+		pl.finish(j.fkey, j.fl, err)
 		return
 	}
 	defer origin.DrainClose(resp.Body)
 	if j.stale != nil && resp.StatusCode == http.StatusNotModified {
-		through := n.refreshed(j, resp.Header)
-		n.finish(j.fkey, j.fl, nil)
+		through := pl.refreshed(j, resp.Header)
+		pl.finish(j.fkey, j.fl, nil)
 		if through != nil {
-			n.writeThrough(j.key, through)
+			pl.writeThrough(j.key, through)
 		}
 		return
 	}
-	n.decide(j, resp)
-	n.publish(j)
-	total, err := n.copyBody(ictx, j, resp.Body)
+	pl.decide(j, resp)
+	pl.publish(j)
+	total, err := pl.copyBody(ictx, j, resp.Body)
 	if err != nil {
 		if j.disk != nil {
 			j.fl.fill.AbortFile()
 		}
-		n.finish(j.fkey, j.fl, err)
+		pl.finish(j.fkey, j.fl, err)
 		return
 	}
-	n.commit(j, total)
+	pl.commit(j, total)
 }
 
 // answerLate answers the fill from the store when another fill for the key
 // stored its response and left the flight table just before this one
 // started, instead of asking again. It reports whether it did.
-func (n *Node) answerLate(j *fillJob) bool {
+func (pl *Pipeline) answerLate(j *fillJob) bool {
 	now := time.Now()
-	f := n.lookup(j.key, j.req.header, now, memoryOnly)
+	f := pl.lookup(j.key, j.req.header, now, memoryOnly)
 	if f.e == nil || !f.e.Fresh(now) {
 		return false
 	}
@@ -533,22 +533,22 @@ func (n *Node) answerLate(j *fillJob) bool {
 	fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, f.e.Status, true
 	fl.fill.SetHead(f.e, 0, false)
 	_ = fl.fill.Append(context.Background(), f.e.Body) // kept: never waits
-	n.finish(j.fkey, fl, nil)
+	pl.finish(j.fkey, fl, nil)
 	return true
 }
 
 // fetchFill sends the fill's request (see fetch) and readies the response's
 // fields for the store and the clients.
-func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error) {
+func (pl *Pipeline) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error) {
 	j.stats.originFill.Inc()
-	j.gen = n.purges.Gen() // a purge while this fill runs may concern it
+	j.gen = pl.purges.Gen() // a purge while this fill runs may concern it
 	j.reqTime = time.Now()
-	resp, err := n.fetch(ctx, j.fl, j.site, j.key, j.req)
+	resp, err := pl.fetch(ctx, j.fl, j.site, j.key, j.req)
 	if err != nil {
 		if !errors.Is(err, origin.ErrOverloaded) {
 			j.stats.originError.Inc()
 		}
-		n.log.Warn("fill failed", "key", j.key, "err", err)
+		pl.log.Warn("fill failed", "key", j.key, "err", err)
 		return nil, err
 	}
 	j.respTime = time.Now()
@@ -560,23 +560,23 @@ func (n *Node) fetchFill(ctx context.Context, j *fillJob) (*http.Response, error
 
 // decide sets the job's storage decision (RFC 9111 and the rule's policy,
 // the memory and disk tiers' bounds) and builds the response's head.
-func (n *Node) decide(j *fillJob, resp *http.Response) {
+func (pl *Pipeline) decide(j *fillJob, resp *http.Response) {
 	httpcache.DropInvalidTargeted(resp.Header)      // ignored, so neither stored nor passed on
 	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
 	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
-	if j.fl.peer != "" && j.dec.Store && n.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}, j.fl.vouched) {
+	if j.fl.peer != "" && j.dec.Store && pl.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}, j.fl.vouched) {
 		// The peer fetched it so soon after a purge applied here that the
 		// clocks cannot tell which came first, and it does not vouch for
 		// having applied the purge before: served, not stored.
 		j.dec = httpcache.Decision{Reason: "recent-purge"}
 	}
-	if j.dec.Store && resp.ContentLength > n.cfg.MaxObjectSize {
+	if j.dec.Store && resp.ContentLength > pl.cfg.MaxObjectSize {
 		var err error
-		if n.disk != nil && !j.fl.copy && resp.ContentLength <= n.cfg.DiskBytes/2 { // copies never go to disk
-			if j.disk, err = n.disk.Create(j.key, resp.ContentLength); err != nil {
+		if pl.disk != nil && !j.fl.copy && resp.ContentLength <= pl.cfg.DiskBytes/2 { // copies never go to disk
+			if j.disk, err = pl.disk.Create(j.key, resp.ContentLength); err != nil {
 				// Streamed through whole, unstored; a full tier said so once.
-				n.diskWarn("disk tier cannot take a large object: streamed through unstored", j.key, err)
+				pl.diskWarn("disk tier cannot take a large object: streamed through unstored", j.key, err)
 			}
 		}
 		switch {
@@ -586,7 +586,7 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 			j.dec = httpcache.Decision{Reason: "disk-full"}
 		default:
 			j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
-			n.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
+			pl.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
 	}
 	var full http.Header
@@ -619,7 +619,7 @@ func (n *Node) decide(j *fillJob, resp *http.Response) {
 }
 
 // publish hands the head to the clients waiting on the flight.
-func (n *Node) publish(j *fillJob) {
+func (pl *Pipeline) publish(j *fillJob) {
 	fl := j.fl
 	fl.stored, fl.shareable, fl.reason = j.dec.Store, j.dec.Store, j.dec.Reason
 	fl.heuristic = j.dec.Source == httpcache.SourceHeuristic
@@ -640,13 +640,13 @@ func (n *Node) publish(j *fillJob) {
 // copyBody copies the origin's body into the flight, resetting the idle
 // timer on every read, and returns its length once it is complete. A body
 // past max_object_size is served but no longer stored.
-func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64, error) {
+func (pl *Pipeline) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64, error) {
 	var total int64
 	buf := make([]byte, 32<<10)
 	for {
 		m, rerr := body.Read(buf)
 		if m > 0 {
-			j.idle.Reset(n.cfg.FillIdleTimeout)
+			j.idle.Reset(pl.cfg.FillIdleTimeout)
 			if err := j.fl.fill.Append(ctx, buf[:m]); err != nil {
 				if !errors.Is(err, cache.ErrAbandoned) {
 					j.stats.originError.Inc()
@@ -655,9 +655,9 @@ func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64,
 			}
 			total += int64(m)
 			if j.fl.peer != "" {
-				n.metrics.peerBytes.Add(float64(m))
+				pl.metrics.peerBytes.Add(float64(m))
 			}
-			if j.dec.Store && total > n.cfg.MaxObjectSize {
+			if j.dec.Store && total > pl.cfg.MaxObjectSize {
 				j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
 			}
 		}
@@ -671,7 +671,7 @@ func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64,
 			rerr = fmt.Errorf("%w (%w)", rerr, cause)
 		}
 		j.stats.originError.Inc()
-		n.log.Warn("fill aborted: origin body cut short", "key", j.key, "received", total, "err", rerr)
+		pl.log.Warn("fill aborted: origin body cut short", "key", j.key, "received", total, "err", rerr)
 		return total, rerr
 	}
 	if j.bodyLength >= 0 && total != j.bodyLength {
@@ -684,16 +684,16 @@ func (n *Node) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64,
 // commit stores a complete response as the job decided (memory, copies or
 // disk), or marks the key hit-for-pass, then ends the flight. A response
 // that a purge may have overtaken is served but not stored.
-func (n *Node) commit(j *fillJob, total int64) {
+func (pl *Pipeline) commit(j *fillJob, total int64) {
 	fl := j.fl
-	if (n.purges.Gen() != j.gen || (fl.peer != "" && n.purges.Covers(j.key, j.head, fl.vouched))) && (j.dec.Store || j.disk != nil) {
+	if (pl.purges.Gen() != j.gen || (fl.peer != "" && pl.purges.Covers(j.key, j.head, fl.vouched))) && (j.dec.Store || j.disk != nil) {
 		// A purge ran meanwhile, or a peer sent what an applied purge
 		// removed (it had not applied the purge yet): the body may predate
 		// the purge; serve it, store nothing.
 		if j.disk != nil {
 			fl.fill.AbortFile() // open readers keep their file
 		}
-		n.finish(j.fkey, fl, nil)
+		pl.finish(j.fkey, fl, nil)
 		return
 	}
 	switch {
@@ -702,25 +702,25 @@ func (n *Node) commit(j *fillJob, total int64) {
 		e.Header = j.head.Header.Clone()
 		e.Header["Content-Length"] = []string{strconv.FormatInt(total, 10)}
 		if _, err := fl.fill.CommitFile(&e); err != nil {
-			n.diskWarn("disk tier write failed", j.key, err)
+			pl.diskWarn("disk tier write failed", j.key, err)
 		}
-		n.store.Invalidate(j.key) // an older, smaller version must not shadow it
+		pl.store.Invalidate(j.key) // an older, smaller version must not shadow it
 	case j.dec.Store:
-		n.commitMemory(j)
+		pl.commitMemory(j)
 		return
 	case j.dec.Pass:
-		n.store.MarkPass(j.key, time.Now().Add(n.cfg.HitForPass))
-		if n.disk != nil {
-			n.disk.Invalidate(j.key)
+		pl.store.MarkPass(j.key, time.Now().Add(pl.cfg.HitForPass))
+		if pl.disk != nil {
+			pl.disk.Invalidate(j.key)
 		}
 	}
-	n.finish(j.fkey, fl, nil)
+	pl.finish(j.fkey, fl, nil)
 }
 
 // commitMemory stores a complete response in memory (the copies' share for
 // another node's object) and ends the flight, then writes the node's own
 // objects through to disk.
-func (n *Node) commitMemory(j *fillJob) {
+func (pl *Pipeline) commitMemory(j *fillJob) {
 	body := j.fl.fill.Bytes()
 	e := *j.head
 	e.Body, e.Size = body, int64(len(body))
@@ -729,43 +729,43 @@ func (n *Node) commitMemory(j *fillJob) {
 	if bodyAllowed(e.Status) {
 		e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
-	if j.fl.copy && n.copies != nil {
+	if j.fl.copy && pl.copies != nil {
 		// Another node owns it: a copy, in the copies' share, not on disk.
-		n.copies.Put(j.key, &e)
-		n.finish(j.fkey, j.fl, nil)
+		pl.copies.Put(j.key, &e)
+		pl.finish(j.fkey, j.fl, nil)
 		return
 	}
-	n.store.Put(j.key, &e)
-	n.finish(j.fkey, j.fl, nil)
-	n.writeThrough(j.key, &e)
+	pl.store.Put(j.key, &e)
+	pl.finish(j.fkey, j.fl, nil)
+	pl.writeThrough(j.key, &e)
 }
 
 // writeThrough copies a stored entry to the disk tier, so that neither memory
 // eviction nor a restart loses it.
-func (n *Node) writeThrough(key string, e *cache.Entry) {
-	if n.disk == nil {
+func (pl *Pipeline) writeThrough(key string, e *cache.Entry) {
+	if pl.disk == nil {
 		return
 	}
-	if err := n.disk.Put(key, e); err != nil {
-		n.diskWarn("disk tier write failed", key, err)
+	if err := pl.disk.Put(key, e); err != nil {
+		pl.diskWarn("disk tier write failed", key, err)
 	}
 }
 
 // diskWarn logs a disk tier failure for key: at Warn, or at Debug while the
 // tier is full (it logged that once itself).
-func (n *Node) diskWarn(msg, key string, err error) {
+func (pl *Pipeline) diskWarn(msg, key string, err error) {
 	lvl := slog.LevelWarn
 	if errors.Is(err, cache.ErrDiskFull) {
 		lvl = slog.LevelDebug
 	}
-	n.log.Log(context.Background(), lvl, msg, "key", key, "err", err)
+	pl.log.Log(context.Background(), lvl, msg, "key", key, "err", err)
 }
 
 // refreshed handles a revalidation that the origin answered 304 with fields
 // h: the stored entry is updated with the new fields and freshness, in every
 // tier, and becomes the fill's response. The caller finishes the fill, then
 // writes the returned entry (if any) through to disk.
-func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
+func (pl *Pipeline) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	fl, stale, key, reqTime, respTime := j.fl, j.stale, j.key, j.reqTime, j.respTime
 	h["Via"] = stale.e.Header["Via"] // keep the stored hop list
 	// A cookie set on a revalidation is for the client that sent it, not for
@@ -777,7 +777,7 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	// The stored response is what the origin confirmed: what the request
 	// that revalidated it carried (a Cookie) does not make it personal.
 	dec := httpcache.Decide(stale.e.Status, merged, cc, httpcache.Request{Authorized: j.req.personal.Authorized}, j.rule.Policy)
-	if dec.Store && n.purges.Gen() != j.gen {
+	if dec.Store && pl.purges.Gen() != j.gen {
 		// A purge ran while the origin was asked: it may have removed
 		// this entry, which the 304 must not put back. Served, not stored.
 		dec = httpcache.Decision{Reason: "recent-purge"}
@@ -794,16 +794,16 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	fl.stored, fl.shareable, fl.reason = dec.Store, true, dec.Reason
 	fl.heuristic = dec.Source == httpcache.SourceHeuristic
 	if !dec.Store {
-		n.invalidate(key)
+		pl.invalidate(key)
 	}
 	if stale.de != nil && e.Body == nil {
 		// A large object served from its file: rewrite it with the new metadata.
 		path := stale.de.Path()
 		if dec.Store {
-			if de, err := n.disk.Rewrite(key, stale.de, &e); err == nil {
+			if de, err := pl.disk.Rewrite(key, stale.de, &e); err == nil {
 				path = de.Path()
 			} else {
-				n.log.Warn("disk tier rewrite failed", "key", key, "err", err)
+				pl.log.Warn("disk tier rewrite failed", "key", key, "err", err)
 			}
 		}
 		fl.fill.SetHeadStoredFile(&e, path, e.Size)
@@ -811,10 +811,10 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	}
 	var through *cache.Entry
 	switch {
-	case dec.Store && stale.copy && n.copies != nil:
-		n.copies.Put(key, &e)
+	case dec.Store && stale.copy && pl.copies != nil:
+		pl.copies.Put(key, &e)
 	case dec.Store:
-		n.store.Put(key, &e)
+		pl.store.Put(key, &e)
 		through = &e
 	}
 	fl.fill.SetHead(&e, 0, false)
@@ -824,8 +824,8 @@ func (n *Node) refreshed(j *fillJob, h http.Header) *cache.Entry {
 
 // originError answers a request whose origin failed, with code from
 // originErrorStatus.
-func (n *Node) originError(x *exchange, code int) {
-	n.edgeError(x, code, originErrorText(code))
+func (pl *Pipeline) originError(x *exchange, code int) {
+	pl.edgeError(x, code, originErrorText(code))
 }
 
 // originErrorText explains an originErrorStatus code to the client.

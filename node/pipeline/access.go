@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 // prefetch through this node), which a site's access rules do not judge.
 type operatorRequest struct{}
 
-// withOperator marks ctx's requests as an operator's.
-func withOperator(ctx context.Context) context.Context {
+// WithOperator marks ctx's requests as an operator's.
+func WithOperator(ctx context.Context) context.Context {
 	return context.WithValue(ctx, operatorRequest{}, true)
 }
 
@@ -25,7 +25,7 @@ func withOperator(ctx context.Context) context.Context {
 // sent it (orig, before normalisation): a refused one is answered here
 // (403, or 429 with Retry-After) and checkAccess returns false; a valid
 // signed URL goes on without its signing parts, normalised again.
-func (n *Node) checkAccess(x *exchange, orig *http.Request) bool {
+func (pl *Pipeline) checkAccess(x *exchange, orig *http.Request) bool {
 	p := x.site.Access
 	if p == nil || x.fromPeer || x.r.Method == "PURGE" || x.r.Context().Value(operatorRequest{}) != nil {
 		return true
@@ -35,16 +35,16 @@ func (n *Node) checkAccess(x *exchange, orig *http.Request) bool {
 		Header: orig.Header, Now: x.start})
 	switch {
 	case d.Reason == access.RateLimited:
-		n.metrics.rateLimited.WithLabelValues(x.site.Name).Inc()
+		pl.metrics.rateLimited.WithLabelValues(x.site.Name).Inc()
 		x.status = httpcache.Status{Detail: d.Reason}
 		secs := int64(math.Ceil(d.RetryAfter.Seconds()))
-		n.edgeReply(x, d.Status, "meshcdn: too many requests from this client; retry later",
+		pl.edgeReply(x, d.Status, "meshcdn: too many requests from this client; retry later",
 			http.Header{"Retry-After": {strconv.FormatInt(max(1, min(secs, 3600)), 10)}})
 		return false
 	case d.Reason != "":
-		n.metrics.accessDenied.WithLabelValues(x.site.Name, d.Reason).Inc()
+		pl.metrics.accessDenied.WithLabelValues(x.site.Name, d.Reason).Inc()
 		x.status = httpcache.Status{Detail: d.Reason}
-		n.edgeError(x, d.Status, "meshcdn: access denied ("+d.Reason+")")
+		pl.edgeError(x, d.Status, "meshcdn: access denied ("+d.Reason+")")
 		return false
 	case d.Signed:
 		c := new(http.Request)
@@ -53,14 +53,14 @@ func (n *Node) checkAccess(x *exchange, orig *http.Request) bool {
 		c.URL = &u
 		if err := site.SetPath(c.URL, d.Path); err != nil {
 			x.status = httpcache.Status{Detail: "bad-path"}
-			n.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
+			pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
 			return false
 		}
 		c.URL.RawQuery = d.RawQuery
 		c.RequestURI = c.URL.RequestURI()
 		clean, ok := normalize(c, x.site)
 		if !ok {
-			n.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
+			pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
 			return false
 		}
 		x.r = clean

@@ -1,4 +1,4 @@
-package node
+package pipeline
 
 import (
 	"net/http"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
-	"github.com/meshcdn/meshcdn/node/purge"
 )
 
 // The tiers a stored response is found in.
@@ -50,9 +49,9 @@ func (h held) stored() *stored {
 // lookup finds the stored variant for a request with header h: memory,
 // then the copies, then the disk tier. It is the one place the front, the
 // fill's late re-check and Explain look in the store.
-func (n *Node) lookup(key string, h http.Header, now time.Time, mode lookupMode) held {
+func (pl *Pipeline) lookup(key string, h http.Header, now time.Time, mode lookupMode) held {
 	var f held
-	if obj, ok := n.store.Get(key); ok {
+	if obj, ok := pl.store.Get(key); ok {
 		if obj.Pass(now) {
 			return held{pass: true}
 		}
@@ -64,18 +63,18 @@ func (n *Node) lookup(key string, h http.Header, now time.Time, mode lookupMode)
 			return f
 		}
 	}
-	if n.copies != nil {
-		if obj, ok := n.copies.Get(key); ok {
+	if pl.copies != nil {
+		if obj, ok := pl.copies.Get(key); ok {
 			if e := matchVariant(obj, h); e != nil {
 				f.e, f.src, f.tier = e, cache.Bytes(e.Body), tierCopies
 				return f
 			}
 		}
 	}
-	if mode == memoryOnly || n.disk == nil {
+	if mode == memoryOnly || pl.disk == nil {
 		return f
 	}
-	vs := n.disk.Get(key)
+	vs := pl.disk.Get(key)
 	if len(vs) == 0 {
 		return f
 	}
@@ -88,7 +87,7 @@ func (n *Node) lookup(key string, h http.Header, now time.Time, mode lookupMode)
 	case mode == explaining:
 		f.e, f.de, f.tier = de.Entry, de, tierDisk
 	default:
-		if e, src := n.fromDisk(key, de); e != nil {
+		if e, src := pl.fromDisk(key, de); e != nil {
 			f.e, f.src, f.de, f.tier = e, src, de, tierDisk
 		}
 	}
@@ -119,53 +118,65 @@ func matchDisk(vs []*cache.DiskEntry, req http.Header) *cache.DiskEntry {
 // fromDisk makes a disk entry servable. A body small enough for the memory tier
 // is read, checked and promoted there (the memory tier's admission policy
 // decides whether it stays); a larger one is served from its file.
-func (n *Node) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, cache.Body) {
-	if de.Size > n.cfg.MaxObjectSize {
+func (pl *Pipeline) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, cache.Body) {
+	if de.Size > pl.cfg.MaxObjectSize {
 		return de.Entry, cache.FileBody(de.Path(), de.Size)
 	}
-	b, err := n.disk.ReadBody(de)
+	b, err := pl.disk.ReadBody(de)
 	if err != nil {
-		n.log.Warn("disk entry unreadable; treated as a miss", "key", key, "err", err)
+		pl.log.Warn("disk entry unreadable; treated as a miss", "key", key, "err", err)
 		return nil, nil
 	}
 	e := *de.Entry
 	e.Body = b
-	if n.diskChecked.Load() { // else it is revalidated, and the result stored
-		n.store.Put(key, &e)
+	if pl.diskChecked.Load() { // else it is revalidated, and the result stored
+		pl.store.Put(key, &e)
 	}
 	return &e, cache.Bytes(b)
 }
 
 // invalidate drops everything stored under key, in every tier.
-func (n *Node) invalidate(key string) bool {
-	ok := n.invalidateCodings(key)
-	if n.store.Invalidate(key) {
+func (pl *Pipeline) invalidate(key string) bool {
+	ok := pl.invalidateCodings(key)
+	if pl.store.Invalidate(key) {
 		ok = true
 	}
-	if n.copies != nil && n.copies.Invalidate(key) {
+	if pl.copies != nil && pl.copies.Invalidate(key) {
 		ok = true
 	}
-	if n.disk != nil && n.disk.Invalidate(key) {
+	if pl.disk != nil && pl.disk.Invalidate(key) {
 		ok = true
 	}
 	return ok
 }
 
-// tiersOf is every tier of the node as one store, for purges.
-type tiersOf struct{ n *Node }
+// Invalidate drops key from every tier (purge.Store's).
+func (pl *Pipeline) Invalidate(key string) bool { return pl.invalidate(key) }
 
-var _ purge.Store = tiersOf{}
-
-func (t tiersOf) Invalidate(key string) bool { return t.n.invalidate(key) }
-
-func (t tiersOf) Purge(match cache.Match, soft bool) int {
-	n := t.n
-	removed := n.store.Purge(match, soft)
-	if n.copies != nil {
-		removed += n.copies.Purge(match, soft)
+// Purge removes (or, soft, marks stale) what match selects in every tier
+// (purge.Store's), and returns how many objects it touched.
+func (pl *Pipeline) Purge(match cache.Match, soft bool) int {
+	removed := pl.store.Purge(match, soft)
+	if pl.copies != nil {
+		removed += pl.copies.Purge(match, soft)
 	}
-	if n.disk != nil {
-		removed += n.disk.Purge(match, soft)
+	if pl.disk != nil {
+		removed += pl.disk.Purge(match, soft)
 	}
 	return removed
+}
+
+// Peeked is what the tiers hold for a request, as Peek finds it.
+type Peeked struct {
+	Entry *cache.Entry // the variant that matches the request; nil: none
+	Tier  string       // where Entry is: memory, copies or disk
+	Pass  bool         // the key is marked hit-for-pass
+}
+
+// Peek looks for key's variant matching a request with header h, as a
+// request would, without side effects: nothing read from disk, nothing
+// promoted (the admin API's Explain).
+func (pl *Pipeline) Peek(key string, h http.Header, now time.Time) Peeked {
+	f := pl.lookup(key, h, now, explaining)
+	return Peeked{Entry: f.e, Tier: f.tier, Pass: f.pass}
 }

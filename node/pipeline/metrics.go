@@ -1,0 +1,166 @@
+package pipeline
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcdn/meshcdn/node/httpcache"
+)
+
+// metrics are the pipeline's Prometheus metrics.
+type metrics struct {
+	requests         *prometheus.CounterVec
+	bytesServed      *prometheus.CounterVec
+	originRequests   *prometheus.CounterVec
+	originErrors     *prometheus.CounterVec
+	coalesced        prometheus.Counter
+	peerFetches      *prometheus.CounterVec
+	shieldFetches    *prometheus.CounterVec
+	peerServed       prometheus.Counter
+	peerBytes        prometheus.Counter
+	handoffs         prometheus.Counter
+	ttfb             *prometheus.HistogramVec
+	duration         *prometheus.HistogramVec
+	accessDenied     *prometheus.CounterVec
+	rateLimited      *prometheus.CounterVec
+	compressed       *prometheus.CounterVec
+	compressionSaved *prometheus.CounterVec
+}
+
+// siteMetrics holds one site's resolved series, so the hot path does no label
+// look-ups.
+type siteMetrics struct {
+	requests    [len(httpcache.Labels)]prometheus.Counter
+	ttfb        [len(httpcache.Labels)]prometheus.Observer
+	duration    [len(httpcache.Labels)]prometheus.Observer
+	bytes       prometheus.Counter
+	originFill  prometheus.Counter
+	originPass  prometheus.Counter
+	originError prometheus.Counter
+	// counts are the site's totals as the status page samples them.
+	counts SiteCounts
+}
+
+// SiteCounts are a site's totals since the node started.
+type SiteCounts struct {
+	Requests, Hits, Bytes, HitBytes, Origin, Peer atomic.Int64
+}
+
+// counters are the node's totals by cache status for the admin API
+// (Prometheus has the same and more, by site). Origin requests and peer
+// fetches are counted by site only (SiteCounts) and summed by the node.
+type counters struct {
+	requests [len(httpcache.Labels)]atomic.Int64
+	bytes    [len(httpcache.Labels)]atomic.Int64
+}
+
+// Buckets are the bounds of the request time histograms, in seconds.
+var Buckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// newMetrics registers the pipeline's metrics on reg; those of peer
+// traffic are registered with the mesh (MeshCollectors).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{}
+	buckets := Buckets
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_requests_total", Help: "Client requests by site and cache status (hit, miss, stale, revalidated, bypass, pass, method).",
+	}, []string{"site", "cache_status"})
+	m.bytesServed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_served_bytes_total", Help: "Response body bytes sent to clients.",
+	}, []string{"site"})
+	m.originRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_requests_total", Help: "Requests sent to origins, by kind: fill (for the cache) or bypass.",
+	}, []string{"site", "kind"})
+	m.originErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_origin_errors_total", Help: "Origin requests that failed: no connection, no response, or a body cut short.",
+	}, []string{"site"})
+	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_coalesced_requests_total", Help: "Requests that joined a fill already in flight instead of asking the origin.",
+	})
+	m.shieldFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_shield_fetches_total", Help: "Fills this node, a key's owner outside the shield region, asked of the key's owner in the shield region, by result: ok, failed or no-member (the origin was asked instead).",
+	}, []string{"result"})
+	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_peer_fetches_total", Help: "Fetches this node sent to owners, by result: ok, failed, or purged (the peer sent an object older than a purge applied here); the origin was asked after failed and purged ones.",
+	}, []string{"result"})
+	m.peerServed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_peer_served_total", Help: "Fetches this node answered for other nodes.",
+	})
+	m.peerBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_peer_received_bytes_total", Help: "Body bytes received from peers.",
+	})
+	m.handoffs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshcdn_handoffs_total", Help: "Misses after a ring change answered by the key's previous owner instead of the origin.",
+	})
+	m.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshcdn_time_to_first_byte_seconds", Help: "Time from request to response header.", Buckets: buckets,
+	}, []string{"cache_status"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshcdn_request_duration_seconds", Help: "Time from request to the end of the response.", Buckets: buckets,
+	}, []string{"cache_status"})
+	m.accessDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_access_denied_total", Help: "Requests refused with 403 by a site's access rules, by reason: auth-missing, auth-expired, auth-mismatch, auth-duplicate, ip-denied, referer-denied, user-agent-denied.",
+	}, []string{"site", "reason"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_rate_limited_total", Help: "Requests refused with 429 by a site's rate limit.",
+	}, []string{"site"})
+	m.compressed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_compressed_responses_total", Help: "Responses the edge sent encoded (compressed as they went out, or a compressed variant it stored), by site and coding.",
+	}, []string{"site", "coding"})
+	m.compressionSaved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_compression_saved_bytes_total", Help: "Bytes the edge's compression kept off the wire: the representations' lengths less their encodings'.",
+	}, []string{"site"})
+	reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
+		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved)
+	return m
+}
+
+// MeshCollectors are the metrics of peer traffic, for a node in a mesh to
+// register.
+func (pl *Pipeline) MeshCollectors() []prometheus.Collector {
+	m := pl.metrics
+	return []prometheus.Collector{m.peerFetches, m.shieldFetches, m.peerServed, m.peerBytes, m.handoffs}
+}
+
+func (m *metrics) forSite(name string) *siteMetrics {
+	s := &siteMetrics{
+		bytes:       m.bytesServed.WithLabelValues(name),
+		originFill:  m.originRequests.WithLabelValues(name, "fill"),
+		originPass:  m.originRequests.WithLabelValues(name, "bypass"),
+		originError: m.originErrors.WithLabelValues(name),
+	}
+	for i, l := range httpcache.Labels {
+		s.requests[i] = m.requests.WithLabelValues(name, l)
+		s.ttfb[i] = m.ttfb.WithLabelValues(l)
+		s.duration[i] = m.duration.WithLabelValues(l)
+	}
+	return s
+}
+
+// EachSite calls f with every site's totals, and with those of the hosts
+// no site serves ("-") once there are any.
+func (pl *Pipeline) EachSite(f func(name string, c *SiteCounts)) {
+	for st, m := range pl.siteStats {
+		f(st.Name, &m.counts)
+	}
+	if pl.unknown.counts.Requests.Load() > 0 {
+		f("-", &pl.unknown.counts)
+	}
+}
+
+// Totals are the node's counts since it started: requests and body bytes
+// by cache status label (see httpcache.Labels), and the origin requests
+// and peer fetches of every site.
+func (pl *Pipeline) Totals() (requests, bytes map[string]int64, origin, peer int64) {
+	requests, bytes = map[string]int64{}, map[string]int64{}
+	for i, l := range httpcache.Labels {
+		requests[l] = pl.counters.requests[i].Load()
+		bytes[l] = pl.counters.bytes[i].Load()
+	}
+	for _, m := range pl.siteStats {
+		origin += m.counts.Origin.Load()
+		peer += m.counts.Peer.Load()
+	}
+	return requests, bytes, origin + pl.unknown.counts.Origin.Load(), peer + pl.unknown.counts.Peer.Load()
+}
