@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -73,7 +74,9 @@ func startNode(t testing.TB, o *testOrigin, cfg Config) *Node {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Errorf("shutdown: %v; goroutines:\n%s", err, stacks.String())
 		}
 	})
 	return n

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/node/edgetls"
-	"github.com/meshcdn/meshcdn/node/reqguard"
+	"github.com/meshcdn/meshcdn/node/h1"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -35,7 +35,8 @@ type httpsFront struct {
 	cfg    *tls.Config
 	secret []byte // the session ticket keys' secret
 	split  *edgetls.Split
-	h1, h2 *http.Server
+	h1     *h1.Server
+	h2     *http.Server
 
 	handshakes *prometheus.CounterVec
 	expiry     *prometheus.GaugeVec
@@ -143,17 +144,11 @@ func (n *Node) bindHTTPS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, reqguard.Wrap, handshakeTimeout)
-	h.h1 = n.newHTTPServer()
-	h.h1.Protocols = new(http.Protocols)
-	h.h1.Protocols.SetHTTP1(true)
-	h.h1.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		return edgetls.ConnContext(reqguard.ConnContext(ctx, c), c)
-	}
+	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, func(c net.Conn) net.Conn { return h1.TLSConn{Conn: c.(*tls.Conn)} }, handshakeTimeout)
+	h.h1 = n.newH1()
 	h.h2 = n.newHTTPServer()
 	h.h2.Protocols = new(http.Protocols)
 	h.h2.Protocols.SetHTTP2(true)
-	h.h2.ConnContext = nil
 	return nil
 }
 
@@ -165,7 +160,7 @@ func (n *Node) serveHTTPS() {
 		return
 	}
 	n.wg.Go(h.split.Run)
-	n.wg.Go(func() { n.serve(h.h1, h.split.H1(), "https") })
+	n.wg.Go(func() { n.serveH1(h.h1, h.split.H1(), "https") })
 	n.wg.Go(func() { n.serve(h.h2, h.split.H2(), "https") })
 	n.wg.Go(func() { edgetls.KeepTicketKeys(n.ctx, h.cfg, h.secret) })
 	n.wg.Go(n.watchCerts)
@@ -220,11 +215,12 @@ func (h *httpsFront) stop(ctx context.Context) []error {
 	}
 	_ = h.split.Close() // then the servers close H1 and H2
 	var errs []error
-	for _, s := range []*http.Server{h.h1, h.h2} {
-		if err := s.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("node: draining HTTPS clients: %w", err))
-			_ = s.Close()
-		}
+	if err := h.h1.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("node: draining HTTPS clients: %w", err))
+	}
+	if err := h.h2.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("node: draining HTTPS clients: %w", err))
+		_ = h.h2.Close()
 	}
 	return errs
 }

@@ -187,7 +187,11 @@ func testMeshCoalescing(t *testing.T, tweak func(*Config)) {
 // halt stops a node as a crash would: listeners closed, no Leave.
 func halt(n *Node) {
 	n.mesh.Halt()
-	_ = n.httpSrv.Close()
+	_ = n.sniff.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = n.h1.Shutdown(ctx)
+	_ = n.h2c.Close()
 }
 
 // TestOwnerKilled is acceptance 3 of the mesh: a node is killed (no Leave)

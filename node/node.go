@@ -21,11 +21,11 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/connlimit"
+	"github.com/meshcdn/meshcdn/node/h1"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/purge"
-	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/status"
 )
@@ -64,11 +64,16 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // server loops and background work
 
-	httpSrv, metricsSrv *http.Server
-	httpLn, metricsLn   net.Listener
-	ready               atomic.Bool
-	started             atomic.Bool
-	stopOnce            sync.Once
+	metricsSrv *http.Server
+	// The client listener: HTTP/1.1 on fasthttp, h2c (prior knowledge) on
+	// net/http, told apart by their first bytes.
+	sniff             *h1.Sniff
+	h1                *h1.Server
+	h2c               *http.Server
+	httpLn, metricsLn net.Listener
+	ready             atomic.Bool
+	started           atomic.Bool
+	stopOnce          sync.Once
 }
 
 // New validates cfg and builds a node. It opens no sockets and starts no
@@ -152,9 +157,13 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ln = reqguard.Listen(n.conns.Listen(ln))
+	ln = n.conns.Listen(ln)
 	n.httpLn = ln
-	n.httpSrv = n.newHTTPServer()
+	n.sniff = h1.NewSniff(ln, headerTimeout)
+	n.h1 = n.newH1()
+	n.h2c = n.newHTTPServer()
+	n.h2c.Protocols = new(http.Protocols)
+	n.h2c.Protocols.SetUnencryptedHTTP2(true)
 	if err := n.bindHTTPS(ctx); err != nil {
 		_ = ln.Close()
 		return err
@@ -179,7 +188,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Wait()
 		return err
 	}
-	n.wg.Go(func() { n.serve(n.httpSrv, ln, "http") })
+	n.wg.Go(n.sniff.Run)
+	n.wg.Go(func() { n.serveH1(n.h1, n.sniff.H1(), "http") })
+	n.wg.Go(func() { n.serve(n.h2c, n.sniff.H2(), "http") })
 	n.serveHTTPS()
 	n.ready.Store(true)
 	attrs := []any{"http", ln.Addr().String(), "metrics", n.MetricsAddr()}
@@ -246,20 +257,37 @@ func (n *Node) openDisk() error {
 	return nil
 }
 
-// newHTTPServer is the client-facing server: HTTP/1.1 and cleartext HTTP/2.
+// Client connections: a header section must arrive within headerTimeout
+// and stay within maxHeaderBytes; a kept-alive connection may wait
+// idleTimeout for its next request.
+const (
+	headerTimeout  = 10 * time.Second
+	idleTimeout    = 2 * time.Minute
+	maxHeaderBytes = 64 << 10
+)
+
+// newHTTPServer is a client-facing server on net/http, for HTTP/2.
 func (n *Node) newHTTPServer() *http.Server {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler:           n,
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ConnContext:       reqguard.ConnContext,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         n.conns.ConnState,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// newH1 is a client-facing server on fasthttp, for HTTP/1.1.
+func (n *Node) newH1() *h1.Server {
+	return h1.New(h1.Config{Handler: n, Logger: n.log, ConnState: n.conns.ConnState,
+		HeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes})
+}
+
+// serveH1 serves ln with s until s shuts down.
+func (n *Node) serveH1(s *h1.Server, ln net.Listener, name string) {
+	if err := s.Serve(ln); err != nil {
+		n.log.Error("listener failed", "listener", name, "err", err)
 	}
 }
 
@@ -428,10 +456,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 				n.log.Warn("leaving the mesh", "err", err)
 			}
 		}
-		if n.httpSrv != nil {
-			if err := n.httpSrv.Shutdown(ctx); err != nil {
+		if n.sniff != nil {
+			_ = n.sniff.Close() // then the servers close its listeners
+			if err := n.h1.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("node: draining clients: %w", err))
-				_ = n.httpSrv.Close()
+			}
+			if err := n.h2c.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("node: draining clients: %w", err))
+				_ = n.h2c.Close()
 			}
 		}
 		errs = append(errs, n.https.stop(ctx)...)

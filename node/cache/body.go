@@ -46,8 +46,20 @@ func (b Bytes) Copy(_ context.Context, w io.Writer, _ http.ResponseWriter, off, 
 	if n >= 0 {
 		end = off + n
 	}
+	if sw, ok := w.(SharedWriter); ok {
+		m, err := sw.WriteShared(b[off:end])
+		return int64(m), err
+	}
 	m, err := w.Write(b[off:end])
 	return int64(m), err
+}
+
+// SharedWriter is a writer that may keep the bytes it is given instead of
+// copying them, for as long as it likes: a stored body is never modified.
+// A front that sends a response after its handler returns (fasthttp's)
+// sends a body from memory without a copy this way.
+type SharedWriter interface {
+	WriteShared(p []byte) (int, error)
 }
 
 func (b Bytes) Complete(context.Context) ([]byte, error) { return b, nil }

@@ -264,6 +264,10 @@ func hasBody(req *http.Request) bool {
 	return req.Body != nil && req.Body != http.NoBody
 }
 
+// ErrRequestBody is the failure of a request body the client sent (too
+// slow, malformed, cut short): the origin is not to blame.
+var ErrRequestBody = errors.New("origin: the client's request body failed")
+
 // retryable reports whether err is what a kept-alive connection the origin
 // closed meanwhile fails with.
 func retryable(err error) bool {
@@ -288,7 +292,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	}
 	conn := cc.Conn()
 	reused = !cc.LastUseTime().IsZero() // set when a request released it
-	x := &exchangeState{hc: hc, conn: conn, ctx: ctx,
+	x := &exchangeState{hc: hc, conn: conn, ctx: ctx, body: req.Body,
 		put:  func() { hc.ReleaseConn(cc) },
 		drop: func() { hc.CloseConn(cc) },
 		keep: !owned && hc.IdleConnsCount() < ts.cfg.MaxIdlePerHost}
@@ -299,8 +303,8 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	fail := func(err error) (*http.Response, bool, error) {
 		x.stop()
 		x.drop()
-		if _, serr := x.sendDone(); serr != nil {
-			err = serr // the request body failed first: that is why
+		if serr := x.sendDone(); errors.Is(serr, ErrRequestBody) {
+			err = serr // the client's body failed first, and stopped the exchange: that is why
 		}
 		if x.cancelled.Load() {
 			return nil, reused, fmt.Errorf("%w (%w)", context.Cause(ctx), err)
@@ -316,6 +320,9 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 		hc.ReleaseWriter(bw)
 		return fail(fmt.Errorf("send request: %w", err))
 	}
+	// The header's deadline is set before a body's sender starts: a
+	// sender that fails sets one in the past, which must stay.
+	_ = conn.SetReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
 	if hasBody(req) {
 		// The body goes out as it comes, while the origin may already
 		// answer (it need not read all of it first).
@@ -331,7 +338,6 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	} else {
 		hc.ReleaseWriter(bw)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
 	x.br = hc.AcquireReader(conn)
 	fresp := fasthttp.AcquireResponse()
 	fresp.Header.SetNoDefaultContentType(true)
@@ -376,23 +382,31 @@ type exchangeState struct {
 	stop      func() bool // ends the watch on ctx; false once ctx ended
 	cancelled atomic.Bool
 	sent      chan error // the request body's sender, when there is one
+	body      io.Closer  // the request body the sender reads
 }
 
-// sendDone reports whether the request body's sender (if any) has ended,
-// and its error. The sender is not waited for: one still reading a slow
-// client's body ends when the connection it writes to is closed, or when
-// the client's body ends, which the front that received it ensures.
-func (x *exchangeState) sendDone() (bool, error) {
+// sendDone reports whether the request body's sender (if any) ended
+// without an error, waiting for it: a sender still reading the body (the
+// origin answered before it had all of it) is stopped by closing the body,
+// as net/http's transport does, so that nothing reads it after the
+// exchange.
+func (x *exchangeState) sendDone() error {
 	if x.sent == nil {
-		return true, nil
+		return nil
 	}
+	var err error
 	select {
-	case err := <-x.sent:
-		x.sent <- err // for a later call
-		return true, err
+	case err = <-x.sent:
 	default:
-		return false, nil
+		_ = x.body.Close()
+		_ = x.conn.SetDeadline(longAgo)
+		err = <-x.sent
+		if err == nil {
+			err = errors.New("request body not sent whole")
+		}
 	}
+	x.sent <- err // for a later call
+	return err
 }
 
 // sendBody writes a request body to the origin as it is read, flushing
@@ -433,11 +447,11 @@ func sendBody(bw *bufio.Writer, body io.ReadCloser, size int64) error {
 			break
 		}
 		if rerr != nil {
-			return fmt.Errorf("read request body: %w", rerr)
+			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
 		}
 	}
 	if size > 0 && sent != size {
-		return fmt.Errorf("request body ended after %d of its %d bytes: %w", sent, size, io.ErrUnexpectedEOF)
+		return fmt.Errorf("%w: it ended after %d of its %d bytes: %w", ErrRequestBody, sent, size, io.ErrUnexpectedEOF)
 	}
 	if size <= 0 {
 		if _, err := bw.WriteString("0\r\n\r\n"); err != nil {
@@ -510,8 +524,8 @@ func (x *exchangeState) release(whole bool) {
 	if !whole {
 		_ = x.conn.SetDeadline(longAgo) // a sender still writing stops
 	}
-	done, serr := x.sendDone()
-	reuse := whole && live && done && serr == nil && x.keep && !x.resp.ConnectionClose()
+	serr := x.sendDone()
+	reuse := whole && live && serr == nil && x.keep && !x.resp.ConnectionClose()
 	if x.resp.BodyStream() != nil {
 		_ = x.resp.CloseBodyStream()
 	}

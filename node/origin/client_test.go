@@ -328,3 +328,43 @@ func TestTransportFraming(t *testing.T) {
 		t.Errorf("body %q, trailer %v", b, resp.Trailer)
 	}
 }
+
+// failingBody sends a few bytes, then fails as a client's broken body does.
+type failingBody struct{ sent bool }
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "abc"), nil
+	}
+	return 0, errors.New("malformed chunk")
+}
+
+// TestTransportBodyFails: a request body that fails while the origin waits
+// for the rest of it ends the exchange at once (not after the header
+// timeout) with ErrRequestBody, which a pool does not count against the
+// origin.
+func TestTransportBodyFails(t *testing.T) {
+	o := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	ts := NewTransports(Config{HeaderTimeout: time.Minute})
+	t.Cleanup(ts.CloseIdleConnections)
+	for _, size := range []int64{-1, 100} {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", o.URL+"/up", io.NopCloser(&failingBody{}))
+		req.ContentLength = size
+		start := time.Now()
+		_, err := ts.RoundTrip(req)
+		if !errors.Is(err, ErrRequestBody) || time.Since(start) > 10*time.Second {
+			t.Errorf("size %d: %v after %v; want ErrRequestBody at once", size, err, time.Since(start))
+		}
+	}
+	p := newPool(t, PoolConfig{Targets: []*Target{o.target(1)}, MaxFails: 1})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", "/up", io.NopCloser(&failingBody{}))
+	if _, err := p.RoundTrip(req); !errors.Is(err, ErrRequestBody) {
+		t.Fatalf("through the pool: %v", err)
+	}
+	if !p.cfg.Targets[0].Up(time.Now()) {
+		t.Error("a client's broken body ejected the origin")
+	}
+}

@@ -173,9 +173,10 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		d := time.Since(start)
 		var next *Target
 		switch {
-		case err != nil && req.Context().Err() != nil:
-			// The caller gave up (a client that left a pass-through, say):
-			// nothing is known of the origin, so nothing counts against it.
+		case err != nil && (req.Context().Err() != nil || errors.Is(err, ErrRequestBody)):
+			// The caller gave up (a client that left a pass-through, say),
+			// or the client's body failed: nothing is known of the origin,
+			// so nothing counts against it.
 			release()
 			return nil, fmt.Errorf("origin %s: %w", t.Name(), err)
 		case err != nil:

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
-	"github.com/meshcdn/meshcdn/node/edgetls"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/reqguard"
@@ -43,6 +42,10 @@ type exchange struct {
 	written  int64
 	status   httpcache.Status
 	fromPeer bool // another node's fetch: counted apart from client traffic
+	// front is the writer the front gave; w is it or a wrapper (hsts, which
+	// a response over HTTPS of a site with HSTS gets).
+	front http.ResponseWriter
+	hsts  bool
 	// coding is the content coding the edge encodes the response in ("" for
 	// none: see negotiateCoding); key is the request's cache key, for a
 	// request the cache may answer; clientAE is the client's
@@ -59,39 +62,69 @@ func (x *exchange) writeHeader(code int) {
 	x.w.WriteHeader(code)
 }
 
+// Detacher is a ResponseWriter of a front that cannot stream a response
+// body while its handler runs (fasthttp's). The pipeline answers from
+// memory on the handler's goroutine; the rest of any other request, which
+// may stream (a fill, a disk object, the origin's answer), it hands to
+// Detach, which must run it exactly once, on a goroutine of its own, with
+// a writer that streams.
+type Detacher interface {
+	Detach(rest func(w http.ResponseWriter))
+}
+
 // ServeHTTP is the client-facing front: find the site, classify the request,
 // then serve it from the cache, through a fill, or straight from the origin.
 func (pl *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pl.handlers.Add(1)
-	defer pl.handlers.Done()
 	pl.inflight.Add(1)
-	defer pl.inflight.Add(-1)
-	if r.TLS == nil {
-		if st := edgetls.State(r.Context()); st != nil {
-			// HTTP/1.1 over TLS, whose server saw the plaintext reader
-			// reqguard put in front of the TLS connection.
-			shallow := *r
-			shallow.TLS = st
-			r = &shallow
+	x := exchange{w: w, front: w, r: r, start: time.Now()}
+	detached := false
+	defer func() {
+		if !detached {
+			pl.end(&x)
 		}
+	}()
+	detached = pl.serve(&x)
+}
+
+// end closes the books of a request: its metrics and access log line, and
+// the counts of requests in progress.
+func (pl *Pipeline) end(x *exchange) {
+	pl.observe(x)
+	pl.inflight.Add(-1)
+	pl.handlers.Done()
+}
+
+// later runs rest, the part of x's answer that may stream: at once, or
+// through the front's Detacher, and then reports true: x is the
+// detached goroutine's to finish.
+func (pl *Pipeline) later(x *exchange, rest func(x *exchange)) bool {
+	d, ok := x.front.(Detacher)
+	if !ok {
+		rest(x)
+		return false
 	}
-	x := exchange{w: w, r: r, start: time.Now()}
-	if r.ProtoMajor == 1 {
-		if why := reqguard.Faulty(r.Context()); why != "" {
-			// What request smuggling sends: nothing of it is served or
-			// forwarded, and RFC 9112 §6.1 says to close the connection.
-			x.stats, x.status = pl.unknown, httpcache.Status{Detail: "ambiguous-framing"}
-			w.Header().Set("Connection", "close")
-			pl.edgeError(&x, http.StatusBadRequest, "meshcdn: the request's framing is faulty: "+why)
-			pl.observe(&x)
-			return
+	y := new(exchange)
+	*y = *x
+	d.Detach(func(w http.ResponseWriter) {
+		defer pl.end(y)
+		y.front, y.w = w, w
+		if y.hsts {
+			y.w = &hstsWriter{ResponseWriter: w, value: y.site.HSTS}
 		}
-	}
+		rest(y)
+	})
+	return true
+}
+
+// serve answers x, and reports whether it handed the rest to the front's
+// Detacher.
+func (pl *Pipeline) serve(x *exchange) bool {
+	w, r := x.w, x.r
 	if host, path, ok, err := site.Routed(r.Host, r.URL.EscapedPath()); err != nil {
 		x.stats, x.status = pl.unknown, httpcache.Status{Detail: "bad-routed-host"}
-		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: "+err.Error())
-		pl.observe(&x)
-		return
+		pl.edgeError(x, http.StatusBadRequest, "meshcdn: "+err.Error())
+		return false
 	} else if ok {
 		// The router sent the user here by address: serve the host it named.
 		c := new(http.Request)
@@ -100,9 +133,8 @@ func (pl *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.URL, c.Host = &u, host
 		if err := site.SetPath(c.URL, path); err != nil {
 			x.stats, x.status = pl.unknown, httpcache.Status{Detail: "bad-path"}
-			pl.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
-			pl.observe(&x)
-			return
+			pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
+			return false
 		}
 		c.RequestURI = c.URL.RequestURI()
 		r, x.r = c, c
@@ -111,58 +143,53 @@ func (pl *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// RFC 9112 §3.2: an origin-form request names its host; an empty
 		// one selects no site and must not share an entry.
 		x.stats, x.status = pl.unknown, httpcache.Status{Detail: "no-host"}
-		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: the request has an empty Host")
-		pl.observe(&x)
-		return
+		pl.edgeError(x, http.StatusBadRequest, "meshcdn: the request has an empty Host")
+		return false
 	}
 	st, ok := pl.sites.Lookup(r.Host)
 	if !ok {
 		x.stats = pl.unknown
 		x.status = httpcache.Status{Detail: "unknown-host"}
-		pl.edgeError(&x, http.StatusNotFound, "meshcdn: no site is configured for host "+strconv.Quote(truncate(r.Host, 200)))
-		pl.observe(&x)
-		return
+		pl.edgeError(x, http.StatusNotFound, "meshcdn: no site is configured for host "+strconv.Quote(truncate(r.Host, 200)))
+		return false
 	}
 	x.site, x.stats = st, pl.siteStats[st]
 	if r.TLS != nil && st.HSTS != "" {
+		x.hsts = true
 		x.w = &hstsWriter{ResponseWriter: w, value: st.HSTS}
 	}
-	defer pl.observe(&x)
 	orig := r // as the client sent it: what a signature signs
 	if r, ok = normalize(r, st); !ok {
-		pl.edgeError(&x, http.StatusBadRequest, "meshcdn: bad request path")
-		return
+		pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
+		return false
 	}
 	x.r = r
 	if _, ok := peer.FromPeer(r.Context()); ok {
 		pl.metrics.peerServed.Inc()
 		x.fromPeer = true
 	}
-	if pl.serveChallenge(&x) || pl.httpsPolicy(&x) || !pl.checkAccess(&x, orig) {
-		return
+	if pl.serveChallenge(x) || pl.httpsPolicy(x) || !pl.checkAccess(x, orig) {
+		return false
 	}
 	r = x.r
 
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case "PURGE":
-		pl.servePurge(&x)
-		return
+		pl.servePurge(x)
+		return false
 	case http.MethodOptions, http.MethodTrace, "PRI":
-		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
-		return
+		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, false) })
 	default:
-		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdMethod}, true)
-		return
+		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, true) })
 	}
 	rule := st.Classify(r.URL.Path)
 	if rule.Action == site.ActionBypass || r.Header.Get("Upgrade") != "" {
-		pl.bypass(&x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
-		return
+		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass}, false) })
 	}
-	pl.negotiateCoding(&x)
+	pl.negotiateCoding(x)
 	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
-	pl.serveCacheable(&x, rule, key)
+	return pl.serveCacheable(x, rule, key)
 }
 
 // normalize returns r as the rest of the edge sees it, the same for every
@@ -192,21 +219,24 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 }
 
 // serveCacheable serves a GET or HEAD the cache may answer: a hit, stale
-// while it is refreshed, or through a fill.
-func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) {
+// while it is refreshed, or through a fill. It reports whether it handed
+// the rest to the front's Detacher (see later): everything but an answer
+// from memory.
+func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) bool {
 	now := time.Now()
 	x.key = key
 	if x.coding != "" && pl.serveCompressedHit(x, key, now) {
-		return
+		return false
 	}
 	f := pl.lookup(key, x.r.Header, now, serving)
 	if f.pass {
 		if onlyIfCached(x.r) {
 			pl.notCached(x, httpcache.FwdBypass)
-			return
+			return false
 		}
-		pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
-		return
+		return pl.later(x, func(x *exchange) {
+			pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
+		})
 	}
 	fwd := httpcache.FwdURIMiss
 	if f.known {
@@ -218,23 +248,28 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) {
 		if onlyIfCached(x.r) {
 			// RFC 9111 5.2.1.7; also how a new owner asks a previous owner's cache.
 			pl.notCached(x, fwd)
-			return
+			return false
 		}
 		var stale *stored
 		if f.e != nil {
 			stale, fwd = f.stored(), httpcache.FwdStale
 		}
-		pl.serveFill(x, rule, key, f.vary, stale, fwd, 0)
+		return pl.later(x, func(x *exchange) { pl.serveFill(x, rule, key, f.vary, stale, fwd, 0) })
 	case onlyIfCached(x.r) && x.fromPeer && !f.e.Fresh(now):
 		// A new owner asks this previous owner's cache during a hand-off: a
 		// stale object (soft-purged, or expired) would be stored there as
 		// fresh, so it is not handed off; the new owner asks the origin.
 		pl.notCached(x, httpcache.FwdStale)
+		return false
 	case f.e.Fresh(now) || onlyIfCached(x.r):
 		x.status = hitStatusOf(f.e)
-		pl.respond(x, f.e, f.src, now)
+		if _, inMemory := f.src.(cache.Bytes); inMemory {
+			pl.respond(x, f.e, f.src, now)
+			return false
+		}
+		return pl.later(x, func(x *exchange) { pl.respond(x, f.e, f.src, now) })
 	default:
-		pl.serveStale(x, rule, key, f, now)
+		return pl.later(x, func(x *exchange) { pl.serveStale(x, rule, key, f, now) })
 	}
 }
 

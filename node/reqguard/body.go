@@ -1,3 +1,6 @@
+// Package reqguard bounds a client's request body in time: a body that
+// trickles in (a slow-loris upload) is cut, and its failure is told from
+// the origin's, whatever front received the request.
 package reqguard
 
 import (
