@@ -490,7 +490,9 @@ func (pl *Pipeline) runFill(j *fillJob) {
 	j.idle = time.AfterFunc(pl.cfg.FillIdleTimeout, func() { icancel(errIdle) })
 	defer j.idle.Stop()
 
-	if j.stale == nil && pl.answerLate(j) {
+	if pl.answerLate(j) {
+		// Also for a refresh: the request that started it found the stale
+		// entry just before another refresh stored a fresh one.
 		return
 	}
 	resp, err := pl.fetchFill(ictx, j)
