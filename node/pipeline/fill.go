@@ -524,11 +524,13 @@ func (pl *Pipeline) runFill(j *fillJob) {
 
 // answerLate answers the fill from the store when another fill for the key
 // stored its response and left the flight table just before this one
-// started, instead of asking again. It reports whether it did.
+// started, instead of asking again. It reports whether it did. A fill that
+// revalidates is answered only by another entry than the one it
+// revalidates, and never by one that may have missed a purge.
 func (pl *Pipeline) answerLate(j *fillJob) bool {
 	now := time.Now()
 	f := pl.lookup(j.key, j.req.header, now, memoryOnly)
-	if f.e == nil || !f.e.Fresh(now) {
+	if f.e == nil || !f.e.Fresh(now) || pl.suspect(f.e, f.de, now) || (j.stale != nil && f.e == j.stale.e) {
 		return false
 	}
 	fl := j.fl
