@@ -168,7 +168,9 @@ func faulty(h *fasthttp.RequestHeader) string {
 	}
 	var te, cl int
 	chunked := false
-	for _, line := range bytes.Split(h.RawHeaders(), []byte("\n")) {
+	for raw := h.RawHeaders(); len(raw) > 0; {
+		var line []byte
+		line, raw, _ = bytes.Cut(raw, []byte("\n"))
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			continue
