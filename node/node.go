@@ -505,13 +505,11 @@ func (n *Node) Run(ctx context.Context) error {
 // newPool builds the origin pool of a site, with its metrics.
 func (n *Node) newPool(s *site.Site, origins []site.Origin) (*origin.Pool, error) {
 	cfg := origin.PoolConfig{
-		Host:           s.OriginHost,
-		MaxFails:       s.MaxFails,
-		Backoff:        s.Backoff,
-		MaxConcurrent:  s.MaxOriginRequests,
-		QueueTimeout:   s.QueueTimeout,
-		ModifyResponse: n.pl.ModifyBypass,
-		ErrorHandler:   n.pl.BypassError,
+		Host:          s.OriginHost,
+		MaxFails:      s.MaxFails,
+		Backoff:       s.Backoff,
+		MaxConcurrent: s.MaxOriginRequests,
+		QueueTimeout:  s.QueueTimeout,
 	}
 	if h := s.Health; h != nil {
 		cfg.Health = &origin.HealthCheck{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}

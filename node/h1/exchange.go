@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/valyala/fasthttp"
 )
 
@@ -61,7 +62,12 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	s.cfg.Handler.ServeHTTP(w, &x.req)
 	if w.rest == nil {
 		w.render()
-		x.release()
+		if w.pull == nil {
+			x.release()
+			return
+		}
+		// The exchange lasts until fasthttp has sent the body, and closes it.
+		ctx.Response.SetBodyStream(&pulledBody{ReadCloser: w.pull, x: x}, int(w.pullSize))
 		return
 	}
 	s.detached(ctx, x)
@@ -85,7 +91,7 @@ func (x *exchange) build(ctx *fasthttp.RequestCtx) error {
 	}
 	r.Header = x.hdr
 	for k, v := range h.All() {
-		name := headerName(k)
+		name := httpcache.FieldName(k)
 		switch name {
 		case "Host", "Content-Length", "Transfer-Encoding":
 			continue // in the request's own fields
@@ -173,29 +179,6 @@ func methodString(m []byte) string {
 	return string(m)
 }
 
-// commonNames are header names clients send often, canonical as net/http
-// writes them, so that they cost no allocation.
-var commonNames = func() map[string]string {
-	m := map[string]string{}
-	for _, n := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Connection", "Cookie",
-		"If-Modified-Since", "If-None-Match", "If-Range", "Range", "Referer", "User-Agent", "Upgrade", "Origin",
-		"Pragma", "Authorization", "Content-Type", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
-		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests",
-		"Priority", "Dnt", "Te", "Via", "Expect", "Host", "Content-Length", "Transfer-Encoding"} {
-		m[n] = n
-	}
-	return m
-}()
-
-// headerName is the canonical name of a field fasthttp read (it
-// normalises names as net/http does).
-func headerName(k []byte) string {
-	if n, ok := commonNames[string(k)]; ok {
-		return n
-	}
-	return http.CanonicalHeaderKey(string(k))
-}
-
 // writer is the http.ResponseWriter of one request. Until the pipeline
 // detaches, everything it writes is kept in fasthttp's response (the
 // answer from memory); a detached rest writes through stream.
@@ -209,6 +192,10 @@ type writer struct {
 	// shared is a stored body given to WriteShared, sent as it is unless
 	// more is written after it.
 	shared []byte
+	// pull is a body given to Pull, which fasthttp reads once the handler
+	// returned: pullSize bytes, or chunks as they come for -1.
+	pull     io.ReadCloser
+	pullSize int64
 }
 
 func (w *writer) Header() http.Header { return w.h }
@@ -251,6 +238,36 @@ func (w *writer) WriteShared(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return w.Write(p)
+}
+
+// Pull is pipeline.Puller's: fasthttp reads body once the handler has
+// returned, and closes it.
+func (w *writer) Pull(body io.ReadCloser, size int64) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.head {
+		_ = body.Close()
+		return
+	}
+	w.pull, w.pullSize = body, size
+}
+
+// pulledBody is a pulled body as fasthttp reads it: closing it, once the
+// body is sent or the client is gone, releases the exchange.
+type pulledBody struct {
+	io.ReadCloser
+	x *exchange
+}
+
+func (b *pulledBody) Close() error {
+	if b.x == nil {
+		return nil
+	}
+	err := b.ReadCloser.Close()
+	b.x.release()
+	b.x = nil
+	return err
 }
 
 // Detach is pipeline.Detacher's: rest runs once the handler has returned.

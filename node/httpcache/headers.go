@@ -61,3 +61,34 @@ func UpdateStored(stored, notModified http.Header) http.Header {
 // NotModifiedFields are the fields a 304 carries from the stored 200
 // (RFC 9110 §15.4.5).
 var NotModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "Etag", "Expires", "Vary", "Last-Modified"}
+
+// commonFields are the names of the fields clients and origins send most,
+// canonical as net/http spells them, under the spellings seen on the wire:
+// as is, lower case (HTTP/2's) and, for ETag and WWW-Authenticate, in
+// their RFCs' own capitals.
+var commonFields = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Accept-Ranges", "Age",
+		"Authorization", "Cache-Control", "Cache-Status", "Connection", "Content-Disposition", "Content-Encoding",
+		"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Security-Policy",
+		"Content-Type", "Cookie", "Date", "Dnt", "Etag", "Expect", "Expires", "Host", "If-Match",
+		"If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Keep-Alive", "Last-Modified",
+		"Link", "Location", "Origin", "Pragma", "Priority", "Range", "Referer", "Referrer-Policy", "Retry-After",
+		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Upgrade-Insecure-Requests",
+		"User-Agent", "Vary", "Via", "Www-Authenticate", "X-Content-Type-Options", "X-Forwarded-For",
+		"X-Forwarded-Host", "X-Forwarded-Proto", "X-Frame-Options"} {
+		m[n], m[strings.ToLower(n)] = n, n
+	}
+	m["ETag"], m["WWW-Authenticate"] = "Etag", "Www-Authenticate"
+	return m
+}()
+
+// FieldName is the canonical name (net/http's) of a field name read off
+// the wire; the common ones cost no allocation.
+func FieldName(k []byte) string {
+	if n, ok := commonFields[string(k)]; ok {
+		return n
+	}
+	return http.CanonicalHeaderKey(string(k))
+}

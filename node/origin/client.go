@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/valyala/fasthttp"
 )
 
@@ -293,16 +294,24 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	conn := cc.Conn()
 	reused = !cc.LastUseTime().IsZero() // set when a request released it
 	x := &exchangeState{hc: hc, conn: conn, ctx: ctx, body: req.Body,
-		put:  func() { hc.ReleaseConn(cc) },
-		drop: func() { hc.CloseConn(cc) },
+		done: func(reuse bool) {
+			if reuse {
+				hc.ReleaseConn(cc)
+			} else {
+				hc.CloseConn(cc)
+			}
+		},
 		keep: !owned && hc.IdleConnsCount() < ts.cfg.MaxIdlePerHost}
-	x.stop = context.AfterFunc(ctx, func() {
-		x.cancelled.Store(true)
-		_ = conn.SetDeadline(longAgo)
-	})
+	x.stop = alwaysLive
+	if ctx.Done() != nil {
+		x.stop = context.AfterFunc(ctx, func() {
+			x.cancelled.Store(true)
+			_ = conn.SetDeadline(longAgo)
+		})
+	}
 	fail := func(err error) (*http.Response, bool, error) {
 		x.stop()
-		x.drop()
+		x.done(false)
 		if serr := x.sendDone(); errors.Is(serr, ErrRequestBody) {
 			err = serr // the client's body failed first, and stopped the exchange: that is why
 		}
@@ -357,6 +366,26 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	return x.response(req), reused, nil
 }
 
+// statusLines are the status lines of the codes net/http knows.
+var statusLines = func() (lines [600]string) {
+	for code := range lines {
+		if t := http.StatusText(code); t != "" {
+			lines[code] = strconv.Itoa(code) + " " + t
+		}
+	}
+	return lines
+}()
+
+func statusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
+
+// alwaysLive is the stop of an exchange whose context never ends.
+func alwaysLive() bool { return true }
+
 // headerTimeout: the origin sent no response header in time. It is a
 // net.Error whose Timeout is true.
 type headerTimeout struct {
@@ -375,8 +404,8 @@ type exchangeState struct {
 	hc        *fasthttp.HostClient
 	conn      net.Conn
 	ctx       context.Context
-	put, drop func() // return the connection to its pool; close it
-	keep      bool   // the connection may go back to its pool
+	done      func(reuse bool) // returns the connection to its pool, or closes it
+	keep      bool             // the connection may go back to its pool
 	br        *bufio.Reader
 	resp      *fasthttp.Response
 	stop      func() bool // ends the watch on ctx; false once ctx ended
@@ -470,24 +499,13 @@ func (x *exchangeState) response(req *http.Request) *http.Response {
 	fr := x.resp
 	code := fr.StatusCode()
 	hr := &http.Response{
-		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
+		Status:     statusLine(code),
 		StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        make(http.Header, fr.Header.Len()),
 		ContentLength: -1,
 		Request:       req,
 		Close:         fr.ConnectionClose() && code != http.StatusSwitchingProtocols,
 	}
-	for k, v := range fr.Header.All() {
-		name := string(k)
-		switch {
-		case name == "Transfer-Encoding":
-			hr.TransferEncoding = []string{"chunked"}
-			continue
-		case name == "Connection" && strings.EqualFold(string(v), "close"):
-			continue
-		}
-		hr.Header[name] = append(hr.Header[name], string(v))
-	}
+	fieldsOf(&fr.Header, hr)
 	if cl := fr.Header.ContentLength(); cl >= 0 {
 		hr.ContentLength = int64(cl)
 	}
@@ -500,7 +518,7 @@ func (x *exchangeState) response(req *http.Request) *http.Response {
 		hr.Body = &upgraded{r: io.MultiReader(x.br, x.conn), conn: x.conn, done: func() {
 			fasthttp.ReleaseResponse(fr)
 			x.hc.ReleaseReader(x.br)
-			x.drop()
+			x.done(false)
 		}}
 	case fr.BodyStream() == nil:
 		if req.Method != http.MethodHead {
@@ -517,6 +535,45 @@ func (x *exchangeState) response(req *http.Request) *http.Response {
 	return hr
 }
 
+// fieldsOf sets hr's header from fr's, under the canonical names net/http
+// uses (an origin may send "ETag" or "content-type"), in three
+// allocations whatever the number of fields: the map, the values' slices
+// and their bytes. Connection: close and Transfer-Encoding are framing, in
+// hr's own fields.
+func fieldsOf(fr *fasthttp.ResponseHeader, hr *http.Response) {
+	n, size := 0, 0
+	for _, v := range fr.All() {
+		n++
+		size += len(v)
+	}
+	hr.Header = make(http.Header, n)
+	vals := make([]string, 0, n)
+	var arena strings.Builder
+	arena.Grow(size)
+	for _, v := range fr.All() {
+		arena.Write(v)
+	}
+	all, off := arena.String(), 0
+	for k, v := range fr.All() {
+		val := all[off : off+len(v)]
+		off += len(v)
+		name := httpcache.FieldName(k)
+		switch {
+		case name == "Transfer-Encoding":
+			hr.TransferEncoding = []string{"chunked"}
+			continue
+		case name == "Connection" && strings.EqualFold(val, "close"):
+			continue
+		}
+		if prev, ok := hr.Header[name]; ok {
+			hr.Header[name] = append(prev, val) // its own array from now on
+			continue
+		}
+		vals = append(vals, val)
+		hr.Header[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+}
+
 // release returns the connection to its pool when the response was read
 // whole and the connection may carry another, else closes it.
 func (x *exchangeState) release(whole bool) {
@@ -531,11 +588,7 @@ func (x *exchangeState) release(whole bool) {
 	}
 	fasthttp.ReleaseResponse(x.resp)
 	x.hc.ReleaseReader(x.br)
-	if reuse {
-		x.put()
-	} else {
-		x.drop()
-	}
+	x.done(reuse)
 }
 
 // streamBody is a response body read from the connection as it arrives.
@@ -546,6 +599,7 @@ type streamBody struct {
 	trailer http.Header
 	mu      sync.Mutex // held by Read
 	eof     bool
+	eofSeen atomic.Bool // eof, for Close to read without the lock
 	closed  atomic.Bool
 }
 
@@ -562,6 +616,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	switch {
 	case errors.Is(err, io.EOF):
 		b.eof = true
+		b.eofSeen.Store(true)
 		b.x.resp.Header.VisitAllTrailer(func(k []byte) {
 			if b.trailer != nil {
 				b.trailer[string(k)] = []string{string(b.x.resp.Header.PeekBytes(k))}
@@ -580,7 +635,9 @@ func (b *streamBody) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	_ = b.x.conn.SetReadDeadline(longAgo) // a Read in progress ends now
+	if !b.eofSeen.Load() {
+		_ = b.x.conn.SetReadDeadline(longAgo) // a Read in progress ends now
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.x.release(b.eof)

@@ -276,36 +276,10 @@ func TestTransportServerNames(t *testing.T) {
 // the target unnormalised, the Host, each field line; an origin's trailer
 // arrives once the body is read.
 func TestTransportFraming(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	seen := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		var head strings.Builder
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			head.WriteString(l)
-			if l == "\r\n" {
-				break
-			}
-		}
-		seen <- head.String()
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 42\r\n\r\n")
-	}()
+	addr, seen := rawOrigin(t, "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 42\r\n\r\n")
 	ts := NewTransports(Config{})
 	t.Cleanup(ts.CloseIdleConnections)
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+ln.Addr().String()+"/a/%2e%2e/b%2Fc?q=1&&r", nil)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+addr+"/a/%2e%2e/b%2Fc?q=1&&r", nil)
 	req.Host = "site.test"
 	req.Header["X-Two"] = []string{"1", "2"}
 	req.Header["User-Agent"] = []string{""}
@@ -367,4 +341,68 @@ func TestTransportBodyFails(t *testing.T) {
 	if !p.cfg.Targets[0].Up(time.Now()) {
 		t.Error("a client's broken body ejected the origin")
 	}
+}
+
+// A response's fields reach the pipeline under net/http's canonical names,
+// however the origin spells them (nginx sends "ETag"), each with its own
+// values.
+func TestTransportFieldNames(t *testing.T) {
+	addr, _ := rawOrigin(t, "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\ncontent-type: text/plain\r\nX-FOO-bar: 1\r\n"+
+		"Set-Cookie: a=1\r\nWWW-Authenticate: Basic\r\nSet-Cookie: b=2\r\nVary: Accept\r\nContent-Length: 2\r\n\r\nok")
+	ts := NewTransports(Config{})
+	t.Cleanup(ts.CloseIdleConnections)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+addr+"/", nil)
+	resp, err := ts.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	DrainClose(resp.Body)
+	h := resp.Header
+	if h.Get("ETag") != `"v1"` || h.Get("Content-Type") != "text/plain" || h.Get("X-Foo-Bar") != "1" ||
+		h.Get("Www-Authenticate") != "Basic" || len(h.Values("Set-Cookie")) != 2 {
+		t.Fatalf("fields %v; want them under canonical names", h)
+	}
+	h.Add("Vary", "Accept-Encoding") // must not write over another field's value
+	if h.Get("Www-Authenticate") != "Basic" || len(h.Values("Vary")) != 2 || h.Get("Content-Length") != "2" {
+		t.Fatalf("fields after an Add: %v", h)
+	}
+}
+
+// rawOrigin answers one request on a connection of its own with response,
+// written as is, and passes the request's head (its lines up to the blank
+// one) on to heads.
+func rawOrigin(t *testing.T, response string) (addr string, heads <-chan string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 1)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		var head strings.Builder
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			head.WriteString(l)
+			if l == "\r\n" {
+				break
+			}
+		}
+		seen <- head.String()
+		_, _ = io.WriteString(c, response)
+	}()
+	return ln.Addr().String(), seen
 }

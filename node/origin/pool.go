@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -58,22 +57,17 @@ type PoolConfig struct {
 	Health *HealthCheck
 	// Observe, if set, is told of every request sent to a target.
 	Observe func(t *Target, d time.Duration, status int, err error)
-	// ModifyResponse and ErrorHandler customise the bypass proxy, as the
-	// httputil.ReverseProxy fields of the same names.
-	ModifyResponse func(*http.Response) error
-	ErrorHandler   func(http.ResponseWriter, *http.Request, error)
 }
 
 // Pool sends a site's origin traffic: it picks a target by priority and weight
 // among those that are up, retries a failed idempotent request once on another
 // target, ejects failing targets, and enforces the concurrency limit.
 type Pool struct {
-	cfg   PoolConfig
-	rt    http.RoundTripper
-	log   *slog.Logger
-	sem   chan struct{}
-	mu    sync.Mutex
-	proxy *httputil.ReverseProxy
+	cfg PoolConfig
+	rt  http.RoundTripper
+	log *slog.Logger
+	sem chan struct{}
+	mu  sync.Mutex
 }
 
 // NewPool returns a pool that sends through rt.
@@ -94,29 +88,7 @@ func NewPool(cfg PoolConfig, rt http.RoundTripper, log *slog.Logger) (*Pool, err
 	if cfg.MaxConcurrent > 0 {
 		p.sem = make(chan struct{}, cfg.MaxConcurrent)
 	}
-	p.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// The pool's RoundTrip picks the target and sets scheme and host.
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host
-		},
-		Transport: p,
-		// A response of unknown length or an event stream is flushed after
-		// every write, so it flows as it comes; one with a Content-Length is
-		// written through the server's buffer, in one write for a small one
-		// (header and body), not a flush per write.
-		FlushInterval:  0,
-		BufferPool:     copyBuffers,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ModifyResponse: cfg.ModifyResponse,
-		ErrorHandler:   cfg.ErrorHandler,
-	}
 	return p, nil
-}
-
-// ServeHTTP proxies a request that bypasses the cache, streaming both ways.
-func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.proxy.ServeHTTP(w, r)
 }
 
 // Fetch sends a GET for a cache fill: the path and query, end-to-end request
@@ -136,6 +108,12 @@ func (p *Pool) Fetch(ctx context.Context, host, pathQuery string, hdr http.Heade
 // connection error or 5xx answer is retried once on another target when the
 // request is idempotent and has no body; others are never sent twice.
 func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	return p.roundTrip(req, nil)
+}
+
+// roundTrip is RoundTrip, sending hdr instead of req's header when it is
+// set (a forwarded request's: see Forward).
+func (p *Pool) roundTrip(req *http.Request, hdr http.Header) (*http.Response, error) {
 	release, err := p.acquire(req.Context())
 	if err != nil {
 		return nil, err
@@ -149,6 +127,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		// the client's request, or a fill's), so it is not cloned again.
 		out := new(http.Request)
 		*out = *req
+		if hdr != nil {
+			out.Header, out.Close = hdr, false // the client's connection's Close, not the origin's
+		}
 		out.URL = &url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: t.URL.Path + req.URL.Path,
 			RawQuery: req.URL.RawQuery}
 		if req.URL.RawPath != "" {
@@ -332,10 +313,9 @@ func idempotent(method string) bool {
 	return false
 }
 
-// copyBuffers are the bypass proxy's body copy buffers, reused across
-// requests: without them each proxied response allocated 32 KiB, three
-// quarters of the bytes a pass-through allocated, and the collector's work
-// with them.
+// copyBuffers are the 32 KiB buffers bodies are copied through, reused
+// across requests: without them each pass-through allocated 32 KiB, three
+// quarters of the bytes it allocated, and the collector's work with them.
 var copyBuffers = &bufferPool{}
 
 type bufferPool struct{ p sync.Pool }

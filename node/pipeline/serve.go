@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/peer"
-	"github.com/meshcdn/meshcdn/node/reqguard"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -179,13 +177,13 @@ func (pl *Pipeline) serve(x *exchange) bool {
 		pl.servePurge(x)
 		return false
 	case http.MethodOptions, http.MethodTrace, "PRI":
-		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, false) })
+		return pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, false)
 	default:
-		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, true) })
+		return pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdMethod}, true)
 	}
 	rule := st.Classify(r.URL.Path)
 	if rule.Action == site.ActionBypass || r.Header.Get("Upgrade") != "" {
-		return pl.later(x, func(x *exchange) { pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass}, false) })
+		return pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass}, false)
 	}
 	pl.negotiateCoding(x)
 	key := st.CacheKey(r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
@@ -234,9 +232,7 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 			pl.notCached(x, httpcache.FwdBypass)
 			return false
 		}
-		return pl.later(x, func(x *exchange) {
-			pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
-		})
+		return pl.bypass(x, httpcache.Status{Fwd: httpcache.FwdBypass, Detail: "hit-for-pass"}, false)
 	}
 	fwd := httpcache.FwdURIMiss
 	if f.known {
@@ -364,97 +360,6 @@ func swrWindow(e *cache.Entry, st *site.Site) time.Duration {
 	return st.StaleWhileRevalidate
 }
 
-// bypass proxies the request to the origin without the cache. Unsafe methods
-// (invalidate) drop what is stored for the target URI and the Location and
-// Content-Location of a successful response (RFC 9111 §4.4).
-func (pl *Pipeline) bypass(x *exchange, cs httpcache.Status, invalidate bool) {
-	x.status = cs
-	x.stats.originPass.Inc()
-	x.stats.counts.Origin.Add(1)
-	// The recorder copies what it needs instead of pointing at x, which keeps x
-	// off the heap on every path.
-	rec := &recorder{ResponseWriter: x.w, start: x.start, stats: x.stats}
-	r := x.r
-	if x.clientAE != nil || x.site.Rerouting(r.Header) {
-		// A compressing site's request, passed through after all: the
-		// origin may encode for the client as it would have without the
-		// edge. Fields that re-route a request inside the origin are
-		// dropped, as from a fill's.
-		c := new(http.Request)
-		*c = *r
-		c.Header = r.Header.Clone()
-		if x.clientAE != nil {
-			c.Header["Accept-Encoding"] = x.clientAE
-		}
-		x.site.DropRerouting(c.Header)
-		r = c
-	}
-	if invalidate {
-		r = r.WithContext(withInvalidation(r.Context(), pl, x.site, r))
-	}
-	x.w.Header().Set("Cache-Status", cs.String())
-	r = reqguard.GuardBody(x.w, r, pl.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
-	pl.cfg.Pool(x.site, r.TLS != nil).ServeHTTP(rec, r)
-	x.code, x.ttfb, x.written = rec.code, rec.ttfb, rec.written
-}
-
-// ModifyBypass runs on every bypassed origin response.
-func (pl *Pipeline) ModifyBypass(resp *http.Response) error {
-	if err := reqguard.BodyError(resp.Request.Context()); err != nil {
-		return err // the origin answered a body it did not get whole: the client's error, not this
-	}
-	httpcache.DropTargeted(resp.Header)
-	if prev := resp.Header["Via"]; len(prev) == 0 {
-		resp.Header["Via"] = viaValue
-	} else {
-		resp.Header["Via"] = []string{joinVia(prev)}
-	}
-	if _, ok := resp.Header["Age"]; !ok {
-		resp.Header["Age"] = ageZero
-	}
-	if inv, ok := invalidationFrom(resp.Request.Context()); ok && resp.StatusCode < 400 {
-		inv.apply(resp)
-	}
-	return nil
-}
-
-// BypassError answers a bypassed request whose origin could not be reached.
-func (pl *Pipeline) BypassError(w http.ResponseWriter, r *http.Request, err error) {
-	if berr := reqguard.BodyError(r.Context()); berr != nil {
-		err = berr // also when the server cancelled the request on the body's read deadline
-	}
-	if errors.Is(err, reqguard.ErrBodyTimeout) || errors.Is(err, reqguard.ErrBadBody) || errors.Is(err, reqguard.ErrShortBody) {
-		// The client's side failed: its body was too slow, malformed or cut
-		// short (it left). Not the origin's failure: Debug, no origin error.
-		code, msg := http.StatusBadRequest, "meshcdn: malformed request body"
-		switch {
-		case errors.Is(err, reqguard.ErrBodyTimeout):
-			code, msg = http.StatusRequestTimeout, "meshcdn: the request body came too slowly"
-		case errors.Is(err, reqguard.ErrShortBody):
-			msg = "meshcdn: the request body ended before its length"
-		}
-		pl.log.Debug("bad request body", "host", r.Host, "path", r.URL.Path, "client", clientIP(r), "err", err)
-		setEdgeHeaders(w.Header(), code)
-		if r.ProtoMajor == 1 {
-			w.Header().Set("Connection", "close")
-		}
-		w.WriteHeader(code)
-		_, _ = w.Write([]byte(msg + "\n"))
-		return
-	}
-	if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
-		clientGone()
-	}
-	if rec, ok := w.(*recorder); ok {
-		rec.stats.originError.Inc()
-	}
-	pl.log.Warn("origin request failed", "host", r.Host, "path", r.URL.Path, "err", err)
-	code, _ := originErrorStatus(err)
-	setEdgeHeaders(w.Header(), code)
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(originErrorText(code) + "\n"))
-}
-
 // clientGone ends a handler whose client left before anything was written
 // to it. Returning would let net/http send an empty 200 that looks complete
 // to whatever still reads the connection; the connection (or HTTP/2 stream)
@@ -561,35 +466,6 @@ func (pl *Pipeline) observe(x *exchange) {
 			"site", site, "duration", d)
 	}
 }
-
-// recorder counts what a bypassed response wrote.
-type recorder struct {
-	http.ResponseWriter
-	start   time.Time
-	stats   *siteMetrics
-	code    int
-	ttfb    time.Duration
-	written int64
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 && code >= 200 {
-		r.code = code
-		r.ttfb = time.Since(r.start)
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	if r.code == 0 {
-		r.WriteHeader(http.StatusOK)
-	}
-	m, err := r.ResponseWriter.Write(p)
-	r.written += int64(m)
-	return m, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func joinVia(prev []string) string {
 	if len(prev) == 0 {
