@@ -144,3 +144,77 @@ func TestWebSocketPassThrough(t *testing.T) {
 		t.Errorf("%d client connections counted; want the %d upgraded ones", open, len(conns))
 	}
 }
+
+// TestPassThroughBodies: a pass-through's body, which the HTTP/1.1 front
+// sends after its handler returned, arrives whole and is counted once sent;
+// one the origin cuts short never looks whole to the client; a client that
+// leaves midway ends the origin's transfer, and its request.
+func TestPassThroughBodies(t *testing.T) {
+	const size = 1 << 20
+	body := make([]byte, size)
+	originGone := make(chan error, 1)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		switch r.URL.Path {
+		case "/api/whole":
+			_, _ = w.Write(body)
+		case "/api/cut":
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+			_, _ = w.Write(body[:size/2]) // and the handler ends: net/http closes the connection
+		case "/api/endless":
+			for {
+				if _, err := w.Write(body[:32<<10]); err != nil {
+					originGone <- err
+					return
+				}
+			}
+		}
+	})
+	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"app.example"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	get := func(path string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+n.HTTPAddr()+path, nil)
+		req.Host = "app.example"
+		return http.DefaultTransport.RoundTrip(req)
+	}
+
+	_, before, _, _ := n.pl.Totals()
+	resp, err := get("/api/whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || len(got) != size {
+		t.Fatalf("whole: %d bytes, %v", len(got), err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		_, after, _, _ := n.pl.Totals()
+		return after["bypass"]-before["bypass"] == size
+	})
+
+	resp, err = get("/api/cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err == nil {
+		t.Fatalf("cut short by the origin: %d bytes and no error; want the client's read to fail", len(got))
+	}
+
+	resp, err = get("/api/endless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close() // the client leaves
+	select {
+	case <-originGone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin still sends 10s after the client left")
+	}
+	eventually(t, 10*time.Second, func() bool { return n.pl.Inflight() == 0 })
+}
