@@ -23,7 +23,7 @@ func RemoveHopByHop(h http.Header) {
 		}
 	}
 	for _, f := range hopByHop {
-		h.Del(f)
+		delete(h, f) // canonical already
 	}
 }
 

@@ -542,8 +542,10 @@ func (x *exchangeState) response(req *http.Request) *http.Response {
 // hr's own fields.
 func fieldsOf(fr *fasthttp.ResponseHeader, hr *http.Response) {
 	n, size := 0, 0
-	for _, v := range fr.All() {
-		n++
+	for k, v := range fr.All() {
+		if string(k) != "Connection" || !framingOnly(string(v)) {
+			n++ // a map of up to 8 fields needs no table of its own
+		}
 		size += len(v)
 	}
 	hr.Header = make(http.Header, n)
@@ -562,8 +564,8 @@ func fieldsOf(fr *fasthttp.ResponseHeader, hr *http.Response) {
 		case name == "Transfer-Encoding":
 			hr.TransferEncoding = []string{"chunked"}
 			continue
-		case name == "Connection" && strings.EqualFold(val, "close"):
-			continue
+		case name == "Connection" && framingOnly(val):
+			continue // keep-alive or close: nothing for the header to carry
 		}
 		if prev, ok := hr.Header[name]; ok {
 			hr.Header[name] = append(prev, val) // its own array from now on
@@ -572,6 +574,19 @@ func fieldsOf(fr *fasthttp.ResponseHeader, hr *http.Response) {
 		vals = append(vals, val)
 		hr.Header[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
+}
+
+// framingOnly reports whether a Connection field value names only the
+// connection's persistence (keep-alive, close), not fields to drop.
+func framingOnly(v string) bool {
+	for t := range strings.SplitSeq(v, ",") {
+		switch t = strings.TrimSpace(t); {
+		case strings.EqualFold(t, "keep-alive"), strings.EqualFold(t, "close"), t == "":
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // release returns the connection to its pool when the response was read
