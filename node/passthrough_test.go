@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,4 +218,74 @@ func TestPassThroughBodies(t *testing.T) {
 		t.Fatal("the origin still sends 10s after the client left")
 	}
 	eventually(t, 10*time.Second, func() bool { return n.pl.Inflight() == 0 })
+}
+
+// TestPassThroughFields: what a pass-through sends on, both ways, as a
+// reverse proxy must (RFC 9110 §7.6), also for an HTTP/1.0 client that
+// names fields in its Connection: the origin gets the normalised target
+// and Host over HTTP/1.1, the client's address appended to
+// X-Forwarded-For, no hop-by-hop field and no Forwarded; the client gets
+// the origin's Via and Cache-Status with this hop's after them,
+// and neither the origin's hop-by-hop fields nor the targeted field the
+// edge answers to. A HEAD keeps the origin's Content-Length.
+func TestPassThroughFields(t *testing.T) {
+	type seen struct {
+		host, uri, proto string
+		close            bool
+		h                http.Header
+	}
+	got := make(chan seen, 2)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Host, r.RequestURI, r.Proto, r.Close, r.Header.Clone()}
+		h := w.Header()
+		h.Set("Cache-Status", "origin-cache; hit")
+		h.Set("Via", "1.1 origin-proxy")
+		h.Set("Connection", "X-Bar")
+		h.Set("X-Bar", "hidden")
+		h.Set("Keep-Alive", "timeout=5")
+		h.Set("Cdn-Cache-Control", "max-age=60")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Length", "5")
+		_, _ = io.WriteString(w, "hello")
+	})
+	n := startNode(t, nil, Config{Sites: []site.Config{{Hosts: []string{"app.example"}, Origins: []site.OriginConfig{{URL: o.url(t).String()}},
+		Rules: []site.RuleConfig{{PathPrefix: "/api/", Action: "bypass"}}}}})
+	resp, b := testutil.RawResponse(t, n.HTTPAddr(), "GET /api/a/../b?q=1 HTTP/1.0\r\nHost: APP.example:80\r\nX-Forwarded-For: 10.0.0.1\r\n"+
+		"Forwarded: for=192.0.2.1\r\nConnection: X-Foo\r\nX-Foo: secret\r\nProxy-Authorization: Basic eA==\r\n\r\n", "GET")
+	s := <-got
+	if s.host != "app.example" || s.uri != "/api/b?q=1" || s.proto != "HTTP/1.1" || s.close {
+		t.Errorf("the origin got Host %q, target %q, %s (close %v); want app.example, /api/b?q=1, HTTP/1.1 kept alive", s.host, s.uri, s.proto, s.close)
+	}
+	if v := s.h.Get("X-Forwarded-For"); v != "10.0.0.1, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q; want the client's list with its address appended", v)
+	}
+	if s.h.Get("X-Forwarded-Host") != "app.example" || s.h.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("X-Forwarded-Host %q, X-Forwarded-Proto %q", s.h.Get("X-Forwarded-Host"), s.h.Get("X-Forwarded-Proto"))
+	}
+	for _, f := range []string{"Forwarded", "X-Foo", "Proxy-Authorization", "Connection"} {
+		if v, ok := s.h[f]; ok {
+			t.Errorf("the origin got %s: %q", f, v)
+		}
+	}
+	h := resp.Header
+	if resp.StatusCode != http.StatusOK || string(b) != "hello" {
+		t.Fatalf("answer %d %q", resp.StatusCode, b)
+	}
+	if h.Get("Via") != "1.1 origin-proxy, 1.1 meshcdn" || h.Get("Age") != "0" {
+		t.Errorf("Via %q, Age %q; want the origin's Via and this hop's, Age 0", h.Get("Via"), h.Get("Age"))
+	}
+	if cs := h.Values("Cache-Status"); len(cs) != 2 || cs[0] != "origin-cache; hit" || !strings.HasPrefix(cs[1], "meshcdn; fwd=bypass") {
+		t.Errorf("Cache-Status %q; want the origin's, then this cache's", cs)
+	}
+	for _, f := range []string{"X-Bar", "Keep-Alive", "Cdn-Cache-Control"} {
+		if v, ok := h[f]; ok {
+			t.Errorf("the client got %s: %q", f, v)
+		}
+	}
+
+	resp, b = testutil.RawResponse(t, n.HTTPAddr(), "HEAD /api/c HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n", "HEAD")
+	<-got
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != 5 || len(b) != 0 {
+		t.Errorf("HEAD: %d, Content-Length %d, %d bytes of body; want 200 with the origin's length and no body", resp.StatusCode, resp.ContentLength, len(b))
+	}
 }

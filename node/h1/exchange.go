@@ -196,6 +196,8 @@ type writer struct {
 	// returned: pullSize bytes, or chunks as they come for -1.
 	pull     io.ReadCloser
 	pullSize int64
+	// forwarded: Forward set fasthttp's response header itself.
+	forwarded bool
 }
 
 func (w *writer) Header() http.Header { return w.h }
@@ -277,6 +279,9 @@ func (w *writer) Detach(rest func(http.ResponseWriter)) { w.rest = rest }
 func (w *writer) render() {
 	if !w.wrote {
 		w.code, w.wrote = http.StatusOK, true
+	}
+	if w.forwarded {
+		return
 	}
 	copyHeader(&w.ctx.Response, w.h, w.code, w.head)
 	if w.shared != nil {

@@ -5,9 +5,9 @@ import (
 	"strings"
 )
 
-// hopByHop are the connection-specific fields of RFC 9110 §7.6.1, never stored
-// or forwarded.
-var hopByHop = []string{
+// HopByHop are the connection-specific fields of RFC 9110 §7.6.1, never
+// stored or forwarded, by their canonical names.
+var HopByHop = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
@@ -22,7 +22,7 @@ func RemoveHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, f := range hopByHop {
+	for _, f := range HopByHop {
 		delete(h, f) // canonical already
 	}
 }
@@ -91,4 +91,44 @@ func FieldName(k []byte) string {
 		return n
 	}
 	return http.CanonicalHeaderKey(string(k))
+}
+
+// Fields is a header in the form a front keeps it (net/http's, fasthttp's),
+// as the pipeline edits a response's on its way through. Names are
+// canonical.
+type Fields interface {
+	Has(name string) bool
+	Get(name string) string
+	Values(name string) []string
+	Set(name, value string)
+	Add(name, value string)
+	Del(name string)
+}
+
+// HeaderFields is net/http's header as Fields.
+type HeaderFields http.Header
+
+func (h HeaderFields) Has(name string) bool {
+	_, ok := h[name]
+	return ok
+}
+func (h HeaderFields) Get(name string) string      { return http.Header(h).Get(name) }
+func (h HeaderFields) Values(name string) []string { return h[name] }
+func (h HeaderFields) Set(name, value string)      { h[name] = []string{value} }
+func (h HeaderFields) Add(name, value string)      { h[name] = append(h[name], value) }
+func (h HeaderFields) Del(name string)             { delete(h, name) }
+
+// ConnectionOptions are the fields the values of a Connection field name,
+// to be dropped with it (RFC 9110 §7.6.1): all but close and keep-alive,
+// which say what becomes of the connection.
+func ConnectionOptions(values [][]byte) []string {
+	var names []string
+	for _, v := range values {
+		for f := range strings.SplitSeq(string(v), ",") {
+			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "close") && !strings.EqualFold(f, "keep-alive") {
+				names = append(names, f)
+			}
+		}
+	}
+	return names
 }

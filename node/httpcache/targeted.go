@@ -76,9 +76,14 @@ func DropInvalidTargeted(h http.Header) {
 // DropTargeted removes the targeted field the edge used from a response
 // for a client.
 func DropTargeted(h http.Header) {
-	for _, f := range TargetedFields {
-		if _, ok := h[f]; ok {
-			delete(h, f)
+	DropTargetedFields(HeaderFields(h))
+}
+
+// DropTargetedFields is DropTargeted for a header in any front's form.
+func DropTargetedFields(f Fields) {
+	for _, name := range TargetedFields {
+		if f.Has(name) {
+			f.Del(name)
 			return
 		}
 	}

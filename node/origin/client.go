@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -106,14 +107,20 @@ func (ts *Transports) CloseIdleConnections() {
 // host returns the connection pool for req's server, creating it; owned
 // reports that the pool is the request's alone (past maxTLSNames).
 func (ts *Transports) host(req *http.Request) (hc *fasthttp.HostClient, owned bool, err error) {
-	u := req.URL
+	name, _ := req.Context().Value(sniKey{}).(string)
+	return ts.hostOf(req.URL, name)
+}
+
+// hostOf is host for the server u names and, for https, the TLS server
+// name (u's host when empty).
+func (ts *Transports) hostOf(u *url.URL, name string) (hc *fasthttp.HostClient, owned bool, err error) {
 	var k hostKey
 	switch u.Scheme {
 	case "http":
 		k.addr = withPort(u.Host, "80")
 	case "https":
 		k.addr = withPort(u.Host, "443")
-		k.name, _ = req.Context().Value(sniKey{}).(string)
+		k.name = name
 		if k.name == "" {
 			k.name = u.Hostname()
 		}
@@ -194,13 +201,29 @@ func (ts *Transports) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
+	var body io.ReadCloser
+	if hasBody(req) {
+		body = req.Body
+	}
+	x, err := ts.send(req.Context(), hc, owned, freq, body, req.ContentLength)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	return x.response(req), nil
+}
+
+// send sends freq (and body, of size bytes or -1, if any) on a connection
+// of hc and reads the response header. A request with no body that fails
+// on a kept-alive connection before any answer (the origin closed it
+// meanwhile) is sent once more on a new one.
+func (ts *Transports) send(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, body io.ReadCloser, size int64) (*exchangeState, error) {
 	for attempt := 0; ; attempt++ {
-		resp, reused, err := ts.exchange(req.Context(), hc, owned, freq, req)
+		x, reused, err := ts.exchange(ctx, hc, owned, freq, body, size)
 		if err == nil {
-			return resp, nil
+			return x, nil
 		}
-		if attempt > 0 || !reused || hasBody(req) || !retryable(err) || req.Context().Err() != nil {
-			closeBody(req)
+		if attempt > 0 || !reused || body != nil || !retryable(err) || ctx.Err() != nil {
 			return nil, err
 		}
 	}
@@ -283,7 +306,7 @@ var longAgo = time.Unix(1, 0)
 // exchange sends freq on a connection of hc and reads the response header.
 // ctx's end interrupts it, and later the body's reads. reused reports that
 // the connection had served a request before.
-func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, req *http.Request) (resp *http.Response, reused bool, err error) {
+func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, body io.ReadCloser, size int64) (x *exchangeState, reused bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, context.Cause(ctx)
 	}
@@ -293,7 +316,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	}
 	conn := cc.Conn()
 	reused = !cc.LastUseTime().IsZero() // set when a request released it
-	x := &exchangeState{hc: hc, conn: conn, ctx: ctx, body: req.Body,
+	x = &exchangeState{hc: hc, conn: conn, ctx: ctx, body: body,
 		done: func(reuse bool) {
 			if reuse {
 				hc.ReleaseConn(cc)
@@ -309,7 +332,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 			_ = conn.SetDeadline(longAgo)
 		})
 	}
-	fail := func(err error) (*http.Response, bool, error) {
+	fail := func(err error) (*exchangeState, bool, error) {
 		x.stop()
 		x.done(false)
 		if serr := x.sendDone(); errors.Is(serr, ErrRequestBody) {
@@ -332,12 +355,12 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	// The header's deadline is set before a body's sender starts: a
 	// sender that fails sets one in the past, which must stay.
 	_ = conn.SetReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
-	if hasBody(req) {
+	if body != nil {
 		// The body goes out as it comes, while the origin may already
 		// answer (it need not read all of it first).
 		x.sent = make(chan error, 1)
 		go func() {
-			err := sendBody(bw, req.Body, req.ContentLength)
+			err := sendBody(bw, body, size)
 			hc.ReleaseWriter(bw)
 			x.sent <- err
 			if err != nil {
@@ -350,9 +373,8 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	x.br = hc.AcquireReader(conn)
 	fresp := fasthttp.AcquireResponse()
 	fresp.Header.SetNoDefaultContentType(true)
-	fresp.Header.DisableNormalizing()
 	fresp.StreamBody = true
-	fresp.SkipBody = req.Method == http.MethodHead
+	fresp.SkipBody = freq.Header.IsHead()
 	if err := fresp.ReadLimitBody(x.br, 0); err != nil {
 		fasthttp.ReleaseResponse(fresp)
 		hc.ReleaseReader(x.br)
@@ -363,7 +385,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	x.resp = fresp
-	return x.response(req), reused, nil
+	return x, reused, nil
 }
 
 // statusLines are the status lines of the codes net/http knows.

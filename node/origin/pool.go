@@ -114,14 +114,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 // roundTrip is RoundTrip, sending hdr instead of req's header when it is
 // set (a forwarded request's: see Forward).
 func (p *Pool) roundTrip(req *http.Request, hdr http.Header) (*http.Response, error) {
-	release, err := p.acquire(req.Context())
-	if err != nil {
-		return nil, err
-	}
+	var resp *http.Response
 	retryable := idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody)
-	var errs []error
-	t := p.pick(nil)
-	for attempt := 0; t != nil; attempt++ {
+	release, err := p.try(req.Context(), retryable, func(t *Target) (int, error) {
 		// A shallow copy: the transport reads the header and never changes
 		// it, and req is already the caller's own (the bypass proxy's copy of
 		// the client's request, or a fill's), so it is not cloned again.
@@ -135,26 +130,63 @@ func (p *Pool) roundTrip(req *http.Request, hdr http.Header) (*http.Response, er
 		if req.URL.RawPath != "" {
 			out.URL.RawPath = t.URL.EscapedPath() + req.URL.RawPath
 		}
-		switch p.cfg.Host {
-		case "", "client":
-		case "origin":
-			out.Host = t.URL.Host
-		default:
-			out.Host = p.cfg.Host
-		}
+		out.Host = p.hostFor(t, out.Host)
 		if t.URL.Scheme == "https" {
-			host := out.Host
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			out = out.WithContext(WithServerName(out.Context(), host))
+			out = out.WithContext(WithServerName(out.Context(), serverName(out.Host)))
 		}
+		var err error
+		if resp, err = p.rt.RoundTrip(out); err != nil {
+			return 0, err
+		}
+		return resp.StatusCode, nil
+	}, func() { DrainClose(resp.Body) })
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = withRelease(resp.Body, release)
+	return resp, nil
+}
+
+// hostFor is the Host sent to t for a client that asked for host.
+func (p *Pool) hostFor(t *Target, host string) string {
+	switch p.cfg.Host {
+	case "", "client":
+		return host
+	case "origin":
+		return t.URL.Host
+	default:
+		return p.cfg.Host
+	}
+}
+
+// serverName is the TLS server name of a Host: without its port.
+func serverName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
+// try sends one request to the pool's targets: send makes one attempt on
+// t and reports the response's status. A connection error or 5xx answer is
+// retried once on another target when retryable (drop first discards the
+// 5xx answer); a target's failures eject it, as its successes count for
+// it. The slot of the concurrency limit the request holds is freed by
+// release, once its response is done with.
+func (p *Pool) try(ctx context.Context, retryable bool, send func(t *Target) (int, error), drop func()) (release func(), err error) {
+	release, err = p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	t := p.pick(nil)
+	for attempt := 0; t != nil; attempt++ {
 		start := time.Now()
-		resp, err := p.rt.RoundTrip(out)
+		status, err := send(t)
 		d := time.Since(start)
 		var next *Target
 		switch {
-		case err != nil && (req.Context().Err() != nil || errors.Is(err, ErrRequestBody)):
+		case err != nil && (ctx.Err() != nil || errors.Is(err, ErrRequestBody)):
 			// The caller gave up (a client that left a pass-through, say),
 			// or the client's body failed: nothing is known of the origin,
 			// so nothing counts against it.
@@ -164,25 +196,23 @@ func (p *Pool) roundTrip(req *http.Request, hdr http.Header) (*http.Response, er
 			p.failed(t, err)
 			p.observe(t, d, 0, err)
 			errs = append(errs, fmt.Errorf("origin %s: %w", t.Name(), err))
-			if retryable && attempt == 0 && req.Context().Err() == nil {
+			if retryable && attempt == 0 && ctx.Err() == nil {
 				next = p.pick(t)
 			}
-		case resp.StatusCode >= 500:
-			p.failed(t, fmt.Errorf("status %d", resp.StatusCode))
-			p.observe(t, d, resp.StatusCode, nil)
+		case status >= 500:
+			p.failed(t, fmt.Errorf("status %d", status))
+			p.observe(t, d, status, nil)
 			if retryable && attempt == 0 {
 				next = p.pick(t)
 			}
 			if next == nil {
-				resp.Body = withRelease(resp.Body, release)
-				return resp, nil
+				return release, nil
 			}
-			DrainClose(resp.Body)
+			drop()
 		default:
 			p.succeeded(t)
-			p.observe(t, d, resp.StatusCode, nil)
-			resp.Body = withRelease(resp.Body, release)
-			return resp, nil
+			p.observe(t, d, status, nil)
+			return release, nil
 		}
 		t = next
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/origin"
@@ -22,6 +23,20 @@ import (
 // sent or the client is gone.
 type Puller interface {
 	Pull(body io.ReadCloser, size int64)
+}
+
+// Forwarder is a front that forwards a pass-through in its own protocol's
+// form (fasthttp's, for HTTP/1.1): the request's fields go to the origin,
+// and the origin's to the client, with no copy into net/http's. Forward
+// sends the request, which has no body, through pool as
+// origin.Pool.ForwardFast does, r being the request as the pipeline sees
+// it (its target and Host normalised) and drop the fields not to send on;
+// once the origin answered, edit changes the answer's fields (its error
+// sends nothing of the answer: the request fails with it), and the
+// front sets the client's status and fields from them. The body is the
+// caller's to Pull: size bytes, -1 when unknown.
+type Forwarder interface {
+	Forward(pool *origin.Pool, r *http.Request, drop []string, edit func(status int, f httpcache.Fields) error) (status int, body io.ReadCloser, size int64, err error)
 }
 
 // bypass proxies the request to the origin without the cache. Unsafe methods
@@ -47,6 +62,10 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 	x.stats.originPass.Inc()
 	x.stats.counts.Origin.Add(1)
 	r := x.r
+	pool := pl.cfg.Pool(x.site, r.TLS != nil)
+	if fw, ok := x.front.(Forwarder); ok && !invalidate && pool.Fast() && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		return pl.forwardFast(x, fw, pool, cs)
+	}
 	if x.clientAE != nil || x.site.Rerouting(r.Header) {
 		// A compressing site's request, passed through after all: the
 		// origin may encode for the client as it would have without the
@@ -65,9 +84,9 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 		r = r.WithContext(withInvalidation(r.Context(), pl, x.site, r))
 	}
 	r = reqguard.GuardBody(x.w, r, pl.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
-	resp, err := pl.cfg.Pool(x.site, r.TLS != nil).Forward(r)
+	resp, err := pool.Forward(r)
 	if err == nil {
-		if err = pl.modifyBypass(r, resp); err != nil {
+		if err = pl.modifyBypass(r, resp.StatusCode, httpcache.HeaderFields(resp.Header)); err != nil {
 			_ = resp.Body.Close()
 		}
 	}
@@ -101,6 +120,46 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 	y := new(exchange)
 	*y = *x
 	p.Pull(&pulled{body: resp.Body, pl: pl, x: y}, resp.ContentLength)
+	return true
+}
+
+// forwardFast is forward through the front's own Forwarder: the client's
+// request as the front read it goes to the origin, and the origin's answer
+// to the client, each edited in place. The front sends the body after the
+// handler returns.
+func (pl *Pipeline) forwardFast(x *exchange, fw Forwarder, pool *origin.Pool, cs httpcache.Status) bool {
+	r := x.r
+	var drop []string
+	if x.site.Rerouting(r.Header) {
+		drop = x.site.DroppedRerouting()
+	}
+	hsts := ""
+	if x.hsts {
+		hsts = x.site.HSTS
+	}
+	status, body, size, err := fw.Forward(pool, r, drop, func(status int, f httpcache.Fields) error {
+		if err := pl.modifyBypass(r, status, f); err != nil {
+			return err
+		}
+		f.Add("Cache-Status", cs.String()) // after the origin's own (RFC 9211)
+		if hsts != "" {
+			f.Set("Strict-Transport-Security", hsts)
+		}
+		return nil
+	})
+	if err != nil {
+		pl.bypassError(x, r, err)
+		return false
+	}
+	x.code, x.ttfb = status, time.Since(x.start)
+	p, ok := x.front.(Puller)
+	if !ok || size == 0 {
+		_ = body.Close()
+		return false
+	}
+	y := new(exchange)
+	*y = *x
+	p.Pull(&pulled{body: body, pl: pl, x: y}, size)
 	return true
 }
 
@@ -200,22 +259,23 @@ func (pl *Pipeline) upgrade(x *exchange, resp *http.Response) {
 	wg.Wait()
 }
 
-// modifyBypass runs on every bypassed origin response.
-func (pl *Pipeline) modifyBypass(r *http.Request, resp *http.Response) error {
+// modifyBypass runs on every bypassed origin response: status and its
+// fields f.
+func (pl *Pipeline) modifyBypass(r *http.Request, status int, f httpcache.Fields) error {
 	if err := reqguard.BodyError(r.Context()); err != nil {
 		return err // the origin answered a body it did not get whole: the client's error, not this
 	}
-	httpcache.DropTargeted(resp.Header)
-	if prev := resp.Header["Via"]; len(prev) == 0 {
-		resp.Header["Via"] = viaValue
+	httpcache.DropTargetedFields(f)
+	if prev := f.Values("Via"); len(prev) == 0 {
+		f.Set("Via", via)
 	} else {
-		resp.Header["Via"] = []string{joinVia(prev)}
+		f.Set("Via", joinVia(prev))
 	}
-	if _, ok := resp.Header["Age"]; !ok {
-		resp.Header["Age"] = ageZero
+	if !f.Has("Age") {
+		f.Set("Age", "0")
 	}
-	if inv, ok := invalidationFrom(r.Context()); ok && resp.StatusCode < 400 {
-		inv.apply(resp)
+	if inv, ok := invalidationFrom(r.Context()); ok && status < 400 {
+		inv.apply(f)
 	}
 	return nil
 }

@@ -21,13 +21,6 @@ import (
 // via is this hop's Via entry (RFC 9110 §7.6.3).
 const via = "1.1 " + httpcache.CacheName
 
-// Header values of the pass-through shared by every response: net/http
-// only reads them.
-var (
-	viaValue = []string{via}
-	ageZero  = []string{"0"}
-)
-
 // exchange is one client request as the front sees it.
 type exchange struct {
 	w        http.ResponseWriter
@@ -409,10 +402,10 @@ type invalidation struct {
 	base *url.URL
 }
 
-func (inv invalidation) apply(resp *http.Response) {
+func (inv invalidation) apply(h httpcache.Fields) {
 	inv.drop(inv.base)
 	for _, f := range []string{"Location", "Content-Location"} {
-		if v := resp.Header.Get(f); v != "" {
+		if v := h.Get(f); v != "" {
 			if u, err := inv.base.Parse(v); err == nil {
 				inv.drop(u)
 			}

@@ -43,12 +43,21 @@ func (s *Site) Rerouting(h http.Header) bool {
 	return false
 }
 
+// DroppedRerouting names the re-routing fields the site does not forward.
+func (s *Site) DroppedRerouting() []string {
+	var names []string
+	for _, f := range ReroutingFields {
+		if !slices.Contains(s.forward, f) {
+			names = append(names, f)
+		}
+	}
+	return names
+}
+
 // DropRerouting removes from h the re-routing fields the site does not
 // forward (see ReroutingFields).
 func (s *Site) DropRerouting(h http.Header) {
-	for _, f := range ReroutingFields {
-		if !slices.Contains(s.forward, f) {
-			delete(h, f)
-		}
+	for _, f := range s.DroppedRerouting() {
+		delete(h, f)
 	}
 }
