@@ -356,8 +356,20 @@ func TestNotSpread(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
 	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
-	if err := b.SetStatus(true, 9, time.Nanosecond); !errors.Is(err, ErrNotSpread) {
-		t.Fatalf("SetStatus with a wait of 1 ns: %v; want ErrNotSpread", err)
+	// An update that did go out before the wait ended is no error: on busy
+	// cores gossip may send one in the instant between queueing it and the
+	// wait. Of a few tries, some must end unspread, and none otherwise.
+	unspread := 0
+	for load := 1; load <= 9; load++ {
+		switch err := b.SetStatus(true, load, time.Nanosecond); {
+		case errors.Is(err, ErrNotSpread):
+			unspread++
+		case err != nil:
+			t.Fatalf("SetStatus with a wait of 1 ns: %v; want ErrNotSpread or nil", err)
+		}
+	}
+	if unspread == 0 {
+		t.Fatal("9 updates with a wait of 1 ns all spread in time; want ErrNotSpread")
 	}
 	eventually(t, 5*time.Second, "n1 sees n2's load", func() bool {
 		return slices.ContainsFunc(a.Members(), func(m Member) bool { return m.Name == "n2" && m.Meta.Load == 9 })

@@ -306,7 +306,7 @@ var longAgo = time.Unix(1, 0)
 // exchange sends freq on a connection of hc and reads the response header.
 // ctx's end interrupts it, and later the body's reads. reused reports that
 // the connection had served a request before.
-func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, body io.ReadCloser, size int64) (x *exchangeState, reused bool, err error) {
+func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, owned bool, freq *fasthttp.Request, body io.ReadCloser, size int64) (*exchangeState, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, context.Cause(ctx)
 	}
@@ -315,8 +315,9 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 		return nil, false, fmt.Errorf("connect %s: %w", hc.Addr, err)
 	}
 	conn := cc.Conn()
-	reused = !cc.LastUseTime().IsZero() // set when a request released it
-	x = &exchangeState{hc: hc, conn: conn, ctx: ctx, body: body,
+	reused := !cc.LastUseTime().IsZero() // set when a request released it
+	// x is the watch's own: a failure below must not clear what it sees.
+	x := &exchangeState{hc: hc, conn: conn, ctx: ctx, body: body,
 		done: func(reuse bool) {
 			if reuse {
 				hc.ReleaseConn(cc)
