@@ -311,6 +311,14 @@ func TestLeaveNotice(t *testing.T) {
 	b.lifecycle.Lock()
 	b.tellLeaving(time.Second)
 	b.lifecycle.Unlock()
+	// The notice is a message of its own: on busy cores it may still be on
+	// its way when tellLeaving's wait ends.
+	eventually(t, 10*time.Second, "n1 told of n2's leave", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		_, ok := a.leaving["n2"]
+		return ok
+	})
 	_ = b.Shutdown() // no flag, no leave: only the notice says it goes
 	eventually(t, 10*time.Second, "n2 gone", func() bool { return names(a) == "n1" })
 	if a.Failures() != before || len(a.Failed()) != 0 {
@@ -361,6 +369,9 @@ func TestNotSpread(t *testing.T) {
 	// wait. Of a few tries, some must end unspread, and none otherwise.
 	unspread := 0
 	for load := 1; load <= 9; load++ {
+		// memberlist waits for nobody while it holds no other member
+		// alive, as a busy machine's failure detector may briefly decide.
+		eventually(t, 10*time.Second, "n2 sees n1", func() bool { return names(b) == "n1,n2" })
 		switch err := b.SetStatus(true, load, time.Nanosecond); {
 		case errors.Is(err, ErrNotSpread):
 			unspread++
