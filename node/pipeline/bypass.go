@@ -254,7 +254,10 @@ func (pl *Pipeline) upgrade(x *exchange, resp *http.Response) {
 		done <- struct{}{}
 	})
 	<-done // either side's end ends both
-	_ = conn.Close()
+	// The copies end before the client's connection is closed: a front
+	// may take it back on Close (fasthttp recycles its hijacked
+	// connections), and nothing may read it after that.
+	_ = conn.SetDeadline(time.Unix(1, 0))
 	_ = backend.Close()
 	wg.Wait()
 }
