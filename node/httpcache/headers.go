@@ -13,17 +13,18 @@ var HopByHop = []string{
 }
 
 // RemoveHopByHop deletes hop-by-hop fields from h, including those named in
-// Connection.
+// its Connection field.
 func RemoveHopByHop(h http.Header) {
-	for _, line := range h["Connection"] {
-		for f := range strings.SplitSeq(line, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				h.Del(f)
-			}
-		}
+	DropHopByHop(HeaderFields(h))
+}
+
+// DropHopByHop is RemoveHopByHop for a header in any front's form.
+func DropHopByHop(f Fields) {
+	for _, name := range ConnectionOptions(f.Values("Connection")) {
+		f.Del(http.CanonicalHeaderKey(name))
 	}
-	for _, f := range HopByHop {
-		delete(h, f) // canonical already
+	for _, name := range HopByHop {
+		f.Del(name)
 	}
 }
 
@@ -121,10 +122,10 @@ func (h HeaderFields) Del(name string)             { delete(h, name) }
 // ConnectionOptions are the fields the values of a Connection field name,
 // to be dropped with it (RFC 9110 §7.6.1): all but close and keep-alive,
 // which say what becomes of the connection.
-func ConnectionOptions(values [][]byte) []string {
+func ConnectionOptions(values []string) []string {
 	var names []string
 	for _, v := range values {
-		for f := range strings.SplitSeq(string(v), ",") {
+		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "close") && !strings.EqualFold(f, "keep-alive") {
 				names = append(names, f)
 			}
@@ -132,3 +133,47 @@ func ConnectionOptions(values [][]byte) []string {
 	}
 	return names
 }
+
+// HasToken reports whether a comma-separated list field with values holds
+// token, in any case.
+func HasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ByteHeader is the method set fasthttp's request and response headers
+// share, as ByteFields uses it.
+type ByteHeader interface {
+	Peek(name string) []byte
+	PeekAll(name string) [][]byte
+	Set(name, value string)
+	Add(name, value string)
+	Del(name string)
+}
+
+// ByteFields is a header that keeps its fields as bytes (fasthttp's) as
+// Fields.
+type ByteFields[H ByteHeader] struct{ H H }
+
+func (f ByteFields[H]) Has(name string) bool   { return f.H.Peek(name) != nil }
+func (f ByteFields[H]) Get(name string) string { return string(f.H.Peek(name)) }
+func (f ByteFields[H]) Values(name string) []string {
+	all := f.H.PeekAll(name)
+	if len(all) == 0 {
+		return nil
+	}
+	vs := make([]string, len(all))
+	for i, v := range all {
+		vs[i] = string(v)
+	}
+	return vs
+}
+func (f ByteFields[H]) Set(name, value string) { f.H.Set(name, value) }
+func (f ByteFields[H]) Add(name, value string) { f.H.Add(name, value) }
+func (f ByteFields[H]) Del(name string)        { f.H.Del(name) }

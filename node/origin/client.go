@@ -602,14 +602,7 @@ func fieldsOf(fr *fasthttp.ResponseHeader, hr *http.Response) {
 // framingOnly reports whether a Connection field value names only the
 // connection's persistence (keep-alive, close), not fields to drop.
 func framingOnly(v string) bool {
-	for t := range strings.SplitSeq(v, ",") {
-		switch t = strings.TrimSpace(t); {
-		case strings.EqualFold(t, "keep-alive"), strings.EqualFold(t, "close"), t == "":
-		default:
-			return false
-		}
-	}
-	return true
+	return len(httpcache.ConnectionOptions([]string{v})) == 0
 }
 
 // release returns the connection to its pool when the response was read

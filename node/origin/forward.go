@@ -1,7 +1,6 @@
 package origin
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +30,7 @@ func (p *Pool) Forward(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		want, got := upgradeType(hdr), upgradeType(resp.Header)
+		want, got := upgradeType(httpcache.HeaderFields(hdr)), upgradeType(httpcache.HeaderFields(resp.Header))
 		if want == "" || !strings.EqualFold(want, got) {
 			_ = resp.Body.Close()
 			return nil, fmt.Errorf("origin switched to protocol %q when %q was asked", got, want)
@@ -48,59 +47,61 @@ func forwardHeader(r *http.Request) http.Header {
 	if h == nil {
 		h = http.Header{}
 	}
-	up := upgradeType(r.Header)
-	trailers := false
-	for _, v := range r.Header["Te"] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "trailers") {
-				trailers = true
-			}
-		}
+	forwardFields(httpcache.HeaderFields(h), r.Host, clientAddr(r.RemoteAddr), r.TLS != nil, nil)
+	if prior, ok := r.Header["X-Forwarded-For"]; ok && prior == nil {
+		delete(h, "X-Forwarded-For") // the caller asked for none (net/http's convention)
 	}
-	httpcache.RemoveHopByHop(h)
-	if up != "" {
-		h["Connection"], h["Upgrade"] = []string{"Upgrade"}, []string{up}
-	}
-	if trailers {
-		h["Te"] = []string{"trailers"} // the client reads trailers: the origin may send them
-	}
-	delete(h, "Forwarded")
-	client := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(client); err == nil {
-		client = host
-	}
-	prior, ok := r.Header["X-Forwarded-For"]
-	switch {
-	case ok && prior == nil:
-		delete(h, "X-Forwarded-For") // the caller asked for none
-	case len(prior) > 0:
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + client}
-	default:
-		h["X-Forwarded-For"] = []string{client}
-	}
-	h["X-Forwarded-Host"] = []string{r.Host}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	h["X-Forwarded-Proto"] = []string{proto}
 	return h
 }
 
-// upgradeType is the protocol h asks to upgrade to (RFC 9110 §7.8), or "".
-func upgradeType(h http.Header) string {
-	upgrade := false
-	for _, v := range h["Connection"] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
-				upgrade = true
-			}
-		}
+// clientAddr is the address of a RemoteAddr, without its port.
+func clientAddr(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
 	}
-	if !upgrade {
+	return remote
+}
+
+// forwardFields edits f, a request's header in either form, into what the
+// origin gets: without the client's hop-by-hop fields (an upgrade asked
+// for, and trailers the client reads, are asked for again), without
+// Forwarded and the fields of drop, with client appended to
+// X-Forwarded-For and X-Forwarded-Host and X-Forwarded-Proto set to host
+// and the scheme.
+func forwardFields(f httpcache.Fields, host, client string, https bool, drop []string) {
+	up := upgradeType(f)
+	trailers := httpcache.HasToken(f.Values("Te"), "trailers")
+	httpcache.DropHopByHop(f)
+	if up != "" {
+		f.Set("Connection", "Upgrade")
+		f.Set("Upgrade", up)
+	}
+	if trailers {
+		f.Set("Te", "trailers") // the client reads trailers: the origin may send them
+	}
+	for _, name := range drop {
+		f.Del(name)
+	}
+	f.Del("Forwarded")
+	if prior := f.Values("X-Forwarded-For"); len(prior) > 0 {
+		f.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+client)
+	} else {
+		f.Set("X-Forwarded-For", client)
+	}
+	f.Set("X-Forwarded-Host", host)
+	if https {
+		f.Set("X-Forwarded-Proto", "https")
+	} else {
+		f.Set("X-Forwarded-Proto", "http")
+	}
+}
+
+// upgradeType is the protocol f asks to upgrade to (RFC 9110 §7.8), or "".
+func upgradeType(f httpcache.Fields) string {
+	if !httpcache.HasToken(f.Values("Connection"), "upgrade") {
 		return ""
 	}
-	return h.Get("Upgrade")
+	return f.Get("Upgrade")
 }
 
 // CopyBody writes body to w as it is read, through the shared copy
@@ -190,16 +191,19 @@ func (r *FastResponse) Close() error {
 // ForwardFast is Forward for a request without a body in fasthttp's form
 // (the HTTP/1.1 front's own), whose fields go to the origin without a copy
 // into net/http's: freq is edited in place into what the origin gets, as
-// Forward edits its copy. uri (in origin form) and host are the request's
-// target and Host as the edge sees them, client the client's address;
-// https tells that it came over TLS; drop names fields not to send on (a
-// site's re-routing fields). The pool must be Fast.
-func (p *Pool) ForwardFast(ctx context.Context, freq *fasthttp.Request, uri, host, client string, https bool, drop []string) (*FastResponse, error) {
+// Forward edits its copy. r is the same request as the edge sees it: its
+// target, Host, client address and TLS are what is sent and told; drop
+// names fields not to send on (a site's re-routing fields). The pool must
+// be Fast.
+func (p *Pool) ForwardFast(freq *fasthttp.Request, r *http.Request, drop []string) (*FastResponse, error) {
 	ts, ok := p.rt.(*Transports)
 	if !ok {
 		return nil, errors.New("origin: the pool does not send through Transports")
 	}
-	forwardFields(&freq.Header, host, client, https, drop)
+	ctx, uri, host := r.Context(), r.URL.RequestURI(), r.Host
+	forwardFields(httpcache.ByteFields[*fasthttp.RequestHeader]{H: &freq.Header}, host, clientAddr(r.RemoteAddr), r.TLS != nil, drop)
+	freq.Header.ResetConnectionClose() // the client's connection's, not the origin's
+	freq.Header.SetProtocol("HTTP/1.1")
 	var x *exchangeState
 	release, err := p.try(ctx, true, func(t *Target) (int, error) {
 		freq.Header.SetRequestURI(t.URL.EscapedPath() + uri)
@@ -221,11 +225,11 @@ func (p *Pool) ForwardFast(ctx context.Context, freq *fasthttp.Request, uri, hos
 	if err != nil {
 		return nil, err
 	}
-	r := &FastResponse{x: x, release: release}
+	resp := &FastResponse{x: x, release: release}
 	if x.resp.BodyStream() != nil {
-		r.body = &streamBody{x: x}
+		resp.body = &streamBody{x: x}
 	}
-	return r, nil
+	return resp, nil
 }
 
 // stream is the response's body as a ReadCloser whose Close ends the
@@ -236,49 +240,4 @@ func (x *exchangeState) stream() io.ReadCloser {
 		return http.NoBody
 	}
 	return &streamBody{x: x}
-}
-
-// forwardFields edits a request header in fasthttp's form as
-// forwardHeader does a copy in net/http's.
-func forwardFields(h *fasthttp.RequestHeader, host, client string, https bool, drop []string) {
-	trailers := false
-	for _, v := range h.PeekAll("Te") {
-		for t := range strings.SplitSeq(string(v), ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "trailers") {
-				trailers = true
-			}
-		}
-	}
-	for _, f := range httpcache.ConnectionOptions(h.PeekAll("Connection")) {
-		h.Del(f)
-	}
-	for _, f := range httpcache.HopByHop {
-		h.Del(f)
-	}
-	h.ResetConnectionClose()
-	h.SetProtocol("HTTP/1.1")
-	if trailers {
-		h.Set("Te", "trailers")
-	}
-	for _, f := range drop {
-		h.Del(f)
-	}
-	h.Del("Forwarded")
-	if prior := h.PeekAll("X-Forwarded-For"); len(prior) > 0 {
-		var b strings.Builder
-		for _, v := range prior {
-			b.Write(v)
-			b.WriteString(", ")
-		}
-		b.WriteString(client)
-		h.Set("X-Forwarded-For", b.String())
-	} else {
-		h.Set("X-Forwarded-For", client)
-	}
-	h.Set("X-Forwarded-Host", host)
-	if https {
-		h.Set("X-Forwarded-Proto", "https")
-	} else {
-		h.Set("X-Forwarded-Proto", "http")
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +85,7 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 	r = reqguard.GuardBody(x.w, r, pl.cfg.BodyTimeout) // the origin connection waits on the client's body: bound it
 	resp, err := pool.Forward(r)
 	if err == nil {
-		if err = pl.modifyBypass(r, resp.StatusCode, httpcache.HeaderFields(resp.Header)); err != nil {
+		if err = pl.modifyBypass(r, resp.StatusCode, httpcache.HeaderFields(resp.Header), cs); err != nil {
 			_ = resp.Body.Close()
 		}
 	}
@@ -98,8 +97,6 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	// RFC 9211: each cache appends its entry, the origin's side first.
-	h["Cache-Status"] = append(slices.Clip(h["Cache-Status"]), cs.String())
 	switch {
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		pl.upgrade(x, resp)
@@ -117,10 +114,7 @@ func (pl *Pipeline) forward(x *exchange, cs httpcache.Status, invalidate bool) b
 		_ = resp.Body.Close()
 		return false
 	}
-	y := new(exchange)
-	*y = *x
-	p.Pull(&pulled{body: resp.Body, pl: pl, x: y}, resp.ContentLength)
-	return true
+	return pl.pull(x, p, resp.Body, resp.ContentLength)
 }
 
 // forwardFast is forward through the front's own Forwarder: the client's
@@ -138,10 +132,9 @@ func (pl *Pipeline) forwardFast(x *exchange, fw Forwarder, pool *origin.Pool, cs
 		hsts = x.site.HSTS
 	}
 	status, body, size, err := fw.Forward(pool, r, drop, func(status int, f httpcache.Fields) error {
-		if err := pl.modifyBypass(r, status, f); err != nil {
+		if err := pl.modifyBypass(r, status, f, cs); err != nil {
 			return err
 		}
-		f.Add("Cache-Status", cs.String()) // after the origin's own (RFC 9211)
 		if hsts != "" {
 			f.Set("Strict-Transport-Security", hsts)
 		}
@@ -157,6 +150,13 @@ func (pl *Pipeline) forwardFast(x *exchange, fw Forwarder, pool *origin.Pool, cs
 		_ = body.Close()
 		return false
 	}
+	return pl.pull(x, p, body, size)
+}
+
+// pull hands an origin body of size bytes (-1: unknown) to the front's
+// Puller, and x with it: the request's books close when the front closes
+// the body. It reports true: x is the front's to finish.
+func (pl *Pipeline) pull(x *exchange, p Puller, body io.ReadCloser, size int64) bool {
 	y := new(exchange)
 	*y = *x
 	p.Pull(&pulled{body: body, pl: pl, x: y}, size)
@@ -263,8 +263,9 @@ func (pl *Pipeline) upgrade(x *exchange, resp *http.Response) {
 }
 
 // modifyBypass runs on every bypassed origin response: status and its
-// fields f.
-func (pl *Pipeline) modifyBypass(r *http.Request, status int, f httpcache.Fields) error {
+// fields f, which get this cache's Cache-Status entry cs after the
+// origin's own (RFC 9211 orders them from the origin's side).
+func (pl *Pipeline) modifyBypass(r *http.Request, status int, f httpcache.Fields, cs httpcache.Status) error {
 	if err := reqguard.BodyError(r.Context()); err != nil {
 		return err // the origin answered a body it did not get whole: the client's error, not this
 	}
@@ -277,6 +278,7 @@ func (pl *Pipeline) modifyBypass(r *http.Request, status int, f httpcache.Fields
 	if !f.Has("Age") {
 		f.Set("Age", "0")
 	}
+	f.Add("Cache-Status", cs.String())
 	if inv, ok := invalidationFrom(r.Context()); ok && status < 400 {
 		inv.apply(f)
 	}
