@@ -355,7 +355,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 	}
 	// The header's deadline is set before a body's sender starts: a
 	// sender that fails sets one in the past, which must stay.
-	_ = conn.SetReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
+	x.setReadDeadline(time.Now().Add(ts.cfg.HeaderTimeout))
 	if body != nil {
 		// The body goes out as it comes, while the origin may already
 		// answer (it need not read all of it first).
@@ -384,7 +384,7 @@ func (ts *Transports) exchange(ctx context.Context, hc *fasthttp.HostClient, own
 		}
 		return fail(fmt.Errorf("read response: %w", err))
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	x.setReadDeadline(time.Time{})
 	x.resp = fresp
 	return x, reused, nil
 }
@@ -435,6 +435,17 @@ type exchangeState struct {
 	cancelled atomic.Bool
 	sent      chan error // the request body's sender, when there is one
 	body      io.Closer  // the request body the sender reads
+}
+
+// setReadDeadline sets the connection's read deadline, unless the context
+// ended meanwhile: the deadline in the past its watch set must stay, or a
+// cancellation that came between the request's write and this would wait
+// out the header timeout.
+func (x *exchangeState) setReadDeadline(t time.Time) {
+	_ = x.conn.SetReadDeadline(t)
+	if x.ctx.Err() != nil {
+		_ = x.conn.SetDeadline(longAgo)
+	}
 }
 
 // sendDone reports whether the request body's sender (if any) ended

@@ -285,8 +285,13 @@ func TestCancelledRequestsDoNotEject(t *testing.T) {
 			<-arrived
 			cancel()
 		}()
+		start := time.Now()
 		if _, err := p.Fetch(ctx, "www.example.test", "/a.css", http.Header{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("a cancelled fetch: %v", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			// The header timeout is 30 s: the cancellation was lost.
+			t.Errorf("a cancelled fetch ended after %v", d)
 		}
 		cancel()
 	}
