@@ -144,7 +144,7 @@ func (n *Node) bindHTTPS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, func(c net.Conn) net.Conn { return h1.TLSConn{Conn: c.(*tls.Conn)} }, handshakeTimeout)
+	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, func(c net.Conn) net.Conn { return h1.NewTLSConn(c.(*tls.Conn)) }, handshakeTimeout)
 	h.h1 = n.newH1()
 	h.h2 = n.newHTTPServer()
 	h.h2.Protocols = new(http.Protocols)

@@ -204,6 +204,7 @@ func readObject(path string, verify bool) (*DiskEntry, error) {
 		ResponseTime: m.ResponseTime, Fetched: m.Fetched, InitialAge: m.InitialAge, TTL: m.TTL, TTLSource: m.TTLSource,
 		NoStale: m.NoStale, StaleWhileRevalidate: m.StaleWhileRevalidate, StaleIfError: m.StaleIfError,
 		ETag: m.ETag, LastModified: m.LastModified}
+	e.prepare()
 	return &DiskEntry{Entry: e, Key: m.Key, path: path, sha: m.SHA256}, nil
 }
 
@@ -404,6 +405,7 @@ func (w *Writer) Commit(e *Entry) (*DiskEntry, error) {
 	_ = w.f.Close()
 	stored := *e
 	stored.Body, stored.Size = nil, w.n
+	stored.prepare()
 	de := &DiskEntry{Entry: &stored, Key: w.key, path: path, sha: m.SHA256}
 	w.d.insert(de)
 	return de, nil

@@ -5,6 +5,7 @@ package cache
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,6 +57,57 @@ type Entry struct {
 	// Uncompressed is, for a compressed variant the edge made itself, the
 	// length of the representation it compressed; 0 for any other entry.
 	Uncompressed int64
+
+	// rendered keeps a front's wire form of the status and header fields
+	// (see Rendered). The tiers give a stored entry its own; a copy of an
+	// entry carries the original's, which owner tells apart.
+	rendered *rendering
+}
+
+type rendering struct {
+	owner *Entry
+	body  Body // Bytes(owner.Body), boxed once
+	form  atomic.Value
+}
+
+// prepare gives e, which no reader has yet, a place of its own for its
+// rendered form: the tiers call it as they store e.
+func (e *Entry) prepare() {
+	e.rendered = &rendering{owner: e}
+	if e.Body != nil {
+		e.rendered.body = Bytes(e.Body)
+	}
+}
+
+// Source is e's body in memory as a Body: for a stored entry the same
+// value every time, made when it was stored.
+func (e *Entry) Source() Body {
+	if r := e.rendered; r != nil && r.owner == e && r.body != nil {
+		return r.body
+	}
+	return Bytes(e.Body)
+}
+
+// Rendered returns render(e): a protocol front's form of the entry's
+// status and header fields, made once for a stored entry (on its first
+// response through that front) and kept with it, so its later responses
+// only add their own fields. An entry that is not stored (a fill's head,
+// a copy made for one response) is rendered on every call. A node has one
+// front that renders (HTTP/1.1's; the others send the header map as it
+// is), and render must depend on the entry alone.
+func (e *Entry) Rendered(render func(*Entry) any) any {
+	r := e.rendered
+	if r == nil || r.owner != e {
+		return render(e)
+	}
+	if v := r.form.Load(); v != nil {
+		return v
+	}
+	v := render(e)
+	if !r.form.CompareAndSwap(nil, v) {
+		return r.form.Load()
+	}
+	return v
 }
 
 // FetchedAt is when the response came from the origin, as far as the
@@ -90,13 +142,28 @@ func (e *Entry) Staleness(now time.Time) time.Duration {
 	return e.Age(now) - e.TTL
 }
 
-// weight approximates the entry's memory footprint in bytes.
+// ResponseFields are the fields a response from a stored entry gets beside
+// the stored ones.
+type ResponseFields struct {
+	Age, CacheStatus string
+	// AcceptRanges: "Accept-Ranges: bytes" is sent.
+	AcceptRanges bool
+	// VaryAcceptEncoding: "Vary: Accept-Encoding" is added, the response
+	// being one the edge compresses for other clients.
+	VaryAcceptEncoding bool
+	// Size is the body's length (-1: unknown), which a HEAD answer states.
+	Size int64
+}
+
+// weight approximates the entry's memory footprint in bytes, counting the
+// rendered form a front may keep beside the fields (Rendered): about their
+// length again.
 func (e *Entry) weight() int {
-	w := len(e.Body) + len(e.VaryKey) + 256
+	w := len(e.Body) + len(e.VaryKey) + 256 + 64
 	for k, vs := range e.Header {
 		w += len(k) + 16
 		for _, v := range vs {
-			w += len(v) + 16
+			w += 2*len(v) + len(k) + 32
 		}
 	}
 	return w

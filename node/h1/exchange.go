@@ -13,8 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/valyala/fasthttp"
+
+	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/httpcache"
 )
 
 // exchange is one request as the pipeline sees it and the writer it
@@ -25,6 +27,9 @@ type exchange struct {
 	url url.URL
 	hdr http.Header
 	w   writer
+	// uri and host are the last request's target and Host, kept for the
+	// next request to reuse when it sends the same.
+	uri, host string
 }
 
 var exchanges = sync.Pool{New: func() any { return &exchange{hdr: http.Header{}} }}
@@ -33,9 +38,17 @@ func (x *exchange) release() {
 	clear(x.hdr)
 	hdr, w := x.hdr, x.w.h
 	clear(w)
-	*x = exchange{hdr: hdr}
+	*x = exchange{hdr: hdr, uri: x.uri, host: x.host}
 	x.w.h = w
 	exchanges.Put(x)
+}
+
+// reuse returns b as a string: kept, when it is what kept holds already.
+func reuse(kept *string, b []byte) string {
+	if string(b) != *kept {
+		*kept = string(b)
+	}
+	return *kept
 }
 
 // serve is fasthttp's handler.
@@ -82,12 +95,12 @@ func (x *exchange) build(ctx *fasthttp.RequestCtx) error {
 	if !h.IsHTTP11() {
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
 	}
-	r.RequestURI = string(h.RequestURI())
+	r.RequestURI = reuse(&x.uri, h.RequestURI())
 	if err := x.target(r.RequestURI, r.Method); err != nil {
 		return err
 	}
 	if r.Host == "" {
-		r.Host = string(h.Host())
+		r.Host = reuse(&x.host, h.Host())
 	}
 	r.Header = x.hdr
 	for k, v := range h.All() {
@@ -103,7 +116,11 @@ func (x *exchange) build(ctx *fasthttp.RequestCtx) error {
 		r.Header[name] = append(r.Header[name], string(v))
 	}
 	r.Close = h.ConnectionClose()
-	r.RemoteAddr = ctx.RemoteAddr().String()
+	if c, ok := ctx.Conn().(interface{ remoteAddr() string }); ok {
+		r.RemoteAddr = c.remoteAddr() // formatted once per connection
+	} else {
+		r.RemoteAddr = ctx.RemoteAddr().String()
+	}
 	if ctx.IsTLS() {
 		r.TLS = ctx.TLSConnectionState()
 	}
@@ -198,6 +215,10 @@ type writer struct {
 	pullSize int64
 	// forwarded: Forward set fasthttp's response header itself.
 	forwarded bool
+	// stored is the entry given to WriteStored, whose rendered fields and
+	// storedFields make the response's header.
+	stored       *cache.Entry
+	storedFields cache.ResponseFields
 }
 
 func (w *writer) Header() http.Header { return w.h }
@@ -280,20 +301,23 @@ func (w *writer) render() {
 	if !w.wrote {
 		w.code, w.wrote = http.StatusOK, true
 	}
-	if w.forwarded {
+	switch {
+	case w.forwarded:
 		return
+	case w.stored != nil:
+		w.renderStored()
+	default:
+		w.ctx.Response.SetStatusCode(w.code)
+		copyFields(&w.ctx.Response.Header, w.h, w.head)
 	}
-	copyHeader(&w.ctx.Response, w.h, w.code, w.head)
 	if w.shared != nil {
 		w.ctx.Response.SetBodyRaw(w.shared)
 	}
 }
 
-// copyHeader sets resp's status and fields from h. A HEAD answer keeps
-// the Content-Length of the body it stands for.
-func copyHeader(resp *fasthttp.Response, h http.Header, code int, head bool) {
-	resp.SetStatusCode(code)
-	rh := &resp.Header
+// copyFields adds h's fields to rh. A HEAD answer keeps the
+// Content-Length of the body it stands for.
+func copyFields(rh *fasthttp.ResponseHeader, h http.Header, head bool) {
 	for k, vs := range h {
 		switch k {
 		case "Content-Length":

@@ -69,7 +69,7 @@ func (s *Sniff) sniff(c net.Conn) {
 		}
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	pc := &prefixConn{Conn: c, prefix: buf[:n]}
+	pc := &prefixConn{Conn: c, prefix: buf[:n], remote: c.RemoteAddr().String()}
 	if n == len(preface) && bytes.Equal(buf, preface) {
 		s.h2.Put(s.ctx, pc)
 		return
@@ -81,7 +81,10 @@ func (s *Sniff) sniff(c net.Conn) {
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+	remote string
 }
+
+func (c *prefixConn) remoteAddr() string { return c.remote }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
 	if len(c.prefix) > 0 {
@@ -112,10 +115,20 @@ func (c *prefixConn) ReadFrom(r io.Reader) (int64, error) {
 // TLSConn is a TLS connection for the front: fasthttp sees its TLS state,
 // and a streamed body leaves piece by piece (ReadFrom) instead of waiting
 // in the write buffer.
-type TLSConn struct{ *tls.Conn }
+type TLSConn struct {
+	*tls.Conn
+	remote string
+}
+
+// NewTLSConn is c for the front.
+func NewTLSConn(c *tls.Conn) *TLSConn {
+	return &TLSConn{Conn: c, remote: c.RemoteAddr().String()}
+}
+
+func (c *TLSConn) remoteAddr() string { return c.remote }
 
 // ReadFrom writes each piece read from r to the connection at once.
-func (c TLSConn) ReadFrom(r io.Reader) (int64, error) {
+func (c *TLSConn) ReadFrom(r io.Reader) (int64, error) {
 	readFrom := func(r io.Reader) (int64, error) { return io.Copy(struct{ io.Writer }{c.Conn}, r) }
 	if n, err, ok := sendBody(r, c.Conn, readFrom); ok {
 		return n, err

@@ -149,7 +149,8 @@ func (st *stream) commit() {
 			size = n
 		}
 	}
-	copyHeader(&st.ctx.Response, st.h, st.code, false)
+	st.ctx.Response.SetStatusCode(st.code)
+	copyFields(&st.ctx.Response.Header, st.h, false)
 	st.body = &body{kept: st.buf, segs: make(chan *segment), gone: make(chan struct{})}
 	st.buf = nil
 	// The header leaves at once; the body then goes to the connection's
@@ -178,7 +179,8 @@ func (st *stream) end(ev event) {
 		if st.code == 0 {
 			st.code = http.StatusOK
 		}
-		copyHeader(&st.ctx.Response, st.h, st.code, st.head)
+		st.ctx.Response.SetStatusCode(st.code)
+		copyFields(&st.ctx.Response.Header, st.h, st.head)
 		st.ctx.Response.SetBody(st.buf)
 	}
 	st.first <- ev

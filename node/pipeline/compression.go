@@ -185,18 +185,24 @@ var varyAE = []string{"Accept-Encoding"}
 // "*"). The common case, no Vary at all, allocates nothing.
 func addVary(h http.Header) {
 	prev := h["Vary"]
-	if len(prev) == 0 {
+	switch {
+	case len(prev) == 0:
 		h["Vary"] = varyAE
-		return
+	case !varies(h, "Accept-Encoding"):
+		h["Vary"] = append(append([]string(nil), prev...), "Accept-Encoding")
 	}
-	for _, line := range prev {
+}
+
+// varies reports whether h's Vary names the field name, or is "*".
+func varies(h http.Header, name string) bool {
+	for _, line := range h["Vary"] {
 		for f := range strings.SplitSeq(line, ",") {
-			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, "Accept-Encoding") {
-				return
+			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, name) {
+				return true
 			}
 		}
 	}
-	h["Vary"] = append(append([]string(nil), prev...), "Accept-Encoding")
+	return false
 }
 
 // invalidateCodings drops the compressed variants of key from memory.

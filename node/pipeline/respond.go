@@ -44,6 +44,10 @@ func (pl *Pipeline) respond(x *exchange, meta *cache.Entry, src cache.Body, now 
 		pl.respondCompressed(x, meta, src, now)
 		return
 	}
+	if sw, ok := w.(StoredWriter); ok && pl.whole(x, meta, src) {
+		pl.respondStored(x, sw, meta, src, now, compressible)
+		return
+	}
 	h := w.Header()
 	for k, v := range meta.Header {
 		h[k] = v // shared, never modified: changes below replace whole slices
@@ -98,6 +102,67 @@ func (pl *Pipeline) respond(x *exchange, meta *cache.Entry, src cache.Body, now 
 	if err != nil {
 		pl.abort(x, err)
 	}
+}
+
+// StoredWriter is a ResponseWriter of a front that keeps a stored
+// response's header fields in its own wire form, rendered once per entry
+// (cache.Entry.Rendered), instead of taking them from Header() for every
+// response. The pipeline uses it for the plain case, a whole stored
+// response to a client: WriteStored stands for WriteHeader(meta.Status)
+// with meta's fields, less the targeted field the edge obeyed
+// (httpcache.DropTargeted), and f, the response's own; the body follows
+// through Write as usual.
+type StoredWriter interface {
+	WriteStored(meta *cache.Entry, f cache.ResponseFields)
+}
+
+// whole reports whether x is answered with the whole of a stored response
+// and nothing of the client's request changes its fields: no precondition
+// to answer, no range, no peer's fields, no HSTS over the origin's.
+func (pl *Pipeline) whole(x *exchange, meta *cache.Entry, src cache.Body) bool {
+	if x.fromPeer || x.hsts || src.Err() != nil {
+		return false
+	}
+	if meta.Status == http.StatusOK && x.r.Header["Range"] != nil {
+		return false
+	}
+	return httpcache.CheckPreconditions(x.r.Method, x.r.Header, httpcache.Validators{ETag: meta.ETag, LastModified: meta.LastModified}) == 0
+}
+
+// respondStored is respond's plain case through a StoredWriter.
+func (pl *Pipeline) respondStored(x *exchange, sw StoredWriter, meta *cache.Entry, src cache.Body, now time.Time, compressible bool) {
+	size := src.Size()
+	if !bodyAllowed(meta.Status) {
+		size = -1
+	}
+	x.code = meta.Status
+	x.ttfb = time.Since(x.start)
+	sw.WriteStored(meta, cache.ResponseFields{
+		Age:                httpcache.AgeValue(meta.Age(now)),
+		CacheStatus:        statusValue(x.status),
+		AcceptRanges:       meta.Status == http.StatusOK,
+		VaryAcceptEncoding: compressible && !varies(meta.Header, "Accept-Encoding"),
+		Size:               size,
+	})
+	if x.r.Method == http.MethodHead || !bodyAllowed(meta.Status) {
+		return
+	}
+	m, err := src.Copy(x.r.Context(), x.w, x.w, 0, -1)
+	x.written = m
+	if err != nil {
+		pl.abort(x, err)
+	}
+}
+
+// statusValue is s as a field value, shared for the common hits.
+func statusValue(s httpcache.Status) string {
+	switch s {
+	case hitStatus:
+		return hitStatusValue[0]
+	case heuristicHitStatus:
+		return heuristicHitStatusValue[0]
+	}
+	return s.String()
 }
 
 // answerPreconditions answers the client's conditional request from meta

@@ -59,14 +59,14 @@ func (pl *Pipeline) lookup(key string, h http.Header, now time.Time, mode lookup
 			f.known, f.vary = true, obj.Variants[len(obj.Variants)-1].Vary
 		}
 		if e := matchVariant(obj, h); e != nil {
-			f.e, f.src, f.tier = e, cache.Bytes(e.Body), tierMemory
+			f.e, f.src, f.tier = e, e.Source(), tierMemory
 			return f
 		}
 	}
 	if pl.copies != nil {
 		if obj, ok := pl.copies.Get(key); ok {
 			if e := matchVariant(obj, h); e != nil {
-				f.e, f.src, f.tier = e, cache.Bytes(e.Body), tierCopies
+				f.e, f.src, f.tier = e, e.Source(), tierCopies
 				return f
 			}
 		}
@@ -132,7 +132,7 @@ func (pl *Pipeline) fromDisk(key string, de *cache.DiskEntry) (*cache.Entry, cac
 	if pl.diskChecked.Load() { // else it is revalidated, and the result stored
 		pl.store.Put(key, &e)
 	}
-	return &e, cache.Bytes(b)
+	return &e, e.Source()
 }
 
 // invalidate drops everything stored under key, in every tier.
