@@ -435,6 +435,9 @@ type exchangeState struct {
 	cancelled atomic.Bool
 	sent      chan error // the request body's sender, when there is one
 	body      io.Closer  // the request body the sender reads
+	// fast and its body are ForwardFast's answer, made with the exchange.
+	fast     FastResponse
+	fastBody streamBody
 }
 
 // setReadDeadline sets the connection's read deadline, unless the context

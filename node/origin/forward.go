@@ -225,11 +225,12 @@ func (p *Pool) ForwardFast(freq *fasthttp.Request, r *http.Request, drop []strin
 	if err != nil {
 		return nil, err
 	}
-	resp := &FastResponse{x: x, release: release}
+	x.fast = FastResponse{x: x, release: release}
 	if x.resp.BodyStream() != nil {
-		resp.body = &streamBody{x: x}
+		x.fastBody = streamBody{x: x}
+		x.fast.body = &x.fastBody
 	}
-	return resp, nil
+	return &x.fast, nil
 }
 
 // stream is the response's body as a ReadCloser whose Close ends the

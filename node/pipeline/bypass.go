@@ -157,18 +157,16 @@ func (pl *Pipeline) forwardFast(x *exchange, fw Forwarder, pool *origin.Pool, cs
 // Puller, and x with it: the request's books close when the front closes
 // the body. It reports true: x is the front's to finish.
 func (pl *Pipeline) pull(x *exchange, p Puller, body io.ReadCloser, size int64) bool {
-	y := new(exchange)
-	*y = *x
-	p.Pull(&pulled{body: body, pl: pl, x: y}, size)
+	p.Pull(&pulled{body: body, pl: pl, x: *x}, size)
 	return true
 }
 
-// pulled is an origin body the front reads itself: closing it closes the
-// books of its request.
+// pulled is an origin body the front reads itself, with the request it
+// answers: closing it closes the books of that request.
 type pulled struct {
 	body io.ReadCloser
 	pl   *Pipeline
-	x    *exchange
+	x    exchange
 	once sync.Once
 }
 
@@ -181,7 +179,7 @@ func (b *pulled) Read(p []byte) (int, error) {
 func (b *pulled) Close() error {
 	b.once.Do(func() {
 		_ = b.body.Close()
-		b.pl.end(b.x)
+		b.pl.end(&b.x)
 	})
 	return nil
 }
