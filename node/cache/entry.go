@@ -4,6 +4,8 @@
 package cache
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -66,26 +68,35 @@ type Entry struct {
 
 type rendering struct {
 	owner *Entry
-	body  Body // Bytes(owner.Body), boxed once
 	form  atomic.Value
 }
 
 // prepare gives e, which no reader has yet, a place of its own for its
 // rendered form: the tiers call it as they store e.
-func (e *Entry) prepare() {
-	e.rendered = &rendering{owner: e}
-	if e.Body != nil {
-		e.rendered.body = Bytes(e.Body)
-	}
-}
+func (e *Entry) prepare() { e.rendered = &rendering{owner: e} }
 
-// Source is e's body in memory as a Body: for a stored entry the same
-// value every time, made when it was stored.
-func (e *Entry) Source() Body {
-	if r := e.rendered; r != nil && r.owner == e && r.body != nil {
-		return r.body
+// Source is e's body in memory as a Body, made without an allocation.
+func (e *Entry) Source() Body { return entryBody{e} }
+
+// entryBody is an entry's body in memory as a Body: Bytes(Body), in a
+// value of one pointer, which an interface holds as it is.
+type entryBody struct{ e *Entry }
+
+func (b entryBody) Size() int64 { return int64(len(b.e.Body)) }
+func (b entryBody) Copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
+	return Bytes(b.e.Body).Copy(ctx, w, client, off, n)
+}
+func (b entryBody) Complete(context.Context) ([]byte, error) { return b.e.Body, nil }
+func (b entryBody) Err() error                               { return nil }
+
+// InMemory reports whether b is complete in memory: sent without waiting
+// for anything.
+func InMemory(b Body) bool {
+	switch b.(type) {
+	case Bytes, entryBody:
+		return true
 	}
-	return Bytes(e.Body)
+	return false
 }
 
 // Rendered returns render(e): a protocol front's form of the entry's

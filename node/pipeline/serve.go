@@ -269,7 +269,7 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 		return false
 	case f.e.Fresh(now) || onlyIfCached(x.r):
 		x.status = hitStatusOf(f.e)
-		if _, inMemory := f.src.(cache.Bytes); inMemory {
+		if cache.InMemory(f.src) {
 			pl.respond(x, f.e, f.src, now)
 			return false
 		}
