@@ -47,7 +47,7 @@ func (pl *Pipeline) checkAccess(x *exchange, orig *http.Request) bool {
 		pl.edgeError(x, d.Status, "meshcdn: access denied ("+d.Reason+")")
 		return false
 	case d.Signed:
-		c := copyRequest(orig, nil)
+		c := copyRequest(orig)
 		if err := site.SetPath(c.URL, d.Path); err != nil {
 			x.status = httpcache.Status{Detail: "bad-path"}
 			pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
@@ -55,7 +55,7 @@ func (pl *Pipeline) checkAccess(x *exchange, orig *http.Request) bool {
 		}
 		c.URL.RawQuery = d.RawQuery
 		c.RequestURI = c.URL.RequestURI()
-		clean, ok := normalize(c, x.site, nil)
+		clean, ok := normalize(c, x.site)
 		if !ok {
 			pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
 			return false

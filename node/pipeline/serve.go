@@ -44,24 +44,18 @@ type exchange struct {
 	// that goes to the origin after all.
 	coding, key string
 	clientAE    []string
-	// norm holds the request as normalize changed it, so that the copy
-	// takes no allocation of its own.
-	norm normalized
 }
 
-// normalized is a request copied to be changed, with its URL.
+// normalized is a request copied to be changed, with its URL: one
+// allocation for both.
 type normalized struct {
 	r http.Request
 	u url.URL
 }
 
-// copyRequest returns a copy of r, its URL a copy too, made in n (a new
-// one if n is nil).
-func copyRequest(r *http.Request, n *normalized) *http.Request {
-	if n == nil {
-		n = new(normalized)
-	}
-	n.r, n.u = *r, *r.URL
+// copyRequest returns a copy of r, its URL a copy too.
+func copyRequest(r *http.Request) *http.Request {
+	n := &normalized{r: *r, u: *r.URL}
 	n.r.URL = &n.u
 	return &n.r
 }
@@ -138,7 +132,7 @@ func (pl *Pipeline) serve(x *exchange) bool {
 		return false
 	} else if ok {
 		// The router sent the user here by address: serve the host it named.
-		c := copyRequest(r, nil)
+		c := copyRequest(r)
 		c.Host = host
 		if err := site.SetPath(c.URL, path); err != nil {
 			x.stats, x.status = pl.unknown, httpcache.Status{Detail: "bad-path"}
@@ -168,7 +162,7 @@ func (pl *Pipeline) serve(x *exchange) bool {
 		x.w = &hstsWriter{ResponseWriter: w, value: st.HSTS}
 	}
 	orig := r // as the client sent it: what a signature signs
-	if r, ok = normalize(r, st, &x.norm); !ok {
+	if r, ok = normalize(r, st); !ok {
 		pl.edgeError(x, http.StatusBadRequest, "meshcdn: bad request path")
 		return false
 	}
@@ -206,16 +200,15 @@ func (pl *Pipeline) serve(x *exchange) bool {
 // trailing dot (the cache key ignores them, so the origin must not see
 // them either); the path without dot segments ("%2e%2e" included) and, per
 // the site, without runs of slashes. r itself is copied only if it
-// changes, into spare (when not nil). ok is false for a path that cannot
-// be decoded.
-func normalize(r *http.Request, st *site.Site, spare *normalized) (*http.Request, bool) {
+// changes. ok is false for a path that cannot be decoded.
+func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 	host := site.NormalizeHost(r.Host)
 	p := r.URL.EscapedPath()
 	np := site.NormalizePath(p, st.MergeSlashes)
 	if host == r.Host && np == p {
 		return r, true
 	}
-	c := copyRequest(r, spare)
+	c := copyRequest(r)
 	c.Host = host
 	if np != p {
 		if err := site.SetPath(c.URL, np); err != nil {
