@@ -159,7 +159,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	ln = n.conns.Listen(ln)
 	n.httpLn = ln
-	n.sniff = h1.NewSniff(ln, headerTimeout)
+	n.sniff = h1.NewSniff(ln, headerTimeout, n.conns.Bare)
 	n.h1 = n.newH1()
 	n.h2c = n.newHTTPServer()
 	n.h2c.Protocols = new(http.Protocols)

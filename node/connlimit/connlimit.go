@@ -51,6 +51,9 @@ type Limiter struct {
 	open int
 	ips  map[netip.Addr]*client
 	idle idleList // longest idle first
+	// bare are the counted connections handed out bare (see Bare), by the
+	// connection a server holds.
+	bare map[net.Conn]*conn
 }
 
 // client is what one address holds.
@@ -61,7 +64,7 @@ type client struct {
 
 // New returns a Limiter with cfg's limits.
 func New(cfg Config) *Limiter {
-	return &Limiter{cfg: cfg, ips: make(map[netip.Addr]*client)}
+	return &Limiter{cfg: cfg, ips: make(map[netip.Addr]*client), bare: make(map[net.Conn]*conn)}
 }
 
 // Open is how many connections are open.
@@ -228,24 +231,57 @@ func (il *idleList) remove(c *conn) {
 }
 
 // ConnState is http.Server.ConnState for servers of Listen's connections
-// (directly, or under TLS and other wrappers that have a NetConn method):
-// it learns which connections are idle between two requests.
+// (directly, or under TLS and other wrappers that have a NetConn method, or
+// bare): it learns which connections are idle between two requests, and
+// when a bare one is closed.
 func (l *Limiter) ConnState(c net.Conn, s http.ConnState) {
 	var idle bool
 	switch s {
 	case http.StateIdle:
 		idle = true
 	case http.StateActive, http.StateHijacked:
+	case http.StateClosed:
+		l.mu.Lock()
+		if tc, ok := l.bare[c]; ok {
+			delete(l.bare, c)
+			l.forgetLocked(tc)
+		}
+		l.mu.Unlock()
+		return
 	default:
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	tc := unwrap(c)
+	if tc == nil {
+		tc = l.bare[c]
+	}
 	if tc == nil || tc.l != l {
 		return
 	}
-	l.mu.Lock()
 	l.setIdleLocked(tc, idle)
-	l.mu.Unlock()
+}
+
+// Bare returns the connection that c, one of Listen's, counts, for a
+// server that needs the connection's own type (fasthttp sends a response's
+// header and body with one writev only to a *net.TCPConn). The limiter
+// then follows it by ConnState: its StateClosed ends the count (a server
+// that took a hijacked connection over reports it when it closes it). c
+// itself is not to be used afterwards; a connection Listen did not count
+// comes back as it is.
+func (l *Limiter) Bare(c net.Conn) net.Conn {
+	tc, ok := c.(*conn)
+	if !ok || tc.l != l {
+		return c
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tc.gone {
+		return c // already closed: whoever holds it finds out
+	}
+	l.bare[tc.Conn] = tc
+	return tc.Conn
 }
 
 // unwrap finds the limiter's connection under wrappers such as tls.Conn.

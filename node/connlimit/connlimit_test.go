@@ -246,3 +246,53 @@ func TestIdleList(t *testing.T) {
 		}
 	}
 }
+
+// TestBare: a connection handed out bare is still counted, goes idle and
+// active by ConnState, makes room when it is the longest idle, and leaves
+// the count once ConnState reports it closed, once.
+func TestBare(t *testing.T) {
+	l := New(Config{Max: 1})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lln := l.Listen(ln)
+	accept := func() net.Conn {
+		t.Helper()
+		c, err := lln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := dial(t, "127.0.0.1", ln.Addr().String())
+	raw := l.Bare(accept())
+	if _, ok := raw.(*net.TCPConn); !ok {
+		t.Fatalf("Bare gave a %T; want the TCP connection", raw)
+	}
+	if l.Open() != 1 {
+		t.Fatalf("%d open; want the bare connection counted", l.Open())
+	}
+	l.ConnState(raw, http.StateIdle)
+	if l.Idle() != 1 {
+		t.Fatalf("%d idle; want the bare connection idle", l.Idle())
+	}
+	// A second connection past Max: the idle bare one makes room.
+	dial(t, "127.0.0.1", ln.Addr().String())
+	second := accept()
+	defer second.Close()
+	_ = first.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := first.c.Read(make([]byte, 1)); err == nil {
+		t.Error("the idle bare connection is still open")
+	}
+	l.ConnState(raw, http.StateClosed) // its server finds it closed
+	l.ConnState(raw, http.StateClosed)
+	if l.Open() != 1 || l.Idle() != 0 {
+		t.Errorf("%d open, %d idle; want the second connection alone", l.Open(), l.Idle())
+	}
+	_ = second.Close()
+	if l.Open() != 0 {
+		t.Errorf("%d open after both closed", l.Open())
+	}
+}

@@ -28,8 +28,10 @@ type exchange struct {
 	hdr http.Header
 	w   writer
 	// uri and host are the last request's target and Host, kept for the
-	// next request to reuse when it sends the same.
-	uri, host string
+	// next request to reuse when it sends the same; remote is the address
+	// addr formats, for the next request from the same connection.
+	uri, host, remote string
+	addr              *net.TCPAddr
 }
 
 var exchanges = sync.Pool{New: func() any { return &exchange{hdr: http.Header{}} }}
@@ -38,7 +40,7 @@ func (x *exchange) release() {
 	clear(x.hdr)
 	hdr, w := x.hdr, x.w.h
 	clear(w)
-	*x = exchange{hdr: hdr, uri: x.uri, host: x.host}
+	*x = exchange{hdr: hdr, uri: x.uri, host: x.host, remote: x.remote, addr: x.addr}
 	x.w.h = w
 	exchanges.Put(x)
 }
@@ -119,7 +121,16 @@ func (x *exchange) build(ctx *fasthttp.RequestCtx) error {
 	if c, ok := ctx.Conn().(interface{ remoteAddr() string }); ok {
 		r.RemoteAddr = c.remoteAddr() // formatted once per connection
 	} else {
-		r.RemoteAddr = ctx.RemoteAddr().String()
+		// A TCP connection gives the same address every time.
+		switch a := ctx.RemoteAddr().(type) {
+		case *net.TCPAddr:
+			if a != x.addr {
+				x.addr, x.remote = a, a.String()
+			}
+			r.RemoteAddr = x.remote
+		default:
+			r.RemoteAddr = a.String()
+		}
 	}
 	if ctx.IsTLS() {
 		r.TLS = ctx.TLSConnectionState()

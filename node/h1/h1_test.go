@@ -190,7 +190,7 @@ func TestSniff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn := NewSniff(ln, 500*time.Millisecond)
+	sn := NewSniff(ln, 500*time.Millisecond, nil)
 	go sn.Run()
 	h2 := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.Proto) })}
 	h2.Protocols = new(http.Protocols)
@@ -232,5 +232,77 @@ func TestSniff(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("a silent connection: %v; want it closed", err)
+	}
+}
+
+// TestSniffPeeks: an HTTP/1 connection whose start tells it apart reaches
+// H1 as the TCP connection itself (given to bare), its bytes unread, so
+// fasthttp can send a response with one writev; a start too short to tell
+// (part of HTTP/2's preface) is read and replayed to H2.
+func TestSniffPeeks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bared := make(chan net.Conn, 1)
+	sn := NewSniff(ln, 5*time.Second, func(c net.Conn) net.Conn { bared <- c; return c })
+	go sn.Run()
+	t.Cleanup(func() {
+		_ = sn.Close()
+		_ = sn.H1().Close()
+		_ = sn.H2().Close()
+	})
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	read := func(c net.Conn, n int) string {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, n)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	const req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+	c := dial()
+	_, _ = io.WriteString(c, req)
+	got, err := sn.H1().Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got.(*net.TCPConn); !ok {
+		t.Errorf("H1 got a %T; want the TCP connection", got)
+	}
+	select {
+	case b := <-bared:
+		if b != got {
+			t.Error("H1 got another connection than bare's")
+		}
+	default:
+		t.Error("bare was not asked")
+	}
+	if s := read(got, len(req)); s != req {
+		t.Errorf("H1 read %q; want the request whole", s)
+	}
+
+	c = dial()
+	_, _ = io.WriteString(c, string(preface[:10]))
+	// The sniffer waits for more: it cannot tell yet.
+	time.Sleep(50 * time.Millisecond) // lets the first bytes arrive alone; not a synchronisation
+	_, _ = io.WriteString(c, string(preface[10:])+"rest")
+	got, err = sn.H2().Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := read(got, len(preface)+4); s != string(preface)+"rest" {
+		t.Errorf("H2 read %q; want the preface replayed", s)
 	}
 }

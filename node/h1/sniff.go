@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/chanln"
@@ -23,15 +24,17 @@ var preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 type Sniff struct {
 	ln      net.Listener
 	timeout time.Duration
+	bare    func(net.Conn) net.Conn
 	h1, h2  *chanln.Listener
 	ctx     context.Context
 	cancel  context.CancelFunc
 }
 
-// NewSniff sniffs ln's connections.
-func NewSniff(ln net.Listener, timeout time.Duration) *Sniff {
+// NewSniff sniffs ln's connections. bare, when not nil, turns a connection
+// of ln into the TCP connection under it for H1 (see Sniff.sniff).
+func NewSniff(ln net.Listener, timeout time.Duration, bare func(net.Conn) net.Conn) *Sniff {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Sniff{ln: ln, timeout: timeout, h1: chanln.New(ln.Addr()), h2: chanln.New(ln.Addr()), ctx: ctx, cancel: cancel}
+	return &Sniff{ln: ln, timeout: timeout, bare: bare, h1: chanln.New(ln.Addr()), h2: chanln.New(ln.Addr()), ctx: ctx, cancel: cancel}
 }
 
 // H1 is the listener of the HTTP/1 connections, H2 of the h2c ones.
@@ -51,11 +54,31 @@ func (s *Sniff) Close() error {
 	return s.ln.Close()
 }
 
-// sniff reads as much of the connection's start as tells HTTP/2's preface
-// from anything else, and hands the connection on with those bytes.
+// sniff looks at as much of the connection's start as tells HTTP/2's
+// preface from anything else, and hands the connection on. It peeks when it
+// can, leaving the bytes where they are: an HTTP/1 connection then goes to
+// H1 as the TCP connection itself (bare), on which fasthttp sends a
+// response's header and body with one writev (a wrapped connection costs a
+// second write for a body longer than its buffer). A start too short to
+// tell is read, and replayed to the server (prefixConn).
 func (s *Sniff) sniff(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(s.timeout))
 	buf := make([]byte, len(preface))
+	if n, err := peek(c, buf); err == nil && (n == len(preface) || !bytes.Equal(buf[:n], preface[:n])) {
+		_ = c.SetReadDeadline(time.Time{})
+		if bytes.Equal(buf[:n], preface) {
+			s.h2.Put(s.ctx, c)
+			return
+		}
+		if s.bare != nil {
+			c = s.bare(c)
+		}
+		s.h1.Put(s.ctx, c)
+		return
+	} else if err != nil && !errors.Is(err, errNoPeek) {
+		_ = c.Close()
+		return
+	}
 	n := 0
 	for n < len(preface) && bytes.Equal(buf[:n], preface[:n]) {
 		m, err := c.Read(buf[n:])
@@ -75,6 +98,39 @@ func (s *Sniff) sniff(c net.Conn) {
 		return
 	}
 	s.h1.Put(s.ctx, pc)
+}
+
+// errNoPeek: the connection offers no way to peek at its bytes.
+var errNoPeek = errors.New("h1: cannot peek")
+
+// peek reads the connection's first bytes into buf without taking them:
+// at most len(buf), as many as have arrived once any have (0 at the
+// connection's end), within the read deadline.
+func peek(c net.Conn, buf []byte) (int, error) {
+	for range 8 {
+		if sc, ok := c.(syscall.Conn); ok {
+			rc, err := sc.SyscallConn()
+			if err != nil {
+				return 0, err
+			}
+			var n int
+			var rerr error
+			err = rc.Read(func(fd uintptr) bool {
+				n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK)
+				return !errors.Is(rerr, syscall.EAGAIN)
+			})
+			if err == nil {
+				err = rerr
+			}
+			return max(n, 0), err
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	return 0, errNoPeek
 }
 
 // prefixConn is a connection whose first bytes were read already.
@@ -102,19 +158,15 @@ func (c *prefixConn) NetConn() net.Conn { return c.Conn }
 // ReadFrom hands a response body to the connection itself, so a TCP
 // connection sends a file with sendfile.
 func (c *prefixConn) ReadFrom(r io.Reader) (int64, error) {
-	readFrom := func(r io.Reader) (int64, error) { return io.Copy(struct{ io.Writer }{c.Conn}, r) }
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		readFrom = rf.ReadFrom
+		return rf.ReadFrom(r)
 	}
-	if n, err, ok := sendBody(r, c.Conn, readFrom); ok {
-		return n, err
-	}
-	return readFrom(r)
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
 // TLSConn is a TLS connection for the front: fasthttp sees its TLS state,
-// and a streamed body leaves piece by piece (ReadFrom) instead of waiting
-// in the write buffer.
+// and what is handed to ReadFrom is written as it is read instead of
+// waiting in fasthttp's write buffer.
 type TLSConn struct {
 	*tls.Conn
 	remote string
@@ -129,9 +181,5 @@ func (c *TLSConn) remoteAddr() string { return c.remote }
 
 // ReadFrom writes each piece read from r to the connection at once.
 func (c *TLSConn) ReadFrom(r io.Reader) (int64, error) {
-	readFrom := func(r io.Reader) (int64, error) { return io.Copy(struct{ io.Writer }{c.Conn}, r) }
-	if n, err, ok := sendBody(r, c.Conn, readFrom); ok {
-		return n, err
-	}
-	return readFrom(r)
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }

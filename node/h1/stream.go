@@ -32,6 +32,7 @@ const (
 // it is written; then the handler returns and fasthttp sends the body as
 // the rest writes it, through a pipe.
 type stream struct {
+	srv  *Server
 	ctx  *fasthttp.RequestCtx
 	x    *exchange
 	h    http.Header
@@ -51,7 +52,7 @@ type stream struct {
 // an answer to send: whole, or the header of one that streams. The
 // exchange is released when the rest ends.
 func (s *Server) detached(ctx *fasthttp.RequestCtx, x *exchange) {
-	st := &stream{ctx: ctx, x: x, h: x.w.h, head: x.w.head, first: make(chan event, 1)}
+	st := &stream{srv: s, ctx: ctx, x: x, h: x.w.h, head: x.w.head, first: make(chan event, 1)}
 	rest := x.w.rest
 	go func() {
 		ev := evDone
@@ -151,11 +152,10 @@ func (st *stream) commit() {
 	}
 	st.ctx.Response.SetStatusCode(st.code)
 	copyFields(&st.ctx.Response.Header, st.h, false)
-	st.body = &body{kept: st.buf, segs: make(chan *segment), gone: make(chan struct{})}
+	st.body = &body{conn: st.ctx.Conn(), size: int64(size), kept: st.buf, segs: make(chan *segment), gone: make(chan struct{})}
 	st.buf = nil
-	// The header leaves at once; the body then goes to the connection's
-	// ReadFrom (see prefixConn and TLSConn), which sends each piece as it
-	// comes.
+	// The header leaves at once; the body then goes to the connection
+	// piece by piece (see body.WriteTo).
 	st.ctx.Response.ImmediateHeaderFlush = true
 	st.ctx.Response.SetBodyStream(st.body, size)
 	st.committed = true
@@ -199,6 +199,10 @@ func (st *stream) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	st.first <- evHijack
 	c := <-st.hijacked
 	hc := &hijackedConn{Conn: c, done: st.hjDone}
+	if cs := st.srv.cfg.ConnState; cs != nil {
+		// fasthttp reports no end of a connection it handed over.
+		hc.closed = func() { cs(c, http.StateClosed) }
+	}
 	st.hjc = hc
 	return hc, bufio.NewReadWriter(bufio.NewReader(hc), bufio.NewWriter(hc)), nil
 }
@@ -206,13 +210,19 @@ func (st *stream) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // hijackedConn tells fasthttp's hijack handler when the rest closed it.
 type hijackedConn struct {
 	net.Conn
-	once sync.Once
-	done chan struct{}
+	once   sync.Once
+	done   chan struct{}
+	closed func() // tells ConnState the connection is closed
 }
 
 func (c *hijackedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { close(c.done) })
+	c.once.Do(func() {
+		if c.closed != nil {
+			c.closed()
+		}
+		close(c.done)
+	})
 	return err
 }
 
@@ -228,6 +238,8 @@ func (st *stream) SetWriteDeadline(t time.Time) error { return st.ctx.SetWriteDe
 // with sendfile. Its Close (fasthttp's, once the response is sent or the
 // connection failed) makes the rest's next send fail, so the rest ends.
 type body struct {
+	conn    net.Conn // the client's, which WriteTo writes to
+	size    int64    // the Content-Length, -1 for a chunked body
 	kept    []byte
 	segs    chan *segment // closed when the rest ends
 	aborted bool          // set before segs closes: the rest gave up
@@ -316,25 +328,48 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 }
 
-// sendTo writes the body to w, at most lr.N bytes (fasthttp's bound, the
-// Content-Length): bytes with Write, a reader with readFrom (a TCP
-// connection's, which sends a file with sendfile).
-func (b *body) sendTo(w io.Writer, readFrom func(io.Reader) (int64, error), lr *io.LimitedReader) (int64, error) {
+// SupportsBodyWriteTo and WriteTo are fasthttp's BodyWriterTo: fasthttp
+// hands the body its writer instead of reading it. A body of known length
+// goes to the connection itself, each piece as it comes: bytes with Write,
+// a reader with the connection's ReadFrom (a TCP connection's sends a file
+// with sendfile). fasthttp flushed the header first (the stream sets
+// ImmediateHeaderFlush) and has nothing of the body in its buffer. A
+// chunked body goes through w, which frames and flushes each piece.
+func (b *body) SupportsBodyWriteTo() bool { return true }
+
+func (b *body) WriteTo(w io.Writer) (int64, error) {
+	if b.size >= 0 {
+		w = b.conn
+	}
 	var total int64
-	write := func(p []byte) error {
-		if int64(len(p)) > lr.N {
-			return errBodyTooLong
+	send := func(p []byte, r io.Reader) (int64, error) {
+		if b.size >= 0 {
+			left := b.size - total
+			if int64(len(p)) > left {
+				return 0, errBodyTooLong
+			}
+			if r != nil {
+				r = io.LimitReader(r, left)
+			}
 		}
-		m, err := w.Write(p)
-		total += int64(m)
-		lr.N -= int64(m)
-		return err
+		if r == nil {
+			n, err := w.Write(p)
+			return int64(n), err
+		}
+		if rf, ok := w.(io.ReaderFrom); ok {
+			return rf.ReadFrom(r)
+		}
+		return io.Copy(w, r)
 	}
-	if err := write(b.kept); err != nil {
-		return total, err
+	if len(b.kept) > 0 {
+		n, err := send(b.kept, nil)
+		total += n
+		b.kept = nil
+		if err != nil {
+			return total, err
+		}
 	}
-	b.kept = nil
-	for lr.N > 0 {
+	for {
 		seg, err := b.next()
 		if errors.Is(err, io.EOF) {
 			return total, nil
@@ -342,21 +377,13 @@ func (b *body) sendTo(w io.Writer, readFrom func(io.Reader) (int64, error), lr *
 		if err != nil {
 			return total, err
 		}
-		if seg.r == nil {
-			err = write(seg.p)
-			seg.n = int64(len(seg.p))
-			b.finish(err)
-		} else {
-			var m int64
-			m, err = readFrom(seg.r)
-			seg.n, total, lr.N = m, total+m, lr.N-m
-			b.finish(err)
-		}
+		seg.n, err = send(seg.p, seg.r)
+		total += seg.n
+		b.finish(err)
 		if err != nil {
 			return total, err
 		}
 	}
-	return total, nil
 }
 
 func (b *body) Close() error {
@@ -375,19 +402,3 @@ var (
 	errClientGone  = errors.New("h1: the client connection is gone")
 	errBodyTooLong = errors.New("h1: the response body is longer than its Content-Length")
 )
-
-// sendBody is the connections' ReadFrom for a committed stream's body,
-// which fasthttp hands them bounded by its length: ok false for any other
-// reader.
-func sendBody(r io.Reader, w io.Writer, readFrom func(io.Reader) (int64, error)) (n int64, err error, ok bool) {
-	lr, isLimited := r.(*io.LimitedReader)
-	if !isLimited {
-		return 0, nil, false
-	}
-	b, isBody := lr.R.(*body)
-	if !isBody {
-		return 0, nil, false
-	}
-	n, err = b.sendTo(w, readFrom, lr)
-	return n, err, true
-}
