@@ -348,7 +348,9 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			if int64(len(p)) > left {
 				return 0, errBodyTooLong
 			}
-			if r != nil {
+			if lr, ok := r.(*io.LimitedReader); ok {
+				lr.N = min(lr.N, left) // kept as it is: sendfile sees the file under it
+			} else if r != nil {
 				r = io.LimitReader(r, left)
 			}
 		}
