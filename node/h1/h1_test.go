@@ -237,8 +237,8 @@ func TestSniff(t *testing.T) {
 
 // TestSniffPeeks: an HTTP/1 connection whose start tells it apart reaches
 // H1 as the TCP connection itself (given to bare), its bytes unread, so
-// fasthttp can send a response with one writev; a start too short to tell
-// (part of HTTP/2's preface) is read and replayed to H2.
+// fasthttp can send a response with one writev; a connection the sniffer
+// cannot peek at is read and replayed.
 func TestSniffPeeks(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -261,6 +261,25 @@ func TestSniffPeeks(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
+	accept := func(l net.Listener) net.Conn {
+		t.Helper()
+		type accepted struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan accepted, 1)
+		go func() { c, err := l.Accept(); ch <- accepted{c, err} }()
+		select {
+		case a := <-ch:
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			return a.c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no connection handed on within 10 s")
+			return nil
+		}
+	}
 	read := func(c net.Conn, n int) string {
 		t.Helper()
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -274,10 +293,7 @@ func TestSniffPeeks(t *testing.T) {
 	const req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 	c := dial()
 	_, _ = io.WriteString(c, req)
-	got, err := sn.H1().Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := accept(sn.H1())
 	if _, ok := got.(*net.TCPConn); !ok {
 		t.Errorf("H1 got a %T; want the TCP connection", got)
 	}
@@ -293,15 +309,15 @@ func TestSniffPeeks(t *testing.T) {
 		t.Errorf("H1 read %q; want the request whole", s)
 	}
 
-	c = dial()
-	_, _ = io.WriteString(c, string(preface[:10]))
-	// The sniffer waits for more: it cannot tell yet.
-	time.Sleep(50 * time.Millisecond) // lets the first bytes arrive alone; not a synchronisation
-	_, _ = io.WriteString(c, string(preface[10:])+"rest")
-	got, err = sn.H2().Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A connection that cannot be peeked at (a pipe) is read, in as many
+	// pieces as it comes, and replayed.
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	go sn.sniff(server)
+	_ = client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(client, string(preface[:10]))
+	go func() { _, _ = io.WriteString(client, string(preface[10:])+"rest") }()
+	got = accept(sn.H2())
 	if s := read(got, len(preface)+4); s != string(preface)+"rest" {
 		t.Errorf("H2 read %q; want the preface replayed", s)
 	}
