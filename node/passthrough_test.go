@@ -144,6 +144,11 @@ func TestWebSocketPassThrough(t *testing.T) {
 	if open := n.conns.Open(); open != len(conns) {
 		t.Errorf("%d client connections counted; want the %d upgraded ones", open, len(conns))
 	}
+	// Closed, they leave the count: none stays held against the limits.
+	for _, ws := range conns {
+		_ = ws.Close()
+	}
+	eventually(t, 10*time.Second, func() bool { return n.conns.Open() == 0 })
 }
 
 // TestPassThroughBodies: a pass-through's body, which the HTTP/1.1 front

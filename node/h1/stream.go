@@ -200,8 +200,10 @@ func (st *stream) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := <-st.hijacked
 	hc := &hijackedConn{Conn: c, done: st.hjDone}
 	if cs := st.srv.cfg.ConnState; cs != nil {
-		// fasthttp reports no end of a connection it handed over.
-		hc.closed = func() { cs(c, http.StateClosed) }
+		// fasthttp reports no end of a connection it handed over; it is
+		// told by the connection fasthttp served (c wraps it).
+		served := st.ctx.Conn()
+		hc.closed = func() { cs(served, http.StateClosed) }
 	}
 	st.hjc = hc
 	return hc, bufio.NewReadWriter(bufio.NewReader(hc), bufio.NewWriter(hc)), nil
