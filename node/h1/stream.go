@@ -373,7 +373,9 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			return total, err
 		}
 	}
-	for {
+	// A body of known length is done once it is all sent, whatever the
+	// rest still does (a fill it waits for, say).
+	for b.size < 0 || total < b.size {
 		seg, err := b.next()
 		if errors.Is(err, io.EOF) {
 			return total, nil
@@ -388,6 +390,7 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			return total, err
 		}
 	}
+	return total, nil
 }
 
 func (b *body) Close() error {
