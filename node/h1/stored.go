@@ -19,13 +19,7 @@ type storedHeader struct {
 
 // renderStored is cache.Entry.Rendered's render for this front.
 func renderStored(e *cache.Entry) any {
-	targeted := ""
-	for _, name := range httpcache.TargetedFields {
-		if _, ok := e.Header[name]; ok {
-			targeted = name // the edge obeyed it: not the client's (httpcache.DropTargeted)
-			break
-		}
-	}
+	targeted := httpcache.UsedTargeted(httpcache.HeaderFields(e.Header))
 	names := make([]string, 0, len(e.Header))
 	size := 0
 	for k, vs := range e.Header {

@@ -81,12 +81,20 @@ func DropTargeted(h http.Header) {
 
 // DropTargetedFields is DropTargeted for a header in any front's form.
 func DropTargetedFields(f Fields) {
+	if name := UsedTargeted(f); name != "" {
+		f.Del(name)
+	}
+}
+
+// UsedTargeted is the name of the targeted field the edge used, which a
+// client does not get, or "" for none.
+func UsedTargeted(f Fields) string {
 	for _, name := range TargetedFields {
 		if f.Has(name) {
-			f.Del(name)
-			return
+			return name
 		}
 	}
+	return ""
 }
 
 // ParseHTTPDate parses an HTTP-date (RFC 9110 §5.6.7) strictly: one of the
