@@ -66,14 +66,7 @@ func (pl *Pipeline) respond(x *exchange, meta *cache.Entry, src cache.Body, now 
 	} else {
 		httpcache.DropTargeted(h) // the edge's directives, not the client's; peers decide by them too
 	}
-	switch x.status {
-	case hitStatus:
-		h["Cache-Status"] = hitStatusValue
-	case heuristicHitStatus:
-		h["Cache-Status"] = heuristicHitStatusValue
-	default:
-		h["Cache-Status"] = []string{x.status.String()}
-	}
+	h["Cache-Status"] = statusField(x.status)
 	if pl.answerPreconditions(x, meta) {
 		return
 	}
@@ -139,7 +132,7 @@ func (pl *Pipeline) respondStored(x *exchange, sw StoredWriter, meta *cache.Entr
 	x.ttfb = time.Since(x.start)
 	sw.WriteStored(meta, cache.ResponseFields{
 		Age:                httpcache.AgeValue(meta.Age(now)),
-		CacheStatus:        statusValue(x.status),
+		CacheStatus:        statusField(x.status)[0],
 		AcceptRanges:       meta.Status == http.StatusOK,
 		VaryAcceptEncoding: compressible && !varies(meta.Header, "Accept-Encoding"),
 		Size:               size,
@@ -154,15 +147,15 @@ func (pl *Pipeline) respondStored(x *exchange, sw StoredWriter, meta *cache.Entr
 	}
 }
 
-// statusValue is s as a field value, shared for the common hits.
-func statusValue(s httpcache.Status) string {
+// statusField is s as a field's values, shared for the common hits.
+func statusField(s httpcache.Status) []string {
 	switch s {
 	case hitStatus:
-		return hitStatusValue[0]
+		return hitStatusValue
 	case heuristicHitStatus:
-		return heuristicHitStatusValue[0]
+		return heuristicHitStatusValue
 	}
-	return s.String()
+	return []string{s.String()}
 }
 
 // answerPreconditions answers the client's conditional request from meta
