@@ -322,27 +322,3 @@ func TestSniffPeeks(t *testing.T) {
 		t.Errorf("H2 read %q; want the preface replayed", s)
 	}
 }
-
-// TestStreamDoneAtLength: a detached answer of known length is complete
-// once its last byte is sent, though the rest goes on (waiting for a fill,
-// say): the next request on the connection is answered meanwhile.
-func TestStreamDoneAtLength(t *testing.T) {
-	body := strings.Repeat("x", 2*bufferLimit)
-	release := make(chan struct{})
-	addr := start(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/next" {
-			_, _ = io.WriteString(w, "next")
-			return
-		}
-		w.(detacher).Detach(func(w http.ResponseWriter) {
-			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-			_, _ = io.WriteString(w, body)
-			<-release
-		})
-	})
-	t.Cleanup(func() { close(release) })
-	got := testutil.RawHTTP(t, addr, "GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n", 2)
-	if len(got) != 2 || got[0] != "200 OK" || got[1] != "200 OK" {
-		t.Errorf("answers %q; want both while the first request's rest still runs", got)
-	}
-}

@@ -373,9 +373,11 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			return total, err
 		}
 	}
-	// A body of known length is done once it is all sent, whatever the
-	// rest still does (a fill it waits for, say).
-	for b.size < 0 || total < b.size {
+	// The body ends when the rest does, not at its last byte: as with
+	// net/http's handlers, the connection's next request is read only
+	// once the rest is done, so it finds what the rest stored (a fill
+	// commits after its last byte went out).
+	for {
 		seg, err := b.next()
 		if errors.Is(err, io.EOF) {
 			return total, nil
@@ -390,7 +392,6 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			return total, err
 		}
 	}
-	return total, nil
 }
 
 func (b *body) Close() error {
