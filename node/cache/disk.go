@@ -427,11 +427,12 @@ func (w *Writer) abort() {
 
 // Put writes a complete in-memory entry through to disk.
 func (d *Disk) Put(key string, e *Entry) error {
-	w, err := d.Create(key, int64(len(e.Body)))
+	src := e.Source()
+	w, err := d.Create(key, src.Size())
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(e.Body); err != nil {
+	if _, err := src.Copy(context.Background(), w, nil, 0, -1); err != nil {
 		w.Abort()
 		return err
 	}

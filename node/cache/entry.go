@@ -19,8 +19,9 @@ type Entry struct {
 	// Header holds the end-to-end response fields as the origin sent them
 	// (hop-by-hop and qualified private/no-cache fields removed).
 	Header http.Header
-	// Body is the complete representation; nil while the entry only describes a
-	// fill in progress.
+	// Body is the complete representation on the heap; nil while the entry
+	// only describes a fill in progress, and for a body the memory tier keeps
+	// off the heap (see HasBody and Source).
 	Body []byte
 	// Size is the representation's length, -1 while unknown (a fill without
 	// Content-Length).
@@ -64,6 +65,8 @@ type Entry struct {
 	// (see Rendered). The tiers give a stored entry its own; a copy of an
 	// entry carries the original's, which owner tells apart.
 	rendered *rendering
+	// off is the body when the memory tier keeps it off the heap.
+	off *offHeap
 }
 
 type rendering struct {
@@ -76,7 +79,27 @@ type rendering struct {
 func (e *Entry) prepare() { e.rendered = &rendering{owner: e} }
 
 // Source is e's body in memory as a Body, made without an allocation.
-func (e *Entry) Source() Body { return entryBody{e} }
+func (e *Entry) Source() Body {
+	if e.off != nil {
+		return offHeapBody{e}
+	}
+	return entryBody{e}
+}
+
+// HasBody reports whether e holds its whole body, on the heap or off it
+// (not a fill's head, nor a disk object served from its file).
+func (e *Entry) HasBody() bool { return e.Body != nil || e.off != nil }
+
+// moveOffHeap moves a long body off the heap (see OffHeapMin). It stays
+// where it is when that cannot be done.
+func (e *Entry) moveOffHeap() {
+	if e.off != nil || len(e.Body) < OffHeapMin {
+		return
+	}
+	if o, err := newOffHeap(e.Body); err == nil {
+		e.off, e.Body = o, nil
+	}
+}
 
 // entryBody is an entry's body in memory as a Body: Bytes(Body), in a
 // value of one pointer, which an interface holds as it is.
@@ -93,7 +116,7 @@ func (b entryBody) Err() error                               { return nil }
 // for anything.
 func InMemory(b Body) bool {
 	switch b.(type) {
-	case Bytes, entryBody:
+	case Bytes, entryBody, offHeapBody:
 		return true
 	}
 	return false
@@ -171,6 +194,9 @@ type ResponseFields struct {
 // length again.
 func (e *Entry) weight() int {
 	w := len(e.Body) + len(e.VaryKey) + 256 + 64
+	if e.off != nil {
+		w += int(e.off.n)
+	}
 	for k, vs := range e.Header {
 		w += len(k) + 16
 		for _, v := range vs {

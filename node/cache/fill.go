@@ -121,6 +121,19 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 	}
 }
 
+// AppendEntry adds e's whole body, wherever the entry keeps it (see
+// Append).
+func (f *Fill) AppendEntry(ctx context.Context, e *Entry) error {
+	if e.off == nil {
+		return f.Append(ctx, e.Body)
+	}
+	p, err := offHeapBody{e}.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	return f.Append(ctx, p)
+}
+
 // appendFile writes p to the fill's file and makes it visible to readers.
 func (f *Fill) appendFile(p []byte) error {
 	if _, err := f.w.Write(p); err != nil {

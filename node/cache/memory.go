@@ -80,9 +80,11 @@ func (m *Memory) Get(key string) (*Object, bool) {
 // Put stores e as a variant of key. It replaces the variant with the same
 // secondary key, and drops every variant whose Vary differs from e's (the
 // origin changed what the resource varies on). It clears a hit-for-pass mark.
-// e must not be in any reader's hands yet, and is not changed afterwards.
+// A long body moves off the heap (OffHeapMin). e must not be in any
+// reader's hands yet, and is not changed afterwards.
 func (m *Memory) Put(key string, e *Entry) {
 	e.prepare()
+	e.moveOffHeap()
 	m.c.Compute(key, func(old *Object, found bool) (*Object, otter.ComputeOp) {
 		o := &Object{Variants: make([]*Entry, 0, 1)}
 		if found {

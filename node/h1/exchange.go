@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -274,6 +275,61 @@ func (w *writer) WriteShared(p []byte) (int, error) {
 	return w.Write(p)
 }
 
+// WriteRegion is cache.RegionWriter's: a stored body kept off the heap
+// is sent once the handler has returned, when it is all the body, from
+// its memory file (see regionBody).
+func (w *writer) WriteRegion(r *cache.Region) (int64, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.head {
+		return r.Len(), nil
+	}
+	if w.shared == nil && w.pull == nil && len(w.ctx.Response.Body()) == 0 {
+		n := r.Len()
+		w.pull, w.pullSize = &regionBody{r: r, conn: w.ctx.Conn()}, n
+		// The header leaves first, alone, so the body may go to the
+		// socket without fasthttp's buffer.
+		w.ctx.Response.ImmediateHeaderFlush = true
+		return n, nil
+	}
+	return r.WriteTo(w)
+}
+
+// regionBody is a body off the heap as fasthttp sends it: to a TCP
+// connection with sendfile, to any other (TLS) through fasthttp's writer.
+type regionBody struct {
+	r    *cache.Region
+	conn net.Conn
+}
+
+func (b *regionBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *regionBody) Close() error               { return nil }
+
+// SupportsBodyWriteTo and WriteTo are fasthttp's BodyWriterTo: fasthttp
+// flushed the header (ImmediateHeaderFlush) and hands over its writer.
+func (b *regionBody) SupportsBodyWriteTo() bool { return true }
+
+func (b *regionBody) WriteTo(w io.Writer) (int64, error) { return sendRegion(b.r, b.conn, w) }
+
+// sendRegion sends r to conn with sendfile when conn is a TCP
+// connection, else through w.
+func sendRegion(r *cache.Region, conn net.Conn, w io.Writer) (int64, error) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		rc, err := tc.SyscallConn()
+		if err != nil {
+			return 0, err
+		}
+		n, err := r.SendTo(rc)
+		sentFromFiles.Add(n)
+		return n, err
+	}
+	return r.WriteTo(w)
+}
+
+// sentFromFiles counts the bytes sent with sendfile (for tests).
+var sentFromFiles atomic.Int64
+
 // Pull is pipeline.Puller's: fasthttp reads body once the handler has
 // returned, and closes it.
 func (w *writer) Pull(body io.ReadCloser, size int64) {
@@ -292,6 +348,20 @@ func (w *writer) Pull(body io.ReadCloser, size int64) {
 type pulledBody struct {
 	io.ReadCloser
 	x *exchange
+}
+
+// SupportsBodyWriteTo and WriteTo pass fasthttp's BodyWriterTo through
+// to the body, when it has one.
+func (b *pulledBody) SupportsBodyWriteTo() bool {
+	bw, ok := b.ReadCloser.(fasthttp.BodyWriterTo)
+	return ok && bw.SupportsBodyWriteTo()
+}
+
+func (b *pulledBody) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := b.ReadCloser.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{b.ReadCloser})
 }
 
 func (b *pulledBody) Close() error {

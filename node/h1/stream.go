@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/meshcdn/meshcdn/node/cache"
 )
 
 // bufferLimit is how much of a detached answer is kept before it is sent
@@ -123,6 +125,18 @@ func (st *stream) ReadFrom(r io.Reader) (int64, error) {
 		st.commit()
 	}
 	return st.body.send(&segment{r: r})
+}
+
+// WriteRegion is cache.RegionWriter's: a body off the heap goes from its
+// memory file to a TCP connection with sendfile.
+func (st *stream) WriteRegion(r *cache.Region) (int64, error) {
+	if st.head {
+		if st.code == 0 {
+			st.WriteHeader(http.StatusOK)
+		}
+		return r.Len(), nil
+	}
+	return st.ReadFrom(r)
 }
 
 // Flush sends what is kept and streams the rest.
@@ -349,6 +363,12 @@ func (b *body) WriteTo(w io.Writer) (int64, error) {
 			left := b.size - total
 			if int64(len(p)) > left {
 				return 0, errBodyTooLong
+			}
+			if rg, ok := r.(*cache.Region); ok {
+				if rg.Len() > left {
+					return 0, errBodyTooLong
+				}
+				return sendRegion(rg, b.conn, w)
 			}
 			if lr, ok := r.(*io.LimitedReader); ok {
 				lr.N = min(lr.N, left) // kept as it is: sendfile sees the file under it

@@ -208,7 +208,7 @@ func (m *Mesh) offers() []anOffer {
 			continue // this node still owns it (it is alone), or not a request key
 		}
 		for _, e := range obj.Variants {
-			if e.Body == nil || !e.Fresh(time.Now()) {
+			if !e.HasBody() || !e.Fresh(time.Now()) {
 				continue // a fill in progress, or not worth a revalidation at the new owner
 			}
 			out = append(out, anOffer{name: name, addr: addr, req: &peerv1.FetchRequest{Key: key, Host: host,

@@ -536,7 +536,7 @@ func (pl *Pipeline) answerLate(j *fillJob) bool {
 	fl := j.fl
 	fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, f.e.Status, true
 	fl.fill.SetHead(f.e, 0, false)
-	_ = fl.fill.Append(context.Background(), f.e.Body) // kept: never waits
+	_ = fl.fill.AppendEntry(context.Background(), f.e) // kept: never waits
 	pl.finish(j.fkey, fl, nil)
 	return true
 }
@@ -800,7 +800,7 @@ func (pl *Pipeline) refreshed(j *fillJob, h http.Header) *cache.Entry {
 	if !dec.Store {
 		pl.invalidate(key)
 	}
-	if stale.de != nil && e.Body == nil {
+	if stale.de != nil && !e.HasBody() {
 		// A large object served from its file: rewrite it with the new metadata.
 		path := stale.de.Path()
 		if dec.Store {
@@ -822,7 +822,7 @@ func (pl *Pipeline) refreshed(j *fillJob, h http.Header) *cache.Entry {
 		through = &e
 	}
 	fl.fill.SetHead(&e, 0, false)
-	_ = fl.fill.Append(context.Background(), e.Body) // kept: never waits
+	_ = fl.fill.AppendEntry(context.Background(), &e) // kept: never waits
 	return through
 }
 

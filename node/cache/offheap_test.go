@@ -1,0 +1,213 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func pattern(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*7 + i/251)
+	}
+	return p
+}
+
+// regionSink is a RegionWriter that reads what it is given.
+type regionSink struct{ got bytes.Buffer }
+
+func (s *regionSink) Write(p []byte) (int, error) { return s.got.Write(p) }
+func (s *regionSink) WriteRegion(r *Region) (int64, error) {
+	return io.Copy(&s.got, struct{ io.Reader }{r})
+}
+
+// TestOffHeap: the memory tier keeps a body of OffHeapMin bytes or more
+// in a sealed memory file, and every way of reading it gives its bytes:
+// whole or in parts, through a plain writer, a RegionWriter, Complete and
+// a fill; a shorter body stays on the heap.
+func TestOffHeap(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	body := pattern(OffHeapMin + 12345)
+	m := NewMemory(1 << 30)
+	e := &Entry{Status: 200, Header: http.Header{}, Body: bytes.Clone(body), Size: int64(len(body))}
+	m.Put("big", e)
+	if e.off == nil || e.Body != nil || !e.HasBody() {
+		t.Fatalf("a %d-byte body was not moved off the heap (off %v, %d bytes on the heap)", len(body), e.off != nil, len(e.Body))
+	}
+	small := &Entry{Status: 200, Header: http.Header{}, Body: pattern(OffHeapMin - 1)}
+	m.Put("small", small)
+	if small.off != nil || small.Body == nil {
+		t.Error("a body shorter than OffHeapMin left the heap")
+	}
+	if _, err := syscall.Write(e.off.fd, []byte("x")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("writing to the sealed memory file: %v, want EPERM", err)
+	}
+
+	src := e.Source()
+	if !InMemory(src) || src.Size() != int64(len(body)) {
+		t.Fatalf("Source: in memory %v, size %d", InMemory(src), src.Size())
+	}
+	ctx := context.Background()
+	for _, part := range [][2]int64{{0, -1}, {0, 1}, {100, 70000}, {int64(len(body)) - 1, 1}, {5, int64(len(body)) - 5}} {
+		want := body[part[0]:]
+		if part[1] >= 0 {
+			want = want[:part[1]]
+		}
+		var plain bytes.Buffer
+		if n, err := src.Copy(ctx, &plain, nil, part[0], part[1]); err != nil || n != int64(len(want)) || !bytes.Equal(plain.Bytes(), want) {
+			t.Errorf("Copy %v to a writer: %d bytes, %v; equal %v", part, n, err, bytes.Equal(plain.Bytes(), want))
+		}
+		var rs regionSink
+		if n, err := src.Copy(ctx, &rs, nil, part[0], part[1]); err != nil || n != int64(len(want)) || !bytes.Equal(rs.got.Bytes(), want) {
+			t.Errorf("Copy %v to a RegionWriter: %d bytes, %v", part, n, err)
+		}
+	}
+	whole, err := src.Complete(ctx)
+	if err != nil || !bytes.Equal(whole, body) {
+		t.Fatalf("Complete: %v", err)
+	}
+	whole[0]++ // the caller's own copy
+	if again, _ := src.Complete(ctx); !bytes.Equal(again, body) {
+		t.Error("changing what Complete returned changed the body")
+	}
+
+	f := NewFill()
+	f.SetHead(e, int(e.Size), false)
+	if err := f.AppendEntry(ctx, e); err != nil || !bytes.Equal(f.Bytes(), body) {
+		t.Errorf("AppendEntry: %v, equal %v", err, bytes.Equal(f.Bytes(), body))
+	}
+
+	// Stale copies share the file; the tier weighs the body off the heap.
+	if st := m.Stats(); st.Bytes < uint64(len(body)) {
+		t.Errorf("the tier weighs %d bytes with a %d-byte body off the heap", st.Bytes, len(body))
+	}
+}
+
+// TestOffHeapSendTo: a region goes to a TCP socket with sendfile, whole
+// however small the socket's buffer, also with the socket full when it
+// starts.
+func TestOffHeapSendTo(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	body := pattern(1 << 20)
+	o, err := newOffHeap(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.(*net.TCPConn)
+	_ = tc.SetWriteBuffer(4096) // many rounds of waiting for room
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Region{o: o, off: 1000, n: int64(len(body)) - 2000}
+	n, err := r.SendTo(rc)
+	if err != nil || n != int64(len(body))-2000 || r.Len() != 0 {
+		t.Fatalf("SendTo: %d bytes, %v, %d left", n, err, r.Len())
+	}
+	_ = tc.Close()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, body[1000:len(body)-1000]) {
+			t.Fatalf("the peer got %d bytes, not the region's %d", len(b), len(body)-2000)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the peer got nothing")
+	}
+
+	// A deadline that passed ends the send with the connection's error.
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = c2.SetWriteDeadline(time.Now().Add(-time.Second))
+	rc2, _ := c2.(*net.TCPConn).SyscallConn()
+	if _, err := (&Region{o: o, n: o.n}).SendTo(rc2); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("SendTo past the deadline: %v", err)
+	}
+}
+
+// TestOffHeapReleased: a body off the heap keeps its memory file while
+// anything refers to it, and lets it go once nothing does; beyond the
+// descriptor budget a body stays on the heap.
+func TestOffHeapReleased(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	before := OffHeapFiles()
+	m := NewMemory(1 << 30)
+	e := &Entry{Status: 200, Header: http.Header{}, Body: pattern(OffHeapMin), Size: OffHeapMin}
+	m.Put("k", e)
+	if OffHeapFiles() != before+1 {
+		t.Fatalf("files open: %d, want %d", OffHeapFiles(), before+1)
+	}
+	link := fmt.Sprintf("/proc/self/fd/%d", e.off.fd)
+	open := func() bool {
+		target, err := os.Readlink(link)
+		return err == nil && strings.HasPrefix(target, "/memfd:meshcdn-body")
+	}
+	if !open() {
+		t.Fatalf("%s is not the body's memory file", link)
+	}
+	src := e.Source() // a reader that still sends it
+	m.Invalidate("k")
+	e = nil
+	runtime.GC()
+	var b bytes.Buffer
+	if _, err := src.Copy(context.Background(), &b, nil, 0, -1); err != nil || b.Len() != OffHeapMin {
+		t.Fatalf("a reader of an evicted body: %d bytes, %v", b.Len(), err)
+	}
+	src = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for open() {
+		if time.Now().After(deadline) {
+			t.Fatal("the memory file is still open after nothing refers to the body")
+		}
+		runtime.GC() // the cleanup runs after a collection
+		runtime.Gosched()
+	}
+
+	offHeapFiles.Add(offHeapLimit()) // no descriptor left to spare
+	defer offHeapFiles.Add(-offHeapLimit())
+	full := &Entry{Status: 200, Header: http.Header{}, Body: pattern(OffHeapMin), Size: OffHeapMin}
+	m.Put("k", full)
+	if full.off != nil || len(full.Body) != OffHeapMin {
+		t.Error("a body left the heap beyond the descriptor budget")
+	}
+}
