@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -391,11 +392,14 @@ func waitRing(bin string, mesh []*meshNode) error {
 	return nil
 }
 
-// rss is the sum of the resident sizes of every process of ps.
+// rss is the sum of the resident sizes of every process of ps, with the
+// memory files they hold open (a memfd's pages are not in the resident set
+// of a process that does not map it: meshcdn keeps long bodies so).
 func rss(ps []*proc) int64 {
 	var total int64
 	for _, p := range ps {
 		for _, pid := range p.pids() {
+			total += memFiles(pid)
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 			if err != nil {
 				continue
@@ -407,6 +411,32 @@ func rss(ps []*proc) int64 {
 				}
 			}
 		}
+	}
+	return total
+}
+
+// memFiles is the memory the memory files open in process pid take,
+// each file counted once.
+func memFiles(pid int) int64 {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, _ := os.ReadDir(dir)
+	seen := map[uint64]bool{}
+	var total int64
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil || !strings.HasPrefix(target, "/memfd:") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || seen[st.Ino] {
+			continue
+		}
+		seen[st.Ino] = true
+		total += st.Blocks * 512
 	}
 	return total
 }

@@ -78,7 +78,7 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 		}
 		fmt.Fprintf(&b, "| %s | %d | %+.3f s | %s | %.0f MiB |\n", srv, h.fetches, h.over.Seconds(), purge, float64(res.rss[srv])/(1<<20))
 	}
-	b.WriteString("\nResident memory per cached byte: the growth of the server's resident set while 32 MiB of distinct objects of one size are cached (nginx caches on disk: not comparable).\n\n| server |")
+	b.WriteString("\nResident memory per cached byte: the growth of the server's resident set and memory files while 32 MiB of distinct objects of one size are cached (nginx caches on disk: not comparable).\n\n| server |")
 	for _, m := range memSizes {
 		b.WriteString(" " + m.name + " |")
 	}
