@@ -146,13 +146,19 @@ type fileFillBody struct {
 func (b fileFillBody) Size() int64 { return b.n }
 
 func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.ResponseWriter, off, n int64) (int64, error) {
-	file, err := b.f.OpenBody()
-	if err != nil {
-		return 0, err
+	var file io.ReaderAt = b.f.mem
+	if b.f.mem == nil {
+		f, err := b.f.OpenBody()
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		file = f
 	}
-	defer file.Close()
 	rc := http.NewResponseController(client)
-	buf := make([]byte, 64<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var written int64
 	for n < 0 || written < n {
 		avail, err := b.f.WaitAvail(ctx, off)
@@ -182,8 +188,19 @@ func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.Respons
 	return written, nil
 }
 
-func (b fileFillBody) Complete(context.Context) ([]byte, error) {
-	return nil, errors.New("a disk fill always has a known size")
+// Complete waits for a fill in a memory file and returns a copy of its
+// body; a fill on disk is never asked (its object is too large for memory).
+func (b fileFillBody) Complete(ctx context.Context) ([]byte, error) {
+	if b.f.mem == nil {
+		return nil, errors.New("cache: a disk fill's body is never taken whole")
+	}
+	if err := b.f.Done(ctx); err != nil {
+		return nil, err
+	}
+	avail, _ := b.f.WaitAvail(ctx, 0)
+	p := make([]byte, avail)
+	_, err := b.f.mem.readAt(p, 0)
+	return p, err
 }
 
 func (Bytes) Err() error          { return nil }

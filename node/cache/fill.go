@@ -38,6 +38,10 @@ type Fill struct {
 	file  bool
 	path  string
 	avail int64
+	// A kept fill of a known length of OffHeapMin bytes or more writes its
+	// body to a memory file instead of buf (see SetHead); readers read it
+	// up to avail, and Keep gives it to the stored entry as it is.
+	mem *offHeap
 }
 
 // StreamWindow is how far a streamed fill's writer may run ahead of its reader.
@@ -58,14 +62,23 @@ func (f *Fill) notifyLocked() {
 }
 
 // SetHead publishes the response's metadata (status, header, size). head must
-// not be changed afterwards. sizeHint preallocates the body buffer of a kept
-// fill; stream selects streaming with a single reader.
+// not be changed afterwards. sizeHint is the body's length when known: a
+// kept fill preallocates its buffer, or, from OffHeapMin bytes on, writes
+// the body to a memory file, which becomes the stored body without a copy
+// on the heap. stream selects streaming with a single reader.
 func (f *Fill) SetHead(head *Entry, sizeHint int, stream bool) {
+	var mem *offHeap
+	if sizeHint >= OffHeapMin && !stream {
+		mem, _ = growingOffHeap() // nil: on the heap after all
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.head = head
 	f.stream = stream
-	if sizeHint > 0 && !stream {
+	switch {
+	case mem != nil:
+		f.mem, f.file = mem, true
+	case sizeHint > 0 && !stream:
 		f.buf = make([]byte, 0, sizeHint)
 	}
 	f.notifyLocked()
@@ -102,6 +115,10 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 		if f.w != nil {
 			f.mu.Unlock()
 			return f.appendFile(p)
+		}
+		if f.mem != nil {
+			f.mu.Unlock()
+			return f.appendMem(p)
 		}
 		if !f.stream || len(f.buf) < StreamWindow {
 			// Readers hold slices of f.buf[:n] for earlier n; append only writes
@@ -146,6 +163,35 @@ func (f *Fill) appendFile(p []byte) error {
 	f.avail += int64(len(p))
 	f.notifyLocked()
 	f.mu.Unlock()
+	return nil
+}
+
+// appendMem writes p to the fill's memory file and makes it visible to
+// readers.
+func (f *Fill) appendMem(p []byte) error {
+	if err := f.mem.append(p); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.avail += int64(len(p))
+	f.notifyLocked()
+	f.mu.Unlock()
+	return nil
+}
+
+// Keep gives e the complete body of a kept fill, as its Body, or as the
+// fill's memory file, sealed.
+func (f *Fill) Keep(e *Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mem == nil {
+		e.Body, e.Size = f.buf, int64(len(f.buf))
+		return nil
+	}
+	if err := f.mem.seal(); err != nil {
+		return err
+	}
+	e.Body, e.off, e.Size = nil, f.mem, f.mem.n
 	return nil
 }
 
@@ -344,8 +390,8 @@ func (f *Fill) Err() error {
 	return f.err
 }
 
-// Bytes returns the body received so far. The writer uses it to store a kept
-// fill once its body is complete.
+// Bytes returns the body received so far in memory (none for a body
+// written to a file).
 func (f *Fill) Bytes() []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()

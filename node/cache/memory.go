@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -40,11 +41,22 @@ type Memory struct {
 	c         *otter.Cache[string, *Object]
 	max       uint64
 	evictions atomic.Uint64
+	// left is how many bytes of bodies off the heap have left the tier
+	// since the last collection it started: their memory files close once
+	// the garbage collector finds nothing refers to them, and a heap that
+	// the bodies never touch may grow too slowly to start one. Past
+	// collectAt, the tier starts one itself.
+	left      atomic.Int64
+	collectAt int64
 }
+
+// collectMin is the least that collectAt may be: a collection per 8 MiB
+// of bodies gone at most.
+const collectMin = 8 << 20
 
 // NewMemory returns a memory tier holding at most maxBytes of objects.
 func NewMemory(maxBytes int64) *Memory {
-	m := &Memory{max: uint64(max(maxBytes, 1))}
+	m := &Memory{max: uint64(max(maxBytes, 1)), collectAt: max(maxBytes/8, collectMin)}
 	m.c = otter.Must(&otter.Options[string, *Object]{
 		MaximumWeight: m.max,
 		Weigher:       func(k string, o *Object) uint32 { return uint32(len(k)) + o.weight() },
@@ -53,9 +65,24 @@ func NewMemory(maxBytes int64) *Memory {
 			if e.WasEvicted() {
 				m.evictions.Add(1)
 			}
+			for _, v := range e.Value.Variants {
+				if v.off != nil {
+					m.left.Add(v.off.n)
+				}
+			}
 		},
 	})
 	return m
+}
+
+// collect starts a collection once collectAt bytes of bodies off the heap
+// have left the tier, so that their memory files are released. Called
+// after a change, outside otter's locks; one caller of those that find
+// the mark passed runs it.
+func (m *Memory) collect() {
+	if m.left.Load() >= m.collectAt && m.left.Swap(0) >= m.collectAt {
+		runtime.GC()
+	}
 }
 
 // Hottest returns up to limit keys, those the eviction policy would keep
@@ -100,18 +127,21 @@ func (m *Memory) Put(key string, e *Entry) {
 		o.Variants = append(o.Variants, e)
 		return o, otter.WriteOp
 	})
+	m.collect()
 }
 
 // MarkPass records that key's responses are not storable until until, and drops
 // its variants.
 func (m *Memory) MarkPass(key string, until time.Time) {
 	m.c.Set(key, &Object{PassUntil: until})
+	m.collect()
 }
 
 // Invalidate removes everything stored under key and reports whether there was
 // anything.
 func (m *Memory) Invalidate(key string) bool {
 	_, ok := m.c.Invalidate(key)
+	m.collect()
 	return ok
 }
 

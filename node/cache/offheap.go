@@ -26,8 +26,9 @@ const OffHeapMin = 64 << 10
 // long as it needs. The file is closed when the offHeap is unreachable:
 // a reader holds it for as long as it sends from it.
 type offHeap struct {
-	fd int
-	n  int64
+	fd      int
+	n       int64 // the length, once sealed
+	written int64 // the writer's: how much append wrote
 }
 
 // offHeapFiles counts the memory files that are open; offHeapLimit is how
@@ -50,18 +51,59 @@ var errNoOffHeap = errors.New("cache: no room off the heap")
 
 // newOffHeap copies p into a new sealed memory file.
 func newOffHeap(p []byte) (*offHeap, error) {
+	o, err := growingOffHeap()
+	if err != nil {
+		return nil, err
+	}
+	if err := o.append(p); err != nil {
+		return nil, err
+	}
+	if err := o.seal(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// growingOffHeap returns an empty memory file that append fills and seal
+// completes (a fill's body, which readers follow as it grows).
+func growingOffHeap() (*offHeap, error) {
 	if offHeapFiles.Add(1) > offHeapLimit() {
 		offHeapFiles.Add(-1)
 		return nil, errNoOffHeap
 	}
-	fd, err := memfile(p)
+	fd, err := memfile()
 	if err != nil {
 		offHeapFiles.Add(-1)
 		return nil, fmt.Errorf("cache: a body off the heap: %w", err)
 	}
-	o := &offHeap{fd: fd, n: int64(len(p))}
+	o := &offHeap{fd: fd}
 	runtime.AddCleanup(o, closeOffHeap, fd)
 	return o, nil
+}
+
+// append adds p at the end. Only the one writer calls it, before seal;
+// readers read what it wrote (readAt) meanwhile.
+func (o *offHeap) append(p []byte) error {
+	err := pwrite(o.fd, p, o.written)
+	runtime.KeepAlive(o)
+	if err != nil {
+		return fmt.Errorf("cache: writing a body off the heap: %w", err)
+	}
+	o.written += int64(len(p))
+	return nil
+}
+
+// seal ends the writing: the file's bytes can no longer change, and n is
+// its length. The writer calls it before any reader of the stored body
+// has the offHeap.
+func (o *offHeap) seal() error {
+	err := seal(o.fd)
+	runtime.KeepAlive(o)
+	if err != nil {
+		return fmt.Errorf("cache: sealing a body off the heap: %w", err)
+	}
+	o.n = o.written
+	return nil
 }
 
 func closeOffHeap(fd int) {
@@ -72,6 +114,9 @@ func closeOffHeap(fd int) {
 // OffHeapFiles is how many bodies are off the heap now, counting those
 // evicted that the garbage collector has not yet let go of.
 func OffHeapFiles() int64 { return offHeapFiles.Load() }
+
+// ReadAt is io.ReaderAt's, for a fill's readers.
+func (o *offHeap) ReadAt(p []byte, off int64) (int, error) { return o.readAt(p, off) }
 
 // readAt reads len(p) bytes at off.
 func (o *offHeap) readAt(p []byte, off int64) (int, error) {

@@ -6,27 +6,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// memfile returns a memory file holding p, sealed against any change.
-func memfile(p []byte) (int, error) {
-	fd, err := unix.MemfdCreate("meshcdn-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return -1, err
-	}
+// memfile returns a new, empty memory file that may be sealed.
+func memfile() (int, error) {
+	return unix.MemfdCreate("meshcdn-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+}
+
+// pwrite writes all of p at off.
+func pwrite(fd int, p []byte, off int64) error {
 	for n := 0; n < len(p); {
-		m, err := unix.Write(fd, p[n:])
+		m, err := unix.Pwrite(fd, p[n:], off+int64(n))
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
-			return -1, err
+			return err
 		}
 		n += m
 	}
+	return nil
+}
+
+// seal forbids any change to the memory file's bytes and length.
+func seal(fd int) error {
 	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals)
+	return err
 }

@@ -86,8 +86,12 @@ func TestOffHeap(t *testing.T) {
 
 	f := NewFill()
 	f.SetHead(e, int(e.Size), false)
-	if err := f.AppendEntry(ctx, e); err != nil || !bytes.Equal(f.Bytes(), body) {
-		t.Errorf("AppendEntry: %v, equal %v", err, bytes.Equal(f.Bytes(), body))
+	if err := f.AppendEntry(ctx, e); err != nil {
+		t.Errorf("AppendEntry: %v", err)
+	}
+	f.Finish(nil)
+	if got, err := FillBody(f, e.Size).Complete(ctx); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("AppendEntry: %v, equal %v", err, bytes.Equal(got, body))
 	}
 
 	// Stale copies share the file; the tier weighs the body off the heap.
@@ -209,5 +213,110 @@ func TestOffHeapReleased(t *testing.T) {
 	m.Put("k", full)
 	if full.off != nil || len(full.Body) != OffHeapMin {
 		t.Error("a body left the heap beyond the descriptor budget")
+	}
+}
+
+// TestOffHeapFill: a kept fill of a known length from OffHeapMin bytes on
+// writes its body to a memory file, which readers follow while it grows
+// and which becomes the stored body as it is: the body is never on the
+// heap. A fill cut short gives its readers the error.
+func TestOffHeapFill(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	body := pattern(3*OffHeapMin + 17)
+	head := &Entry{Status: 200, Header: http.Header{}, Size: int64(len(body))}
+	f := NewFill()
+	f.SetHead(head, len(body), false)
+	src := FillBody(f, int64(len(body)))
+	ctx := context.Background()
+	got := make(chan []byte, 2)
+	for _, off := range []int64{0, 1000} {
+		go func() {
+			var b bytes.Buffer
+			if _, err := src.Copy(ctx, &b, nil, off, -1); err != nil {
+				t.Errorf("a reader from %d: %v", off, err)
+			}
+			got <- b.Bytes()
+		}()
+	}
+	for p := body; len(p) > 0; p = p[min(len(p), 5000):] {
+		if err := f.Append(ctx, p[:min(len(p), 5000)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(f.Bytes()) != 0 {
+		t.Errorf("%d bytes of the body on the heap", len(f.Bytes()))
+	}
+	f.Finish(nil)
+	for range 2 {
+		b := <-got
+		if !bytes.Equal(b, body) && !bytes.Equal(b, body[1000:]) {
+			t.Errorf("a reader got %d bytes, not the body", len(b))
+		}
+	}
+	whole, err := src.Complete(ctx)
+	if err != nil || !bytes.Equal(whole, body) {
+		t.Errorf("Complete: %v", err)
+	}
+	e := *head
+	if err := f.Keep(&e); err != nil || e.off == nil || e.Body != nil || e.Size != int64(len(body)) {
+		t.Fatalf("Keep: %v (off %v, %d bytes on the heap, size %d)", err, e.off != nil, len(e.Body), e.Size)
+	}
+	m := NewMemory(1 << 30)
+	m.Put("k", &e)
+	var b bytes.Buffer
+	if _, err := e.Source().Copy(ctx, &b, nil, 0, -1); err != nil || !bytes.Equal(b.Bytes(), body) {
+		t.Errorf("the stored body: %d bytes, %v", b.Len(), err)
+	}
+	if _, err := syscall.Write(e.off.fd, []byte("x")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("writing to the stored body's file: %v, want EPERM", err)
+	}
+
+	cut := NewFill()
+	cut.SetHead(head, len(body), false)
+	_ = cut.Append(ctx, body[:OffHeapMin])
+	cut.Finish(io.ErrUnexpectedEOF)
+	var c bytes.Buffer
+	if _, err := FillBody(cut, int64(len(body))).Copy(ctx, &c, nil, 0, -1); !errors.Is(err, ErrFillAborted) {
+		t.Errorf("a reader of a fill cut short: %v", err)
+	}
+}
+
+// TestOffHeapEvicted: bodies that never touch the heap, evicted from a
+// small tier, release their memory files without waiting for the heap to
+// grow: the tier starts a collection once enough of them have left.
+func TestOffHeapEvicted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	const size = 100 << 10
+	chunk := pattern(size)
+	m := NewMemory(2 << 20)
+	runtime.GC()
+	before := OffHeapFiles()
+	ctx := context.Background()
+	for i := range 300 { // 30 MiB through a 2 MiB tier
+		f := NewFill()
+		f.SetHead(&Entry{Status: 200, Header: http.Header{}}, size, false)
+		if err := f.Append(ctx, chunk); err != nil {
+			t.Fatal(err)
+		}
+		f.Finish(nil)
+		var e Entry
+		if err := f.Keep(&e); err != nil || e.off == nil {
+			t.Fatalf("Keep: %v", err)
+		}
+		m.Put(fmt.Sprint(i), &e)
+	}
+	// At most the tier's own, what a collection per collectMin leaves,
+	// and the files of the last collection whose cleanups have not run.
+	bound := int64((2<<20)+2*collectMin) / size
+	deadline := time.Now().Add(10 * time.Second)
+	for OffHeapFiles()-before > bound {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d memory files open with a 2 MiB tier of 100 KiB bodies (bound %d)", OffHeapFiles()-before, bound)
+		}
+		runtime.Gosched() // the cleanups of the last collection run
 	}
 }

@@ -287,10 +287,13 @@ func (w *writer) WriteRegion(r *cache.Region) (int64, error) {
 	}
 	if w.shared == nil && w.pull == nil && len(w.ctx.Response.Body()) == 0 {
 		n := r.Len()
-		w.pull, w.pullSize = &regionBody{r: r, conn: w.ctx.Conn()}, n
-		// The header leaves first, alone, so the body may go to the
-		// socket without fasthttp's buffer.
-		w.ctx.Response.ImmediateHeaderFlush = true
+		conn := w.ctx.Conn()
+		w.pull, w.pullSize = &regionBody{r: r, conn: conn}, n
+		if _, ok := conn.(*net.TCPConn); ok {
+			// The header leaves first, alone, so that the body goes
+			// from its file to the socket (sendRegion).
+			w.ctx.Response.ImmediateHeaderFlush = true
+		}
 		return n, nil
 	}
 	return r.WriteTo(w)

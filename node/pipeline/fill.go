@@ -725,13 +725,16 @@ func (pl *Pipeline) commit(j *fillJob, total int64) {
 // another node's object) and ends the flight, then writes the node's own
 // objects through to disk.
 func (pl *Pipeline) commitMemory(j *fillJob) {
-	body := j.fl.fill.Bytes()
 	e := *j.head
-	e.Body, e.Size = body, int64(len(body))
+	if err := j.fl.fill.Keep(&e); err != nil {
+		pl.log.Warn("a complete response could not be stored", "key", j.key, "err", err)
+		pl.finish(j.fkey, j.fl, nil)
+		return
+	}
 	// The stored header carries its Content-Length, so a hit formats none.
 	e.Header = j.head.Header.Clone()
 	if bodyAllowed(e.Status) {
-		e.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
+		e.Header["Content-Length"] = []string{strconv.FormatInt(e.Size, 10)}
 	}
 	if j.fl.copy && pl.copies != nil {
 		// Another node owns it: a copy, in the copies' share, not on disk.
