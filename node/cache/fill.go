@@ -112,13 +112,9 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 			f.mu.Unlock()
 			return ErrAbandoned
 		}
-		if f.w != nil {
+		if f.w != nil || f.mem != nil {
 			f.mu.Unlock()
 			return f.appendFile(p)
-		}
-		if f.mem != nil {
-			f.mu.Unlock()
-			return f.appendMem(p)
 		}
 		if !f.stream || len(f.buf) < StreamWindow {
 			// Readers hold slices of f.buf[:n] for earlier n; append only writes
@@ -151,26 +147,20 @@ func (f *Fill) AppendEntry(ctx context.Context, e *Entry) error {
 	return f.Append(ctx, p)
 }
 
-// appendFile writes p to the fill's file and makes it visible to readers.
+// appendFile writes p to the fill's file (disk or memory) and makes it
+// visible to readers.
 func (f *Fill) appendFile(p []byte) error {
-	if _, err := f.w.Write(p); err != nil {
-		return err
-	}
-	if err := f.w.Flush(); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	f.avail += int64(len(p))
-	f.notifyLocked()
-	f.mu.Unlock()
-	return nil
-}
-
-// appendMem writes p to the fill's memory file and makes it visible to
-// readers.
-func (f *Fill) appendMem(p []byte) error {
-	if err := f.mem.append(p); err != nil {
-		return err
+	if f.mem != nil {
+		if err := f.mem.append(p); err != nil {
+			return err
+		}
+	} else {
+		if _, err := f.w.Write(p); err != nil {
+			return err
+		}
+		if err := f.w.Flush(); err != nil {
+			return err
+		}
 	}
 	f.mu.Lock()
 	f.avail += int64(len(p))
