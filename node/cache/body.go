@@ -165,20 +165,14 @@ func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.Respons
 		if err != nil {
 			return written, readEnd(err, n)
 		}
-		chunk := min(avail-off, int64(len(buf)))
+		chunk := avail - off
 		if n >= 0 {
 			chunk = min(chunk, n-written)
 		}
-		m, err := file.ReadAt(buf[:chunk], off)
-		if m > 0 {
-			k, werr := w.Write(buf[:m])
-			written += int64(k)
-			off += int64(k)
-			if werr != nil {
-				return written, werr
-			}
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
+		k, err := b.piece(w, file, buf, off, chunk)
+		written += k
+		off += k
+		if err != nil {
 			return written, err
 		}
 		if off >= avail && (b.n < 0 || off < b.n) {
@@ -186,6 +180,26 @@ func (b fileFillBody) Copy(ctx context.Context, w io.Writer, client http.Respons
 		}
 	}
 	return written, nil
+}
+
+// piece writes the next piece of the n bytes at off to w: a region of a
+// memory file as it is to a RegionWriter (with sendfile, for a socket in
+// clear text), or up to a buffer's worth read from the file.
+func (b fileFillBody) piece(w io.Writer, file io.ReaderAt, buf []byte, off, n int64) (int64, error) {
+	if rw, ok := w.(RegionWriter); ok && b.f.mem != nil {
+		return rw.WriteRegion(&Region{o: b.f.mem, off: off, n: n})
+	}
+	m, err := file.ReadAt(buf[:min(n, int64(len(buf)))], off)
+	if m > 0 {
+		k, werr := w.Write(buf[:m])
+		if werr != nil {
+			return int64(k), werr
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return int64(m), err
 }
 
 // Complete waits for a fill in a memory file and returns a copy of its

@@ -231,15 +231,20 @@ func TestOffHeapFill(t *testing.T) {
 	src := FillBody(f, int64(len(body)))
 	ctx := context.Background()
 	got := make(chan []byte, 2)
-	for _, off := range []int64{0, 1000} {
-		go func() {
-			var b bytes.Buffer
-			if _, err := src.Copy(ctx, &b, nil, off, -1); err != nil {
-				t.Errorf("a reader from %d: %v", off, err)
-			}
-			got <- b.Bytes()
-		}()
-	}
+	go func() { // through a buffer
+		var b bytes.Buffer
+		if _, err := src.Copy(ctx, &b, nil, 0, -1); err != nil {
+			t.Errorf("a reader: %v", err)
+		}
+		got <- b.Bytes()
+	}()
+	go func() { // regions of the file as it grows
+		var rs regionSink
+		if _, err := src.Copy(ctx, &rs, nil, 1000, -1); err != nil {
+			t.Errorf("a RegionWriter from 1000: %v", err)
+		}
+		got <- rs.got.Bytes()
+	}()
 	for p := body; len(p) > 0; p = p[min(len(p), 5000):] {
 		if err := f.Append(ctx, p[:min(len(p), 5000)]); err != nil {
 			t.Fatal(err)

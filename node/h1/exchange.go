@@ -252,11 +252,27 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.head {
 		return len(p), nil
 	}
+	if err := w.settle(); err != nil {
+		return 0, err
+	}
+	return w.ctx.Write(p)
+}
+
+// settle copies a body kept to be sent as it is (WriteShared, WriteRegion)
+// into fasthttp's response, before more is written after it.
+func (w *writer) settle() error {
 	if w.shared != nil {
 		_, _ = w.ctx.Write(w.shared)
 		w.shared = nil
 	}
-	return w.ctx.Write(p)
+	if rb, ok := w.pull.(*regionBody); ok {
+		w.pull, w.pullSize = nil, 0
+		w.ctx.Response.ImmediateHeaderFlush = false
+		if _, err := rb.r.WriteTo(w.ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteShared is cache.SharedWriter's: a stored body is sent from where it
@@ -268,7 +284,7 @@ func (w *writer) WriteShared(p []byte) (int, error) {
 	if w.head {
 		return len(p), nil
 	}
-	if w.shared == nil && len(w.ctx.Response.Body()) == 0 {
+	if w.shared == nil && w.pull == nil && len(w.ctx.Response.Body()) == 0 {
 		w.shared = p
 		return len(p), nil
 	}

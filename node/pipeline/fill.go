@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
@@ -641,12 +642,18 @@ func (pl *Pipeline) publish(j *fillJob) {
 	}
 }
 
+// readBufs are copyBody's buffers: Append copies what it is given, so a
+// buffer is free again once the body is read.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyBody copies the origin's body into the flight, resetting the idle
 // timer on every read, and returns its length once it is complete. A body
 // past max_object_size is served but no longer stored.
 func (pl *Pipeline) copyBody(ctx context.Context, j *fillJob, body io.Reader) (int64, error) {
 	var total int64
-	buf := make([]byte, 32<<10)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for {
 		m, rerr := body.Read(buf)
 		if m > 0 {
