@@ -7,7 +7,7 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -71,7 +71,8 @@ type Entry struct {
 
 type rendering struct {
 	owner *Entry
-	form  atomic.Value
+	once  sync.Once
+	form  any
 }
 
 // prepare gives e, which no reader has yet, a place of its own for its
@@ -134,14 +135,8 @@ func (e *Entry) Rendered(render func(*Entry) any) any {
 	if r == nil || r.owner != e {
 		return render(e)
 	}
-	if v := r.form.Load(); v != nil {
-		return v
-	}
-	v := render(e)
-	if !r.form.CompareAndSwap(nil, v) {
-		return r.form.Load()
-	}
-	return v
+	r.once.Do(func() { r.form = render(e) }) // the others wait for it
+	return r.form
 }
 
 // FetchedAt is when the response came from the origin, as far as the
