@@ -213,7 +213,7 @@ func (b fileFillBody) Complete(ctx context.Context) ([]byte, error) {
 	}
 	avail, _ := b.f.WaitAvail(ctx, 0)
 	p := make([]byte, avail)
-	_, err := b.f.mem.readAt(p, 0)
+	_, err := b.f.mem.ReadAt(p, 0)
 	return p, err
 }
 

@@ -84,6 +84,21 @@ func (f *Fill) SetHead(head *Entry, sizeHint int, stream bool) {
 	f.notifyLocked()
 }
 
+// SetHeadEntry publishes a stored entry as the fill's head and whole body,
+// as the entry keeps it: its bytes, or its memory file, without a copy.
+// The caller then calls Finish.
+func (f *Fill) SetHeadEntry(e *Entry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.head = e
+	if e.off != nil {
+		f.mem, f.file, f.avail = e.off, true, e.off.n
+	} else {
+		f.buf = e.Body
+	}
+	f.notifyLocked()
+}
+
 // SetHeadFile publishes head for a fill whose body goes to disk through w: for
 // objects too large for memory. Readers use OpenBody and WaitAvail.
 func (f *Fill) SetHeadFile(head *Entry, w *Writer) {
@@ -132,19 +147,6 @@ func (f *Fill) Append(ctx context.Context, p []byte) error {
 			return context.Cause(ctx)
 		}
 	}
-}
-
-// AppendEntry adds e's whole body, wherever the entry keeps it (see
-// Append).
-func (f *Fill) AppendEntry(ctx context.Context, e *Entry) error {
-	if e.off == nil {
-		return f.Append(ctx, e.Body)
-	}
-	p, err := offHeapBody{e}.Complete(ctx)
-	if err != nil {
-		return err
-	}
-	return f.Append(ctx, p)
 }
 
 // appendFile writes p to the fill's file (disk or memory) and makes it

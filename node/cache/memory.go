@@ -45,7 +45,9 @@ type Memory struct {
 	// since the last collection it started: their memory files close once
 	// the garbage collector finds nothing refers to them, and a heap that
 	// the bodies never touch may grow too slowly to start one. Past
-	// collectAt, the tier starts one itself.
+	// collectAt, the tier starts one itself. Every object removed or
+	// replaced counts, also the variants a replacement keeps: an early
+	// collection costs little.
 	left      atomic.Int64
 	collectAt int64
 }

@@ -29,6 +29,7 @@ type offHeap struct {
 	fd      int
 	n       int64 // the length, once sealed
 	written int64 // the writer's: how much append wrote
+	sealed  bool
 }
 
 // offHeapFiles counts the memory files that are open; offHeapLimit is how
@@ -95,14 +96,17 @@ func (o *offHeap) append(p []byte) error {
 
 // seal ends the writing: the file's bytes can no longer change, and n is
 // its length. The writer calls it before any reader of the stored body
-// has the offHeap.
+// has the offHeap; a sealed file stays as it is.
 func (o *offHeap) seal() error {
+	if o.sealed {
+		return nil
+	}
 	err := seal(o.fd)
 	runtime.KeepAlive(o)
 	if err != nil {
 		return fmt.Errorf("cache: sealing a body off the heap: %w", err)
 	}
-	o.n = o.written
+	o.n, o.sealed = o.written, true
 	return nil
 }
 
@@ -115,11 +119,8 @@ func closeOffHeap(fd int) {
 // evicted that the garbage collector has not yet let go of.
 func OffHeapFiles() int64 { return offHeapFiles.Load() }
 
-// ReadAt is io.ReaderAt's, for a fill's readers.
-func (o *offHeap) ReadAt(p []byte, off int64) (int, error) { return o.readAt(p, off) }
-
-// readAt reads len(p) bytes at off.
-func (o *offHeap) readAt(p []byte, off int64) (int, error) {
+// ReadAt is io.ReaderAt's: it reads len(p) bytes at off.
+func (o *offHeap) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {
 		m, err := syscall.Pread(o.fd, p[n:], off+int64(n))
@@ -156,7 +157,7 @@ func (r *Region) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	p = p[:min(int64(len(p)), r.n)]
-	m, err := r.o.readAt(p, r.off)
+	m, err := r.o.ReadAt(p, r.off)
 	r.off, r.n = r.off+int64(m), r.n-int64(m)
 	return m, err
 }
@@ -246,7 +247,7 @@ func (b offHeapBody) Copy(_ context.Context, w io.Writer, _ http.ResponseWriter,
 // Complete returns a copy of the body on the heap: the caller may keep it.
 func (b offHeapBody) Complete(context.Context) ([]byte, error) {
 	p := make([]byte, b.e.off.n)
-	_, err := b.e.off.readAt(p, 0)
+	_, err := b.e.off.ReadAt(p, 0)
 	return p, err
 }
 

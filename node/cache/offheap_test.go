@@ -84,14 +84,31 @@ func TestOffHeap(t *testing.T) {
 		t.Error("changing what Complete returned changed the body")
 	}
 
-	f := NewFill()
-	f.SetHead(e, int(e.Size), false)
-	if err := f.AppendEntry(ctx, e); err != nil {
-		t.Errorf("AppendEntry: %v", err)
-	}
-	f.Finish(nil)
-	if got, err := FillBody(f, e.Size).Complete(ctx); err != nil || !bytes.Equal(got, body) {
-		t.Errorf("AppendEntry: %v, equal %v", err, bytes.Equal(got, body))
+	// A fill answered by a stored entry reads the entry's own file, and
+	// keeping it again keeps that file.
+	for _, stored := range []*Entry{e, small} {
+		f := NewFill()
+		f.SetHeadEntry(stored)
+		f.Finish(nil)
+		want := stored.Body
+		if stored.off != nil {
+			want = body
+			if f.mem != stored.off {
+				t.Error("SetHeadEntry: the fill does not read the entry's memory file")
+			}
+		}
+		src := FillBody(f, stored.Source().Size())
+		if got, err := src.Complete(ctx); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("SetHeadEntry: %v, equal %v", err, bytes.Equal(got, want))
+		}
+		var b bytes.Buffer
+		if _, err := src.Copy(ctx, &b, nil, 0, -1); err != nil || !bytes.Equal(b.Bytes(), want) {
+			t.Errorf("SetHeadEntry, copied: %v, equal %v", err, bytes.Equal(b.Bytes(), want))
+		}
+		var kept Entry
+		if err := f.Keep(&kept); err != nil || kept.off != stored.off || kept.Size != int64(len(want)) {
+			t.Errorf("Keep after SetHeadEntry: %v", err)
+		}
 	}
 
 	// Stale copies share the file; the tier weighs the body off the heap.

@@ -536,8 +536,7 @@ func (pl *Pipeline) answerLate(j *fillJob) bool {
 	}
 	fl := j.fl
 	fl.stored, fl.shareable, fl.fwdStatus, fl.late = true, true, f.e.Status, true
-	fl.fill.SetHead(f.e, 0, false)
-	_ = fl.fill.AppendEntry(context.Background(), f.e) // kept: never waits
+	fl.fill.SetHeadEntry(f.e)
 	pl.finish(j.fkey, fl, nil)
 	return true
 }
@@ -831,8 +830,7 @@ func (pl *Pipeline) refreshed(j *fillJob, h http.Header) *cache.Entry {
 		pl.store.Put(key, &e)
 		through = &e
 	}
-	fl.fill.SetHead(&e, 0, false)
-	_ = fl.fill.AppendEntry(context.Background(), &e) // kept: never waits
+	fl.fill.SetHeadEntry(&e)
 	return through
 }
 
