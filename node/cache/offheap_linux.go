@@ -26,9 +26,16 @@ func pwrite(fd int, p []byte, off int64) error {
 	return nil
 }
 
-// seal forbids any change to the memory file's bytes and length.
+// seal forbids any change to the memory file's bytes and length. It uses
+// F_SEAL_FUTURE_WRITE, not F_SEAL_WRITE: the latter fails (EBUSY) while a
+// socket still holds pages that sendfile gave it, which is the case when
+// clients followed the file as it was written. Kernels before 5.1 have no
+// F_SEAL_FUTURE_WRITE; there the length alone is sealed.
 func seal(fd int) error {
-	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
-	_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals)
+	fixed := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fixed|unix.F_SEAL_FUTURE_WRITE)
+	if errors.Is(err, unix.EINVAL) {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fixed)
+	}
 	return err
 }

@@ -342,3 +342,58 @@ func TestOffHeapEvicted(t *testing.T) {
 		runtime.Gosched() // the cleanups of the last collection run
 	}
 }
+
+// TestOffHeapSealWhileSent: a fill's memory file is sealed although a
+// socket still holds pages sendfile gave it (a client that follows the
+// fill and has not read yet).
+func TestOffHeapSealWhileSent(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory files are Linux's")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c // read only after the seal
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("no connection")
+	}
+	defer peer.Close()
+	body := pattern(2 * OffHeapMin)
+	o, err := growingOffHeap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.append(body[:OffHeapMin]); err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	if n, err := (&Region{o: o, n: OffHeapMin}).SendTo(rc); err != nil || n != OffHeapMin {
+		t.Fatalf("SendTo: %d, %v", n, err)
+	}
+	if err := o.append(body[OffHeapMin:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.seal(); err != nil {
+		t.Fatalf("seal with pages in a socket's queue: %v", err)
+	}
+	if _, err := syscall.Write(o.fd, []byte("x")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("writing to the sealed file: %v, want EPERM", err)
+	}
+	got := make([]byte, OffHeapMin)
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, body[:OffHeapMin]) {
+		t.Errorf("the peer read %v, equal %v", err, bytes.Equal(got, body[:OffHeapMin]))
+	}
+}
