@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -97,5 +98,26 @@ func TestParseH2load(t *testing.T) {
 		if _, _, err := parseH2load(bad); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+func TestParseFetches(t *testing.T) {
+	log := `GET /herd/meshcdn.bin HTTP/1.1 200 1048576 1796652753.224
+GET /herd/mesh.bin HTTP/1.1 200 1048576 1796652754.000
+GET /herd/meshcdn.bin HTTP/1.1 200 5000 1796652753.101
+GET /obj/1k.bin HTTP/1.1 200 1024 1796652750.5
+`
+	got, err := parseFetches(strings.NewReader(log), "/herd/meshcdn.bin")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if want := time.UnixMilli(1796652753224); !got[0].end.Equal(want) || got[0].bytes != 1<<20 {
+		t.Errorf("first fetch %+v, want its end at %v and 1 MiB", got[0], want)
+	}
+	if got[1].bytes != 5000 {
+		t.Errorf("second fetch %+v", got[1])
+	}
+	if _, err := parseFetches(strings.NewReader("GET /herd/meshcdn.bin HTTP/1.1 200 x 1.0\n"), "/herd/meshcdn.bin"); err == nil {
+		t.Error("a line of another format was accepted")
 	}
 }

@@ -66,7 +66,7 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 		}
 	}
 	fmt.Fprintf(&b, "\nThundering herd: 200 clients at once on a cold 1 MiB object the origin sends at 4 MB/s (its own transfer: %v).\n\n", res.origin.Round(time.Millisecond))
-	b.WriteString("| server | origin fetches | last client after the origin's transfer | purge (answered) | peak RSS |\n|---|---|---|---|---|\n")
+	b.WriteString("| server | origin fetches | last client done after the origin's transfer ended | purge (answered) | peak RSS |\n|---|---|---|---|---|\n")
 	for _, srv := range res.servers {
 		h, ok := res.herd[srv]
 		if !ok {

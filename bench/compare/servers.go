@@ -169,7 +169,10 @@ pid {{.Dir}}/origin.pid;
 error_log {{.Dir}}/origin-error.log warn;
 events { worker_connections 8192; }
 http {
-  access_log {{.Dir}}/origin-access.log;
+  # $msec is when a response was sent: the herd measures from the end of
+  # the origin's transfer.
+  log_format fetch '$request $status $body_bytes_sent $msec';
+  access_log {{.Dir}}/origin-access.log fetch;
   sendfile on; keepalive_requests 100000;
   default_type application/octet-stream;
   server {
