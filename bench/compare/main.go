@@ -39,7 +39,7 @@ func main() {
 	bin := flag.String("meshcdn", "bin/meshcdn", "the meshcdn binary")
 	out := flag.String("out", "bench/results", "where the table, the raw results and the plots go")
 	dur := flag.Duration("duration", 5*time.Second, "each wrk run")
-	reps := flag.Int("reps", 3, "interleaved repetitions of every measurement")
+	reps := flag.Int("reps", 5, "interleaved repetitions of every measurement")
 	conns := flag.Int("connections", 50, "wrk connections")
 	only := flag.String("only", "", "run only the works whose name contains this (and skip the herd, purge and memory measurements): for experiments")
 	reference := flag.String("reference", "", "serve a reference from this directory (the comparison starts them so)")
