@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshcdn/meshcdn/node/slice"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -71,6 +72,14 @@ func TakeOverFrom(ctx context.Context) (string, bool) {
 func FromPeer(ctx context.Context) (string, bool) {
 	from, ok := ctx.Value(fromPeerKey{}).(string)
 	return from, ok
+}
+
+type sliceKey struct{}
+
+// SliceOf returns the slice a peer's fetch asks for, if it asks for one.
+func SliceOf(ctx context.Context) (slice.Spec, bool) {
+	s, ok := ctx.Value(sliceKey{}).(slice.Spec)
+	return s, ok
 }
 
 // FetchedField carries, between a node's handler and the peer service,
@@ -213,6 +222,13 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 		}
 		ctx = context.WithValue(ctx, takeOverKey{}, req.GetFrom())
 		method = http.MethodHead
+	}
+	if sl := req.GetSlice(); sl != nil {
+		spec := slice.Spec{Size: sl.GetSize(), Index: sl.GetIndex()}
+		if !spec.Valid() || req.GetTakeOver() {
+			return status.Errorf(codes.InvalidArgument, "slice: size must be %d to %d bytes and index at least 0, without take_over", slice.MinSize, slice.MaxSize)
+		}
+		ctx = context.WithValue(ctx, sliceKey{}, spec)
 	}
 	hr, err := http.NewRequestWithContext(ctx, method, "http://"+req.GetHost()+req.GetPathQuery(), nil)
 	if err != nil {

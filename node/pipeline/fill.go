@@ -20,6 +20,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/slice"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -241,6 +242,7 @@ type originRequest struct {
 	takeOver  string            // a draining peer offering its stored response: asked first
 	peerFrom  string            // the member that asked, for a peer's request
 	https     bool              // the client used HTTPS (origin_protocol: follow asks over it too)
+	slice     *slice.Spec       // the slice it asks for, with a Range field; nil: the whole object
 }
 
 // fillRequest builds the fill's request from the first client's: end-to-end
@@ -432,6 +434,9 @@ func (pl *Pipeline) fetchPeer(ctx context.Context, st *site.Site, name, addr, ke
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
+	if req.slice != nil {
+		pr.Slice = &peerv1.Slice{Size: req.slice.Size, Index: req.slice.Index}
+	}
 	pl.statsOf(st).counts.Peer.Add(1)
 	resp, err := pl.mesh.Peers().Fetch(ctx, addr, pr)
 	if err != nil {
@@ -475,6 +480,10 @@ type fillJob struct {
 	respTime   time.Time
 	idle       *time.Timer // FillIdleTimeout between two reads of the body
 	bodyLength int64       // the origin's Content-Length, -1 when unknown
+	// slice is the slice of the object at whole that the fill fetches,
+	// stored under key (slice.Spec.Key); nil for a whole object.
+	slice *slice.Spec
+	whole string
 }
 
 // runFill fetches one response into the job's flight and, when it is
@@ -502,6 +511,14 @@ func (pl *Pipeline) runFill(j *fillJob) {
 		return
 	}
 	defer origin.DrainClose(resp.Body)
+	if j.slice != nil {
+		if err := checkSlice(j, resp); err != nil {
+			j.stats.originError.Inc()
+			pl.log.Warn("fill failed", "key", j.key, "err", err)
+			pl.finish(j.fkey, j.fl, err)
+			return
+		}
+	}
 	if j.stale != nil && resp.StatusCode == http.StatusNotModified {
 		through := pl.refreshed(j, resp.Header)
 		pl.finish(j.fkey, j.fl, nil)
@@ -567,7 +584,11 @@ func (pl *Pipeline) fetchFill(ctx context.Context, j *fillJob) (*http.Response, 
 func (pl *Pipeline) decide(j *fillJob, resp *http.Response) {
 	httpcache.DropInvalidTargeted(resp.Header)      // ignored, so neither stored nor passed on
 	cc := httpcache.ResponseDirectives(resp.Header) // a targeted field (RFC 9213) over Cache-Control
-	j.dec = httpcache.Decide(resp.StatusCode, resp.Header, cc, j.req.personal, j.rule.Policy)
+	status := resp.StatusCode
+	if j.slice != nil && status == http.StatusPartialContent {
+		status = http.StatusOK // a slice of a 200, stored as its part (RFC 9111 §3.3)
+	}
+	j.dec = httpcache.Decide(status, resp.Header, cc, j.req.personal, j.rule.Policy)
 	j.bodyLength = resp.ContentLength
 	if j.fl.peer != "" && j.dec.Store && pl.purges.Covers(j.key, &cache.Entry{Header: resp.Header, Fetched: j.fl.fetchedAt(j.respTime)}, j.fl.vouched) {
 		// The peer fetched it so soon after a purge applied here that the

@@ -26,6 +26,9 @@ type metrics struct {
 	rateLimited      *prometheus.CounterVec
 	compressed       *prometheus.CounterVec
 	compressionSaved *prometheus.CounterVec
+	sliceFills       *prometheus.CounterVec
+	sliced           *prometheus.CounterVec
+	sliceMismatches  *prometheus.CounterVec
 }
 
 // siteMetrics holds one site's resolved series, so the hot path does no label
@@ -38,6 +41,9 @@ type siteMetrics struct {
 	originFill  prometheus.Counter
 	originPass  prometheus.Counter
 	originError prometheus.Counter
+	sliceFill   prometheus.Counter
+	sliced      prometheus.Counter
+	mismatch    prometheus.Counter
 	// counts are the site's totals as the status page samples them.
 	counts SiteCounts
 }
@@ -45,6 +51,9 @@ type siteMetrics struct {
 // SiteCounts are a site's totals since the node started.
 type SiteCounts struct {
 	Requests, Hits, Bytes, HitBytes, Origin, Peer atomic.Int64
+	// Sliced counts the responses sent as an object's slices, SliceFills
+	// the fills of single slices (from a peer or the origin).
+	Sliced, SliceFills atomic.Int64
 }
 
 // counters are the node's totals by cache status for the admin API
@@ -111,8 +120,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.compressionSaved = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshcdn_compression_saved_bytes_total", Help: "Bytes the edge's compression kept off the wire: the representations' lengths less their encodings'.",
 	}, []string{"site"})
+	m.sliceFills = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_slice_fills_total", Help: "Fills of one slice of an object stored as slices (site slice_size), from the slice's owner, the shield or the origin.",
+	}, []string{"site"})
+	m.sliced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_sliced_responses_total", Help: "Client responses sent as the slices of an object stored as slices.",
+	}, []string{"site"})
+	m.sliceMismatches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_slice_version_mismatches_total", Help: "Responses cut short because a slice was of another version of the object than the first (the object's URL is then purged).",
+	}, []string{"site"})
 	reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
-		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved)
+		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved, m.sliceFills, m.sliced, m.sliceMismatches)
 	return m
 }
 
@@ -129,6 +147,9 @@ func (m *metrics) forSite(name string) *siteMetrics {
 		originFill:  m.originRequests.WithLabelValues(name, "fill"),
 		originPass:  m.originRequests.WithLabelValues(name, "bypass"),
 		originError: m.originErrors.WithLabelValues(name),
+		sliceFill:   m.sliceFills.WithLabelValues(name),
+		sliced:      m.sliced.WithLabelValues(name),
+		mismatch:    m.sliceMismatches.WithLabelValues(name),
 	}
 	for i, l := range httpcache.Labels {
 		s.requests[i] = m.requests.WithLabelValues(name, l)

@@ -39,7 +39,7 @@ func hitStatusOf(e *cache.Entry) httpcache.Status {
 func (pl *Pipeline) respond(x *exchange, meta *cache.Entry, src cache.Body, now time.Time) {
 	w, r := x.w, x.r
 	cp := x.site.Compression
-	compressible := cp != nil && !x.fromPeer && cp.Compressible(meta.Status, meta.Header, src.Size())
+	compressible := cp != nil && !x.fromPeer && !x.noCompress && cp.Compressible(meta.Status, meta.Header, src.Size())
 	if compressible && x.coding != "" {
 		pl.respondCompressed(x, meta, src, now)
 		return

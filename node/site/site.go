@@ -18,6 +18,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/access"
 	"github.com/meshcdn/meshcdn/node/compress"
 	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/slice"
 )
 
 // Config is one site as written in the YAML configuration.
@@ -94,6 +95,12 @@ type Config struct {
 	// the site's origin needs and that the edge forwards all the same; by
 	// default every one of them is dropped from origin and peer requests.
 	ForwardHeaders []string `yaml:"forward_headers"`
+	// SliceSize, when set (64KiB to 256MiB), stores an object longer than
+	// one slice as slices of this size, each fetched from the origin with
+	// a Range request of its own and cached under a key of its own, owned
+	// by that key's owner in the ring: one file's slices spread over the
+	// mesh, and a Range request costs the slices it covers. Absent: off.
+	SliceSize units.Size `yaml:"slice_size"`
 }
 
 // KeyConfig is the query-string part of the cache key.
@@ -219,6 +226,7 @@ type Site struct {
 	ShieldRegion         string           // "" follows the mesh's; "none" for none
 	Access               *access.Policy   // nil: every request may be served
 	Compression          *compress.Policy // nil: the edge compresses nothing
+	SliceSize            int64            // 0: objects are stored whole
 
 	query   string
 	params  []string
@@ -266,6 +274,12 @@ func (c Config) Compile() (*Site, error) {
 		s.Compression = p
 	}
 	s.ShieldRegion = strings.TrimSpace(c.ShieldRegion)
+	if c.SliceSize != 0 {
+		if c.SliceSize < slice.MinSize || c.SliceSize > slice.MaxSize {
+			fail("slice_size", "%s is outside %s to %s", c.SliceSize, units.Size(slice.MinSize), units.Size(slice.MaxSize))
+		}
+		s.SliceSize = int64(c.SliceSize)
+	}
 	switch q := strings.ToLower(c.CacheKey.Query); q {
 	case "", "all", "ignore":
 		s.query = q

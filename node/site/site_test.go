@@ -218,3 +218,30 @@ func TestHeuristicConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSliceSize: slice_size reads as a size; off when absent; outside
+// 64KiB to 256MiB it is refused with the bounds.
+func TestSliceSize(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want int64
+		err  string
+	}{
+		{"hosts: [a]\norigins: [http://o]\n", 0, ""},
+		{"hosts: [a]\norigins: [http://o]\nslice_size: 4MiB\n", 4 << 20, ""},
+		{"hosts: [a]\norigins: [http://o]\nslice_size: 4KiB\n", 0, "slice_size: 4.0KiB is outside 64KiB to 256MiB"},
+		{"hosts: [a]\norigins: [http://o]\nslice_size: 1GiB\n", 0, "slice_size: 1.0GiB is outside 64KiB to 256MiB"},
+	} {
+		var c Config
+		if err := yaml.Unmarshal([]byte(tt.yaml), &c); err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Compile()
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: error %v, want %q", tt.yaml, err, tt.err)
+		case tt.err == "" && (err != nil || s.SliceSize != tt.want):
+			t.Errorf("%q: slice size %d, %v; want %d", tt.yaml, s.SliceSize, err, tt.want)
+		}
+	}
+}

@@ -874,7 +874,13 @@ type FetchRequest struct {
 	// too refuses the offer with FAILED_PRECONDITION: it owns no keys, and
 	// the sender offers the response to the key's owner among the members
 	// that stay.
-	TakeOver      bool `protobuf:"varint,8,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
+	TakeOver bool `protobuf:"varint,8,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
+	// slice, when set, asks for one slice of the object (the site's
+	// slice_size): the peer answers from the slice's own cache key, or
+	// fetches the slice from the origin with a Range request, and sends the
+	// origin's 206 as it is. An origin that ignores ranges answers 200 with
+	// the whole object, which the peer sends as well.
+	Slice         *Slice `protobuf:"bytes,9,opt,name=slice,proto3" json:"slice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +971,69 @@ func (x *FetchRequest) GetTakeOver() bool {
 	return false
 }
 
+func (x *FetchRequest) GetSlice() *Slice {
+	if x != nil {
+		return x.Slice
+	}
+	return nil
+}
+
+// Slice names one slice of an object stored as slices.
+type Slice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// size is the site's slice_size in bytes (64 KiB to 256 MiB).
+	Size int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// index counts slices from the object's start: slice i holds bytes
+	// [i*size, (i+1)*size).
+	Index         int64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Slice) Reset() {
+	*x = Slice{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Slice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Slice) ProtoMessage() {}
+
+func (x *Slice) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Slice.ProtoReflect.Descriptor instead.
+func (*Slice) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Slice) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Slice) GetIndex() int64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // HeaderField is one HTTP field with all its values.
 type HeaderField struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -978,7 +1047,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1059,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1072,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeaderField) GetName() string {
@@ -1040,7 +1109,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1121,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1134,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -1171,7 +1240,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1252,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1265,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{17}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -1317,7 +1386,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1398,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1411,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{18}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -1373,7 +1442,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1454,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1467,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{19}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainRequest) GetFrom() string {
@@ -1431,7 +1500,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1512,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1525,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{20}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrainResponse) GetHandedOff() int64 {
@@ -1538,7 +1607,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04from\x18\x06 \x01(\tR\x04from\x122\n" +
 	"\x06issued\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\xf1\x01\n" +
+	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\x9f\x02\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -1549,7 +1618,11 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"cache_only\x18\a \x01(\bR\tcacheOnly\x12\x1b\n" +
-	"\ttake_over\x18\b \x01(\bR\btakeOver\"9\n" +
+	"\ttake_over\x18\b \x01(\bR\btakeOver\x12,\n" +
+	"\x05slice\x18\t \x01(\v2\x16.meshcdn.peer.v1.SliceR\x05slice\"1\n" +
+	"\x05Slice\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x03R\x05index\"9\n" +
 	"\vHeaderField\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\tR\x06values\"\x95\x01\n" +
@@ -1612,7 +1685,7 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
 	(*CertificateRequest)(nil),    // 0: meshcdn.peer.v1.CertificateRequest
 	(*CertificateResponse)(nil),   // 1: meshcdn.peer.v1.CertificateResponse
@@ -1629,56 +1702,58 @@ var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
 	(*PurgeRequest)(nil),          // 12: meshcdn.peer.v1.PurgeRequest
 	(*PurgeResponse)(nil),         // 13: meshcdn.peer.v1.PurgeResponse
 	(*FetchRequest)(nil),          // 14: meshcdn.peer.v1.FetchRequest
-	(*HeaderField)(nil),           // 15: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 16: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 17: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 18: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 19: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 20: meshcdn.peer.v1.DrainResponse
-	nil,                           // 21: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 22: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*Slice)(nil),                 // 15: meshcdn.peer.v1.Slice
+	(*HeaderField)(nil),           // 16: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 17: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 18: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 19: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 20: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 21: meshcdn.peer.v1.DrainResponse
+	nil,                           // 22: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 23: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
 	8,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
-	23, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	24, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
 	12, // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
-	21, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	22, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	22, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	23, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
 	11, // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	23, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
-	15, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	17, // 8: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	18, // 9: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	15, // 10: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	23, // 11: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	24, // 12: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	24, // 13: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	24, // 14: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	24, // 15: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	24, // 16: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	14, // 17: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	12, // 18: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	19, // 19: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	9,  // 20: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	6,  // 21: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	4,  // 22: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
-	0,  // 23: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
-	2,  // 24: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
-	16, // 25: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	13, // 26: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	20, // 27: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	10, // 28: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	7,  // 29: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	5,  // 30: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
-	1,  // 31: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
-	3,  // 32: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
-	25, // [25:33] is the sub-list for method output_type
-	17, // [17:25] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	24, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	16, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	15, // 8: meshcdn.peer.v1.FetchRequest.slice:type_name -> meshcdn.peer.v1.Slice
+	18, // 9: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	19, // 10: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	16, // 11: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	24, // 12: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	25, // 13: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	25, // 14: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	25, // 15: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	25, // 16: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	25, // 17: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	14, // 18: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	12, // 19: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	20, // 20: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	9,  // 21: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	6,  // 22: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	4,  // 23: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	0,  // 24: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
+	2,  // 25: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
+	17, // 26: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	13, // 27: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	21, // 28: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	10, // 29: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	7,  // 30: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	5,  // 31: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	1,  // 32: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
+	3,  // 33: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
@@ -1686,7 +1761,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[16].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[17].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1697,7 +1772,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
