@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -106,11 +107,15 @@ func TestFetchThroughHandler(t *testing.T) {
 }
 
 // A cache-only fetch asks the handler with only-if-cached; a take-over asks
-// for the head alone and names the offering node; arguments are checked.
+// for the head alone and names the offering node; a slice's fetch names
+// the slice; arguments are checked.
 func TestFetchModes(t *testing.T) {
 	addr, p := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		from, takeOver := TakeOverFrom(r.Context())
 		w.Header().Set("X-Seen", r.Method+" "+r.Header.Get("Cache-Control")+" "+from)
+		if s, ok := SliceOf(r.Context()); ok {
+			w.Header().Set("X-Seen", fmt.Sprintf("slice %d of %d", s.Index, s.Size))
+		}
 		if !takeOver {
 			_, _ = io.WriteString(w, "body")
 		}
@@ -134,7 +139,15 @@ func TestFetchModes(t *testing.T) {
 	if got := seen(offer); got != "HEAD  n1" {
 		t.Errorf("take-over seen as %q", got)
 	}
+	sl := fetchReq("a")
+	sl.Slice = &peerv1.Slice{Size: 1 << 20, Index: 7}
+	if got := seen(sl); got != "slice 7 of 1048576" {
+		t.Errorf("a slice's fetch seen as %q", got)
+	}
 	for _, bad := range []*peerv1.FetchRequest{
+		{Key: "k", Host: "h", PathQuery: "/a", Slice: &peerv1.Slice{Size: 1000}},
+		{Key: "k", Host: "h", PathQuery: "/a", Slice: &peerv1.Slice{Size: 1 << 20, Index: -1}},
+		{Key: "k", Host: "h", PathQuery: "/a", From: "n1", TakeOver: true, Slice: &peerv1.Slice{Size: 1 << 20}},
 		{Host: "h", PathQuery: "/a"},
 		{Key: "k", Host: "h", PathQuery: "a"},
 		{Key: "k", Host: "h", PathQuery: "/a", TakeOver: true},
