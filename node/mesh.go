@@ -12,6 +12,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/purge"
+	"github.com/meshcdn/meshcdn/node/slice"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
@@ -263,14 +264,15 @@ func loadMoved(was, now int) bool {
 }
 
 // ownStore is the memory tier as the mesh offers it when the node drains:
-// the compressed variants stay behind (the new owner makes its own).
+// objects and slices of objects; the compressed variants stay behind (the
+// new owner makes its own).
 type ownStore struct{ *cache.Memory }
 
 func (s ownStore) Hottest(limit int) []string {
 	keys := s.Memory.Hottest(limit)
 	out := keys[:0]
 	for _, k := range keys {
-		if cache.BaseKey(k) == k {
+		if _, _, sliced := slice.FromKey(k); sliced || cache.BaseKey(k) == k {
 			out = append(out, k)
 		}
 	}

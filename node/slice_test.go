@@ -98,16 +98,26 @@ func slicedCluster(t *testing.T, o *rangeOrigin) []*Node {
 	})
 }
 
+// peerFetchesFailed counts the peer fetches of nodes that failed, each of
+// which then asked the origin.
+func peerFetchesFailed(t *testing.T, nodes []*Node) int64 {
+	var n float64
+	for _, nd := range nodes {
+		n += labelledValue(t, nd, "meshcdn_peer_fetches_total", "failed")
+	}
+	return int64(n)
+}
+
 // meshTurmoil counts what makes a mesh ask the origin again for what one
 // member fetched already: peer fetches that failed (each asked the origin
 // instead), and ring changes (a member taken for dead, its keys someone
 // else's for a while).
 func meshTurmoil(t *testing.T, nodes []*Node) int64 {
-	var n float64
+	n := peerFetchesFailed(t, nodes)
 	for _, nd := range nodes {
-		n += labelledValue(t, nd, "meshcdn_peer_fetches_total", "failed") + float64(nd.mesh.Epoch())
+		n += int64(nd.mesh.Epoch())
 	}
-	return int64(n)
+	return n
 }
 
 // wantSliceFetches checks the origin's requests since the last look
@@ -315,5 +325,71 @@ func TestSlicesOriginIgnoresRanges(t *testing.T) {
 	}
 	if sent := o.sent.Load(); sent > 2*int64(len(obj)) {
 		t.Errorf("the origin sent %d bytes for a %d-byte object", sent, len(obj))
+	}
+}
+
+// TestSlicesHandOff: a drained member's slices move to their new owners,
+// pushed before anybody asks (a drain with its hand-off) or pulled from
+// its cache on demand (a drain without): either way the object is served
+// again without the origin.
+func TestSlicesHandOff(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		t.Run(fmt.Sprintf("push=%v", push), func(t *testing.T) {
+			o := newRangeOrigin(t)
+			obj := randomBytes(12<<20, 7)
+			o.put("/v/d.mp4", obj, `"d1"`)
+			nodes := slicedCluster(t, o)
+			const key = "video.test/v/d.mp4"
+			// Every slice filled at its owner: no copies elsewhere.
+			for i := range int64(12) {
+				sk := slice.Spec{Size: 1 << 20, Index: i}.Key(key)
+				owner, _ := nodes[0].mesh.Ring().Owner(sk)
+				for _, n := range nodes {
+					if n.Name() == owner {
+						r := do(t, n, "GET", "/v/d.mp4", "Host", "video.test", "Range", fmt.Sprintf("bytes=%d-%d", i<<20, i<<20))
+						if r.StatusCode != 206 || r.body != string(obj[i<<20:i<<20+1]) {
+							t.Fatalf("slice %d at %s: %d %q", i, owner, r.StatusCode, r.Header.Get("Content-Range"))
+						}
+					}
+				}
+			}
+			failed := peerFetchesFailed(t, nodes)
+			o.asked()
+			drained := nodes[2]
+			held := 0
+			for i := range int64(12) {
+				if _, ok := drained.store.Get(slice.Spec{Size: 1 << 20, Index: i}.Key(key)); ok {
+					held++
+				}
+			}
+			if held == 0 {
+				t.Fatal("the member to drain holds no slice")
+			}
+			drained.ready.Store(false)
+			drained.mesh.Drain(push)
+			eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 })
+			if push {
+				eventually(t, 10*time.Second, func() bool {
+					taken, _ := drained.mesh.HandedOff()
+					return taken >= uint64(held)
+				})
+			}
+			for _, n := range nodes[:2] {
+				r := do(t, n, "GET", "/v/d.mp4", "Host", "video.test")
+				if r.StatusCode != 200 || r.body != string(obj) {
+					t.Fatalf("after the drain, at %s: %d, %d bytes", n.Name(), r.StatusCode, len(r.body))
+				}
+			}
+			asked := o.asked()
+			switch more := peerFetchesFailed(t, nodes) - failed; {
+			case more > 0 && len(asked) <= int(more):
+				t.Logf("%d peer fetches failed (a loaded machine): the origin was asked %q", more, asked)
+			case len(asked) != 0:
+				t.Errorf("after the drain of a member holding %d slices, the origin was asked %q (%d peer fetches failed)", held, asked, more)
+			}
+			if h := counterValue(t, nodes[0], "meshcdn_handoffs_total") + counterValue(t, nodes[1], "meshcdn_handoffs_total"); !push && h == 0 {
+				t.Error("no hand-off counted")
+			}
+		})
 	}
 }

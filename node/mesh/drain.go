@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/gossip"
 	"github.com/meshcdn/meshcdn/node/peer"
+	"github.com/meshcdn/meshcdn/node/slice"
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 	"github.com/meshcdn/meshcdn/ring"
 )
@@ -203,7 +204,11 @@ func (m *Mesh) offers() []anOffer {
 			continue
 		}
 		name, addr, ok := m.Owner(key)
-		host, pathQuery, found := strings.Cut(key, "/")
+		object, spec, sliced := slice.FromKey(key)
+		if !sliced {
+			object = key
+		}
+		host, pathQuery, found := strings.Cut(object, "/")
 		if !ok || !found || host == "" {
 			continue // this node still owns it (it is alone), or not a request key
 		}
@@ -211,9 +216,12 @@ func (m *Mesh) offers() []anOffer {
 			if !e.HasBody() || !e.Fresh(time.Now()) {
 				continue // a fill in progress, or not worth a revalidation at the new owner
 			}
-			out = append(out, anOffer{name: name, addr: addr, req: &peerv1.FetchRequest{Key: key, Host: host,
-				PathQuery: "/" + pathQuery, From: m.self.Name, Epoch: m.epoch.Load(), TakeOver: true,
-				Headers: varyFields(e.VaryKey)}})
+			req := &peerv1.FetchRequest{Key: key, Host: host, PathQuery: "/" + pathQuery, From: m.self.Name,
+				Epoch: m.epoch.Load(), TakeOver: true, Headers: varyFields(e.VaryKey)}
+			if sliced {
+				req.Slice = &peerv1.Slice{Size: spec.Size, Index: spec.Index}
+			}
+			out = append(out, anOffer{name: name, addr: addr, req: req})
 		}
 	}
 	return out

@@ -225,8 +225,8 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 	}
 	if sl := req.GetSlice(); sl != nil {
 		spec := slice.Spec{Size: sl.GetSize(), Index: sl.GetIndex()}
-		if !spec.Valid() || req.GetTakeOver() {
-			return status.Errorf(codes.InvalidArgument, "slice: size must be %d to %d bytes and index at least 0, without take_over", slice.MinSize, slice.MaxSize)
+		if !spec.Valid() {
+			return status.Errorf(codes.InvalidArgument, "slice: size must be %d to %d bytes and index at least 0", slice.MinSize, slice.MaxSize)
 		}
 		ctx = context.WithValue(ctx, sliceKey{}, spec)
 	}

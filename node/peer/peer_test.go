@@ -147,7 +147,6 @@ func TestFetchModes(t *testing.T) {
 	for _, bad := range []*peerv1.FetchRequest{
 		{Key: "k", Host: "h", PathQuery: "/a", Slice: &peerv1.Slice{Size: 1000}},
 		{Key: "k", Host: "h", PathQuery: "/a", Slice: &peerv1.Slice{Size: 1 << 20, Index: -1}},
-		{Key: "k", Host: "h", PathQuery: "/a", From: "n1", TakeOver: true, Slice: &peerv1.Slice{Size: 1 << 20}},
 		{Host: "h", PathQuery: "/a"},
 		{Key: "k", Host: "h", PathQuery: "a"},
 		{Key: "k", Host: "h", PathQuery: "/a", TakeOver: true},

@@ -229,11 +229,8 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) bool {
 	now := time.Now()
 	x.key = key
-	if _, ok := peer.SliceOf(x.r.Context()); ok && x.fromPeer {
-		// A peer asks for a slice: it gets the origin's answer as it is
-		// (a whole object it holds is not cut into the slice).
-		delete(x.r.Header, "Range")
-		delete(x.r.Header, "If-Range")
+	if spec, ok := peer.SliceOf(x.r.Context()); ok && x.fromPeer {
+		return pl.serveSliceToPeer(x, rule, key, spec, now)
 	}
 	if x.coding != "" && pl.serveCompressedHit(x, key, now) {
 		return false
@@ -261,9 +258,6 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 		var stale *stored
 		if f.e != nil {
 			stale, fwd = f.stored(), httpcache.FwdStale
-		}
-		if spec, ok := peer.SliceOf(x.r.Context()); ok && x.fromPeer && stale == nil {
-			return pl.later(x, func(x *exchange) { pl.servePeerSlice(x, rule, key, spec, fwd) })
 		}
 		if x.site.SliceSize > 0 && !x.fromPeer && stale == nil && !f.known {
 			return pl.later(x, func(x *exchange) { pl.serveSliced(x, rule, key, fwd) })

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
+	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/site"
 	"github.com/meshcdn/meshcdn/node/slice"
 )
@@ -80,15 +81,44 @@ func (pl *Pipeline) serveSliced(x *exchange, rule *site.Rule, key string, fwd ht
 	pl.respond(x, &meta, body, time.Now())
 }
 
-// servePeerSlice answers a peer's request for one slice of the object at
-// key, whose whole object this node does not hold: from the slice's key,
-// or through the slice's fill. The answer is the origin's as it came: a
-// 206 of the slice, or the whole object from an origin that ignores
-// ranges.
-func (pl *Pipeline) servePeerSlice(x *exchange, rule *site.Rule, key string, spec slice.Spec, fwd httpcache.Fwd) {
+// serveSliceToPeer answers a peer's request for one slice of the object
+// at key with the origin's answer as it came: the whole object, when this
+// node holds it whole (an origin that ignores ranges), else the slice's
+// 206, stored or through the slice's fill. A cache-only request (a new
+// owner asking a previous one) is answered from a fresh stored slice or
+// not at all. It reports whether it handed the rest to the front's
+// Detacher.
+func (pl *Pipeline) serveSliceToPeer(x *exchange, rule *site.Rule, key string, spec slice.Spec, now time.Time) bool {
+	// Not cut to the Range the peer's request carries for the origin.
+	delete(x.r.Header, "Range")
+	delete(x.r.Header, "If-Range")
+	fresh := func(f held) bool { return f.e != nil && f.e.Fresh(now) && !pl.suspect(f.e, f.de, now) }
+	f := pl.lookup(key, x.r.Header, now, serving)
+	if !fresh(f) {
+		f = pl.lookup(spec.Key(key), x.r.Header, now, serving)
+	}
+	switch {
+	case fresh(f):
+		x.status = hitStatusOf(f.e)
+		if cache.InMemory(f.src) {
+			pl.respond(x, f.e, f.src, now)
+			return false
+		}
+		return pl.later(x, func(x *exchange) { pl.respond(x, f.e, f.src, now) })
+	case onlyIfCached(x.r):
+		pl.notCached(x, httpcache.FwdURIMiss)
+		return false
+	}
+	return pl.later(x, func(x *exchange) { pl.servePeerSlice(x, rule, key, spec) })
+}
+
+// servePeerSlice answers a peer's request for a slice this node does not
+// hold fresh, through the slice's fill (a revalidation of a stale one). A
+// take-over is answered once the slice is stored here.
+func (pl *Pipeline) servePeerSlice(x *exchange, rule *site.Rule, key string, spec slice.Spec) {
 	s, err := pl.sliceSource(x, rule, key, spec)
 	if err != nil {
-		pl.fillFailed(x, nil, fwd, err)
+		pl.fillFailed(x, nil, httpcache.FwdURIMiss, err)
 		return
 	}
 	if s.pass {
@@ -98,8 +128,14 @@ func (pl *Pipeline) servePeerSlice(x *exchange, rule *site.Rule, key string, spe
 	if s.fl != nil && s.leader && !s.fl.shareable {
 		defer s.fl.fill.Abandon() // a streamed fill stops when its only reader leaves
 	}
-	x.status = s.status(fwd)
+	x.status = s.status(httpcache.FwdURIMiss)
 	pl.respond(x, s.head, s.body, time.Now())
+	if _, ok := peer.TakeOverFrom(x.r.Context()); ok && s.fl != nil {
+		// As serveFill: the draining node's offer is taken once stored.
+		if err := s.fl.fill.Done(x.r.Context()); err != nil {
+			panic(http.ErrAbortHandler) // not taken
+		}
+	}
 }
 
 // sliceOf is one slice as a response streams it: stored, or arriving
