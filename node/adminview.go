@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 
+	"github.com/meshcdn/meshcdn/node/slice"
+
 	"errors"
 	"fmt"
 	"io"
@@ -156,7 +158,7 @@ func (v adminView) Failed() []admin.MemberInfo {
 	return out
 }
 
-func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
+func (v adminView) Locate(raw string, replicas, slices int) (admin.Location, error) {
 	n := v.n
 	st, key, err := n.keyOf(raw)
 	if err != nil {
@@ -177,7 +179,35 @@ func (v adminView) Locate(raw string, replicas int) (admin.Location, error) {
 			loc.ShieldOwner, _, _ = n.mesh.OwnerIn(shield, key)
 		}
 	}
+	v.locateSlices(&loc, st, slices)
 	return loc, nil
+}
+
+// locateSlices adds the owners of the first slices of loc's object to loc,
+// for a site that stores objects as slices: slices of them, or all (-1)
+// when this node holds the first slice, which gives the length.
+func (v adminView) locateSlices(loc *admin.Location, st *site.Site, slices int) {
+	n := v.n
+	if st.SliceSize == 0 {
+		return
+	}
+	loc.SliceSize = st.SliceSize
+	if total, ok := n.pl.SlicedSize(loc.Key, st.SliceSize); ok {
+		loc.ObjectSize = total
+		if slices == -1 {
+			slices = int(min(slice.Count(total, st.SliceSize), admin.MaxSlices))
+		}
+	}
+	for i := range int64(max(slices, 0)) {
+		s := admin.SliceOwner{Index: i, Key: slice.Spec{Size: st.SliceSize, Index: i}.Key(loc.Key), Owner: n.cfg.Name}
+		if n.mesh != nil {
+			s.Owner, _ = n.mesh.Ring().Owner(s.Key)
+			if shield := n.pl.ShieldFor(st); shield != "" && shield != loc.Region {
+				s.Shield, _, _ = n.mesh.OwnerIn(shield, s.Key)
+			}
+		}
+		loc.Slices = append(loc.Slices, s)
+	}
 }
 
 func (v adminView) Purge(ctx context.Context, urls, prefixes, tags []string, soft bool) (string, []admin.Receipt, error) {
@@ -262,7 +292,7 @@ func (v adminView) Prefetch(ctx context.Context, urls []string, report func(admi
 // prefetch fills one URL at its owner.
 func (n *Node) prefetch(ctx context.Context, raw string) (p admin.Progress) {
 	p.URL = raw
-	loc, err := adminView{n}.Locate(raw, 0)
+	loc, err := adminView{n}.Locate(raw, 0, 0)
 	if err != nil {
 		p.Error = err.Error()
 		return p
@@ -351,7 +381,7 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 			ex.Access = "allowed"
 		}
 	}
-	loc, err := v.Locate(raw, 0)
+	loc, err := v.Locate(raw, 0, 0)
 	if err != nil {
 		return admin.Explanation{}, err
 	}

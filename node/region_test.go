@@ -88,7 +88,7 @@ func TestShieldRegion(t *testing.T) {
 			}
 		}
 	}
-	loc, err := adminView{regions["b"][0]}.Locate("http://127.0.0.1"+paths[0], 0)
+	loc, err := adminView{regions["b"][0]}.Locate("http://127.0.0.1"+paths[0], 0, 0)
 	if err != nil || loc.Region != "b" || (loc.Owner != "b1" && loc.Owner != "b2") || (loc.ShieldOwner != "a1" && loc.ShieldOwner != "a2") {
 		t.Errorf("Locate in region b: %+v %v", loc, err)
 	}

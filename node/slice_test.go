@@ -393,3 +393,37 @@ func TestSlicesHandOff(t *testing.T) {
 		})
 	}
 }
+
+// TestSlicesLocate: Locate names the owners of an object's slices: the
+// first N asked for, or all of them once the node holds the first slice
+// (which gives the length); each is the node that holds the slice.
+func TestSlicesLocate(t *testing.T) {
+	o := newRangeOrigin(t)
+	obj := randomBytes(5<<20+1, 8)
+	o.put("/v/l.mp4", obj, `"l1"`)
+	nodes := slicedCluster(t, o)
+	v := adminView{nodes[0]}
+	loc, err := v.Locate("http://video.test/v/l.mp4", 0, -1)
+	if err != nil || loc.SliceSize != 1<<20 || loc.ObjectSize != 0 || len(loc.Slices) != 0 {
+		t.Fatalf("before any request: %+v, %v; want the slice size, no length, no slices", loc, err)
+	}
+	if loc, err = v.Locate("http://video.test/v/l.mp4", 0, 2); err != nil || len(loc.Slices) != 2 || loc.Slices[1].Index != 1 {
+		t.Fatalf("the first 2 slices: %+v, %v", loc.Slices, err)
+	}
+	if r := do(t, nodes[0], "GET", "/v/l.mp4", "Host", "video.test"); r.StatusCode != 200 || r.body != string(obj) {
+		t.Fatalf("whole object: %d, %d bytes", r.StatusCode, len(r.body))
+	}
+	loc, err = v.Locate("http://video.test/v/l.mp4", 0, -1)
+	if err != nil || loc.ObjectSize != int64(len(obj)) || len(loc.Slices) != 6 {
+		t.Fatalf("after the object was served: size %d, %d slices, %v; want %d and 6", loc.ObjectSize, len(loc.Slices), err, len(obj))
+	}
+	byName := map[string]*Node{}
+	for _, n := range nodes {
+		byName[n.Name()] = n
+	}
+	for _, s := range loc.Slices {
+		if _, ok := byName[s.Owner].store.Get(s.Key); !ok {
+			t.Errorf("slice %d: its owner %s does not hold it", s.Index, s.Owner)
+		}
+	}
+}

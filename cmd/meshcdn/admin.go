@@ -37,7 +37,7 @@ A client of a node's gRPC admin API (the same calls grpcurl makes).
 
 Commands:
   members                                   the cluster's members as this node sees them
-  locate URL [--replicas N]                 the node that owns URL's object
+  locate URL [--replicas N] [--slices N]    the node that owns URL's object (and its first N slices; -1: all)
   purge [--soft] [--prefix URL]... [--tag TAG]... [URL...]
                                             purge on every node; a receipt per node
   purge-status ID                           which nodes have applied purge ID since
@@ -336,6 +336,7 @@ func dash(s string) string {
 func adminLocate(ctx context.Context, c *adminCall, args []string) error {
 	fs := flag.NewFlagSet("locate", flag.ContinueOnError)
 	replicas := fs.Int("replicas", 0, "")
+	slices := fs.Int("slices", 0, "")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -343,15 +344,30 @@ func adminLocate(ctx context.Context, c *adminCall, args []string) error {
 	if len(pos) != 1 {
 		return usageError{err: errors.New("locate: one URL is required, e.g. meshcdn admin locate http://www.example.com/a.png")}
 	}
-	resp, err := c.api.Locate(ctx, &adminv1.LocateRequest{Url: pos[0], Replicas: int32(*replicas)})
+	resp, err := c.api.Locate(ctx, &adminv1.LocateRequest{Url: pos[0], Replicas: int32(*replicas), Slices: int32(*slices)})
 	if stop, err := c.answered(resp, err); stop {
 		return err
 	}
-	return c.table("FIELD\tVALUE", [][]string{
+	rows := [][]string{
 		{"site", resp.GetSite()}, {"key", resp.GetKey()}, {"region", dash(resp.GetRegion())}, {"owner", resp.GetOwner()},
 		{"shield owner", dash(resp.GetShieldOwner())},
 		{"replicas", dash(strings.Join(resp.GetReplicas(), ", "))}, {"ring epoch", fmt.Sprint(resp.GetEpoch())},
-	})
+	}
+	if resp.GetSliceSize() > 0 {
+		size := "unknown here"
+		if resp.GetObjectSize() > 0 {
+			size = fmt.Sprint(resp.GetObjectSize())
+		}
+		rows = append(rows, []string{"slice size", fmt.Sprint(resp.GetSliceSize())}, []string{"object size", size})
+	}
+	for _, s := range resp.GetSlices() {
+		owner := s.GetOwner()
+		if s.GetShieldOwner() != "" {
+			owner += " (shield: " + s.GetShieldOwner() + ")"
+		}
+		rows = append(rows, []string{fmt.Sprintf("slice %d", s.GetIndex()), owner})
+	}
+	return c.table("FIELD\tVALUE", rows)
 }
 
 func adminPurge(ctx context.Context, c *adminCall, args []string) error {

@@ -31,13 +31,27 @@ type MemberInfo struct {
 	Role string
 }
 
-// Location is where a URL's object lives.
+// Location is where a URL's object lives: for an object stored as slices,
+// each slice asked for too.
 type Location struct {
 	Site, Key, Owner    string
 	Region, ShieldOwner string
 	Replicas            []string
 	Epoch               uint64
+	// SliceSize is the site's slice_size (0: whole objects); ObjectSize
+	// the object's length, when the node holds its first slice.
+	SliceSize, ObjectSize int64
+	Slices                []SliceOwner
 }
+
+// SliceOwner is where one slice of an object lives.
+type SliceOwner struct {
+	Index              int64
+	Key, Owner, Shield string
+}
+
+// MaxSlices bounds the slices one Locate lists.
+const MaxSlices = 10000
 
 // ErrBadURL is wrapped by Cluster.Locate for a URL it cannot place.
 var ErrBadURL = errors.New("bad url")
@@ -65,9 +79,10 @@ type Cluster interface {
 	Members() []MemberInfo
 	// Failed lists the members that went away without leaving recently.
 	Failed() []MemberInfo
-	// Locate places an absolute URL; errors wrap ErrBadURL when the URL is at
-	// fault.
-	Locate(url string, replicas int) (Location, error)
+	// Locate places an absolute URL, and the first slices of its object
+	// (-1: all of them, when the length is known); errors wrap ErrBadURL
+	// when the URL is at fault.
+	Locate(url string, replicas, slices int) (Location, error)
 	// Config is the effective configuration, without secrets.
 	Config() *adminv1.NodeConfig
 	// Purge applies a purge on every member; errors wrap ErrBadURL when a
@@ -167,15 +182,22 @@ func (s *Server) Locate(_ context.Context, req *adminv1.LocateRequest) (*adminv1
 	if req.GetReplicas() < 0 || req.GetReplicas() > 64 {
 		return nil, status.Errorf(codes.InvalidArgument, "replicas: %d is not between 0 and 64", req.GetReplicas())
 	}
-	loc, err := s.c.Locate(req.GetUrl(), int(req.GetReplicas()))
+	if req.GetSlices() < -1 || req.GetSlices() > MaxSlices {
+		return nil, status.Errorf(codes.InvalidArgument, "slices: %d is not -1 (all) or between 0 and %d", req.GetSlices(), MaxSlices)
+	}
+	loc, err := s.c.Locate(req.GetUrl(), int(req.GetReplicas()), int(req.GetSlices()))
 	if errors.Is(err, ErrBadURL) {
 		return nil, status.Errorf(codes.InvalidArgument, "url: %v", err)
 	}
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch,
-		Region: loc.Region, ShieldOwner: loc.ShieldOwner}, nil
+	resp := &adminv1.LocateResponse{Site: loc.Site, Key: loc.Key, Owner: loc.Owner, Replicas: loc.Replicas, Epoch: loc.Epoch,
+		Region: loc.Region, ShieldOwner: loc.ShieldOwner, SliceSize: loc.SliceSize, ObjectSize: loc.ObjectSize}
+	for _, s := range loc.Slices {
+		resp.Slices = append(resp.Slices, &adminv1.SliceOwner{Index: s.Index, Key: s.Key, Owner: s.Owner, ShieldOwner: s.Shield})
+	}
+	return resp, nil
 }
 
 // GetPurge implements adminv1.AdminServiceServer.

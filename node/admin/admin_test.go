@@ -30,7 +30,7 @@ func (c *cluster) Members() []MemberInfo {
 	return []MemberInfo{{Name: "n1", State: "alive", OwnedShare: 0.5, Self: true}, {Name: "n2", State: "draining"}}
 }
 func (c *cluster) Failed() []MemberInfo { return []MemberInfo{{Name: "n3", State: "failed"}} }
-func (c *cluster) Locate(url string, _ int) (Location, error) {
+func (c *cluster) Locate(url string, _, _ int) (Location, error) {
 	if !strings.HasPrefix(url, "http://www.example.test/") {
 		return Location{}, fmt.Errorf("%w: no site is configured for %q", ErrBadURL, url)
 	}
@@ -144,6 +144,7 @@ func TestArguments(t *testing.T) {
 	}{
 		{"locate without url", call(ac.Locate(ctx, &adminv1.LocateRequest{})), codes.InvalidArgument, "url: required"},
 		{"locate replicas", call(ac.Locate(ctx, &adminv1.LocateRequest{Url: "http://www.example.test/a", Replicas: 65})), codes.InvalidArgument, "replicas: 65"},
+		{"locate slices", call(ac.Locate(ctx, &adminv1.LocateRequest{Url: "http://www.example.test/a", Slices: -2})), codes.InvalidArgument, "slices: -2 is not -1 (all)"},
 		{"locate unknown host", call(ac.Locate(ctx, &adminv1.LocateRequest{Url: "http://other.test/a"})), codes.InvalidArgument, "no site is configured"},
 		{"purge nothing", call(ac.Purge(ctx, &adminv1.PurgeRequest{})), codes.InvalidArgument, "at least one is required"},
 		{"purge too many", call(ac.Purge(ctx, &adminv1.PurgeRequest{Urls: many})), codes.InvalidArgument, "at most 1000 per call"},

@@ -333,3 +333,14 @@ func (b *slicedBody) drop() {
 func (b *slicedBody) Complete(ctx context.Context) ([]byte, error) {
 	return nil, errors.New("an object stored as slices is not read whole into memory")
 }
+
+// SlicedSize returns the length of the object at key stored here as
+// slices of size, from its first slice, when this node holds that.
+func (pl *Pipeline) SlicedSize(key string, size int64) (int64, bool) {
+	f := pl.lookup(slice.Spec{Size: size, Index: 0}.Key(key), nil, time.Now(), memoryOnly)
+	if f.e == nil || f.e.Status != http.StatusPartialContent {
+		return 0, false
+	}
+	_, _, total, err := slice.ParseContentRange(f.e.Header.Get("Content-Range"))
+	return total, err == nil
+}

@@ -271,7 +271,11 @@ type LocateRequest struct {
 	// url is absolute, e.g. "http://www.example.com/img/a.png?v=2".
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	// replicas is how many members to list after the owner (0: none).
-	Replicas      int32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas int32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// slices, for a site with a slice_size, lists the owners of the object's
+	// first slices: this many (1 to 10000), or, with -1, all of them when the
+	// node asked knows the object's length (it holds the first slice).
+	Slices        int32 `protobuf:"varint,3,opt,name=slices,proto3" json:"slices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +324,13 @@ func (x *LocateRequest) GetReplicas() int32 {
 	return 0
 }
 
+func (x *LocateRequest) GetSlices() int32 {
+	if x != nil {
+		return x.Slices
+	}
+	return 0
+}
+
 // LocateResponse says who owns the URL's object.
 type LocateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -337,7 +348,15 @@ type LocateResponse struct {
 	Region string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
 	// shield_owner is the key's owner in the site's shield region, which the
 	// owner fills from before the origin; empty without one.
-	ShieldOwner   string `protobuf:"bytes,7,opt,name=shield_owner,json=shieldOwner,proto3" json:"shield_owner,omitempty"`
+	ShieldOwner string `protobuf:"bytes,7,opt,name=shield_owner,json=shieldOwner,proto3" json:"shield_owner,omitempty"`
+	// slice_size is the site's slice_size in bytes; 0 for a site that stores
+	// objects whole.
+	SliceSize int64 `protobuf:"varint,8,opt,name=slice_size,json=sliceSize,proto3" json:"slice_size,omitempty"`
+	// object_size is the object's length, when the node asked holds its
+	// first slice; 0 otherwise.
+	ObjectSize int64 `protobuf:"varint,9,opt,name=object_size,json=objectSize,proto3" json:"object_size,omitempty"`
+	// slices are the slices the request asked for, first to last.
+	Slices        []*SliceOwner `protobuf:"bytes,10,rep,name=slices,proto3" json:"slices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -421,6 +440,102 @@ func (x *LocateResponse) GetShieldOwner() string {
 	return ""
 }
 
+func (x *LocateResponse) GetSliceSize() int64 {
+	if x != nil {
+		return x.SliceSize
+	}
+	return 0
+}
+
+func (x *LocateResponse) GetObjectSize() int64 {
+	if x != nil {
+		return x.ObjectSize
+	}
+	return 0
+}
+
+func (x *LocateResponse) GetSlices() []*SliceOwner {
+	if x != nil {
+		return x.Slices
+	}
+	return nil
+}
+
+// SliceOwner is where one slice of an object stored as slices lives.
+type SliceOwner struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index counts slices from the object's start.
+	Index int64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// key is the slice's cache key (the object's, then a NUL byte and
+	// "slice/SIZE/INDEX").
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// owner is the slice's owner in the region of the node asked.
+	Owner string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// shield_owner is the slice's owner in the site's shield region; empty
+	// without one.
+	ShieldOwner   string `protobuf:"bytes,4,opt,name=shield_owner,json=shieldOwner,proto3" json:"shield_owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SliceOwner) Reset() {
+	*x = SliceOwner{}
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SliceOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SliceOwner) ProtoMessage() {}
+
+func (x *SliceOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SliceOwner.ProtoReflect.Descriptor instead.
+func (*SliceOwner) Descriptor() ([]byte, []int) {
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SliceOwner) GetIndex() int64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SliceOwner) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SliceOwner) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *SliceOwner) GetShieldOwner() string {
+	if x != nil {
+		return x.ShieldOwner
+	}
+	return ""
+}
+
 // GetConfigRequest takes no arguments.
 type GetConfigRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -430,7 +545,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +557,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +570,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 // GetConfigResponse carries the configuration.
@@ -472,7 +587,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +599,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +612,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetConfigResponse) GetNode() string {
@@ -568,7 +683,7 @@ type NodeConfig struct {
 
 func (x *NodeConfig) Reset() {
 	*x = NodeConfig{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +695,7 @@ func (x *NodeConfig) String() string {
 func (*NodeConfig) ProtoMessage() {}
 
 func (x *NodeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +708,7 @@ func (x *NodeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConfig.ProtoReflect.Descriptor instead.
 func (*NodeConfig) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeConfig) GetName() string {
@@ -786,7 +901,7 @@ type SiteConfig struct {
 
 func (x *SiteConfig) Reset() {
 	*x = SiteConfig{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +913,7 @@ func (x *SiteConfig) String() string {
 func (*SiteConfig) ProtoMessage() {}
 
 func (x *SiteConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +926,7 @@ func (x *SiteConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteConfig.ProtoReflect.Descriptor instead.
 func (*SiteConfig) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SiteConfig) GetName() string {
@@ -908,7 +1023,7 @@ type MeshConfig struct {
 
 func (x *MeshConfig) Reset() {
 	*x = MeshConfig{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1035,7 @@ func (x *MeshConfig) String() string {
 func (*MeshConfig) ProtoMessage() {}
 
 func (x *MeshConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1048,7 @@ func (x *MeshConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshConfig.ProtoReflect.Descriptor instead.
 func (*MeshConfig) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MeshConfig) GetPeer() string {
@@ -1036,7 +1151,7 @@ type MeshTLS struct {
 
 func (x *MeshTLS) Reset() {
 	*x = MeshTLS{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1163,7 @@ func (x *MeshTLS) String() string {
 func (*MeshTLS) ProtoMessage() {}
 
 func (x *MeshTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1176,7 @@ func (x *MeshTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshTLS.ProtoReflect.Descriptor instead.
 func (*MeshTLS) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MeshTLS) GetCaFile() string {
@@ -1110,7 +1225,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1237,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1250,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PurgeRequest) GetUrls() []string {
@@ -1179,7 +1294,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1306,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1319,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PurgeResponse) GetPurgeId() string {
@@ -1238,7 +1353,7 @@ type PurgeReceipt struct {
 
 func (x *PurgeReceipt) Reset() {
 	*x = PurgeReceipt{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1365,7 @@ func (x *PurgeReceipt) String() string {
 func (*PurgeReceipt) ProtoMessage() {}
 
 func (x *PurgeReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1378,7 @@ func (x *PurgeReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeReceipt.ProtoReflect.Descriptor instead.
 func (*PurgeReceipt) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PurgeReceipt) GetNode() string {
@@ -1305,7 +1420,7 @@ type GetPurgeRequest struct {
 
 func (x *GetPurgeRequest) Reset() {
 	*x = GetPurgeRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1432,7 @@ func (x *GetPurgeRequest) String() string {
 func (*GetPurgeRequest) ProtoMessage() {}
 
 func (x *GetPurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1445,7 @@ func (x *GetPurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurgeRequest.ProtoReflect.Descriptor instead.
 func (*GetPurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPurgeRequest) GetPurgeId() string {
@@ -1353,7 +1468,7 @@ type GetPurgeResponse struct {
 
 func (x *GetPurgeResponse) Reset() {
 	*x = GetPurgeResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1480,7 @@ func (x *GetPurgeResponse) String() string {
 func (*GetPurgeResponse) ProtoMessage() {}
 
 func (x *GetPurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1493,7 @@ func (x *GetPurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurgeResponse.ProtoReflect.Descriptor instead.
 func (*GetPurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPurgeResponse) GetPurgeId() string {
@@ -1404,7 +1519,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1531,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1544,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // GetStatsResponse has one entry per member and the cluster's totals.
@@ -1445,7 +1560,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1572,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1585,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetStatsResponse) GetNodes() []*NodeStats {
@@ -1517,7 +1632,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1644,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1657,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeStats) GetNode() string {
@@ -1625,7 +1740,7 @@ type TierStats struct {
 
 func (x *TierStats) Reset() {
 	*x = TierStats{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1752,7 @@ func (x *TierStats) String() string {
 func (*TierStats) ProtoMessage() {}
 
 func (x *TierStats) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1765,7 @@ func (x *TierStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStats.ProtoReflect.Descriptor instead.
 func (*TierStats) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TierStats) GetTier() string {
@@ -1696,7 +1811,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1823,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1836,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExplainRequest) GetUrl() string {
@@ -1797,7 +1912,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1924,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1937,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExplainResponse) GetSite() string {
@@ -1934,7 +2049,7 @@ type PrefetchRequest struct {
 
 func (x *PrefetchRequest) Reset() {
 	*x = PrefetchRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2061,7 @@ func (x *PrefetchRequest) String() string {
 func (*PrefetchRequest) ProtoMessage() {}
 
 func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2074,7 @@ func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PrefetchRequest) GetUrls() []string {
@@ -1990,7 +2105,7 @@ type PrefetchResponse struct {
 
 func (x *PrefetchResponse) Reset() {
 	*x = PrefetchResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2117,7 @@ func (x *PrefetchResponse) String() string {
 func (*PrefetchResponse) ProtoMessage() {}
 
 func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2130,7 @@ func (x *PrefetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchResponse.ProtoReflect.Descriptor instead.
 func (*PrefetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PrefetchResponse) GetUrl() string {
@@ -2075,7 +2190,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2202,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2215,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainRequest) GetNode() string {
@@ -2134,7 +2249,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2261,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshcdn_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2274,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_meshcdn_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -2215,10 +2330,11 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\tR\aversion\x12\x14\n" +
 	"\x05ready\x18\v \x01(\bR\x05ready\x12\x12\n" +
 	"\x04load\x18\f \x01(\x05R\x04load\x12\x12\n" +
-	"\x04role\x18\r \x01(\tR\x04role\"=\n" +
+	"\x04role\x18\r \x01(\tR\x04role\"U\n" +
 	"\rLocateRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n" +
-	"\breplicas\x18\x02 \x01(\x05R\breplicas\"\xb9\x01\n" +
+	"\breplicas\x18\x02 \x01(\x05R\breplicas\x12\x16\n" +
+	"\x06slices\x18\x03 \x01(\x05R\x06slices\"\xaf\x02\n" +
 	"\x0eLocateResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
@@ -2226,7 +2342,19 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\breplicas\x18\x04 \x03(\tR\breplicas\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\x12!\n" +
-	"\fshield_owner\x18\a \x01(\tR\vshieldOwner\"\x12\n" +
+	"\fshield_owner\x18\a \x01(\tR\vshieldOwner\x12\x1d\n" +
+	"\n" +
+	"slice_size\x18\b \x01(\x03R\tsliceSize\x12\x1f\n" +
+	"\vobject_size\x18\t \x01(\x03R\n" +
+	"objectSize\x124\n" +
+	"\x06slices\x18\n" +
+	" \x03(\v2\x1c.meshcdn.admin.v1.SliceOwnerR\x06slices\"m\n" +
+	"\n" +
+	"SliceOwner\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12!\n" +
+	"\fshield_owner\x18\x04 \x01(\tR\vshieldOwner\"\x12\n" +
 	"\x10GetConfigRequest\"i\n" +
 	"\x11GetConfigResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
@@ -2405,84 +2533,86 @@ func file_meshcdn_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshcdn_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_meshcdn_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_meshcdn_admin_v1_admin_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),  // 0: meshcdn.admin.v1.ListMembersRequest
 	(*ListMembersResponse)(nil), // 1: meshcdn.admin.v1.ListMembersResponse
 	(*Member)(nil),              // 2: meshcdn.admin.v1.Member
 	(*LocateRequest)(nil),       // 3: meshcdn.admin.v1.LocateRequest
 	(*LocateResponse)(nil),      // 4: meshcdn.admin.v1.LocateResponse
-	(*GetConfigRequest)(nil),    // 5: meshcdn.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),   // 6: meshcdn.admin.v1.GetConfigResponse
-	(*NodeConfig)(nil),          // 7: meshcdn.admin.v1.NodeConfig
-	(*SiteConfig)(nil),          // 8: meshcdn.admin.v1.SiteConfig
-	(*MeshConfig)(nil),          // 9: meshcdn.admin.v1.MeshConfig
-	(*MeshTLS)(nil),             // 10: meshcdn.admin.v1.MeshTLS
-	(*PurgeRequest)(nil),        // 11: meshcdn.admin.v1.PurgeRequest
-	(*PurgeResponse)(nil),       // 12: meshcdn.admin.v1.PurgeResponse
-	(*PurgeReceipt)(nil),        // 13: meshcdn.admin.v1.PurgeReceipt
-	(*GetPurgeRequest)(nil),     // 14: meshcdn.admin.v1.GetPurgeRequest
-	(*GetPurgeResponse)(nil),    // 15: meshcdn.admin.v1.GetPurgeResponse
-	(*GetStatsRequest)(nil),     // 16: meshcdn.admin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),    // 17: meshcdn.admin.v1.GetStatsResponse
-	(*NodeStats)(nil),           // 18: meshcdn.admin.v1.NodeStats
-	(*TierStats)(nil),           // 19: meshcdn.admin.v1.TierStats
-	(*ExplainRequest)(nil),      // 20: meshcdn.admin.v1.ExplainRequest
-	(*ExplainResponse)(nil),     // 21: meshcdn.admin.v1.ExplainResponse
-	(*PrefetchRequest)(nil),     // 22: meshcdn.admin.v1.PrefetchRequest
-	(*PrefetchResponse)(nil),    // 23: meshcdn.admin.v1.PrefetchResponse
-	(*DrainRequest)(nil),        // 24: meshcdn.admin.v1.DrainRequest
-	(*DrainResponse)(nil),       // 25: meshcdn.admin.v1.DrainResponse
-	nil,                         // 26: meshcdn.admin.v1.NodeStats.RequestsEntry
-	nil,                         // 27: meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
+	(*SliceOwner)(nil),          // 5: meshcdn.admin.v1.SliceOwner
+	(*GetConfigRequest)(nil),    // 6: meshcdn.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),   // 7: meshcdn.admin.v1.GetConfigResponse
+	(*NodeConfig)(nil),          // 8: meshcdn.admin.v1.NodeConfig
+	(*SiteConfig)(nil),          // 9: meshcdn.admin.v1.SiteConfig
+	(*MeshConfig)(nil),          // 10: meshcdn.admin.v1.MeshConfig
+	(*MeshTLS)(nil),             // 11: meshcdn.admin.v1.MeshTLS
+	(*PurgeRequest)(nil),        // 12: meshcdn.admin.v1.PurgeRequest
+	(*PurgeResponse)(nil),       // 13: meshcdn.admin.v1.PurgeResponse
+	(*PurgeReceipt)(nil),        // 14: meshcdn.admin.v1.PurgeReceipt
+	(*GetPurgeRequest)(nil),     // 15: meshcdn.admin.v1.GetPurgeRequest
+	(*GetPurgeResponse)(nil),    // 16: meshcdn.admin.v1.GetPurgeResponse
+	(*GetStatsRequest)(nil),     // 17: meshcdn.admin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),    // 18: meshcdn.admin.v1.GetStatsResponse
+	(*NodeStats)(nil),           // 19: meshcdn.admin.v1.NodeStats
+	(*TierStats)(nil),           // 20: meshcdn.admin.v1.TierStats
+	(*ExplainRequest)(nil),      // 21: meshcdn.admin.v1.ExplainRequest
+	(*ExplainResponse)(nil),     // 22: meshcdn.admin.v1.ExplainResponse
+	(*PrefetchRequest)(nil),     // 23: meshcdn.admin.v1.PrefetchRequest
+	(*PrefetchResponse)(nil),    // 24: meshcdn.admin.v1.PrefetchResponse
+	(*DrainRequest)(nil),        // 25: meshcdn.admin.v1.DrainRequest
+	(*DrainResponse)(nil),       // 26: meshcdn.admin.v1.DrainResponse
+	nil,                         // 27: meshcdn.admin.v1.NodeStats.RequestsEntry
+	nil,                         // 28: meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
 }
 var file_meshcdn_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: meshcdn.admin.v1.ListMembersResponse.members:type_name -> meshcdn.admin.v1.Member
-	7,  // 1: meshcdn.admin.v1.GetConfigResponse.config:type_name -> meshcdn.admin.v1.NodeConfig
-	8,  // 2: meshcdn.admin.v1.NodeConfig.sites:type_name -> meshcdn.admin.v1.SiteConfig
-	28, // 3: meshcdn.admin.v1.NodeConfig.fill_timeout:type_name -> google.protobuf.Duration
-	28, // 4: meshcdn.admin.v1.NodeConfig.fill_idle_timeout:type_name -> google.protobuf.Duration
-	28, // 5: meshcdn.admin.v1.NodeConfig.hit_for_pass:type_name -> google.protobuf.Duration
-	28, // 6: meshcdn.admin.v1.NodeConfig.body_timeout:type_name -> google.protobuf.Duration
-	28, // 7: meshcdn.admin.v1.NodeConfig.shutdown_timeout:type_name -> google.protobuf.Duration
-	9,  // 8: meshcdn.admin.v1.NodeConfig.mesh:type_name -> meshcdn.admin.v1.MeshConfig
-	10, // 9: meshcdn.admin.v1.MeshConfig.tls:type_name -> meshcdn.admin.v1.MeshTLS
-	28, // 10: meshcdn.admin.v1.MeshConfig.purge_lease:type_name -> google.protobuf.Duration
-	28, // 11: meshcdn.admin.v1.MeshConfig.handoff_window:type_name -> google.protobuf.Duration
-	28, // 12: meshcdn.admin.v1.MeshConfig.join_wave:type_name -> google.protobuf.Duration
-	28, // 13: meshcdn.admin.v1.MeshConfig.drain_on_stop:type_name -> google.protobuf.Duration
-	13, // 14: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	13, // 15: meshcdn.admin.v1.GetPurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
-	18, // 16: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
-	18, // 17: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
-	26, // 18: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
-	19, // 19: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
-	27, // 20: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
-	28, // 21: meshcdn.admin.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	0,  // 22: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
-	3,  // 23: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
-	11, // 24: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
-	14, // 25: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
-	22, // 26: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
-	20, // 27: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
-	16, // 28: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
-	24, // 29: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
-	5,  // 30: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
-	1,  // 31: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
-	4,  // 32: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
-	12, // 33: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
-	15, // 34: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
-	23, // 35: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
-	21, // 36: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
-	17, // 37: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
-	25, // 38: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
-	6,  // 39: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	5,  // 1: meshcdn.admin.v1.LocateResponse.slices:type_name -> meshcdn.admin.v1.SliceOwner
+	8,  // 2: meshcdn.admin.v1.GetConfigResponse.config:type_name -> meshcdn.admin.v1.NodeConfig
+	9,  // 3: meshcdn.admin.v1.NodeConfig.sites:type_name -> meshcdn.admin.v1.SiteConfig
+	29, // 4: meshcdn.admin.v1.NodeConfig.fill_timeout:type_name -> google.protobuf.Duration
+	29, // 5: meshcdn.admin.v1.NodeConfig.fill_idle_timeout:type_name -> google.protobuf.Duration
+	29, // 6: meshcdn.admin.v1.NodeConfig.hit_for_pass:type_name -> google.protobuf.Duration
+	29, // 7: meshcdn.admin.v1.NodeConfig.body_timeout:type_name -> google.protobuf.Duration
+	29, // 8: meshcdn.admin.v1.NodeConfig.shutdown_timeout:type_name -> google.protobuf.Duration
+	10, // 9: meshcdn.admin.v1.NodeConfig.mesh:type_name -> meshcdn.admin.v1.MeshConfig
+	11, // 10: meshcdn.admin.v1.MeshConfig.tls:type_name -> meshcdn.admin.v1.MeshTLS
+	29, // 11: meshcdn.admin.v1.MeshConfig.purge_lease:type_name -> google.protobuf.Duration
+	29, // 12: meshcdn.admin.v1.MeshConfig.handoff_window:type_name -> google.protobuf.Duration
+	29, // 13: meshcdn.admin.v1.MeshConfig.join_wave:type_name -> google.protobuf.Duration
+	29, // 14: meshcdn.admin.v1.MeshConfig.drain_on_stop:type_name -> google.protobuf.Duration
+	14, // 15: meshcdn.admin.v1.PurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	14, // 16: meshcdn.admin.v1.GetPurgeResponse.nodes:type_name -> meshcdn.admin.v1.PurgeReceipt
+	19, // 17: meshcdn.admin.v1.GetStatsResponse.nodes:type_name -> meshcdn.admin.v1.NodeStats
+	19, // 18: meshcdn.admin.v1.GetStatsResponse.cluster:type_name -> meshcdn.admin.v1.NodeStats
+	27, // 19: meshcdn.admin.v1.NodeStats.requests:type_name -> meshcdn.admin.v1.NodeStats.RequestsEntry
+	20, // 20: meshcdn.admin.v1.NodeStats.tiers:type_name -> meshcdn.admin.v1.TierStats
+	28, // 21: meshcdn.admin.v1.ExplainRequest.headers:type_name -> meshcdn.admin.v1.ExplainRequest.HeadersEntry
+	29, // 22: meshcdn.admin.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	0,  // 23: meshcdn.admin.v1.AdminService.ListMembers:input_type -> meshcdn.admin.v1.ListMembersRequest
+	3,  // 24: meshcdn.admin.v1.AdminService.Locate:input_type -> meshcdn.admin.v1.LocateRequest
+	12, // 25: meshcdn.admin.v1.AdminService.Purge:input_type -> meshcdn.admin.v1.PurgeRequest
+	15, // 26: meshcdn.admin.v1.AdminService.GetPurge:input_type -> meshcdn.admin.v1.GetPurgeRequest
+	23, // 27: meshcdn.admin.v1.AdminService.Prefetch:input_type -> meshcdn.admin.v1.PrefetchRequest
+	21, // 28: meshcdn.admin.v1.AdminService.Explain:input_type -> meshcdn.admin.v1.ExplainRequest
+	17, // 29: meshcdn.admin.v1.AdminService.GetStats:input_type -> meshcdn.admin.v1.GetStatsRequest
+	25, // 30: meshcdn.admin.v1.AdminService.Drain:input_type -> meshcdn.admin.v1.DrainRequest
+	6,  // 31: meshcdn.admin.v1.AdminService.GetConfig:input_type -> meshcdn.admin.v1.GetConfigRequest
+	1,  // 32: meshcdn.admin.v1.AdminService.ListMembers:output_type -> meshcdn.admin.v1.ListMembersResponse
+	4,  // 33: meshcdn.admin.v1.AdminService.Locate:output_type -> meshcdn.admin.v1.LocateResponse
+	13, // 34: meshcdn.admin.v1.AdminService.Purge:output_type -> meshcdn.admin.v1.PurgeResponse
+	16, // 35: meshcdn.admin.v1.AdminService.GetPurge:output_type -> meshcdn.admin.v1.GetPurgeResponse
+	24, // 36: meshcdn.admin.v1.AdminService.Prefetch:output_type -> meshcdn.admin.v1.PrefetchResponse
+	22, // 37: meshcdn.admin.v1.AdminService.Explain:output_type -> meshcdn.admin.v1.ExplainResponse
+	18, // 38: meshcdn.admin.v1.AdminService.GetStats:output_type -> meshcdn.admin.v1.GetStatsResponse
+	26, // 39: meshcdn.admin.v1.AdminService.Drain:output_type -> meshcdn.admin.v1.DrainResponse
+	7,  // 40: meshcdn.admin.v1.AdminService.GetConfig:output_type -> meshcdn.admin.v1.GetConfigResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_admin_v1_admin_proto_init() }
@@ -2496,7 +2626,7 @@ func file_meshcdn_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_admin_v1_admin_proto_rawDesc), len(file_meshcdn_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
