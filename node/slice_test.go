@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -425,5 +426,36 @@ func TestSlicesLocate(t *testing.T) {
 		if _, ok := byName[s.Owner].store.Get(s.Key); !ok {
 			t.Errorf("slice %d: its owner %s does not hold it", s.Index, s.Owner)
 		}
+	}
+}
+
+// TestSlicesOnDisk: the disk tier stores an object's slices; after a
+// restart they are served from it without the origin.
+func TestSlicesOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	o := newRangeOrigin(t)
+	obj := randomBytes(3<<20+5, 9)
+	o.put("/v/k.mp4", obj, `"k1"`)
+	sites := []site.Config{{Hosts: []string{"video.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, SliceSize: 1 << 20}}
+	n := startNode(t, nil, Config{CacheDir: dir, Sites: sites})
+	if r := do(t, n, "GET", "/v/k.mp4", "Host", "video.test"); r.StatusCode != 200 || r.body != string(obj) {
+		t.Fatalf("whole object: %d, %d bytes", r.StatusCode, len(r.body))
+	}
+	eventually(t, 20*time.Second, func() bool { return gaugeValue(t, n, "meshcdn_store_objects", "tier", "disk") == 4 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o.asked()
+	n2 := startNode(t, nil, Config{CacheDir: dir, Sites: sites})
+	eventually(t, 20*time.Second, func() bool { return counterValue(t, n2, "meshcdn_disk_ready") == 1 })
+	r := do(t, n2, "GET", "/v/k.mp4", "Host", "video.test", "Range", "bytes=1048000-2097999")
+	if r.StatusCode != 206 || r.body != string(obj[1048000:2098000]) {
+		t.Fatalf("a Range across two slices after the restart: %d, %d bytes", r.StatusCode, len(r.body))
+	}
+	wantStatus(t, r, "meshcdn; hit")
+	if asked := o.asked(); len(asked) != 0 {
+		t.Errorf("after the restart the origin was asked %q", asked)
 	}
 }
