@@ -408,6 +408,25 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 	}
 	e := f.Entry
 	ex.Tier = f.Tier
+	owner := loc.Owner
+	if e == nil && st.SliceSize > 0 {
+		// Stored as slices, if at all: the first slice stands for it.
+		ex.SliceSize = st.SliceSize
+		first := slice.Spec{Size: st.SliceSize, Index: 0}.Key(loc.Key)
+		if n.mesh != nil {
+			owner, _ = n.mesh.Ring().Owner(first)
+		}
+		f = n.pl.Peek(first, h, now)
+		e, ex.Tier = f.Entry, f.Tier
+		if total, ok := n.pl.SlicedSize(loc.Key, st.SliceSize); ok {
+			ex.ObjectSize = total
+			for i := range min(slice.Count(total, st.SliceSize), admin.MaxSlices) {
+				if n.pl.Peek(slice.Spec{Size: st.SliceSize, Index: i}.Key(loc.Key), h, now).Entry != nil {
+					ex.SlicesHere++
+				}
+			}
+		}
+	}
 	switch {
 	case e != nil:
 		ex.Stored = true
@@ -418,7 +437,7 @@ func (v adminView) Explain(raw, method string, header map[string]string) (admin.
 		if e.Fresh(now) {
 			ex.Outcome = "hit"
 		}
-	case loc.Owner != n.cfg.Name:
+	case owner != n.cfg.Name:
 		ex.Outcome = "peer"
 	default:
 		ex.Outcome = "miss"

@@ -398,6 +398,7 @@ func TestSlicesHandOff(t *testing.T) {
 // TestSlicesLocate: Locate names the owners of an object's slices: the
 // first N asked for, or all of them once the node holds the first slice
 // (which gives the length); each is the node that holds the slice.
+// Explain tells the object's length and how many slices a node holds.
 func TestSlicesLocate(t *testing.T) {
 	o := newRangeOrigin(t)
 	obj := randomBytes(5<<20+1, 8)
@@ -426,6 +427,20 @@ func TestSlicesLocate(t *testing.T) {
 		if _, ok := byName[s.Owner].store.Get(s.Key); !ok {
 			t.Errorf("slice %d: its owner %s does not hold it", s.Index, s.Owner)
 		}
+	}
+	ex, err := v.Explain("http://video.test/v/l.mp4", http.MethodGet, nil)
+	if err != nil || ex.SliceSize != 1<<20 || ex.ObjectSize != int64(len(obj)) || ex.SlicesHere != 6 || ex.Outcome != "hit" || !ex.Stored {
+		t.Errorf("Explain at the node that served the object: %+v, %v; want all 6 slices here, a hit", ex, err)
+	}
+	owned := 0
+	for _, s := range loc.Slices {
+		if s.Owner == "n2" {
+			owned++
+		}
+	}
+	ex, err = adminView{nodes[1]}.Explain("http://video.test/v/l.mp4", http.MethodGet, nil)
+	if err != nil || ex.SliceSize != 1<<20 || (ex.ObjectSize != 0 && ex.SlicesHere != int64(owned)) {
+		t.Errorf("Explain at n2, owner of %d slices: %+v, %v", owned, ex, err)
 	}
 }
 

@@ -697,6 +697,14 @@ func adminExplain(ctx context.Context, c *adminCall, args []string) error {
 		{"site", resp.GetSite()}, {"rule", resp.GetRule() + " (" + resp.GetAction() + ")"}, {"key", resp.GetKey()},
 		{"owner", dash(resp.GetOwner())}, {"stored", stored}, {"age", age}, {"ttl", ttl}, {"outcome", resp.GetOutcome()},
 	}
+	if resp.GetSliceSize() > 0 {
+		size, here := "unknown here", "-"
+		if resp.GetObjectSize() > 0 {
+			size = fmt.Sprint(resp.GetObjectSize())
+			here = fmt.Sprintf("%d of %d", resp.GetSlicesHere(), (resp.GetObjectSize()-1)/resp.GetSliceSize()+1)
+		}
+		rows = append(rows, []string{"slice size", fmt.Sprint(resp.GetSliceSize())}, []string{"object size", size}, []string{"slices here", here})
+	}
 	for _, cond := range resp.GetStoreConditions() {
 		rows = append(rows, []string{"needs", cond}) // what a response must have to be stored
 	}

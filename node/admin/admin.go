@@ -135,6 +135,9 @@ type Explanation struct {
 	StoreConditions                []string
 	AccessRules                    []string
 	Access                         string
+	// SliceSize, ObjectSize and SlicesHere describe an object stored as
+	// slices (see ExplainResponse).
+	SliceSize, ObjectSize, SlicesHere int64
 }
 
 // Progress reports one prefetched URL.
@@ -307,7 +310,8 @@ func (s *Server) Explain(_ context.Context, req *adminv1.ExplainRequest) (*admin
 	}
 	return &adminv1.ExplainResponse{Site: e.Site, Rule: e.Rule, Action: e.Action, Key: e.Key, Owner: e.Owner,
 		Stored: e.Stored, Tier: e.Tier, AgeSeconds: e.AgeSeconds, TtlSeconds: e.TTLSeconds, TtlSource: e.TTLSource,
-		Outcome: e.Outcome, StoreConditions: e.StoreConditions, AccessRules: e.AccessRules, Access: e.Access}, nil
+		Outcome: e.Outcome, StoreConditions: e.StoreConditions, AccessRules: e.AccessRules, Access: e.Access,
+		SliceSize: e.SliceSize, ObjectSize: e.ObjectSize, SlicesHere: e.SlicesHere}, nil
 }
 
 // GetStats implements adminv1.AdminServiceServer.

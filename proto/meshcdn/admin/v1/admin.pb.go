@@ -1905,7 +1905,17 @@ type ExplainResponse struct {
 	// its signing parts) or the refusal ("403 auth-expired", ...). The client
 	// address list and the rate limit depend on the client and are not
 	// judged; outcome is then "denied".
-	Access        string `protobuf:"bytes,14,opt,name=access,proto3" json:"access,omitempty"`
+	Access string `protobuf:"bytes,14,opt,name=access,proto3" json:"access,omitempty"`
+	// slice_size is the site's slice_size (0: objects are stored whole). For
+	// an object stored as slices, stored, tier, the ages and outcome are its
+	// first slice's, which gives the response's status and fields.
+	SliceSize int64 `protobuf:"varint,15,opt,name=slice_size,json=sliceSize,proto3" json:"slice_size,omitempty"`
+	// object_size is the length of an object stored as slices, when this
+	// node holds its first slice; 0 otherwise.
+	ObjectSize int64 `protobuf:"varint,16,opt,name=object_size,json=objectSize,proto3" json:"object_size,omitempty"`
+	// slices_here counts the object's slices this node holds, in any tier
+	// (its own and copies of others'); the others come from their owners.
+	SlicesHere    int64 `protobuf:"varint,17,opt,name=slices_here,json=slicesHere,proto3" json:"slices_here,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2036,6 +2046,27 @@ func (x *ExplainResponse) GetAccess() string {
 		return x.Access
 	}
 	return ""
+}
+
+func (x *ExplainResponse) GetSliceSize() int64 {
+	if x != nil {
+		return x.SliceSize
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetObjectSize() int64 {
+	if x != nil {
+		return x.ObjectSize
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetSlicesHere() int64 {
+	if x != nil {
+		return x.SlicesHere
+	}
+	return 0
 }
 
 // PrefetchRequest lists URLs to fill.
@@ -2470,7 +2501,7 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2-.meshcdn.admin.v1.ExplainRequest.HeadersEntryR\aheaders\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x03\n" +
 	"\x0fExplainResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -2489,7 +2520,13 @@ const file_meshcdn_admin_v1_admin_proto_rawDesc = "" +
 	"\aoutcome\x18\v \x01(\tR\aoutcome\x12)\n" +
 	"\x10store_conditions\x18\f \x03(\tR\x0fstoreConditions\x12!\n" +
 	"\faccess_rules\x18\r \x03(\tR\vaccessRules\x12\x16\n" +
-	"\x06access\x18\x0e \x01(\tR\x06access\"%\n" +
+	"\x06access\x18\x0e \x01(\tR\x06access\x12\x1d\n" +
+	"\n" +
+	"slice_size\x18\x0f \x01(\x03R\tsliceSize\x12\x1f\n" +
+	"\vobject_size\x18\x10 \x01(\x03R\n" +
+	"objectSize\x12\x1f\n" +
+	"\vslices_here\x18\x11 \x01(\x03R\n" +
+	"slicesHere\"%\n" +
 	"\x0fPrefetchRequest\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\"\x9f\x01\n" +
 	"\x10PrefetchResponse\x12\x10\n" +
