@@ -215,6 +215,9 @@ func TestSlices(t *testing.T) {
 	if got := labelledValue(t, nodes[0], "meshcdn_sliced_responses_total", "video.test"); got != 1 || fills < 24 {
 		t.Errorf("meshcdn_sliced_responses_total %v at the node asked, meshcdn_slice_fills_total %v in all (want 1 and at least 24)", got, fills)
 	}
+	if c := (&statusView{n: nodes[0]}).Counters().Sites["video.test"]; c.Sliced != 1 || c.SliceFills < 1 {
+		t.Errorf("the status page's counts: %+v", c)
+	}
 
 	turmoil = meshTurmoil(t, nodes)
 	for _, n := range nodes[1:] {

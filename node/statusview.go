@@ -83,6 +83,8 @@ func (v *statusView) Counters() status.Counters {
 		s.HitBytes += m.HitBytes.Load()
 		s.OriginRequests += m.Origin.Load()
 		s.PeerFetches += m.Peer.Load()
+		s.Sliced += m.Sliced.Load()
+		s.SliceFills += m.SliceFills.Load()
 		c.Sites[name] = s
 	})
 	return c

@@ -40,6 +40,8 @@ type Rates struct {
 	BytesPerSecond          float64  `json:"bytes_per_second"`
 	OriginRequestsPerSecond float64  `json:"origin_requests_per_second"`
 	PeerFetchesPerSecond    float64  `json:"peer_fetches_per_second"`
+	SlicedPerSecond         float64  `json:"sliced_responses_per_second"`
+	SliceFillsPerSecond     float64  `json:"slice_fills_per_second"`
 	HitRatio                *float64 `json:"hit_ratio"`
 	ByteHitRatio            *float64 `json:"byte_hit_ratio"`
 }
@@ -90,6 +92,8 @@ func rates(d SiteCounters, secs float64) Rates {
 		r.BytesPerSecond = float64(d.Bytes) / secs
 		r.OriginRequestsPerSecond = float64(d.OriginRequests) / secs
 		r.PeerFetchesPerSecond = float64(d.PeerFetches) / secs
+		r.SlicedPerSecond = float64(d.Sliced) / secs
+		r.SliceFillsPerSecond = float64(d.SliceFills) / secs
 	}
 	return r
 }

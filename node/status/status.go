@@ -30,16 +30,18 @@ type SiteCounters struct {
 	HitBytes       int64 // of which from the cache
 	OriginRequests int64 // requests sent to the site's origins (fills and pass-through)
 	PeerFetches    int64 // misses asked of the owner or the shield before the origin
+	Sliced         int64 // responses sent as an object's slices (a site with slice_size)
+	SliceFills     int64 // fills of one slice, from its owner, the shield or the origin
 }
 
 func (c SiteCounters) add(o SiteCounters) SiteCounters {
 	return SiteCounters{c.Requests + o.Requests, c.Hits + o.Hits, c.Bytes + o.Bytes, c.HitBytes + o.HitBytes,
-		c.OriginRequests + o.OriginRequests, c.PeerFetches + o.PeerFetches}
+		c.OriginRequests + o.OriginRequests, c.PeerFetches + o.PeerFetches, c.Sliced + o.Sliced, c.SliceFills + o.SliceFills}
 }
 
 func (c SiteCounters) sub(o SiteCounters) SiteCounters {
 	return SiteCounters{c.Requests - o.Requests, c.Hits - o.Hits, c.Bytes - o.Bytes, c.HitBytes - o.HitBytes,
-		c.OriginRequests - o.OriginRequests, c.PeerFetches - o.PeerFetches}
+		c.OriginRequests - o.OriginRequests, c.PeerFetches - o.PeerFetches, c.Sliced - o.Sliced, c.SliceFills - o.SliceFills}
 }
 
 // Cluster is the node's view of the cluster and of its own operations.

@@ -64,7 +64,7 @@ func TestPageFigures(t *testing.T) {
 	}
 	src.add("www", SiteCounters{Requests: 10, Hits: 8, Bytes: 1000, HitBytes: 600, OriginRequests: 2, PeerFetches: 1})
 	r.record(t0.Add(2 * time.Second))
-	src.add("img", SiteCounters{Requests: 10, Hits: 2, Bytes: 1000, HitBytes: 400, OriginRequests: 8})
+	src.add("img", SiteCounters{Requests: 10, Hits: 2, Bytes: 1000, HitBytes: 400, OriginRequests: 8, Sliced: 4, SliceFills: 12})
 	r.record(t0.Add(4 * time.Second))
 	p = r.Page(t.Context(), t0.Add(4*time.Second))
 	if p.Requests != 20 || *p.HitRatio != 0.5 || *p.ByteHitRatio != 0.5 {
@@ -72,6 +72,9 @@ func TestPageFigures(t *testing.T) {
 	}
 	if p.Recent.WindowSeconds != 4 || p.Recent.RequestsPerSecond != 5 || p.Recent.OriginRequestsPerSecond != 2.5 || p.Recent.PeerFetchesPerSecond != 0.25 {
 		t.Errorf("recent: %+v; want 4 s, 5 requests/s, 2.5 origin/s, 0.25 peer fetches/s", p.Recent)
+	}
+	if p.Recent.SlicedPerSecond != 1 || p.Recent.SliceFillsPerSecond != 3 {
+		t.Errorf("recent: %+v; want 1 sliced response/s, 3 slice fills/s", p.Recent)
 	}
 	if len(p.Sites) != 2 || p.Sites[0].Name != "img" || *p.Sites[1].HitRatio != 0.8 {
 		t.Errorf("sites: %+v", p.Sites)
