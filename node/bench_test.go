@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/site"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
 
@@ -278,5 +281,74 @@ func BenchmarkHTTPSHit(b *testing.B) {
 		run("https2", httpsURL, tlsTransport([]string{"h2"}, nil), false)
 		run("https-full-handshake", httpsURL, tlsTransport([]string{"http/1.1"}, nil), true)
 		run("https-resumed", httpsURL, tlsTransport([]string{"http/1.1"}, tls.NewLRUClientSessionCache(8)), true)
+	}
+}
+
+// BenchmarkLargeObject serves a 256 MiB object through a 3-node loopback
+// mesh to one client at a time, stored whole (at its owner, on the disk
+// tier) or as slices of 4 MiB spread over the three (slice_size): cold (a
+// new object each time, the origin's transfer included), warm, and a warm
+// 1 MiB Range in its middle, each asked of a node that does not own the
+// object's key. It reports the origin's bytes per request, the time to
+// the response's first byte, and the client's throughput (MB/s).
+func BenchmarkLargeObject(b *testing.B) {
+	const size = 256 << 20
+	obj := randomBytes(size, 11)
+	for _, mode := range []struct {
+		name  string
+		slice int64
+	}{{"whole", 0}, {"sliced", 4 << 20}} {
+		b.Run(mode.name, func(b *testing.B) {
+			o := newRangeOrigin(b)
+			o.put("/v/big.mp4", obj, `"big1"`)
+			nodes := startCluster(b, nil, 3, func(c *Config) {
+				c.Logger = slog.New(slog.DiscardHandler)
+				c.CacheDir, c.MemoryBytes = b.TempDir(), 1<<30
+				c.Sites = []site.Config{{Hosts: []string{"video.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, SliceSize: units.Size(mode.slice)}}
+			})
+			// get fetches path at a node that does not own its key, and
+			// returns the time to the first byte.
+			get := func(b *testing.B, path string, rng string, want []byte) time.Duration {
+				n := nodes[0]
+				if owner, _ := n.mesh.Ring().Owner("video.test" + path); owner == n.Name() {
+					n = nodes[1]
+				}
+				req, _ := http.NewRequestWithContext(b.Context(), "GET", "http://"+n.HTTPAddr()+path, nil)
+				req.Host = "video.test"
+				if rng != "" {
+					req.Header.Set("Range", rng)
+				}
+				start := time.Now()
+				resp, err := http.DefaultTransport.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ttfb := time.Since(start)
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || !bytes.Equal(got, want) {
+					b.Fatalf("%s %s: %d, %d bytes, %v", path, rng, resp.StatusCode, len(got), err)
+				}
+				return ttfb
+			}
+			run := func(name string, path func(i int) string, rng string, want []byte) {
+				b.Run(name, func(b *testing.B) {
+					b.SetBytes(int64(len(want)))
+					before, i := o.sent.Load(), 0
+					var ttfb time.Duration
+					for b.Loop() {
+						ttfb += get(b, path(i), rng, want)
+						i++
+					}
+					b.ReportMetric(float64(o.sent.Load()-before)/float64(i)/(1<<20), "origin-MiB/op")
+					b.ReportMetric(float64(ttfb.Microseconds())/1000/float64(i), "ttfb-ms")
+				})
+			}
+			cold := 0
+			run("cold", func(int) string { cold++; return fmt.Sprintf("/v/big.mp4?cold=%d", cold) }, "", obj)
+			get(b, "/v/big.mp4", "", obj) // warmed
+			run("warm", func(int) string { return "/v/big.mp4" }, "", obj)
+			run("range", func(int) string { return "/v/big.mp4" }, "bytes=134217728-135266303", obj[128<<20:129<<20])
+		})
 	}
 }

@@ -42,7 +42,7 @@ import (
 
 // startCluster starts n nodes on loopback in front of o, joined into one mesh,
 // and waits until every node's ring has all of them.
-func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []*Node {
+func startCluster(t testing.TB, o *testOrigin, size int, tweak func(*Config)) []*Node {
 	t.Helper()
 	var nodes []*Node
 	for i := range size {
@@ -60,7 +60,7 @@ func startCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []
 }
 
 // waitRings waits until every node's ring has size members.
-func waitRings(t *testing.T, nodes []*Node, size int) {
+func waitRings(t testing.TB, nodes []*Node, size int) {
 	t.Helper()
 	eventually(t, 10*time.Second, func() bool {
 		for _, n := range nodes {

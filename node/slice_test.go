@@ -29,9 +29,14 @@ type rangeOrigin struct {
 	ignoreRanges bool
 	// afterRange, when set, runs after each Range request is answered.
 	afterRange func(path, rng string)
+	// stall, when set, is called for a Range request before it is
+	// answered: true makes the origin send half of it, call stalled, then
+	// wait for the request's end.
+	stall   func(rng string) bool
+	stalled func()
 }
 
-func newRangeOrigin(t *testing.T) *rangeOrigin {
+func newRangeOrigin(t testing.TB) *rangeOrigin {
 	o := &rangeOrigin{objects: map[string][]byte{}, etags: map[string]string{}}
 	o.testOrigin = newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
@@ -47,6 +52,21 @@ func newRangeOrigin(t *testing.T) *rangeOrigin {
 		}
 		if ignore {
 			r.Header.Del("Range")
+		}
+		if o.stall != nil && rng != "" && o.stall(rng) {
+			var a, b int
+			_, _ = fmt.Sscanf(rng, "bytes=%d-%d", &a, &b)
+			b = min(b, len(body)-1)
+			w.Header().Set("ETag", etag)
+			w.Header().Set("Cache-Control", "public, max-age=600")
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(body)))
+			w.Header().Set("Content-Length", fmt.Sprint(b-a+1))
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(body[a : a+(b-a+1)/2])
+			w.(http.Flusher).Flush()
+			o.stalled()
+			<-r.Context().Done()
+			return
 		}
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		w.Header().Set("ETag", etag)
@@ -88,13 +108,9 @@ func (w *sentCounter) Write(p []byte) (int, error) {
 }
 
 // slicedCluster starts 3 meshed nodes with the site video.test in front
-// of o, sliced at 1 MiB. Their gossip has LAN timings: these tests move
-// tens of MiB, and under the race detector on busy cores the test
-// profile's 100 ms probes took starved members for dead, whose keys and
-// slices the others then fetched again.
+// of o, sliced at 1 MiB.
 func slicedCluster(t *testing.T, o *rangeOrigin) []*Node {
 	return startCluster(t, nil, 3, func(c *Config) {
-		c.Mesh.Fast = false
 		c.Sites = []site.Config{{Hosts: []string{"video.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, SliceSize: 1 << 20}}
 	})
 }
@@ -126,8 +142,10 @@ func meshTurmoil(t *testing.T, nodes []*Node) int64 {
 // most slices in all. Under load (the race detector on busy cores) a peer
 // may not accept a fetch within its bound, or gossip may take a starved
 // member for dead: the node that asked, as well as the owner, then asks
-// the origin. Even so no node asks for a slice twice, as its fills of one
-// slice coalesce.
+// the origin, and a fill cut off with its peer's connection is asked
+// again. As the mesh's contract has it, that costs origin fetches, never
+// a client's bytes (which the tests check whatever happens): the count is
+// then logged, not judged.
 func wantSliceFetches(t *testing.T, o *rangeOrigin, nodes []*Node, before int64, most int) {
 	t.Helper()
 	asked := o.asked()
@@ -140,8 +158,8 @@ func wantSliceFetches(t *testing.T, o *rangeOrigin, nodes []*Node, before int64,
 		t.Logf("peer fetches failed or the ring changed: the origin was asked %q", asked)
 	}
 	for r, c := range counts {
-		if c > len(nodes) || (calm && c > 1) {
-			t.Errorf("the origin was asked for %q %d times by %d nodes (mesh calm: %v)", r, c, len(nodes), calm)
+		if calm && c > 1 {
+			t.Errorf("the origin was asked for %q %d times, and no peer fetch failed nor the ring changed", r, c)
 		}
 	}
 	if calm && len(counts) > most {
@@ -279,7 +297,7 @@ func TestSlicesHerd(t *testing.T) {
 // of one version.
 func TestSlicesNeverMixed(t *testing.T) {
 	o := newRangeOrigin(t)
-	v1, v2 := randomBytes(6<<20, 4), randomBytes(6<<20, 5)
+	v1, v2 := randomBytes(3<<20, 4), randomBytes(3<<20, 5)
 	o.put("/v/m.mp4", v1, `"m1"`)
 	var once sync.Once
 	o.afterRange = func(path, rng string) {
@@ -340,12 +358,12 @@ func TestSlicesHandOff(t *testing.T) {
 	for _, push := range []bool{true, false} {
 		t.Run(fmt.Sprintf("push=%v", push), func(t *testing.T) {
 			o := newRangeOrigin(t)
-			obj := randomBytes(12<<20, 7)
+			obj := randomBytes(6<<20, 7)
 			o.put("/v/d.mp4", obj, `"d1"`)
 			nodes := slicedCluster(t, o)
 			const key = "video.test/v/d.mp4"
 			// Every slice filled at its owner: no copies elsewhere.
-			for i := range int64(12) {
+			for i := range int64(6) {
 				sk := slice.Spec{Size: 1 << 20, Index: i}.Key(key)
 				owner, _ := nodes[0].mesh.Ring().Owner(sk)
 				for _, n := range nodes {
@@ -359,39 +377,54 @@ func TestSlicesHandOff(t *testing.T) {
 			}
 			failed := peerFetchesFailed(t, nodes)
 			o.asked()
-			drained := nodes[2]
-			held := 0
-			for i := range int64(12) {
-				if _, ok := drained.store.Get(slice.Spec{Size: 1 << 20, Index: i}.Key(key)); ok {
-					held++
+			// The member holding the most slices is drained.
+			var drained *Node
+			var stay []*Node
+			held := -1
+			for _, n := range nodes {
+				h := 0
+				for i := range int64(6) {
+					if _, ok := n.store.Get(slice.Spec{Size: 1 << 20, Index: i}.Key(key)); ok {
+						h++
+					}
+				}
+				if h > held {
+					if drained != nil {
+						stay = append(stay, drained)
+					}
+					drained, held = n, h
+				} else {
+					stay = append(stay, n)
 				}
 			}
-			if held == 0 {
-				t.Fatal("the member to drain holds no slice")
-			}
+			e0 := stay[0].mesh.Epoch() + stay[1].mesh.Epoch()
 			drained.ready.Store(false)
 			drained.mesh.Drain(push)
-			eventually(t, 10*time.Second, func() bool { return nodes[0].RingMembers() == 2 && nodes[1].RingMembers() == 2 })
+			eventually(t, 10*time.Second, func() bool { return stay[0].RingMembers() == 2 && stay[1].RingMembers() == 2 })
 			if push {
 				eventually(t, 10*time.Second, func() bool {
 					taken, _ := drained.mesh.HandedOff()
 					return taken >= uint64(held)
 				})
 			}
-			for _, n := range nodes[:2] {
+			for _, n := range stay {
 				r := do(t, n, "GET", "/v/d.mp4", "Host", "video.test")
 				if r.StatusCode != 200 || r.body != string(obj) {
 					t.Fatalf("after the drain, at %s: %d, %d bytes", n.Name(), r.StatusCode, len(r.body))
 				}
 			}
 			asked := o.asked()
-			switch more := peerFetchesFailed(t, nodes) - failed; {
-			case more > 0 && len(asked) <= int(more):
-				t.Logf("%d peer fetches failed (a loaded machine): the origin was asked %q", more, asked)
+			// The drain is one ring change at each member that stays;
+			// more, or a failed peer fetch, is a loaded machine's (see
+			// wantSliceFetches).
+			calm := peerFetchesFailed(t, nodes) == failed && stay[0].mesh.Epoch()+stay[1].mesh.Epoch() == e0+2
+			switch {
+			case !calm:
+				t.Logf("peer fetches failed or the ring changed again: the origin was asked %q", asked)
 			case len(asked) != 0:
-				t.Errorf("after the drain of a member holding %d slices, the origin was asked %q (%d peer fetches failed)", held, asked, more)
+				t.Errorf("after the drain of a member holding %d slices, the origin was asked %q", held, asked)
 			}
-			if h := counterValue(t, nodes[0], "meshcdn_handoffs_total") + counterValue(t, nodes[1], "meshcdn_handoffs_total"); !push && h == 0 {
+			if h := counterValue(t, stay[0], "meshcdn_handoffs_total") + counterValue(t, stay[1], "meshcdn_handoffs_total"); !push && h == 0 {
 				t.Error("no hand-off counted")
 			}
 		})
@@ -475,5 +508,66 @@ func TestSlicesOnDisk(t *testing.T) {
 	wantStatus(t, r, "meshcdn; hit")
 	if asked := o.asked(); len(asked) != 0 {
 		t.Errorf("after the restart the origin was asked %q", asked)
+	}
+}
+
+// TestSlicesOwnerDiesMidSlice: the owner of a slice stops (a crash) while
+// it streams the slice to the node a client asked: that node fetches the
+// slice again, from the origin, and the client gets every byte.
+func TestSlicesOwnerDiesMidSlice(t *testing.T) {
+	o := newRangeOrigin(t)
+	obj := randomBytes(8<<20, 10)
+	o.put("/v/x.mp4", obj, `"x1"`)
+	nodes := slicedCluster(t, o)
+	const key = "video.test/v/x.mp4"
+	var victim *Node
+	var stalled string
+	fromPeers := 0 // bytes of the slices before the stalled one that come from peers
+	for i := int64(0); i < 8 && victim == nil; i++ {
+		s := slice.Spec{Size: 1 << 20, Index: i}
+		owner, _ := nodes[0].mesh.Ring().Owner(s.Key(key))
+		for _, n := range nodes[1:] {
+			if n.Name() == owner && i > 0 {
+				victim, stalled = n, s.Range()
+			} else if n.Name() == owner {
+				fromPeers += 1 << 20
+			}
+		}
+	}
+	if victim == nil {
+		t.Fatal("nodes[0] owns every slice")
+	}
+	half := make(chan struct{})
+	var once sync.Once
+	o.mu.Lock()
+	o.stall = func(rng string) bool {
+		first := false
+		if rng == stalled {
+			once.Do(func() { first = true })
+		}
+		return first
+	}
+	o.stalled = func() { close(half) }
+	o.mu.Unlock()
+	got := make(chan response, 1)
+	go func() { got <- doMaybe(t, nodes[0], "GET", "/v/x.mp4", "Host", "video.test") }()
+	select {
+	case <-half:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the slice's owner never asked the origin for it")
+	}
+	// Once half the slice can have reached the node the client asked
+	// (slices read ahead may count too), its owner stops mid-slice.
+	eventually(t, 20*time.Second, func() bool {
+		return counterValue(t, nodes[0], "meshcdn_peer_received_bytes_total") >= float64(fromPeers+512<<10)
+	})
+	halt(victim)
+	select {
+	case r := <-got:
+		if r.Response == nil || r.err != nil || r.StatusCode != 200 || r.body != string(obj) {
+			t.Fatalf("the client got %d bytes of %d (%v)", len(r.body), len(obj), r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer within 30s")
 	}
 }

@@ -271,20 +271,35 @@ func (b *slicedBody) Copy(ctx context.Context, w io.Writer, client http.Response
 		for k := i + 1; k <= min(i+readAhead, last); k++ {
 			b.pl.prefetchSlice(b.x, b.rule, b.key, slice.Spec{Size: b.size, Index: k})
 		}
-		src, err := b.slice(i)
-		if err != nil {
-			return sent, err
-		}
 		start := max(off, i*b.size) - i*b.size
 		end := min(off+n, (i+1)*b.size) - i*b.size
-		m, err := src.Copy(ctx, w, client, start, end-start)
-		sent += m
-		if err != nil {
-			return sent, err
+		for retry := 0; ; retry++ {
+			src, err := b.slice(i)
+			if err != nil {
+				return sent, err
+			}
+			m, err := src.Copy(ctx, w, client, start, end-start)
+			sent, start = sent+m, start+m
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, cache.ErrFillAborted) || ctx.Err() != nil || retry == sliceRetries {
+				return sent, err
+			}
+			// The slice's fill broke off (its peer's connection was cut,
+			// say): the slice is fetched again and the response goes on
+			// from where it is, checked against the version as ever.
+			if i == 0 {
+				b.first = nil
+			}
 		}
 	}
 	return sent, nil
 }
+
+// sliceRetries is how many times a slice whose fill broke off is fetched
+// again before the response is cut short.
+const sliceRetries = 2
 
 // slice returns the body of slice i, checked against the object's version.
 func (b *slicedBody) slice(i int64) (cache.Body, error) {
