@@ -447,6 +447,9 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 // leaveNotice starts the message a leaving node sends each member.
 var leaveNotice = []byte("meshcdn-leaving:")
 
+// leaveRetryPause separates two attempts to send a leave notice.
+const leaveRetryPause = 50 * time.Millisecond
+
 // tellLeaving sends each member a leave notice over TCP, concurrently,
 // within timeout. The caller holds g.lifecycle.
 func (g *Gossip) tellLeaving(timeout time.Duration) {
@@ -464,13 +467,25 @@ func (g *Gossip) tellLeaving(timeout time.Duration) {
 	g.mu.Unlock()
 	msg := append(slices.Clone(leaveNotice), g.cfg.Name...)
 	sent := make(chan struct{}, len(to))
+	until := time.Now().Add(timeout)
 	for _, n := range to {
-		// Owned by g (Shutdown waits): each ends within memberlist's TCP timeout.
+		// Owned by g (Shutdown waits): each ends by until, or within
+		// memberlist's TCP timeout after it. A send that fails (a member
+		// too busy to take the connection in time) is tried again while
+		// the time allows.
 		g.wg.Go(func() {
-			if err := g.ml.SendReliable(n, msg); err != nil {
-				g.log.Debug("leave notice not sent", "member", n.Name, "err", err)
+			defer func() { sent <- struct{}{} }()
+			for {
+				err := g.ml.SendReliable(n, msg)
+				if err == nil {
+					return
+				}
+				if time.Until(until) < leaveRetryPause {
+					g.log.Debug("leave notice not sent", "member", n.Name, "err", err)
+					return
+				}
+				time.Sleep(leaveRetryPause)
 			}
-			sent <- struct{}{}
 		})
 	}
 	deadline := time.After(timeout)

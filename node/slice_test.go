@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -108,11 +109,41 @@ func (w *sentCounter) Write(p []byte) (int, error) {
 }
 
 // slicedCluster starts 3 meshed nodes with the site video.test in front
-// of o, sliced at 1 MiB.
+// of o, sliced at 1 MiB. Their warnings are counted (see meshTurmoil).
 func slicedCluster(t *testing.T, o *rangeOrigin) []*Node {
-	return startCluster(t, nil, 3, func(c *Config) {
+	warned := new(atomic.Int64)
+	nodes := startCluster(t, nil, 3, func(c *Config) {
+		c.Logger = slog.New(warnCounter{slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}), warned})
 		c.Sites = []site.Config{{Hosts: []string{"video.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, SliceSize: 1 << 20}}
 	})
+	for _, n := range nodes {
+		warnings.Store(n, warned)
+	}
+	return nodes
+}
+
+// warnings holds the count of warnings of each node slicedCluster started.
+var warnings sync.Map // *Node → *atomic.Int64
+
+// warnCounter counts the records of Warn and above it handles.
+type warnCounter struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h warnCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h warnCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	return warnCounter{h.Handler.WithAttrs(as), h.n}
+}
+
+func (h warnCounter) WithGroup(name string) slog.Handler {
+	return warnCounter{h.Handler.WithGroup(name), h.n}
 }
 
 // peerFetchesFailed counts the peer fetches of nodes that failed, each of
@@ -127,12 +158,16 @@ func peerFetchesFailed(t *testing.T, nodes []*Node) int64 {
 
 // meshTurmoil counts what makes a mesh ask the origin again for what one
 // member fetched already: peer fetches that failed (each asked the origin
-// instead), and ring changes (a member taken for dead, its keys someone
-// else's for a while).
+// instead), ring changes (a member taken for dead, its keys someone
+// else's for a while), and the nodes' warnings (a member suspected, a
+// fill cut off, the purge log out of step).
 func meshTurmoil(t *testing.T, nodes []*Node) int64 {
 	n := peerFetchesFailed(t, nodes)
 	for _, nd := range nodes {
 		n += int64(nd.mesh.Epoch())
+	}
+	if w, ok := warnings.Load(nodes[0]); ok {
+		n += w.(*atomic.Int64).Load()
 	}
 	return n
 }
@@ -140,10 +175,10 @@ func meshTurmoil(t *testing.T, nodes []*Node) int64 {
 // wantSliceFetches checks the origin's requests since the last look
 // (before is meshTurmoil then): every slice was asked for once, at most
 // most slices in all. Under load (the race detector on busy cores) a peer
-// may not accept a fetch within its bound, or gossip may take a starved
-// member for dead: the node that asked, as well as the owner, then asks
-// the origin, and a fill cut off with its peer's connection is asked
-// again. As the mesh's contract has it, that costs origin fetches, never
+// may not accept a fetch within its bound, gossip may suspect a starved
+// member or take it for dead: the node that asked, as well as the owner,
+// then asks the origin, and a fill cut off with its peer's connection is
+// asked again. As the mesh's contract has it, that costs origin fetches, never
 // a client's bytes (which the tests check whatever happens): the count is
 // then logged, not judged.
 func wantSliceFetches(t *testing.T, o *rangeOrigin, nodes []*Node, before int64, most int) {
