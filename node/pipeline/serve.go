@@ -229,8 +229,10 @@ func normalize(r *http.Request, st *site.Site) (*http.Request, bool) {
 func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) bool {
 	now := time.Now()
 	x.key = key
-	if spec, ok := peer.SliceOf(x.r.Context()); ok && x.fromPeer {
-		return pl.serveSliceToPeer(x, rule, key, spec, now)
+	if x.fromPeer {
+		if spec, ok := peer.SliceOf(x.r.Context()); ok {
+			return pl.serveSliceToPeer(x, rule, key, spec, now)
+		}
 	}
 	if x.coding != "" && pl.serveCompressedHit(x, key, now) {
 		return false
