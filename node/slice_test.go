@@ -365,23 +365,81 @@ func TestSlicesNeverMixed(t *testing.T) {
 }
 
 // TestSlicesOriginIgnoresRanges: an origin that answers a slice's Range
-// request with the whole object is served and stored whole.
+// request with the whole object is served and stored whole; once it has
+// done so for an object longer than a slice, the node fetches the site's
+// objects whole, without a Range (a shorter object's answer proves
+// nothing: a script may ignore ranges where files do not).
 func TestSlicesOriginIgnoresRanges(t *testing.T) {
 	o := newRangeOrigin(t)
 	o.ignoreRanges = true
-	obj := randomBytes(3<<20, 6)
+	short, obj, next := randomBytes(100<<10, 8), randomBytes(3<<20, 6), randomBytes(2<<20, 9)
+	o.put("/s.js", short, `"s1"`)
 	o.put("/v/w.mp4", obj, `"w1"`)
+	o.put("/v/x.mp4", next, `"x1"`)
 	nodes := slicedCluster(t, o)
-	r := do(t, nodes[0], "GET", "/v/w.mp4", "Host", "video.test")
-	if r.StatusCode != 200 || r.body != string(obj) {
-		t.Fatalf("whole object from an origin that ignores ranges: %d, %d bytes", r.StatusCode, len(r.body))
+	for _, c := range []struct {
+		path  string
+		body  []byte
+		asked string // the Range the origin sees
+	}{
+		{"/s.js", short, "bytes=0-1048575"},
+		{"/v/w.mp4", obj, "bytes=0-1048575"},
+		{"/v/x.mp4", next, ""},
+	} {
+		o.asked()
+		r := do(t, nodes[0], "GET", c.path, "Host", "video.test")
+		if r.StatusCode != 200 || r.body != string(c.body) {
+			t.Fatalf("%s from an origin that ignores ranges: %d, %d bytes", c.path, r.StatusCode, len(r.body))
+		}
+		if asked := o.asked(); len(asked) == 0 || asked[0] != c.asked {
+			t.Errorf("%s: the origin was asked %q, want first %q", c.path, asked, c.asked)
+		}
 	}
-	r = do(t, nodes[1], "GET", "/v/w.mp4", "Host", "video.test", "Range", "bytes=100-199")
+	r := do(t, nodes[1], "GET", "/v/w.mp4", "Host", "video.test", "Range", "bytes=100-199")
 	if r.StatusCode != 206 || r.body != string(obj[100:200]) {
 		t.Fatalf("a Range of it: %d, %q", r.StatusCode, r.Header.Get("Content-Range"))
 	}
-	if sent := o.sent.Load(); sent > 2*int64(len(obj)) {
-		t.Errorf("the origin sent %d bytes for a %d-byte object", sent, len(obj))
+	if sent, most := o.sent.Load(), 2*int64(len(short)+len(obj)+len(next)); sent > most {
+		t.Errorf("the origin sent %d bytes for objects of %d", sent, most/2)
+	}
+}
+
+// TestSlicesServersDisagree: an origin's two servers hold the same bytes
+// under ETags of their own, so that slices fetched from both always
+// differ in version. The first mismatch purges the object; a second soon
+// after makes the node fetch it whole, without another purge: clients
+// get it complete from then on, and the mesh is not flooded with purges.
+func TestSlicesServersDisagree(t *testing.T) {
+	a, b := newRangeOrigin(t), newRangeOrigin(t)
+	obj := randomBytes(4<<20, 10)
+	a.put("/v/e.mp4", obj, `"on-a"`)
+	b.put("/v/e.mp4", obj, `"on-b"`)
+	nodes := startCluster(t, nil, 1, func(c *Config) {
+		c.Sites = []site.Config{{Hosts: []string{"video.test"}, SliceSize: 1 << 20,
+			Origins: []site.OriginConfig{{URL: a.URL}, {URL: b.URL}}}}
+	})
+	n := nodes[0]
+	complete := 0
+	for i := 0; i < 6 && complete < 3; i++ {
+		r := doMaybe(t, n, "GET", "/v/e.mp4", "Host", "video.test")
+		switch {
+		case r.Response != nil && r.err == nil && r.body == string(obj):
+			complete++
+		case complete > 0:
+			t.Fatalf("request %d was cut short after a complete one: %v, %d bytes", i, r.err, len(r.body))
+		case r.err == nil && r.Response != nil:
+			t.Fatalf("request %d completed with %d bytes of mixed slices", i, len(r.body))
+		}
+	}
+	if complete < 3 {
+		t.Fatal("no three complete responses in six requests: the object's slices keep differing")
+	}
+	mismatches := labelledValue(t, n, "meshcdn_slice_version_mismatches_total", "video.test")
+	if mismatches < 1 || mismatches > 2 {
+		t.Errorf("meshcdn_slice_version_mismatches_total %v, want 1 or 2", mismatches)
+	}
+	if purges := len(n.purges.Recent(10)); purges != 1 {
+		t.Errorf("%d purges for %v mismatches, want 1", purges, mismatches)
 	}
 }
 

@@ -512,7 +512,7 @@ func (pl *Pipeline) runFill(j *fillJob) {
 	}
 	defer origin.DrainClose(resp.Body)
 	if j.slice != nil {
-		if err := checkSlice(j, resp); err != nil {
+		if err := pl.checkSlice(j, resp); err != nil {
 			j.stats.originError.Inc()
 			pl.log.Warn("fill failed", "key", j.key, "err", err)
 			pl.finish(j.fkey, j.fl, err)

@@ -127,7 +127,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "meshcdn_sliced_responses_total", Help: "Client responses sent as the slices of an object stored as slices.",
 	}, []string{"site"})
 	m.sliceMismatches = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshcdn_slice_version_mismatches_total", Help: "Responses cut short because a slice was of another version of the object than the first (the object's URL is then purged).",
+		Name: "meshcdn_slice_version_mismatches_total", Help: "Responses cut short because a slice was of another version of the object than the first (the object's URL is then purged, or, on a second mismatch within a minute, fetched whole for a while).",
 	}, []string{"site"})
 	reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
 		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved, m.sliceFills, m.sliced, m.sliceMismatches)

@@ -25,6 +25,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/purge"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/slice"
 )
 
 // Config is what the pipeline is built from. Every field but the hooks
@@ -79,6 +80,11 @@ type Pipeline struct {
 	diskChecked atomic.Bool
 	inflight    atomic.Int64 // client and peer requests being answered
 
+	// Sliced sites' objects not to slice for a while (see sliceable).
+	rangeless  *slice.Memo // sites whose origin answered a slice's Range with a whole object
+	mismatched *slice.Memo // objects whose slices differed in version lately
+	unsliced   *slice.Memo // objects whose slices differed twice in a row
+
 	flightsMu sync.Mutex
 	flights   map[string]*flight
 
@@ -93,7 +99,8 @@ type Pipeline struct {
 func New(cfg Config) *Pipeline {
 	pl := &Pipeline{cfg: cfg, log: cfg.Logger, sites: cfg.Sites, store: cfg.Store, copies: cfg.Copies,
 		purges: cfg.Purges, metrics: newMetrics(cfg.Registry), siteStats: map[*site.Site]*siteMetrics{},
-		flights: map[string]*flight{}}
+		flights: map[string]*flight{}, rangeless: slice.NewMemo(unslicedFor, memoSize),
+		mismatched: slice.NewMemo(mismatchWindow, memoSize), unsliced: slice.NewMemo(unslicedFor, memoSize)}
 	pl.unknown = pl.metrics.forSite("-")
 	sites := pl.sites.Sites()
 	if fb := pl.sites.Default(); fb != nil {

@@ -261,7 +261,7 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 		if f.e != nil {
 			stale, fwd = f.stored(), httpcache.FwdStale
 		}
-		if x.site.SliceSize > 0 && !x.fromPeer && stale == nil && !f.known {
+		if x.site.SliceSize > 0 && !x.fromPeer && stale == nil && !f.known && pl.sliceable(x.site, key, now) {
 			return pl.later(x, func(x *exchange) { pl.serveSliced(x, rule, key, fwd) })
 		}
 		return pl.later(x, func(x *exchange) { pl.serveFill(x, rule, key, f.vary, stale, fwd, 0) })

@@ -221,9 +221,11 @@ func (pl *Pipeline) startSliceFill(x *exchange, rule *site.Rule, key string, spe
 
 // checkSlice checks the answer to a slice's fill: a 206 must be the
 // slice asked for; a 200 is the whole object from an origin that ignores
-// ranges, which the fill then stores under the object's own key. Other
-// answers (404, say) are the slice key's, as they came.
-func checkSlice(j *fillJob, resp *http.Response) error {
+// ranges, which the fill then stores under the object's own key (and,
+// when the object is longer than a slice, the site's objects are fetched
+// whole for a while). Other answers (404, say) are the slice key's, as
+// they came.
+func (pl *Pipeline) checkSlice(j *fillJob, resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		if _, err := j.slice.Check(resp.Header.Get("Content-Range")); err != nil {
@@ -231,8 +233,30 @@ func checkSlice(j *fillJob, resp *http.Response) error {
 		}
 	case http.StatusOK:
 		j.key = j.whole
+		// A shorter object says nothing: a script's page, say, may
+		// ignore ranges where the site's files do not.
+		if resp.ContentLength > j.slice.Size && pl.rangeless.Mark(j.site.Name, time.Now()) {
+			pl.log.Info("the site's origin answers Range requests with whole objects: its objects are fetched whole for a while",
+				"site", j.site.Name, "key", j.whole, "for", pl.rangeless.TTL())
+		}
 	}
 	return nil
+}
+
+// Memories of what not to slice: a site whose origin ignores ranges and
+// an object whose slices differed twice within mismatchWindow (an
+// origin's servers with ETags of their own, say) are fetched whole for
+// unslicedFor; each memory holds at most memoSize names.
+const (
+	unslicedFor    = 10 * time.Minute
+	mismatchWindow = time.Minute
+	memoSize       = 4096
+)
+
+// sliceable reports whether a miss of the object at key, of a site with
+// a slice_size, is fetched as slices.
+func (pl *Pipeline) sliceable(st *site.Site, key string, now time.Time) bool {
+	return !pl.rangeless.Has(st.Name, now) && !pl.unsliced.Has(key, now)
 }
 
 // versionOf is the version of the object a slice's stored head belongs to.
@@ -326,14 +350,24 @@ func (b *slicedBody) slice(i int64) (cache.Body, error) {
 // tiers at once, then every member's through a purge of the object's URL
 // (which covers its slices), so that no node keeps serving a slice of the
 // version the origin replaced and the next request starts again from the
-// first slice.
+// first slice. A second mismatch within mismatchWindow is no new version
+// but an origin whose servers disagree: the object is fetched whole for
+// a while, without another purge.
 func (b *slicedBody) drop() {
-	b.pl.log.Warn("an object's slices differ in version: purged, the response is cut short", "key", b.key)
 	b.x.stats.mismatch.Inc()
 	b.pl.invalidate(b.key)
 	for i := range slice.Count(b.total, b.size) {
 		b.pl.invalidate(slice.Spec{Size: b.size, Index: i}.Key(b.key))
 	}
+	now := time.Now()
+	if !b.pl.mismatched.Mark(b.key, now) {
+		if b.pl.unsliced.Mark(b.key, now) {
+			b.pl.log.Warn("an object's slices differ in version again: the origin's servers disagree on it (their ETags, say); it is fetched whole for a while",
+				"key", b.key, "for", b.pl.unsliced.TTL())
+		}
+		return
+	}
+	b.pl.log.Warn("an object's slices differ in version: purged, the response is cut short", "key", b.key)
 	if b.pl.cfg.Purge == nil {
 		return
 	}

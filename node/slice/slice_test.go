@@ -92,3 +92,35 @@ func TestVersion(t *testing.T) {
 		t.Error("another Last-Modified is the same version")
 	}
 }
+
+func TestMemo(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	m := NewMemo(time.Minute, 2)
+	if m.Has("a", now) {
+		t.Fatal("an empty memo has a")
+	}
+	if !m.Mark("a", now) || m.Mark("a", now.Add(time.Second)) {
+		t.Fatal("Mark reports a name new only the first time")
+	}
+	if !m.Has("a", now.Add(time.Minute-time.Nanosecond)) || m.Has("a", now.Add(61*time.Second)) {
+		t.Fatal("a is remembered for a minute after its last mark, then forgotten")
+	}
+	if !m.Mark("a", now.Add(2*time.Minute)) {
+		t.Fatal("a name forgotten is new again")
+	}
+	m.Mark("b", now.Add(2*time.Minute))
+	m.Mark("c", now.Add(2*time.Minute)) // full: one of a and b goes
+	n := 0
+	for _, k := range []string{"a", "b", "c"} {
+		if m.Has(k, now.Add(2*time.Minute)) {
+			n++
+		}
+	}
+	if n != 2 || !m.Has("c", now.Add(2*time.Minute)) {
+		t.Fatalf("a memo bounded to 2 holds %d names, c among them: %v", n, m.Has("c", now.Add(2*time.Minute)))
+	}
+	m.Mark("d", now.Add(5*time.Minute)) // the others have expired: all go
+	if len(m.until) != 1 {
+		t.Fatalf("expired names stay: %v", m.until)
+	}
+}
