@@ -214,3 +214,35 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("once the disk has room: %s, full %v", r.cacheStatus(), counterValue(t, n, "meshcdn_disk_full"))
 	}
 }
+
+// TestDiskLargeObjectAtOwner: an object too large for the memory tier is
+// kept on its owner's disk; a node that does not own it streams it from
+// the owner every time, never marking it hit-for-pass (which would send
+// its next request to the origin): the origin sends it once.
+func TestDiskLargeObjectAtOwner(t *testing.T) {
+	const size = 3 << 20
+	o := newOrigin(t, patternHandler(size))
+	nodes := startCluster(t, o, 3, func(c *Config) {
+		c.CacheDir, c.MemoryBytes, c.MaxObjectSize = t.TempDir(), 8<<20, 1<<20
+	})
+	const p = "/v/big.bin"
+	n := nodes[0]
+	if owner, _ := n.mesh.Ring().Owner(n.sites.Default().CacheKey("127.0.0.1", p, "")); owner == n.Name() {
+		n = nodes[1]
+	}
+	want := make([]byte, size)
+	_, _ = io.ReadFull(&pattern{}, want)
+	before := meshTurmoil(t, nodes)
+	for i := range 3 {
+		r := do(t, n, "GET", p)
+		if r.err != nil || r.body != string(want) {
+			t.Fatalf("request %d: %v, %d bytes", i, r.err, len(r.body))
+		}
+		if strings.Contains(r.cacheStatus(), "hit-for-pass") {
+			t.Fatalf("request %d: %s", i, r.cacheStatus())
+		}
+	}
+	if got := o.hits.Load(); got != 1 && meshTurmoil(t, nodes) == before {
+		t.Errorf("the origin sent the object %d times, and no peer fetch failed nor the ring changed", got)
+	}
+}

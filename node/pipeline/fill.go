@@ -610,7 +610,11 @@ func (pl *Pipeline) decide(j *fillJob, resp *http.Response) {
 			// Not hit-for-pass: the next request looks at the disk again.
 			j.dec = httpcache.Decision{Reason: "disk-full"}
 		default:
-			j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
+			// Marked hit-for-pass, so that the next request goes straight
+			// to the origin; but not a copy of what the key's owner sent:
+			// the owner may hold it on its disk, and the next request asks
+			// it again rather than the origin.
+			j.dec = httpcache.Decision{Reason: "too-large", Pass: !j.fl.copy}
 			pl.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
 	}
@@ -689,7 +693,7 @@ func (pl *Pipeline) copyBody(ctx context.Context, j *fillJob, body io.Reader) (i
 				pl.metrics.peerBytes.Add(float64(m))
 			}
 			if j.dec.Store && total > pl.cfg.MaxObjectSize {
-				j.dec = httpcache.Decision{Reason: "too-large", Pass: true}
+				j.dec = httpcache.Decision{Reason: "too-large", Pass: !j.fl.copy}
 			}
 		}
 		if rerr == nil {
