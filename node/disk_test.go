@@ -217,8 +217,9 @@ func TestFullDisk(t *testing.T) {
 
 // TestDiskLargeObjectAtOwner: an object too large for the memory tier is
 // kept on its owner's disk; a node that does not own it streams it from
-// the owner every time, never marking it hit-for-pass (which would send
-// its next request to the origin): the origin sends it once.
+// the owner for every client, whole or a Range of it, one after the other
+// or at once, never marking it hit-for-pass nor sending a client to the
+// origin: the origin sends it once.
 func TestDiskLargeObjectAtOwner(t *testing.T) {
 	const size = 3 << 20
 	o := newOrigin(t, patternHandler(size))
@@ -230,16 +231,36 @@ func TestDiskLargeObjectAtOwner(t *testing.T) {
 	if owner, _ := n.mesh.Ring().Owner(n.sites.Default().CacheKey("127.0.0.1", p, "")); owner == n.Name() {
 		n = nodes[1]
 	}
-	want := make([]byte, size)
-	_, _ = io.ReadFull(&pattern{}, want)
-	before := meshTurmoil(t, nodes)
-	for i := range 3 {
-		r := do(t, n, "GET", p)
-		if r.err != nil || r.body != string(want) {
-			t.Fatalf("request %d: %v, %d bytes", i, r.err, len(r.body))
+	whole := make([]byte, size)
+	_, _ = io.ReadFull(&pattern{}, whole)
+	get := func(i int) error {
+		var hdr []string
+		want := whole
+		if i%2 == 1 { // past the streaming window of the owner's answer
+			hdr, want = []string{"Range", "bytes=2500000-2500099"}, whole[2500000:2500100]
 		}
-		if strings.Contains(r.cacheStatus(), "hit-for-pass") {
-			t.Fatalf("request %d: %s", i, r.cacheStatus())
+		r := doMaybe(t, n, "GET", p, hdr...)
+		switch {
+		case r.err != nil || r.body != string(want):
+			return fmt.Errorf("request %d %q: %v, %d bytes", i, hdr, r.err, len(r.body))
+		case strings.Contains(r.cacheStatus(), "fwd=bypass"):
+			return fmt.Errorf("request %d %q: %s", i, hdr, r.cacheStatus())
+		}
+		return nil
+	}
+	before := meshTurmoil(t, nodes)
+	for i := range 4 {
+		if err := get(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 6)
+	for i := range 6 {
+		go func() { errs <- get(i) }()
+	}
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 	if got := o.hits.Load(); got != 1 && meshTurmoil(t, nodes) == before {

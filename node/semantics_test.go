@@ -361,6 +361,11 @@ func TestMaxObjectSize(t *testing.T) {
 	if st := n.Store(); st.Bytes > 1<<20 {
 		t.Errorf("store holds %d bytes", st.Bytes)
 	}
+	// A cold Range past the streaming window of such a body.
+	r = do(t, n, "GET", "/other.zip", "Range", "bytes=2500000-2500009")
+	if r.err != nil || r.StatusCode != 206 || r.body != "xxxxxxxxxx" {
+		t.Fatalf("a Range in the middle of an unstored body: %d, %v, %q", r.StatusCode, r.err, r.body)
+	}
 }
 
 // TestOriginUnreachable: fills and bypassed requests whose origin cannot be

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -174,6 +175,37 @@ func testFillStreamWindow(t *testing.T) {
 	if err := f.Append(ctx, []byte("x")); !errors.Is(err, ErrAbandoned) {
 		t.Fatalf("Append after Abandon: %v", err)
 	}
+}
+
+// TestFillStreamSkip: a streamed fill's reader that starts past the window
+// (a Range in the middle of an unstored object) gets its bytes: the writer
+// does not wait for the bytes before it to be read.
+func TestFillStreamSkip(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := NewFill()
+		f.SetHead(&Entry{Status: 200}, 0, true)
+		ctx := context.Background()
+		done := make(chan error, 1)
+		go func() {
+			for i := range 4 {
+				if err := f.Append(ctx, bytes.Repeat([]byte{byte('a' + i)}, StreamWindow)); err != nil {
+					done <- err
+					return
+				}
+			}
+			f.Finish(nil)
+			done <- nil
+		}()
+		off := int64(3*StreamWindow + 10)
+		p, err := f.Next(ctx, off)
+		if err != nil || len(p) == 0 || p[0] != 'd' {
+			t.Fatalf("Next at %d: %v, %d bytes", off, err, len(p))
+		}
+		f.Consumed(off + int64(len(p)))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestHottest: keys come back bounded by the limit, the often read ahead of

@@ -309,10 +309,19 @@ func (f *Fill) Head(ctx context.Context) (*Entry, error) {
 
 // Next returns body bytes from offset off on, waiting until there are some. It
 // returns io.EOF once the fill is complete and off is at its end, and the fill's
-// error if it was aborted. The returned slice must not be modified.
+// error if it was aborted. The returned slice must not be modified. A streamed
+// fill's reader that asks past the buffer skips the bytes before off.
 func (f *Fill) Next(ctx context.Context, off int64) ([]byte, error) {
 	for {
 		f.mu.Lock()
+		if f.stream && off > f.base+int64(len(f.buf)) {
+			// A streamed fill's one reader starts past what is buffered (a
+			// Range in the middle): what comes before is dropped, or the
+			// writer would wait for it to be read, and the reader for it.
+			f.base += int64(len(f.buf))
+			f.buf = f.buf[len(f.buf):]
+			f.notifyLocked()
+		}
 		buf, base, done, err, ch := f.buf, f.base, f.done, f.err, f.changed
 		f.mu.Unlock()
 		switch {

@@ -78,6 +78,14 @@ func (pl *Pipeline) serveFill(x *exchange, rule *site.Rule, key string, vary []s
 		return
 	}
 	if !leader && !fl.shareable {
+		if fl.copy && fl.reason == "too-large" && depth == 0 {
+			// The key's owner keeps it (on its disk); this node only
+			// streams it, to one reader: this client gets a stream of its
+			// own from the owner, not from the origin.
+			fl = pl.newFill(x, rule, key, vary, stale, fwd, false, flightKey(key, vary, x.r.Header))
+			pl.streamFill(x, fl, true, fwd, stale)
+			return
+		}
 		// Not storable, so possibly personal: this client asks the origin itself.
 		pl.bypass(x, httpcache.Status{Fwd: fwd, FwdStatus: head.Status, Detail: fl.reason}, false)
 		return
@@ -85,6 +93,17 @@ func (pl *Pipeline) serveFill(x *exchange, rule *site.Rule, key string, vary []s
 	if !leader && httpcache.SecondaryKey(head.Vary, x.r.Header) != head.VaryKey && depth == 0 {
 		// The response varies on a field in which this request differs.
 		pl.serveFill(x, rule, key, head.Vary, nil, httpcache.FwdVary, depth+1)
+		return
+	}
+	pl.streamFill(x, fl, leader, fwd, stale)
+}
+
+// streamFill sends the fill fl's response, whose head has arrived, to the
+// client as it arrives.
+func (pl *Pipeline) streamFill(x *exchange, fl *flight, leader bool, fwd httpcache.Fwd, stale *stored) {
+	head, err := fl.fill.Head(x.r.Context())
+	if err != nil {
+		pl.fillFailed(x, stale, fwd, err)
 		return
 	}
 	if leader && !fl.shareable {
@@ -113,12 +132,19 @@ func (pl *Pipeline) serveFill(x *exchange, rule *site.Rule, key string, vary []s
 func (pl *Pipeline) startFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool) (*flight, bool) {
 	fkey := flightKey(key, vary, x.r.Header)
 	return pl.joinFlight(fkey, func() *flight {
-		fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
-		// The fill goroutine must not hold x.
-		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale}
-		pl.wg.Go(func() { pl.runFill(j) })
-		return fl
+		return pl.newFill(x, rule, key, vary, stale, fwd, background, fkey)
 	})
+}
+
+// newFill starts a fill of key for the request x and returns its flight,
+// which nobody else joins unless the caller enters it in the flight table
+// under fkey.
+func (pl *Pipeline) newFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool, fkey string) *flight {
+	fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
+	// The fill goroutine must not hold x.
+	j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale}
+	pl.wg.Go(func() { pl.runFill(j) })
+	return fl
 }
 
 // fillFailed answers a client whose fill failed before its head: stale when
