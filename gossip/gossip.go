@@ -130,8 +130,8 @@ type Config struct {
 	// Updates also spread by gossip; a full exchange mends what gossip lost,
 	// such as a member's metadata sent mostly to members that had died.
 	PushPull time.Duration
-	// Fast uses timings for tests on loopback (failures detected in about a
-	// second) instead of memberlist's LAN defaults.
+	// Fast uses timings for tests on loopback (failures detected in about
+	// a second and a half) instead of memberlist's LAN defaults.
 	Fast bool
 	// Logger receives memberlist's log lines at their level. Nil discards them.
 	Logger *slog.Logger
@@ -232,10 +232,13 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 	if g.cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
-		mc.ProbeInterval = 200 * time.Millisecond
-		mc.ProbeTimeout = 100 * time.Millisecond
+		// Probes wait 200 ms for an ack and suspicions last about a
+		// second: a member starved of CPU for a moment (the race detector
+		// on two busy cores) is not taken for dead.
+		mc.ProbeInterval = 300 * time.Millisecond
+		mc.ProbeTimeout = 200 * time.Millisecond
 		mc.GossipInterval = 20 * time.Millisecond
-		mc.SuspicionMult = 2
+		mc.SuspicionMult = 3
 		mc.PushPullInterval = 2 * time.Second
 		mc.TCPTimeout = 500 * time.Millisecond
 		mc.GossipToTheDeadTime = 2 * time.Second

@@ -31,8 +31,9 @@ type pastRing struct {
 // before anybody asks for it.
 const maxPastRings = 3
 
-// Rebuild swaps in the rings over the current members and closes the peer
-// connections of members that left, and reports whether the members, their
+// Rebuild swaps in the rings over the current members, closes the peer
+// connections of members that left and opens those of members that
+// joined, and reports whether the members, their
 // addresses or a ring changed. A change of metadata alone (a member's load,
 // advertised every few seconds) keeps the rings and their history and
 // builds nothing. The ring loop calls it on every gossip change.
@@ -44,11 +45,18 @@ func (m *Mesh) Rebuild() bool {
 	names, addrs, byRegion := m.ringMembers(members)
 	changed := false
 	if old := m.addrs.Load(); old == nil || !maps.Equal(*old, addrs) {
+		var before map[string]string
 		if old != nil {
-			for name, addr := range *old {
-				if addrs[name] != addr {
-					m.peers.Close(addr)
-				}
+			before = *old
+		}
+		for name, addr := range before {
+			if addrs[name] != addr {
+				m.peers.Close(addr)
+			}
+		}
+		for name, addr := range addrs {
+			if before[name] != addr && name != m.self.Name {
+				m.peers.Warm(addr)
 			}
 		}
 		m.addrs.Store(&addrs)

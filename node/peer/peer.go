@@ -450,6 +450,15 @@ func (p *Pool) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// Warm opens the connection to addr in the background, when a member
+// joins: the first fetch then finds it ready instead of spending its
+// accept bound on the TCP, TLS and HTTP/2 handshakes.
+func (p *Pool) Warm(addr string) {
+	if c, err := p.conn(addr); err == nil {
+		c.Connect()
+	}
+}
+
 // Close closes the connection to addr, when a member leaves.
 func (p *Pool) Close(addr string) {
 	p.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -335,5 +336,55 @@ func TestCertificateOnlyToMembers(t *testing.T) {
 		if status.Code(err) != tt.want {
 			t.Errorf("from %v (%T): %v; want %v", tt.p.Addr, tt.p.AuthInfo, err, tt.want)
 		}
+	}
+}
+
+// countingListener counts the connections it accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestWarm: a member that joins gets its connection opened at once, before
+// any fetch, so the first fetch does not spend its accept bound on the
+// handshakes; without Warm the client connects only when a fetch comes.
+func TestWarm(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	s := grpc.NewServer(ServerOptions(nil)...)
+	peerv1.RegisterPeerServiceServer(s, NewServer(http.NotFoundHandler(), &local{}, nil, slog.New(slog.DiscardHandler)))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(cl) }()
+	p := NewPool(5*time.Second, nil)
+	t.Cleanup(func() {
+		p.CloseAll()
+		s.Stop()
+		<-done
+	})
+	addr := ln.Addr().String()
+	p.Warm(addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for cl.n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Warm opened no connection within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := p.Fetch(t.Context(), addr, fetchReq("k")); err != nil {
+		t.Fatal(err)
+	}
+	if n := cl.n.Load(); n != 1 {
+		t.Errorf("%d connections after Warm and a fetch, want the one Warm opened", n)
 	}
 }
