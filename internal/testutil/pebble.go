@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -49,7 +51,9 @@ type PebbleOptions struct {
 // starts, so that its clients can be configured first.
 func PebbleAddress(t testing.TB) (listen string, cert Cert) {
 	t.Helper()
-	return FreeAddr(t, "tcp"), WriteCert(t, t.TempDir(), "pebble", []string{"127.0.0.1", "localhost"}, CertOptions{})
+	listen = FreeAddr(t, "tcp")
+	host, _, _ := net.SplitHostPort(listen)
+	return listen, WriteCert(t, t.TempDir(), "pebble", []string{host, "localhost"}, CertOptions{})
 }
 
 // StartPebble runs bin/pebble and bin/pebble-challtestsrv (bin is the
@@ -69,7 +73,13 @@ func StartPebble(t testing.TB, bin string, o PebbleOptions) *Pebble {
 		o.Listen, o.Cert = l, &c
 	}
 	listen, cert := o.Listen, *o.Cert
-	dnsAddr, dnsMgmt, mgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp"), FreeAddr(t, "tcp")
+	dnsAddr, dnsMgmt := FreeAddr(t, "udp"), FreeAddr(t, "tcp")
+	// The management API shares the ACME address's certificate, so its IP.
+	host, _, _ := net.SplitHostPort(listen)
+	mgmt, ok := freePortOn(host, "tcp")
+	if !ok {
+		t.Fatalf("no port free on %s", host)
+	}
 	p.start(t, filepath.Join(bin, "pebble-challtestsrv"), nil, "-dnsserver", dnsAddr, "-management", dnsMgmt,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-defaultIPv6", "")
 	// Pebble's validation resolves names over the DNS test server's TCP
@@ -197,28 +207,42 @@ func (p *Pebble) Orders() int {
 
 // FreeAddr is a loopback address with a port free at the time of the
 // call: for TCP, or for "udp" for both UDP and TCP (as a DNS server needs).
+// The address is a random one of 127.0.0.0/8 beyond 127.0.0.x, where the
+// other tests' listeners and connections are: nobody else takes the port
+// between this call and the server's start.
 func FreeAddr(t testing.TB, network string) string {
 	t.Helper()
-	if network == "udp" {
-		for range 50 {
-			c, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := c.LocalAddr().String()
-			l, err := net.Listen("tcp", addr)
-			c.Close()
-			if err == nil {
-				l.Close()
-				return addr
-			}
+	for range 50 {
+		ip := fmt.Sprintf("127.%d.%d.%d", 100+rand.IntN(155), rand.IntN(256), 1+rand.IntN(254))
+		if addr, ok := freePortOn(ip, network); ok {
+			return addr
 		}
-		t.Fatal("no port free for both UDP and TCP")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Fatal("no loopback port free for " + network)
+	return ""
+}
+
+// freePortOn returns ip with a port free at the time of the call (see
+// FreeAddr).
+func freePortOn(ip, network string) (string, bool) {
+	if network != "udp" {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			return "", false
+		}
+		defer l.Close()
+		return l.Addr().String(), true
+	}
+	c, err := net.ListenPacket("udp", ip+":0")
 	if err != nil {
-		t.Fatal(err)
+		return "", false
 	}
-	defer l.Close()
-	return l.Addr().String()
+	addr := c.LocalAddr().String()
+	l, err := net.Listen("tcp", addr)
+	c.Close()
+	if err != nil {
+		return "", false
+	}
+	l.Close()
+	return addr, true
 }
