@@ -111,10 +111,20 @@ func (w *sentCounter) Write(p []byte) (int, error) {
 // slicedCluster starts 3 meshed nodes with the site video.test in front
 // of o, sliced at 1 MiB. Their warnings are counted (see meshTurmoil).
 func slicedCluster(t *testing.T, o *rangeOrigin) []*Node {
-	warned := new(atomic.Int64)
-	nodes := startCluster(t, nil, 3, func(c *Config) {
-		c.Logger = slog.New(warnCounter{slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}), warned})
+	return watchedCluster(t, nil, 3, func(c *Config) {
 		c.Sites = []site.Config{{Hosts: []string{"video.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, SliceSize: 1 << 20}}
+	})
+}
+
+// watchedCluster is startCluster with the nodes' warnings logged at the
+// test's output and counted (see meshTurmoil).
+func watchedCluster(t *testing.T, o *testOrigin, size int, tweak func(*Config)) []*Node {
+	warned := new(atomic.Int64)
+	nodes := startCluster(t, o, size, func(c *Config) {
+		c.Logger = slog.New(warnCounter{slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}), warned})
+		if tweak != nil {
+			tweak(c)
+		}
 	})
 	for _, n := range nodes {
 		warnings.Store(n, warned)
@@ -122,7 +132,7 @@ func slicedCluster(t *testing.T, o *rangeOrigin) []*Node {
 	return nodes
 }
 
-// warnings holds the count of warnings of each node slicedCluster started.
+// warnings holds the count of warnings of each node watchedCluster started.
 var warnings sync.Map // *Node → *atomic.Int64
 
 // warnCounter counts the records of Warn and above it handles.

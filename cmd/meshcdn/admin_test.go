@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +21,31 @@ import (
 	"github.com/meshcdn/meshcdn/node"
 	adminv1 "github.com/meshcdn/meshcdn/proto/meshcdn/admin/v1"
 )
+
+// peerFetchesFailed sums the nodes' meshcdn_peer_fetches_total{result="failed"}:
+// fetches that went to the origin because the key's owner did not answer.
+func peerFetchesFailed(t *testing.T, nodes []*node.Node) int {
+	t.Helper()
+	sum := 0
+	for _, n := range nodes {
+		resp, err := http.Get("http://" + n.MetricsAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, `meshcdn_peer_fetches_total{result="failed"} `); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				sum += int(f)
+			}
+		}
+	}
+	return sum
+}
 
 // adminCluster starts three meshed nodes in this process in front of a test
 // origin and returns them with the origin's request counter.
@@ -39,7 +66,7 @@ func adminCluster(t *testing.T, token string) ([]*node.Node, *atomic.Int64) {
 		if i > 0 {
 			mesh.Join = []string{nodes[0].GossipAddr()}
 		}
-		n, err := node.New(node.Config{Name: fmt.Sprintf("n%d", i+1), HTTPAddr: "127.0.0.1:0", MetricsAddr: "off",
+		n, err := node.New(node.Config{Name: fmt.Sprintf("n%d", i+1), HTTPAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 			AdminAddr: "127.0.0.1:0", AdminToken: token, Version: "test", Origins: []*url.URL{ou}, Mesh: mesh,
 			Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))})
 		if err != nil {
@@ -111,7 +138,9 @@ func TestAdminCLI(t *testing.T) {
 	}
 	wantContains(t, "prefetch output", out, "URL", "CACHE-STATUS", "http://127.0.0.1/p/7.css", "50 URLs", "0 failed")
 	wantContains(t, "prefetch progress", errOut, "] 50/50 URLs", "[##############################]")
-	if h := hits.Load(); h != 50 {
+	if h := hits.Load(); h < 50 || (h > 50 && peerFetchesFailed(t, nodes) == 0) {
+		// More only when a member too starved to take a peer fetch in
+		// time sent a fill to the origin, as the mesh's contract has it.
 		t.Errorf("origin asked %d times for 50 prefetched URLs", h)
 	}
 
