@@ -1,0 +1,307 @@
+// Package budget keeps a site's origin requests within its origin budget:
+// at most so many in flight, so many started per second and so many bytes
+// received per second. Requests wait in order for a slot, client-facing
+// fills before revalidations before background work, each for at most a
+// queue timeout. A node holds a share of the mesh-wide budget (its lease);
+// SetLimits changes the share without disturbing requests in flight.
+package budget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Class orders waiting origin requests: a lower class goes first.
+type Class int
+
+const (
+	// Client is a fill a client waits for, or a pass-through request.
+	Client Class = iota
+	// Revalidation refreshes a stale object a client waits for.
+	Revalidation
+	// Background is prefetch and background refresh: nobody waits.
+	Background
+	classes
+)
+
+func (c Class) String() string {
+	switch c {
+	case Client:
+		return "client"
+	case Revalidation:
+		return "revalidation"
+	case Background:
+		return "background"
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
+// Limits is a budget or a share of one; zero in a field means no limit.
+type Limits struct {
+	Concurrency int     // requests in flight
+	Rate        float64 // requests started per second
+	Bandwidth   float64 // bytes received per second
+}
+
+// ErrQueueTimeout is an origin request that found no slot within the
+// queue timeout.
+var ErrQueueTimeout = errors.New("budget: no origin slot within the queue timeout")
+
+// ErrClosed is an origin request made after Close.
+var ErrClosed = errors.New("budget: closed")
+
+// Budget hands out slots of its limits in order. Safe for concurrent use.
+type Budget struct {
+	queueTimeout time.Duration
+	observe      func(c Class, waited time.Duration)
+
+	mu       sync.Mutex
+	lim      Limits
+	inflight int
+	waiting  [classes][]*waiter
+	rate     *rate.Limiter // nil without a rate limit
+	bw       *rate.Limiter // nil without a bandwidth limit
+	timer    *time.Timer   // dispatches once the rate allows the next start
+	closed   bool
+	done     chan struct{} // closed by Close
+}
+
+// waiter is one request waiting for a slot; ready is closed once granted.
+type waiter struct {
+	ready   chan struct{}
+	granted bool
+}
+
+// New returns a budget of lim whose requests wait at most queueTimeout;
+// observe, when set, is told how long each granted request waited.
+func New(lim Limits, queueTimeout time.Duration, observe func(Class, time.Duration)) *Budget {
+	b := &Budget{queueTimeout: queueTimeout, observe: observe, done: make(chan struct{})}
+	b.SetLimits(lim)
+	return b
+}
+
+// Limits returns the budget's current limits.
+func (b *Budget) Limits() Limits {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lim
+}
+
+// SetLimits changes the limits (a new lease). Requests in flight keep
+// their slots; while more are in flight than a lower concurrency allows,
+// none starts.
+func (b *Budget) SetLimits(lim Limits) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lim = lim
+	switch {
+	case lim.Rate <= 0:
+		b.rate = nil
+	case b.rate == nil:
+		b.rate = rate.NewLimiter(rate.Limit(lim.Rate), burst(lim.Rate, 1))
+	default:
+		b.rate.SetLimit(rate.Limit(lim.Rate))
+		b.rate.SetBurst(burst(lim.Rate, 1))
+	}
+	switch {
+	case lim.Bandwidth <= 0:
+		b.bw = nil
+	case b.bw == nil:
+		b.bw = rate.NewLimiter(rate.Limit(lim.Bandwidth), burst(lim.Bandwidth, minChunk))
+	default:
+		b.bw.SetLimit(rate.Limit(lim.Bandwidth))
+		b.bw.SetBurst(burst(lim.Bandwidth, minChunk))
+	}
+	b.dispatchLocked(time.Now())
+}
+
+// minChunk is the smallest read a bandwidth limit lets through at once.
+const minChunk = 16 << 10
+
+// burst is a tenth of a second's worth of limit per second, at least floor:
+// what may start at once after a quiet moment.
+func burst(perSecond float64, floor int) int {
+	return int(math.Max(float64(floor), math.Min(perSecond/10, math.MaxInt32)))
+}
+
+// Inflight and Waiting count the requests holding and waiting for a slot.
+func (b *Budget) Inflight() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inflight
+}
+
+func (b *Budget) Waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, q := range b.waiting {
+		n += len(q)
+	}
+	return n
+}
+
+// Acquire waits for a slot for one origin request of class c: until one is
+// free, ctx ends, or the queue timeout passes (ErrQueueTimeout). The slot
+// is the caller's to release, once, when the request's response is done
+// with.
+func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err error) {
+	start := time.Now()
+	w := &waiter{ready: make(chan struct{})}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.waiting[c] = append(b.waiting[c], w)
+	b.dispatchLocked(start)
+	b.mu.Unlock()
+
+	timer := time.NewTimer(b.queueTimeout)
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+	case <-timer.C:
+		err = fmt.Errorf("%w (%v)", ErrQueueTimeout, b.queueTimeout)
+	case <-b.done:
+		err = ErrClosed
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	if err != nil && !b.leave(c, w) {
+		err = nil // granted meanwhile: the slot is taken after all
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b.observe != nil {
+		b.observe(c, time.Since(start))
+	}
+	return sync.OnceFunc(b.release), nil
+}
+
+// leave takes w out of its queue unless it was granted; it reports
+// whether it left.
+func (b *Budget) leave(c Class, w *waiter) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w.granted {
+		return false
+	}
+	q := b.waiting[c]
+	for i, o := range q {
+		if o == w {
+			b.waiting[c] = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+func (b *Budget) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inflight--
+	b.dispatchLocked(time.Now())
+}
+
+// dispatchLocked grants slots to the first waiters, in class order, while
+// the concurrency and the rate allow; when only the rate holds one back, a
+// timer dispatches again once it allows.
+func (b *Budget) dispatchLocked(now time.Time) {
+	for {
+		c := b.first()
+		if c < 0 || b.closed {
+			return
+		}
+		if b.lim.Concurrency > 0 && b.inflight >= b.lim.Concurrency {
+			return
+		}
+		if b.rate != nil {
+			r := b.rate.ReserveN(now, 1)
+			if d := r.DelayFrom(now); d > 0 {
+				r.CancelAt(now)
+				if b.timer == nil {
+					b.timer = time.AfterFunc(d, func() {
+						b.mu.Lock()
+						defer b.mu.Unlock()
+						b.timer = nil
+						b.dispatchLocked(time.Now())
+					})
+				}
+				return
+			}
+		}
+		w := b.waiting[c][0]
+		b.waiting[c] = b.waiting[c][1:]
+		w.granted = true
+		b.inflight++
+		close(w.ready)
+	}
+}
+
+// first is the class of the first waiter to serve, -1 for none.
+func (b *Budget) first() Class {
+	for c := range classes {
+		if len(b.waiting[c]) > 0 {
+			return c
+		}
+	}
+	return -1
+}
+
+// Body limits the rate at which body is read to the budget's bandwidth:
+// reads wait for their bytes' share, so the origin's sending slows down
+// behind TCP's flow control. Without a bandwidth limit, body as it is.
+func (b *Budget) Body(ctx context.Context, body io.ReadCloser) io.ReadCloser {
+	return &limitedBody{ReadCloser: body, b: b, ctx: ctx}
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	b   *Budget
+	ctx context.Context
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	l.b.mu.Lock()
+	bw := l.b.bw
+	l.b.mu.Unlock()
+	if bw == nil {
+		return l.ReadCloser.Read(p)
+	}
+	if len(p) > bw.Burst() {
+		p = p[:bw.Burst()]
+	}
+	n, err := l.ReadCloser.Read(p)
+	// In pieces of the burst, which a new lease may have lowered.
+	for left := n; left > 0; {
+		k := min(left, bw.Burst())
+		if werr := bw.WaitN(l.ctx, k); werr != nil {
+			return n, werr
+		}
+		left -= k
+	}
+	return n, err
+}
+
+// Close fails the requests waiting and every later Acquire with ErrClosed.
+func (b *Budget) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		close(b.done)
+	}
+	b.closed = true
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+}
