@@ -149,10 +149,7 @@ func TestRate(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		want := float64(1000-burst(200, 1)) / 200
-		if got := time.Since(start).Seconds(); math.Abs(got-want) > want/10 {
-			t.Errorf("1000 starts took %.2f s, want %.2f s within 10%%", got, want)
-		}
+		wantWithin10(t, "1000 starts", time.Since(start), float64(1000-burst(200, 1))/200)
 	})
 }
 
@@ -167,11 +164,16 @@ func TestBandwidth(t *testing.T) {
 		if err != nil || n != 5e6 {
 			t.Fatal(n, err)
 		}
-		want := (5e6 - float64(burst(1e6, minChunk))) / 1e6
-		if got := time.Since(start).Seconds(); math.Abs(got-want) > want/10 {
-			t.Errorf("5 MB took %.2f s, want %.2f s within 10%%", got, want)
-		}
+		wantWithin10(t, "5 MB", time.Since(start), (5e6-float64(burst(1e6, minChunk)))/1e6)
 	})
+}
+
+// wantWithin10 fails unless took is within 10% of want seconds.
+func wantWithin10(t *testing.T, what string, took time.Duration, want float64) {
+	t.Helper()
+	if got := took.Seconds(); math.Abs(got-want) > want/10 {
+		t.Errorf("%s took %.2f s, want %.2f s within 10%%", what, got, want)
+	}
 }
 
 // TestSetLimits: a lease that shrinks lets the requests in flight finish
