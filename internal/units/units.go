@@ -1,5 +1,5 @@
-// Package units parses the sizes and durations of meshcdn's configuration:
-// "256MiB", "1.5GB", "90s", "7d".
+// Package units parses the sizes, durations, rates and bandwidths of
+// meshcdn's configuration: "256MiB", "1.5GB", "90s", "7d", "200/s", "400Mbit".
 package units
 
 import (
@@ -42,15 +42,7 @@ func (s *Size) Set(v string) error {
 
 // UnmarshalYAML accepts a string with a unit or a plain number of bytes.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a size such as 256MiB", n.Line)
-	}
-	v, err := ParseSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*s = v
-	return nil
+	return unmarshalScalar(n, s, "a size such as 256MiB", ParseSize)
 }
 
 // Duration is a time.Duration that also takes whole days ("7d").
@@ -82,13 +74,74 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // UnmarshalYAML accepts a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 10m or 7d", n.Line)
+	return unmarshalScalar(n, d, "a duration such as 10m or 7d", func(v string) (Duration, error) { d, err := ParseDuration(v); return Duration(d), err })
+}
+
+// Rate is a number of events per second, written with its period: "200/s",
+// "12000/min", "50/h".
+type Rate float64
+
+// ParseRate parses a rate such as "200/s" or "12000/min".
+func ParseRate(s string) (Rate, error) {
+	num, per, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, fmt.Errorf("invalid rate %q: want a number per period such as 200/s or 12000/min", s)
 	}
-	v, err := ParseDuration(n.Value)
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || n <= 0 || n > 1e9 {
+		return 0, fmt.Errorf("invalid rate %q: want a positive number per period such as 200/s or 12000/min", s)
+	}
+	period := map[string]float64{"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}[strings.TrimSpace(per)]
+	if period == 0 {
+		return 0, fmt.Errorf("invalid rate %q: the period is one of s, min or h", s)
+	}
+	return Rate(n / period), nil
+}
+
+// UnmarshalYAML accepts a rate string.
+func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
+	return unmarshalScalar(n, r, "a rate such as 200/s", ParseRate)
+}
+
+// Bandwidth is a number of bytes per second, written in bits ("400Mbit",
+// "400Mbps", "1Gbit") or bytes ("50MB", "64MiB"), with an optional "/s".
+type Bandwidth float64
+
+// ParseBandwidth parses a bandwidth such as "400Mbit" or "50MB/s".
+func ParseBandwidth(s string) (Bandwidth, error) {
+	v := strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	bits := false
+	for _, unit := range []string{"bit", "bps"} {
+		if n, ok := strings.CutSuffix(v, unit); ok {
+			v, bits = n+"B", true
+			break
+		}
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > 1<<50 {
+		return 0, fmt.Errorf("invalid bandwidth %q: want a positive number of bits or bytes a second such as 400Mbit, 1Gbit or 50MB", s)
+	}
+	if bits {
+		return Bandwidth(n) / 8, nil
+	}
+	return Bandwidth(n), nil
+}
+
+// UnmarshalYAML accepts a bandwidth string.
+func (b *Bandwidth) UnmarshalYAML(n *yaml.Node) error {
+	return unmarshalScalar(n, b, "a bandwidth such as 400Mbit", ParseBandwidth)
+}
+
+// unmarshalScalar sets *dst to the value of the scalar node n, parsed;
+// errors name the line and what was wanted.
+func unmarshalScalar[T any](n *yaml.Node, dst *T, want string, parse func(string) (T, error)) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want %s", n.Line, want)
+	}
+	v, err := parse(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
-	*d = Duration(v)
+	*dst = v
 	return nil
 }

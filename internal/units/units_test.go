@@ -1,8 +1,11 @@
 package units
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParseSize(t *testing.T) {
@@ -31,5 +34,50 @@ func TestParseDuration(t *testing.T) {
 		if _, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", in)
 		}
+	}
+}
+
+// parses checks that parse gives each of good's values and refuses bad.
+func parses[T comparable](t *testing.T, name string, parse func(string) (T, error), good map[string]T, bad []string) {
+	t.Helper()
+	for in, want := range good {
+		if got, err := parse(in); err != nil || got != want {
+			t.Errorf("%s(%q) = %v, %v; want %v", name, in, got, err, want)
+		}
+	}
+	for _, in := range bad {
+		if _, err := parse(in); err == nil {
+			t.Errorf("%s(%q) accepted", name, in)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	parses(t, "ParseRate", ParseRate, map[string]Rate{"200/s": 200, "12000/min": 200, " 36 / h ": 0.01, "0.5/s": 0.5},
+		[]string{"", "200", "-5/s", "0/s", "5/day", "many/s"})
+}
+
+func TestParseBandwidth(t *testing.T) {
+	parses(t, "ParseBandwidth", ParseBandwidth,
+		map[string]Bandwidth{"400Mbit": 50e6, "1Gbit": 125e6, "50MB": 50e6, "64MiB/s": 64 << 20, "8kbit/s": 1e3, "400Mbps": 50e6},
+		[]string{"", "fast", "0Mbit", "-1MB", "400Mbit/h"})
+}
+
+func TestUnmarshalYAML(t *testing.T) {
+	var c struct {
+		Size      Size      `yaml:"size"`
+		TTL       Duration  `yaml:"ttl"`
+		Rate      Rate      `yaml:"rate"`
+		Bandwidth Bandwidth `yaml:"bandwidth"`
+	}
+	if err := yaml.Unmarshal([]byte("size: 4MiB\nttl: 1d\nrate: 120/min\nbandwidth: 8Mbit\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Size != 4<<20 || time.Duration(c.TTL) != 24*time.Hour || c.Rate != 2 || c.Bandwidth != 1e6 {
+		t.Errorf("%+v", c)
+	}
+	err := yaml.Unmarshal([]byte("size: 1\nrate: [1]\n"), &c)
+	if err == nil || !strings.Contains(err.Error(), "line 2: want a rate such as 200/s") {
+		t.Errorf("a list for a rate: %v", err)
 	}
 }
