@@ -74,7 +74,10 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // UnmarshalYAML accepts a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	return unmarshalScalar(n, d, "a duration such as 10m or 7d", func(v string) (Duration, error) { d, err := ParseDuration(v); return Duration(d), err })
+	return unmarshalScalar(n, d, "a duration such as 10m or 7d", func(v string) (Duration, error) {
+		parsed, err := ParseDuration(v)
+		return Duration(parsed), err
+	})
 }
 
 // Rate is a number of events per second, written with its period: "200/s",
