@@ -233,12 +233,14 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if g.cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
 		// Probes wait 200 ms for an ack and suspicions last about a
-		// second: a member starved of CPU for a moment (the race detector
-		// on two busy cores) is not taken for dead.
+		// second (two without another member to confirm them): a member
+		// starved of CPU for a moment (the race detector on two busy
+		// cores) is not taken for dead.
 		mc.ProbeInterval = 300 * time.Millisecond
 		mc.ProbeTimeout = 200 * time.Millisecond
 		mc.GossipInterval = 20 * time.Millisecond
 		mc.SuspicionMult = 3
+		mc.SuspicionMaxTimeoutMult = 2
 		mc.PushPullInterval = 2 * time.Second
 		mc.TCPTimeout = 500 * time.Millisecond
 		mc.GossipToTheDeadTime = 2 * time.Second
