@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 
+	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/connlimit"
 	"github.com/meshcdn/meshcdn/node/h1"
@@ -37,6 +38,8 @@ type Node struct {
 	log   *slog.Logger
 	sites *site.Set
 	pools map[*site.Site]*origin.Pool
+	// budgets are the origin budgets of the sites that have one.
+	budgets []*budget.Budget
 	// httpsPools ask the origins of origin_protocol: follow sites over https.
 	httpsPools map[*site.Site]*origin.Pool
 	conns      *connlimit.Limiter // client connections: max_connections, max_connections_per_ip
@@ -128,14 +131,15 @@ func New(cfg Config) (*Node, error) {
 		sites = append(sites, fb)
 	}
 	for _, s := range sites {
-		p, err := n.newPool(s, s.OriginsFor("http"))
+		b := n.newBudget(s) // shared by the site's two pools
+		p, err := n.newPool(s, s.OriginsFor("http"), b)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", s.Name, err)
 		}
 		n.pools[s] = p
 		if s.OriginProtocol == site.OriginFollow {
 			// HTTPS clients' requests go to the origins over https.
-			if n.httpsPools[s], err = n.newPool(s, s.OriginsFor("https")); err != nil {
+			if n.httpsPools[s], err = n.newPool(s, s.OriginsFor("https"), b); err != nil {
 				return nil, fmt.Errorf("site %s: %w", s.Name, err)
 			}
 		}
@@ -480,6 +484,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.wg.Wait()
 		n.store.Close()
+		for _, b := range n.budgets {
+			b.Close()
+		}
 		if n.copies != nil {
 			n.copies.Close()
 		}
@@ -502,14 +509,16 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Shutdown(sctx)
 }
 
-// newPool builds the origin pool of a site, with its metrics.
-func (n *Node) newPool(s *site.Site, origins []site.Origin) (*origin.Pool, error) {
+// newPool builds the origin pool of a site, with its metrics, within the
+// site's origin budget b (nil for none).
+func (n *Node) newPool(s *site.Site, origins []site.Origin, b *budget.Budget) (*origin.Pool, error) {
 	cfg := origin.PoolConfig{
 		Host:          s.OriginHost,
 		MaxFails:      s.MaxFails,
 		Backoff:       s.Backoff,
 		MaxConcurrent: s.MaxOriginRequests,
 		QueueTimeout:  s.QueueTimeout,
+		Budget:        b,
 	}
 	if h := s.Health; h != nil {
 		cfg.Health = &origin.HealthCheck{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}

@@ -225,9 +225,19 @@ func TestOriginProtection(t *testing.T) {
 	}
 }
 
-// TestOriginOverload: over the limit and past the queue timeout, a miss gets
-// 503 with Retry-After; a stale entry is served instead when there is one.
+// TestOriginOverload: over the limit (max_origin_requests, or the
+// site's origin_budget) and past the queue timeout, a miss gets 503 with
+// Retry-After; a stale entry is served instead when there is one.
 func TestOriginOverload(t *testing.T) {
+	for name, limit := range map[string]func(*site.Config){
+		"max_origin_requests": func(c *site.Config) { c.MaxOriginRequests = 1 },
+		"origin_budget":       func(c *site.Config) { c.OriginBudget = &site.BudgetConfig{Concurrency: 1} },
+	} {
+		t.Run(name, func(t *testing.T) { testOriginOverload(t, limit) })
+	}
+}
+
+func testOriginOverload(t *testing.T, limit func(*site.Config)) {
 	hold := make(chan struct{})
 	var calls atomic.Int64
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -242,10 +252,10 @@ func TestOriginOverload(t *testing.T) {
 		_, _ = w.Write([]byte("v1"))
 	})
 	defer close(hold)
-	n := startNode(t, nil, Config{Sites: []site.Config{{
-		Hosts: []string{"app.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
-		MaxOriginRequests: 1, QueueTimeout: units.Duration(50 * time.Millisecond),
-	}}})
+	sc := site.Config{Hosts: []string{"app.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+		QueueTimeout: units.Duration(50 * time.Millisecond)}
+	limit(&sc)
+	n := startNode(t, nil, Config{Sites: []site.Config{sc}})
 	do(t, n, "GET", "/stale.css", "Host", "app.example") // stored, always stale (max-age=0)
 	go doMaybe(t, n, "GET", "/busy.css", "Host", "app.example")
 	eventually(t, 5*time.Second, func() bool { return calls.Load() == 2 })

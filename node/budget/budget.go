@@ -305,3 +305,19 @@ func (b *Budget) Close() {
 		b.timer = nil
 	}
 }
+
+type classKey struct{}
+
+// WithClass marks ctx as an origin request's of class c.
+func WithClass(ctx context.Context, c Class) context.Context {
+	return context.WithValue(ctx, classKey{}, c)
+}
+
+// ClassOf is the class ctx was marked with; Client when unmarked (a
+// pass-through request, say).
+func ClassOf(ctx context.Context) Class {
+	if c, ok := ctx.Value(classKey{}).(Class); ok {
+		return c
+	}
+	return Client
+}

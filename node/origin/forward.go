@@ -134,8 +134,12 @@ func CopyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 }
 
 // Fast reports whether the pool can forward in fasthttp's form (see
-// ForwardFast): it sends through Transports.
+// ForwardFast): it sends through Transports, and its site has no bandwidth
+// budget.
 func (p *Pool) Fast() bool {
+	if p.cfg.Budget != nil && p.cfg.Budget.Limits().Bandwidth > 0 {
+		return false // bodies are read through the budget's bandwidth
+	}
 	_, ok := p.rt.(*Transports)
 	return ok
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshcdn/meshcdn/node/budget"
 )
 
 // ErrOverloaded is returned when a site's origin-request limit is reached and
@@ -53,6 +55,12 @@ type PoolConfig struct {
 	// A request over it waits up to QueueTimeout, then fails with ErrOverloaded.
 	MaxConcurrent int
 	QueueTimeout  time.Duration
+	// Budget, when set, is the site's origin budget, which this pool shares
+	// with the site's other pool (HTTP and HTTPS origins): every request
+	// waits for a slot of it in its class's turn (budget.ClassOf), and
+	// bodies are read within its bandwidth. A request that finds no slot in
+	// its queue timeout fails with ErrOverloaded.
+	Budget *budget.Budget
 	// Health, when set, probes every target actively (see RunHealth).
 	Health *HealthCheck
 	// Observe, if set, is told of every request sent to a target.
@@ -142,6 +150,9 @@ func (p *Pool) roundTrip(req *http.Request, hdr http.Header) (*http.Response, er
 	}, func() { DrainClose(resp.Body) })
 	if err != nil {
 		return nil, err
+	}
+	if _, upgraded := resp.Body.(io.ReadWriteCloser); p.cfg.Budget != nil && !upgraded {
+		resp.Body = p.cfg.Budget.Body(req.Context(), resp.Body)
 	}
 	resp.Body = withRelease(resp.Body, release)
 	return resp, nil
@@ -281,8 +292,30 @@ func (p *Pool) observe(t *Target, d time.Duration, status int, err error) {
 	}
 }
 
-// acquire takes a concurrency slot, waiting up to QueueTimeout.
+// acquire takes a slot of the budget, if any, then of the concurrency
+// limit, waiting up to QueueTimeout for each.
 func (p *Pool) acquire(ctx context.Context) (func(), error) {
+	if p.cfg.Budget == nil {
+		return p.acquireLimit(ctx)
+	}
+	releaseBudget, err := p.cfg.Budget.Acquire(ctx, budget.ClassOf(ctx))
+	if errors.Is(err, budget.ErrQueueTimeout) {
+		return nil, fmt.Errorf("%w: %w", ErrOverloaded, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	release, err := p.acquireLimit(ctx)
+	if err != nil {
+		releaseBudget()
+		return nil, err
+	}
+	return func() { release(); releaseBudget() }, nil
+}
+
+// acquireLimit takes a slot of the concurrency limit, waiting up to
+// QueueTimeout.
+func (p *Pool) acquireLimit(ctx context.Context) (func(), error) {
 	if p.sem == nil {
 		return func() {}, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/origin"
@@ -142,7 +143,8 @@ func (pl *Pipeline) startFill(x *exchange, rule *site.Rule, key string, vary []s
 func (pl *Pipeline) newFill(x *exchange, rule *site.Rule, key string, vary []string, stale *stored, fwd httpcache.Fwd, background bool, fkey string) *flight {
 	fl := &flight{fill: cache.NewFill(), fwd: fwd, background: background}
 	// The fill goroutine must not hold x.
-	j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale}
+	j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: key, fkey: fkey, req: fillRequest(x.r, x.site, stale), stale: stale,
+		class: fillClass(x, stale, background)}
 	pl.wg.Go(func() { pl.runFill(j) })
 	return fl
 }
@@ -510,6 +512,21 @@ type fillJob struct {
 	// stored under key (slice.Spec.Key); nil for a whole object.
 	slice *slice.Spec
 	whole string
+	// class is the fill's turn in the site's origin budget.
+	class budget.Class
+}
+
+// fillClass is the turn in the site's origin budget of a fill for x:
+// after the fills clients wait for come revalidations, then what nobody
+// waits for (a background refresh, a read-ahead, an operator's prefetch).
+func fillClass(x *exchange, stale *stored, background bool) budget.Class {
+	switch {
+	case background || x.r.Context().Value(operatorRequest{}) != nil:
+		return budget.Background
+	case stale != nil:
+		return budget.Revalidation
+	}
+	return budget.Client
 }
 
 // runFill fetches one response into the job's flight and, when it is
@@ -519,7 +536,7 @@ type fillJob struct {
 // node's shutdown, FillTimeout and FillIdleTimeout end it early.
 func (pl *Pipeline) runFill(j *fillJob) {
 	defer pl.endFlight(j.fkey, j.fl) // on every path, even a panic
-	ctx, cancel := context.WithTimeoutCause(pl.ctx, pl.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
+	ctx, cancel := context.WithTimeoutCause(budget.WithClass(pl.ctx, j.class), pl.cfg.FillTimeout, errors.New("fill took longer than fill_timeout"))
 	defer cancel()
 	ictx, icancel := context.WithCancelCause(ctx)
 	defer icancel(nil)

@@ -211,7 +211,8 @@ func (pl *Pipeline) startSliceFill(x *exchange, rule *site.Rule, key string, spe
 		req.header.Set("Range", spec.Range())
 		req.header.Del("Accept-Encoding")
 		req.slice = &spec
-		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: skey, fkey: skey, whole: key, slice: &spec, req: req, stale: stale}
+		j := &fillJob{fl: fl, site: x.site, stats: x.stats, rule: rule, key: skey, fkey: skey, whole: key, slice: &spec, req: req, stale: stale,
+			class: fillClass(x, stale, false)} // a read-ahead is a client's too
 		x.stats.sliceFill.Inc()
 		x.stats.counts.SliceFills.Add(1)
 		pl.wg.Go(func() { pl.runFill(j) })

@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcdn/meshcdn/internal/units"
+	"github.com/meshcdn/meshcdn/node/budget"
 )
 
 // OriginConfig is one origin server of a site. In YAML it is either a URL alone
@@ -84,7 +85,10 @@ const (
 	DefaultMaxFails       = 3
 	DefaultBackoff        = 10 * time.Second
 	DefaultQueueTimeout   = time.Second
-	DefaultStaleIfError   = 24 * time.Hour
+	// DefaultBudgetQueueTimeout is queue_timeout's default for a site with
+	// an origin_budget, whose requests wait their turn.
+	DefaultBudgetQueueTimeout = 10 * time.Second
+	DefaultStaleIfError       = 24 * time.Hour
 )
 
 // OriginHost modes.
@@ -109,6 +113,10 @@ func (c Config) compileOrigins(s *Site, fail func(field, format string, a ...any
 	}
 	s.MaxOriginRequests = c.MaxOriginRequests
 	s.QueueTimeout = cmp(time.Duration(c.QueueTimeout), DefaultQueueTimeout)
+	if b := c.OriginBudget; b != nil {
+		s.OriginBudget = b.compile(fail)
+		s.QueueTimeout = cmp(time.Duration(c.QueueTimeout), DefaultBudgetQueueTimeout)
+	}
 	s.StaleWhileRevalidate = time.Duration(c.StaleWhileRevalidate)
 	s.StaleIfError = DefaultStaleIfError
 	if c.StaleIfError != nil {
@@ -192,4 +200,21 @@ func cmp[T comparable](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// BudgetConfig is a site's origin_budget: any of its limits.
+type BudgetConfig struct {
+	Concurrency int             `yaml:"concurrency"`
+	Rate        units.Rate      `yaml:"rate"`
+	Bandwidth   units.Bandwidth `yaml:"bandwidth"`
+}
+
+func (b BudgetConfig) compile(fail func(field, format string, a ...any)) *budget.Limits {
+	switch {
+	case b.Concurrency < 0:
+		fail("origin_budget.concurrency", "must not be negative")
+	case b.Concurrency == 0 && b.Rate == 0 && b.Bandwidth == 0:
+		fail("origin_budget", "sets no limit: give concurrency, rate (such as 200/s) or bandwidth (such as 400Mbit)")
+	}
+	return &budget.Limits{Concurrency: b.Concurrency, Rate: float64(b.Rate), Bandwidth: float64(b.Bandwidth)}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/access"
+	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/compress"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/slice"
@@ -42,6 +43,10 @@ type Config struct {
 	// QueueTimeout (default 1s), then get stale content or 503.
 	MaxOriginRequests int            `yaml:"max_origin_requests"`
 	QueueTimeout      units.Duration `yaml:"queue_timeout"`
+	// OriginBudget, when set, bounds the site's origin requests: in
+	// flight, started a second, bytes received a second. Requests over it
+	// wait in order for up to QueueTimeout (then default 10s).
+	OriginBudget *BudgetConfig `yaml:"origin_budget"`
 	// StaleWhileRevalidate serves a stale entry at once while one background
 	// fill refreshes it, when the origin's Cache-Control gives no
 	// stale-while-revalidate. Default 0.
@@ -215,6 +220,7 @@ type Site struct {
 	Backoff              time.Duration
 	MaxOriginRequests    int
 	QueueTimeout         time.Duration
+	OriginBudget         *budget.Limits // nil: none
 	StaleWhileRevalidate time.Duration
 	StaleIfError         time.Duration
 	MergeSlashes         bool
