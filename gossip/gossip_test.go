@@ -309,7 +309,7 @@ func TestLeaveNotice(t *testing.T) {
 	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
 	before := a.Failures()
 	b.lifecycle.Lock()
-	b.tellLeaving(time.Second)
+	b.tellLeaving(2 * time.Second) // the mesh's default leave timeout
 	b.lifecycle.Unlock()
 	// The notice is a message of its own: on busy cores it may still be on
 	// its way when tellLeaving's wait ends.
