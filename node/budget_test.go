@@ -11,12 +11,14 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/meshcdn/meshcdn/node/status"
 )
 
 // TestOriginBudget: a site's origin_budget of 4 on one node: 60 cold
 // objects that each take the origin a while, asked by 30 clients at once,
 // are all served, and the origin never answers more than 4 at once;
-// meanwhile a hit answers at once, while every slot is taken.
+// meanwhile a hit answers at once, while every slot is taken, and the
+// status page shows the budget in use.
 func TestOriginBudget(t *testing.T) {
 	gate := make(chan struct{})
 	var inFlight, peak, served atomic.Int64
@@ -66,6 +68,10 @@ func TestOriginBudget(t *testing.T) {
 	})
 	if r := do(t, n, "GET", "/hot.css", "Host", "app.example"); r.body != "body of /hot.css" || !strings.HasPrefix(r.cacheStatus(), "meshcdn; hit") {
 		t.Errorf("a hit while the budget is spent: %q %s", r.body, r.cacheStatus())
+	}
+	// The status page shows the budget and its use.
+	if b := statusJSON(t, n).Budgets; len(b) != 1 || b[0] != (status.Budget{Site: "app.example", Concurrency: 4, Inflight: 4, Waiting: 26}) {
+		t.Errorf("status.json's origin budgets: %+v", b)
 	}
 	close(gate)
 	wg.Wait()

@@ -113,6 +113,12 @@ func (n *Node) newBudget(s *site.Site) *budget.Budget {
 			func() float64 { return float64(b.Waiting()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_origin_budget_concurrency", Help: "The site's origin budget on this node: requests in flight (0: no limit).", ConstLabels: l},
 			func() float64 { return float64(b.Limits().Concurrency) }))
-	n.budgets = append(n.budgets, b)
+	n.budgets = append(n.budgets, siteBudget{s.Name, b})
 	return b
+}
+
+// siteBudget is a site's origin budget.
+type siteBudget struct {
+	site string
+	*budget.Budget
 }

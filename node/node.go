@@ -39,7 +39,7 @@ type Node struct {
 	sites *site.Set
 	pools map[*site.Site]*origin.Pool
 	// budgets are the origin budgets of the sites that have one.
-	budgets []*budget.Budget
+	budgets []siteBudget
 	// httpsPools ask the origins of origin_protocol: follow sites over https.
 	httpsPools map[*site.Site]*origin.Pool
 	conns      *connlimit.Limiter // client connections: max_connections, max_connections_per_ip

@@ -117,6 +117,11 @@ func (v *statusView) Cluster(ctx context.Context) status.Cluster {
 		}
 		cl.Origins = append(cl.Origins, o)
 	}
+	for _, b := range n.budgets {
+		l := b.Limits()
+		cl.Budgets = append(cl.Budgets, status.Budget{Site: b.site, Concurrency: l.Concurrency, Rate: l.Rate, Bandwidth: l.Bandwidth,
+			Inflight: b.Inflight(), Waiting: b.Waiting()})
+	}
 	if n.mesh != nil {
 		if shield := n.cfg.Mesh.ShieldRegion; shield != "" {
 			sh := &status.Shield{Region: shield, Self: shield == n.mesh.Region()}

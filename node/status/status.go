@@ -49,6 +49,7 @@ type Cluster struct {
 	Node, Region, Version string
 	Members               []Member
 	Origins               []Origin
+	Budgets               []Budget
 	Shield                *Shield // nil without a shield region
 	Purges                []Purge
 	Certificates          []Certificate
@@ -80,6 +81,17 @@ type Origin struct {
 	LatencyMS float64 `json:"latency_ms"`
 	Requests  int64   `json:"requests"`
 	Errors    int64   `json:"errors"`
+}
+
+// Budget is a site's origin budget on this node and its use now; a limit
+// of 0 is none.
+type Budget struct {
+	Site        string  `json:"site"`
+	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate_per_second"`
+	Bandwidth   float64 `json:"bandwidth_bytes_per_second"`
+	Inflight    int     `json:"inflight"`
+	Waiting     int     `json:"waiting"`
 }
 
 // Shield is the region in front of the origins and whether it can be reached.

@@ -46,6 +46,7 @@ func (s *counting) Cluster(context.Context) Cluster {
 			{Name: "n4", Role: "edge", State: "failed", Region: "b", FailedAt: &failed},
 		},
 		Origins: []Origin{{Site: "www", URL: "http://10.0.0.9", Up: true, LatencyMS: 12.5, Requests: 4}},
+		Budgets: []Budget{{Site: "www", Concurrency: 4, Rate: 200, Bandwidth: 50e6, Inflight: 3, Waiting: 7}},
 		Shield:  &Shield{Region: "b", Members: 1, Reachable: true},
 		Purges: []Purge{{ID: "ab12", Issued: failed, From: "n1", What: "key www/<script>",
 			Receipts: []Receipt{{Member: "n1", Applied: true}, {Member: "n2", Late: true, Applied: true}, {Member: "n3", Error: "no answer"}}}},
@@ -166,6 +167,7 @@ func TestPageHTML(t *testing.T) {
 	for _, want := range []string{
 		`data-name="n1" data-state="alive"`, `this node`, `data-name="n2" data-state="draining"`, `data-name="n4" data-state="failed"`,
 		`region a`, `region b`, `>router<`, `id="hit-ratio">75.0%<`, `http://10.0.0.9`, `12.5 ms`, `Shield region <b>b</b>`,
+		`id="budgets"`, `4 at once · 200/s · 47.7 MiB/s</td>`, `<td>3</td><td>7</td>`,
 		`key www/&lt;script&gt;`, `n2 (late)`, `n3 (not yet)`, `www.example`, `<svg class="spark"`, `<script>`,
 	} {
 		if !strings.Contains(body, want) {
