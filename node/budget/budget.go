@@ -162,21 +162,10 @@ func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err erro
 	}
 	b.waiting[c] = append(b.waiting[c], w)
 	b.dispatchLocked(start)
+	granted := w.granted // at once: no timer to start
 	b.mu.Unlock()
-
-	timer := time.NewTimer(b.queueTimeout)
-	defer timer.Stop()
-	select {
-	case <-w.ready:
-	case <-timer.C:
-		err = fmt.Errorf("%w (%v)", ErrQueueTimeout, b.queueTimeout)
-	case <-b.done:
-		err = ErrClosed
-	case <-ctx.Done():
-		err = context.Cause(ctx)
-	}
-	if err != nil && !b.leave(c, w) {
-		err = nil // granted meanwhile: the slot is taken after all
+	if !granted {
+		err = b.wait(ctx, c, w)
 	}
 	if err != nil {
 		return nil, err
@@ -185,6 +174,27 @@ func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err erro
 		b.observe(c, time.Since(start))
 	}
 	return sync.OnceFunc(b.release), nil
+}
+
+// wait waits for w, queued in class c, to be granted: until ctx ends or the
+// queue timeout passes.
+func (b *Budget) wait(ctx context.Context, c Class, w *waiter) (err error) {
+	timer := time.NewTimer(b.queueTimeout)
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+		return nil
+	case <-timer.C:
+		err = fmt.Errorf("%w (%v)", ErrQueueTimeout, b.queueTimeout)
+	case <-b.done:
+		err = ErrClosed
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	if !b.leave(c, w) {
+		return nil // granted meanwhile: the slot is taken after all
+	}
+	return err
 }
 
 // leave takes w out of its queue unless it was granted; it reports
@@ -259,8 +269,15 @@ func (b *Budget) first() Class {
 
 // Body limits the rate at which body is read to the budget's bandwidth:
 // reads wait for their bytes' share, so the origin's sending slows down
-// behind TCP's flow control. Without a bandwidth limit, body as it is.
+// behind TCP's flow control. Without a bandwidth limit, body as it is (a
+// limit set later does not apply to it).
 func (b *Budget) Body(ctx context.Context, body io.ReadCloser) io.ReadCloser {
+	b.mu.Lock()
+	limited := b.bw != nil
+	b.mu.Unlock()
+	if !limited {
+		return body
+	}
 	return &limitedBody{ReadCloser: body, b: b, ctx: ctx}
 }
 

@@ -48,6 +48,10 @@ func TestConcurrency(t *testing.T) {
 		if b.Inflight() != 0 || b.Waiting() != 0 {
 			t.Errorf("after all: %d in flight, %d waiting", b.Inflight(), b.Waiting())
 		}
+		body := io.NopCloser(bytes.NewReader(nil))
+		if b.Body(t.Context(), body) != body {
+			t.Error("without a bandwidth limit, Body wraps the body")
+		}
 	})
 }
 

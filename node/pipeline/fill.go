@@ -79,7 +79,7 @@ func (pl *Pipeline) serveFill(x *exchange, rule *site.Rule, key string, vary []s
 		return
 	}
 	if !leader && !fl.shareable {
-		if fl.copy && fl.reason == "too-large" && depth == 0 {
+		if fl.copy && fl.reason == reasonTooLarge && depth == 0 {
 			// The key's owner keeps it (on its disk); this node only
 			// streams it, to one reader: this client gets a stream of its
 			// own from the owner, not from the origin.
@@ -516,9 +516,14 @@ type fillJob struct {
 	class budget.Class
 }
 
+// reasonTooLarge is the decision's reason for a body over
+// max_object_size that the disk tier does not take.
+const reasonTooLarge = "too-large"
+
 // fillClass is the turn in the site's origin budget of a fill for x:
-// after the fills clients wait for come revalidations, then what nobody
-// waits for (a background refresh, a read-ahead, an operator's prefetch).
+// after the fills clients wait for (a slice's read-ahead among them) come
+// revalidations, then what nobody waits for (a background refresh, an
+// operator's prefetch).
 func fillClass(x *exchange, stale *stored, background bool) budget.Class {
 	switch {
 	case background || x.r.Context().Value(operatorRequest{}) != nil:
@@ -657,7 +662,7 @@ func (pl *Pipeline) decide(j *fillJob, resp *http.Response) {
 			// to the origin; but not a copy of what the key's owner sent:
 			// the owner may hold it on its disk, and the next request asks
 			// it again rather than the origin.
-			j.dec = httpcache.Decision{Reason: "too-large", Pass: !j.fl.copy}
+			j.dec = httpcache.Decision{Reason: reasonTooLarge, Pass: !j.fl.copy}
 			pl.log.Debug("not stored: larger than max_object_size", "key", j.key, "size", resp.ContentLength)
 		}
 	}
@@ -736,7 +741,7 @@ func (pl *Pipeline) copyBody(ctx context.Context, j *fillJob, body io.Reader) (i
 				pl.metrics.peerBytes.Add(float64(m))
 			}
 			if j.dec.Store && total > pl.cfg.MaxObjectSize {
-				j.dec = httpcache.Decision{Reason: "too-large", Pass: !j.fl.copy}
+				j.dec = httpcache.Decision{Reason: reasonTooLarge, Pass: !j.fl.copy}
 			}
 		}
 		if rerr == nil {
