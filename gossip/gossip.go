@@ -242,7 +242,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 		mc.SuspicionMult = 3
 		mc.SuspicionMaxTimeoutMult = 2
 		mc.PushPullInterval = 2 * time.Second
-		mc.TCPTimeout = 500 * time.Millisecond
+		mc.TCPTimeout = 2 * time.Second // a starved receiver reads a leave notice within it
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
 	mc.Name = g.cfg.Name
