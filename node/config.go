@@ -294,11 +294,6 @@ func (c Config) Validate() error {
 			errs = append(errs, prefixErrors(fmt.Sprintf("sites[%d]", i), err))
 			continue
 		}
-		if s.OriginBudget != nil && c.Mesh != nil {
-			// Each node would keep the whole budget: the mesh would ask the
-			// origin for up to as many times more.
-			bad(fmt.Sprintf("sites[%d].origin_budget", i), "is kept by a single node: a mesh has no shares of it to hand out")
-		}
 		sites = append(sites, s)
 	}
 	errs = append(errs, c.checkHTTPS(sites)...)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/lease"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/purge"
@@ -22,10 +23,18 @@ type MeshConfig = mesh.Config
 // startMesh starts the mesh New built: the peer listener, gossip and the
 // ring loop, then the purge sync loop.
 func (n *Node) startMesh(ctx context.Context) error {
+	// Origin budgets are shared over the mesh: each holds a lease of it.
+	n.leases = lease.New(lease.Config{Self: n.cfg.Name, Mesh: leaseView{n}, Logger: n.log})
+	for _, b := range n.budgets {
+		n.leases.Add(b.site, b.Budget)
+	}
 	n.mesh = mesh.New(*n.cfg.Mesh, mesh.Self{Name: n.cfg.Name, Version: n.cfg.Version, HTTPAddr: n.HTTPAddr(),
 		AdminAddr: n.AdminAddr(), Handler: n, Local: peerLocal{n}, Store: ownStore{n.store},
-		Changed: n.purges.Kick, // a member that joined may know purges this node missed
-		Logger:  n.log})
+		Changed: func() {
+			n.purges.Kick()    // a member that joined may know purges this node missed
+			n.leases.Changed() // budgets may have new keepers
+		},
+		Logger: n.log})
 	n.pl.SetMesh(n.mesh)
 	if err := n.mesh.Start(ctx); err != nil {
 		n.pl.SetMesh(nil)
@@ -34,7 +43,23 @@ func (n *Node) startMesh(ctx context.Context) error {
 	}
 	n.registerMeshMetrics()
 	n.purges.Start(n.ctx)
+	n.leases.Start(n.ctx)
 	return nil
+}
+
+// leaseView is the mesh as the lease service sees it.
+type leaseView struct{ n *Node }
+
+var _ lease.Mesh = leaseView{}
+
+// Keeper: a site's budget is kept by the owner of a key of its own on the
+// ring over every region.
+func (v leaseView) Keeper(site string) (name, addr string, self bool) {
+	return v.n.mesh.Keeper("origin-budget\x00" + site)
+}
+
+func (v leaseView) Ask(ctx context.Context, addr string, req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	return v.n.mesh.Peers().Lease(ctx, addr, req)
 }
 
 // errNoMesh answers mesh operations on a node alone.
@@ -136,6 +161,9 @@ func (l peerLocal) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesR
 	return l.n.purges.Page(req)
 }
 func (l peerLocal) AppliedPurges(ids []string) []string { return l.n.purges.Applied(ids) }
+func (l peerLocal) Lease(req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	return l.n.leases.Grant(req) // set before the peer service starts
+}
 func (l peerLocal) HandOffDone(ctx context.Context) (peer.HandOff, error) {
 	if l.n.mesh == nil {
 		return peer.HandOff{}, mesh.ErrNotDraining

@@ -23,6 +23,7 @@ import (
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/connlimit"
 	"github.com/meshcdn/meshcdn/node/h1"
+	"github.com/meshcdn/meshcdn/node/lease"
 	"github.com/meshcdn/meshcdn/node/mesh"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/pipeline"
@@ -40,6 +41,8 @@ type Node struct {
 	pools map[*site.Site]*origin.Pool
 	// budgets are the origin budgets of the sites that have one.
 	budgets []siteBudget
+	// leases shares the budgets over the mesh; nil without one.
+	leases *lease.Service
 	// httpsPools ask the origins of origin_protocol: follow sites over https.
 	httpsPools map[*site.Site]*origin.Pool
 	conns      *connlimit.Limiter // client connections: max_connections, max_connections_per_ip
@@ -472,6 +475,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		errs = append(errs, n.https.stop(ctx)...)
 		if n.mesh != nil {
+			n.leases.Stop()
 			errs = append(errs, n.mesh.Stop(ctx))
 		}
 		n.stopAdmin(ctx)

@@ -2,8 +2,9 @@
 // at most so many in flight, so many started per second and so many bytes
 // received per second. Requests wait in order for a slot, client-facing
 // fills before revalidations before background work, each for at most a
-// queue timeout. A node holds a share of the mesh-wide budget (its lease);
-// SetLimits changes the share without disturbing requests in flight.
+// queue timeout. In a mesh a node keeps only its share of the budget, the
+// lease SetShare puts in force; SetLimits and SetShare change the limits
+// without disturbing requests in flight.
 package budget
 
 import (
@@ -64,10 +65,14 @@ type Budget struct {
 
 	mu       sync.Mutex
 	lim      Limits
+	share    *Limits // the lease in force; nil: this node keeps lim whole
+	conc     int     // requests that may be in flight: lim's or the share's
 	inflight int
 	waiting  [classes][]*waiter
 	rate     *rate.Limiter // nil without a rate limit
 	bw       *rate.Limiter // nil without a bandwidth limit
+	changed  chan struct{} // closed when the limits change
+	onWait   func()        // told when a request has to wait
 	timer    *time.Timer   // dispatches once the rate allows the next start
 	closed   bool
 	done     chan struct{} // closed by Close
@@ -87,39 +92,97 @@ func New(lim Limits, queueTimeout time.Duration, observe func(Class, time.Durati
 	return b
 }
 
-// Limits returns the budget's current limits.
+// Limits returns the budget's configured limits.
 func (b *Budget) Limits() Limits {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.lim
 }
 
-// SetLimits changes the limits (a new lease). Requests in flight keep
-// their slots; while more are in flight than a lower concurrency allows,
-// none starts.
+// SetLimits changes the configured limits (a reload). Requests in flight
+// keep their slots; while more are in flight than a lower concurrency
+// allows, none starts.
 func (b *Budget) SetLimits(lim Limits) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lim = lim
-	switch {
-	case lim.Rate <= 0:
-		b.rate = nil
-	case b.rate == nil:
-		b.rate = rate.NewLimiter(rate.Limit(lim.Rate), burst(lim.Rate, 1))
-	default:
-		b.rate.SetLimit(rate.Limit(lim.Rate))
-		b.rate.SetBurst(burst(lim.Rate, 1))
+	b.applyLocked()
+}
+
+// SetShare puts the budget under a lease: of each limit the configuration
+// sets, the node may use share's, and a zero there means none at all (no
+// request starts, no body byte is read). Limits the configuration does not
+// set stay unlimited.
+func (b *Budget) SetShare(share Limits) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.share = &share
+	b.applyLocked()
+}
+
+// Share returns the lease in force, and false while the node keeps the
+// whole budget.
+func (b *Budget) Share() (Limits, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.share == nil {
+		return Limits{}, false
 	}
-	switch {
-	case lim.Bandwidth <= 0:
-		b.bw = nil
-	case b.bw == nil:
-		b.bw = rate.NewLimiter(rate.Limit(lim.Bandwidth), burst(lim.Bandwidth, minChunk))
-	default:
-		b.bw.SetLimit(rate.Limit(lim.Bandwidth))
-		b.bw.SetBurst(burst(lim.Bandwidth, minChunk))
+	return *b.share, true
+}
+
+// OnWait sets f to be called, outside the budget's lock, each time an
+// origin request finds no slot and has to wait: the moment to ask the mesh
+// for a larger share.
+func (b *Budget) OnWait(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onWait = f
+}
+
+// Demand returns the requests holding a slot and those waiting for one.
+func (b *Budget) Demand() (inflight, waiting int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inflight, b.waitingLocked()
+}
+
+// applyLocked puts lim and share in force and wakes whoever waits on them.
+func (b *Budget) applyLocked() {
+	eff := b.lim
+	if b.share != nil {
+		eff = *b.share
 	}
+	b.conc = math.MaxInt
+	if b.lim.Concurrency > 0 {
+		b.conc = eff.Concurrency
+	}
+	b.rate = limiter(b.rate, b.lim.Rate > 0, eff.Rate, 1)
+	b.bw = limiter(b.bw, b.lim.Bandwidth > 0, eff.Bandwidth, minChunk)
+	if b.changed != nil {
+		close(b.changed)
+	}
+	b.changed = make(chan struct{})
 	b.dispatchLocked(time.Now())
+}
+
+// limiter returns l (or a new limiter) set to perSecond with a burst of at
+// least floor, nil when the limit is off. A zero perSecond lets nothing
+// through.
+func limiter(l *rate.Limiter, on bool, perSecond float64, floor int) *rate.Limiter {
+	if !on {
+		return nil
+	}
+	n := 0
+	if perSecond > 0 {
+		n = burst(perSecond, floor)
+	}
+	if l == nil {
+		return rate.NewLimiter(rate.Limit(perSecond), n)
+	}
+	l.SetLimit(rate.Limit(perSecond))
+	l.SetBurst(n)
+	return l
 }
 
 // minChunk is the smallest read a bandwidth limit lets through at once.
@@ -141,6 +204,10 @@ func (b *Budget) Inflight() int {
 func (b *Budget) Waiting() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.waitingLocked()
+}
+
+func (b *Budget) waitingLocked() int {
 	n := 0
 	for _, q := range b.waiting {
 		n += len(q)
@@ -163,7 +230,11 @@ func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err erro
 	b.waiting[c] = append(b.waiting[c], w)
 	b.dispatchLocked(start)
 	granted := w.granted // at once: no timer to start
+	onWait := b.onWait
 	b.mu.Unlock()
+	if !granted && onWait != nil {
+		onWait()
+	}
 	if !granted {
 		err = b.wait(ctx, c, w)
 	}
@@ -231,11 +302,14 @@ func (b *Budget) dispatchLocked(now time.Time) {
 		if c < 0 || b.closed {
 			return
 		}
-		if b.lim.Concurrency > 0 && b.inflight >= b.lim.Concurrency {
+		if b.inflight >= b.conc {
 			return
 		}
 		if b.rate != nil {
 			r := b.rate.ReserveN(now, 1)
+			if !r.OK() {
+				return // a share of no requests: until the next lease
+			}
 			if d := r.DelayFrom(now); d > 0 {
 				r.CancelAt(now)
 				if b.timer == nil {
@@ -288,25 +362,64 @@ type limitedBody struct {
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
-	l.b.mu.Lock()
-	bw := l.b.bw
-	l.b.mu.Unlock()
-	if bw == nil {
-		return l.ReadCloser.Read(p)
+	burst, err := l.b.allowance(l.ctx)
+	if err != nil {
+		return 0, err
 	}
-	if len(p) > bw.Burst() {
-		p = p[:bw.Burst()]
+	if burst > 0 && len(p) > burst {
+		p = p[:burst]
 	}
 	n, err := l.ReadCloser.Read(p)
-	// In pieces of the burst, which a new lease may have lowered.
-	for left := n; left > 0; {
-		k := min(left, bw.Burst())
-		if werr := bw.WaitN(l.ctx, k); werr != nil {
-			return n, werr
-		}
-		left -= k
+	if werr := l.b.spend(l.ctx, n); werr != nil {
+		return n, werr
 	}
 	return n, err
+}
+
+// allowance waits until the bandwidth lets bytes through and returns the
+// most a read may take at once; 0 without a bandwidth limit.
+func (b *Budget) allowance(ctx context.Context) (int, error) {
+	for {
+		b.mu.Lock()
+		bw, changed := b.bw, b.changed
+		b.mu.Unlock()
+		if bw == nil {
+			return 0, nil
+		}
+		if n := bw.Burst(); n > 0 {
+			return n, nil
+		}
+		select { // a share of no bandwidth: until the next lease
+		case <-changed:
+		case <-b.done:
+			return 0, ErrClosed
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// spend waits until n bytes read fit the bandwidth, in pieces of the
+// burst, which a new lease may change meanwhile.
+func (b *Budget) spend(ctx context.Context, n int) error {
+	for n > 0 {
+		burst, err := b.allowance(ctx)
+		if err != nil || burst == 0 {
+			return err
+		}
+		b.mu.Lock()
+		bw := b.bw
+		b.mu.Unlock()
+		k := min(n, burst)
+		if err := bw.WaitN(ctx, k); err != nil {
+			if k > bw.Burst() {
+				continue // the burst shrank under a new lease: ask again
+			}
+			return err
+		}
+		n -= k
+	}
+	return nil
 }
 
 // Close fails the requests waiting and every later Acquire with ErrClosed.

@@ -224,3 +224,60 @@ func TestSetLimits(t *testing.T) {
 		(<-granted)()
 	})
 }
+
+// TestShare: under a lease, a limit the configuration sets is the share's,
+// and a share of zero lets nothing start and no body byte through until the
+// next lease; a limit the configuration leaves off stays off. A request
+// that has to wait says so (OnWait).
+func TestShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Limits{Concurrency: 4, Bandwidth: 1 << 20}, time.Minute, nil)
+		defer b.Close()
+		var waits atomic.Int64
+		b.OnWait(func() { waits.Add(1) })
+		b.SetShare(Limits{Concurrency: 0, Rate: 5, Bandwidth: 0})
+		if s, ok := b.Share(); !ok || s.Concurrency != 0 {
+			t.Fatalf("Share() = %+v, %v", s, ok)
+		}
+		got := make(chan func(), 1)
+		go func() {
+			release, err := b.Acquire(t.Context(), Client)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- release
+		}()
+		synctest.Wait()
+		if len(got) != 0 || waits.Load() != 1 {
+			t.Fatalf("with a share of no requests: granted %d, waits told %d; want 0 and 1", len(got), waits.Load())
+		}
+		if in, w := b.Demand(); in != 0 || w != 1 {
+			t.Fatalf("Demand() = %d, %d; want 0 in flight, 1 waiting", in, w)
+		}
+		b.SetShare(Limits{Concurrency: 1})
+		release := <-got // the configuration sets no rate: the share's 5/s does not apply
+		defer release()
+
+		body := b.Body(t.Context(), io.NopCloser(bytes.NewReader(make([]byte, 64<<10))))
+		read := make(chan int)
+		go func() {
+			n, _ := io.Copy(io.Discard, body)
+			read <- int(n)
+		}()
+		synctest.Wait()
+		select {
+		case n := <-read:
+			t.Fatalf("read %d bytes with a share of no bandwidth", n)
+		default:
+		}
+		start := time.Now()
+		b.SetShare(Limits{Concurrency: 1, Bandwidth: 32 << 10})
+		if n := <-read; n != 64<<10 {
+			t.Fatalf("read %d bytes", n)
+		}
+		// 16 KiB of burst, then 48 KiB at 32 KiB/s.
+		if d := time.Since(start); d < time.Second || d > 2*time.Second {
+			t.Errorf("64 KiB at 32 KiB/s took %v; want about 1.5 s", d)
+		}
+	})
+}

@@ -33,6 +33,9 @@ func (noLocal) SyncPurges(*peerv1.SyncPurgesRequest) *peerv1.SyncPurgesResponse 
 func (noLocal) AppliedPurges([]string) []string         { return nil }
 func (noLocal) ACMECertificate(string) ([]byte, []byte) { return nil, nil }
 func (noLocal) ACMEChallenge(string) (string, bool)     { return "", false }
+func (noLocal) Lease(*peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	return nil, errors.New("keeps no budget")
+}
 
 // start runs a mesh named name on loopback, joined to seed if any.
 func start(t *testing.T, name string, seed *Mesh, tweak func(*Config)) *Mesh {

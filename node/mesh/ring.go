@@ -318,6 +318,22 @@ func (m *Mesh) GlobalOwner(key string) (name, addr string, ok bool) {
 	return m.peerOf(rr.all, key)
 }
 
+// Keeper returns the member that does the work of key for the whole mesh:
+// its owner on the ring over every region (as GlobalOwner), and its
+// address; self is true when it is this node, or no ring has been built
+// yet.
+func (m *Mesh) Keeper(key string) (name, addr string, self bool) {
+	rr := m.regions.Load()
+	if rr == nil || rr.all == nil {
+		return m.self.Name, "", true
+	}
+	o, found := rr.all.Owner(key)
+	if !found || o == m.self.Name {
+		return m.self.Name, "", true
+	}
+	return o, (*m.addrs.Load())[o], false
+}
+
 // peerOf returns the owner of key on r, unless it is this node.
 func (m *Mesh) peerOf(r *ring.Ring, key string) (name, addr string, ok bool) {
 	o, found := r.Owner(key)

@@ -113,6 +113,9 @@ type Local interface {
 	// ACMEChallenge returns the key authorization of a token of an order
 	// the node runs.
 	ACMEChallenge(token string) (string, bool)
+	// Lease grants the caller its shares of the origin budgets the node
+	// keeps; an error is a malformed request.
+	Lease(req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error)
 }
 
 // Server answers peers' Fetch calls through an HTTP handler, and their
@@ -204,6 +207,15 @@ func (s *Server) SyncPurges(_ context.Context, req *peerv1.SyncPurgesRequest) (*
 // PurgeStatus implements peerv1.PeerServiceServer.
 func (s *Server) PurgeStatus(_ context.Context, req *peerv1.PurgeStatusRequest) (*peerv1.PurgeStatusResponse, error) {
 	return &peerv1.PurgeStatusResponse{Applied: s.p.AppliedPurges(req.GetIds())}, nil
+}
+
+// Lease implements peerv1.PeerServiceServer.
+func (s *Server) Lease(_ context.Context, req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	resp, err := s.p.Lease(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return resp, nil
 }
 
 // Fetch implements peerv1.PeerServiceServer.
@@ -481,6 +493,20 @@ func (p *Pool) CloseAll() {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+}
+
+// Lease asks the peer at addr, the keeper of some origin budgets, for
+// shares of them.
+func (p *Pool) Lease(ctx context.Context, addr string, req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := peerv1.NewPeerServiceClient(c).Lease(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp, nil
 }
 
 // Purge asks the peer at addr to apply a purge and returns what it removed.

@@ -54,6 +54,12 @@ func (l *local) ACMECertificate(name string) ([]byte, []byte) {
 func (l *local) ACMEChallenge(token string) (string, bool) {
 	return token + ".thumbprint", token == "tok"
 }
+func (l *local) Lease(req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	if len(req.GetSites()) == 0 {
+		return nil, errors.New("no sites")
+	}
+	return &peerv1.LeaseResponse{Grants: []*peerv1.LeaseGrant{{Site: req.GetSites()[0].GetSite(), Share: &peerv1.Limits{Concurrency: 2}}}}, nil
+}
 
 // serve runs a peer server over h on loopback and returns its address and a
 // pool whose fetches wait headTimeout for a head.
@@ -386,5 +392,18 @@ func TestWarm(t *testing.T) {
 	}
 	if n := cl.n.Load(); n != 1 {
 		t.Errorf("%d connections after Warm and a fetch, want the one Warm opened", n)
+	}
+}
+
+// TestLease: a lease request goes to the node's keeper and back; one the
+// keeper finds malformed is an invalid argument, not a failure of the peer.
+func TestLease(t *testing.T) {
+	addr, p := serve(t, http.NotFoundHandler(), &local{}, time.Second)
+	resp, err := p.Lease(t.Context(), addr, &peerv1.LeaseRequest{From: "a", Sites: []*peerv1.LeaseAsk{{Site: "shop.test"}}})
+	if err != nil || len(resp.GetGrants()) != 1 || resp.GetGrants()[0].GetShare().GetConcurrency() != 2 {
+		t.Fatalf("Lease: %v, %v", resp, err)
+	}
+	if _, err := p.Lease(t.Context(), addr, &peerv1.LeaseRequest{From: "a"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a malformed lease request: %v; want InvalidArgument", err)
 	}
 }

@@ -2,6 +2,7 @@ package purge
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,6 +85,9 @@ func (l local) SyncPurges(req *peerv1.SyncPurgesRequest) *peerv1.SyncPurgesRespo
 func (l local) AppliedPurges(ids []string) []string   { return l.s.Applied(ids) }
 func (local) ACMECertificate(string) ([]byte, []byte) { return nil, nil }
 func (local) ACMEChallenge(string) (string, bool)     { return "", false }
+func (local) Lease(*peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
+	return nil, errors.New("keeps no budget")
+}
 
 // cluster starts n members that see each other, with lease.
 func cluster(t *testing.T, n int, lease time.Duration) []*member {

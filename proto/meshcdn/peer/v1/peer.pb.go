@@ -25,6 +25,331 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// LeaseRequest reports a node's use of the origin budgets it asks shares
+// of.
+type LeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from is the asking member (checked against its certificate).
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// sites are the node's budgets this keeper keeps.
+	Sites         []*LeaseAsk `protobuf:"bytes,2,rep,name=sites,proto3" json:"sites,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRequest) Reset() {
+	*x = LeaseRequest{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRequest) ProtoMessage() {}
+
+func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRequest) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LeaseRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *LeaseRequest) GetSites() []*LeaseAsk {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+// LeaseAsk is one site's budget as the asking node sees it.
+type LeaseAsk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site names the site.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// budget is the site's origin budget in the asking node's configuration.
+	Budget *Limits `protobuf:"bytes,2,opt,name=budget,proto3" json:"budget,omitempty"`
+	// share is the share the node keeps to now: its last lease, or nothing
+	// once that ran out.
+	Share *Limits `protobuf:"bytes,3,opt,name=share,proto3" json:"share,omitempty"`
+	// inflight counts its origin requests holding a slot.
+	Inflight int64 `protobuf:"varint,4,opt,name=inflight,proto3" json:"inflight,omitempty"`
+	// waiting counts its origin requests waiting for one.
+	Waiting       int64 `protobuf:"varint,5,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAsk) Reset() {
+	*x = LeaseAsk{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAsk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAsk) ProtoMessage() {}
+
+func (x *LeaseAsk) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAsk.ProtoReflect.Descriptor instead.
+func (*LeaseAsk) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LeaseAsk) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *LeaseAsk) GetBudget() *Limits {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+func (x *LeaseAsk) GetShare() *Limits {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
+func (x *LeaseAsk) GetInflight() int64 {
+	if x != nil {
+		return x.Inflight
+	}
+	return 0
+}
+
+func (x *LeaseAsk) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+// Limits is an origin budget or a share of one. Zero in a field: no limit
+// in a budget, nothing at all in a share.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// concurrency counts requests in flight.
+	Concurrency int64 `protobuf:"varint,1,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// rate counts requests started per second.
+	Rate float64 `protobuf:"fixed64,2,opt,name=rate,proto3" json:"rate,omitempty"`
+	// bandwidth counts bytes received per second.
+	Bandwidth     float64 `protobuf:"fixed64,3,opt,name=bandwidth,proto3" json:"bandwidth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Limits) GetConcurrency() int64 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *Limits) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *Limits) GetBandwidth() float64 {
+	if x != nil {
+		return x.Bandwidth
+	}
+	return 0
+}
+
+// LeaseResponse holds the shares granted, in the order of the request's
+// sites.
+type LeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// grants answer the request's sites one by one.
+	Grants        []*LeaseGrant `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseResponse) Reset() {
+	*x = LeaseResponse{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseResponse) ProtoMessage() {}
+
+func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
+func (*LeaseResponse) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LeaseResponse) GetGrants() []*LeaseGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// LeaseGrant is one site's share for the next lease time.
+type LeaseGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site names the site.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// share is what the node may use, of each limit the budget sets.
+	Share *Limits `protobuf:"bytes,2,opt,name=share,proto3" json:"share,omitempty"`
+	// valid is how long the share holds, from when the node asked.
+	Valid *durationpb.Duration `protobuf:"bytes,3,opt,name=valid,proto3" json:"valid,omitempty"`
+	// refused, when set, says why there is no share: this member does not
+	// keep the site's budget.
+	Refused       string `protobuf:"bytes,4,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrant) Reset() {
+	*x = LeaseGrant{}
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrant) ProtoMessage() {}
+
+func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
+func (*LeaseGrant) Descriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LeaseGrant) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *LeaseGrant) GetShare() *Limits {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
+func (x *LeaseGrant) GetValid() *durationpb.Duration {
+	if x != nil {
+		return x.Valid
+	}
+	return nil
+}
+
+func (x *LeaseGrant) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 // CertificateRequest names a certificate by the first host of its site.
 type CertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -36,7 +361,7 @@ type CertificateRequest struct {
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +373,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[0]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +386,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CertificateRequest) GetName() string {
@@ -85,7 +410,7 @@ type CertificateResponse struct {
 
 func (x *CertificateResponse) Reset() {
 	*x = CertificateResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +422,7 @@ func (x *CertificateResponse) String() string {
 func (*CertificateResponse) ProtoMessage() {}
 
 func (x *CertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[1]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +435,7 @@ func (x *CertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateResponse.ProtoReflect.Descriptor instead.
 func (*CertificateResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CertificateResponse) GetCertPem() []byte {
@@ -138,7 +463,7 @@ type ChallengeRequest struct {
 
 func (x *ChallengeRequest) Reset() {
 	*x = ChallengeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +475,7 @@ func (x *ChallengeRequest) String() string {
 func (*ChallengeRequest) ProtoMessage() {}
 
 func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[2]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +488,7 @@ func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeRequest.ProtoReflect.Descriptor instead.
 func (*ChallengeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChallengeRequest) GetToken() string {
@@ -185,7 +510,7 @@ type ChallengeResponse struct {
 
 func (x *ChallengeResponse) Reset() {
 	*x = ChallengeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +522,7 @@ func (x *ChallengeResponse) String() string {
 func (*ChallengeResponse) ProtoMessage() {}
 
 func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[3]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +535,7 @@ func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeResponse.ProtoReflect.Descriptor instead.
 func (*ChallengeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChallengeResponse) GetKeyAuthorization() string {
@@ -231,7 +556,7 @@ type PurgeStatusRequest struct {
 
 func (x *PurgeStatusRequest) Reset() {
 	*x = PurgeStatusRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -243,7 +568,7 @@ func (x *PurgeStatusRequest) String() string {
 func (*PurgeStatusRequest) ProtoMessage() {}
 
 func (x *PurgeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[4]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -256,7 +581,7 @@ func (x *PurgeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PurgeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PurgeStatusRequest) GetIds() []string {
@@ -277,7 +602,7 @@ type PurgeStatusResponse struct {
 
 func (x *PurgeStatusResponse) Reset() {
 	*x = PurgeStatusResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +614,7 @@ func (x *PurgeStatusResponse) String() string {
 func (*PurgeStatusResponse) ProtoMessage() {}
 
 func (x *PurgeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[5]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +627,7 @@ func (x *PurgeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeStatusResponse.ProtoReflect.Descriptor instead.
 func (*PurgeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PurgeStatusResponse) GetApplied() []string {
@@ -329,7 +654,7 @@ type SyncPurgesRequest struct {
 
 func (x *SyncPurgesRequest) Reset() {
 	*x = SyncPurgesRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +666,7 @@ func (x *SyncPurgesRequest) String() string {
 func (*SyncPurgesRequest) ProtoMessage() {}
 
 func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[6]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +679,7 @@ func (x *SyncPurgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesRequest.ProtoReflect.Descriptor instead.
 func (*SyncPurgesRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SyncPurgesRequest) GetIncarnation() uint64 {
@@ -397,7 +722,7 @@ type SyncPurgesResponse struct {
 
 func (x *SyncPurgesResponse) Reset() {
 	*x = SyncPurgesResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +734,7 @@ func (x *SyncPurgesResponse) String() string {
 func (*SyncPurgesResponse) ProtoMessage() {}
 
 func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[7]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +747,7 @@ func (x *SyncPurgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPurgesResponse.ProtoReflect.Descriptor instead.
 func (*SyncPurgesResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SyncPurgesResponse) GetIncarnation() uint64 {
@@ -466,7 +791,7 @@ type PurgeRecord struct {
 
 func (x *PurgeRecord) Reset() {
 	*x = PurgeRecord{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +803,7 @@ func (x *PurgeRecord) String() string {
 func (*PurgeRecord) ProtoMessage() {}
 
 func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[8]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +816,7 @@ func (x *PurgeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRecord.ProtoReflect.Descriptor instead.
 func (*PurgeRecord) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PurgeRecord) GetSeq() uint64 {
@@ -517,7 +842,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +854,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[9]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +867,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
 }
 
 // StatsResponse is one node's counters.
@@ -564,7 +889,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +901,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[10]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +914,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatsResponse) GetRequests() map[string]int64 {
@@ -644,7 +969,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +981,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[11]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +994,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{11}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Tier) GetName() string {
@@ -725,7 +1050,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +1062,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[12]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +1075,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{12}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PurgeRequest) GetId() string {
@@ -813,7 +1138,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1150,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[13]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1163,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{13}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PurgeResponse) GetRemoved() int64 {
@@ -887,7 +1212,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1224,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[14]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1237,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{14}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchRequest) GetKey() string {
@@ -992,7 +1317,7 @@ type Slice struct {
 
 func (x *Slice) Reset() {
 	*x = Slice{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1329,7 @@ func (x *Slice) String() string {
 func (*Slice) ProtoMessage() {}
 
 func (x *Slice) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[15]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1342,7 @@ func (x *Slice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slice.ProtoReflect.Descriptor instead.
 func (*Slice) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{15}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Slice) GetSize() int64 {
@@ -1047,7 +1372,7 @@ type HeaderField struct {
 
 func (x *HeaderField) Reset() {
 	*x = HeaderField{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1384,7 @@ func (x *HeaderField) String() string {
 func (*HeaderField) ProtoMessage() {}
 
 func (x *HeaderField) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[16]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1397,7 @@ func (x *HeaderField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderField.ProtoReflect.Descriptor instead.
 func (*HeaderField) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{16}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HeaderField) GetName() string {
@@ -1109,7 +1434,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1446,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[17]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1459,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{17}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
@@ -1240,7 +1565,7 @@ type ResponseHead struct {
 
 func (x *ResponseHead) Reset() {
 	*x = ResponseHead{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1577,7 @@ func (x *ResponseHead) String() string {
 func (*ResponseHead) ProtoMessage() {}
 
 func (x *ResponseHead) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[18]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1590,7 @@ func (x *ResponseHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseHead.ProtoReflect.Descriptor instead.
 func (*ResponseHead) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{18}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResponseHead) GetStatus() int32 {
@@ -1386,7 +1711,7 @@ type ResponseEnd struct {
 
 func (x *ResponseEnd) Reset() {
 	*x = ResponseEnd{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1723,7 @@ func (x *ResponseEnd) String() string {
 func (*ResponseEnd) ProtoMessage() {}
 
 func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[19]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1736,7 @@ func (x *ResponseEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseEnd.ProtoReflect.Descriptor instead.
 func (*ResponseEnd) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{19}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResponseEnd) GetSize() int64 {
@@ -1442,7 +1767,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1779,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[20]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1792,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{20}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainRequest) GetFrom() string {
@@ -1500,7 +1825,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1837,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[21]
+	mi := &file_meshcdn_peer_v1_peer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1850,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{21}
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DrainResponse) GetHandedOff() int64 {
@@ -1553,7 +1878,28 @@ var File_meshcdn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\x1ameshcdn/peer/v1/peer.proto\x12\x0fmeshcdn.peer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
+	"\fLeaseRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12/\n" +
+	"\x05sites\x18\x02 \x03(\v2\x19.meshcdn.peer.v1.LeaseAskR\x05sites\"\xb4\x01\n" +
+	"\bLeaseAsk\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12/\n" +
+	"\x06budget\x18\x02 \x01(\v2\x17.meshcdn.peer.v1.LimitsR\x06budget\x12-\n" +
+	"\x05share\x18\x03 \x01(\v2\x17.meshcdn.peer.v1.LimitsR\x05share\x12\x1a\n" +
+	"\binflight\x18\x04 \x01(\x03R\binflight\x12\x18\n" +
+	"\awaiting\x18\x05 \x01(\x03R\awaiting\"\\\n" +
+	"\x06Limits\x12 \n" +
+	"\vconcurrency\x18\x01 \x01(\x03R\vconcurrency\x12\x12\n" +
+	"\x04rate\x18\x02 \x01(\x01R\x04rate\x12\x1c\n" +
+	"\tbandwidth\x18\x03 \x01(\x01R\tbandwidth\"D\n" +
+	"\rLeaseResponse\x123\n" +
+	"\x06grants\x18\x01 \x03(\v2\x1b.meshcdn.peer.v1.LeaseGrantR\x06grants\"\x9a\x01\n" +
+	"\n" +
+	"LeaseGrant\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12-\n" +
+	"\x05share\x18\x02 \x01(\v2\x17.meshcdn.peer.v1.LimitsR\x05share\x12/\n" +
+	"\x05valid\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05valid\x12\x18\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused\"(\n" +
 	"\x12CertificateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"I\n" +
 	"\x13CertificateResponse\x12\x19\n" +
@@ -1660,7 +2006,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"handed_off\x18\x01 \x01(\x03R\thandedOff\x12\x1b\n" +
 	"\tnot_taken\x18\x02 \x01(\x03R\bnotTaken\x12-\n" +
-	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\xb6\x05\n" +
+	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\x83\x06\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
@@ -1670,7 +2016,8 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"SyncPurges\x12\".meshcdn.peer.v1.SyncPurgesRequest\x1a#.meshcdn.peer.v1.SyncPurgesResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\vPurgeStatus\x12#.meshcdn.peer.v1.PurgeStatusRequest\x1a$.meshcdn.peer.v1.PurgeStatusResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\vCertificate\x12#.meshcdn.peer.v1.CertificateRequest\x1a$.meshcdn.peer.v1.CertificateResponse\"\x03\x90\x02\x01\x12W\n" +
-	"\tChallenge\x12!.meshcdn.peer.v1.ChallengeRequest\x1a\".meshcdn.peer.v1.ChallengeResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
+	"\tChallenge\x12!.meshcdn.peer.v1.ChallengeRequest\x1a\".meshcdn.peer.v1.ChallengeResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\x05Lease\x12\x1d.meshcdn.peer.v1.LeaseRequest\x1a\x1e.meshcdn.peer.v1.LeaseResponse\"\x03\x90\x02\x02B\xb7\x01\n" +
 	"\x13com.meshcdn.peer.v1B\tPeerProtoP\x01Z7github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1;peerv1\xa2\x02\x03MPX\xaa\x02\x0fMeshcdn.Peer.V1\xca\x02\x0fMeshcdn\\Peer\\V1\xe2\x02\x1bMeshcdn\\Peer\\V1\\GPBMetadata\xea\x02\x11Meshcdn::Peer::V1b\x06proto3"
 
 var (
@@ -1685,75 +2032,88 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
-var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*CertificateRequest)(nil),    // 0: meshcdn.peer.v1.CertificateRequest
-	(*CertificateResponse)(nil),   // 1: meshcdn.peer.v1.CertificateResponse
-	(*ChallengeRequest)(nil),      // 2: meshcdn.peer.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),     // 3: meshcdn.peer.v1.ChallengeResponse
-	(*PurgeStatusRequest)(nil),    // 4: meshcdn.peer.v1.PurgeStatusRequest
-	(*PurgeStatusResponse)(nil),   // 5: meshcdn.peer.v1.PurgeStatusResponse
-	(*SyncPurgesRequest)(nil),     // 6: meshcdn.peer.v1.SyncPurgesRequest
-	(*SyncPurgesResponse)(nil),    // 7: meshcdn.peer.v1.SyncPurgesResponse
-	(*PurgeRecord)(nil),           // 8: meshcdn.peer.v1.PurgeRecord
-	(*StatsRequest)(nil),          // 9: meshcdn.peer.v1.StatsRequest
-	(*StatsResponse)(nil),         // 10: meshcdn.peer.v1.StatsResponse
-	(*Tier)(nil),                  // 11: meshcdn.peer.v1.Tier
-	(*PurgeRequest)(nil),          // 12: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 13: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 14: meshcdn.peer.v1.FetchRequest
-	(*Slice)(nil),                 // 15: meshcdn.peer.v1.Slice
-	(*HeaderField)(nil),           // 16: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 17: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 18: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 19: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 20: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 21: meshcdn.peer.v1.DrainResponse
-	nil,                           // 22: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 23: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*LeaseRequest)(nil),          // 0: meshcdn.peer.v1.LeaseRequest
+	(*LeaseAsk)(nil),              // 1: meshcdn.peer.v1.LeaseAsk
+	(*Limits)(nil),                // 2: meshcdn.peer.v1.Limits
+	(*LeaseResponse)(nil),         // 3: meshcdn.peer.v1.LeaseResponse
+	(*LeaseGrant)(nil),            // 4: meshcdn.peer.v1.LeaseGrant
+	(*CertificateRequest)(nil),    // 5: meshcdn.peer.v1.CertificateRequest
+	(*CertificateResponse)(nil),   // 6: meshcdn.peer.v1.CertificateResponse
+	(*ChallengeRequest)(nil),      // 7: meshcdn.peer.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),     // 8: meshcdn.peer.v1.ChallengeResponse
+	(*PurgeStatusRequest)(nil),    // 9: meshcdn.peer.v1.PurgeStatusRequest
+	(*PurgeStatusResponse)(nil),   // 10: meshcdn.peer.v1.PurgeStatusResponse
+	(*SyncPurgesRequest)(nil),     // 11: meshcdn.peer.v1.SyncPurgesRequest
+	(*SyncPurgesResponse)(nil),    // 12: meshcdn.peer.v1.SyncPurgesResponse
+	(*PurgeRecord)(nil),           // 13: meshcdn.peer.v1.PurgeRecord
+	(*StatsRequest)(nil),          // 14: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 15: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 16: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 17: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 18: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 19: meshcdn.peer.v1.FetchRequest
+	(*Slice)(nil),                 // 20: meshcdn.peer.v1.Slice
+	(*HeaderField)(nil),           // 21: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 22: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 23: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 24: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 25: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 26: meshcdn.peer.v1.DrainResponse
+	nil,                           // 27: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 28: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	8,  // 0: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
-	24, // 1: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
-	12, // 2: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
-	22, // 3: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	23, // 4: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
-	11, // 5: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	24, // 6: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
-	16, // 7: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	15, // 8: meshcdn.peer.v1.FetchRequest.slice:type_name -> meshcdn.peer.v1.Slice
-	18, // 9: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	19, // 10: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	16, // 11: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	24, // 12: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	25, // 13: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	25, // 14: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	25, // 15: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	25, // 16: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	25, // 17: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	14, // 18: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	12, // 19: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	20, // 20: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	9,  // 21: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	6,  // 22: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	4,  // 23: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
-	0,  // 24: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
-	2,  // 25: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
-	17, // 26: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	13, // 27: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	21, // 28: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	10, // 29: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	7,  // 30: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	5,  // 31: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
-	1,  // 32: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
-	3,  // 33: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	1,  // 0: meshcdn.peer.v1.LeaseRequest.sites:type_name -> meshcdn.peer.v1.LeaseAsk
+	2,  // 1: meshcdn.peer.v1.LeaseAsk.budget:type_name -> meshcdn.peer.v1.Limits
+	2,  // 2: meshcdn.peer.v1.LeaseAsk.share:type_name -> meshcdn.peer.v1.Limits
+	4,  // 3: meshcdn.peer.v1.LeaseResponse.grants:type_name -> meshcdn.peer.v1.LeaseGrant
+	2,  // 4: meshcdn.peer.v1.LeaseGrant.share:type_name -> meshcdn.peer.v1.Limits
+	29, // 5: meshcdn.peer.v1.LeaseGrant.valid:type_name -> google.protobuf.Duration
+	13, // 6: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
+	30, // 7: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	17, // 8: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
+	27, // 9: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	28, // 10: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	16, // 11: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	30, // 12: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	21, // 13: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	20, // 14: meshcdn.peer.v1.FetchRequest.slice:type_name -> meshcdn.peer.v1.Slice
+	23, // 15: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	24, // 16: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	21, // 17: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	30, // 18: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	29, // 19: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	29, // 20: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	29, // 21: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	29, // 22: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	29, // 23: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	19, // 24: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	17, // 25: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	25, // 26: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	14, // 27: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	11, // 28: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	9,  // 29: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	5,  // 30: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
+	7,  // 31: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
+	0,  // 32: meshcdn.peer.v1.PeerService.Lease:input_type -> meshcdn.peer.v1.LeaseRequest
+	22, // 33: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	18, // 34: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	26, // 35: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	15, // 36: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	12, // 37: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	10, // 38: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	6,  // 39: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
+	8,  // 40: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
+	3,  // 41: meshcdn.peer.v1.PeerService.Lease:output_type -> meshcdn.peer.v1.LeaseResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
@@ -1761,7 +2121,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 	if File_meshcdn_peer_v1_peer_proto != nil {
 		return
 	}
-	file_meshcdn_peer_v1_peer_proto_msgTypes[17].OneofWrappers = []any{
+	file_meshcdn_peer_v1_peer_proto_msgTypes[22].OneofWrappers = []any{
 		(*FetchResponse_Head)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1772,7 +2132,7 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

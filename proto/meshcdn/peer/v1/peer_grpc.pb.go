@@ -29,6 +29,7 @@ const (
 	PeerService_PurgeStatus_FullMethodName = "/meshcdn.peer.v1.PeerService/PurgeStatus"
 	PeerService_Certificate_FullMethodName = "/meshcdn.peer.v1.PeerService/Certificate"
 	PeerService_Challenge_FullMethodName   = "/meshcdn.peer.v1.PeerService/Challenge"
+	PeerService_Lease_FullMethodName       = "/meshcdn.peer.v1.PeerService/Lease"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -67,6 +68,13 @@ type PeerServiceClient interface {
 	// Challenge answers an HTTP-01 token of an ACME order this node runs,
 	// for a member the CA's validation reached instead.
 	Challenge(ctx context.Context, in *ChallengeRequest, opts ...grpc.CallOption) (*ChallengeResponse, error)
+	// Lease asks the member that keeps the origin budgets of some sites for
+	// this node's shares of them. Every node with origin requests under a
+	// budget asks about every second, and at once when a request has to wait;
+	// each answer holds for a lease's time, counted by the asking node from
+	// when it asked. The keeper of a site is its key's owner on the ring over
+	// every region; it answers for the sites it keeps and refuses the others.
+	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
 }
 
 type peerServiceClient struct {
@@ -166,6 +174,16 @@ func (c *peerServiceClient) Challenge(ctx context.Context, in *ChallengeRequest,
 	return out, nil
 }
 
+func (c *peerServiceClient) Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, PeerService_Lease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -202,6 +220,13 @@ type PeerServiceServer interface {
 	// Challenge answers an HTTP-01 token of an ACME order this node runs,
 	// for a member the CA's validation reached instead.
 	Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error)
+	// Lease asks the member that keeps the origin budgets of some sites for
+	// this node's shares of them. Every node with origin requests under a
+	// budget asks about every second, and at once when a request has to wait;
+	// each answer holds for a lease's time, counted by the asking node from
+	// when it asked. The keeper of a site is its key's owner on the ring over
+	// every region; it answers for the sites it keeps and refuses the others.
+	Lease(context.Context, *LeaseRequest) (*LeaseResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -235,6 +260,9 @@ func (UnimplementedPeerServiceServer) Certificate(context.Context, *CertificateR
 }
 func (UnimplementedPeerServiceServer) Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Challenge not implemented")
+}
+func (UnimplementedPeerServiceServer) Lease(context.Context, *LeaseRequest) (*LeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lease not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -394,6 +422,24 @@ func _PeerService_Challenge_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_Lease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).Lease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_Lease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).Lease(ctx, req.(*LeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -428,6 +474,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Challenge",
 			Handler:    _PeerService_Challenge_Handler,
+		},
+		{
+			MethodName: "Lease",
+			Handler:    _PeerService_Lease_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
