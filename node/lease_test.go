@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/lease"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -123,5 +125,275 @@ func TestMeshOriginBudget(t *testing.T) {
 	}
 	if p := o.peak.Load(); p > 4 {
 		t.Errorf("the origin answered up to %d requests at once; the budget is 4", p)
+	}
+}
+
+// ownedPaths returns count paths of budgetSite with prefix that n's ring
+// gives to owner.
+func ownedPaths(t *testing.T, n *Node, owner, prefix string, count int) []string {
+	s, _ := n.sites.Lookup(budgetSite)
+	var out []string
+	for i := 0; len(out) < count && i < 100000; i++ {
+		p := fmt.Sprintf("%s%d.js", prefix, i)
+		if o, _ := n.mesh.Ring().Owner(s.CacheKey(budgetSite, p, "")); o == owner {
+			out = append(out, p)
+		}
+	}
+	if len(out) < count {
+		t.Fatalf("%s owns %d of the paths; want %d", owner, len(out), count)
+	}
+	return out
+}
+
+// load sends clients requests for paths at n, each path once, until the
+// paths run out or stop is closed, and counts those that failed.
+func load(t *testing.T, n *Node, clients int, paths []string, stop <-chan struct{}, failed *atomic.Int64) *sync.WaitGroup {
+	next := make(chan string, len(paths))
+	for _, p := range paths {
+		next <- p
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for p := range next {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := doMaybe(t, n, "GET", p, "Host", budgetSite); failed != nil && (r.err != nil || r.StatusCode != 200 || r.body != "body of "+p) {
+					failed.Add(1)
+					t.Logf("%s from %s: %v %v", p, n.cfg.Name, r.StatusCode, r.err)
+				}
+			}
+		})
+	}
+	return &wg
+}
+
+// TestMeshOriginBudgetKill is acceptance 3 of the mesh-wide origin budget:
+// a node killed while it holds the whole budget: the others have the whole
+// budget again within a lease's time of its last renewal, and the origin
+// never sees more than the budget, the killed node's requests included.
+func TestMeshOriginBudgetKill(t *testing.T) {
+	o := newPeakOrigin(t, 400*time.Millisecond)
+	nodes := budgetCluster(t, o.testOrigin, 3, site.BudgetConfig{Concurrency: 4})
+	keeper, _, _ := nodes[0].mesh.Keeper("origin-budget\x00" + budgetSite)
+	var victim *Node
+	var rest []*Node
+	for _, n := range nodes {
+		if victim == nil && n.cfg.Name != keeper {
+			victim = n
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	stop := make(chan struct{})
+	victimLoad := load(t, victim, 12, ownedPaths(t, victim, victim.cfg.Name, "/v/", 200), stop, nil)
+	eventually(t, 10*time.Second, func() bool { return shareOf(victim).Concurrency == 4 })
+	halt(victim)
+	killed := time.Now()
+	var failed atomic.Int64
+	var loads []*sync.WaitGroup
+	for _, n := range rest {
+		loads = append(loads, load(t, n, 8, ownedPaths(t, n, n.cfg.Name, "/"+n.cfg.Name+"/", 200), stop, &failed))
+	}
+	eventually(t, 10*time.Second, func() bool { return shareOf(rest[0]).Concurrency+shareOf(rest[1]).Concurrency == 4 })
+	back := time.Since(killed)
+	// And the budget is used: the origin answers 4 at once.
+	eventually(t, 5*time.Second, func() bool { return o.now.Load() == 4 })
+	close(stop)
+	victimLoad.Wait()
+	for _, wg := range loads {
+		wg.Wait()
+	}
+	t.Logf("the survivors hold the whole budget %v after the kill; the origin answered up to %d at once", back.Round(time.Millisecond), o.peak.Load())
+	if limit := lease.DefaultValid + lease.DefaultRenew; back > limit+time.Second {
+		t.Errorf("the survivors got the whole budget back %v after the kill; want within a lease's time and a renewal (%v)", back, limit)
+	}
+	if p := o.peak.Load(); p > 4 {
+		t.Errorf("the origin answered up to %d requests at once; the budget is 4", p)
+	}
+	if failed.Load() != 0 {
+		t.Errorf("%d requests at the survivors failed", failed.Load())
+	}
+}
+
+// originClock records when the origin answered, and how much.
+type originClock struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (c *originClock) tick() {
+	c.mu.Lock()
+	c.times = append(c.times, time.Now())
+	c.mu.Unlock()
+}
+
+// within counts the ticks in [from, from+d).
+func (c *originClock) within(from time.Time, d time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, at := range c.times {
+		if !at.Before(from) && at.Before(from.Add(d)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestMeshOriginBudgetRate is acceptance 4 of the mesh-wide origin budget
+// for rate: three nodes under load with origin_budget {rate: 50/s} start
+// 500 origin requests in 10 s, within 10%.
+func TestMeshOriginBudgetRate(t *testing.T) {
+	var clock originClock
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		clock.tick()
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := budgetCluster(t, o, 3, site.BudgetConfig{Rate: 50})
+	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
+		sum := 0.0
+		for _, n := range nodes {
+			sum += shareOf(n).Rate
+		}
+		return sum > 49.99
+	})
+	stop := make(chan struct{})
+	var failed atomic.Int64
+	var loads []*sync.WaitGroup
+	for _, n := range nodes {
+		loads = append(loads, load(t, n, 6, ownedPaths(t, n, n.cfg.Name, "/r/", 1000), stop, &failed))
+	}
+	time.Sleep(2 * time.Second) // the shares follow the load
+	from := time.Now()
+	time.Sleep(10 * time.Second)
+	close(stop)
+	for _, wg := range loads {
+		wg.Wait()
+	}
+	got := clock.within(from, 10*time.Second)
+	t.Logf("%d origin requests in 10 s at 50/s", got)
+	if got < 450 || got > 550 {
+		t.Errorf("%d origin requests in 10 s; the budget is 50/s: want 500 within 10%%", got)
+	}
+}
+
+// tally counts the bytes written to it, safe for concurrent use.
+type tally struct{ atomic.Int64 }
+
+func (t *tally) Write(p []byte) (int, error) {
+	t.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// TestMeshOriginBudgetBandwidth is acceptance 4 of the mesh-wide origin
+// budget for bandwidth: three nodes under load with origin_budget
+// {bandwidth: 4MB/s} receive 40 MB from the origin in 10 s, within 10%, as
+// their clients see it byte by byte.
+func TestMeshOriginBudgetBandwidth(t *testing.T) {
+	body := strings.Repeat("x", 64<<10)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte(body))
+	})
+	const bw = 4e6
+	nodes := budgetCluster(t, o, 3, site.BudgetConfig{Bandwidth: bw})
+	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
+		sum := 0.0
+		for _, n := range nodes {
+			sum += shareOf(n).Bandwidth
+		}
+		return sum > bw-1
+	})
+	stop := make(chan struct{})
+	var received tally
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		paths := ownedPaths(t, n, n.cfg.Name, "/b/", 1000)
+		next := make(chan string, len(paths))
+		for _, p := range paths {
+			next <- p
+		}
+		close(next)
+		for range 6 {
+			wg.Go(func() {
+				for p := range next {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+p, nil)
+					req.Host = budgetSite
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = io.Copy(&received, resp.Body)
+					_ = resp.Body.Close()
+				}
+			})
+		}
+	}
+	time.Sleep(2 * time.Second) // the shares follow the load
+	before := received.Load()
+	time.Sleep(10 * time.Second)
+	got := received.Load() - before
+	close(stop)
+	wg.Wait()
+	t.Logf("%.1f MB in 10 s at %.0f MB/s", float64(got)/1e6, bw/1e6)
+	if want := 10 * bw; float64(got) < 0.9*want || float64(got) > 1.1*want {
+		t.Errorf("%d bytes in 10 s; the budget is %.0f B/s: want %.0f within 10%%", got, bw, want)
+	}
+}
+
+// TestMeshOriginBudgetQueueTimeout is the rest of acceptance 4: with the
+// mesh's budget spent, a miss at any node gets 503 with Retry-After once
+// the queue timeout has passed, and a stale object is served stale. (The
+// queue timeout is longer than a renewal: a share held by an idle member
+// flows to one whose requests wait at its next renewal.)
+func TestMeshOriginBudgetQueueTimeout(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/busy") {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+			}
+		}
+		w.Header().Set("Cache-Control", "max-age=0")
+		w.Header().Set("ETag", `"1"`)
+		_, _ = w.Write([]byte("v1"))
+	})
+	nodes := startCluster(t, nil, 2, func(c *Config) {
+		c.Sites = []site.Config{{Hosts: []string{budgetSite}, Origins: []site.OriginConfig{{URL: o.URL}},
+			OriginBudget: &site.BudgetConfig{Concurrency: 1}, QueueTimeout: units.Duration(2 * time.Second)}}
+	})
+	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
+		return shareOf(nodes[0]).Concurrency+shareOf(nodes[1]).Concurrency == 1
+	})
+	stale := ownedPaths(t, nodes[0], nodes[1].cfg.Name, "/stale/", 1)[0]
+	do(t, nodes[0], "GET", stale, "Host", budgetSite) // stored at its owner n2, always stale (max-age=0)
+	go doMaybe(t, nodes[0], "GET", "/busy.css", "Host", budgetSite)
+	eventually(t, 10*time.Second, func() bool { return o.hits.Load() == 2 })
+	for _, n := range nodes {
+		start := time.Now()
+		r := do(t, n, "GET", "/other-"+n.cfg.Name+".css", "Host", budgetSite)
+		if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+			t.Errorf("at %s over the budget: %d Retry-After %q", n.cfg.Name, r.StatusCode, r.Header.Get("Retry-After"))
+		}
+		t.Logf("503 at %s after %v", n.cfg.Name, time.Since(start).Round(time.Millisecond))
+		r = do(t, n, "GET", stale, "Host", budgetSite)
+		if r.StatusCode != 200 || r.body != "v1" {
+			t.Errorf("stale at %s over the budget: %d %q", n.cfg.Name, r.StatusCode, r.body)
+		}
+		t.Logf("stale at %s: %s", n.cfg.Name, r.cacheStatus())
 	}
 }

@@ -202,8 +202,10 @@ func testMeshCoalescing(t *testing.T, tweak func(*Config)) {
 	}
 }
 
-// halt stops a node as a crash would: listeners closed, no Leave.
+// halt stops a node as a crash would: listeners closed, no Leave, no
+// lease renewed.
 func halt(n *Node) {
+	n.leases.Stop()
 	n.mesh.Halt()
 	_ = n.sniff.Close()
 	ctx, cancel := context.WithCancel(context.Background())
