@@ -13,6 +13,7 @@ import (
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/lease"
+	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -395,5 +396,54 @@ func TestMeshOriginBudgetQueueTimeout(t *testing.T) {
 			t.Errorf("stale at %s over the budget: %d %q", n.cfg.Name, r.StatusCode, r.body)
 		}
 		t.Logf("stale at %s: %s", n.cfg.Name, r.cacheStatus())
+	}
+}
+
+// TestMeshOriginBudgetOrder: a fill keeps its class when it crosses the
+// mesh: at the key's owner, a prefetch sent by another node waits behind a
+// client's fill that came later.
+func TestMeshOriginBudgetOrder(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		order = append(order, r.URL.Path)
+		mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/busy/") {
+			<-gate
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte("body of " + r.URL.Path))
+	})
+	nodes := budgetCluster(t, o, 2, site.BudgetConfig{Concurrency: 1})
+	n1, n2 := nodes[0], nodes[1]
+	waiting := func(want float64) {
+		eventually(t, 10*time.Second, func() bool {
+			return gaugeValue(t, n2, "meshcdn_origin_budget_waiting", "site", budgetSite) == want
+		})
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { doMaybe(t, n2, "GET", ownedPaths(t, n2, "n2", "/busy/", 1)[0], "Host", budgetSite) })
+	eventually(t, 10*time.Second, func() bool {
+		return gaugeValue(t, n2, "meshcdn_origin_budget_inflight", "site", budgetSite) == 1
+	})
+	prefetched := ownedPaths(t, n1, "n2", "/prefetched/", 1)[0]
+	wg.Go(func() { // as meshcdn admin prefetch does, at n1
+		req, _ := http.NewRequestWithContext(pipeline.WithOperator(t.Context()), http.MethodGet, "http://"+budgetSite+prefetched, nil)
+		req.RequestURI, req.RemoteAddr = prefetched, "127.0.0.1:0"
+		n1.ServeHTTP(&discardWriter{h: http.Header{}}, req)
+	})
+	waiting(1)
+	client := ownedPaths(t, n1, "n2", "/client/", 1)[0]
+	wg.Go(func() { doMaybe(t, n1, "GET", client, "Host", budgetSite) })
+	waiting(2)
+	close(gate)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 3 || order[1] != client || order[2] != prefetched {
+		t.Errorf("the origin was asked for %v; want the busy one, then %s (a client's), then %s (a prefetch)", order, client, prefetched)
 	}
 }

@@ -76,6 +76,16 @@ func FromPeer(ctx context.Context) (string, bool) {
 
 type sliceKey struct{}
 
+type classKey struct{}
+
+// ClassOf returns the class the sending node gave a peer fetch (see
+// FetchRequest.class); false for a request from no peer, or one that gave
+// none.
+func ClassOf(ctx context.Context) (peerv1.FetchClass, bool) {
+	c, ok := ctx.Value(classKey{}).(peerv1.FetchClass)
+	return c, ok && c != peerv1.FetchClass_FETCH_CLASS_UNSPECIFIED
+}
+
 // SliceOf returns the slice a peer's fetch asks for, if it asks for one.
 func SliceOf(ctx context.Context) (slice.Spec, bool) {
 	s, ok := ctx.Value(sliceKey{}).(slice.Spec)
@@ -234,6 +244,12 @@ func (s *Server) Fetch(req *peerv1.FetchRequest, stream grpc.ServerStreamingServ
 		}
 		ctx = context.WithValue(ctx, takeOverKey{}, req.GetFrom())
 		method = http.MethodHead
+	}
+	if c := req.GetClass(); c != peerv1.FetchClass_FETCH_CLASS_UNSPECIFIED {
+		if _, known := peerv1.FetchClass_name[int32(c)]; !known {
+			return status.Errorf(codes.InvalidArgument, "class %d is none of FetchClass", c)
+		}
+		ctx = context.WithValue(ctx, classKey{}, c)
 	}
 	if sl := req.GetSlice(); sl != nil {
 		spec := slice.Spec{Size: sl.GetSize(), Index: sl.GetIndex()}

@@ -458,7 +458,7 @@ func (fl *flight) fetchedAt(respTime time.Time) time.Time {
 // fetchPeer asks the peer at addr for key; cacheOnly asks its cache alone.
 func (pl *Pipeline) fetchPeer(ctx context.Context, st *site.Site, name, addr, key string, req originRequest, cacheOnly bool) (*http.Response, error) {
 	pr := &peerv1.FetchRequest{Key: key, Host: req.host, PathQuery: req.pathQuery, From: pl.cfg.Name,
-		Epoch: pl.mesh.Epoch(), CacheOnly: cacheOnly}
+		Epoch: pl.mesh.Epoch(), CacheOnly: cacheOnly, Class: peerv1.FetchClass(budget.ClassOf(ctx) + 1)}
 	for k, vs := range req.header {
 		pr.Headers = append(pr.Headers, &peerv1.HeaderField{Name: k, Values: vs})
 	}
@@ -525,13 +525,18 @@ const reasonTooLarge = "too-large"
 // revalidations, then what nobody waits for (a background refresh, an
 // operator's prefetch).
 func fillClass(x *exchange, stale *stored, background bool) budget.Class {
+	c := budget.Client
 	switch {
 	case background || x.r.Context().Value(operatorRequest{}) != nil:
-		return budget.Background
+		c = budget.Background
 	case stale != nil:
-		return budget.Revalidation
+		c = budget.Revalidation
 	}
-	return budget.Client
+	if pc, ok := peer.ClassOf(x.r.Context()); ok {
+		// A peer's fill keeps the class it has there, or a later one.
+		c = max(c, budget.Class(pc-1))
+	}
+	return c
 }
 
 // runFill fetches one response into the job's flight and, when it is

@@ -25,6 +25,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// FetchClass orders origin requests waiting for a site's origin budget:
+// client fills first, then revalidations, then background work.
+type FetchClass int32
+
+const (
+	// FETCH_CLASS_UNSPECIFIED counts as a client's fill.
+	FetchClass_FETCH_CLASS_UNSPECIFIED FetchClass = 0
+	// FETCH_CLASS_CLIENT is a fill a client waits for.
+	FetchClass_FETCH_CLASS_CLIENT FetchClass = 1
+	// FETCH_CLASS_REVALIDATION refreshes a stale object a client waits for.
+	FetchClass_FETCH_CLASS_REVALIDATION FetchClass = 2
+	// FETCH_CLASS_BACKGROUND is a prefetch or a background refresh.
+	FetchClass_FETCH_CLASS_BACKGROUND FetchClass = 3
+)
+
+// Enum value maps for FetchClass.
+var (
+	FetchClass_name = map[int32]string{
+		0: "FETCH_CLASS_UNSPECIFIED",
+		1: "FETCH_CLASS_CLIENT",
+		2: "FETCH_CLASS_REVALIDATION",
+		3: "FETCH_CLASS_BACKGROUND",
+	}
+	FetchClass_value = map[string]int32{
+		"FETCH_CLASS_UNSPECIFIED":  0,
+		"FETCH_CLASS_CLIENT":       1,
+		"FETCH_CLASS_REVALIDATION": 2,
+		"FETCH_CLASS_BACKGROUND":   3,
+	}
+)
+
+func (x FetchClass) Enum() *FetchClass {
+	p := new(FetchClass)
+	*p = x
+	return p
+}
+
+func (x FetchClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FetchClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshcdn_peer_v1_peer_proto_enumTypes[0].Descriptor()
+}
+
+func (FetchClass) Type() protoreflect.EnumType {
+	return &file_meshcdn_peer_v1_peer_proto_enumTypes[0]
+}
+
+func (x FetchClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FetchClass.Descriptor instead.
+func (FetchClass) EnumDescriptor() ([]byte, []int) {
+	return file_meshcdn_peer_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
 // LeaseRequest reports a node's use of the origin budgets it asks shares
 // of.
 type LeaseRequest struct {
@@ -1205,7 +1263,10 @@ type FetchRequest struct {
 	// fetches the slice from the origin with a Range request, and sends the
 	// origin's 206 as it is. An origin that ignores ranges answers 200 with
 	// the whole object, which the peer sends as well.
-	Slice         *Slice `protobuf:"bytes,9,opt,name=slice,proto3" json:"slice,omitempty"`
+	Slice *Slice `protobuf:"bytes,9,opt,name=slice,proto3" json:"slice,omitempty"`
+	// class is the sender's reason for the fill, which orders the peer's
+	// origin request among those waiting for the site's origin budget.
+	Class         FetchClass `protobuf:"varint,10,opt,name=class,proto3,enum=meshcdn.peer.v1.FetchClass" json:"class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1301,6 +1362,13 @@ func (x *FetchRequest) GetSlice() *Slice {
 		return x.Slice
 	}
 	return nil
+}
+
+func (x *FetchRequest) GetClass() FetchClass {
+	if x != nil {
+		return x.Class
+	}
+	return FetchClass_FETCH_CLASS_UNSPECIFIED
 }
 
 // Slice names one slice of an object stored as slices.
@@ -1953,7 +2021,7 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\x04from\x18\x06 \x01(\tR\x04from\x122\n" +
 	"\x06issued\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\x9f\x02\n" +
+	"\aremoved\x18\x01 \x01(\x03R\aremoved\"\xd2\x02\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1d\n" +
@@ -1965,7 +2033,9 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"cache_only\x18\a \x01(\bR\tcacheOnly\x12\x1b\n" +
 	"\ttake_over\x18\b \x01(\bR\btakeOver\x12,\n" +
-	"\x05slice\x18\t \x01(\v2\x16.meshcdn.peer.v1.SliceR\x05slice\"1\n" +
+	"\x05slice\x18\t \x01(\v2\x16.meshcdn.peer.v1.SliceR\x05slice\x121\n" +
+	"\x05class\x18\n" +
+	" \x01(\x0e2\x1b.meshcdn.peer.v1.FetchClassR\x05class\"1\n" +
 	"\x05Slice\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x03R\x05index\"9\n" +
@@ -2006,7 +2076,13 @@ const file_meshcdn_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"handed_off\x18\x01 \x01(\x03R\thandedOff\x12\x1b\n" +
 	"\tnot_taken\x18\x02 \x01(\x03R\bnotTaken\x12-\n" +
-	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took2\x83\x06\n" +
+	"\x04took\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04took*{\n" +
+	"\n" +
+	"FetchClass\x12\x1b\n" +
+	"\x17FETCH_CLASS_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12FETCH_CLASS_CLIENT\x10\x01\x12\x1c\n" +
+	"\x18FETCH_CLASS_REVALIDATION\x10\x02\x12\x1a\n" +
+	"\x16FETCH_CLASS_BACKGROUND\x10\x032\x83\x06\n" +
 	"\vPeerService\x12M\n" +
 	"\x05Fetch\x12\x1d.meshcdn.peer.v1.FetchRequest\x1a\x1e.meshcdn.peer.v1.FetchResponse\"\x03\x90\x02\x020\x01\x12K\n" +
 	"\x05Purge\x12\x1d.meshcdn.peer.v1.PurgeRequest\x1a\x1e.meshcdn.peer.v1.PurgeResponse\"\x03\x90\x02\x02\x12K\n" +
@@ -2032,88 +2108,91 @@ func file_meshcdn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_meshcdn_peer_v1_peer_proto_rawDescData
 }
 
+var file_meshcdn_peer_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_meshcdn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_meshcdn_peer_v1_peer_proto_goTypes = []any{
-	(*LeaseRequest)(nil),          // 0: meshcdn.peer.v1.LeaseRequest
-	(*LeaseAsk)(nil),              // 1: meshcdn.peer.v1.LeaseAsk
-	(*Limits)(nil),                // 2: meshcdn.peer.v1.Limits
-	(*LeaseResponse)(nil),         // 3: meshcdn.peer.v1.LeaseResponse
-	(*LeaseGrant)(nil),            // 4: meshcdn.peer.v1.LeaseGrant
-	(*CertificateRequest)(nil),    // 5: meshcdn.peer.v1.CertificateRequest
-	(*CertificateResponse)(nil),   // 6: meshcdn.peer.v1.CertificateResponse
-	(*ChallengeRequest)(nil),      // 7: meshcdn.peer.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),     // 8: meshcdn.peer.v1.ChallengeResponse
-	(*PurgeStatusRequest)(nil),    // 9: meshcdn.peer.v1.PurgeStatusRequest
-	(*PurgeStatusResponse)(nil),   // 10: meshcdn.peer.v1.PurgeStatusResponse
-	(*SyncPurgesRequest)(nil),     // 11: meshcdn.peer.v1.SyncPurgesRequest
-	(*SyncPurgesResponse)(nil),    // 12: meshcdn.peer.v1.SyncPurgesResponse
-	(*PurgeRecord)(nil),           // 13: meshcdn.peer.v1.PurgeRecord
-	(*StatsRequest)(nil),          // 14: meshcdn.peer.v1.StatsRequest
-	(*StatsResponse)(nil),         // 15: meshcdn.peer.v1.StatsResponse
-	(*Tier)(nil),                  // 16: meshcdn.peer.v1.Tier
-	(*PurgeRequest)(nil),          // 17: meshcdn.peer.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 18: meshcdn.peer.v1.PurgeResponse
-	(*FetchRequest)(nil),          // 19: meshcdn.peer.v1.FetchRequest
-	(*Slice)(nil),                 // 20: meshcdn.peer.v1.Slice
-	(*HeaderField)(nil),           // 21: meshcdn.peer.v1.HeaderField
-	(*FetchResponse)(nil),         // 22: meshcdn.peer.v1.FetchResponse
-	(*ResponseHead)(nil),          // 23: meshcdn.peer.v1.ResponseHead
-	(*ResponseEnd)(nil),           // 24: meshcdn.peer.v1.ResponseEnd
-	(*DrainRequest)(nil),          // 25: meshcdn.peer.v1.DrainRequest
-	(*DrainResponse)(nil),         // 26: meshcdn.peer.v1.DrainResponse
-	nil,                           // 27: meshcdn.peer.v1.StatsResponse.RequestsEntry
-	nil,                           // 28: meshcdn.peer.v1.StatsResponse.BytesEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(FetchClass)(0),               // 0: meshcdn.peer.v1.FetchClass
+	(*LeaseRequest)(nil),          // 1: meshcdn.peer.v1.LeaseRequest
+	(*LeaseAsk)(nil),              // 2: meshcdn.peer.v1.LeaseAsk
+	(*Limits)(nil),                // 3: meshcdn.peer.v1.Limits
+	(*LeaseResponse)(nil),         // 4: meshcdn.peer.v1.LeaseResponse
+	(*LeaseGrant)(nil),            // 5: meshcdn.peer.v1.LeaseGrant
+	(*CertificateRequest)(nil),    // 6: meshcdn.peer.v1.CertificateRequest
+	(*CertificateResponse)(nil),   // 7: meshcdn.peer.v1.CertificateResponse
+	(*ChallengeRequest)(nil),      // 8: meshcdn.peer.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),     // 9: meshcdn.peer.v1.ChallengeResponse
+	(*PurgeStatusRequest)(nil),    // 10: meshcdn.peer.v1.PurgeStatusRequest
+	(*PurgeStatusResponse)(nil),   // 11: meshcdn.peer.v1.PurgeStatusResponse
+	(*SyncPurgesRequest)(nil),     // 12: meshcdn.peer.v1.SyncPurgesRequest
+	(*SyncPurgesResponse)(nil),    // 13: meshcdn.peer.v1.SyncPurgesResponse
+	(*PurgeRecord)(nil),           // 14: meshcdn.peer.v1.PurgeRecord
+	(*StatsRequest)(nil),          // 15: meshcdn.peer.v1.StatsRequest
+	(*StatsResponse)(nil),         // 16: meshcdn.peer.v1.StatsResponse
+	(*Tier)(nil),                  // 17: meshcdn.peer.v1.Tier
+	(*PurgeRequest)(nil),          // 18: meshcdn.peer.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 19: meshcdn.peer.v1.PurgeResponse
+	(*FetchRequest)(nil),          // 20: meshcdn.peer.v1.FetchRequest
+	(*Slice)(nil),                 // 21: meshcdn.peer.v1.Slice
+	(*HeaderField)(nil),           // 22: meshcdn.peer.v1.HeaderField
+	(*FetchResponse)(nil),         // 23: meshcdn.peer.v1.FetchResponse
+	(*ResponseHead)(nil),          // 24: meshcdn.peer.v1.ResponseHead
+	(*ResponseEnd)(nil),           // 25: meshcdn.peer.v1.ResponseEnd
+	(*DrainRequest)(nil),          // 26: meshcdn.peer.v1.DrainRequest
+	(*DrainResponse)(nil),         // 27: meshcdn.peer.v1.DrainResponse
+	nil,                           // 28: meshcdn.peer.v1.StatsResponse.RequestsEntry
+	nil,                           // 29: meshcdn.peer.v1.StatsResponse.BytesEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_meshcdn_peer_v1_peer_proto_depIdxs = []int32{
-	1,  // 0: meshcdn.peer.v1.LeaseRequest.sites:type_name -> meshcdn.peer.v1.LeaseAsk
-	2,  // 1: meshcdn.peer.v1.LeaseAsk.budget:type_name -> meshcdn.peer.v1.Limits
-	2,  // 2: meshcdn.peer.v1.LeaseAsk.share:type_name -> meshcdn.peer.v1.Limits
-	4,  // 3: meshcdn.peer.v1.LeaseResponse.grants:type_name -> meshcdn.peer.v1.LeaseGrant
-	2,  // 4: meshcdn.peer.v1.LeaseGrant.share:type_name -> meshcdn.peer.v1.Limits
-	29, // 5: meshcdn.peer.v1.LeaseGrant.valid:type_name -> google.protobuf.Duration
-	13, // 6: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
-	30, // 7: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
-	17, // 8: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
-	27, // 9: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
-	28, // 10: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
-	16, // 11: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
-	30, // 12: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
-	21, // 13: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
-	20, // 14: meshcdn.peer.v1.FetchRequest.slice:type_name -> meshcdn.peer.v1.Slice
-	23, // 15: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
-	24, // 16: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
-	21, // 17: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
-	30, // 18: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
-	29, // 19: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
-	29, // 20: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
-	29, // 21: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
-	29, // 22: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
-	29, // 23: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
-	19, // 24: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
-	17, // 25: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
-	25, // 26: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
-	14, // 27: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
-	11, // 28: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
-	9,  // 29: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
-	5,  // 30: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
-	7,  // 31: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
-	0,  // 32: meshcdn.peer.v1.PeerService.Lease:input_type -> meshcdn.peer.v1.LeaseRequest
-	22, // 33: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
-	18, // 34: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
-	26, // 35: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
-	15, // 36: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
-	12, // 37: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
-	10, // 38: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
-	6,  // 39: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
-	8,  // 40: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
-	3,  // 41: meshcdn.peer.v1.PeerService.Lease:output_type -> meshcdn.peer.v1.LeaseResponse
-	33, // [33:42] is the sub-list for method output_type
-	24, // [24:33] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	2,  // 0: meshcdn.peer.v1.LeaseRequest.sites:type_name -> meshcdn.peer.v1.LeaseAsk
+	3,  // 1: meshcdn.peer.v1.LeaseAsk.budget:type_name -> meshcdn.peer.v1.Limits
+	3,  // 2: meshcdn.peer.v1.LeaseAsk.share:type_name -> meshcdn.peer.v1.Limits
+	5,  // 3: meshcdn.peer.v1.LeaseResponse.grants:type_name -> meshcdn.peer.v1.LeaseGrant
+	3,  // 4: meshcdn.peer.v1.LeaseGrant.share:type_name -> meshcdn.peer.v1.Limits
+	30, // 5: meshcdn.peer.v1.LeaseGrant.valid:type_name -> google.protobuf.Duration
+	14, // 6: meshcdn.peer.v1.SyncPurgesResponse.records:type_name -> meshcdn.peer.v1.PurgeRecord
+	31, // 7: meshcdn.peer.v1.SyncPurgesResponse.truncated_before:type_name -> google.protobuf.Timestamp
+	18, // 8: meshcdn.peer.v1.PurgeRecord.purge:type_name -> meshcdn.peer.v1.PurgeRequest
+	28, // 9: meshcdn.peer.v1.StatsResponse.requests:type_name -> meshcdn.peer.v1.StatsResponse.RequestsEntry
+	29, // 10: meshcdn.peer.v1.StatsResponse.bytes:type_name -> meshcdn.peer.v1.StatsResponse.BytesEntry
+	17, // 11: meshcdn.peer.v1.StatsResponse.tiers:type_name -> meshcdn.peer.v1.Tier
+	31, // 12: meshcdn.peer.v1.PurgeRequest.issued:type_name -> google.protobuf.Timestamp
+	22, // 13: meshcdn.peer.v1.FetchRequest.headers:type_name -> meshcdn.peer.v1.HeaderField
+	21, // 14: meshcdn.peer.v1.FetchRequest.slice:type_name -> meshcdn.peer.v1.Slice
+	0,  // 15: meshcdn.peer.v1.FetchRequest.class:type_name -> meshcdn.peer.v1.FetchClass
+	24, // 16: meshcdn.peer.v1.FetchResponse.head:type_name -> meshcdn.peer.v1.ResponseHead
+	25, // 17: meshcdn.peer.v1.FetchResponse.end:type_name -> meshcdn.peer.v1.ResponseEnd
+	22, // 18: meshcdn.peer.v1.ResponseHead.headers:type_name -> meshcdn.peer.v1.HeaderField
+	31, // 19: meshcdn.peer.v1.ResponseHead.response_time:type_name -> google.protobuf.Timestamp
+	30, // 20: meshcdn.peer.v1.ResponseHead.initial_age:type_name -> google.protobuf.Duration
+	30, // 21: meshcdn.peer.v1.ResponseHead.ttl:type_name -> google.protobuf.Duration
+	30, // 22: meshcdn.peer.v1.ResponseHead.stale_while_revalidate:type_name -> google.protobuf.Duration
+	30, // 23: meshcdn.peer.v1.ResponseHead.stale_if_error:type_name -> google.protobuf.Duration
+	30, // 24: meshcdn.peer.v1.DrainResponse.took:type_name -> google.protobuf.Duration
+	20, // 25: meshcdn.peer.v1.PeerService.Fetch:input_type -> meshcdn.peer.v1.FetchRequest
+	18, // 26: meshcdn.peer.v1.PeerService.Purge:input_type -> meshcdn.peer.v1.PurgeRequest
+	26, // 27: meshcdn.peer.v1.PeerService.Drain:input_type -> meshcdn.peer.v1.DrainRequest
+	15, // 28: meshcdn.peer.v1.PeerService.Stats:input_type -> meshcdn.peer.v1.StatsRequest
+	12, // 29: meshcdn.peer.v1.PeerService.SyncPurges:input_type -> meshcdn.peer.v1.SyncPurgesRequest
+	10, // 30: meshcdn.peer.v1.PeerService.PurgeStatus:input_type -> meshcdn.peer.v1.PurgeStatusRequest
+	6,  // 31: meshcdn.peer.v1.PeerService.Certificate:input_type -> meshcdn.peer.v1.CertificateRequest
+	8,  // 32: meshcdn.peer.v1.PeerService.Challenge:input_type -> meshcdn.peer.v1.ChallengeRequest
+	1,  // 33: meshcdn.peer.v1.PeerService.Lease:input_type -> meshcdn.peer.v1.LeaseRequest
+	23, // 34: meshcdn.peer.v1.PeerService.Fetch:output_type -> meshcdn.peer.v1.FetchResponse
+	19, // 35: meshcdn.peer.v1.PeerService.Purge:output_type -> meshcdn.peer.v1.PurgeResponse
+	27, // 36: meshcdn.peer.v1.PeerService.Drain:output_type -> meshcdn.peer.v1.DrainResponse
+	16, // 37: meshcdn.peer.v1.PeerService.Stats:output_type -> meshcdn.peer.v1.StatsResponse
+	13, // 38: meshcdn.peer.v1.PeerService.SyncPurges:output_type -> meshcdn.peer.v1.SyncPurgesResponse
+	11, // 39: meshcdn.peer.v1.PeerService.PurgeStatus:output_type -> meshcdn.peer.v1.PurgeStatusResponse
+	7,  // 40: meshcdn.peer.v1.PeerService.Certificate:output_type -> meshcdn.peer.v1.CertificateResponse
+	9,  // 41: meshcdn.peer.v1.PeerService.Challenge:output_type -> meshcdn.peer.v1.ChallengeResponse
+	4,  // 42: meshcdn.peer.v1.PeerService.Lease:output_type -> meshcdn.peer.v1.LeaseResponse
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_meshcdn_peer_v1_peer_proto_init() }
@@ -2131,13 +2210,14 @@ func file_meshcdn_peer_v1_peer_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshcdn_peer_v1_peer_proto_rawDesc), len(file_meshcdn_peer_v1_peer_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_meshcdn_peer_v1_peer_proto_goTypes,
 		DependencyIndexes: file_meshcdn_peer_v1_peer_proto_depIdxs,
+		EnumInfos:         file_meshcdn_peer_v1_peer_proto_enumTypes,
 		MessageInfos:      file_meshcdn_peer_v1_peer_proto_msgTypes,
 	}.Build()
 	File_meshcdn_peer_v1_peer_proto = out.File
