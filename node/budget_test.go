@@ -138,8 +138,8 @@ func TestOriginBudgetOrder(t *testing.T) {
 	}
 }
 
-// TestOriginBudgetConfig: the settings are checked, and a mesh, whose
-// nodes would each keep the whole budget, refuses one.
+// TestOriginBudgetConfig: the settings are checked; a budget is valid on a
+// single node and in a mesh (which shares it by leases).
 func TestOriginBudgetConfig(t *testing.T) {
 	for _, c := range []struct {
 		yaml, want string
@@ -163,7 +163,64 @@ func TestOriginBudgetConfig(t *testing.T) {
 		t.Fatalf("a budget on a single node: %v", err)
 	}
 	cfg.Mesh = &MeshConfig{PeerAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0"}
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "sites[0].origin_budget: is kept by a single node") {
+	if err := cfg.Validate(); err != nil {
 		t.Errorf("a budget in a mesh: %v", err)
+	}
+}
+
+// TestOriginBudgetReload: a reload sets, changes and removes a site's
+// origin budget in a running node, for the origin requests that start
+// afterwards; an invalid configuration changes nothing.
+func TestOriginBudgetReload(t *testing.T) {
+	o := newPeakOrigin(t, 300*time.Millisecond)
+	sc := site.Config{Hosts: []string{"app.example"}, Origins: []site.OriginConfig{{URL: o.URL}}}
+	n := startNode(t, nil, Config{Sites: []site.Config{sc}})
+	wave := 0
+	peakOf := func(clients int) int64 {
+		wave++
+		o.peak.Store(0)
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() { do(t, n, "GET", fmt.Sprintf("/w%d/%d.js", wave, i), "Host", "app.example") })
+		}
+		wg.Wait()
+		return o.peak.Load()
+	}
+	reload := func(b *site.BudgetConfig) {
+		t.Helper()
+		c := sc
+		c.OriginBudget = b
+		if err := n.ReloadBudgets(Config{Sites: []site.Config{c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := peakOf(6); p != 6 {
+		t.Fatalf("without a budget, the origin answered up to %d of 6 at once", p)
+	}
+	reload(&site.BudgetConfig{Concurrency: 2})
+	if p := peakOf(6); p != 2 {
+		t.Errorf("with a budget of 2 reloaded, the origin answered up to %d at once", p)
+	}
+	if b := statusJSON(t, n).Budgets; len(b) != 1 || b[0].Concurrency != 2 {
+		t.Errorf("status.json's origin budgets: %+v", b)
+	}
+	reload(&site.BudgetConfig{Concurrency: 3})
+	if p := peakOf(6); p != 3 {
+		t.Errorf("with the budget raised to 3, the origin answered up to %d at once", p)
+	}
+	bad := sc
+	bad.OriginBudget = &site.BudgetConfig{Concurrency: -1}
+	if err := n.ReloadBudgets(Config{Sites: []site.Config{bad}}); err == nil || !strings.Contains(err.Error(), "origin_budget.concurrency") {
+		t.Errorf("an invalid budget reloaded: %v", err)
+	}
+	if p := peakOf(6); p != 3 {
+		t.Errorf("after an invalid reload, the origin answered up to %d at once; want 3 still", p)
+	}
+	reload(nil)
+	if p := peakOf(6); p != 6 {
+		t.Errorf("with the budget removed, the origin answered up to %d of 6 at once", p)
+	}
+	if b := statusJSON(t, n).Budgets; len(b) != 0 {
+		t.Errorf("status.json's origin budgets without one: %+v", b)
 	}
 }

@@ -447,3 +447,36 @@ func TestMeshOriginBudgetOrder(t *testing.T) {
 		t.Errorf("the origin was asked for %v; want the busy one, then %s (a client's), then %s (a prefetch)", order, client, prefetched)
 	}
 }
+
+// TestMeshOriginBudgetReload: a budget reloaded at every member holds for
+// the mesh; one lowered at a single member holds at once, as the keeper
+// applies the lowest budget any member has.
+func TestMeshOriginBudgetReload(t *testing.T) {
+	o := newPeakOrigin(t, 300*time.Millisecond)
+	nodes := budgetCluster(t, o.testOrigin, 2, site.BudgetConfig{Concurrency: 2})
+	shares := func() int { return shareOf(nodes[0]).Concurrency + shareOf(nodes[1]).Concurrency }
+	reload := func(n *Node, c int) {
+		t.Helper()
+		sc := site.Config{Hosts: []string{budgetSite}, Origins: []site.OriginConfig{{URL: o.URL}}, OriginBudget: &site.BudgetConfig{Concurrency: c}}
+		if err := n.ReloadBudgets(Config{Sites: []site.Config{sc}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload(nodes[0], 4)
+	time.Sleep(2 * lease.DefaultRenew) // the others still have 2: the budget stays 2
+	if s := shares(); s != 2 {
+		t.Fatalf("with 4 at one member and 2 at the other, the shares come to %d; want 2", s)
+	}
+	reload(nodes[1], 4)
+	eventually(t, 10*time.Second, func() bool { return shares() == 4 })
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() { do(t, nodes[i%2], "GET", fmt.Sprintf("/r/%d.js", i), "Host", budgetSite) })
+	}
+	wg.Wait()
+	if p := o.peak.Load(); p != 4 {
+		t.Errorf("with 4 reloaded at every member, the origin answered up to %d at once", p)
+	}
+	reload(nodes[1], 1)
+	eventually(t, 10*time.Second, func() bool { return shares() == 1 })
+}

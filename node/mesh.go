@@ -26,7 +26,9 @@ func (n *Node) startMesh(ctx context.Context) error {
 	// Origin budgets are shared over the mesh: each holds a lease of it.
 	n.leases = lease.New(lease.Config{Self: n.cfg.Name, Mesh: leaseView{n}, Logger: n.log})
 	for _, b := range n.budgets {
-		n.leases.Add(b.site, b.Budget)
+		if b.limited() {
+			n.leases.Add(b.site, b.Budget)
+		}
 	}
 	n.mesh = mesh.New(*n.cfg.Mesh, mesh.Self{Name: n.cfg.Name, Version: n.cfg.Version, HTTPAddr: n.HTTPAddr(),
 		AdminAddr: n.AdminAddr(), Handler: n, Local: peerLocal{n}, Store: ownStore{n.store},

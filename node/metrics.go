@@ -6,11 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/meshcdn/meshcdn/node/budget"
 	"github.com/meshcdn/meshcdn/node/cache"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/pipeline"
-	"github.com/meshcdn/meshcdn/node/site"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of its own so that
@@ -93,32 +91,4 @@ func (m *metrics) forOrigins(site string, targets []*origin.Target) func(*origin
 			s.errors.Inc()
 		}
 	}
-}
-
-// newBudget makes the origin budget of s, with its metrics, or returns nil
-// when it has none.
-func (n *Node) newBudget(s *site.Site) *budget.Budget {
-	if s.OriginBudget == nil {
-		return nil
-	}
-	waits := n.metrics.budgetWait.MustCurryWith(prometheus.Labels{"site": s.Name})
-	b := budget.New(*s.OriginBudget, s.QueueTimeout, func(c budget.Class, d time.Duration) {
-		waits.WithLabelValues(c.String()).Observe(d.Seconds())
-	})
-	l := prometheus.Labels{"site": s.Name}
-	n.metrics.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_origin_budget_inflight", Help: "Origin requests holding a slot of the site's origin budget.", ConstLabels: l},
-			func() float64 { return float64(b.Inflight()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_origin_budget_waiting", Help: "Origin requests waiting for a slot of the site's origin budget.", ConstLabels: l},
-			func() float64 { return float64(b.Waiting()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcdn_origin_budget_concurrency", Help: "The site's origin budget on this node: requests in flight (0: no limit).", ConstLabels: l},
-			func() float64 { return float64(b.Limits().Concurrency) }))
-	n.budgets = append(n.budgets, siteBudget{s.Name, b})
-	return b
-}
-
-// siteBudget is a site's origin budget.
-type siteBudget struct {
-	site string
-	*budget.Budget
 }

@@ -118,9 +118,19 @@ func (v *statusView) Cluster(ctx context.Context) status.Cluster {
 		cl.Origins = append(cl.Origins, o)
 	}
 	for _, b := range n.budgets {
+		if !b.limited() {
+			continue
+		}
 		l := b.Limits()
-		cl.Budgets = append(cl.Budgets, status.Budget{Site: b.site, Concurrency: l.Concurrency, Rate: l.Rate, Bandwidth: l.Bandwidth,
-			Inflight: b.Inflight(), Waiting: b.Waiting()})
+		sb := status.Budget{Site: b.site, Concurrency: l.Concurrency, Rate: l.Rate, Bandwidth: l.Bandwidth,
+			Inflight: b.Inflight(), Waiting: b.Waiting()}
+		if n.leases != nil {
+			if ls, ok := n.leases.Lease(b.site); ok {
+				sb.Lease = &status.Lease{Concurrency: ls.Share.Concurrency, Rate: ls.Share.Rate, Bandwidth: ls.Share.Bandwidth,
+					Keeper: ls.Keeper, Valid: !ls.Expires.IsZero()}
+			}
+		}
+		cl.Budgets = append(cl.Budgets, sb)
 	}
 	if n.mesh != nil {
 		if shield := n.cfg.Mesh.ShieldRegion; shield != "" {

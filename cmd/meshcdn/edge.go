@@ -388,6 +388,19 @@ func startGCFloor(log *slog.Logger, getenv func(string) string) *gcfloor.Floor {
 	return f
 }
 
+// reloadBudgets reads the configuration again, as at start, and puts the
+// sites' origin budgets in force (see node.Node.ReloadBudgets).
+func reloadBudgets(n *node.Node, f *edgeFlags, stderr io.Writer) {
+	next, err := f.edgeConfig(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshcdn: reload: %v (the origin budgets in force stay)\n", err)
+		return
+	}
+	if err := n.ReloadBudgets(next); err != nil {
+		fmt.Fprintf(stderr, "meshcdn: reload: %v\n", err)
+	}
+}
+
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshcdn edge", flag.ContinueOnError)
 	setUsage(fs, stdout, "Usage: meshcdn edge [--config FILE] [flags]\n\nRuns an edge node. Every flag may also come from the environment as MESHCDN_<FLAG>\n(--cache-dir: MESHCDN_CACHE_DIR); flags win over the environment, which wins over the file.\n")
@@ -407,8 +420,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return usageError{err: err}
 	}
-	// SIGHUP reloads what can change without a restart: the mesh
-	// certificates, for rotation.
+	// SIGHUP reloads what can change without a restart: the certificates,
+	// for rotation, and the sites' origin budgets from the config file.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -420,6 +433,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case <-hup:
 			if err := n.Reload(); err != nil {
 				fmt.Fprintf(stderr, "meshcdn: reload: %v (the certificates in use stay)\n", err)
+			}
+			if f.config != "" {
+				reloadBudgets(n, &f, stderr)
 			}
 			continue
 		case <-ctx.Done():

@@ -109,6 +109,13 @@ func (b *Budget) SetLimits(lim Limits) {
 	b.applyLocked()
 }
 
+// SetQueueTimeout changes how long later requests wait for a slot.
+func (b *Budget) SetQueueTimeout(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queueTimeout = d
+}
+
 // SetShare puts the budget under a lease: of each limit the configuration
 // sets, the node may use share's, and a zero there means none at all (no
 // request starts, no body byte is read). Limits the configuration does not
@@ -230,13 +237,13 @@ func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err erro
 	b.waiting[c] = append(b.waiting[c], w)
 	b.dispatchLocked(start)
 	granted := w.granted // at once: no timer to start
-	onWait := b.onWait
+	onWait, timeout := b.onWait, b.queueTimeout
 	b.mu.Unlock()
 	if !granted && onWait != nil {
 		onWait()
 	}
 	if !granted {
-		err = b.wait(ctx, c, w)
+		err = b.wait(ctx, c, w, timeout)
 	}
 	if err != nil {
 		return nil, err
@@ -247,16 +254,16 @@ func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err erro
 	return sync.OnceFunc(b.release), nil
 }
 
-// wait waits for w, queued in class c, to be granted: until ctx ends or the
-// queue timeout passes.
-func (b *Budget) wait(ctx context.Context, c Class, w *waiter) (err error) {
-	timer := time.NewTimer(b.queueTimeout)
+// wait waits for w, queued in class c, to be granted: until ctx ends or
+// timeout passes.
+func (b *Budget) wait(ctx context.Context, c Class, w *waiter, timeout time.Duration) (err error) {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
 	case <-w.ready:
 		return nil
 	case <-timer.C:
-		err = fmt.Errorf("%w (%v)", ErrQueueTimeout, b.queueTimeout)
+		err = fmt.Errorf("%w (%v)", ErrQueueTimeout, timeout)
 	case <-b.done:
 		err = ErrClosed
 	case <-ctx.Done():

@@ -92,6 +92,19 @@ type Budget struct {
 	Bandwidth   float64 `json:"bandwidth_bytes_per_second"`
 	Inflight    int     `json:"inflight"`
 	Waiting     int     `json:"waiting"`
+	// Lease is this node's share of the budget in a mesh; nil alone.
+	Lease *Lease `json:"lease,omitempty"`
+}
+
+// Lease is a node's share of a site's origin budget: of each limit the
+// budget sets, what the node may use, granted by the budget's keeper.
+type Lease struct {
+	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate_per_second"`
+	Bandwidth   float64 `json:"bandwidth_bytes_per_second"`
+	Keeper      string  `json:"keeper"`
+	// Valid is false before the first grant, and once a lease ran out.
+	Valid bool `json:"valid"`
 }
 
 // Shield is the region in front of the origins and whether it can be reached.

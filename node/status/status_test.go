@@ -46,8 +46,9 @@ func (s *counting) Cluster(context.Context) Cluster {
 			{Name: "n4", Role: "edge", State: "failed", Region: "b", FailedAt: &failed},
 		},
 		Origins: []Origin{{Site: "www", URL: "http://10.0.0.9", Up: true, LatencyMS: 12.5, Requests: 4}},
-		Budgets: []Budget{{Site: "www", Concurrency: 4, Rate: 200, Bandwidth: 50e6, Inflight: 3, Waiting: 7}},
-		Shield:  &Shield{Region: "b", Members: 1, Reachable: true},
+		Budgets: []Budget{{Site: "www", Concurrency: 4, Rate: 200, Bandwidth: 50e6, Inflight: 3, Waiting: 7,
+			Lease: &Lease{Concurrency: 1, Rate: 50, Bandwidth: 25e6, Keeper: "n3", Valid: true}}},
+		Shield: &Shield{Region: "b", Members: 1, Reachable: true},
 		Purges: []Purge{{ID: "ab12", Issued: failed, From: "n1", What: "key www/<script>",
 			Receipts: []Receipt{{Member: "n1", Applied: true}, {Member: "n2", Late: true, Applied: true}, {Member: "n3", Error: "no answer"}}}},
 		Certificates: []Certificate{{Use: "https", Names: []string{"www.example"}, NotAfter: failed.Add(40 * 24 * time.Hour), Days: 40}},
@@ -168,6 +169,7 @@ func TestPageHTML(t *testing.T) {
 		`data-name="n1" data-state="alive"`, `this node`, `data-name="n2" data-state="draining"`, `data-name="n4" data-state="failed"`,
 		`region a`, `region b`, `>router<`, `id="hit-ratio">75.0%<`, `http://10.0.0.9`, `12.5 ms`, `Shield region <b>b</b>`,
 		`id="budgets"`, `4 at once · 200/s · 47.7 MiB/s</td>`, `<td>3</td><td>7</td>`,
+		`<td class="lease">1 at once · 50.0/s · 23.8 MiB/s from n3</td>`,
 		`key www/&lt;script&gt;`, `n2 (late)`, `n3 (not yet)`, `www.example`, `<svg class="spark"`, `<script>`,
 	} {
 		if !strings.Contains(body, want) {
