@@ -53,9 +53,14 @@ const (
 	DefaultValid = 3 * time.Second
 )
 
-// minGap is the shortest time between two rounds of renewals: a burst of
-// requests that find no slot asks once.
-const minGap = 50 * time.Millisecond
+// minGap is how soon after a round that lowered a share the next one
+// reports the lower share in force; kickGap is the shortest time between
+// two rounds for requests that find no slot, so that a burst of them asks
+// once.
+const (
+	minGap  = 50 * time.Millisecond
+	kickGap = 100 * time.Millisecond
+)
 
 // maxSites bounds the sites of one LeaseRequest.
 const maxSites = 10000
@@ -223,25 +228,35 @@ func (s *Service) loop(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	t := time.NewTimer(0)
 	defer t.Stop()
+	due := time.Now() // of the next round without a kick
+	var last time.Time
+	acked := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-s.kick:
+			if soonest := last.Add(kickGap); time.Now().Before(soonest) {
+				// Requests waiting ask at most every kickGap.
+				if soonest.Before(due) {
+					due = soonest
+					t.Reset(time.Until(due))
+				}
+				continue
+			}
 		}
-		again := s.round(ctx)
-		wait := s.cfg.Renew
-		if again {
-			wait = minGap
+		last = time.Now()
+		lowered := s.round(ctx)
+		// The keeper counts a share it lowered as it was until told the
+		// lower one is in force: tell it soon, once.
+		next := s.cfg.Renew
+		if lowered && !acked {
+			next = minGap
 		}
-		t.Reset(wait)
-		// A kick within minGap of the round waits for its end.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(minGap):
-		}
+		acked = lowered && !acked
+		due = time.Now().Add(next)
+		t.Reset(next)
 	}
 }
 
