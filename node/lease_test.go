@@ -250,6 +250,7 @@ func (c *originClock) within(from time.Time, d time.Duration) int {
 // for rate: three nodes under load with origin_budget {rate: 50/s} start
 // 500 origin requests in 10 s, within 10%.
 func TestMeshOriginBudgetRate(t *testing.T) {
+	t.Parallel() // waits mostly: alongside the others of its kind
 	var clock originClock
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		clock.tick()
@@ -297,6 +298,7 @@ func (t *tally) Write(p []byte) (int, error) {
 // {bandwidth: 4MB/s} receive 40 MB from the origin in 10 s, within 10%, as
 // their clients see it byte by byte.
 func TestMeshOriginBudgetBandwidth(t *testing.T) {
+	t.Parallel() // waits mostly: alongside the others of its kind
 	body := strings.Repeat("x", 64<<10)
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
@@ -360,6 +362,7 @@ func TestMeshOriginBudgetBandwidth(t *testing.T) {
 // queue timeout is longer than a renewal: a share held by an idle member
 // flows to one whose requests wait at its next renewal.)
 func TestMeshOriginBudgetQueueTimeout(t *testing.T) {
+	t.Parallel() // waits mostly: alongside the others of its kind
 	hold := make(chan struct{})
 	defer close(hold)
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
@@ -403,6 +406,7 @@ func TestMeshOriginBudgetQueueTimeout(t *testing.T) {
 // mesh: at the key's owner, a prefetch sent by another node waits behind a
 // client's fill that came later.
 func TestMeshOriginBudgetOrder(t *testing.T) {
+	t.Parallel() // waits mostly: alongside the others of its kind
 	gate := make(chan struct{})
 	var mu sync.Mutex
 	var order []string
