@@ -24,6 +24,16 @@ type account struct {
 	expires           time.Time
 }
 
+// idle reports whether every share the book granted has run out.
+func (bk *book) idle(now time.Time) bool {
+	for _, a := range bk.accounts {
+		if now.Before(a.expires) {
+			return false
+		}
+	}
+	return true
+}
+
 // held is what the member may be using: the largest of what it was
 // granted, what it says it keeps and, for concurrency, what it has in
 // flight.

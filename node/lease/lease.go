@@ -93,6 +93,7 @@ type Service struct {
 	mu     sync.Mutex
 	held   map[string]*holding // by site
 	books  map[string]*book    // the budgets this member keeps, by site
+	swept  time.Time           // when books nobody holds a share of were last dropped
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the loop ends; nil before Start
 }
@@ -398,6 +399,21 @@ func fromProto(p *peerv1.Limits) (budget.Limits, error) {
 	return l, nil
 }
 
+// sweep drops, once a lease time, the books in which every share ran out:
+// a site nobody asks for any more (or names that were never sites) keeps
+// no memory.
+func (s *Service) sweep(now time.Time) {
+	if now.Sub(s.swept) < s.cfg.Valid {
+		return
+	}
+	s.swept = now
+	for site, bk := range s.books {
+		if bk.idle(now) {
+			delete(s.books, site)
+		}
+	}
+}
+
 // Grant answers a lease request from member req.From: for each site this
 // member keeps, the asker's share for the next lease time.
 func (s *Service) Grant(req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error) {
@@ -436,6 +452,7 @@ func (s *Service) Grant(req *peerv1.LeaseRequest) (*peerv1.LeaseResponse, error)
 	resp := &peerv1.LeaseResponse{Grants: make([]*peerv1.LeaseGrant, len(asks))}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep(now)
 	for i, a := range asks {
 		g := &peerv1.LeaseGrant{Site: a.site}
 		resp.Grants[i] = g

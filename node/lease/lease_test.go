@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -118,4 +119,26 @@ func TestLeaseRunsOut(t *testing.T) {
 func shareOf(b *budget.Budget) int {
 	s, _ := b.Share()
 	return s.Concurrency
+}
+
+// TestBooksSwept: the books of sites whose shares all ran out are dropped,
+// so names a member asked for once keep no memory.
+func TestBooksSwept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := New(Config{Self: "k", Mesh: direct{self: "k", keeper: "k"}})
+		for i := range 100 {
+			req := &peerv1.LeaseRequest{From: "n1", Sites: []*peerv1.LeaseAsk{{Site: fmt.Sprint("site-", i), Budget: &peerv1.Limits{Concurrency: 1}}}}
+			if _, err := s.Grant(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(DefaultValid)
+		req := &peerv1.LeaseRequest{From: "n1", Sites: []*peerv1.LeaseAsk{{Site: "live", Budget: &peerv1.Limits{Concurrency: 1}}}}
+		if _, err := s.Grant(req); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.books) != 1 {
+			t.Errorf("%d books after the others' shares ran out; want 1", len(s.books))
+		}
+	})
 }
