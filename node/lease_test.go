@@ -12,7 +12,6 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/units"
 	"github.com/meshcdn/meshcdn/node/budget"
-	"github.com/meshcdn/meshcdn/node/lease"
 	"github.com/meshcdn/meshcdn/node/pipeline"
 	"github.com/meshcdn/meshcdn/node/site"
 )
@@ -50,23 +49,40 @@ func newPeakOrigin(t *testing.T, delay time.Duration) *peakOrigin {
 const budgetSite = "app.example"
 
 // budgetCluster starts size nodes whose site budgetSite has budget lim, and
-// waits until the leases are settled: every share of the concurrency
-// granted (a keeper grants nothing new for a lease time after it took
-// over, which the cluster's forming makes it do).
+// waits until the budget's keeper grants more than it renews (a keeper
+// grants nothing new for a lease time after it took over, which the
+// cluster's forming makes it do).
 func budgetCluster(t *testing.T, o *testOrigin, size int, lim site.BudgetConfig) []*Node {
 	nodes := startCluster(t, nil, size, func(c *Config) {
 		c.Sites = []site.Config{{Hosts: []string{budgetSite}, Origins: []site.OriginConfig{{URL: o.URL}}, OriginBudget: &lim}}
 	})
-	if lim.Concurrency > 0 {
-		eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
-			sum := 0
-			for _, n := range nodes {
-				sum += shareOf(n).Concurrency
-			}
-			return sum == lim.Concurrency
-		})
-	}
+	settled(t, nodes)
 	return nodes
+}
+
+// settled waits until the keeper of budgetSite's budget, as nodes see it,
+// has kept it for a lease time.
+func settled(t *testing.T, nodes []*Node) {
+	name, _, _ := nodes[0].mesh.Keeper("origin-budget\x00" + budgetSite)
+	var keeper *Node
+	for _, n := range nodes {
+		if n.cfg.Name == name {
+			keeper = n
+		}
+	}
+	if keeper == nil {
+		t.Fatalf("the keeper %q is none of the nodes", name)
+	}
+	eventually(t, 3*valid(keeper)+5*time.Second, func() bool {
+		since, ok := keeper.leases.Keeps(budgetSite)
+		return ok && time.Since(since) > valid(keeper)
+	})
+}
+
+// valid is how long a lease holds in n's mesh.
+func valid(n *Node) time.Duration {
+	_, v := n.leases.Timing()
+	return v
 }
 
 func shareOf(n *Node) budget.Limits {
@@ -210,7 +226,8 @@ func TestMeshOriginBudgetKill(t *testing.T) {
 		wg.Wait()
 	}
 	t.Logf("the survivors hold the whole budget %v after the kill; the origin answered up to %d at once", back.Round(time.Millisecond), o.peak.Load())
-	if limit := lease.DefaultValid + lease.DefaultRenew; back > limit+time.Second {
+	renew, valid := victim.leases.Timing()
+	if limit := valid + renew; back > limit+time.Second {
 		t.Errorf("the survivors got the whole budget back %v after the kill; want within a lease's time and a renewal (%v)", back, limit)
 	}
 	if p := o.peak.Load(); p > 4 {
@@ -258,13 +275,6 @@ func TestMeshOriginBudgetRate(t *testing.T) {
 		_, _ = w.Write([]byte("body of " + r.URL.Path))
 	})
 	nodes := budgetCluster(t, o, 3, site.BudgetConfig{Rate: 50})
-	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
-		sum := 0.0
-		for _, n := range nodes {
-			sum += shareOf(n).Rate
-		}
-		return sum > 49.99
-	})
 	stop := make(chan struct{})
 	var failed atomic.Int64
 	var loads []*sync.WaitGroup
@@ -306,13 +316,6 @@ func TestMeshOriginBudgetBandwidth(t *testing.T) {
 	})
 	const bw = 4e6
 	nodes := budgetCluster(t, o, 3, site.BudgetConfig{Bandwidth: bw})
-	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
-		sum := 0.0
-		for _, n := range nodes {
-			sum += shareOf(n).Bandwidth
-		}
-		return sum > bw-1
-	})
 	stop := make(chan struct{})
 	var received tally
 	var wg sync.WaitGroup
@@ -380,9 +383,7 @@ func TestMeshOriginBudgetQueueTimeout(t *testing.T) {
 		c.Sites = []site.Config{{Hosts: []string{budgetSite}, Origins: []site.OriginConfig{{URL: o.URL}},
 			OriginBudget: &site.BudgetConfig{Concurrency: 1}, QueueTimeout: units.Duration(2 * time.Second)}}
 	})
-	eventually(t, 3*lease.DefaultValid+5*time.Second, func() bool {
-		return shareOf(nodes[0]).Concurrency+shareOf(nodes[1]).Concurrency == 1
-	})
+	settled(t, nodes)
 	stale := ownedPaths(t, nodes[0], nodes[1].cfg.Name, "/stale/", 1)[0]
 	do(t, nodes[0], "GET", stale, "Host", budgetSite) // stored at its owner n2, always stale (max-age=0)
 	go doMaybe(t, nodes[0], "GET", "/busy.css", "Host", budgetSite)
@@ -458,29 +459,40 @@ func TestMeshOriginBudgetOrder(t *testing.T) {
 func TestMeshOriginBudgetReload(t *testing.T) {
 	o := newPeakOrigin(t, 300*time.Millisecond)
 	nodes := budgetCluster(t, o.testOrigin, 2, site.BudgetConfig{Concurrency: 2})
-	shares := func() int { return shareOf(nodes[0]).Concurrency + shareOf(nodes[1]).Concurrency }
 	reload := func(n *Node, c int) {
 		t.Helper()
+		at := time.Now()
 		sc := site.Config{Hosts: []string{budgetSite}, Origins: []site.OriginConfig{{URL: o.URL}}, OriginBudget: &site.BudgetConfig{Concurrency: c}}
 		if err := n.ReloadBudgets(Config{Sites: []site.Config{sc}}); err != nil {
 			t.Fatal(err)
 		}
+		// The keeper has heard of it once n has renewed since.
+		eventually(t, 5*time.Second, func() bool {
+			l, _ := n.leases.Lease(budgetSite)
+			return l.Expires.After(at.Add(valid(n)))
+		})
+	}
+	wave := 0
+	peakOf := func() int64 {
+		wave++
+		o.peak.Store(0)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() { do(t, nodes[i%2], "GET", fmt.Sprintf("/w%d/%d.js", wave, i), "Host", budgetSite) })
+		}
+		wg.Wait()
+		return o.peak.Load()
 	}
 	reload(nodes[0], 4)
-	time.Sleep(2 * lease.DefaultRenew) // the others still have 2: the budget stays 2
-	if s := shares(); s != 2 {
-		t.Fatalf("with 4 at one member and 2 at the other, the shares come to %d; want 2", s)
+	if p := peakOf(); p != 2 {
+		t.Errorf("with 4 at one member and 2 at the other, the origin answered up to %d at once; want 2", p)
 	}
 	reload(nodes[1], 4)
-	eventually(t, 10*time.Second, func() bool { return shares() == 4 })
-	var wg sync.WaitGroup
-	for i := range 12 {
-		wg.Go(func() { do(t, nodes[i%2], "GET", fmt.Sprintf("/r/%d.js", i), "Host", budgetSite) })
-	}
-	wg.Wait()
-	if p := o.peak.Load(); p != 4 {
+	if p := peakOf(); p != 4 {
 		t.Errorf("with 4 reloaded at every member, the origin answered up to %d at once", p)
 	}
 	reload(nodes[1], 1)
-	eventually(t, 10*time.Second, func() bool { return shares() == 1 })
+	if p := peakOf(); p != 1 {
+		t.Errorf("with 1 at one member, the origin answered up to %d at once; want 1", p)
+	}
 }

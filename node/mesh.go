@@ -24,7 +24,11 @@ type MeshConfig = mesh.Config
 // ring loop, then the purge sync loop.
 func (n *Node) startMesh(ctx context.Context) error {
 	// Origin budgets are shared over the mesh: each holds a lease of it.
-	n.leases = lease.New(lease.Config{Self: n.cfg.Name, Mesh: leaseView{n}, Logger: n.log})
+	lc := lease.Config{Self: n.cfg.Name, Mesh: leaseView{n}, Logger: n.log}
+	if n.cfg.Mesh.Fast {
+		lc.Renew, lc.Valid = lease.FastRenew, lease.FastValid
+	}
+	n.leases = lease.New(lc)
 	for _, b := range n.budgets {
 		if b.limited() {
 			n.leases.Add(b.site, b.Budget)

@@ -1121,6 +1121,7 @@ func TestCertificateRoles(t *testing.T) {
 		_, errs["PurgeStatus"] = pc.PurgeStatus(ctx, &peerv1.PurgeStatusRequest{Ids: []string{"x"}})
 		_, errs["Certificate"] = pc.Certificate(ctx, &peerv1.CertificateRequest{Name: "127.0.0.1"})
 		_, errs["Challenge"] = pc.Challenge(ctx, &peerv1.ChallengeRequest{Token: "x"})
+		_, errs["Lease"] = pc.Lease(ctx, &peerv1.LeaseRequest{From: from, Sites: []*peerv1.LeaseAsk{{Site: "127.0.0.1", Budget: &peerv1.Limits{Concurrency: 9}, Waiting: 9}}})
 		if n := len(peerv1.PeerService_ServiceDesc.Methods) + len(peerv1.PeerService_ServiceDesc.Streams); len(errs) != n {
 			t.Fatalf("called %d methods of %d", len(errs), n)
 		}
@@ -1154,6 +1155,12 @@ func TestCertificateRoles(t *testing.T) {
 	}
 	if _, err := pc.Stats(t.Context(), &peerv1.StatsRequest{}); err != nil {
 		t.Errorf("n2's Stats: %v", err)
+	}
+	if _, err := pc.Lease(t.Context(), &peerv1.LeaseRequest{From: "n3"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a lease request of n2's certificate naming n3: %v; want PermissionDenied", err)
+	}
+	if resp, err := pc.Lease(t.Context(), &peerv1.LeaseRequest{Sites: []*peerv1.LeaseAsk{{Site: "127.0.0.1", Budget: &peerv1.Limits{Concurrency: 1}}}}); err != nil || len(resp.GetGrants()) != 1 {
+		t.Errorf("n2's lease request: %v %v", resp, err)
 	}
 	stream, err := pc.Fetch(t.Context(), &peerv1.FetchRequest{Key: "127.0.0.1/z.js", Host: "127.0.0.1", PathQuery: "/z.js", TakeOver: true})
 	if err == nil {

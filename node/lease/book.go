@@ -116,11 +116,11 @@ func (bk *book) limits(own *budget.Limits) budget.Limits {
 
 // split returns member's part of lim by demand. Concurrency is filled up
 // to each member's demand, the smallest first, in equal parts of what is
-// left (max-min fairness); slots nobody asks for are spread over every
-// member, so a request can start without a round trip to the keeper. Rate
-// and bandwidth go in proportion to demand, evenly while there is none.
-// Which member gets a slot left over first turns with turn (a new one each
-// lease time: within one, every grant splits alike).
+// left (max-min fairness); slots nobody asks for stay with the keeper, for
+// the next member whose requests wait, at once. Rate and bandwidth go in
+// proportion to demand, to nobody while there is none. Which of members
+// asking alike gets a slot that does not divide evenly turns with turn (a
+// new one each lease time: within one, every grant splits alike).
 func (bk *book) split(lim budget.Limits, member string, turn int) budget.Limits {
 	names := slices.Sorted(maps.Keys(bk.accounts))
 	k := turn % len(names)
@@ -134,22 +134,17 @@ func (bk *book) split(lim budget.Limits, member string, turn int) budget.Limits 
 	}
 	var out budget.Limits
 	left := lim.Concurrency
-	got := map[string]int{}
 	for i, n := range names {
 		part := min(bk.accounts[n].demand(), left/(len(names)-i))
-		got[n] = part
+		if n == member {
+			out.Concurrency = part
+		}
 		left -= part
 	}
-	for i := 0; left > 0; i = (i + 1) % len(names) {
-		got[names[len(names)-1-i]]++ // the most demanding first
-		left--
-	}
-	out.Concurrency = got[member]
-	part := 1 / float64(len(names))
 	if total > 0 {
-		part = float64(bk.accounts[member].demand()) / float64(total)
+		part := float64(bk.accounts[member].demand()) / float64(total)
+		out.Rate = lim.Rate * part
+		out.Bandwidth = lim.Bandwidth * part
 	}
-	out.Rate = lim.Rate * part
-	out.Bandwidth = lim.Bandwidth * part
 	return out
 }

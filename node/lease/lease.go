@@ -8,7 +8,8 @@
 // no slot. With each renewal the member reports the share it keeps, its
 // requests in flight and those waiting; the keeper splits the budget by
 // that demand and grants each member its part of what the others do not
-// hold. Shares thus flow to where requests wait and back from idle members.
+// hold; what nobody asks for stays with the keeper. Shares thus flow to
+// where requests wait and back from idle members.
 //
 // The sum of the live shares never exceeds the budget:
 //   - the keeper counts a member's share as the largest of what it granted,
@@ -23,8 +24,8 @@
 //     started) knows nothing of the leases its predecessor granted: for one
 //     lease time it renews shares and grants nothing more.
 //
-// A member cut off from the others keeps its budget's shares to the
-// others' side only until its lease runs out; but a mesh split in two
+// A member cut off from the keeper keeps its share only until its lease
+// runs out; but a mesh split in two
 // elects a keeper on each side, and each side then keeps the whole budget
 // until the split heals, as a vanished member cannot be told from one cut
 // off.
@@ -47,10 +48,14 @@ import (
 	peerv1 "github.com/meshcdn/meshcdn/proto/meshcdn/peer/v1"
 )
 
-// Defaults of Config.
+// Defaults of Config, and the timings of the mesh's loopback profile
+// (tests, make run), where a round trip is short and failures are found in
+// about a second.
 const (
 	DefaultRenew = time.Second
 	DefaultValid = 3 * time.Second
+	FastRenew    = 500 * time.Millisecond
+	FastValid    = 1500 * time.Millisecond
 )
 
 // minGap is how soon after a round that lowered a share the next one
@@ -206,6 +211,20 @@ func (s *Service) Stop() {
 		h.b.SetShare(h.share)
 	}
 }
+
+// Keeps reports whether this member keeps site's budget, and since when:
+// it grants more than it renewed only a lease time after that.
+func (s *Service) Keeps(site string) (since time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if bk := s.books[site]; bk != nil {
+		return bk.since, true
+	}
+	return time.Time{}, false
+}
+
+// Timing returns how often shares are renewed and how long a grant holds.
+func (s *Service) Timing() (renew, valid time.Duration) { return s.cfg.Renew, s.cfg.Valid }
 
 // Lease describes this member's share of a site's budget.
 type Lease struct {

@@ -67,10 +67,10 @@ func TestGrantChecks(t *testing.T) {
 	}
 }
 
-// TestLeaseRunsOut: a member gets its share from the keeper once the
-// keeper's first lease time has passed, renews it, and once it cannot reach
-// the keeper, keeps it no longer than a lease time from its last ask: then
-// it starts no origin request.
+// TestLeaseRunsOut: a member whose request waits gets a share from the
+// keeper once the keeper's first lease time has passed, renews it, and once
+// it cannot reach the keeper, keeps it no longer than a lease time from its
+// last ask: then it starts no origin request.
 func TestLeaseRunsOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		down := new(atomic.Bool)
@@ -86,19 +86,21 @@ func TestLeaseRunsOut(t *testing.T) {
 		member.Start(t.Context())
 		defer keeper.Stop()
 		defer member.Stop()
-		for shareOf(b) == 0 {
-			time.Sleep(10 * time.Millisecond)
+		release, err := b.Acquire(t.Context(), budget.Client) // a share of 1: the demand
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer release()
 		if d := time.Since(start); d < DefaultValid {
 			t.Errorf("a new keeper granted a share after %v, within its first lease time", d)
 		}
-		if l, _ := member.Lease("a"); l.Keeper != "k" || l.Share.Concurrency != 4 {
-			t.Errorf("Lease = %+v; want all 4 from k", l)
+		if l, _ := member.Lease("a"); l.Keeper != "k" || l.Share.Concurrency != 1 {
+			t.Errorf("Lease = %+v; want 1, the demand, from k", l)
 		}
 		// Renewed while the keeper answers.
 		time.Sleep(3 * DefaultValid)
-		if shareOf(b) != 4 {
-			t.Fatalf("share %d after three lease times; want 4 still", shareOf(b))
+		if shareOf(b) != 1 {
+			t.Fatalf("share %d after three lease times; want 1 still", shareOf(b))
 		}
 		down.Store(true)
 		cut := time.Now()
