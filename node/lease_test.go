@@ -457,7 +457,8 @@ func TestMeshOriginBudgetOrder(t *testing.T) {
 // the mesh; one lowered at a single member holds at once, as the keeper
 // applies the lowest budget any member has.
 func TestMeshOriginBudgetReload(t *testing.T) {
-	o := newPeakOrigin(t, 300*time.Millisecond)
+	t.Parallel() // waits mostly: alongside the others of its kind
+	o := newPeakOrigin(t, 500*time.Millisecond)
 	nodes := budgetCluster(t, o.testOrigin, 2, site.BudgetConfig{Concurrency: 2})
 	reload := func(n *Node, c int) {
 		t.Helper()
