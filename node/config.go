@@ -60,6 +60,11 @@ type Config struct {
 	// HTTPSAddr, when set, serves clients over TLS 1.2 and 1.3 (HTTP/2 and
 	// HTTP/1.1 by ALPN) with the same handler and cache as HTTPAddr.
 	HTTPSAddr string
+	// HTTP3 serves HTTP/3 over QUIC on the UDP port of HTTPSAddr as well,
+	// announced on HTTPS answers with Alt-Svc; it needs HTTPSAddr.
+	// HTTP3ZeroRTT takes GET and HEAD requests in 0-RTT early data (others
+	// get 425 Too Early); off by default, as early data can be replayed.
+	HTTP3, HTTP3ZeroRTT bool
 	// TLSCertFile and TLSKeyFile are the HTTPS listener's default
 	// certificate: for a server name no site certificate covers, or none.
 	TLSCertFile, TLSKeyFile string
@@ -363,6 +368,8 @@ type File struct {
 		Name    string `yaml:"name"`
 		HTTP    string `yaml:"http"`
 		HTTPS   string `yaml:"https"`
+		HTTP3   bool   `yaml:"http3"`
+		ZeroRTT bool   `yaml:"http3_0rtt"`
 		TLSCert string `yaml:"tls_cert_file"`
 		TLSKey  string `yaml:"tls_key_file"`
 		ACME    *struct {
@@ -521,6 +528,8 @@ func ParseFile(name string, data []byte) (Config, error) {
 		Name:                f.Node.Name,
 		HTTPAddr:            f.Node.HTTP,
 		HTTPSAddr:           f.Node.HTTPS,
+		HTTP3:               f.Node.HTTP3,
+		HTTP3ZeroRTT:        f.Node.ZeroRTT,
 		TLSCertFile:         f.Node.TLSCert,
 		TLSKeyFile:          f.Node.TLSKey,
 		MetricsAddr:         f.Node.Metrics,
@@ -645,6 +654,12 @@ func (c Config) checkHTTPS(sites []*site.Site) []error {
 		}
 	}
 	certs = certs || acme
+	if c.HTTP3 && c.HTTPSAddr == "" {
+		errs = append(errs, errors.New("http3: HTTP/3 shares the HTTPS listener's address and certificates: set node.https (--https)"))
+	}
+	if c.HTTP3ZeroRTT && !c.HTTP3 {
+		errs = append(errs, errors.New("http3_0rtt: 0-RTT is HTTP/3's: set node.http3 (--http3)"))
+	}
 	if c.HTTPSAddr != "" && !certs {
 		errs = append(errs, errors.New("https: the HTTPS listener has no certificate: give tls_cert_file and tls_key_file (--tls-cert, --tls-key) or a site's certificates"))
 	}

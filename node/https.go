@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/node/edgetls"
 	"github.com/meshcdn/meshcdn/node/h1"
+	"github.com/meshcdn/meshcdn/node/h3"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -37,6 +38,7 @@ type httpsFront struct {
 	split  *edgetls.Split
 	h1     *h1.Server
 	h2     *http.Server
+	h3     *h3.Server // nil without HTTP/3
 
 	handshakes *prometheus.CounterVec
 	expiry     *prometheus.GaugeVec
@@ -94,6 +96,10 @@ func (n *Node) newHTTPS(sites []*site.Site) (*httpsFront, error) {
 		h.secret = make([]byte, 32)
 		_, _ = rand.Read(h.secret)
 	}
+	if n.cfg.HTTP3 {
+		h.h3 = h3.New(h3.Config{Handler: n, TLS: h.cfg, ZeroRTT: n.cfg.HTTP3ZeroRTT,
+			IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, Logger: n.log})
+	}
 	h.register(n.metrics.reg)
 	h.setExpiry()
 	return h, nil
@@ -145,11 +151,29 @@ func (n *Node) bindHTTPS(ctx context.Context) error {
 		return err
 	}
 	h.split = edgetls.NewSplit(n.conns.Listen(ln), h.cfg, func(c net.Conn) net.Conn { return h1.NewTLSConn(c.(*tls.Conn)) }, handshakeTimeout)
-	h.h1 = n.newH1()
+	var handler http.Handler = n
+	if h.h3 != nil {
+		// HTTP/3 on the UDP port of the HTTPS listener's TCP one.
+		if err := h.h3.Listen(h.split.Addr().String()); err != nil {
+			_ = h.split.Close()
+			return err
+		}
+		handler = altSvc(n, h.h3.AltSvc())
+	}
+	h.h1 = n.newH1With(handler)
 	h.h2 = n.newHTTPServer()
+	h.h2.Handler = handler
 	h.h2.Protocols = new(http.Protocols)
 	h.h2.Protocols.SetHTTP2(true)
 	return nil
+}
+
+// altSvc announces HTTP/3 on every answer h gives over HTTPS (RFC 7838).
+func altSvc(h http.Handler, value string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Alt-Svc", value)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // serveHTTPS starts serving the bound HTTPS listener, reloading its
@@ -163,6 +187,14 @@ func (n *Node) serveHTTPS() {
 	n.wg.Go(func() { n.serveH1(h.h1, h.split.H1(), "https") })
 	n.wg.Go(func() { n.serve(h.h2, h.split.H2(), "https") })
 	n.wg.Go(func() { edgetls.KeepTicketKeys(n.ctx, h.cfg, h.secret) })
+	if h.h3 != nil {
+		n.wg.Go(func() {
+			if err := h.h3.Serve(); err != nil {
+				n.log.Error("listener failed", "listener", "http3", "err", err)
+			}
+		})
+		n.wg.Go(func() { edgetls.KeepTicketKeys(n.ctx, h.h3.TLSConfig(), h.secret) })
+	}
 	n.wg.Go(n.watchCerts)
 	if n.acme != nil {
 		n.wg.Go(n.runACME)
@@ -215,6 +247,11 @@ func (h *httpsFront) stop(ctx context.Context) []error {
 	}
 	_ = h.split.Close() // then the servers close H1 and H2
 	var errs []error
+	if h.h3 != nil {
+		if err := h.h3.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("node: draining HTTP/3 clients: %w", err))
+		}
+	}
 	if err := h.h1.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("node: draining HTTPS clients: %w", err))
 	}
@@ -223,6 +260,15 @@ func (h *httpsFront) stop(ctx context.Context) []error {
 		_ = h.h2.Close()
 	}
 	return errs
+}
+
+// HTTP3Addr is the bound HTTP/3 (UDP) address; empty before Start or
+// without HTTP/3.
+func (n *Node) HTTP3Addr() string {
+	if n.https == nil || n.https.h3 == nil || n.https.split == nil {
+		return ""
+	}
+	return n.https.h3.Addr().String()
 }
 
 // HTTPSAddr is the bound HTTPS address; empty before Start or without one.

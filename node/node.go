@@ -286,8 +286,11 @@ func (n *Node) newHTTPServer() *http.Server {
 }
 
 // newH1 is a client-facing server on fasthttp, for HTTP/1.1.
-func (n *Node) newH1() *h1.Server {
-	return h1.New(h1.Config{Handler: n, Logger: n.log, ConnState: n.conns.ConnState,
+func (n *Node) newH1() *h1.Server { return n.newH1With(n) }
+
+// newH1With is newH1 with another handler in front of the node's.
+func (n *Node) newH1With(h http.Handler) *h1.Server {
+	return h1.New(h1.Config{Handler: h, Logger: n.log, ConnState: n.conns.ConnState,
 		HeaderTimeout: headerTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes})
 }
 

@@ -37,6 +37,7 @@ type edgeFlags struct {
 	memory, maxObject, disk            units.Size
 	maxConns, maxConnsPerIP            int
 	accessLog                          bool
+	http3, zeroRTT                     bool
 	logFormat, logLevel                string
 	set                                map[string]bool // flags given on the command line or in the environment
 }
@@ -70,6 +71,8 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.statusTokenFile, "status-token-file", "", "read the status token from this `file`")
 	fs.BoolVar(&f.statusPublic, "status-public", false, "serve the status page beyond loopback without a token")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
+	fs.BoolVar(&f.http3, "http3", false, "serve HTTP/3 over QUIC on the UDP port of --https")
+	fs.BoolVar(&f.zeroRTT, "http3-0rtt", false, "take GET and HEAD in HTTP/3's 0-RTT early data (others get 425)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -188,6 +191,12 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	}
 	if f.accessLog {
 		cfg.AccessLog = true
+	}
+	if f.http3 {
+		cfg.HTTP3 = true
+	}
+	if f.zeroRTT {
+		cfg.HTTP3ZeroRTT = true
 	}
 	if err := f.meshConfig(&cfg); err != nil {
 		return cfg, usageError{err: err}

@@ -28,7 +28,7 @@ func TestFlagsDocumented(t *testing.T) {
 			t.Fatalf("no flags section for meshcdn %s in the README", c.command)
 		}
 		table, _, _ = strings.Cut(table, "\n#") // up to the next heading
-		row := regexp.MustCompile("(?m)^\\| `--([a-z-]+)[^|]*\\| `(MESHCDN_[A-Z_]+)`")
+		row := regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)[^|]*\\| `(MESHCDN_[A-Z0-9_]+)`")
 		documented := map[string]bool{}
 		for _, m := range row.FindAllStringSubmatch(table, -1) {
 			documented[m[1]] = true
@@ -37,7 +37,7 @@ func TestFlagsDocumented(t *testing.T) {
 			}
 		}
 		// Rows that document two flags at once ("--admin-cert FILE`, `--admin-key FILE").
-		for _, m := range regexp.MustCompile("`, `--([a-z-]+)").FindAllStringSubmatch(table, -1) {
+		for _, m := range regexp.MustCompile("`, `--([a-z0-9-]+)").FindAllStringSubmatch(table, -1) {
 			documented[m[1]] = true
 		}
 		fs := flag.NewFlagSet(c.command, flag.ContinueOnError)

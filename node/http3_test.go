@@ -1,0 +1,125 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/node/access"
+	"github.com/meshcdn/meshcdn/node/site"
+)
+
+// h3Client is an HTTP/3 client (quic-go's) that reaches addr whatever the
+// URL's host, trusting pool.
+func h3Client(t *testing.T, addr string, pool *x509.CertPool) *http.Client {
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddrEarly(ctx, addr, tc, qc)
+		},
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// TestHTTP3 is acceptance 1 to 3 of HTTP/3: an edge with two sites, each
+// with its certificate chosen by SNI, serves over HTTP/3 the object
+// HTTP/1.1 gets, a hit; a cold object fetched over HTTP/3 is a hit over
+// HTTP/1.1 afterwards, with one origin request; a site's access rules deny
+// over HTTP/3 as over HTTPS; HTTPS answers announce HTTP/3 with Alt-Svc.
+func TestHTTP3(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "body of "+r.Host+r.URL.Path)
+	})
+	dir := t.TempDir()
+	shop := testutil.WriteCert(t, dir, "shop", []string{"shop.example"}, testutil.CertOptions{})
+	blog := testutil.WriteCert(t, dir, "blog", []string{"blog.example"}, testutil.CertOptions{RSA: true})
+	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, Sites: []site.Config{
+		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}},
+		{Hosts: []string{"blog.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: blog.CertFile, KeyFile: blog.KeyFile}},
+			Access:       access.Config{Referer: &access.RefererConfig{ListConfig: access.ListConfig{Deny: []string{"hotlinker.test"}}}}},
+	}})
+	pool := x509.NewCertPool()
+	pool.AddCert(shop.Leaf)
+	pool.AddCert(blog.Leaf)
+	h3 := h3Client(t, n.HTTP3Addr(), pool)
+	h1 := tlsClient(n.HTTPSAddr(), pool, nil, "http/1.1")
+	h2 := tlsClient(n.HTTPSAddr(), pool, nil, "h2")
+	_, port, _ := strings.Cut(n.HTTP3Addr(), "127.0.0.1:")
+	wantAltSvc := `h3=":` + port + `"; ma=86400`
+
+	for _, tt := range []struct {
+		host string
+		cert testutil.Cert
+	}{{"shop.example", shop}, {"blog.example", blog}} {
+		// Stored over HTTP/1.1 on TLS, then a hit over HTTP/3.
+		resp, body := get(t, h1, "https://"+tt.host+"/app.js")
+		if resp.Header.Get("Alt-Svc") != wantAltSvc {
+			t.Errorf("%s over HTTPS: Alt-Svc %q; want %q", tt.host, resp.Header.Get("Alt-Svc"), wantAltSvc)
+		}
+		resp, got := get(t, h3, "https://"+tt.host+"/app.js")
+		if resp.Proto != "HTTP/3.0" || !resp.TLS.PeerCertificates[0].Equal(tt.cert.Leaf) || got != body || resp.Header.Get("Cache-Status") != "meshcdn; hit" {
+			t.Errorf("%s over HTTP/3: %s, certificate %v, %q (HTTP/1.1: %q), %s", tt.host, resp.Proto,
+				resp.TLS.PeerCertificates[0].DNSNames, got, body, resp.Header.Get("Cache-Status"))
+		}
+		if resp.Header.Get("Alt-Svc") != "" {
+			t.Errorf("%s over HTTP/3 announces itself again: %q", tt.host, resp.Header.Get("Alt-Svc"))
+		}
+		resp, _ = get(t, h2, "https://"+tt.host+"/app.js")
+		if resp.Proto != "HTTP/2.0" || resp.Header.Get("Alt-Svc") != wantAltSvc {
+			t.Errorf("%s over HTTP/2: %s, Alt-Svc %q", tt.host, resp.Proto, resp.Header.Get("Alt-Svc"))
+		}
+	}
+	// A cold object over HTTP/3 is a hit over HTTP/1.1 afterwards.
+	before := o.hits.Load()
+	resp, body := get(t, h3, "https://shop.example/cold.css")
+	if resp.StatusCode != 200 || body != "body of shop.example/cold.css" || !strings.Contains(resp.Header.Get("Cache-Status"), "fwd=uri-miss") {
+		t.Fatalf("a cold object over HTTP/3: %d %q %s", resp.StatusCode, body, resp.Header.Get("Cache-Status"))
+	}
+	if r := do(t, n, "GET", "/cold.css", "Host", "shop.example"); r.body != body || r.cacheStatus() != "meshcdn; hit" {
+		t.Errorf("the object over HTTP/1.1 after HTTP/3: %q %s", r.body, r.cacheStatus())
+	}
+	if got := o.hits.Load() - before; got != 1 {
+		t.Errorf("the origin was asked %d times; want 1", got)
+	}
+	// The access rules deny over HTTP/3 as over HTTPS.
+	for name, c := range map[string]*http.Client{"HTTP/3": h3, "HTTPS": h1} {
+		req, _ := http.NewRequest("GET", "https://blog.example/app.js", nil)
+		req.Header.Set("Referer", "https://hotlinker.test/page")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.Header.Get("Cache-Status"), access.DeniedReferer) {
+			t.Errorf("a denied Referer over %s: %d %s", name, resp.StatusCode, resp.Header.Get("Cache-Status"))
+		}
+	}
+}
+
+// TestHTTP3Config: HTTP/3 needs the HTTPS listener, and 0-RTT needs HTTP/3.
+func TestHTTP3Config(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{HTTP3: true}, "http3: HTTP/3 shares the HTTPS listener's address and certificates: set node.https (--https)"},
+		{Config{HTTP3ZeroRTT: true}, "http3_0rtt: 0-RTT is HTTP/3's: set node.http3 (--http3)"},
+	} {
+		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v; want %q", c.cfg, err, c.want)
+		}
+	}
+}
