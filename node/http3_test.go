@@ -94,6 +94,15 @@ func TestHTTP3(t *testing.T) {
 	if got := o.hits.Load() - before; got != 1 {
 		t.Errorf("the origin was asked %d times; want 1", got)
 	}
+	// Requests are counted by protocol.
+	for _, c := range []struct {
+		proto, tls string
+		min        float64
+	}{{"HTTP/3", "true", 3}, {"HTTP/2", "true", 2}, {"HTTP/1.1", "true", 2}, {"HTTP/1.1", "false", 1}} {
+		if v := protocolCount(t, n, c.proto, c.tls); v < c.min {
+			t.Errorf("meshcdn_client_requests_by_protocol_total{protocol=%q,tls=%q} = %v; want at least %v", c.proto, c.tls, v, c.min)
+		}
+	}
 	// The access rules deny over HTTP/3 as over HTTPS.
 	for name, c := range map[string]*http.Client{"HTTP/3": h3, "HTTPS": h1} {
 		req, _ := http.NewRequest("GET", "https://blog.example/app.js", nil)
@@ -120,6 +129,80 @@ func TestHTTP3Config(t *testing.T) {
 	} {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v; want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// protocolCount reads meshcdn_client_requests_by_protocol_total for proto
+// over tls or not.
+func protocolCount(t *testing.T, n *Node, proto, tls string) float64 {
+	t.Helper()
+	mfs, err := n.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshcdn_client_requests_by_protocol_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["protocol"] == proto && l["tls"] == tls {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestHTTP3ZeroRTT: with http3_0rtt a resumed client's GET goes in 0-RTT
+// early data and is answered; without it (the default) the server refuses
+// early data, and the resumed client waits for the handshake.
+func TestHTTP3ZeroRTT(t *testing.T) {
+	o := newOrigin(t, static("early", "max-age=600"))
+	dir := t.TempDir()
+	shop := testutil.WriteCert(t, dir, "shop", []string{"shop.example"}, testutil.CertOptions{})
+	pool := x509.NewCertPool()
+	pool.AddCert(shop.Leaf)
+	for _, zeroRTT := range []bool{true, false} {
+		n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, HTTP3ZeroRTT: zeroRTT, Sites: []site.Config{
+			{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+				Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}}}})
+		tc := &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+		// get sends a GET (in 0-RTT when it may) on a new connection and
+		// tells whether the session was resumed and 0-RTT used.
+		get := func(method string) (resumed, early bool) {
+			var conn *quic.Conn
+			tr := &http3.Transport{TLSClientConfig: tc, Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				c, err := quic.DialAddrEarly(ctx, n.HTTP3Addr(), tc, qc)
+				conn = c
+				return c, err
+			}}
+			defer tr.Close()
+			req, _ := http.NewRequest(method, "https://shop.example/early.js", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "early" {
+				t.Fatalf("%s: %d %q", method, resp.StatusCode, body)
+			}
+			st := conn.ConnectionState()
+			return st.TLS.DidResume, st.Used0RTT
+		}
+		get(http.MethodGet) // a full handshake: the server sends a session ticket
+		var resumed, early bool
+		eventually(t, 5*time.Second, func() bool {
+			resumed, early = get(http3.MethodGet0RTT)
+			return resumed
+		})
+		if early != zeroRTT {
+			t.Errorf("http3_0rtt %v: a resumed GET went in early data: %v", zeroRTT, early)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"net/http"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,28 @@ type metrics struct {
 	sliceFills       *prometheus.CounterVec
 	sliced           *prometheus.CounterVec
 	sliceMismatches  *prometheus.CounterVec
+	// byProtocol counts client requests by protocol: see protocolOf.
+	byProtocol [len(protocols)]prometheus.Counter
+}
+
+// protocols are the client protocols counted apart, over cleartext and TLS.
+var protocols = [...]struct{ name, tls string }{
+	{"HTTP/1.1", "false"}, {"HTTP/1.1", "true"}, {"HTTP/2", "false"}, {"HTTP/2", "true"}, {"HTTP/3", "true"},
+}
+
+// protocolOf is r's index in protocols.
+func protocolOf(r *http.Request) int {
+	switch {
+	case r.ProtoMajor == 3:
+		return 4
+	case r.ProtoMajor == 2 && r.TLS != nil:
+		return 3
+	case r.ProtoMajor == 2:
+		return 2
+	case r.TLS != nil:
+		return 1
+	}
+	return 0
 }
 
 // siteMetrics holds one site's resolved series, so the hot path does no label
@@ -129,8 +152,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.sliceMismatches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshcdn_slice_version_mismatches_total", Help: "Responses cut short because a slice was of another version of the object than the first (the object's URL is then purged, or, on a second mismatch within a minute, fetched whole for a while).",
 	}, []string{"site"})
+	byProtocol := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcdn_client_requests_by_protocol_total", Help: "Client requests by protocol (HTTP/1.1, HTTP/2, HTTP/3) and whether over TLS.",
+	}, []string{"protocol", "tls"})
+	for i, p := range protocols {
+		m.byProtocol[i] = byProtocol.WithLabelValues(p.name, p.tls)
+	}
 	reg.MustRegister(m.requests, m.bytesServed, m.originRequests, m.originErrors, m.coalesced, m.ttfb, m.duration,
-		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved, m.sliceFills, m.sliced, m.sliceMismatches)
+		m.accessDenied, m.rateLimited, m.compressed, m.compressionSaved, m.sliceFills, m.sliced, m.sliceMismatches, byProtocol)
 	return m
 }
 

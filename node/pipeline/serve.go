@@ -454,6 +454,7 @@ func (pl *Pipeline) observe(x *exchange) {
 	}
 	d := time.Since(x.start)
 	l := x.status.Label()
+	pl.metrics.byProtocol[protocolOf(x.r)].Inc()
 	x.stats.requests[l].Inc()
 	pl.counters.requests[l].Add(1)
 	pl.counters.bytes[l].Add(x.written)
