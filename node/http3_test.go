@@ -2,14 +2,17 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -204,5 +207,38 @@ func TestHTTP3ZeroRTT(t *testing.T) {
 		if early != zeroRTT {
 			t.Errorf("http3_0rtt %v: a resumed GET went in early data: %v", zeroRTT, early)
 		}
+	}
+}
+
+// TestHTTP3InBrowser is acceptance 4 of HTTP/3: headless Chromium, told to
+// speak QUIC to the test edge and to trust its certificate, loads an object
+// over HTTP/3.
+func TestHTTP3InBrowser(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!doctype html><title>over h3</title><p id=p>served by meshcdn</p>")
+	})
+	shop := testutil.WriteCert(t, t.TempDir(), "shop", []string{"shop.example"}, testutil.CertOptions{})
+	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, Sites: []site.Config{
+		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}}}})
+	_, port, _ := strings.Cut(n.HTTP3Addr(), "127.0.0.1:")
+	spki := sha256.Sum256(shop.Leaf.RawSubjectPublicKeyInfo)
+	ctx := browser(t,
+		chromedp.Flag("enable-quic", true),
+		chromedp.Flag("origin-to-force-quic-on", "shop.example:"+port),
+		chromedp.Flag("host-resolver-rules", "MAP shop.example 127.0.0.1"),
+		chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	if err := chromedp.Do(ctx, chromedp.Navigate("https://shop.example:"+port+"/page.html"), chromedp.WaitVisible("#p")); err != nil {
+		t.Fatal(err)
+	}
+	proto := evaluate[string](t, ctx, `performance.getEntriesByType("navigation")[0].nextHopProtocol`)
+	text := evaluate[string](t, ctx, `document.getElementById("p").textContent`)
+	if proto != "h3" || text != "served by meshcdn" {
+		t.Errorf("Chromium got %q over %q; want the page over h3", text, proto)
+	}
+	if v := protocolCount(t, n, "HTTP/3", "true"); v < 1 {
+		t.Errorf("the edge counted %v HTTP/3 requests", v)
 	}
 }
