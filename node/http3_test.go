@@ -106,6 +106,16 @@ func TestHTTP3(t *testing.T) {
 			t.Errorf("meshcdn_client_requests_by_protocol_total{protocol=%q,tls=%q} = %v; want at least %v", c.proto, c.tls, v, c.min)
 		}
 	}
+	// The status page counts them too.
+	var h3Requests int64
+	for _, p := range statusJSON(t, n).Protocols {
+		if p.Name == "HTTP/3" && p.TLS {
+			h3Requests = p.Requests
+		}
+	}
+	if h3Requests < 3 {
+		t.Errorf("status.json counts %d HTTP/3 requests; want at least 3", h3Requests)
+	}
 	// The access rules deny over HTTP/3 as over HTTPS.
 	for name, c := range map[string]*http.Client{"HTTP/3": h3, "HTTPS": h1} {
 		req, _ := http.NewRequest("GET", "https://blog.example/app.js", nil)

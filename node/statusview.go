@@ -117,6 +117,9 @@ func (v *statusView) Cluster(ctx context.Context) status.Cluster {
 		}
 		cl.Origins = append(cl.Origins, o)
 	}
+	for _, p := range n.pl.ProtocolTotals() {
+		cl.Protocols = append(cl.Protocols, status.Protocol{Name: p.Name, TLS: p.TLS, Requests: p.Requests})
+	}
 	for _, b := range n.budgets {
 		if !b.limited() {
 			continue

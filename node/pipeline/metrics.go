@@ -83,8 +83,9 @@ type SiteCounts struct {
 // (Prometheus has the same and more, by site). Origin requests and peer
 // fetches are counted by site only (SiteCounts) and summed by the node.
 type counters struct {
-	requests [len(httpcache.Labels)]atomic.Int64
-	bytes    [len(httpcache.Labels)]atomic.Int64
+	requests  [len(httpcache.Labels)]atomic.Int64
+	bytes     [len(httpcache.Labels)]atomic.Int64
+	protocols [len(protocols)]atomic.Int64
 }
 
 // Buckets are the bounds of the request time histograms, in seconds.
@@ -197,6 +198,23 @@ func (pl *Pipeline) EachSite(f func(name string, c *SiteCounts)) {
 	if pl.unknown.counts.Requests.Load() > 0 {
 		f("-", &pl.unknown.counts)
 	}
+}
+
+// ProtocolTotal is the count of client requests of one protocol.
+type ProtocolTotal struct {
+	Name     string // HTTP/1.1, HTTP/2, HTTP/3
+	TLS      bool
+	Requests int64
+}
+
+// ProtocolTotals counts the client requests since the start by protocol,
+// over cleartext and TLS.
+func (pl *Pipeline) ProtocolTotals() []ProtocolTotal {
+	out := make([]ProtocolTotal, len(protocols))
+	for i, p := range protocols {
+		out[i] = ProtocolTotal{Name: p.name, TLS: p.tls == "true", Requests: pl.counters.protocols[i].Load()}
+	}
+	return out
 }
 
 // Totals are the node's counts since it started: requests and body bytes

@@ -454,7 +454,9 @@ func (pl *Pipeline) observe(x *exchange) {
 	}
 	d := time.Since(x.start)
 	l := x.status.Label()
-	pl.metrics.byProtocol[protocolOf(x.r)].Inc()
+	proto := protocolOf(x.r)
+	pl.metrics.byProtocol[proto].Inc()
+	pl.counters.protocols[proto].Add(1)
 	x.stats.requests[l].Inc()
 	pl.counters.requests[l].Add(1)
 	pl.counters.bytes[l].Add(x.written)

@@ -29,6 +29,7 @@ type Page struct {
 	Series       Series        `json:"series"`
 	Origins      []Origin      `json:"origins"`
 	Budgets      []Budget      `json:"origin_budgets,omitempty"`
+	Protocols    []Protocol    `json:"protocols"`
 	Shield       *Shield       `json:"shield,omitempty"`
 	Purges       []Purge       `json:"purges"`
 	Certificates []Certificate `json:"certificates"`
@@ -121,7 +122,7 @@ func (r *Recorder) Page(ctx context.Context, now time.Time) Page {
 	ss := r.history(now)
 	cl := r.src.Cluster(ctx)
 	p := Page{Node: cl.Node, Region: cl.Region, Version: cl.Version, Time: now.UTC(), Started: r.started.UTC(),
-		Members: cl.Members, Origins: cl.Origins, Budgets: cl.Budgets, Shield: cl.Shield, Purges: cl.Purges, Certificates: cl.Certificates,
+		Members: cl.Members, Origins: cl.Origins, Budgets: cl.Budgets, Protocols: cl.Protocols, Shield: cl.Shield, Purges: cl.Purges, Certificates: cl.Certificates,
 		Series: Series{IntervalSeconds: r.interval.Seconds(), Sites: map[string]SeriesValues{}}}
 	last := ss[len(ss)-1]
 	all := total(last)

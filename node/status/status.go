@@ -50,7 +50,8 @@ type Cluster struct {
 	Members               []Member
 	Origins               []Origin
 	Budgets               []Budget
-	Shield                *Shield // nil without a shield region
+	Protocols             []Protocol // client requests since the start, by protocol
+	Shield                *Shield    // nil without a shield region
 	Purges                []Purge
 	Certificates          []Certificate
 }
@@ -105,6 +106,14 @@ type Lease struct {
 	Keeper      string  `json:"keeper"`
 	// Valid is false before the first grant, and once a lease ran out.
 	Valid bool `json:"valid"`
+}
+
+// Protocol counts the client requests of one protocol since the node
+// started.
+type Protocol struct {
+	Name     string `json:"name"` // HTTP/1.1, HTTP/2, HTTP/3
+	TLS      bool   `json:"tls"`
+	Requests int64  `json:"requests"`
 }
 
 // Shield is the region in front of the origins and whether it can be reached.

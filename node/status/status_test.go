@@ -48,6 +48,7 @@ func (s *counting) Cluster(context.Context) Cluster {
 		Origins: []Origin{{Site: "www", URL: "http://10.0.0.9", Up: true, LatencyMS: 12.5, Requests: 4}},
 		Budgets: []Budget{{Site: "www", Concurrency: 4, Rate: 200, Bandwidth: 50e6, Inflight: 3, Waiting: 7,
 			Lease: &Lease{Concurrency: 1, Rate: 50, Bandwidth: 25e6, Keeper: "n3", Valid: true}}},
+		Protocols: []Protocol{{Name: "HTTP/1.1", Requests: 5}, {Name: "HTTP/3", TLS: true, Requests: 2}},
 		Shield: &Shield{Region: "b", Members: 1, Reachable: true},
 		Purges: []Purge{{ID: "ab12", Issued: failed, From: "n1", What: "key www/<script>",
 			Receipts: []Receipt{{Member: "n1", Applied: true}, {Member: "n2", Late: true, Applied: true}, {Member: "n3", Error: "no answer"}}}},
@@ -170,6 +171,7 @@ func TestPageHTML(t *testing.T) {
 		`region a`, `region b`, `>router<`, `id="hit-ratio">75.0%<`, `http://10.0.0.9`, `12.5 ms`, `Shield region <b>b</b>`,
 		`id="budgets"`, `4 at once · 200/s · 47.7 MiB/s</td>`, `<td>3</td><td>7</td>`,
 		`<td class="lease">1 at once · 50.0/s · 23.8 MiB/s from n3</td>`,
+		`requests since the start by protocol: HTTP/1.1 5 · HTTP/3 over TLS 2</p>`,
 		`key www/&lt;script&gt;`, `n2 (late)`, `n3 (not yet)`, `www.example`, `<svg class="spark"`, `<script>`,
 	} {
 		if !strings.Contains(body, want) {
