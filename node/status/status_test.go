@@ -49,7 +49,7 @@ func (s *counting) Cluster(context.Context) Cluster {
 		Budgets: []Budget{{Site: "www", Concurrency: 4, Rate: 200, Bandwidth: 50e6, Inflight: 3, Waiting: 7,
 			Lease: &Lease{Concurrency: 1, Rate: 50, Bandwidth: 25e6, Keeper: "n3", Valid: true}}},
 		Protocols: []Protocol{{Name: "HTTP/1.1", Requests: 5}, {Name: "HTTP/3", TLS: true, Requests: 2}},
-		Shield: &Shield{Region: "b", Members: 1, Reachable: true},
+		Shield:    &Shield{Region: "b", Members: 1, Reachable: true},
 		Purges: []Purge{{ID: "ab12", Issued: failed, From: "n1", What: "key www/<script>",
 			Receipts: []Receipt{{Member: "n1", Applied: true}, {Member: "n2", Late: true, Applied: true}, {Member: "n3", Error: "no answer"}}}},
 		Certificates: []Certificate{{Use: "https", Names: []string{"www.example"}, NotAfter: failed.Add(40 * 24 * time.Hour), Days: 40}},
