@@ -170,8 +170,9 @@ func (n *Node) bindHTTPS(ctx context.Context) error {
 
 // altSvc announces HTTP/3 on every answer h gives over HTTPS (RFC 7838).
 func altSvc(h http.Handler, value string) http.Handler {
+	field := []string{value} // shared by every answer: Add would copy it first (cap 1)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Alt-Svc", value)
+		w.Header()["Alt-Svc"] = field
 		h.ServeHTTP(w, r)
 	})
 }

@@ -228,12 +228,21 @@ func (b *Budget) waitingLocked() int {
 // with.
 func (b *Budget) Acquire(ctx context.Context, c Class) (release func(), err error) {
 	start := time.Now()
-	w := &waiter{ready: make(chan struct{})}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
+	if b.conc == math.MaxInt && b.rate == nil {
+		// No limit to wait for (a site without a budget): counted, at once.
+		b.inflight++
+		b.mu.Unlock()
+		if b.observe != nil {
+			b.observe(c, 0)
+		}
+		return sync.OnceFunc(b.release), nil
+	}
+	w := &waiter{ready: make(chan struct{})}
 	b.waiting[c] = append(b.waiting[c], w)
 	b.dispatchLocked(start)
 	granted := w.granted // at once: no timer to start
