@@ -73,9 +73,10 @@ browser: ## Install Chromium from Debian's packages when missing (the status pag
 		{ $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; }
 
 
-unit: ## go test -race ./..., then the memory-bound tests without the race detector
+unit: ## go test -race ./..., then the memory-bound and 0-RTT client tests without the race detector
 	$(GO) test -race -count=1 -timeout 9m30s ./...
-	$(GO) test -count=1 -run '^(TestLargeObjectFromDisk|TestLargeObjectThroughPeer)$$' ./node
+	$(GO) test -count=1 -run '^(TestLargeObjectFromDisk|TestLargeObjectThroughPeer|TestHTTP3ZeroRTT)$$' ./node
+	$(GO) test -count=1 -run '^TestEarlyGETWaitsForHandshake$$' ./node/h3
 	$(GO) test -count=1 -run '^TestMemoryBudget$$' ./cmd/meshcdn
 	cd bench && $(GO) test -count=1 ./...
 

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -41,7 +42,14 @@ func h3Client(t *testing.T, addr string, pool *x509.CertPool) *http.Client {
 // over HTTP/3 as over HTTPS; HTTPS answers announce HTTP/3 with Alt-Svc.
 func TestHTTP3(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "max-age=600")
+		// The origin's own alternative service, which clients of the
+		// edge must never be sent to.
+		w.Header().Set("Alt-Svc", `h3="origin.internal:443"; ma=3600`)
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			w.Header().Set("Cache-Control", "private")
+		} else {
+			w.Header().Set("Cache-Control", "max-age=600")
+		}
 		_, _ = io.WriteString(w, "body of "+r.Host+r.URL.Path)
 	})
 	dir := t.TempDir()
@@ -83,6 +91,23 @@ func TestHTTP3(t *testing.T) {
 		resp, _ = get(t, h2, "https://"+tt.host+"/app.js")
 		if resp.Proto != "HTTP/2.0" || resp.Header.Get("Alt-Svc") != wantAltSvc {
 			t.Errorf("%s over HTTP/2: %s, Alt-Svc %q", tt.host, resp.Proto, resp.Header.Get("Alt-Svc"))
+		}
+	}
+	// Neither a stored answer nor one passed through carries the origin's
+	// Alt-Svc: over HTTPS the edge's own, over HTTP/3 and plain HTTP none.
+	for _, path := range []string{"/app.js", "/api/cart"} {
+		for name, c := range map[string]*http.Client{"HTTP/1.1": h1, "HTTP/2": h2, "HTTP/3": h3} {
+			resp, _ := get(t, c, "https://shop.example"+path)
+			want := wantAltSvc
+			if name == "HTTP/3" {
+				want = ""
+			}
+			if got := resp.Header.Values("Alt-Svc"); len(got) > 1 || resp.Header.Get("Alt-Svc") != want {
+				t.Errorf("%s over %s: Alt-Svc %q; want %q", path, name, got, want)
+			}
+		}
+		if r := do(t, n, "GET", path, "Host", "shop.example"); r.Header.Get("Alt-Svc") != "" {
+			t.Errorf("%s over plain HTTP: Alt-Svc %q; want none", path, r.Header.Get("Alt-Svc"))
 		}
 	}
 	// A cold object over HTTP/3 is a hit over HTTP/1.1 afterwards.
@@ -172,9 +197,17 @@ func protocolCount(t *testing.T, n *Node, proto, tls string) float64 {
 }
 
 // TestHTTP3ZeroRTT: with http3_0rtt a resumed client's GET goes in 0-RTT
-// early data and is answered; without it (the default) the server refuses
+// early data and is answered, a cold object too (its fill waits for the
+// handshake: TestEarlyDataWaitsForHandshake in the pipeline); without it (the default) the server refuses
 // early data, and the resumed client waits for the handshake.
 func TestHTTP3ZeroRTT(t *testing.T) {
+	if raceEnabled {
+		// quic-go's client reads the server's transport parameters while
+		// its handshake writes them when it sends in 0-RTT
+		// (quic-go/quic-go#4303): make test runs this test without the
+		// race detector.
+		t.Skip("a 0-RTT client races with itself under the race detector")
+	}
 	o := newOrigin(t, static("early", "max-age=600"))
 	dir := t.TempDir()
 	shop := testutil.WriteCert(t, dir, "shop", []string{"shop.example"}, testutil.CertOptions{})
@@ -187,7 +220,7 @@ func TestHTTP3ZeroRTT(t *testing.T) {
 		tc := &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
 		// get sends a GET (in 0-RTT when it may) on a new connection and
 		// tells whether the session was resumed and 0-RTT used.
-		get := func(method string) (resumed, early bool) {
+		get := func(method, path string) (resumed, early bool) {
 			var conn *quic.Conn
 			tr := &http3.Transport{TLSClientConfig: tc, Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 				c, err := quic.DialAddrEarly(ctx, n.HTTP3Addr(), tc, qc)
@@ -195,7 +228,7 @@ func TestHTTP3ZeroRTT(t *testing.T) {
 				return c, err
 			}}
 			defer tr.Close()
-			req, _ := http.NewRequest(method, "https://shop.example/early.js", nil)
+			req, _ := http.NewRequest(method, "https://shop.example"+path, nil)
 			resp, err := tr.RoundTrip(req)
 			if err != nil {
 				t.Fatal(err)
@@ -205,13 +238,22 @@ func TestHTTP3ZeroRTT(t *testing.T) {
 			if resp.StatusCode != 200 || string(body) != "early" {
 				t.Fatalf("%s: %d %q", method, resp.StatusCode, body)
 			}
+			select { // the answer may come before the handshake is over: read the state after
+			case <-conn.HandshakeComplete():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handshake did not complete in 10 s")
+			}
 			st := conn.ConnectionState()
 			return st.TLS.DidResume, st.Used0RTT
 		}
-		get(http.MethodGet) // a full handshake: the server sends a session ticket
+		get(http.MethodGet, "/early.js") // a full handshake: the server sends a session ticket
 		var resumed, early bool
+		tries := 0
 		eventually(t, 5*time.Second, func() bool {
-			resumed, early = get(http3.MethodGet0RTT)
+			// A cold object each time: in early data its fill waits for
+			// the handshake, then answers.
+			tries++
+			resumed, early = get(http3.MethodGet0RTT, fmt.Sprintf("/early.js?cold=%d", tries))
 			return resumed
 		})
 		if early != zeroRTT {

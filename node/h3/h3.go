@@ -4,9 +4,11 @@
 // pipeline as the other fronts.
 //
 // 0-RTT is off unless asked for; with it on, only GET and HEAD are taken in
-// early data, as they cannot change anything if replayed: any other
-// method sent before the handshake completed gets 425 Too Early (RFC 8470
-// §5.2), and the client sends it again once the handshake is done.
+// early data: any other method sent before the handshake completed gets
+// 425 Too Early (RFC 8470 §5.2), and the client sends it again once the
+// handshake is done. A GET or HEAD in early data is marked (package
+// earlydata): the pipeline answers it from the cache at once, but waits
+// for the handshake before it goes to a peer or the origin.
 package h3
 
 import (
@@ -22,6 +24,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meshcdn/meshcdn/node/earlydata"
 )
 
 // Config configures a Server.
@@ -53,8 +57,12 @@ func New(cfg Config) *Server {
 	t.MinVersion = tls.VersionTLS13
 	t.NextProtos = []string{http3.NextProtoH3}
 	h := cfg.Handler
+	var connContext func(context.Context, *quic.Conn) context.Context
 	if cfg.ZeroRTT {
 		h = tooEarly(h)
+		connContext = func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -64,6 +72,7 @@ func New(cfg Config) *Server {
 		TLSConfig:      t,
 		QUICConfig:     &quic.Config{Allow0RTT: cfg.ZeroRTT, MaxIdleTimeout: cfg.IdleTimeout},
 		Handler:        h,
+		ConnContext:    connContext,
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
 		Logger:         log,
@@ -117,16 +126,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// connKey is the context key of a request's QUIC connection.
+type connKey struct{}
+
 // tooEarly answers 425 to a request sent in 0-RTT early data unless its
-// method is GET or HEAD.
+// method is GET or HEAD, and marks a GET or HEAD sent so with a wait for
+// its connection's handshake.
 func tooEarly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && !r.TLS.HandshakeComplete && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if r.TLS == nil || r.TLS.HandshakeComplete {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusTooEarly)
 			_, _ = w.Write([]byte("meshcdn: a " + r.Method + " request is not taken in 0-RTT early data: send it again\n"))
 			return
 		}
-		h.ServeHTTP(w, r)
+		c, ok := r.Context().Value(connKey{}).(*quic.Conn)
+		if !ok {
+			// Not from this package's server: take no risk.
+			w.WriteHeader(http.StatusTooEarly)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(earlydata.With(r.Context(), func(ctx context.Context) error {
+			select {
+			case <-c.HandshakeComplete():
+				return nil
+			case <-c.Context().Done():
+				return earlydata.ErrHandshake
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})))
 	})
 }

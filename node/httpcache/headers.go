@@ -18,12 +18,22 @@ func RemoveHopByHop(h http.Header) {
 	DropHopByHop(HeaderFields(h))
 }
 
-// DropHopByHop is RemoveHopByHop for a header in any front's form.
+// NotRelayed are fields of the origin's answers that speak of the origin's
+// own endpoint, not of the resource: Alt-Svc (RFC 7838) would send clients
+// to the origin's alternative services, past the edge, which announces its
+// own.
+var NotRelayed = []string{"Alt-Svc"}
+
+// DropHopByHop is RemoveHopByHop for a header in any front's form. It drops
+// NotRelayed fields as well.
 func DropHopByHop(f Fields) {
 	for _, name := range ConnectionOptions(f.Values("Connection")) {
 		f.Del(http.CanonicalHeaderKey(name))
 	}
 	for _, name := range HopByHop {
+		f.Del(name)
+	}
+	for _, name := range NotRelayed {
 		f.Del(name)
 	}
 }

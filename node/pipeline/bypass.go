@@ -44,6 +44,9 @@ type Forwarder interface {
 // whether x is another's to finish (see later), as serve does: only a
 // front's own writer may hand x over, never the writer of a detached rest.
 func (pl *Pipeline) bypass(x *exchange, cs httpcache.Status, invalidate bool) bool {
+	if !pl.handshake(x) {
+		return false
+	}
 	if _, ok := x.front.(Puller); !ok || hasBody(x.r) || x.r.Header.Get("Upgrade") != "" {
 		// A request body or an upgraded connection streams both ways while
 		// the response does: that takes a writer that streams.

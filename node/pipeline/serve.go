@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/node/cache"
+	"github.com/meshcdn/meshcdn/node/earlydata"
 	"github.com/meshcdn/meshcdn/node/httpcache"
 	"github.com/meshcdn/meshcdn/node/peer"
 	"github.com/meshcdn/meshcdn/node/site"
@@ -257,6 +258,9 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 			pl.notCached(x, fwd)
 			return false
 		}
+		if !pl.handshake(x) {
+			return false
+		}
 		var stale *stored
 		if f.e != nil {
 			stale, fwd = f.stored(), httpcache.FwdStale
@@ -289,12 +293,32 @@ func (pl *Pipeline) serveCacheable(x *exchange, rule *site.Rule, key string) boo
 func (pl *Pipeline) serveStale(x *exchange, rule *site.Rule, key string, f held, now time.Time) {
 	stale := f.stored()
 	if window := swrWindow(f.e, x.site); !f.e.NoStale && f.e.Staleness(now) < window {
-		pl.refreshInBackground(x, rule, key, f.vary, stale)
+		if !earlydata.In(x.r.Context()) {
+			// A request in early data may be replayed: it refreshes
+			// nothing; the next request after a handshake does.
+			pl.refreshInBackground(x, rule, key, f.vary, stale)
+		}
 		x.status = httpcache.Status{Hit: true, Fwd: httpcache.FwdStale, Detail: "stale-while-revalidate"}
 		pl.respond(x, f.e, f.src, now)
 		return
 	}
+	if !pl.handshake(x) {
+		return
+	}
 	pl.serveFill(x, rule, key, f.vary, stale, httpcache.FwdStale, 0)
+}
+
+// handshake waits, for a request taken in TLS early data (0-RTT), until
+// the client's handshake completes: nothing a replayed request asks for
+// goes past the cache, and the origin never sees a request in early data.
+// If the handshake fails it answers 425 Too Early and reports false.
+func (pl *Pipeline) handshake(x *exchange) bool {
+	if err := earlydata.Wait(x.r.Context()); err != nil {
+		x.status = httpcache.Status{Detail: "too-early"}
+		pl.edgeError(x, http.StatusTooEarly, "meshcdn: "+err.Error()+": send the request again")
+		return false
+	}
+	return true
 }
 
 // notCached answers a request that forbids going upstream (only-if-cached)
