@@ -22,7 +22,8 @@ import (
 // the ring owner of the site), the CA's HTTP-01 validation answered by a
 // member that does not run the order (it asks the owner), every member
 // serving the one certificate and keeping a copy on disk; and the renewal
-// replaces it on every member, again with one order.
+// replaces it on every member, again with one order. HTTP/3 serves the
+// certificate HTTPS serves.
 func TestACMEMesh(t *testing.T) {
 	if _, err := os.Stat("../bin/pebble"); err != nil {
 		t.Skip("bin/pebble is missing: `make tools` installs it (`make test` does)")
@@ -37,7 +38,7 @@ func TestACMEMesh(t *testing.T) {
 	for i := range 3 {
 		ip := fmt.Sprintf("127.0.0.%d", i+2)
 		cfg := Config{Name: fmt.Sprintf("n%d", i+1), HTTPAddr: net.JoinHostPort(ip, strconv.Itoa(port)),
-			HTTPSAddr: ip + ":0", MetricsAddr: "off", CacheDir: t.TempDir(),
+			HTTPSAddr: ip + ":0", HTTP3: true, MetricsAddr: "off", CacheDir: t.TempDir(),
 			ACME:  &ACMEConfig{Directory: "https://" + listen + "/dir", Roots: pebbleCert.Pool, Email: "ops@shop.test"},
 			Sites: []site.Config{{Hosts: []string{"shop.test", "www.shop.test"}, Origins: []site.OriginConfig{{URL: o.URL}}, ACME: true}},
 			Mesh:  &MeshConfig{PeerAddr: ip + ":0", GossipAddr: ip + ":0", Fast: true}}
@@ -63,6 +64,7 @@ func TestACMEMesh(t *testing.T) {
 	roots := p.IssuerRoots(t)
 
 	first := servedEverywhere(t, nodes, roots, nil, p)
+	servedOverH3(t, nodes, roots, first)
 	if n := p.Orders(); n != 1 {
 		t.Errorf("Pebble logged %d orders for the cluster; want 1", n)
 	}
@@ -81,7 +83,7 @@ func TestACMEMesh(t *testing.T) {
 		t.Errorf("the members ordered %v certificates; want 1", ordered)
 	}
 	// Renewal, at a third of the lifetime left, on every member.
-	servedEverywhere(t, nodes, roots, first, p)
+	servedOverH3(t, nodes, roots, servedEverywhere(t, nodes, roots, first, p))
 	if n := p.Orders(); n != 2 {
 		t.Errorf("Pebble logged %d orders after the renewal; want 2", n)
 	}
@@ -110,6 +112,18 @@ func servedEverywhere(t *testing.T, nodes []*Node, roots *x509.CertPool, old *x5
 			t.Fatalf("no common new certificate on every member within 60 s (%d served)\n%s", len(got), p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// servedOverH3 checks that every node serves cert over HTTP/3 as well.
+func servedOverH3(t *testing.T, nodes []*Node, roots *x509.CertPool, cert *x509.Certificate) {
+	t.Helper()
+	for _, n := range nodes {
+		resp, body := get(t, h3Client(t, n.HTTP3Addr(), roots), "https://www.shop.test/app.js")
+		if !resp.TLS.PeerCertificates[0].Equal(cert) || body != "shop" {
+			t.Errorf("%s over HTTP/3: certificate %v (serial %v), %q; want the one HTTPS serves", n.Name(),
+				resp.TLS.PeerCertificates[0].DNSNames, resp.TLS.PeerCertificates[0].SerialNumber, body)
+		}
 	}
 }
 

@@ -204,6 +204,7 @@ func TestHTTPSPolicy(t *testing.T) {
 // TestHTTPSReload: a new certificate is served after a reload by the same
 // process, with no failed request from clients meanwhile; a broken file
 // keeps the certificate in use and raises meshcdn_tls_reload_failing.
+// HTTP/3 serves what HTTPS serves throughout.
 func TestHTTPSReload(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
@@ -212,10 +213,18 @@ func TestHTTPSReload(t *testing.T) {
 	dir := t.TempDir()
 	first := testutil.WriteCert(t, dir, "site", []string{"a.example"}, testutil.CertOptions{})
 	second := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{RSA: true})
-	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", TLSCertFile: first.CertFile, TLSKeyFile: first.KeyFile})
+	n := startNode(t, o, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, TLSCertFile: first.CertFile, TLSKeyFile: first.KeyFile})
 	pool := x509.NewCertPool() // clients trust both while the certificate changes under them
 	pool.AddCert(first.Leaf)
 	pool.AddCert(second.Leaf)
+	// overH3 is the certificate a new HTTP/3 connection gets.
+	overH3 := func() *x509.Certificate {
+		resp, _ := get(t, h3Client(t, n.HTTP3Addr(), pool), "https://a.example/x.css")
+		return resp.TLS.PeerCertificates[0]
+	}
+	if !overH3().Equal(first.Leaf) {
+		t.Fatal("HTTP/3 does not serve the configured certificate")
+	}
 	var sent, failed atomic.Int64
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -260,6 +269,9 @@ func TestHTTPSReload(t *testing.T) {
 	if !resp.TLS.PeerCertificates[0].Equal(second.Leaf) {
 		t.Error("the new certificate is not served after the reload")
 	}
+	if !overH3().Equal(second.Leaf) {
+		t.Error("the new certificate is not served over HTTP/3 after the reload")
+	}
 
 	if err := os.WriteFile(first.KeyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
@@ -268,7 +280,7 @@ func TestHTTPSReload(t *testing.T) {
 		t.Error("a broken key file reloaded without an error")
 	}
 	resp, _ = get(t, tlsClient(n.HTTPSAddr(), pool, nil, "h2"), "https://a.example/x.css")
-	if !resp.TLS.PeerCertificates[0].Equal(second.Leaf) {
+	if !resp.TLS.PeerCertificates[0].Equal(second.Leaf) || !overH3().Equal(second.Leaf) {
 		t.Error("a broken key file replaced the certificate in use")
 	}
 	if v := counterValue(t, n, "meshcdn_tls_reload_failing"); v != 1 {
