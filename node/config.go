@@ -65,6 +65,10 @@ type Config struct {
 	// HTTP3ZeroRTT takes GET and HEAD requests in 0-RTT early data (others
 	// get 425 Too Early); off by default, as early data can be replayed.
 	HTTP3, HTTP3ZeroRTT bool
+	// HTTP3AdvertisedPort is the UDP port Alt-Svc names when clients reach
+	// HTTP/3 on another port than the listener's (a load balancer or a
+	// port mapping in front of the edge); 0 names the listener's.
+	HTTP3AdvertisedPort int
 	// TLSCertFile and TLSKeyFile are the HTTPS listener's default
 	// certificate: for a server name no site certificate covers, or none.
 	TLSCertFile, TLSKeyFile string
@@ -370,6 +374,7 @@ type File struct {
 		HTTPS   string `yaml:"https"`
 		HTTP3   bool   `yaml:"http3"`
 		ZeroRTT bool   `yaml:"http3_0rtt"`
+		H3Port  int    `yaml:"http3_advertised_port"`
 		TLSCert string `yaml:"tls_cert_file"`
 		TLSKey  string `yaml:"tls_key_file"`
 		ACME    *struct {
@@ -530,6 +535,7 @@ func ParseFile(name string, data []byte) (Config, error) {
 		HTTPSAddr:           f.Node.HTTPS,
 		HTTP3:               f.Node.HTTP3,
 		HTTP3ZeroRTT:        f.Node.ZeroRTT,
+		HTTP3AdvertisedPort: f.Node.H3Port,
 		TLSCertFile:         f.Node.TLSCert,
 		TLSKeyFile:          f.Node.TLSKey,
 		MetricsAddr:         f.Node.Metrics,
@@ -659,6 +665,12 @@ func (c Config) checkHTTPS(sites []*site.Site) []error {
 	}
 	if c.HTTP3ZeroRTT && !c.HTTP3 {
 		errs = append(errs, errors.New("http3_0rtt: 0-RTT is HTTP/3's: set node.http3 (--http3)"))
+	}
+	switch p := c.HTTP3AdvertisedPort; {
+	case p != 0 && !c.HTTP3:
+		errs = append(errs, errors.New("http3_advertised_port: the port Alt-Svc names for HTTP/3: set node.http3 (--http3)"))
+	case p < 0 || p > 65535:
+		errs = append(errs, fmt.Errorf("http3_advertised_port: %d is not a port (1 to 65535)", p))
 	}
 	if c.HTTPSAddr != "" && !certs {
 		errs = append(errs, errors.New("https: the HTTPS listener has no certificate: give tls_cert_file and tls_key_file (--tls-cert, --tls-key) or a site's certificates"))

@@ -164,10 +164,26 @@ func TestHTTP3Config(t *testing.T) {
 	}{
 		{Config{HTTP3: true}, "http3: HTTP/3 shares the HTTPS listener's address and certificates: set node.https (--https)"},
 		{Config{HTTP3ZeroRTT: true}, "http3_0rtt: 0-RTT is HTTP/3's: set node.http3 (--http3)"},
+		{Config{HTTP3AdvertisedPort: 443}, "http3_advertised_port: the port Alt-Svc names for HTTP/3: set node.http3 (--http3)"},
+		{Config{HTTPSAddr: ":8443", HTTP3: true, HTTP3AdvertisedPort: 70000}, "http3_advertised_port: 70000 is not a port (1 to 65535)"},
 	} {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v; want %q", c.cfg, err, c.want)
 		}
+	}
+}
+
+// TestHTTP3AdvertisedPort: behind a port mapping, Alt-Svc names the port
+// clients reach, not the listener's.
+func TestHTTP3AdvertisedPort(t *testing.T) {
+	o := newOrigin(t, static("x", "max-age=600"))
+	shop := testutil.WriteCert(t, t.TempDir(), "shop", []string{"shop.example"}, testutil.CertOptions{})
+	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, HTTP3AdvertisedPort: 443, Sites: []site.Config{
+		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+			Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}}}})
+	resp, _ := get(t, tlsClient(n.HTTPSAddr(), shop.Pool, nil, "h2"), "https://shop.example/x.js")
+	if got := resp.Header.Get("Alt-Svc"); got != `h3=":443"; ma=86400` {
+		t.Errorf("Alt-Svc %q; want the advertised port 443", got)
 	}
 }
 

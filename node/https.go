@@ -97,7 +97,7 @@ func (n *Node) newHTTPS(sites []*site.Site) (*httpsFront, error) {
 		_, _ = rand.Read(h.secret)
 	}
 	if n.cfg.HTTP3 {
-		h.h3 = h3.New(h3.Config{Handler: n, TLS: h.cfg, ZeroRTT: n.cfg.HTTP3ZeroRTT,
+		h.h3 = h3.New(h3.Config{Handler: n, TLS: h.cfg, ZeroRTT: n.cfg.HTTP3ZeroRTT, AdvertisedPort: n.cfg.HTTP3AdvertisedPort,
 			IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, Logger: n.log})
 	}
 	h.register(n.metrics.reg)

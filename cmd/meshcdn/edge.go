@@ -38,6 +38,7 @@ type edgeFlags struct {
 	maxConns, maxConnsPerIP            int
 	accessLog                          bool
 	http3, zeroRTT                     bool
+	h3Port                             int
 	logFormat, logLevel                string
 	set                                map[string]bool // flags given on the command line or in the environment
 }
@@ -73,6 +74,7 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request")
 	fs.BoolVar(&f.http3, "http3", false, "serve HTTP/3 over QUIC on the UDP port of --https")
 	fs.BoolVar(&f.zeroRTT, "http3-0rtt", false, "take GET and HEAD in HTTP/3's 0-RTT early data (others get 425)")
+	fs.IntVar(&f.h3Port, "http3-advertised-port", 0, "the UDP `port` Alt-Svc names for HTTP/3, where clients reach it on another port than --https's (default: that one)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -197,6 +199,9 @@ func (f *edgeFlags) edgeConfig(logw io.Writer) (node.Config, error) {
 	}
 	if f.zeroRTT {
 		cfg.HTTP3ZeroRTT = true
+	}
+	if f.h3Port != 0 {
+		cfg.HTTP3AdvertisedPort = f.h3Port
 	}
 	if err := f.meshConfig(&cfg); err != nil {
 		return cfg, usageError{err: err}

@@ -37,6 +37,8 @@ type Config struct {
 	TLS *tls.Config
 	// ZeroRTT accepts GET and HEAD requests in 0-RTT early data.
 	ZeroRTT bool
+	// AdvertisedPort is the port AltSvc names; 0 names the bound one.
+	AdvertisedPort int
 	// IdleTimeout closes a connection idle for that long; MaxHeaderBytes
 	// bounds a request's header section.
 	IdleTimeout    time.Duration
@@ -46,9 +48,10 @@ type Config struct {
 
 // Server serves HTTP/3 on one UDP socket.
 type Server struct {
-	srv  *http3.Server
-	tls  *tls.Config
-	conn net.PacketConn
+	srv        *http3.Server
+	tls        *tls.Config
+	conn       net.PacketConn
+	advertised int
 }
 
 // New returns a server of cfg; Listen binds it.
@@ -68,7 +71,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{tls: t, srv: &http3.Server{
+	return &Server{tls: t, advertised: cfg.AdvertisedPort, srv: &http3.Server{
 		TLSConfig:      t,
 		QUICConfig:     &quic.Config{Allow0RTT: cfg.ZeroRTT, MaxIdleTimeout: cfg.IdleTimeout},
 		Handler:        h,
@@ -97,10 +100,11 @@ func (s *Server) Listen(addr string) error {
 func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
 
 // AltSvc is the Alt-Svc field value that announces the server to clients of
-// the HTTPS listener (RFC 7838): HTTP/3 on the same port, for a day.
+// the HTTPS listener (RFC 7838): HTTP/3 on the same port, or the advertised
+// one, for a day.
 func (s *Server) AltSvc() string {
-	port := 0
-	if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok {
+	port := s.advertised
+	if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok && port == 0 {
 		port = a.Port
 	}
 	return `h3=":` + strconv.Itoa(port) + `"; ma=86400`
