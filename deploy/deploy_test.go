@@ -6,6 +6,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -32,7 +33,7 @@ const meshDir = "/etc/meshcdn/mesh"
 // parseEdgeConfig parses an edge configuration file as `meshcdn edge`
 // would, with a token standing for the one the deployment supplies and a
 // CA and gossip key (as meshcdn ca init --gossip-key makes them) for the
-// ones in meshDir. The configuration must validate: its mesh listens beyond
+// ones in meshDir, with the HTTPS certificate www.pem. The configuration must validate: its mesh listens beyond
 // loopback, so it must carry both a gossip key and mesh TLS.
 func parseEdgeConfig(t *testing.T, text string) node.Config {
 	t.Helper()
@@ -46,6 +47,10 @@ func parseEdgeConfig(t *testing.T, text string) node.Config {
 		t.Fatal(err)
 	}
 	if err := gossip.CreateKeyFile(filepath.Join(mesh, "gossip.key")); err != nil {
+		t.Fatal(err)
+	}
+	// The HTTPS certificate, as the compose file's tls-init makes it.
+	if _, err := tlsconf.Issue(mesh, "www", tlsconf.RoleServer, []string{"www.example.test"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	text = strings.ReplaceAll(text, meshDir+"/", mesh+"/")
@@ -66,6 +71,11 @@ func parseEdgeConfig(t *testing.T, text string) node.Config {
 	}
 	if _, err := tlsconf.LoadMesh(m.TLS, "edge-0"); err != nil {
 		t.Fatalf("mesh TLS from what meshcdn ca init makes: %v", err)
+	}
+	if cfg.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			t.Fatalf("the HTTPS certificate: %v", err)
+		}
 	}
 	return cfg
 }
@@ -148,9 +158,20 @@ func TestComposeFile(t *testing.T) {
 			}
 		}
 		// mesh-init makes the CA and gossip key in the mesh volume once,
-		// before any edge starts; the edges read them there.
-		if !slices.Contains(edge.Volumes, "mesh:"+meshDir+":ro") || edge.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
-			t.Errorf("%s does not read the mesh secrets mesh-init made: %+v", name, edge)
+		// then tls-init the HTTPS certificate, before any edge starts; the
+		// edges read them there.
+		if !slices.Contains(edge.Volumes, "mesh:"+meshDir+":ro") || edge.DependsOn["tls-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s does not read the mesh secrets mesh-init and tls-init made: %+v", name, edge)
+		}
+		// HTTPS and HTTP/3 from one range, over TCP and UDP.
+		https := port(t, cfg.HTTPSAddr)
+		for _, proto := range []string{"tcp", "udp"} {
+			if !slices.ContainsFunc(edge.Ports, func(s string) bool {
+				host, ok := strings.CutSuffix(s, ":"+https+"/"+proto)
+				return ok && strings.Contains(host, "-")
+			}) {
+				t.Errorf("%s does not publish %s/%s from a range: %v", name, https, proto, edge.Ports)
+			}
 		}
 		// Docker kills an edge only after its own shutdown bound, which
 		// includes the drain before it stops.
@@ -179,6 +200,13 @@ func TestComposeFile(t *testing.T) {
 		!slices.Equal(init.Command, []string{"ca", "init", "--dir", meshDir, "--gossip-key", "--if-absent"}) ||
 		!slices.Contains(init.Volumes, "mesh:"+meshDir) {
 		t.Errorf("the mesh secrets are not made by mesh-init in the mesh volume: %+v", init)
+	}
+	tlsInit := compose.Services["tls-init"]
+	if !cfg.HTTP3 || filepath.Base(cfg.TLSCertFile) != "www.pem" || filepath.Base(cfg.TLSKeyFile) != "www-key.pem" ||
+		!slices.Equal(tlsInit.Command[:8], []string{"ca", "issue", "--dir", meshDir, "--name", "www", "--role", "server"}) ||
+		!slices.Contains(tlsInit.Command, "--if-absent") || !slices.Contains(tlsInit.Volumes, "mesh:"+meshDir) ||
+		tlsInit.DependsOn["mesh-init"].Condition != "service_completed_successfully" {
+		t.Errorf("the edges' HTTPS certificate (%s, HTTP/3 %v) is not the one tls-init makes with the cluster CA: %+v", cfg.TLSCertFile, cfg.HTTP3, tlsInit)
 	}
 	// The router reads router.yaml and the zone file where they are mounted,
 	// after mesh-init, and publishes its DNS (UDP and TCP) and HTTP ports.

@@ -18,9 +18,9 @@ const caUsage = `Usage:
       create the cluster CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600); default validity 87600h (10 years);
       --gossip-key also writes DIR/gossip.key, a new gossip encryption key (0600);
       --if-absent keeps a CA (and gossip key) already in DIR and exits 0
-  meshcdn ca issue --dir DIR --name NAME [--role member|admin|server] [--host HOST]... [--validity D]
+  meshcdn ca issue --dir DIR --name NAME [--role member|admin|server] [--host HOST]... [--validity D] [--if-absent]
       sign a certificate: DIR/NAME.pem and DIR/NAME-key.pem (0600); default validity 8760h (1 year),
-      never past the CA's. Each HOST, a DNS name or an IP address, is a SAN. The role says what it opens:
+      never past the CA's; --if-absent keeps one of the CA's already there, valid now, and exits 0. Each HOST, a DNS name or an IP address, is a SAN. The role says what it opens:
         member (default)  node NAME of the mesh (its name in the SAN peers check; client and server):
                           the peer port, while NAME is a current member
         admin             operator NAME's client certificate: the admin port (--admin-client-ca); no HOST
@@ -69,6 +69,7 @@ func caCommand(cmd string, args []string, stdout io.Writer) error {
 		roleName := fs.String("role", string(tlsconf.RoleMember), "what the certificate is for: member (a node), admin (an operator's client) or server (HTTPS)")
 		var hosts strList
 		fs.Var(&hosts, "host", "a DNS name or IP `address` of the node or server (repeatable)")
+		ifAbsent := fs.Bool("if-absent", false, "keep a certificate of the CA already in DIR for NAME, valid now")
 		if err := parseCAFlags(fs, args); err != nil {
 			return err
 		}
@@ -78,6 +79,10 @@ func caCommand(cmd string, args []string, stdout io.Writer) error {
 		role, err := tlsconf.ParseRole(*roleName)
 		if err != nil {
 			return usageError{err: fmt.Errorf("ca issue: --%w", err)}
+		}
+		if *ifAbsent && tlsconf.Issued(*dir, *name) == nil {
+			fmt.Fprintf(stdout, "certificate for %s kept: %s\n", *name, filepath.Join(*dir, *name+".pem"))
+			return nil
 		}
 		path, err := tlsconf.Issue(*dir, *name, role, hosts, *validity)
 		if err != nil {

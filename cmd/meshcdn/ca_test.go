@@ -46,6 +46,25 @@ func TestCAInitIfAbsentAndGossipKey(t *testing.T) {
 	if code, out := runCode("init", "--dir", dir, "--gossip-key"); code != 1 || !strings.Contains(out, "already exists") {
 		t.Errorf("init without --if-absent over a CA: %d %q", code, out)
 	}
+	// The compose cluster's HTTPS certificate: issued once, kept after.
+	issueArgs := []string{"issue", "--dir", dir, "--name", "www", "--role", "server", "--host", "www.example.test", "--if-absent"}
+	if code, out := runCode(issueArgs...); code != 0 || !strings.Contains(out, "server certificate for www written") {
+		t.Fatalf("first issue --if-absent: %d %q", code, out)
+	}
+	www, _ := os.ReadFile(filepath.Join(dir, "www.pem"))
+	if code, out := runCode(issueArgs...); code != 0 || !strings.Contains(out, "certificate for www kept") {
+		t.Fatalf("second issue --if-absent: %d %q", code, out)
+	}
+	if www2, _ := os.ReadFile(filepath.Join(dir, "www.pem")); !bytes.Equal(www, www2) {
+		t.Error("issue --if-absent replaced the certificate")
+	}
+	// A key that does not match is not kept, and not overwritten either.
+	if err := os.WriteFile(filepath.Join(dir, "www-key.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCode(issueArgs...); code != 1 || !strings.Contains(out, "already exists") {
+		t.Errorf("issue --if-absent over a broken key: %d %q", code, out)
+	}
 	for _, step := range []string{"add", "use", "retire"} {
 		if code, out := runCode("gossip-key", "--dir", dir, step); code != 0 || !strings.Contains(out, step+" done") {
 			t.Fatalf("gossip-key %s: %d %q", step, code, out)

@@ -13,6 +13,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,6 +32,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 const (
@@ -71,6 +75,7 @@ func newCluster(t testing.TB) *cluster {
 			// Ports apart from `make cluster-up`'s, so both may run.
 			"MESHCDN_ORIGIN_PORT=18000", "MESHCDN_HTTP_PORTS=18080-18089", "MESHCDN_ADMIN_PORTS=17071-17080",
 			"MESHCDN_B_HTTP_PORTS=18100-18109", "MESHCDN_B_ADMIN_PORTS=17081-17090",
+			"MESHCDN_HTTPS_PORTS=19443-19452", "MESHCDN_B_HTTPS_PORTS=19453-19462",
 			"MESHCDN_DNS_PORT="+routerDNSPort, "MESHCDN_ROUTER_PORT="+routerHTTPPort, "MESHCDN_ROUTER_METRICS_PORT=19090")}
 	if _, err := os.Stat(c.grpcurl); err != nil {
 		t.Fatalf("%s is missing: `make tools` installs it", c.grpcurl)
@@ -149,10 +154,17 @@ func (c *cluster) edges() []edge {
 	return out
 }
 
-// port is the 127.0.0.1 address a container port is published on.
+// port is the 127.0.0.1 address a container's TCP port is published on.
 func (c *cluster) port(id, port string) string {
 	c.t.Helper()
-	out := strings.TrimSpace(c.run(time.Minute, "docker", "port", id, port+"/tcp"))
+	return c.published(id, port+"/tcp")
+}
+
+// published is the 127.0.0.1 address a container port ("8443/udp") is
+// published on.
+func (c *cluster) published(id, port string) string {
+	c.t.Helper()
+	out := strings.TrimSpace(c.run(time.Minute, "docker", "port", id, port))
 	addr, _, _ := strings.Cut(out, "\n")
 	return addr
 }
@@ -250,6 +262,66 @@ func (c *cluster) secureByDefault(es []edge) {
 			t.Fatalf("%s lists %v with a keyless stranger on the network", e.name, got)
 		}
 	}
+}
+
+// httpsAndHTTP3 checks that every edge serves www.example.test over HTTPS
+// with the certificate tls-init made with the cluster CA, announces HTTP/3
+// with Alt-Svc, and serves the same object over HTTP/3 on its published UDP
+// port, a hit.
+func (c *cluster) httpsAndHTTP3(es []edge) {
+	t := c.t
+	t.Helper()
+	dir := t.TempDir()
+	c.run(time.Minute, "docker", "cp", es[0].id+":/etc/meshcdn/mesh/ca.pem", filepath.Join(dir, "ca.pem"))
+	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("ca.pem from the mesh volume holds no certificate")
+	}
+	const path = "/css/site.css?over=tls"
+	for _, e := range es {
+		addr := c.port(e.id, "8443")
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}
+		resp, body, err := fetch(&http.Client{Transport: tr, Timeout: 30 * time.Second}, "https://www.example.test"+path)
+		tr.CloseIdleConnections()
+		if err != nil {
+			t.Fatalf("HTTPS at %s (%s): %v", e.name, addr, err)
+		}
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" || resp.Header.Get("Alt-Svc") != `h3=":8443"; ma=86400` {
+			t.Fatalf("HTTPS at %s: %d over %s, Alt-Svc %q", e.name, resp.StatusCode, resp.Proto, resp.Header.Get("Alt-Svc"))
+		}
+		udp := c.published(e.id, "8443/udp")
+		h3 := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots},
+			Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				return quic.DialAddrEarly(ctx, udp, tc, qc)
+			}}
+		resp3, body3, err := fetch(&http.Client{Transport: h3, Timeout: 30 * time.Second}, "https://www.example.test"+path)
+		_ = h3.Close()
+		if err != nil {
+			t.Fatalf("HTTP/3 at %s (%s): %v", e.name, udp, err)
+		}
+		if resp3.StatusCode != 200 || resp3.Proto != "HTTP/3.0" || body3 != body || !strings.Contains(resp3.Header.Get("Cache-Status"), "; hit") {
+			t.Fatalf("HTTP/3 at %s: %d over %s, %d bytes (HTTPS: %d), Cache-Status %q", e.name, resp3.StatusCode, resp3.Proto,
+				len(body3), len(body), resp3.Header.Get("Cache-Status"))
+		}
+	}
+}
+
+// fetch gets u with c and reads the body.
+func fetch(c *http.Client, u string) (*http.Response, string, error) {
+	resp, err := c.Get(u)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, string(b), err
 }
 
 // router checks the router against the edges of both regions: DNS for a
@@ -649,6 +721,9 @@ func TestCluster(tt *testing.T) {
 
 	step("1c. the router: DNS and HTTP send each region's clients to its edges; it owns nothing")
 	c.router(es)
+
+	step("1d. HTTPS and HTTP/3: every edge serves the cluster CA's certificate over TLS, announces HTTP/3 and serves it on UDP")
+	c.httpsAndHTTP3(es)
 
 	step("2. offload: 200 objects through every edge of both regions, the origin asked once each (region a shields b)")
 	base := markOrigin(t)

@@ -18,6 +18,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -205,6 +206,28 @@ func sign(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, role Role,
 		return nil, nil, err
 	}
 	return der, key, nil
+}
+
+// Issued checks that dir holds a certificate for name that Issue could
+// have written: a certificate and key that match, signed by dir's CA and
+// valid now.
+func Issued(dir, name string) error {
+	ca, _, err := LoadCA(dir)
+	if err != nil {
+		return err
+	}
+	kp, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
+	if err != nil {
+		return err
+	}
+	leaf := kp.Leaf
+	if err := leaf.CheckSignatureFrom(ca); err != nil {
+		return fmt.Errorf("%s.pem is not signed by the CA in %s: %w", name, dir, err)
+	}
+	if now := time.Now(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return fmt.Errorf("%s.pem is valid from %s to %s, not now", name, leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // LoadCA reads the CA certificate and key of dir.
