@@ -54,6 +54,9 @@ func parseEdgeConfig(t *testing.T, text string) node.Config {
 		t.Fatal(err)
 	}
 	text = strings.ReplaceAll(text, meshDir+"/", mesh+"/")
+	// Kubernetes' TLS Secret names its files tls.crt and tls.key.
+	text = strings.ReplaceAll(text, "/etc/meshcdn/tls/tls.crt", filepath.Join(mesh, "www.pem"))
+	text = strings.ReplaceAll(text, "/etc/meshcdn/tls/tls.key", filepath.Join(mesh, "www-key.pem"))
 	cfg, err := node.ParseFile("edge.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +338,8 @@ func TestKubernetesManifests(t *testing.T) {
 		ports[p.Name] = ":" + strconv.Itoa(p.ContainerPort)
 	}
 	for name, addr := range map[string]string{"http": cfg.HTTPAddr, "metrics": cfg.MetricsAddr, "admin": cfg.AdminAddr,
-		"peer": cfg.Mesh.PeerAddr, "gossip-tcp": cfg.Mesh.GossipAddr, "gossip-udp": cfg.Mesh.GossipAddr} {
+		"peer": cfg.Mesh.PeerAddr, "gossip-tcp": cfg.Mesh.GossipAddr, "gossip-udp": cfg.Mesh.GossipAddr,
+		"https-tcp": cfg.HTTPSAddr, "https-udp": cfg.HTTPSAddr} {
 		if port(t, ports[name]) != port(t, addr) {
 			t.Errorf("container port %s is %q, the configuration listens on %s", name, ports[name], addr)
 		}
@@ -371,6 +375,42 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if !mounted(cfg.CacheDir) || !slices.Contains(c.Args, "/etc/meshcdn/edge.yaml") || !mounted("/etc/meshcdn/edge.yaml") {
 		t.Errorf("the cache dir %s or the config file is not mounted: %+v %v", cfg.CacheDir, c.VolumeMounts, c.Args)
+	}
+	// The HTTPS certificate comes from the TLS Secret meshcdn-tls.
+	tlsVol := mountOf("/etc/meshcdn/tls/tls.crt")
+	if !slices.ContainsFunc(sts.Template.Spec.Volumes, func(v struct {
+		Name   string
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode int    `yaml:"defaultMode"`
+		}
+	}) bool {
+		return v.Name == tlsVol && v.Secret != nil && v.Secret.SecretName == "meshcdn-tls" && v.Secret.DefaultMode == 0o440
+	}) {
+		t.Errorf("/etc/meshcdn/tls is not the Secret meshcdn-tls with mode 0440: %+v", sts.Template.Spec.Volumes)
+	}
+	// The client Service carries HTTPS over TCP and HTTP/3 over UDP on the
+	// port Alt-Svc names.
+	var svc struct {
+		Ports []struct {
+			Name, Protocol string
+			Port           int
+			TargetPort     string `yaml:"targetPort"`
+		}
+	}
+	if err := find("Service", "meshcdn-edge").Spec.Decode(&svc); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ target, proto string }{{"https-tcp", "TCP"}, {"https-udp", "UDP"}} {
+		if !slices.ContainsFunc(svc.Ports, func(p struct {
+			Name, Protocol string
+			Port           int
+			TargetPort     string `yaml:"targetPort"`
+		}) bool {
+			return p.TargetPort == want.target && p.Protocol == want.proto && p.Port == cfg.HTTP3AdvertisedPort
+		}) {
+			t.Errorf("the Service meshcdn-edge does not carry %s on %s port %d (http3_advertised_port): %+v", want.target, want.proto, cfg.HTTP3AdvertisedPort, svc.Ports)
+		}
 	}
 	kubernetesRouter(t, cfg, find)
 }
