@@ -126,7 +126,7 @@ bench: ## Benchmarks with allocations: hits (in process, over loopback, signed, 
 # or through sudo).
 COMPARE_PACKAGES := nginx:nginx-light varnishd:varnish wrk:wrk h2load:nghttp2-client
 
-bench-compare: build ## meshcdn beside nginx proxy_cache, Varnish and bare net/http and fasthttp servers on loopback, HTTP/1.1, HTTPS and HTTP/2 (about 15 minutes): table and plots in bench/results/
+bench-compare: build ## meshcdn beside nginx proxy_cache, Varnish and bare net/http and fasthttp servers on loopback, HTTP/1.1, HTTPS, HTTP/2 and HTTP/3 (about 16 minutes): table and plots in bench/results/
 	@missing=""; for p in $(COMPARE_PACKAGES); do command -v $${p%%:*} >/dev/null || PATH="$$PATH:/usr/sbin" command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing from Debian's packages"; \

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"github.com/valyala/fasthttp"
 )
 
@@ -119,5 +123,46 @@ GET /obj/1k.bin HTTP/1.1 200 1024 1796652750.5
 	}
 	if _, err := parseFetches(strings.NewReader("GET /herd/meshcdn.bin HTTP/1.1 200 x 1.0\n"), "/herd/meshcdn.bin"); err == nil {
 		t.Error("a line of another format was accepted")
+	}
+}
+
+// TestRunH3: the HTTP/3 load generator counts the requests a real quic-go
+// server answers, and fails a run with answers other than 200.
+func TestRunH3(t *testing.T) {
+	dir := t.TempDir()
+	if err := selfSigned(dir); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	srv := &http3.Server{TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/missing" {
+				http.NotFound(w, r)
+				return
+			}
+			served.Add(1)
+			_, _ = io.WriteString(w, "hit")
+		})}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(udp); close(done) }()
+	t.Cleanup(func() { _ = srv.Close(); _ = udp.Close(); <-done })
+	addr := udp.LocalAddr().String()
+	s, n, err := runH3(t.Context(), "https://127.0.0.1/obj", addr, 300*time.Millisecond, 4)
+	if err != nil || n == 0 || s.rps <= 0 || s.p99ms <= 0 {
+		t.Fatalf("%+v %d %v", s, n, err)
+	}
+	if served.Load() < n {
+		t.Errorf("counted %d requests; the server answered %d", n, served.Load())
+	}
+	if _, _, err := runH3(t.Context(), "https://127.0.0.1/missing", addr, 100*time.Millisecond, 2); err == nil {
+		t.Error("a run of 404s was accepted")
 	}
 }

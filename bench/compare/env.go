@@ -15,7 +15,8 @@ type target struct {
 	path        func(p string) (string, bool) // the URL of a path, on the node a request lands on
 	purge       func(ctx context.Context, path string) (time.Duration, error)
 	reference   bool // Go's HTTP stack without a cache: hits and pass-through only
-	h2          bool // its HTTPS listener speaks HTTP/2
+	h2          bool   // its HTTPS listener speaks HTTP/2
+	h3          string // the UDP address of its HTTP/3 listener; "" when it has none
 }
 
 // env is every process the comparison started.
@@ -105,7 +106,8 @@ func startAll(bin, dir string) (*env, error) {
 	varnishT := &target{name: "varnish", http: fmt.Sprintf("http://127.0.0.1:%d", varnishPort), procs: []*proc{vrn}}
 	varnishT.path = same(varnishT.http)
 	varnishT.purge = purgeMethod(varnishT.http)
-	singleT := &target{name: "meshcdn", http: single.http, https: single.https, procs: []*proc{single.proc}, h2: true}
+	singleT := &target{name: "meshcdn", http: single.http, https: single.https, procs: []*proc{single.proc}, h2: true,
+		h3: fmt.Sprintf("127.0.0.1:%d", meshcdnPort+tlsOffset)}
 	singleT.path = same(single.http)
 	singleT.purge = adminPurge(bin, single)
 	meshT := &target{name: "mesh", procs: []*proc{mesh[0].proc, mesh[1].proc, mesh[2].proc}}
@@ -127,6 +129,9 @@ func startAll(bin, dir string) (*env, error) {
 		t := &target{name: r.stack, http: fmt.Sprintf("http://127.0.0.1:%d", r.port),
 			https: fmt.Sprintf("https://127.0.0.1:%d", r.port+tlsOffset), procs: []*proc{ref}, reference: true,
 			h2: r.stack == "net/http"} // fasthttp speaks HTTP/1.1 only
+		if r.stack == "net/http" {
+			t.h3 = fmt.Sprintf("127.0.0.1:%d", r.port+tlsOffset) // quic-go's http3.Server
+		}
 		t.path = same(t.http)
 		e.targets = append(e.targets, t)
 	}

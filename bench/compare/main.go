@@ -58,7 +58,14 @@ func main() {
 		return
 	}
 	if *only != "" {
-		works = slices.DeleteFunc(works, func(w work) bool { return !strings.Contains(w.name, *only) })
+		// The works asked for, and those their ratios are to.
+		keep := map[string]bool{}
+		for _, w := range works {
+			if strings.Contains(w.name, *only) {
+				keep[w.name], keep[w.baseOf()] = true, true
+			}
+		}
+		works = slices.DeleteFunc(works, func(w work) bool { return !keep[w.name] })
 		quick = true
 	}
 	log.SetFlags(0)

@@ -21,19 +21,32 @@ import (
 )
 
 // work is one load the comparison puts on every server: over HTTPS with
-// https, and over HTTP/2 (h2load instead of wrk) with h2 as well.
+// https, over HTTP/2 (h2load instead of wrk) with h2 as well, over HTTP/3
+// (runH3) with h3. Its ratios are to nginx's figures for base, its own
+// name when empty.
 type work struct {
-	name, path string
-	https, h2  bool
+	name, path    string
+	https, h2, h3 bool
+	base          string
 }
 
 var works = []work{
-	{"hit 1 KiB", "/obj/1k.bin", false, false},
-	{"hit 100 KiB", "/obj/100k.bin", false, false},
-	{"hit 1 MiB", "/obj/1m.bin", false, false},
-	{"pass-through 1 KiB", "/pass/1k.bin", false, false},
-	{"HTTPS hit 1 KiB", "/obj/1k.bin", true, false},
-	{"HTTP/2 hit 1 KiB", "/obj/1k.bin", true, true},
+	{name: "hit 1 KiB", path: "/obj/1k.bin"},
+	{name: "hit 100 KiB", path: "/obj/100k.bin"},
+	{name: "hit 1 MiB", path: "/obj/1m.bin"},
+	{name: "pass-through 1 KiB", path: "/pass/1k.bin"},
+	{name: "HTTPS hit 1 KiB", path: "/obj/1k.bin", https: true},
+	{name: "HTTP/2 hit 1 KiB", path: "/obj/1k.bin", https: true, h2: true},
+	// Debian's nginx (1.22) has no HTTP/3: its HTTPS figures are the base.
+	{name: "HTTP/3 hit 1 KiB", path: "/obj/1k.bin", https: true, h3: true, base: "HTTPS hit 1 KiB"},
+}
+
+// baseOf is the work whose nginx figures w's ratios are to.
+func (w work) baseOf() string {
+	if w.base != "" {
+		return w.base
+	}
+	return w.name
 }
 
 // sample is one wrk run.
@@ -78,8 +91,8 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 		for _, w := range works {
 			for i := range e.targets {
 				t := e.targets[(i+rep)%len(e.targets)] // a different server goes first in each repetition
-				if w.https && t.https == "" || w.h2 && !t.h2 {
-					continue // no HTTPS listener, or no HTTP/2 on it
+				if w.https && t.https == "" || w.h2 && !t.h2 || w.h3 && t.h3 == "" {
+					continue // no HTTPS listener, or no HTTP/2 or HTTP/3 on it
 				}
 				u, _ := t.path(w.path)
 				if w.https {
@@ -90,8 +103,13 @@ func measure(ctx context.Context, e *env, dur time.Duration, reps, conns int) (*
 				}
 				before := cpuSeconds(t.procs)
 				run := runWrk
-				if w.h2 {
+				switch {
+				case w.h2:
 					run = runH2load
+				case w.h3:
+					run = func(ctx context.Context, u string, dur time.Duration, conns int) (sample, int64, error) {
+						return runH3(ctx, u, t.h3, dur, conns)
+					}
 				}
 				s, reqs, err := run(ctx, u, dur, conns)
 				if err != nil {

@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // The reference is Go's own HTTP stack with nothing of a cache in it: a
@@ -75,14 +78,28 @@ func serveReference(ctx context.Context, dir string) error {
 	}
 	plain := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	secure := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	return runReference(ctx, referencePort, func(ln net.Listener, overTLS bool) error {
+	// HTTP/3 on the UDP port of the HTTPS listener, with quic-go's server.
+	udp, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", referencePort+tlsOffset))
+	if err != nil {
+		return err
+	}
+	quick := &http3.Server{Handler: h, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
+	h3err := make(chan error, 1)
+	go func() { h3err <- quick.Serve(udp) }()
+	err = runReference(ctx, referencePort, func(ln net.Listener, overTLS bool) error {
 		if overTLS {
 			return secure.ServeTLS(ln, "", "")
 		}
 		return plain.Serve(ln)
 	}, func(ctx context.Context) error {
-		return errors.Join(plain.Shutdown(ctx), secure.Shutdown(ctx))
+		return errors.Join(plain.Shutdown(ctx), secure.Shutdown(ctx), quick.Shutdown(ctx))
 	})
+	_ = quick.Close()
+	_ = udp.Close()
+	if serr := <-h3err; err == nil && serr != nil && !errors.Is(serr, http.ErrServerClosed) && !errors.Is(serr, quic.ErrServerClosed) && !errors.Is(serr, net.ErrClosed) {
+		err = serr
+	}
+	return err
 }
 
 // runReference listens on a reference's HTTP port and its HTTPS port,

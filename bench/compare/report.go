@@ -43,12 +43,16 @@ func report(res *results, out string, dur time.Duration, reps, conns int) error 
 		"3-node mesh whose requests land on a node that does not own the object; net/http is Go's own HTTP stack with no cache "+
 		"(hits from memory, httputil.ReverseProxy for the pass-through): what any server built on it reaches here; fasthttp is "+
 		"the same on github.com/valyala/fasthttp (a HostClient for the pass-through). HTTP/2 hits are measured with `h2load` "+
-		"instead of wrk, with as many connections of one stream each.\n\n", reps, conns, dur, runtime.NumCPU())
+		"instead of wrk, with as many connections of one stream each. HTTP/3 hits are measured with a load generator on "+
+		"quic-go's client in the comparison's own process (no packaged one speaks HTTP/3 here), as many QUIC connections of "+
+		"one request at a time; Debian's nginx has no HTTP/3, so that row's ratios are to nginx's HTTPS hit, and net/http "+
+		"there is quic-go's http3.Server.\n\n", reps, conns, dur, runtime.NumCPU())
 	b.WriteString("| work | server | requests/s | × nginx | spread (min–max) | p99 | CPU per request | × nginx |\n|---|---|---|---|---|---|---|---|\n")
 	for _, w := range works {
 		byServer := res.samples[w.name]
-		base := median(field(byServer["nginx"], func(s sample) float64 { return s.rps }))
-		baseCPU := median(field(byServer["nginx"], func(s sample) float64 { return s.cpuPerReqUS }))
+		nginx := res.samples[w.baseOf()]["nginx"]
+		base := median(field(nginx, func(s sample) float64 { return s.rps }))
+		baseCPU := median(field(nginx, func(s sample) float64 { return s.cpuPerReqUS }))
 		for _, srv := range res.servers {
 			ss := byServer[srv]
 			if len(ss) == 0 {
@@ -142,7 +146,7 @@ func plotRatios(res *results, path string) error {
 	for i, srv := range res.servers {
 		vals := make(plotter.Values, len(works))
 		for j, w := range works {
-			base := median(field(res.samples[w.name]["nginx"], func(s sample) float64 { return s.rps }))
+			base := median(field(res.samples[w.baseOf()]["nginx"], func(s sample) float64 { return s.rps }))
 			if ss := res.samples[w.name][srv]; len(ss) > 0 && base > 0 {
 				vals[j] = median(field(ss, func(s sample) float64 { return s.rps })) / base
 				top = max(top, vals[j])

@@ -257,7 +257,7 @@ func startMeshcdn(bin, dir, name string, port int, gossip, join string) (*meshNo
 	admin := fmt.Sprintf("127.0.0.1:%d", port+adminOffset)
 	args := []string{bin, "edge", "--name", name, "--origin", fmt.Sprintf("http://127.0.0.1:%d", originPort),
 		"--http", fmt.Sprintf("127.0.0.1:%d", port), "--https", fmt.Sprintf("127.0.0.1:%d", port+tlsOffset),
-		"--tls-cert", filepath.Join(dir, "cert.pem"), "--tls-key", filepath.Join(dir, "key.pem"),
+		"--tls-cert", filepath.Join(dir, "cert.pem"), "--tls-key", filepath.Join(dir, "key.pem"), "--http3",
 		"--metrics", "off", "--admin", admin, "--memory", "1GiB", "--max-object-size", "16MiB", "--log-level", "warn"}
 	if gossip == "off" {
 		args = append(args, "--gossip", "off")
