@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/node/access"
+	"github.com/meshcdn/meshcdn/node/compress"
 	"github.com/meshcdn/meshcdn/node/site"
 )
 
@@ -50,13 +52,18 @@ func TestHTTP3(t *testing.T) {
 		} else {
 			w.Header().Set("Cache-Control", "max-age=600")
 		}
+		if r.URL.Path == "/big.css" {
+			w.Header().Set("Content-Type", "text/css")
+			_, _ = w.Write(stylesheet())
+			return
+		}
 		_, _ = io.WriteString(w, "body of "+r.Host+r.URL.Path)
 	})
 	dir := t.TempDir()
 	shop := testutil.WriteCert(t, dir, "shop", []string{"shop.example"}, testutil.CertOptions{})
 	blog := testutil.WriteCert(t, dir, "blog", []string{"blog.example"}, testutil.CertOptions{RSA: true})
 	n := startNode(t, nil, Config{HTTPSAddr: "127.0.0.1:0", HTTP3: true, Sites: []site.Config{
-		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
+		{Hosts: []string{"shop.example"}, Origins: []site.OriginConfig{{URL: o.URL}}, Compression: &compress.Config{},
 			Certificates: []site.CertificateConfig{{CertFile: shop.CertFile, KeyFile: shop.KeyFile}}},
 		{Hosts: []string{"blog.example"}, Origins: []site.OriginConfig{{URL: o.URL}},
 			Certificates: []site.CertificateConfig{{CertFile: blog.CertFile, KeyFile: blog.KeyFile}},
@@ -96,7 +103,13 @@ func TestHTTP3(t *testing.T) {
 	// Neither a stored answer nor one passed through carries the origin's
 	// Alt-Svc: over HTTPS the edge's own, over HTTP/3 and plain HTTP none.
 	for _, path := range []string{"/app.js", "/api/cart"} {
-		for name, c := range map[string]*http.Client{"HTTP/1.1": h1, "HTTP/2": h2, "HTTP/3": h3} {
+		// HTTP/1.1 last: a pass-through it gets goes by its front's own
+		// forwarding, which must keep the edge's Alt-Svc too.
+		for _, front := range []struct {
+			name string
+			c    *http.Client
+		}{{"HTTP/3", h3}, {"HTTP/2", h2}, {"HTTP/1.1", h1}} {
+			name, c := front.name, front.c
 			resp, _ := get(t, c, "https://shop.example"+path)
 			want := wantAltSvc
 			if name == "HTTP/3" {
@@ -109,6 +122,17 @@ func TestHTTP3(t *testing.T) {
 		if r := do(t, n, "GET", path, "Host", "shop.example"); r.Header.Get("Alt-Svc") != "" {
 			t.Errorf("%s over plain HTTP: Alt-Svc %q; want none", path, r.Header.Get("Alt-Svc"))
 		}
+	}
+	// Range and compression over HTTP/3 as over the other fronts.
+	req, _ := http.NewRequest("GET", "https://shop.example/app.js", nil)
+	req.Header.Set("Range", "bytes=0-3")
+	if resp, body := send(t, h3, req); resp.StatusCode != http.StatusPartialContent || body != "body" {
+		t.Errorf("a Range over HTTP/3: %d %q", resp.StatusCode, body)
+	}
+	req, _ = http.NewRequest("GET", "https://shop.example/big.css", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	if resp, body := send(t, h3, req); resp.Header.Get("Content-Encoding") != "gzip" || !bytes.Equal(decode(t, "gzip", []byte(body)), stylesheet()) {
+		t.Errorf("a stylesheet over HTTP/3 for a gzip client: %q, %d bytes", resp.Header.Get("Content-Encoding"), len(body))
 	}
 	// A cold object over HTTP/3 is a hit over HTTP/1.1 afterwards.
 	before := o.hits.Load()

@@ -12,7 +12,8 @@ import (
 
 // Forward is pipeline.Forwarder's: the client's request, as fasthttp read
 // it, goes to the origin, and the origin's header, as fasthttp read it,
-// becomes the client's, each edited in place.
+// becomes the client's, each edited in place. Fields the handler set on
+// Header() before (Alt-Svc over HTTPS) replace the origin's of the name.
 func (w *writer) Forward(p *origin.Pool, r *http.Request, drop []string, edit func(int, httpcache.Fields) error) (int, io.ReadCloser, int64, error) {
 	resp, err := p.ForwardFast(&w.ctx.Request, r, drop)
 	if err != nil {
@@ -25,6 +26,12 @@ func (w *writer) Forward(p *origin.Pool, r *http.Request, drop []string, edit fu
 	// its own rules: nothing of the origin's connection goes on.
 	httpcache.DropHopByHop(f)
 	h.ResetConnectionClose()
+	for k, vs := range w.h {
+		f.Del(k)
+		for _, v := range vs {
+			f.Add(k, v)
+		}
+	}
 	status := h.StatusCode()
 	if err := edit(status, f); err != nil {
 		h.Reset()
