@@ -14,7 +14,7 @@ type target struct {
 	procs       []*proc                       // whose CPU and memory count
 	path        func(p string) (string, bool) // the URL of a path, on the node a request lands on
 	purge       func(ctx context.Context, path string) (time.Duration, error)
-	reference   bool // Go's HTTP stack without a cache: hits and pass-through only
+	reference   bool   // Go's HTTP stack without a cache: hits and pass-through only
 	h2          bool   // its HTTPS listener speaks HTTP/2
 	h3          string // the UDP address of its HTTP/3 listener; "" when it has none
 }
