@@ -21,6 +21,8 @@ import (
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/node/origin"
 	"github.com/meshcdn/meshcdn/node/site"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // tlsClient is an HTTPS client that reaches addr whatever the URL's host,
@@ -299,7 +301,8 @@ func TestHTTPSReload(t *testing.T) {
 }
 
 // TestHTTPSResumption: a session begun with one member resumes on another:
-// every member derives the session ticket keys from the gossip key.
+// every member derives the session ticket keys from the gossip key, for
+// HTTP/3 as for HTTPS.
 func TestHTTPSResumption(t *testing.T) {
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
@@ -307,7 +310,7 @@ func TestHTTPSResumption(t *testing.T) {
 	})
 	cert := testutil.WriteCert(t, t.TempDir(), "site", []string{"a.example"}, testutil.CertOptions{})
 	nodes := startCluster(t, o, 2, func(c *Config) {
-		c.HTTPSAddr, c.TLSCertFile, c.TLSKeyFile = "127.0.0.1:0", cert.CertFile, cert.KeyFile
+		c.HTTPSAddr, c.TLSCertFile, c.TLSKeyFile, c.HTTP3 = "127.0.0.1:0", cert.CertFile, cert.KeyFile, true
 		c.Mesh.GossipKeys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
 	})
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
@@ -323,8 +326,43 @@ func TestHTTPSResumption(t *testing.T) {
 			t.Errorf("%s: resumed %v; want a full handshake, then resumption on the other member and back", tls.VersionName(v), resumed)
 		}
 	}
+	tickets := &ticketWatch{ClientSessionCache: tls.NewLRUClientSessionCache(8), put: make(chan struct{}, 16)}
+	var resumed []bool
+	for _, n := range []*Node{nodes[0], nodes[1], nodes[0]} {
+		var conn *quic.Conn
+		tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool, ClientSessionCache: tickets},
+			Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				c, err := quic.DialAddr(ctx, n.HTTP3Addr(), tc, qc)
+				conn = c
+				return c, err
+			}}
+		get(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://a.example/x.css")
+		resumed = append(resumed, conn.ConnectionState().TLS.DidResume)
+		select { // QUIC may bring the session ticket after the answer
+		case <-tickets.put:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no session ticket over HTTP/3 within 5 s")
+		}
+		_ = tr.Close()
+	}
+	if resumed[0] || !resumed[1] || !resumed[2] {
+		t.Errorf("HTTP/3: resumed %v; want a full handshake, then resumption on the other member and back", resumed)
+	}
 	if v := counterValue(t, nodes[1], "meshcdn_tls_handshakes_total"); v < 2 {
 		t.Errorf("meshcdn_tls_handshakes_total = %v on the second member", v)
+	}
+}
+
+// ticketWatch is a client session cache that tells when a ticket is put.
+type ticketWatch struct {
+	tls.ClientSessionCache
+	put chan struct{}
+}
+
+func (c *ticketWatch) Put(key string, cs *tls.ClientSessionState) {
+	c.ClientSessionCache.Put(key, cs)
+	if cs != nil {
+		c.put <- struct{}{}
 	}
 }
 

@@ -59,6 +59,13 @@ func New(cfg Config) *Server {
 	t := cfg.TLS.Clone()
 	t.MinVersion = tls.VersionTLS13
 	t.NextProtos = []string{http3.NextProtoH3}
+	// http3.Server serves a copy of t made when it starts: tickets are
+	// sealed and opened through t itself, so the keys the mesh sets on t
+	// later (TLSConfig) are the ones in use.
+	t.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) { return t.EncryptTicket(cs, ss) }
+	t.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		return t.DecryptTicket(identity, cs)
+	}
 	h := cfg.Handler
 	var connContext func(context.Context, *quic.Conn) context.Context
 	if cfg.ZeroRTT {
