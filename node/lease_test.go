@@ -137,8 +137,11 @@ func TestMeshOriginBudget(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("60 objects in %v; the origin answered up to %d at once", time.Since(start).Round(time.Millisecond), o.peak.Load())
-	if bad.Load() != 0 || o.served.Load() != 61 {
-		t.Errorf("%d requests failed; the origin served %d, want 61", bad.Load(), o.served.Load())
+	// One origin request per object, and the hot one; more only for a
+	// peer fetch that failed (a member too loaded to take it in time),
+	// which asks the origin instead, within the budget all the same.
+	if served := o.served.Load(); bad.Load() != 0 || served < 61 || served > 61+peerFetchesFailed(t, nodes) {
+		t.Errorf("%d requests failed; the origin served %d, want 61 (and %d failed peer fetches)", bad.Load(), served, peerFetchesFailed(t, nodes))
 	}
 	if p := o.peak.Load(); p > 4 {
 		t.Errorf("the origin answered up to %d requests at once; the budget is 4", p)
