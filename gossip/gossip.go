@@ -311,6 +311,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			if joined = n > 0; joined {
 				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
 				failures = 0
+				g.meetEveryone(addrs)
 			} else if err != nil {
 				problems = append(problems, err)
 			}
@@ -333,6 +334,34 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			continue
 		}
 		wait = min(max(wait*2, backoff), 30*backoff)
+	}
+}
+
+// meetEveryone exchanges state once with every member the seeds (at
+// contacted) did not stand for. A node that comes back under its name
+// starts a new life at incarnation 0, and a member that has not yet
+// forgotten the old life's leave holds it above that: it ignores the new
+// life, and its next exchange with a member that took the new life would
+// have that member drop this node again for a moment (its keys someone
+// else's, a drain's offers sent elsewhere). Met now, each such record is
+// refuted at once, before this node reports ready.
+func (g *Gossip) meetEveryone(contacted []string) {
+	seen := map[string]bool{g.addr: true}
+	for _, a := range contacted {
+		seen[a] = true
+	}
+	var others []string
+	for _, m := range g.Members() { // a copy: memberlist's own nodes change under Leave
+		if m.Name != g.cfg.Name && !seen[m.Addr] {
+			seen[m.Addr] = true
+			others = append(others, m.Addr)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	if _, err := g.ml.Join(others); err != nil {
+		g.log.Debug("meeting every member after the join", "err", err)
 	}
 }
 
