@@ -143,6 +143,7 @@ type Gossip struct {
 	meta    *delegate
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
+	logw    *levelWriter // memberlist's log, closed by Shutdown
 	addr    string // the advertised gossip address, set by Start
 	changed chan struct{}
 
@@ -263,7 +264,8 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 	mc.Delegate = g.meta
 	mc.Events = g
-	mc.Logger = log.New(levelWriter{g.log}, "", 0)
+	g.logw = &levelWriter{l: g.log}
+	mc.Logger = log.New(g.logw, "", 0)
 	mc.LogOutput = nil
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -616,6 +618,10 @@ func (g *Gossip) Shutdown() error {
 		g.wg.Wait()
 		if g.ml != nil {
 			err = g.ml.Shutdown()
+			// memberlist's Shutdown does not wait for its goroutines: a
+			// probe under way may still log. Nothing is logged after
+			// Shutdown returns.
+			g.logw.close()
 		}
 	})
 	return err
@@ -682,10 +688,26 @@ func (*delegate) LocalState(bool) []byte          { return nil }
 func (*delegate) MergeRemoteState([]byte, bool)   {}
 
 // levelWriter sends memberlist's "[ERR] memberlist: ..." lines to slog at the
-// matching level.
-type levelWriter struct{ l *slog.Logger }
+// matching level, until it is closed.
+type levelWriter struct {
+	l      *slog.Logger
+	mu     sync.RWMutex // held to write; close waits for writes under way
+	closed bool
+}
 
-func (w levelWriter) Write(p []byte) (int, error) {
+// close drops every line from now on, once the lines being written are.
+func (w *levelWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
+func (w *levelWriter) Write(p []byte) (int, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return len(p), nil
+	}
 	msg, lvl := strings.TrimSpace(string(p)), slog.LevelDebug
 	switch {
 	case strings.Contains(msg, "use of closed network connection"):
@@ -701,4 +723,4 @@ func (w levelWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var _ io.Writer = levelWriter{}
+var _ io.Writer = (*levelWriter)(nil)

@@ -451,3 +451,37 @@ func TestRejoinMeetsEveryone(t *testing.T) {
 		t.Errorf("n4 dropped n3 after taking it back: failed %v", d.Failed())
 	}
 }
+
+// counting counts the records it handles.
+type counting struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h counting) Handle(ctx context.Context, r slog.Record) error {
+	h.n.Add(1)
+	return h.Handler.Handle(ctx, r)
+}
+
+// TestNoLogAfterShutdown: memberlist's goroutines may outlive its Shutdown
+// and log; nothing they write reaches the node's log once Shutdown returns.
+func TestNoLogAfterShutdown(t *testing.T) {
+	var lines atomic.Int64
+	g, err := New(Config{Name: "n1", BindAddr: "127.0.0.1:0", Fast: true,
+		Logger: slog.New(counting{slog.NewTextHandler(io.Discard, nil), &lines})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = g.logw.Write([]byte("[WARN] memberlist: before"))
+	if err := g.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	before := lines.Load()
+	_, _ = g.logw.Write([]byte("[WARN] memberlist: a probe's line after Shutdown"))
+	if before == 0 || lines.Load() != before {
+		t.Errorf("%d lines before Shutdown, %d after; want some, then none", before, lines.Load()-before)
+	}
+}
