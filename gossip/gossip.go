@@ -144,7 +144,7 @@ type Gossip struct {
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
 	logw    *levelWriter // memberlist's log, closed by Shutdown
-	addr    string // the advertised gossip address, set by Start
+	addr    string       // the advertised gossip address, set by Start
 	changed chan struct{}
 
 	mu       sync.Mutex
