@@ -106,6 +106,9 @@ func TestSoftPurge(t *testing.T) {
 	})
 	n := startNode(t, o, Config{AdminAddr: "127.0.0.1:0", CacheDir: t.TempDir()})
 	do(t, n, "GET", "/soft.css")
+	// The fill stores the object after its last byte reaches the client;
+	// a purge before that finds nothing (and the fill then stores nothing).
+	eventually(t, 5*time.Second, func() bool { return do(t, n, "GET", "/soft.css").cacheStatus() == "meshcdn; hit" })
 	ac, _ := adminClient(t, n.AdminAddr())
 	if _, err := ac.Purge(t.Context(), &adminv1.PurgeRequest{Urls: []string{"http://127.0.0.1/soft.css"}, Soft: true}); err != nil {
 		t.Fatal(err)
