@@ -109,7 +109,7 @@ func TestLeaveAndFailure(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
 	c := start(t, "n3", nil, a.Addr())
-	eventually(t, 5*time.Second, "3 members", func() bool { return names(a) == "n1,n2,n3" })
+	eventually(t, 5*time.Second, "3 members", func() bool { return names(a) == "n1,n2,n3" && names(b) == "n1,n2,n3" && names(c) == "n1,n2,n3" })
 	// On a starved machine a live member can miss its probes and be taken
 	// for dead, then refute it: such false alarms, before the events under
 	// test, are counted and are not what this test is about.
@@ -144,7 +144,7 @@ func TestLeaveAndFailure(t *testing.T) {
 func TestDrain(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
-	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" && names(b) == "n1,n2" })
 	for range len(a.Changed()) {
 		<-a.Changed()
 	}
@@ -272,7 +272,7 @@ func TestConfigErrors(t *testing.T) {
 func TestAddrWhileMetadataChanges(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
-	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" && names(b) == "n1,n2" })
 	want := b.Addr()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -307,7 +307,9 @@ func TestAddrWhileMetadataChanges(t *testing.T) {
 func TestLeaveNotice(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
-	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	// Both ways: n1 lists n2 as soon as it takes n2's state, before n2
+	// has taken n1's, and n2 tells only the members it knows.
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" && names(b) == "n1,n2" })
 	before := a.Failures()
 	b.lifecycle.Lock()
 	b.tellLeaving(2 * time.Second) // the mesh's default leave timeout
@@ -364,7 +366,7 @@ func TestJoinFailureLogged(t *testing.T) {
 func TestNotSpread(t *testing.T) {
 	a := start(t, "n1", nil)
 	b := start(t, "n2", nil, a.Addr())
-	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" })
+	eventually(t, 5*time.Second, "2 members", func() bool { return names(a) == "n1,n2" && names(b) == "n1,n2" })
 	// An update that did go out before the wait ended is no error: on busy
 	// cores gossip may send one in the instant between queueing it and the
 	// wait. Of a few tries, some must end unspread, and none otherwise.
