@@ -40,6 +40,20 @@ func (s *Size) Set(v string) error {
 	return nil
 }
 
+// MarshalYAML writes s exactly, in the largest binary unit that divides it
+// ("64MiB"), else in bytes.
+func (s Size) MarshalYAML() (any, error) {
+	for _, u := range []struct {
+		name string
+		n    Size
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if s != 0 && s%u.n == 0 {
+			return strconv.FormatInt(int64(s/u.n), 10) + u.name, nil
+		}
+	}
+	return int64(s), nil
+}
+
 // UnmarshalYAML accepts a string with a unit or a plain number of bytes.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	return unmarshalScalar(n, s, "a size such as 256MiB", ParseSize)
@@ -72,6 +86,10 @@ func ParseDuration(s string) (time.Duration, error) {
 	return days + d, nil
 }
 
+// MarshalYAML writes d as Go writes durations ("1h30m0s"), which
+// ParseDuration reads back exactly.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
 // UnmarshalYAML accepts a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return unmarshalScalar(n, d, "a duration such as 10m or 7d", func(v string) (Duration, error) {
@@ -101,6 +119,14 @@ func ParseRate(s string) (Rate, error) {
 	return Rate(n / period), nil
 }
 
+// MarshalYAML writes r per second ("50/s"), exactly; none (0) as null.
+func (r Rate) MarshalYAML() (any, error) {
+	if r == 0 {
+		return nil, nil
+	}
+	return strconv.FormatFloat(float64(r), 'g', -1, 64) + "/s", nil
+}
+
 // UnmarshalYAML accepts a rate string.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	return unmarshalScalar(n, r, "a rate such as 200/s", ParseRate)
@@ -128,6 +154,19 @@ func ParseBandwidth(s string) (Bandwidth, error) {
 		return Bandwidth(n) / 8, nil
 	}
 	return Bandwidth(n), nil
+}
+
+// MarshalYAML writes b exactly: in bytes a second ("4000000B/s") when it is a
+// whole number of them, else in bits ("1bit", what only a bit rate makes);
+// none (0) as null.
+func (b Bandwidth) MarshalYAML() (any, error) {
+	if b == 0 {
+		return nil, nil
+	}
+	if b == Bandwidth(int64(b)) {
+		return strconv.FormatInt(int64(b), 10) + "B/s", nil
+	}
+	return strconv.FormatInt(int64(b*8), 10) + "bit", nil
 }
 
 // UnmarshalYAML accepts a bandwidth string.

@@ -81,3 +81,40 @@ func TestUnmarshalYAML(t *testing.T) {
 		t.Errorf("a list for a rate: %v", err)
 	}
 }
+
+// TestMarshalYAMLRoundTrip: every value written is read back exactly, in
+// a form a person writes (units, not nanoseconds).
+func TestMarshalYAMLRoundTrip(t *testing.T) {
+	type values struct {
+		Size      Size      `yaml:"size"`
+		TTL       Duration  `yaml:"ttl"`
+		Rate      Rate      `yaml:"rate"`
+		Bandwidth Bandwidth `yaml:"bandwidth"`
+	}
+	for _, in := range []string{
+		"size: 4MiB\nttl: 1d\nrate: 120/min\nbandwidth: 8Mbit\n",
+		"size: 1000\nttl: 90s\nrate: 1/h\nbandwidth: 1bit\n",
+		"size: 1.5GB\nttl: 1d12h30m\nrate: 0.5/s\nbandwidth: 50MB/s\n",
+		"size: 0\nttl: 0s\n",
+	} {
+		var v values
+		if err := yaml.Unmarshal([]byte(in), &v); err != nil {
+			t.Fatal(err)
+		}
+		out, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back values
+		if err := yaml.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%q read back from %q: %v", out, in, err)
+		}
+		if back != v {
+			t.Errorf("%q became %q: %+v, want %+v", in, out, back, v)
+		}
+	}
+	out, _ := yaml.Marshal(values{Size: 64 << 20, TTL: Duration(10 * time.Minute), Rate: 50, Bandwidth: 4e6})
+	if want := "size: 64MiB\nttl: 10m0s\nrate: 50/s\nbandwidth: 4000000B/s\n"; string(out) != want {
+		t.Errorf("written as %q; want %q", out, want)
+	}
+}

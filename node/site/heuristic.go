@@ -25,6 +25,15 @@ type HeuristicConfig struct {
 	Max units.Duration `yaml:"max"`
 }
 
+// MarshalYAML writes "off" for none, else the mapping.
+func (h HeuristicConfig) MarshalYAML() (any, error) {
+	if h.Off {
+		return "off", nil
+	}
+	type plain HeuristicConfig
+	return plain(h), nil
+}
+
 // UnmarshalYAML accepts "off" as well as a mapping.
 func (h *HeuristicConfig) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
