@@ -179,6 +179,68 @@ func (s *Store) Rollback(v uint64, who string) (Doc, error) {
 	return s.commit(slices.Clone(s.st.Versions[i].Sites), who, fmt.Sprintf("rolled back to version %d", v))
 }
 
+// Export is what a peer needs to catch up with this store: the versions
+// kept, oldest first, and the history. The caller may change them.
+func (s *Store) Export() (versions []Doc, history []Change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.st.Versions {
+		versions = append(versions, Doc{Version: d.Version, Sites: deepCopy(d.Sites)})
+	}
+	return versions, slices.Clone(s.st.History)
+}
+
+// Adopt takes what a peer exported when its current version is past this
+// store's, and reports whether it did. The peer's current sites are
+// validated first: a version this node cannot apply is refused with why,
+// and the store keeps the one it has.
+func (s *Store) Adopt(versions []Doc, history []Change) (Doc, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.current()
+	if len(versions) == 0 || versions[len(versions)-1].Version <= cur.Version {
+		return cur, false, nil
+	}
+	for i := 1; i < len(versions); i++ {
+		if versions[i].Version <= versions[i-1].Version {
+			return cur, false, fmt.Errorf("sitedoc: the peer's version %d follows %d", versions[i].Version, versions[i-1].Version)
+		}
+	}
+	latest := versions[len(versions)-1]
+	if err := s.validate(latest.Sites); err != nil {
+		return cur, false, fmt.Errorf("version %d: %w", latest.Version, err)
+	}
+	var next state
+	for _, d := range s.st.Versions {
+		if d.Version < versions[0].Version {
+			next.Versions = append(next.Versions, d)
+		}
+	}
+	for _, d := range versions {
+		next.Versions = append(next.Versions, Doc{Version: d.Version, Sites: deepCopy(d.Sites)})
+	}
+	if n := len(next.Versions); n > Keep {
+		next.Versions = next.Versions[n-Keep:]
+	}
+	// The peer's history from its oldest entry on: where the two
+	// diverged (two writers made one version), the peer's is the one kept.
+	oldest := latest.Version + 1
+	if len(history) > 0 {
+		oldest = history[0].Version
+	}
+	for _, c := range s.st.History {
+		if c.Version < oldest {
+			next.History = append(next.History, c)
+		}
+	}
+	next.History = append(next.History, history...)
+	if err := s.write(next); err != nil {
+		return cur, false, err
+	}
+	s.st = next
+	return Doc{Version: latest.Version, Sites: deepCopy(latest.Sites)}, true, nil
+}
+
 // kept describes the versions kept.
 func (s *Store) kept() string {
 	if len(s.st.Versions) == 0 {

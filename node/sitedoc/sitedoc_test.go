@@ -157,3 +157,63 @@ func TestStoreSharesNothing(t *testing.T) {
 		t.Errorf("the store keeps %+v after its callers changed their copies", cur)
 	}
 }
+
+// TestAdopt: a store catches up with a peer's newer versions and history,
+// ignores older ones, and refuses a version it cannot apply, keeping its
+// own; what it adopted survives a restart.
+func TestAdopt(t *testing.T) {
+	a, _ := Open(t.TempDir(), checkSet)
+	dirB := t.TempDir()
+	b, _ := Open(dirB, checkSet)
+	if _, _, err := a.Seed([]site.Config{siteOf("shop", "http://10.0.0.1", "shop.example")}, "file"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(siteOf("blog", "http://10.0.0.2", "blog.example"), "ops"); err != nil {
+		t.Fatal(err)
+	}
+	d, adopted, err := b.Adopt(a.Export())
+	if err != nil || !adopted || d.Version != 2 || len(d.Sites) != 2 {
+		t.Fatalf("b adopting a's: %+v %v %v", d, adopted, err)
+	}
+	if h := b.History(); len(h) != 2 || h[1].What != "added blog" || h[1].Who != "ops" {
+		t.Errorf("b's history: %+v", h)
+	}
+	if _, adopted, _ := b.Adopt(a.Export()); adopted {
+		t.Error("b adopted the version it has")
+	}
+	if _, err := b.Remove("shop", "ops"); err != nil { // b is ahead now
+		t.Fatal(err)
+	}
+	if _, adopted, _ := b.Adopt(a.Export()); adopted {
+		t.Error("b adopted an older version")
+	}
+	// A version b cannot apply: a host bound twice.
+	versions, history := a.Export()
+	bad := versions[len(versions)-1]
+	bad.Version = 9
+	bad.Sites = append(bad.Sites, siteOf("thief", "http://10.0.0.9", "blog.example"))
+	_, adopted, err = b.Adopt(append(versions, bad), history)
+	if adopted || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "version 9") {
+		t.Errorf("an invalid version: adopted %v, %v", adopted, err)
+	}
+	if d := b.Current(); d.Version != 3 || len(d.Sites) != 1 {
+		t.Errorf("b after refusing it: %+v", d)
+	}
+	if _, err := a.Put(siteOf("docs", "http://10.0.0.4", "docs.example"), "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(siteOf("img", "http://10.0.0.5", "img.example"), "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if d, adopted, err := b.Adopt(a.Export()); err != nil || !adopted || d.Version != 4 || len(d.Sites) != 4 {
+		t.Fatalf("b adopting a's version 4: %+v %v %v", d, adopted, err)
+	}
+	// b's own version 3 lost to a's: the history is a's.
+	if h := b.History(); len(h) != 4 || h[2].What != "added docs" || h[3].What != "added img" {
+		t.Errorf("b's history after adopting past its own version 3: %+v", h)
+	}
+	again, err := Open(dirB, checkSet)
+	if err != nil || again.Current().Version != 4 || len(again.History()) != 4 {
+		t.Errorf("b after a restart: %+v, %d changes, %v", again.Current(), len(again.History()), err)
+	}
+}
