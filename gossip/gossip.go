@@ -313,7 +313,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			if joined = n > 0; joined {
 				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
 				failures = 0
-				g.meetEveryone(addrs)
+				g.meetEveryone(ctx, addrs)
 			} else if err != nil {
 				problems = append(problems, err)
 			}
@@ -347,7 +347,12 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 // have that member drop this node again for a moment (its keys someone
 // else's, a drain's offers sent elsewhere). Met now, each such record is
 // refuted at once, before this node reports ready.
-func (g *Gossip) meetEveryone(contacted []string) {
+//
+// The exchanges run meetAtOnce at a time, so members that died a moment
+// ago (each holds an exchange for memberlist's TCP timeout) delay the
+// join, and a Shutdown meanwhile, by that timeout a few times at most, not
+// once each; a Shutdown stops what has not started.
+func (g *Gossip) meetEveryone(ctx context.Context, contacted []string) {
 	seen := map[string]bool{g.addr: true}
 	for _, a := range contacted {
 		seen[a] = true
@@ -359,13 +364,27 @@ func (g *Gossip) meetEveryone(contacted []string) {
 			others = append(others, m.Addr)
 		}
 	}
-	if len(others) == 0 {
-		return
+	slots := make(chan struct{}, meetAtOnce)
+	var wg sync.WaitGroup
+	for _, a := range others {
+		select {
+		case <-ctx.Done():
+		case slots <- struct{}{}:
+			wg.Go(func() {
+				defer func() { <-slots }()
+				if _, err := g.ml.Join([]string{a}); err != nil {
+					g.log.Debug("meeting a member after the join", "member", a, "err", err)
+				}
+			})
+			continue
+		}
+		break
 	}
-	if _, err := g.ml.Join(others); err != nil {
-		g.log.Debug("meeting every member after the join", "err", err)
-	}
+	wg.Wait()
 }
+
+// meetAtOnce bounds the state exchanges meetEveryone runs at once.
+const meetAtOnce = 16
 
 // resolveSeeds turns seeds into addresses, every address of a DNS name, without
 // this node's own; problems are the seeds that do not resolve.
